@@ -1,0 +1,182 @@
+"""Atomic writes: write to a temporary sibling, then rename it over the destination.
+
+An interrupted export or autosave therefore never leaves a half-written file over a good one.
+The temporary name lives in the destination's folder (so the final rename never crosses file
+systems), is hidden, and ends with the destination's own name, so libraries that look at the
+suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
+
+- :func:`atomic_write` gives an open file object (``mode="w"`` / ``"wb"``), or the temporary path
+  when ``mode=None``.
+- :func:`atomic_path` gives a temporary path for writers that create a file *or a folder*
+  (tifffile, zarr, geff); a folder replaces an existing folder of the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
+
+#: prefix of every temporary name, so stale leftovers are easy to recognise
+TEMP_PREFIX = ".cellect-tmp-"
+
+
+def temp_sibling(path: str | os.PathLike[str]) -> Path:
+    """A fresh, unused hidden path in ``path``'s folder that ends with ``path``'s name."""
+    path = Path(path)
+    while True:
+        candidate = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.name}")
+        if not os.path.lexists(candidate):
+            return candidate
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable; folders cannot be opened for fsync on Windows, so skip there."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - exotic file systems
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                _fsync_file(Path(root) / name)
+            _fsync_dir(Path(root))
+    elif path.exists():
+        _fsync_file(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _commit(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` to ``dest``. A file replaces atomically; a folder replaces an old folder
+    by moving the old one aside first (``dest`` is briefly absent, but never half-written)."""
+    if tmp.is_dir() and dest.exists():
+        if not dest.is_dir():
+            raise IsADirectoryError(f"cannot replace the file {dest} with a folder")
+        old = temp_sibling(dest)
+        os.replace(dest, old)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            os.replace(old, dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it into place.
+
+    The body may create a file or a folder at the yielded path. If the body raises, whatever
+    it created is removed and ``path`` is left untouched. If the body creates nothing, nothing
+    is moved and ``path`` is left untouched.
+
+    Args:
+        path: the final destination. Its folder must exist.
+        fsync: flush the written data to disk before the rename (every file of a folder).
+    """
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {dest}: the folder {dest.parent} does not exist")
+    tmp = temp_sibling(dest)
+    try:
+        yield tmp
+        if not os.path.lexists(tmp):
+            logger.debug("atomic_path: nothing was written for %s", dest)
+            return
+        if fsync:
+            _fsync_tree(tmp)
+        _commit(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike[str],
+    mode: str | None = "w",
+    encoding: str | None = None,
+    newline: str | None = None,
+    fsync: bool = True,
+) -> Iterator[Any]:
+    """Write ``path`` atomically.
+
+    With ``mode`` ``"w"``/``"wt"``/``"wb"`` it yields an open file object (text files default to
+    UTF-8); with ``mode=None`` it yields the temporary path, like :func:`atomic_path`. The file
+    is flushed, fsync'ed and renamed over ``path`` only if the body finishes without an error;
+    otherwise the temporary file is removed and ``path`` keeps its old content.
+
+    Args:
+        path: the final destination. Its folder must exist.
+        mode: a write mode, or None for a path.
+        encoding: text encoding (text modes only); UTF-8 by default.
+        newline: passed to :func:`open` (text modes only).
+        fsync: flush the data to disk before the rename.
+    """
+    if mode is None:
+        with atomic_path(path, fsync=fsync) as tmp:
+            yield tmp
+        return
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_write: expected mode 'w', 'wt', 'wb' or None, found {mode!r}")
+    binary = "b" in mode
+    if binary and (encoding is not None or newline is not None):
+        raise ValueError("atomic_write: encoding and newline apply to text modes only")
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {dest}: the folder {dest.parent} does not exist")
+    tmp = temp_sibling(dest)
+    exclusive = mode.replace("w", "x")  # O_EXCL: never clobber a file we did not create
+    handle: IO[Any]
+    if binary:
+        handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
+    else:
+        handle = open(tmp, exclusive, encoding=encoding or "utf-8", newline=newline)  # noqa: SIM115
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        _commit(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise

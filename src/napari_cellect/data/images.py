@@ -1,0 +1,460 @@
+"""Open an image time series lazily as a (T, Z, Y, X) dask array.
+
+Accepted forms (see :func:`open_sequence`):
+
+- a folder of per-time-point TIFFs (one ZYX or YX volume per file), e.g. a Cell Tracking
+  Challenge sequence folder ``01/t000.tif ...`` or ``images/embryo_t012.tif``; the frame number
+  is the last integer in each file name;
+- one TIFF holding (T, Z, Y, X) or (T, Y, X), with ImageJ/OME axes or an explicit ``axes``;
+- a zarr array (``*.zarr``), plain or OME-NGFF (level 0 of the first multiscale image).
+
+Headers are read at once (shapes, dtypes, voxel size); pixels are read only when a frame is
+computed: one dask task per frame, memory-mapped where tifffile allows. 2D+t data is returned
+with Z = 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+
+from napari_cellect.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: axis letters napari-cellect understands; C (channel) must have size 1
+KNOWN_AXES = "TZYXC"
+#: tifffile's letters for an axis whose meaning the file does not say
+UNKNOWN_AXES = "QI"
+#: tifffile letters that mean "channel-like": colour samples and ImageJ/OME channels
+CHANNEL_AXES = "CS"
+#: unit name -> micrometres, for OME physical sizes given in other units
+UNIT_TO_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0,
+              "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+@dataclass
+class ImageSequence:
+    """A lazily read image time series and what is known about it.
+
+    Attributes:
+        data: dask array (T, Z, Y, X); Z = 1 for 2D+t data. One chunk per frame.
+        scale: voxel size (z, y, x) in the file's unit (micrometres for OME), (1, 1, 1) if unknown.
+        frames: the real frame number of each index along T (file numbering may have gaps or
+            start at 1); index ``i`` of ``data`` is frame ``frames[i]``.
+        sources: the files the pixels come from (one per frame for a folder, else one).
+        name: a short name for layers and output files.
+    """
+
+    data: da.Array
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    frames: list[int] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+    name: str = ""
+
+    @property
+    def z_ratio(self) -> float:
+        """Anisotropy: z spacing over y spacing."""
+        return float(self.scale[0] / self.scale[1])
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+def open_sequence(path: str | Path, axes: str | None = None) -> ImageSequence:
+    """Open an image time series without reading its pixels.
+
+    Args:
+        path: a folder of per-time-point TIFFs, one multi-frame TIFF, or a ``.zarr`` array.
+        axes: the order of the stored axes, using the letters T, Z, Y, X (and C for a channel
+            axis of size 1), e.g. ``"TZYX"`` or ``"TYX"``. It overrides the file's own metadata.
+            For a folder it describes one file (``"ZYX"``, ``"YX"``; a leading T is ignored).
+            Needed for a 3D TIFF without axes metadata, which could be T,Y,X or Z,Y,X.
+
+    Raises:
+        InputError: the path is missing or not an image series, the files of a folder differ
+            in shape or dtype, the axes cannot be decided, or the data has several channels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder (expected a folder of TIFFs, a TIFF or a .zarr)",
+                         path)
+    if _is_zarr(path):
+        return _open_zarr(path, axes)
+    if path.is_dir():
+        return _open_tiff_folder(path, axes)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff_file(path, axes)
+    raise InputError(
+        f"expected a folder of TIFFs, a .tif/.tiff file or a .zarr array, found a "
+        f"'{path.suffix or 'no suffix'}' file", path)
+
+
+# --------------------------------------------------------------------------------- axes
+
+
+def _parse_axes(axes: str, ndim: int, source: Path) -> str:
+    """Check a user-given axes string against the data's number of dimensions."""
+    letters = axes.upper()
+    bad = sorted(set(letters) - set(KNOWN_AXES))
+    if bad or len(set(letters)) != len(letters):
+        raise InputError(
+            f"axes must use each of the letters {', '.join(KNOWN_AXES)} at most once, "
+            f"found {axes!r}", source)
+    if len(letters) != ndim:
+        raise InputError(
+            f"axes {axes!r} name {len(letters)} dimensions but the image has {ndim}", source)
+    return letters
+
+
+def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence: bool,
+                  source: Path, default_3d: str | None = None) -> str:
+    """Decide the axis letters (from T Z Y X C) of stored data.
+
+    ``found`` is the file's own description (tifffile letters; Q/I mean unknown). ``sequence``
+    says whether the data holds the whole time series (one file) or one time point (folder).
+    ``default_3d`` is how 3D data without metadata is read when the form makes it unambiguous.
+    """
+    ndim = len(shape)
+    if given is not None:
+        letters = given.upper()
+        if not sequence and len(letters) == ndim + 1 and "T" in letters:
+            letters = letters.replace("T", "")
+        return _parse_axes(letters, ndim, source)
+    letters = "".join("C" if a in CHANNEL_AXES else a for a in found.upper())
+    if letters and not set(letters) & set(UNKNOWN_AXES) and len(letters) == ndim:
+        unsupported = [(a, n) for a, n in zip(letters, shape) if a not in KNOWN_AXES]
+        if unsupported:
+            raise InputError(
+                f"unsupported axes {found!r} with shape {tuple(shape)}; expected only "
+                f"{', '.join(KNOWN_AXES)}. Pass axes= to say which axis is which", source)
+        return letters
+    # no usable metadata: decide by the number of dimensions
+    defaults = {2: "YX", 4: "TZYX"} if sequence else {2: "YX", 3: "ZYX"}
+    if ndim == 3 and default_3d is not None:
+        return default_3d
+    if ndim in defaults and (sequence or ndim <= 3):
+        return defaults[ndim]
+    if sequence and ndim == 3:
+        raise InputError(
+            f"cannot tell whether the 3 dimensions {tuple(shape)} are T,Y,X or Z,Y,X: the file "
+            "has no axes metadata. Pass axes='TYX' or axes='ZYX' (a single volume)", source)
+    expected = "(T,Z,Y,X) or (T,Y,X)" if sequence else "(Z,Y,X) or (Y,X)"
+    raise InputError(
+        f"expected {expected} data, found {ndim} dimensions {tuple(shape)} without axes "
+        "metadata. Pass axes= (e.g. 'TZYX') to say which axis is which", source)
+
+
+def _check_axes(letters: str, shape: Sequence[int], sequence: bool, source: Path) -> None:
+    """Refuse multi-channel data, more than one time axis in a per-frame file, and no YX."""
+    if "Y" not in letters or "X" not in letters:
+        raise InputError(f"axes {letters!r} lack Y or X (shape {tuple(shape)})", source)
+    sizes = dict(zip(letters, shape))
+    if sizes.get("C", 1) > 1:
+        raise InputError(
+            f"the image has {sizes['C']} channels (axes {letters}, shape {tuple(shape)}); "
+            "napari-cellect tracks one channel: save the nuclear channel on its own "
+            "(e.g. Fiji: Image > Color > Split Channels) and open that, or pass axes= if this "
+            "axis is not a channel", source)
+    if not sequence and sizes.get("T", 1) > 1:
+        raise InputError(
+            f"expected one time point per file in a folder, found {sizes['T']} time points "
+            f"(axes {letters}, shape {tuple(shape)}). Open the file on its own instead", source)
+
+
+def _frame_shape(letters: str, shape: Sequence[int]) -> tuple[int, int, int]:
+    sizes = dict(zip(letters, shape))
+    return (sizes.get("Z", 1), sizes["Y"], sizes["X"])
+
+
+def _to_zyx(block: np.ndarray, letters: str) -> np.ndarray:
+    """Reorder a block with axes ``letters`` (no T; C of size 1) to (Z, Y, X)."""
+    if "C" in letters:
+        block = np.take(block, 0, axis=letters.index("C"))
+        letters = letters.replace("C", "")
+    if "Z" not in letters:
+        block = block[np.newaxis]
+        letters = "Z" + letters
+    return np.transpose(block, [letters.index(a) for a in "ZYX"])
+
+
+# --------------------------------------------------------------------------------- TIFF
+
+
+def _read_tiff_frame(path: str, letters: str, t: int | None) -> np.ndarray:
+    """Read one time point (all of the file when ``t`` is None) of series 0 as (Z, Y, X).
+
+    Memory-maps uncompressed files, so only the pages of frame ``t`` are touched; otherwise
+    reads through tifffile's zarr view, which also decodes only the pages asked for.
+    """
+    index: tuple[Any, ...] = tuple(
+        t if (a == "T" and t is not None) else slice(None) for a in letters)
+    rest = letters.replace("T", "") if t is not None else letters
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        try:
+            mapped = tifffile.memmap(path, mode="r")
+        except ValueError:  # compressed or not contiguous: not memory-mappable
+            mapped = None
+        if mapped is not None and mapped.shape == tuple(series.shape):
+            block = np.array(mapped[index])
+            del mapped
+        else:
+            block = np.asarray(zarr.open(series.aszarr(), mode="r")[index])
+    return np.ascontiguousarray(_to_zyx(block, rest))
+
+
+@dataclass(frozen=True)
+class _TiffHeader:
+    axes: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: tuple[float, float, float] | None  # None: the file does not say
+
+
+def _read_header(path: Path) -> _TiffHeader:
+    """Series 0's axes, shape, dtype and voxel size, without reading pixel data."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError("the TIFF holds no image", path)
+            series = tif.series[0]
+            if len(tif.series) > 1:
+                logger.info("%s holds %d image series; using the first", path, len(tif.series))
+            return _TiffHeader(series.axes, tuple(series.shape), np.dtype(series.dtype),
+                               _tiff_scale(tif))
+    except InputError:
+        raise
+    except (tifffile.TiffFileError, OSError, ValueError) as error:
+        raise InputError(f"not a readable TIFF file ({error})", path) from error
+
+
+def _tiff_scale(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) from OME PhysicalSize or ImageJ spacing/resolution tags."""
+    if tif.is_ome and tif.ome_metadata:
+        scale = _ome_scale(tif.ome_metadata)
+        if scale is not None:
+            return scale
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        tags = tif.pages.first.tags
+        y = _pixel_size(tags.get("YResolution"))
+        x = _pixel_size(tags.get("XResolution"))
+        z = float(meta.get("spacing", 1.0) or 1.0)
+        if (x, y, z) != (1.0, 1.0, 1.0):
+            return (z, y, x)
+    return None
+
+
+def _pixel_size(tag: tifffile.TiffTag | None) -> float:
+    """A TIFF resolution tag holds pixels per unit as a rational; the size is its inverse."""
+    if tag is None:
+        return 1.0
+    value = tag.value
+    num, den = (value, 1) if np.isscalar(value) else value[:2]
+    return float(den) / float(num) if num else 1.0
+
+
+def _ome_scale(xml: str) -> tuple[float, float, float] | None:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"),
+                  None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in "ZYX":
+        value = pixels.get(f"PhysicalSize{axis}")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        sizes.append(float(value) * UNIT_TO_UM.get(unit, 1.0) if value else None)
+    if all(s is None for s in sizes):
+        return None
+    y = sizes[1] or sizes[2] or 1.0
+    x = sizes[2] or y
+    return (sizes[0] or 1.0, y, x)
+
+
+def _final_scale(scale: tuple[float, float, float] | None, letters: str
+                 ) -> tuple[float, float, float]:
+    """Default (1,1,1); 2D data gets z = y spacing so that z_ratio is 1."""
+    z, y, x = scale if scale is not None else (1.0, 1.0, 1.0)
+    if "Z" not in letters:
+        z = y
+    return (float(z), float(y), float(x))
+
+
+def _open_tiff_file(path: Path, axes: str | None) -> ImageSequence:
+    header = _read_header(path)
+    letters = _resolve_axes(header.axes, header.shape, axes, sequence=True, source=path)
+    _check_axes(letters, header.shape, sequence=True, source=path)
+    frame_shape = _frame_shape(letters, header.shape)
+    if "T" in letters:
+        n_frames = header.shape[letters.index("T")]
+        tasks = [dask.delayed(_read_tiff_frame, pure=True)(str(path), letters, t)
+                 for t in range(n_frames)]
+    else:  # one explicitly labelled volume, e.g. an ImageJ ZYX stack: a one-frame sequence
+        tasks = [dask.delayed(_read_tiff_frame, pure=True)(str(path), letters, None)]
+    data = da.stack([da.from_delayed(task, frame_shape, header.dtype) for task in tasks])
+    logger.debug("opened %s: axes %s, %d frames of %s", path, letters, len(tasks), frame_shape)
+    return ImageSequence(data=data, scale=_final_scale(header.scale, letters),
+                         frames=list(range(len(tasks))), sources=[path], name=_stem(path))
+
+
+def frame_number(path: Path) -> int | None:
+    """The last integer in a file name (without its suffixes), or None."""
+    numbers = re.findall(r"\d+", _stem(path))
+    return int(numbers[-1]) if numbers else None
+
+
+def _missing_frames_text(frames: Sequence[int]) -> str:
+    """'3, 7-9' for the numbers missing between the first and the last frame."""
+    present = np.asarray(frames)
+    missing = np.setdiff1d(np.arange(present.min(), present.max() + 1), present)
+    runs = np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1)
+    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _list_frames(folder: Path) -> tuple[list[int], list[Path]]:
+    files = [p for p in folder.iterdir()
+             if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
+    if not files:
+        raise InputError("expected .tif/.tiff files (one per time point), found none", folder)
+    numbered: dict[int, Path] = {}
+    for file in files:
+        number = frame_number(file)
+        if number is None:
+            raise InputError(
+                "expected a frame number in every file name (e.g. t007.tif), found none", file)
+        if number in numbered:
+            raise InputError(
+                f"two files have frame number {number}: {numbered[number].name} and "
+                f"{file.name}; keep one time series per folder", folder)
+        numbered[number] = file
+    frames = sorted(numbered)
+    if frames[-1] - frames[0] + 1 != len(frames):
+        warnings.warn(f"{folder}: frames {_missing_frames_text(frames)} are missing; the series "
+                      f"jumps over them ({len(frames)} files, frames {frames[0]}..{frames[-1]})",
+                      UserWarning, stacklevel=3)
+    return frames, [numbered[f] for f in frames]
+
+
+def _open_tiff_folder(folder: Path, axes: str | None) -> ImageSequence:
+    frames, files = _list_frames(folder)
+    first = _read_header(files[0])
+    letters = _resolve_axes(first.axes, first.shape, axes, sequence=False, source=files[0])
+    _check_axes(letters, first.shape, sequence=False, source=files[0])
+    for file in files[1:]:
+        header = _read_header(file)
+        if header.shape != first.shape:
+            raise InputError(
+                f"expected every file of the series to have the shape {first.shape} of "
+                f"{files[0].name}, found {header.shape}", file)
+        if header.dtype != first.dtype:
+            raise InputError(
+                f"expected every file of the series to have the dtype {first.dtype} of "
+                f"{files[0].name}, found {header.dtype}", file)
+    frame_shape = _frame_shape(letters, first.shape)
+    data = da.stack([
+        da.from_delayed(dask.delayed(_read_tiff_frame, pure=True)(str(f), letters, None),
+                        frame_shape, first.dtype)
+        for f in files])
+    logger.debug("opened %s: %d files of %s (axes %s)", folder, len(files), frame_shape, letters)
+    return ImageSequence(data=data, scale=_final_scale(first.scale, letters), frames=frames,
+                         sources=files, name=folder.name)
+
+
+# --------------------------------------------------------------------------------- zarr
+
+
+def _is_zarr(path: Path) -> bool:
+    markers = ("zarr.json", ".zarray", ".zgroup")
+    return path.suffix.lower() == ".zarr" or (
+        path.is_dir() and any((path / m).exists() for m in markers))
+
+
+def _open_zarr(path: Path, axes: str | None) -> ImageSequence:
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as error:  # zarr raises several unrelated types for a bad store
+        raise InputError(f"not a readable zarr store ({error})", path) from error
+    found, scale = "", None
+    if isinstance(node, zarr.Group):
+        node, found, scale = _zarr_image_in_group(node, path)
+    attrs = node.attrs.asdict()
+    if not found and isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
+        found = "".join(str(d)[:1].upper() for d in attrs["_ARRAY_DIMENSIONS"])
+    shape = tuple(int(n) for n in node.shape)
+    letters = _resolve_axes(found, shape, axes, sequence=True, source=path, default_3d="TYX")
+    _check_axes(letters, shape, sequence=True, source=path)
+    data = da.from_zarr(node)
+    if "C" in letters:
+        data = data[tuple(0 if a == "C" else slice(None) for a in letters)]
+        scale_letters = letters
+        letters = letters.replace("C", "")
+    else:
+        scale_letters = letters
+    if "T" not in letters:
+        data, letters = data[np.newaxis], "T" + letters
+    if "Z" not in letters:
+        data, letters = data[:, np.newaxis] if letters[0] == "T" else data[np.newaxis], \
+            letters[0] + "Z" + letters[1:]
+    data = data.transpose([letters.index(a) for a in "TZYX"]).rechunk({0: 1})
+    zyx = None
+    if scale is not None:
+        sizes = dict(zip(scale_letters, scale))
+        zyx = (sizes.get("Z", 1.0), sizes.get("Y", 1.0), sizes.get("X", 1.0))
+    return ImageSequence(data=data, scale=_final_scale(zyx, scale_letters),
+                         frames=list(range(data.shape[0])), sources=[path], name=_stem(path))
+
+
+def _zarr_image_in_group(group: zarr.Group, path: Path
+                         ) -> tuple[zarr.Array, str, list[float] | None]:
+    """Level 0 of an OME-NGFF image (with its axes and scale), or a group's only array."""
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        image = multiscales[0]
+        dataset = image["datasets"][0]
+        names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
+        found = "".join(n[:1].upper() for n in names)
+        scale = None
+        for transforms in (dataset.get("coordinateTransformations", []),
+                           image.get("coordinateTransformations", [])):
+            for transform in transforms:
+                if transform.get("type") == "scale":
+                    values = [float(v) for v in transform["scale"]]
+                    scale = values if scale is None else [a * b for a, b in zip(scale, values)]
+        return group[dataset["path"]], found, scale
+    arrays = list(group.array_keys())
+    if len(arrays) == 1:
+        return group[arrays[0]], "", None
+    raise InputError(
+        f"expected a zarr array or an OME-NGFF image, found a group with arrays {arrays}; "
+        "pass the path of the array itself", path)
+
+
+def _stem(path: Path) -> str:
+    """File name without image suffixes (``a.ome.tif`` -> ``a``)."""
+    name = path.name
+    for suffix in (".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name.lower().endswith(".ome"):
+        name = name[:-4]
+    return name

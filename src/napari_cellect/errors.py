@@ -1,0 +1,44 @@
+"""Exceptions whose messages are meant for the person running the tool.
+
+Every message says what was expected and what was found, and names the file (and line) where
+there is one. The CLI prints ``str(error)`` on one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CellectError(Exception):
+    """Base class of every error napari-cellect raises on purpose."""
+
+
+class InputError(CellectError, ValueError):
+    """Bad input data: a path, an image series, an annotation or a CSV file."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)
+        self.path = None if path is None else Path(path)
+        self.line = line
+
+
+class GraphError(CellectError, ValueError):
+    """An operation would break the TrackGraph's invariants."""
+
+
+class ModelError(CellectError):
+    """A model bundle or checkpoint file that cannot be used."""
+
+
+class DeviceError(CellectError):
+    """The requested compute device is not available."""
+
+
+class Cancelled(CellectError):
+    """A long-running job was cancelled by the user."""
