@@ -143,15 +143,17 @@ def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence:
                 f"{', '.join(KNOWN_AXES)}. Pass axes= to say which axis is which", source)
         return letters
     # no usable metadata: decide by the number of dimensions
-    defaults = {2: "YX", 4: "TZYX"} if sequence else {2: "YX", 3: "ZYX"}
     if ndim == 3 and default_3d is not None:
         return default_3d
-    if ndim in defaults and (sequence or ndim <= 3):
-        return defaults[ndim]
+    if not sequence and ndim in (2, 3):
+        return "ZYX"[-ndim:]
+    if sequence and ndim == 4:
+        return "TZYX"
     if sequence and ndim == 3:
         raise InputError(
             f"cannot tell whether the 3 dimensions {tuple(shape)} are T,Y,X or Z,Y,X: the file "
-            "has no axes metadata. Pass axes='TYX' or axes='ZYX' (a single volume)", source)
+            "has no axes metadata. Pass axes='TYX' (a 2D time series) or axes='ZYX' (a single "
+            "volume)", source)
     expected = "(T,Z,Y,X) or (T,Y,X)" if sequence else "(Z,Y,X) or (Y,X)"
     raise InputError(
         f"expected {expected} data, found {ndim} dimensions {tuple(shape)} without axes "
@@ -181,10 +183,11 @@ def _frame_shape(letters: str, shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _to_zyx(block: np.ndarray, letters: str) -> np.ndarray:
-    """Reorder a block with axes ``letters`` (no T; C of size 1) to (Z, Y, X)."""
-    if "C" in letters:
-        block = np.take(block, 0, axis=letters.index("C"))
-        letters = letters.replace("C", "")
+    """Reorder a block with axes ``letters`` (T and C, if any, of size 1) to (Z, Y, X)."""
+    for single in "TC":
+        if single in letters:
+            block = np.take(block, 0, axis=letters.index(single))
+            letters = letters.replace(single, "")
     if "Z" not in letters:
         block = block[np.newaxis]
         letters = "Z" + letters
@@ -349,7 +352,7 @@ def _list_frames(folder: Path) -> tuple[list[int], list[Path]]:
     if frames[-1] - frames[0] + 1 != len(frames):
         warnings.warn(f"{folder}: frames {_missing_frames_text(frames)} are missing; the series "
                       f"jumps over them ({len(frames)} files, frames {frames[0]}..{frames[-1]})",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
     return frames, [numbered[f] for f in frames]
 
 
@@ -390,7 +393,7 @@ def _is_zarr(path: Path) -> bool:
 def _open_zarr(path: Path, axes: str | None) -> ImageSequence:
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as error:  # zarr raises several unrelated types for a bad store
+    except (OSError, ValueError, KeyError, TypeError) as error:  # zarr errors are ValueErrors
         raise InputError(f"not a readable zarr store ({error})", path) from error
     found, scale = "", None
     if isinstance(node, zarr.Group):
@@ -402,23 +405,19 @@ def _open_zarr(path: Path, axes: str | None) -> ImageSequence:
     letters = _resolve_axes(found, shape, axes, sequence=True, source=path, default_3d="TYX")
     _check_axes(letters, shape, sequence=True, source=path)
     data = da.from_zarr(node)
+    stored = letters
     if "C" in letters:
         data = data[tuple(0 if a == "C" else slice(None) for a in letters)]
-        scale_letters = letters
         letters = letters.replace("C", "")
-    else:
-        scale_letters = letters
-    if "T" not in letters:
-        data, letters = data[np.newaxis], "T" + letters
-    if "Z" not in letters:
-        data, letters = data[:, np.newaxis] if letters[0] == "T" else data[np.newaxis], \
-            letters[0] + "Z" + letters[1:]
+    for missing in "ZT":
+        if missing not in letters:
+            data, letters = data[np.newaxis], missing + letters
     data = data.transpose([letters.index(a) for a in "TZYX"]).rechunk({0: 1})
     zyx = None
-    if scale is not None:
-        sizes = dict(zip(scale_letters, scale))
+    if scale is not None and len(scale) == len(stored):
+        sizes = dict(zip(stored, scale))
         zyx = (sizes.get("Z", 1.0), sizes.get("Y", 1.0), sizes.get("X", 1.0))
-    return ImageSequence(data=data, scale=_final_scale(zyx, scale_letters),
+    return ImageSequence(data=data, scale=_final_scale(zyx, stored),
                          frames=list(range(data.shape[0])), sources=[path], name=_stem(path))
 
 
@@ -440,7 +439,7 @@ def _zarr_image_in_group(group: zarr.Group, path: Path
                     values = [float(v) for v in transform["scale"]]
                     scale = values if scale is None else [a * b for a, b in zip(scale, values)]
         return group[dataset["path"]], found, scale
-    arrays = list(group.array_keys())
+    arrays = sorted(group.array_keys())
     if len(arrays) == 1:
         return group[arrays[0]], "", None
     raise InputError(

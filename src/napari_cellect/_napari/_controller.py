@@ -1,0 +1,671 @@
+"""The per-viewer track editor: sessions, selection, edit actions and navigation.
+
+One :class:`CellectController` per viewer (see :func:`controller_for`; there is no process-wide
+singleton). It binds tracking sessions to their layers, owns the selection and turns key presses,
+clicks and napari's own point tools into edit commands that go through the session's
+:class:`~napari_cellect.track.edits.History`. The layers and the lineage view never patch each
+other: they refresh from the graph, through a :class:`~._changes.ChangeCollector` that merges the
+``graph.changed`` signals of one action into one refresh.
+
+Several sessions can be open in one viewer (say ground truth and a result); the one whose layer
+is active receives the edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psygnal import Signal
+
+from napari_cellect._napari._changes import ChangeCollector, ChangeSet
+from napari_cellect._napari._keybindings import bind, binding_callbacks, unbind
+from napari_cellect._napari._layer_data import ROLE_KEY, SESSION_KEY, session_layer_data
+from napari_cellect._napari._layer_sync import LayerSync
+from napari_cellect.errors import CellectError, GraphError
+from napari_cellect.track import edits
+from napari_cellect.track.edits import Command, Compound, SetValues
+from napari_cellect.track.graph import NO_PARENT, TrackGraph
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Labels, Layer, Points, Tracks
+
+    from napari_cellect._napari._session import TrackingSession
+
+logger = logging.getLogger(__name__)
+
+#: layer roles, in the order their layers are added
+ROLES = ("labels", "tracks", "centres")
+
+
+@dataclass(eq=False)
+class BoundSession:
+    """A session and the layers that show it."""
+
+    session: TrackingSession
+    collector: ChangeCollector
+    points: Points | None = None
+    tracks: Tracks | None = None
+    labels: Labels | None = None
+    sync: LayerSync | None = None
+    #: callables that undo each connection made when binding
+    disconnects: list[Callable[[], None]] = field(default_factory=list)
+
+    def layers(self) -> list[Layer]:
+        return [layer for layer in (self.points, self.tracks, self.labels) if layer is not None]
+
+
+class CellectController:
+    """Edits the active tracking session of one viewer."""
+
+    #: the selected node ids changed (tuple of ids, in the order they were selected)
+    selection_changed = Signal(tuple)
+    #: the active session changed (session or None)
+    session_changed = Signal(object)
+    #: the layers were refreshed after a graph change (ChangeSet)
+    refreshed = Signal(object)
+    #: something to tell the user: (level, text) with level "info" or "error"
+    message = Signal(str, str)
+
+    def __init__(self, viewer: napari.Viewer):
+        self._viewer_ref = weakref.ref(viewer)
+        self._bound: list[BoundSession] = []
+        self._active: BoundSession | None = None
+        self._selection: tuple[int, ...] = ()
+        self._pushing_selection = False
+        self._drag_moves: set[int] | None = None
+        self._callbacks = binding_callbacks(self)
+        bind(viewer, self._callbacks)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        for layer in list(viewer.layers):
+            self._adopt(layer)
+
+    # ================================================================== properties
+    @property
+    def viewer(self) -> napari.Viewer:
+        viewer = self._viewer_ref()
+        if viewer is None:
+            raise RuntimeError("the viewer of this controller was closed")
+        return viewer
+
+    @property
+    def session(self) -> TrackingSession | None:
+        """The session edits go to."""
+        return self._active.session if self._active else None
+
+    @property
+    def sessions(self) -> list[TrackingSession]:
+        return [b.session for b in self._bound]
+
+    @property
+    def graph(self) -> TrackGraph | None:
+        return self._active.session.graph if self._active else None
+
+    @property
+    def bound(self) -> BoundSession | None:
+        """The active session with its layers."""
+        return self._active
+
+    @property
+    def selection(self) -> tuple[int, ...]:
+        return self._selection
+
+    # ================================================================== sessions and layers
+    def add_session(self, session: TrackingSession) -> list[Layer]:
+        """Add layers showing ``session`` to the viewer and make it the active session."""
+        from napari.layers import Layer
+
+        layers = []
+        for data, kwargs, kind in session_layer_data(session):
+            layer = Layer.create(data, kwargs, kind)
+            self.viewer.add_layer(layer)
+            layers.append(layer)
+        return layers
+
+    def _adopt(self, layer: Layer) -> None:
+        session = layer.metadata.get(SESSION_KEY)
+        role = layer.metadata.get(ROLE_KEY)
+        if session is None or role not in ROLES:
+            return
+        bound = next((b for b in self._bound if b.session is session), None)
+        if bound is None:
+            bound = BoundSession(session=session, collector=ChangeCollector(session.graph))
+            self._bound.append(bound)
+            new = bound
+
+            def on_changed(changes: ChangeSet) -> None:
+                self._on_graph_changed(new, changes)
+
+            bound.collector.changed.connect(on_changed)
+        if role == "centres":
+            self._bind_points(bound, layer)  # type: ignore[arg-type]
+        elif role == "tracks":
+            bound.tracks = layer  # type: ignore[assignment]
+            self._bind_layer_keys(bound, layer)
+        else:
+            bound.labels = layer  # type: ignore[assignment]
+            self._bind_labels(bound, layer)  # type: ignore[arg-type]
+        if bound.points is not None:
+            bound.sync = LayerSync(session, bound.points, bound.tracks, bound.labels)
+            if role != "centres":
+                bound.sync.full_refresh()
+        if bound.points is not None and self._active is not bound:
+            self._activate(bound)
+
+    def _bind_layer_keys(self, bound: BoundSession, layer: Layer) -> None:
+        bind(layer, self._callbacks)
+        bound.disconnects.append(lambda: unbind(layer, self._callbacks))
+
+    def _bind_points(self, bound: BoundSession, points: Points) -> None:
+        bound.points = points
+        self._bind_layer_keys(bound, points)
+
+        def on_select(*_args: Any) -> None:
+            self._on_points_selected(bound)
+
+        def on_data(event: Any) -> None:
+            self._on_points_data(bound, event)
+
+        points.selected_data.events.items_changed.connect(on_select)
+        points.events.data.connect(on_data)
+        points.mouse_drag_callbacks.append(self._on_points_drag)
+        bound.disconnects += [
+            lambda: points.selected_data.events.items_changed.disconnect(on_select),
+            lambda: points.events.data.disconnect(on_data),
+            lambda: _remove(points.mouse_drag_callbacks, self._on_points_drag),
+        ]
+        points.mode = "select"
+
+    def _bind_labels(self, bound: BoundSession, labels: Labels) -> None:
+        self._bind_layer_keys(bound, labels)
+
+        def callback(layer: Labels, event: Any) -> None:
+            self._on_labels_click(bound, layer, event)
+
+        labels.mouse_drag_callbacks.append(callback)
+        bound.disconnects.append(lambda: _remove(labels.mouse_drag_callbacks, callback))
+
+    def _activate(self, bound: BoundSession | None) -> None:
+        if bound is self._active:
+            return
+        self._active = bound
+        self._set_selection((), push=False)
+        self.session_changed.emit(bound.session if bound else None)
+
+    def _unbind(self, bound: BoundSession) -> None:
+        for disconnect in bound.disconnects:
+            disconnect()
+        bound.disconnects.clear()
+        bound.collector.close()
+        bound.session.close()
+        self._bound.remove(bound)
+        if self._active is bound:
+            self._active = None
+            self._activate(self._bound[-1] if self._bound else None)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        self._adopt(event.value)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = event.value
+        for bound in list(self._bound):
+            if layer is bound.points:
+                self._unbind(bound)
+            elif layer is bound.tracks or layer is bound.labels:
+                unbind(layer, self._callbacks)
+                if layer is bound.tracks:
+                    bound.tracks = None
+                else:
+                    bound.labels = None
+                if bound.points is not None:
+                    bound.sync = LayerSync(bound.session, bound.points, bound.tracks, bound.labels)
+
+    def _on_active_layer(self, event: Any) -> None:
+        layer = event.value
+        if layer is None:
+            return
+        for bound in self._bound:
+            if layer in bound.layers() and bound.points is not None:
+                self._activate(bound)
+                return
+
+    def close(self) -> None:
+        """Unbind every session (journals with unsaved edits are kept) and the viewer keys."""
+        for bound in list(self._bound):
+            self._unbind(bound)
+        viewer = self._viewer_ref()
+        if viewer is not None:
+            unbind(viewer, self._callbacks)
+            viewer.layers.events.inserted.disconnect(self._on_layer_inserted)
+            viewer.layers.events.removed.disconnect(self._on_layer_removed)
+            viewer.layers.selection.events.active.disconnect(self._on_active_layer)
+        _REGISTRY.pop(id(viewer), None)
+
+    # ================================================================== refresh
+    def _on_graph_changed(self, bound: BoundSession, changes: ChangeSet) -> None:
+        if bound.sync is not None:
+            bound.sync.refresh(changes)
+        if bound is self._active:
+            graph = bound.session.graph
+            kept = tuple(i for i in self._selection if graph.has(i))
+            self._set_selection(kept, push=True, emit=kept != self._selection)
+            self.refreshed.emit(changes)
+
+    # ================================================================== executing edits
+    def execute(self, command: Command) -> Command | None:
+        """Run ``command`` through the active session's history (autosaved); report errors."""
+        bound = self._require()
+        if bound is None:
+            return None
+        session = bound.session
+        try:
+            session.ensure_journal()
+        except OSError as error:
+            self._report("error", f"autosave is off: cannot write the journal ({error})")
+        try:
+            with bound.collector.batch():
+                session.history.execute(command)
+        except CellectError as error:
+            self._report("error", str(error))
+            return None
+        description = getattr(command, "description", command.name)
+        self._report("info", description)
+        return command
+
+    def do(self, action: Callable[..., Command], *args: Any, **kwargs: Any) -> Command | None:
+        """Build a user action from :mod:`napari_cellect.track.edits` and execute it."""
+        graph = self.graph
+        if graph is None:
+            self._require()
+            return None
+        try:
+            command = action(graph, *args, **kwargs)
+        except CellectError as error:
+            self._report("error", str(error))
+            return None
+        return self.execute(command)
+
+    def undo(self) -> None:
+        bound = self._require()
+        if bound is None:
+            return
+        with bound.collector.batch():
+            command = bound.session.history.undo()
+        self._report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
+
+    def redo(self) -> None:
+        bound = self._require()
+        if bound is None:
+            return
+        with bound.collector.batch():
+            command = bound.session.history.redo()
+        self._report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
+
+    def _require(self) -> BoundSession | None:
+        if self._active is None:
+            self._report("error", "no tracks to edit: open a tracks file or run tracking first")
+        return self._active
+
+    def _report(self, level: str, text: str) -> None:
+        (logger.info if level == "info" else logger.warning)("%s", text)
+        self.message.emit(level, text)
+        if level == "error":
+            from napari.utils.notifications import show_warning
+
+            show_warning(text)
+
+    def _batch(self, description: str, builders: Sequence[Callable[[TrackGraph], Command]]) -> Compound:
+        """One undoable command from several actions, each built on the graph the previous left.
+
+        The actions are built against a scratch copy of the graph, so nothing changes until the
+        returned command is executed.
+        """
+        graph = self.graph
+        assert graph is not None
+        scratch = graph.copy()
+        steps: list[Command] = []
+        corrections: list[dict[str, Any]] = []
+        for build in builders:
+            command = build(scratch)
+            command.apply(scratch)
+            steps.append(command)
+            corrections += getattr(command, "corrections", [])
+        return Compound(description, steps, corrections)
+
+    def _need(self, n: int, what: str) -> tuple[int, ...] | None:
+        if self._require() is None:
+            return None
+        if len(self._selection) < n:
+            self._report("error", f"{what}: select {n} node{'s' if n > 1 else ''} first "
+                                  f"({len(self._selection)} selected)")
+            return None
+        return self._selection
+
+    # ================================================================== user actions (keys)
+    def link_selected(self) -> None:
+        """Link the last two selected nodes."""
+        sel = self._need(2, "link")
+        if sel is not None:
+            self.do(edits.link, sel[-2], sel[-1])
+
+    def break_selected(self) -> None:
+        """Break the link into the selected node (into the later of two)."""
+        sel = self._need(1, "break link")
+        if sel is None:
+            return
+        graph = self.graph
+        assert graph is not None
+        if len(sel) >= 2:
+            a, b = sel[-2], sel[-1]
+            child = b if graph.node(b)["t"] > graph.node(a)["t"] else a
+        else:
+            child = sel[-1]
+        self.do(edits.break_link, child)
+
+    def delete_selected(self) -> None:
+        sel = self._need(1, "delete")
+        if sel is None:
+            return
+        self._delete(list(sel))
+
+    def _delete(self, ids: Sequence[int]) -> None:
+        if len(ids) == 1:
+            self.do(edits.delete_node, ids[0])
+            return
+        builders = [lambda g, n=int(n): edits.delete_node(g, n) for n in ids]
+        self._try_execute(lambda: self._batch(f"delete {len(ids)} nodes", builders))
+
+    def _try_execute(self, build: Callable[[], Command]) -> None:
+        if self._require() is None:
+            return
+        try:
+            command = build()
+        except CellectError as error:
+            self._report("error", str(error))
+            return
+        self.execute(command)
+
+    def add_at_cursor(self) -> None:
+        """Add a node at the mouse position in the current frame."""
+        bound = self._require()
+        if bound is None or bound.points is None:
+            return
+        position = self.viewer.cursor.position
+        self.add_at_world(position)
+
+    def add_at_world(self, world_position: Sequence[float]) -> None:
+        """Add a node at a world position (all viewer dimensions, time first)."""
+        bound = self._require()
+        if bound is None or bound.points is None:
+            return
+        points = bound.points
+        world = np.asarray(world_position, dtype=np.float64)[-points.ndim:]
+        coords = np.asarray(points.world_to_data(world), dtype=np.float64)
+        t = int(round(coords[0]))
+        zyx = bound.session.geometry.position_of(coords)
+        graph = bound.session.graph
+        parent = self._parent_for_new_node(graph, t)
+        radius = np.nanmedian(graph["radius"]) if np.any(np.isfinite(graph["radius"])) else np.nan
+        command = self.do(edits.add_node, t, zyx, radius=float(radius), parent=parent)
+        if command is not None:
+            new_id = int(command.steps[0].columns["id"][0])  # type: ignore[attr-defined]
+            self.select([new_id])
+
+    def _parent_for_new_node(self, graph: TrackGraph, t: int) -> int | None:
+        if len(self._selection) != 1:
+            return None
+        node = self._selection[0]
+        if graph.node(node)["t"] < t and len(graph.children_of(node)) < 2:
+            return node
+        return None
+
+    def toggle_division(self) -> None:
+        sel = self._need(1, "division")
+        if sel is None:
+            return
+        graph = self.graph
+        assert graph is not None
+        node = sel[-1]
+        row = graph.index_of(node)[0]
+        divides = graph.n_children()[row] == 2 or graph["division_score"][row] >= 0.5
+        self.do(edits.mark_division, node, not divides)
+
+    def swap_selected(self) -> None:
+        sel = self._need(2, "swap parents")
+        if sel is not None:
+            self.do(edits.swap_parents, sel[-2], sel[-1])
+
+    def approve_selected(self) -> None:
+        sel = self._need(1, "approve")
+        if sel is not None:
+            self.do(edits.approve, list(sel))
+
+    def approve_track_selected(self) -> None:
+        sel = self._need(1, "approve track")
+        if sel is not None:
+            self.do(edits.approve_track, sel[-1])
+
+    def move_nodes(self, ids: Sequence[int], positions: np.ndarray) -> None:
+        """Move nodes to new (z, y, x) positions (one undoable edit)."""
+        ids = [int(i) for i in ids]
+        positions = np.asarray(positions, dtype=np.float64).reshape(len(ids), 3)
+        steps: list[Command] = [
+            SetValues(axis, ids, positions[:, k].tolist()) for k, axis in enumerate("zyx")
+        ]
+        self._try_execute(lambda: Compound(f"move {len(ids)} node(s)", steps))
+
+    # ================================================================== navigation
+    def next_node(self) -> None:
+        self._step(+1)
+
+    def previous_node(self) -> None:
+        self._step(-1)
+
+    def _step(self, direction: int) -> None:
+        sel = self._need(1, "next/previous node")
+        if sel is None:
+            return
+        graph = self.graph
+        assert graph is not None
+        node = sel[-1]
+        if direction > 0:
+            children = graph.children_of(node)
+            if len(children) == 0:
+                self._report("info", f"node {node} is the last of its track")
+                return
+            target = int(children[0])
+        else:
+            target = graph.parent_of(node)
+            if target == NO_PARENT:
+                self._report("info", f"node {node} is the first of its track")
+                return
+        self.select([target], center=True)
+
+    def go_to(self, node: int) -> None:
+        """Move the time step, the slice and the camera to a node."""
+        bound = self._active
+        if bound is None or bound.points is None:
+            return
+        graph = bound.session.graph
+        info = graph.node(node)
+        coords = bound.session.geometry.to_layer_point(info["t"], (info["z"], info["y"], info["x"]))
+        world = np.asarray(bound.points.data_to_world(coords), dtype=np.float64)
+        viewer = self.viewer
+        offset = viewer.dims.ndim - len(world)
+        displayed = set(viewer.dims.displayed)
+        for k, value in enumerate(world):
+            axis = offset + k
+            if axis not in displayed:
+                viewer.dims.set_point(axis, value)
+        centre = [world[axis - offset] for axis in viewer.dims.displayed if axis >= offset]
+        if len(centre) == len(viewer.dims.displayed):
+            viewer.camera.center = tuple(centre)
+
+    # ================================================================== selection
+    def select(self, ids: Sequence[int], *, center: bool = False, add: bool = False) -> None:
+        """Select nodes by id (``add`` keeps the current selection)."""
+        graph = self.graph
+        if graph is None:
+            return
+        ids = tuple(int(i) for i in ids if graph.has(int(i)))
+        if add:
+            ids = tuple(i for i in self._selection if i not in ids) + ids
+        self._set_selection(ids, push=True)
+        if center and ids:
+            self.go_to(ids[-1])
+
+    def _set_selection(self, ids: tuple[int, ...], *, push: bool, emit: bool = True) -> None:
+        self._selection = ids
+        bound = self._active
+        if push and bound is not None and bound.points is not None:
+            rows = bound.session.graph.index_of(list(ids)) if ids else np.zeros(0, int)
+            self._pushing_selection = True
+            try:
+                bound.points.selected_data = {int(r) for r in rows}
+            finally:
+                self._pushing_selection = False
+        if emit:
+            self.selection_changed.emit(ids)
+
+    def _on_points_selected(self, bound: BoundSession) -> None:
+        if self._pushing_selection or (bound.sync is not None and bound.sync.is_updating):
+            return
+        if bound is not self._active or bound.points is None:
+            return
+        graph = bound.session.graph
+        rows = sorted(bound.points.selected_data)
+        if rows and max(rows) >= len(graph):
+            return  # the layer holds points the graph does not have yet (an add in progress)
+        ids = [int(i) for i in graph.ids[rows]] if rows else []
+        ordered = tuple(i for i in self._selection if i in ids) + tuple(
+            i for i in ids if i not in self._selection
+        )
+        self._set_selection(ordered, push=False)
+
+    def _on_labels_click(self, bound: BoundSession, layer: Labels, event: Any) -> None:
+        if event.type != "mouse_press" or layer.mode != "pan_zoom":
+            return
+        value = layer.get_value(
+            event.position, view_direction=event.view_direction,
+            dims_displayed=event.dims_displayed, world=True,
+        )
+        if value is None or int(value) <= 0:
+            return
+        coords = np.asarray(layer.world_to_data(event.position))
+        t = int(round(coords[0]))
+        graph = bound.session.graph
+        match = np.flatnonzero((graph.track_ids() == int(value)) & (graph["t"] == t))
+        if len(match):
+            self._activate(bound)
+            self.select([int(graph.ids[match[0]])])
+
+    # ================================================================== napari's own point tools
+    def _on_points_drag(self, layer: Points, event: Any) -> Any:
+        """Collect moves made by dragging points; commit them as one edit on release."""
+        if layer.mode != "select":
+            return
+        self._drag_moves = set()
+        yield
+        while event.type == "mouse_move":
+            yield
+        moved, self._drag_moves = self._drag_moves, None
+        if moved:
+            self._commit_moves(layer, sorted(moved))
+
+    def _on_points_data(self, bound: BoundSession, event: Any) -> None:
+        """Turn edits made with napari's point tools into graph edits."""
+        if bound.sync is None or bound.sync.is_updating:
+            return
+        action = str(getattr(event, "action", ""))
+        indices = [int(i) for i in getattr(event, "data_indices", ())]
+        if action.endswith("added"):
+            self._activate(bound)
+            points = bound.points
+            assert points is not None
+            n_new = len(points.data) - len(bound.session.graph)
+            if n_new > 0:
+                self._add_from_layer(bound, points.data[-n_new:])
+        elif action.endswith("removed"):
+            self._activate(bound)
+            known = bound.sync._ids  # the rows the layer showed before the removal
+            ids = [int(known[i]) for i in indices if 0 <= i < len(known)]
+            if ids:
+                self._delete(ids)
+        elif action.endswith("changed"):
+            if self._drag_moves is not None:
+                self._drag_moves.update(indices)
+            else:
+                assert bound.points is not None
+                self._commit_moves(bound.points, indices)
+
+    def _add_from_layer(self, bound: BoundSession, coords: np.ndarray) -> None:
+        geometry = bound.session.geometry
+        builders = [
+            lambda g, c=c: edits.add_node(g, int(round(c[0])), geometry.position_of(c))
+            for c in np.asarray(coords)
+        ]
+        self._try_execute(lambda: self._batch(f"add {len(builders)} node(s)", builders))
+
+    def _commit_moves(self, layer: Points, rows: Sequence[int]) -> None:
+        bound = self._active
+        if bound is None or layer is not bound.points:
+            return
+        graph = bound.session.graph
+        rows = [r for r in rows if r < len(graph)]
+        if not rows:
+            return
+        geometry = bound.session.geometry
+        rows_arr = np.asarray(rows)
+        shown = np.asarray(layer.data)[rows_arr]
+        moved = np.any(shown != geometry.coords(graph)[rows_arr], axis=1)
+        if not np.any(moved):
+            return
+        positions = np.array([geometry.position_of(c) for c in shown[moved]])
+        self.move_nodes(graph.ids[rows_arr[moved]], positions)
+
+
+def _remove(callbacks: list[Any], callback: Any) -> None:
+    if callback in callbacks:
+        callbacks.remove(callback)
+
+
+def _describe(command: Command | None) -> str:
+    return getattr(command, "description", "") or (command.name if command else "")
+
+
+# ====================================================================== per-viewer registry
+#: viewer id -> (weak viewer, controller); the controller lives as long as the viewer's keymap
+#: holds its callbacks, and is dropped when the viewer is gone
+_REGISTRY: dict[int, tuple[weakref.ref, CellectController]] = {}
+
+
+def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectController | None:
+    """The controller of ``viewer`` (created on first use when ``create``)."""
+    entry = _REGISTRY.get(id(viewer))
+    if entry is not None and entry[0]() is viewer:
+        return entry[1]
+    if not create:
+        return None
+    controller = CellectController(viewer)
+    key = id(viewer)
+    _REGISTRY[key] = (weakref.ref(viewer, lambda _ref, k=key: _REGISTRY.pop(k, None)), controller)
+    return controller
+
+
+def ensure_controller_for_current_viewer() -> CellectController | None:
+    """Give the current viewer a controller, so session layers added next are bound at once.
+
+    Readers and sample data return layer data, not layers, and do not get the viewer; this is
+    how opening a tracks file makes it editable without any widget open.
+    """
+    import napari
+
+    viewer = napari.current_viewer()
+    return None if viewer is None else controller_for(viewer)

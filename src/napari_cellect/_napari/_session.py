@@ -1,0 +1,196 @@
+"""A tracking session: one TrackGraph with its undo history, autosave journal and metadata.
+
+The session is what the reader, the sample, the tracking widget and the export widget hand
+around; the per-viewer controller binds it to layers. It imports neither Qt nor napari.
+
+Autosave: the journal is started lazily, just before the first edit, so opening a file writes
+nothing. It lives beside the tracks file (``journal_folder_for``), beside the image the tracks
+came from, or in a folder the user picks; data without any file journals under
+:func:`default_journal_root`. Saving keeps the journal (so undo past the save still replays
+correctly); closing a session that has no unsaved edits deletes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_cellect._napari._layer_data import Geometry
+from napari_cellect.track.edits import Command, History
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.journal import Journal, journal_folder_for, restore
+
+logger = logging.getLogger(__name__)
+
+#: a callback asked whether to restore an existing journal (gets the journal folder)
+AskRestore = Callable[[Path], bool]
+
+
+def default_journal_root() -> Path:
+    """Where sessions without a file keep their journals (the user's data folder)."""
+    import platformdirs
+
+    return platformdirs.user_data_path("napari-cellect") / "journals"
+
+
+def _unique_folder(root: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "session"
+    return root / f"{safe}-{stamp}-{os.getpid()}.cellect-journal"
+
+
+@dataclass(eq=False)
+class TrackingSession:
+    """A TrackGraph being looked at and corrected.
+
+    Attributes:
+        graph: the one data model; every edit goes through ``history``.
+        history: the undo/redo stack of ``graph``.
+        name: prefix of the layer names.
+        source: the tracks file this session was read from and saves to (None: not saved yet).
+        journal_folder: where edits are autosaved (None: chosen at the first edit).
+        geometry: voxel size and 2D/3D, shared with the image.
+        labels: masks whose values are track ids, (T, Z, Y, X) or (T, Y, X), or None.
+        image_shape: (T, Z, Y, X) of the image the tracks belong to, if known (CTC export).
+    """
+
+    graph: TrackGraph
+    history: History
+    name: str = "cellect"
+    source: Path | None = None
+    journal_folder: Path | None = None
+    geometry: Geometry = field(default_factory=Geometry)
+    labels: np.ndarray | None = None
+    image_shape: tuple[int, ...] | None = None
+    _journal: Journal | None = field(default=None, repr=False)
+    _saved_top: Command | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_graph(cls, graph: TrackGraph, **kwargs: object) -> TrackingSession:
+        """A fresh session (empty history) around ``graph``."""
+        session = cls(graph=graph, history=History(graph), **kwargs)  # type: ignore[arg-type]
+        session._saved_top = None
+        return session
+
+    @classmethod
+    def open_tracks(
+        cls, path: str | os.PathLike[str], ask_restore: AskRestore | None = None,
+        **kwargs: object,
+    ) -> TrackingSession:
+        """Read a tracks file; when its journal holds edits, offer to restore them.
+
+        ``ask_restore`` gets the journal folder and returns True to restore the edits; when it
+        is None or says no, the old journal is deleted.
+        """
+        from napari_cellect.data.annotations import read_tracks
+
+        path = Path(path)
+        folder = journal_folder_for(path)
+        if Journal.exists(folder) and ask_restore is not None and ask_restore(folder):
+            session = cls.open_journal(folder, source=path, **kwargs)
+            return session
+        if folder.exists():
+            Journal(folder).discard()
+        graph = read_tracks(path)
+        name = kwargs.pop("name", None) or _stem(path)
+        return cls.from_graph(graph, name=name, source=path, journal_folder=folder, **kwargs)
+
+    @classmethod
+    def open_journal(
+        cls, folder: str | os.PathLike[str], source: Path | None = None, **kwargs: object
+    ) -> TrackingSession:
+        """Rebuild a session (graph and undo history) from an autosave journal and keep it going."""
+        folder = Path(folder)
+        history = restore(folder)
+        if "name" not in kwargs:
+            kwargs["name"] = _stem(source) if source is not None else _stem(folder)
+        session = cls(graph=history.graph, history=history, source=source, journal_folder=folder,
+                      **kwargs)  # type: ignore[arg-type]
+        session._journal = Journal(folder)
+        session._journal.resume(history)
+        # the restored edits are not in any saved file: the session starts dirty
+        session._saved_top = None
+        logger.info("restored %d edits from %s", len(history.done), folder)
+        return session
+
+    # ------------------------------------------------------------------ autosave
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
+
+    @property
+    def dirty(self) -> bool:
+        """True when the graph differs from the last saved (or opened) file.
+
+        A session that never had a file (a tracking result) is unsaved by definition.
+        """
+        if self.source is None:
+            return len(self.graph) > 0
+        done = self.history.done
+        top = done[-1] if done else None
+        return top is not self._saved_top
+
+    def ensure_journal(self) -> Journal:
+        """Start autosaving (writes the current graph as the journal's base) if not yet started."""
+        if self._journal is None:
+            if self.journal_folder is None:
+                self.journal_folder = _unique_folder(default_journal_root(), self.name)
+            self.journal_folder.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = Journal(self.journal_folder)
+            self._journal.start(self.history, source=str(self.source) if self.source else None)
+            logger.info("autosaving edits to %s", self.journal_folder)
+        return self._journal
+
+    def move_journal(self, folder: str | os.PathLike[str]) -> None:
+        """Autosave into ``folder`` from now on (the current graph becomes the journal's base).
+
+        Undo past this point is not replayable from the new journal, so the history is cleared.
+        """
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = None
+        self.journal_folder = Path(folder)
+        self.history.clear()
+        self._saved_top = None
+        self.ensure_journal()
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the graph to our CSV (atomically) and remember it as the saved state."""
+        from napari_cellect.data.export import write_csv
+
+        target = Path(path) if path is not None else self.source
+        if target is None:
+            raise ValueError("this session has no file yet; give a path to save to")
+        write_csv(self.graph, target)
+        if self.source is None:
+            self.source = target
+        done = self.history.done
+        self._saved_top = done[-1] if done else None
+        return target
+
+    def close(self) -> None:
+        """Stop autosaving; the journal is deleted unless it holds unsaved edits."""
+        if self._journal is None:
+            return
+        if self.dirty:
+            self._journal.close()
+            logger.info("unsaved edits kept in %s", self.journal_folder)
+        else:
+            self._journal.discard()
+        self._journal = None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".cellect-journal", ".csv", ".txt", ".zarr", ".geff"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "cellect"

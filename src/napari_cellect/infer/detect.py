@@ -1,0 +1,535 @@
+"""The one peak finder: U-Net head maps -> per-frame :class:`Detections`.
+
+Used by prediction, training and the widgets alike (CELLECT had three different ones).
+
+1. **Centre probability.** The centre head has L ordinal levels (L = 5; the last level means
+   "at a cell centre"). With ``centre_mode='softmax'`` the probability is the softmax of the
+   top level, which is also P(level >= top) since no level is above it. With
+   ``centre_mode='ordinal'`` it is ``sigmoid(l_top - max(l_lower))``, the quantity the original
+   CELLECT ordinal loss trains (use it with imported original weights: p > 0.5 there means
+   "the top level wins the argmax", CELLECT's own peak rule). Peaks are searched on the
+   logit of that probability, which is monotone in it but does not saturate at 1.0 in float32,
+   so confident cores stay peaked instead of turning into plateaus.
+2. **Candidates.** Voxels with probability >= ``threshold`` that are foreground everywhere in a
+   small physical-space ball (``foreground_radius``): foreground means
+   ``1 - P(background) >= foreground_threshold`` and, unless ``include_other_class``, a
+   segmentation argmax other than class 2 ("other", e.g. polar bodies).
+3. **Local maxima** over a physical-space ellipsoid (``peak_radius``, never thinner than one
+   slice above and below). Ties are broken by raster order (a voxel loses to an equal
+   neighbour that comes before it), so a flat plateau yields one peak, not one per voxel.
+4. **Sub-voxel refinement:** along each axis, a parabola through the centre logit at the peak
+   voxel and its two neighbours; its vertex is the position (exact for a peak that is
+   Gaussian in log space; about 0.1 voxel on smooth peaks, against 0.5 for voxel positions).
+5. **Per detection:** embedding, radius and division probabilities (sigmoid) are read at the
+   peak voxel; the score is the centre probability there.
+6. **Filtering and NMS** (:func:`finalize_detections`): border margin, minimum radius, then
+   greedy non-maximum suppression in scaled space ``(z * z_ratio, y, x)``: the best-scoring
+   detection removes all others within ``max(min_nms_radius, nms_radius_factor * radius)``.
+
+Steps 1-5 run per tile on the tile's own outputs (the embedding map never leaves the tile),
+restricted to the voxels that tile owns; step 6 runs once per frame over all tiles.
+
+The module imports torch only when given tensors, so :class:`DetectionConfig` can be imported
+by torch-free code (the field names match ``napari_cellect.config.DetectionConfig``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from napari_cellect.errors import InputError
+from napari_cellect.track.detections import Detections
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+CentreMode = Literal["softmax", "ordinal"]
+_CENTRE_MODES = ("softmax", "ordinal")
+
+#: Candidates handled per vectorised neighbourhood gather; bounds the temporary memory
+#: (candidates x footprint x 3 int64) to a few tens of MB.
+_GATHER_CHUNK = 16384
+#: Tolerance when deciding whether an integer offset lies inside an ellipsoid.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Thresholds of the peak finder. Distances are in xy pixels of scaled space.
+
+    Attributes:
+        threshold: minimum centre probability of a detection (its score). 0 turns every
+            foreground local maximum into a candidate (the original had no threshold).
+        foreground_threshold: minimum ``1 - P(background)`` of the segmentation head in the
+            foreground ball around a peak.
+        nms_radius_factor: a detection suppresses weaker ones within this fraction of its
+            predicted radius...
+        min_nms_radius: ...or within this distance, whichever is larger (guards against tiny
+            predicted radii).
+        include_other_class: keep peaks in voxels whose segmentation argmax is class 2
+            ("other", e.g. polar bodies).
+        centre_mode: how the centre head's ordinal logits become a probability:
+            'softmax' (softmax of the top level) or 'ordinal' (sigmoid of the top level
+            minus the best lower level; CELLECT's training target). See the module docstring.
+        peak_radius: radius of the local-maximum neighbourhood (an ellipsoid of semi-axes
+            peak_radius in y and x and max(1, peak_radius / z_ratio) slices in z).
+        foreground_radius: a peak must be foreground in every voxel of a ball of this
+            physical radius around it (0: only the voxel itself).
+        min_radius: detections whose predicted radius is below this are dropped (debris);
+            0 keeps all.
+        border_margin: detections closer than this many voxels (z, y, x) to the volume
+            border are dropped; 0 keeps cells cut by the border.
+        refine: sub-voxel positions by quadratic interpolation of the centre logit (see the
+            module docstring); False keeps voxel positions.
+    """
+
+    threshold: float = 0.5
+    foreground_threshold: float = 0.5
+    nms_radius_factor: float = 0.6
+    min_nms_radius: float = 2.0
+    include_other_class: bool = False
+    centre_mode: CentreMode = "softmax"
+    peak_radius: float = 2.0
+    foreground_radius: float = 1.0
+    min_radius: float = 0.0
+    border_margin: tuple[int, int, int] = (0, 0, 0)
+    refine: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "foreground_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError(
+                    f"DetectionConfig.{name}: expected a probability in [0, 1], found {value}"
+                )
+        if self.centre_mode not in _CENTRE_MODES:
+            raise InputError(
+                f"DetectionConfig.centre_mode: expected one of {', '.join(_CENTRE_MODES)}, "
+                f"found {self.centre_mode!r}"
+            )
+        for name in (
+            "nms_radius_factor",
+            "min_nms_radius",
+            "peak_radius",
+            "foreground_radius",
+            "min_radius",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(
+                    f"DetectionConfig.{name}: expected a finite number >= 0, found {value}"
+                )
+        margin = self.border_margin
+        if isinstance(margin, (int, np.integer)):
+            margin = (int(margin),) * 3
+        margin = tuple(int(m) for m in margin)
+        if len(margin) != 3 or min(margin) < 0:
+            raise InputError(
+                f"DetectionConfig.border_margin: expected 3 integers >= 0 (z, y, x), "
+                f"found {self.border_margin!r}"
+            )
+        object.__setattr__(self, "border_margin", margin)
+
+    @classmethod
+    def from_any(cls, value: Any) -> DetectionConfig:
+        """Coerce None (defaults), a DetectionConfig, a mapping, or an object holding one.
+
+        An object (for example a bundle's thresholds) may carry the settings as attributes
+        of the same names, or as an attribute ``detection``.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        nested = getattr(value, "detection", None)
+        if nested is not None and not isinstance(value, Mapping):
+            return cls.from_any(nested)
+        names = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            if "detection" in value:
+                return cls.from_any(value["detection"])
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise InputError(
+                    f"detection settings: expected keys among {', '.join(names)}, "
+                    f"found unknown {', '.join(map(str, unknown))}"
+                )
+            return cls(**dict(value))
+        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
+        if not found:
+            raise InputError(
+                "detection settings: expected a DetectionConfig, a mapping or an object with "
+                f"its fields, found {type(value).__name__}"
+            )
+        return cls(**found)
+
+
+# --------------------------------------------------------------------------- head maps
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+
+
+def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax") -> np.ndarray:
+    """The logit of the centre probability, (Z, Y, X) float32 numpy, from (L, Z, Y, X) logits.
+
+    Computed on the input's device (the GPU when the tile is there); only the result moves to
+    the CPU.
+    """
+    import torch
+
+    logits = _as_tensor(centre).float()
+    if logits.ndim != 4 or logits.shape[0] < 2:
+        raise InputError(
+            f"centre head: expected (levels >= 2, Z, Y, X) logits, found {tuple(logits.shape)}"
+        )
+    top, lower = logits[-1], logits[:-1]
+    if mode == "softmax":
+        out = top - torch.logsumexp(lower, dim=0)
+    elif mode == "ordinal":
+        out = top - lower.amax(dim=0)
+    else:
+        raise InputError(
+            f"centre_mode: expected one of {', '.join(_CENTRE_MODES)}, found {mode!r}"
+        )
+    return out.cpu().numpy()
+
+
+def centre_probability(
+    centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
+) -> np.ndarray:
+    """The centre probability (Z, Y, X) float32 from (L, Z, Y, X) centre logits."""
+    return _sigmoid(centre_logit(centre, mode))
+
+
+def foreground_mask(
+    seg: np.ndarray | torch.Tensor,
+    threshold: float = 0.5,
+    include_other_class: bool = False,
+) -> np.ndarray:
+    """(Z, Y, X) bool numpy: ``1 - P(background) >= threshold`` from (classes, Z, Y, X) logits,
+    and, unless ``include_other_class``, argmax != 2 ("other")."""
+    logits = _as_tensor(seg).float()
+    if logits.ndim != 4 or logits.shape[0] < 2:
+        raise InputError(
+            f"seg head: expected (classes >= 2, Z, Y, X) logits, found {tuple(logits.shape)}"
+        )
+    p_background = logits.softmax(dim=0)[0]
+    mask = (1.0 - p_background) >= threshold
+    if not include_other_class and logits.shape[0] > 2:
+        mask &= logits.argmax(dim=0) != 2
+    return mask.cpu().numpy()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def _logit(p: float) -> float:
+    """logit(p), with logit(0) = -inf and logit(1) = +inf."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p) - math.log1p(-p)
+
+
+# --------------------------------------------------------------------------- neighbourhoods
+
+
+def ellipsoid_offsets(radius: float, z_ratio: float, min_z: float = 0.0) -> np.ndarray:
+    """Integer offsets (F, 3) (dz, dy, dx) inside an ellipsoid of physical radius ``radius``.
+
+    The semi-axes are ``radius`` pixels in y and x and ``max(radius / z_ratio, min_z)`` slices
+    in z. Always contains (0, 0, 0).
+    """
+    if not (z_ratio > 0 and math.isfinite(z_ratio)):
+        raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
+    r = max(float(radius), 0.0)
+    az = max(r / z_ratio, float(min_z))
+    nz, nr = int(math.floor(az + _EPS)), int(math.floor(r + _EPS))
+    dz, dy, dx = np.meshgrid(
+        np.arange(-nz, nz + 1), np.arange(-nr, nr + 1), np.arange(-nr, nr + 1), indexing="ij"
+    )
+    def term(d: np.ndarray, a: float) -> np.ndarray:
+        return (d / a) ** 2 if a > 0 else np.where(d == 0, 0.0, np.inf)
+    inside = term(dz, az) + term(dy, r) + term(dx, r) <= 1.0 + _EPS
+    return np.stack([dz[inside], dy[inside], dx[inside]], axis=1).astype(np.int64)
+
+
+def _gather(
+    array: np.ndarray, points: np.ndarray, offsets: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``array`` at points + offsets, (K, F), and whether each lies in [lo, hi)."""
+    inside = np.ones((len(points), len(offsets)), dtype=bool)
+    index = []
+    for axis in range(3):
+        c = points[:, axis, None] + offsets[None, :, axis]
+        inside &= (c >= lo[axis]) & (c < hi[axis])
+        index.append(np.clip(c, lo[axis], hi[axis] - 1))
+    return array[index[0], index[1], index[2]], inside
+
+
+def _bounds(shape: Sequence[int], valid: Sequence[slice] | None) -> tuple[np.ndarray, np.ndarray]:
+    if valid is None:
+        return np.zeros(3, np.int64), np.asarray(shape, np.int64)
+    lo = np.array([s.start or 0 for s in valid], np.int64)
+    hi = np.array([n if s.stop is None else s.stop for s, n in zip(valid, shape)], np.int64)
+    return lo, hi
+
+
+def _lexicographically_before(offsets: np.ndarray) -> np.ndarray:
+    """True for offsets that come before (0, 0, 0) in raster (z, y, x) order."""
+    first = np.argmax(offsets != 0, axis=1)
+    lead = offsets[np.arange(len(offsets)), first]
+    return lead < 0
+
+
+# --------------------------------------------------------------------------- peaks
+
+
+def find_peaks(
+    logit: np.ndarray,
+    foreground: np.ndarray | None,
+    *,
+    z_ratio: float,
+    config: DetectionConfig | None = None,
+    region: Sequence[slice] | None = None,
+    valid: Sequence[slice] | None = None,
+) -> np.ndarray:
+    """Integer voxel indices (K, 3) of the centre peaks found inside ``region``.
+
+    Args:
+        logit: (Z, Y, X) centre logit map (see :func:`centre_logit`).
+        foreground: (Z, Y, X) bool foreground mask, or None to skip the foreground test.
+        region: slices where peaks may lie (a tile's owned voxels); default everywhere.
+        valid: slices of real data (not padding); neighbours outside are ignored.
+    """
+    cfg = config or DetectionConfig()
+    logit = np.asarray(logit)
+    region = tuple(region) if region is not None else (slice(None),) * 3
+    candidates = logit[region] >= _logit(cfg.threshold)
+    if foreground is not None:
+        candidates &= foreground[region]
+    points = np.argwhere(candidates)
+    if len(points) == 0:
+        return np.zeros((0, 3), np.int64)
+    points += np.array([s.indices(n)[0] for s, n in zip(region, logit.shape)], np.int64)
+
+    lo, hi = _bounds(logit.shape, valid)
+    peak_offsets = ellipsoid_offsets(cfg.peak_radius, z_ratio, min_z=1.0)
+    before = _lexicographically_before(peak_offsets)
+    fg_offsets = ellipsoid_offsets(cfg.foreground_radius, z_ratio)
+    keep = np.zeros(len(points), dtype=bool)
+    for start in range(0, len(points), _GATHER_CHUNK):
+        chunk = points[start : start + _GATHER_CHUNK]
+        own = logit[chunk[:, 0], chunk[:, 1], chunk[:, 2]][:, None]
+        values, inside = _gather(logit, chunk, peak_offsets, lo, hi)
+        beaten = (values > own) | ((values == own) & before[None, :])
+        ok = ~np.any(beaten & inside, axis=1)
+        if foreground is not None and len(fg_offsets) > 1:
+            fg, inside = _gather(foreground, chunk, fg_offsets, lo, hi)
+            ok &= np.all(fg | ~inside, axis=1)
+        keep[start : start + len(chunk)] = ok
+    return points[keep]
+
+
+def subvoxel_shift(
+    logit: np.ndarray,
+    peaks: np.ndarray,
+    *,
+    valid: Sequence[slice] | None = None,
+) -> np.ndarray:
+    """Sub-voxel shifts (K, 3) float64 of integer peaks, by quadratic interpolation.
+
+    Along each axis the vertex of the parabola through the logit at the peak and its two
+    neighbours; an axis whose neighbours are outside ``valid`` (Z = 1, a volume border) or
+    that is flat keeps the voxel coordinate. Shifts are at most half a voxel.
+    """
+    shifts = np.zeros(peaks.shape, np.float64)
+    if len(peaks) == 0:
+        return shifts
+    lo, hi = _bounds(logit.shape, valid)
+    centre = logit[peaks[:, 0], peaks[:, 1], peaks[:, 2]].astype(np.float64)
+    for axis in range(3):
+        below, above = peaks.copy(), peaks.copy()
+        below[:, axis] -= 1
+        above[:, axis] += 1
+        inside = (below[:, axis] >= lo[axis]) & (above[:, axis] < hi[axis])
+        np.clip(below[:, axis], lo[axis], hi[axis] - 1, out=below[:, axis])
+        np.clip(above[:, axis], lo[axis], hi[axis] - 1, out=above[:, axis])
+        f_below = logit[below[:, 0], below[:, 1], below[:, 2]].astype(np.float64)
+        f_above = logit[above[:, 0], above[:, 1], above[:, 2]].astype(np.float64)
+        curvature = f_below - 2.0 * centre + f_above
+        ok = inside & np.isfinite(curvature) & (curvature < 0)
+        shift = 0.5 * (f_below - f_above) / np.where(ok, curvature, -1.0)
+        shifts[:, axis] = np.where(ok, np.clip(shift, -0.5, 0.5), 0.0)
+    return shifts
+
+
+def _read_at(head: np.ndarray | torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """Values (K, C) of a (C, Z, Y, X) head at integer points, read on the head's device."""
+    if not isinstance(head, np.ndarray):
+        import torch
+
+        idx = torch.as_tensor(points, device=head.device)
+        return head[:, idx[:, 0], idx[:, 1], idx[:, 2]].T.float().cpu().numpy()
+    head = np.asarray(head)
+    return head[:, points[:, 0], points[:, 1], points[:, 2]].T.astype(np.float32)
+
+
+def find_detections(
+    heads: Any,
+    *,
+    z_ratio: float,
+    config: DetectionConfig | None = None,
+    t: int = 0,
+    region: Sequence[slice] | None = None,
+    valid: Sequence[slice] | None = None,
+    origin: Sequence[int] = (0, 0, 0),
+) -> Detections:
+    """Peaks of one tile (or one whole volume) with their features, before NMS.
+
+    Args:
+        heads: the head maps without batch dimension, numpy or torch, as attributes or keys
+            ``centre`` (L, Z, Y, X) logits (required), ``seg`` (classes, ...) logits,
+            ``division`` (2, ...) logits, ``radius`` (1, ...) and ``embedding`` (E, ...); the
+            optional ones may be missing or None.
+        region, valid: see :func:`find_peaks` (tile-local slices).
+        origin: volume coordinate of the maps' first voxel; added to the positions.
+    """
+    cfg = config or DetectionConfig()
+
+    def head(name: str) -> Any:
+        if isinstance(heads, Mapping):
+            return heads.get(name)
+        return getattr(heads, name, None)
+
+    logit = centre_logit(head("centre"), cfg.centre_mode)
+    seg = head("seg")
+    foreground = (
+        foreground_mask(seg, cfg.foreground_threshold, cfg.include_other_class)
+        if seg is not None
+        else None
+    )
+    peaks = find_peaks(logit, foreground, z_ratio=z_ratio, config=cfg, region=region, valid=valid)
+    # Integer volume coordinates first, then the shift: the same float result in any tiling.
+    positions = (peaks + np.asarray(origin, np.int64)).astype(np.float64)
+    if cfg.refine:
+        positions += subvoxel_shift(logit, peaks, valid=valid)
+    k = len(peaks)
+
+    embedding = head("embedding")
+    emb = _read_at(embedding, peaks) if embedding is not None else np.zeros((k, 0), np.float32)
+    radius_map = head("radius")
+    radius = (
+        np.maximum(_read_at(radius_map, peaks)[:, 0], 0.0)
+        if radius_map is not None
+        else np.zeros(k, np.float32)
+    )
+    division_map = head("division")
+    division = (
+        _sigmoid(_read_at(division_map, peaks))
+        if division_map is not None
+        else np.zeros((k, 2), np.float32)
+    )
+    score = _sigmoid(logit[peaks[:, 0], peaks[:, 1], peaks[:, 2]])
+    return Detections(
+        t=t, positions=positions, embeddings=emb, radius=radius, division=division, score=score
+    )
+
+
+# --------------------------------------------------------------------------- frame level
+
+
+def non_max_suppression(
+    positions: np.ndarray,
+    score: np.ndarray,
+    radius: np.ndarray,
+    *,
+    z_ratio: float,
+    config: DetectionConfig | None = None,
+) -> np.ndarray:
+    """Indices of the detections kept by greedy NMS in scaled space, in input order.
+
+    Visits detections by decreasing score (ties: raster order of position, so the result does
+    not depend on tile order); each kept one removes the unvisited ones within
+    ``max(min_nms_radius, nms_radius_factor * its radius)``.
+    """
+    cfg = config or DetectionConfig()
+    n = len(positions)
+    if n <= 1:
+        return np.arange(n)
+    scaled = np.asarray(positions, np.float64) * np.array([z_ratio, 1.0, 1.0])
+    reach = np.maximum(cfg.min_nms_radius, cfg.nms_radius_factor * np.asarray(radius, np.float64))
+    if not np.any(reach > 0):
+        return np.arange(n)
+    order = np.lexsort((scaled[:, 2], scaled[:, 1], scaled[:, 0], -np.asarray(score)))
+    neighbours = cKDTree(scaled).query_ball_point(scaled, r=reach)
+    suppressed = np.zeros(n, dtype=bool)
+    kept = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed[neighbours[i]] = True
+    return np.sort(np.asarray(kept, dtype=np.int64))
+
+
+def finalize_detections(
+    parts: Sequence[Detections],
+    *,
+    shape: Sequence[int],
+    z_ratio: float,
+    config: DetectionConfig | None = None,
+) -> Detections:
+    """Join per-tile detections of one frame, filter them and remove duplicates (NMS).
+
+    The result is sorted by position (z, y, x).
+    """
+    cfg = config or DetectionConfig()
+    dets = Detections.concat(parts)
+    if len(dets) == 0:
+        return dets
+    margin = np.asarray(cfg.border_margin, np.float64)
+    upper = np.asarray(shape, np.float64) - 1.0 - margin
+    keep = np.all((dets.positions >= margin) & (dets.positions <= upper), axis=1)
+    keep &= dets.radius >= cfg.min_radius
+    dets = dets.subset(keep)
+    dets = dets.subset(
+        non_max_suppression(
+            dets.positions, dets.score, dets.radius, z_ratio=z_ratio, config=cfg
+        )
+    )
+    order = np.lexsort((dets.positions[:, 2], dets.positions[:, 1], dets.positions[:, 0]))
+    return dets.subset(order)
+
+
+def detect(
+    heads: Any,
+    *,
+    z_ratio: float,
+    config: DetectionConfig | None = None,
+    t: int = 0,
+) -> Detections:
+    """Detections from whole-volume head maps (see :func:`find_detections` for ``heads``)."""
+    cfg = config or DetectionConfig()
+    centre = heads["centre"] if isinstance(heads, Mapping) else heads.centre
+    part = find_detections(heads, z_ratio=z_ratio, config=cfg, t=t)
+    return finalize_detections([part], shape=tuple(centre.shape[1:]), z_ratio=z_ratio, config=cfg)

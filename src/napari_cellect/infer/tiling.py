@@ -1,0 +1,397 @@
+"""Sliding-window prediction over volumes of any size: tile layout, padding, stitching.
+
+Geometry (per axis):
+
+* The tile is rounded up to a multiple of the model's ``size_multiple``.
+* A volume smaller than the tile is padded (symmetrically, ``pad_mode``) up to the tile, or,
+  with ``pad_to_tile=False``, only up to the next multiple of ``size_multiple`` (the tile then
+  shrinks to the padded volume). Volumes with Z = 1 are padded like any other: nothing crashes.
+* Tiles start every ``tile - overlap`` voxels; the last one is shifted back to end at the
+  volume edge, so every tile has the same shape and no tile reads past the volume.
+* Every voxel is **owned** by exactly one tile: the one in which it is most central. Between
+  two neighbouring tiles the boundary is the middle of their overlap, so an owned region is
+  at least ``overlap // 2`` voxels away from the tile's inner edges, where a network sees too
+  little context. Stitched maps take each voxel from its owner; detections are kept only
+  from the tile that owns their voxel, so cells in an overlap are never found twice.
+
+The embedding map is never stitched: a 41x512x512 frame with 64-d embeddings is 2.7 GB in
+float32. :func:`predict_tiles` yields each tile's outputs while they are still on the device,
+so the caller reads embeddings at that tile's owned detections and drops the rest.
+
+torch is imported only to run a model, so :class:`TilingConfig` can be imported by torch-free
+code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+
+from napari_cellect.errors import InputError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+PadMode = Literal["reflect", "edge", "constant"]
+_PAD_MODES = ("reflect", "edge", "constant")
+_HEAD_DTYPES = ("float16", "float32")
+
+#: Channels of the small heads that are stitched over the whole volume, in this order.
+SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How a volume is cut into network-sized tiles.
+
+    Attributes:
+        tile: tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple.
+            256x256x32 is what the original CELLECT network was trained on.
+        overlap: overlap (Z, Y, X) between neighbouring tiles. Each tile's owned region stays
+            ``overlap // 2`` away from its inner edges; make it at least twice the width of the
+            tile-edge artefacts of the network.
+        pad_mode: how volumes smaller than a tile are padded: 'reflect' (mirror, keeps texture
+            statistics), 'edge' (repeat the border) or 'constant' (zeros, i.e. the low
+            percentile after normalisation).
+        pad_to_tile: pad small volumes up to the full tile (the context the network was trained
+            with). False pads only to the next size multiple: faster for thin or 2D (Z = 1)
+            data, at the price of a context the network never saw in training.
+        heads_dtype: dtype of the stitched small-head maps ('float16' halves their memory).
+    """
+
+    tile: tuple[int, int, int] = (32, 256, 256)
+    overlap: tuple[int, int, int] = (8, 32, 32)
+    pad_mode: PadMode = "reflect"
+    pad_to_tile: bool = True
+    heads_dtype: Literal["float16", "float32"] = "float16"
+
+    def __post_init__(self) -> None:
+        tile = _triple(self.tile, "TilingConfig.tile")
+        overlap = _triple(self.overlap, "TilingConfig.overlap")
+        object.__setattr__(self, "tile", tile)
+        object.__setattr__(self, "overlap", overlap)
+        if min(tile) < 1 or min(overlap) < 0 or any(o >= t for o, t in zip(overlap, tile)):
+            raise InputError(
+                "TilingConfig: expected tile >= 1 and 0 <= overlap < tile on every axis, "
+                f"found tile {tile} and overlap {overlap}"
+            )
+        if self.pad_mode not in _PAD_MODES:
+            raise InputError(
+                f"TilingConfig.pad_mode: expected one of {', '.join(_PAD_MODES)}, "
+                f"found {self.pad_mode!r}"
+            )
+        if self.heads_dtype not in _HEAD_DTYPES:
+            raise InputError(
+                f"TilingConfig.heads_dtype: expected one of {', '.join(_HEAD_DTYPES)}, "
+                f"found {self.heads_dtype!r}"
+            )
+
+    @classmethod
+    def from_any(cls, value: Any) -> TilingConfig:
+        """Coerce None (defaults), a tile shape (Z, Y, X), a mapping or a TilingConfig."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            names = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - names)
+            if unknown:
+                raise InputError(
+                    f"tiling settings: expected keys among {', '.join(sorted(names))}, "
+                    f"found unknown {', '.join(map(str, unknown))}"
+                )
+            return cls(**dict(value))
+        tile = _triple(value, "tile")
+        default = cls()
+        overlap = tuple(min(o, t - 1) for o, t in zip(default.overlap, tile))
+        return cls(tile=tile, overlap=overlap)  # type: ignore[arg-type]
+
+
+def _triple(value: Any, name: str) -> tuple[int, int, int]:
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * 3  # type: ignore[return-value]
+    try:
+        items = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name}: expected 3 integers (Z, Y, X), found {value!r}") from err
+    if len(items) != 3:
+        raise InputError(f"{name}: expected 3 integers (Z, Y, X), found {value!r}")
+    return items  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One window of a :class:`TileGrid`.
+
+    Attributes:
+        index: position in the grid's tile list.
+        start: first voxel in the padded volume.
+        shape: tile shape (the same for every tile of a grid).
+        origin: coordinate in the original volume of the tile's first voxel (negative where
+            the tile starts in the padding). Tile-local + origin = volume coordinate.
+        owned: tile-local slices of the voxels this tile owns (always inside the volume).
+        valid: tile-local slices of the tile's voxels that are inside the original volume.
+    """
+
+    index: int
+    start: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    origin: tuple[int, int, int]
+    owned: tuple[slice, slice, slice]
+    valid: tuple[slice, slice, slice]
+
+    @property
+    def window(self) -> tuple[slice, slice, slice]:
+        """Slices of this tile in the padded volume."""
+        return tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))  # type: ignore[return-value]
+
+    @property
+    def owned_in_volume(self) -> tuple[slice, slice, slice]:
+        """Slices of the owned voxels in the original volume."""
+        return tuple(  # type: ignore[return-value]
+            slice(sl.start + o, sl.stop + o) for sl, o in zip(self.owned, self.origin)
+        )
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The padding and tiles that cover a volume of ``shape``."""
+
+    shape: tuple[int, int, int]
+    padded_shape: tuple[int, int, int]
+    pad_before: tuple[int, int, int]
+    tile_shape: tuple[int, int, int]
+    tiles: tuple[Tile, ...]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    @property
+    def pad_width(self) -> tuple[tuple[int, int], ...]:
+        """(before, after) padding per axis (Z, Y, X)."""
+        return tuple(
+            (b, p - s - b) for b, p, s in zip(self.pad_before, self.padded_shape, self.shape)
+        )
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class _AxisPlan(NamedTuple):
+    tile: int
+    padded: int
+    before: int
+    starts: list[int]
+    owned: list[tuple[int, int]]  # padded coordinates
+
+
+def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: bool) -> _AxisPlan:
+    tile = _round_up(tile, multiple)
+    if not pad_to_tile:
+        tile = min(tile, _round_up(size, multiple))
+    padded = max(size, tile)
+    before = (padded - size) // 2
+    stride = tile - min(overlap, tile - 1)
+    count = 1 if padded <= tile else math.ceil((padded - tile) / stride) + 1
+    starts = [min(i * stride, padded - tile) for i in range(count)]
+    # Boundary between tiles i-1 and i: the middle of their overlap, where both are equally
+    # far from their own edge; each voxel goes to the tile in which it is most central.
+    bounds = [0] + [(starts[i] + starts[i - 1] + tile) // 2 for i in range(1, count)] + [padded]
+    owned = [
+        (max(bounds[i], before), min(bounds[i + 1], before + size)) for i in range(count)
+    ]
+    return _AxisPlan(tile, padded, before, starts, owned)
+
+
+def plan_tiles(
+    shape: tuple[int, int, int],
+    config: TilingConfig | None = None,
+    size_multiple: tuple[int, int, int] | int = 1,
+) -> TileGrid:
+    """The tiles (and padding) that cover a volume of ``shape`` (Z, Y, X)."""
+    cfg = config or TilingConfig()
+    shape = _triple(shape, "volume shape")
+    multiple = _triple(size_multiple, "size_multiple")
+    if min(shape) < 1:
+        raise InputError(f"tiling: expected a volume with every axis >= 1, found shape {shape}")
+    if min(multiple) < 1:
+        raise InputError(f"tiling: expected size_multiple >= 1, found {multiple}")
+    axes = [
+        _plan_axis(s, t, o, m, cfg.pad_to_tile)
+        for s, t, o, m in zip(shape, cfg.tile, cfg.overlap, multiple)
+    ]
+    tile_shape = tuple(a.tile for a in axes)
+    pad_before = tuple(a.before for a in axes)
+    tiles = []
+    for iz, iy, ix in np.ndindex(*(len(a.starts) for a in axes)):
+        picks = (iz, iy, ix)
+        start = tuple(a.starts[i] for a, i in zip(axes, picks))
+        owned = tuple(
+            slice(a.owned[i][0] - s, a.owned[i][1] - s) for a, i, s in zip(axes, picks, start)
+        )
+        valid = tuple(
+            slice(max(a.before - s, 0), min(a.before + sz - s, a.tile))
+            for a, s, sz in zip(axes, start, shape)
+        )
+        origin = tuple(s - b for s, b in zip(start, pad_before))
+        tiles.append(Tile(len(tiles), start, tile_shape, origin, owned, valid))  # type: ignore[arg-type]
+    grid = TileGrid(
+        shape=shape,
+        padded_shape=tuple(a.padded for a in axes),  # type: ignore[arg-type]
+        pad_before=pad_before,  # type: ignore[arg-type]
+        tile_shape=tile_shape,  # type: ignore[arg-type]
+        tiles=tuple(tiles),
+    )
+    logger.debug(
+        "volume %s -> padded %s, %d tile(s) of %s", shape, grid.padded_shape, len(tiles), tile_shape
+    )
+    return grid
+
+
+def pad_volume(volume: np.ndarray, grid: TileGrid, mode: PadMode = "reflect") -> np.ndarray:
+    """Pad a (C, Z, Y, X) volume to ``grid.padded_shape``; returns the input when no pad is due."""
+    if tuple(volume.shape[-3:]) != grid.shape:
+        raise InputError(
+            f"tiling: expected a volume of shape (C, {', '.join(map(str, grid.shape))}), "
+            f"found {volume.shape}"
+        )
+    widths = grid.pad_width
+    if not any(b or a for b, a in widths):
+        return volume
+    pad = ((0, 0),) * (volume.ndim - 3) + widths
+    if mode == "constant":
+        return np.pad(volume, pad, mode="constant", constant_values=0)
+    return np.pad(volume, pad, mode=mode)
+
+
+class HeadStitcher:
+    """Assembles the small heads (seg, centre, division, radius) of all tiles into full maps.
+
+    Each voxel is taken from the tile that owns it. Memory: 11 values per voxel in
+    ``dtype`` (236 MB in float16 for a 41x512x512 frame).
+    """
+
+    def __init__(self, grid: TileGrid, dtype: str | np.dtype = np.float16) -> None:
+        self.grid = grid
+        channels = sum(n for _, n in SMALL_HEADS)
+        self.data = np.zeros((channels, *grid.shape), dtype=np.dtype(dtype))
+        self._written = 0
+
+    def add(self, tile: Tile, heads: Mapping[str, np.ndarray | torch.Tensor]) -> None:
+        """Write the owned part of one tile's small heads ((C, z, y, x) each)."""
+        c0 = 0
+        for name, n in SMALL_HEADS:
+            part = heads[name][(slice(None), *tile.owned)]
+            if not isinstance(part, np.ndarray):  # a torch tensor, possibly on a GPU
+                part = part.detach().float().cpu().numpy()
+            self.data[(slice(c0, c0 + n), *tile.owned_in_volume)] = part
+            c0 += n
+        self._written += 1
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The stitched maps by head name, each (C, Z, Y, X) (views of one array)."""
+        if self._written != len(self.grid):
+            raise RuntimeError(
+                f"stitching incomplete: {self._written} of {len(self.grid)} tiles were added"
+            )
+        out, c0 = {}, 0
+        for name, n in SMALL_HEADS:
+            out[name] = self.data[c0 : c0 + n]
+            c0 += n
+        return out
+
+
+# --------------------------------------------------------------------------- model windows
+
+
+class TileOutput(NamedTuple):
+    """One tile's network outputs, batch dimension removed, still on the model's device."""
+
+    seg: torch.Tensor
+    centre: torch.Tensor
+    embedding: torch.Tensor
+    division: torch.Tensor
+    radius: torch.Tensor
+
+
+_HEAD_NAMES = TileOutput._fields
+
+
+def model_size_multiple(model: Any) -> tuple[int, int, int]:
+    """The (z, y, x) multiple a model's input must have (its ``size_multiple``, default 1)."""
+    return _triple(getattr(model, "size_multiple", 1), "model.size_multiple")
+
+
+def unpack_output(output: Any) -> TileOutput:
+    """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch item 0."""
+    if isinstance(output, Mapping):
+        heads = [output[name] for name in _HEAD_NAMES]
+    elif all(hasattr(output, name) for name in _HEAD_NAMES):
+        heads = [getattr(output, name) for name in _HEAD_NAMES]
+    elif isinstance(output, (tuple, list)) and len(output) == len(_HEAD_NAMES):
+        heads = list(output)
+    else:
+        raise ModelError(
+            "expected the U-Net to return (seg, centre, embedding, division, radius), "
+            f"found {type(output).__name__}"
+        )
+    return TileOutput(*(h[0] for h in heads))
+
+
+def _check_output(out: TileOutput, tile_shape: tuple[int, int, int]) -> None:
+    for name, head in zip(_HEAD_NAMES, out):
+        if head.ndim != 4 or tuple(head.shape[1:]) != tuple(tile_shape):
+            raise ModelError(
+                f"expected the U-Net's {name} head at the input resolution "
+                f"(C, {', '.join(map(str, tile_shape))}), found {tuple(head.shape)}"
+            )
+    want = {"seg": 2, "centre": 2, "division": 2, "radius": 1}
+    for name, minimum in want.items():
+        channels = getattr(out, name).shape[0]
+        if channels < minimum or (name in ("division", "radius") and channels != minimum):
+            raise ModelError(
+                f"expected {'' if name in ('division', 'radius') else 'at least '}{minimum} "
+                f"channel(s) in the U-Net's {name} head, found {channels}"
+            )
+
+
+def predict_tiles(
+    model: torch.nn.Module,
+    padded: np.ndarray,
+    grid: TileGrid,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+) -> Iterator[tuple[Tile, TileOutput]]:
+    """Run ``model`` on every tile of a padded (C, Z, Y, X) float32 volume, one at a time.
+
+    Call under ``torch.inference_mode()`` and, on a GPU, :func:`autocast_context`. The outputs
+    stay on ``device``; the caller reads what it needs before asking for the next tile.
+    """
+    import torch
+
+    if tuple(padded.shape[-3:]) != grid.padded_shape:
+        raise InputError(
+            f"tiling: expected a padded volume of shape (C, {grid.padded_shape}), "
+            f"found {padded.shape}"
+        )
+    for tile in grid:
+        window = np.ascontiguousarray(padded[(slice(None), *tile.window)], dtype=np.float32)
+        x = torch.from_numpy(window)[None].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        out = unpack_output(model(x))
+        _check_output(out, tile.shape)
+        yield tile, out

@@ -1,0 +1,543 @@
+"""Linking detections into tracks: KD-tree candidates, scores, global assignment, TrackGraph.
+
+For every pair of consecutive frames, each cell of the first frame is scored against its ``k``
+nearest cells of the second (:class:`~napari_cellect.track.scoring_protocol.CandidateScorer`);
+candidates that are too far or too unlikely are dropped, and one exact min-cost assignment
+(:mod:`napari_cellect.track.assignment`) picks the links with costs ``-log p_match``, a second
+child only where ``p_divide`` clears ``division_threshold`` (at an extra ``-log p_divide``), and
+constant appear/disappear costs (all in :class:`LinkingConfig`). This replaces CELLECT's greedy,
+order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing then joins a track
+that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
+
+Pinned edges (usually the links a person approved) are kept exactly, whatever the scorer says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from napari_cellect.errors import GraphError, InputError
+from napari_cellect.track.assignment import AssignmentProblem, solve_assignment
+from napari_cellect.track.detections import Detections
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.scoring_protocol import (
+    CandidateScorer,
+    GeometricScorer,
+    nearest_candidates,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Extra TrackGraph column: uncertainty of each node's incoming link (see :class:`FrameLinks`).
+MARGIN_COLUMN = "link_margin"
+
+#: Progress callback: ``progress(done, total)`` after each frame pair (raise to cancel).
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LinkingConfig:
+    """Every setting of the linker; costs are in units of negative log probability (a link of
+    probability p costs ``-log p``). The same fields as :class:`napari_cellect.config.LinkingConfig`,
+    which a model bundle saves; :meth:`from_any` converts it."""
+
+    k: int = 5
+    """Candidates per cell: its k nearest cells in the next frame (scaled space)."""
+    max_distance_radii: float = 4.0
+    """A link may span at most this many radii of the source cell."""
+    radius_floor: float = 3.0
+    """Smallest radius (voxels) used by the gate, so a tiny predicted radius still allows motion."""
+    max_distance: float = float("inf")
+    """Hard cap on a link's length in scaled voxels, on top of the radius gate."""
+    link_threshold: float = 0.1
+    """Candidates with ``p_match`` below this are never linked."""
+    division_threshold: float = 0.5
+    """A cell may get a second child only when its ``p_divide`` is at least this; the second
+    child then costs ``-log p_divide`` on top of its link cost."""
+    appear_cost: float = 2.0
+    """Cost of a cell without a parent (a track start)."""
+    disappear_cost: float = 2.0
+    """Cost of a cell without a child (a track end). A lone link is taken when
+    ``-log p_match < appear_cost + disappear_cost``."""
+    gap_closing: bool = False
+    """Also join a track ending at frame f to one starting at frame f + 2 (one missed frame)."""
+    gap_cost: float = 1.0
+    """Extra cost of a link over a missing frame, on top of its ``-log p_match``."""
+    gap_distance_factor: float = 2.0
+    """The distance gate is multiplied by this for gap links (two frame intervals of motion)."""
+    min_probability: float = 1e-6
+    """Probabilities are clipped to at least this before taking logs."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise InputError(f"LinkingConfig.k: expected an integer >= 1, found {self.k!r}")
+        for name in ("link_threshold", "division_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"LinkingConfig.{name}: expected [0, 1], found {value}")
+        for name in ("max_distance_radii", "radius_floor", "max_distance", "appear_cost",
+                     "disappear_cost", "gap_cost", "gap_distance_factor"):  # fmt: skip
+            value = getattr(self, name)
+            if not value >= 0:
+                raise InputError(f"LinkingConfig.{name}: expected a number >= 0, found {value}")
+        if not (np.isfinite(self.appear_cost) and np.isfinite(self.disappear_cost)):
+            raise InputError("LinkingConfig.appear_cost and disappear_cost must be finite")
+        if not 0.0 < self.min_probability < 1.0:
+            raise InputError(
+                f"LinkingConfig.min_probability: expected (0, 1), found {self.min_probability}"
+            )
+
+    @classmethod
+    def from_any(cls, value: Any) -> LinkingConfig:
+        """Coerce None (defaults), a LinkingConfig, a mapping, an object with the same fields
+        (``napari_cellect.config.LinkingConfig``) or one holding it as ``link`` (the bundle's
+        ``TrackingConfig``)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        names = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            if "link" in value:
+                return cls.from_any(value["link"])
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise InputError(
+                    f"linking settings: expected keys among {', '.join(names)}, "
+                    f"found unknown {', '.join(map(str, unknown))}"
+                )
+            return cls(**dict(value))
+        nested = getattr(value, "link", None)
+        if nested is not None:
+            return cls.from_any(nested)
+        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
+        if not found:
+            raise InputError(
+                "linking settings: expected a LinkingConfig, a mapping or an object with its "
+                f"fields, found {type(value).__name__}"
+            )
+        return cls(**found)
+
+
+@dataclass(frozen=True)
+class FrameLinks:
+    """The links chosen between two frames, as parallel arrays sorted by target index."""
+
+    src_idx: np.ndarray
+    """(L,) index of the parent in the first frame."""
+    dst_idx: np.ndarray
+    """(L,) index of the child in the second frame."""
+    score: np.ndarray
+    """(L,) the scorer's ``p_match`` of each link; NaN for a pinned link it never scored."""
+    is_division: np.ndarray
+    """(L,) True where the parent has two children."""
+    margin: np.ndarray
+    """(L,) ``p_match`` minus the best competing candidate (another child candidate of the
+    parent, other than its chosen sibling, or another parent candidate of the child; 0 when
+    there is none). Small or negative margins mark links worth a person's review."""
+    pinned: np.ndarray
+    """(L,) True for pinned links."""
+    p_divide: np.ndarray
+    """(n_a,) the scorer's division probability of every cell of the first frame."""
+    cost: float
+    """Objective value of the assignment (pinned links not counted)."""
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    cand_idx: np.ndarray  # (n_a, k) into det_b, -1 padded
+    p_match: np.ndarray  # (n_a, k)
+    allowed: np.ndarray  # (n_a, k) passes gate and threshold
+    p_divide: np.ndarray  # (n_a,)
+
+
+def link_frame_pair(
+    det_a: Detections,
+    det_b: Detections,
+    scorer: CandidateScorer | None,
+    config: Any,
+    z_ratio: float,
+    pinned: np.ndarray | Sequence[tuple[int, int]] | None = None,
+    *,
+    fixed_children: np.ndarray | None = None,
+    fixed_parent: np.ndarray | None = None,
+) -> FrameLinks:
+    """Link the cells of ``det_a`` to those of ``det_b`` (one exact assignment).
+
+    Args:
+        det_a, det_b: detections of two consecutive frames.
+        scorer: a :class:`CandidateScorer`; ``None`` uses :meth:`GeometricScorer.for_link`.
+        config: gates, thresholds and costs: anything :meth:`LinkingConfig.from_any` accepts.
+        z_ratio: z spacing over xy spacing.
+        pinned: (P, 2) ``(index in det_a, index in det_b)`` links that must be kept.
+        fixed_children: (n_a,) children that cells of ``det_a`` already have elsewhere (for
+            example a pinned link that skips a frame); they count towards the two-child limit.
+        fixed_parent: (n_b,) True where a cell of ``det_b`` already has its parent elsewhere
+            (or is pinned as a track start).
+    """
+    scorer = GeometricScorer.for_link() if scorer is None else scorer
+    config = LinkingConfig.from_any(config)
+    n_a, n_b = len(det_a), len(det_b)
+    pinned_arr = _as_pairs(pinned, "pinned")
+    for col, size, name in ((0, n_a, "det_a"), (1, n_b, "det_b")):
+        idx = pinned_arr[:, col]
+        if len(idx) and (idx.min() < 0 or idx.max() >= size):
+            raise InputError(
+                f"pinned links must index {name} (0..{size - 1}); found {idx.min()}..{idx.max()}"
+            )
+    cands = _score_candidates(det_a, det_b, scorer, config, z_ratio, gate_factor=1.0)
+    p_clipped = np.maximum(cands.p_match, config.min_probability)
+    edge_src, edge_col = np.nonzero(cands.allowed)
+    p_div = np.maximum(cands.p_divide.astype(np.float64), config.min_probability)
+    division_cost = np.where(cands.p_divide >= config.division_threshold, -np.log(p_div), np.inf)
+    problem = AssignmentProblem(
+        n_sources=n_a,
+        n_targets=n_b,
+        edge_src=edge_src,
+        edge_dst=cands.cand_idx[edge_src, edge_col],
+        edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
+        division_cost=division_cost,
+        appear_cost=config.appear_cost,
+        disappear_cost=config.disappear_cost,
+        pinned_src=pinned_arr[:, 0],
+        pinned_dst=pinned_arr[:, 1],
+        fixed_children=fixed_children,
+        fixed_parent=fixed_parent,
+    )
+    result = solve_assignment(problem)
+    score, margin = _link_scores(cands, result.src, result.dst)
+    return FrameLinks(
+        src_idx=result.src,
+        dst_idx=result.dst,
+        score=score,
+        is_division=result.n_children[result.src] == 2,
+        margin=margin,
+        pinned=result.pinned,
+        p_divide=cands.p_divide.astype(np.float32),
+        cost=result.cost,
+    )
+
+
+def link_sequence(
+    detections: Sequence[Detections],
+    scorer: CandidateScorer | None,
+    config: Any,
+    z_ratio: float,
+    pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None = None,
+    node_ids: Sequence[np.ndarray] | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrackGraph:
+    """Link a whole sequence of per-frame detections into a :class:`TrackGraph`.
+
+    Args:
+        detections: one :class:`Detections` per frame, in increasing ``t``.
+        scorer: a :class:`CandidateScorer`; ``None`` uses :meth:`GeometricScorer.for_link`.
+        config: gates, thresholds and costs: anything :meth:`LinkingConfig.from_any` accepts.
+        z_ratio: z spacing over xy spacing.
+        pinned_edges: (P, 2) ``(parent_id, child_id)`` node-id pairs kept exactly (they may skip
+            frames). A row ``(-1, child_id)`` pins the child as a track start (no parent).
+            Children of pinned edges are marked ``approved``.
+        node_ids: one id array per frame (ids must be unique and >= 0); default 0, 1, 2, ...
+            in frame order.
+        progress: called as ``progress(done, total)`` after each linking step.
+
+    The graph's ``division_score`` is each cell's predicted division probability (the scorer's
+    ``p_divide``; the detector's mother probability in the last frame), ``link_score`` the
+    ``p_match`` of the incoming link, and the extra column ``link_margin`` its margin.
+    """
+    scorer = GeometricScorer.for_link() if scorer is None else scorer
+    config = LinkingConfig.from_any(config)
+    frames = list(detections)
+    _check_frames(frames)
+    sizes = np.array([len(d) for d in frames], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(offsets[-1])
+    ids = _node_ids(node_ids, sizes)
+    frame_of = np.repeat(np.arange(len(frames)), sizes)
+
+    parent = np.full(n, -1, dtype=np.int64)  # parent row
+    link_score = np.full(n, np.nan, dtype=np.float32)
+    margin = np.full(n, np.nan, dtype=np.float32)
+    division_score = np.zeros(n, dtype=np.float32)
+    pins = _resolve_pins(pinned_edges, ids, frame_of)
+    approved = np.zeros(n, dtype=bool)
+    approved[pins.child] = True
+    skip = pins.parent >= 0
+    skip &= frame_of[pins.child] != frame_of[np.maximum(pins.parent, 0)] + 1
+    parent[pins.child[skip]] = pins.parent[skip]
+    fixed_children = np.bincount(pins.parent[skip], minlength=n)
+    fixed_parent = np.zeros(n, dtype=bool)
+    fixed_parent[pins.child[(pins.parent < 0) | skip]] = True
+    consecutive = (pins.parent >= 0) & ~skip
+
+    n_frames = len(frames)
+    n_steps = max(n_frames - 1, 0) + (max(n_frames - 2, 0) if config.gap_closing else 0)
+    done = 0
+    for f in range(len(frames) - 1):
+        a0, b0, b1 = offsets[f], offsets[f + 1], offsets[f + 2]
+        here = consecutive & (frame_of[np.maximum(pins.parent, 0)] == f)
+        links = link_frame_pair(
+            frames[f],
+            frames[f + 1],
+            scorer,
+            config,
+            z_ratio,
+            pinned=np.stack([pins.parent[here] - a0, pins.child[here] - b0], axis=1),
+            fixed_children=fixed_children[a0:b0],
+            fixed_parent=fixed_parent[b0:b1],
+        )
+        rows = b0 + links.dst_idx
+        parent[rows] = a0 + links.src_idx
+        link_score[rows] = links.score
+        margin[rows] = links.margin
+        division_score[a0:b0] = links.p_divide
+        done += 1
+        if progress is not None:
+            progress(done, n_steps)
+    if frames:
+        division_score[offsets[-2] : offsets[-1]] = frames[-1].division[:, 0]
+
+    if config.gap_closing:
+        # a gap link gives a child to frame f only, which later steps never look at again
+        n_children = np.bincount(parent[parent >= 0], minlength=n)
+        for f in range(n_frames - 2):
+            _close_gap(frames, f, offsets, n_children, parent, link_score, margin, scorer,
+                       config, z_ratio)  # fmt: skip
+            done += 1
+            if progress is not None:
+                progress(done, n_steps)
+
+    positions = np.concatenate([d.positions for d in frames]) if frames else np.zeros((0, 3))
+    return TrackGraph.from_arrays(
+        id=ids,
+        t=np.repeat([d.t for d in frames], sizes).astype(np.int64),
+        z=positions[:, 0],
+        y=positions[:, 1],
+        x=positions[:, 2],
+        parent_id=np.where(parent >= 0, ids[np.maximum(parent, 0)], -1),
+        radius=_concat(frames, "radius"),
+        score=_concat(frames, "score"),
+        division_score=division_score,
+        link_score=link_score,
+        approved=approved,
+        **{MARGIN_COLUMN: margin},
+    )
+
+
+# ----------------------------------------------------------------------------- internals
+def _score_candidates(
+    det_a: Detections,
+    det_b: Detections,
+    scorer: CandidateScorer,
+    config: LinkingConfig,
+    z_ratio: float,
+    gate_factor: float,
+) -> _Candidates:
+    """KD-tree candidates of ``det_a`` in ``det_b``, scored, gated (distance gate times
+    ``gate_factor``) and thresholded."""
+    n_a, n_b = len(det_a), len(det_b)
+    cand_idx, dist = nearest_candidates(det_a.positions, det_b.positions, config.k, z_ratio)
+    if n_a == 0 or n_b == 0:
+        return _Candidates(
+            cand_idx=cand_idx,
+            p_match=np.zeros(cand_idx.shape, np.float32),
+            allowed=np.zeros(cand_idx.shape, bool),
+            p_divide=det_a.division[:, 0].astype(np.float32),
+        )
+    scores = scorer.score(det_a, det_b, cand_idx, z_ratio).checked(
+        cand_idx, type(scorer).__name__
+    )
+    radius = np.maximum(det_a.radius.astype(np.float64), config.radius_floor)
+    gate = gate_factor * np.minimum(config.max_distance_radii * radius, config.max_distance)
+    allowed = (cand_idx >= 0) & (dist <= gate[:, None])
+    allowed &= scores.p_match >= config.link_threshold
+    return _Candidates(cand_idx, scores.p_match, allowed, scores.p_divide)
+
+
+def _link_scores(
+    cands: _Candidates, src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``p_match`` and margin of each chosen link (NaN for links the scorer never saw)."""
+    n_a, k = cands.cand_idx.shape
+    if len(src) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    valid = cands.cand_idx >= 0
+    p = np.where(valid, cands.p_match, 0.0).astype(np.float64)
+    hit = cands.cand_idx[src] == dst[:, None]
+    seen = hit.any(axis=1)
+    score = np.where(seen, (p[src] * hit).sum(axis=1), np.nan)
+
+    # best alternative child of the parent, its chosen children excluded
+    children = np.full((n_a, 2), -1, dtype=np.int64)
+    order = np.argsort(src, kind="stable")
+    s_sorted = src[order]
+    slot = np.arange(len(order)) - np.searchsorted(s_sorted, s_sorted)
+    children[s_sorted[slot < 2], slot[slot < 2]] = dst[order][slot < 2]
+    other = valid & (cands.cand_idx != children[:, :1]) & (cands.cand_idx != children[:, 1:])
+    alt_src = np.where(other, p, 0.0).max(axis=1, initial=0.0)[src]
+
+    # best alternative parent of the child
+    q, c = np.nonzero(valid)
+    tgt = cands.cand_idx[q, c]
+    pv = p[q, c]
+    ordered = np.lexsort((-pv, tgt))
+    tgt_o, q_o, p_o = tgt[ordered], q[ordered], pv[ordered]
+    first = np.ones(len(tgt_o), bool)
+    first[1:] = tgt_o[1:] != tgt_o[:-1]
+    n_t = int(max(tgt_o.max() if len(tgt_o) else -1, dst.max()) + 1)
+    best_val = np.zeros(n_t)
+    best_src = np.full(n_t, -1, dtype=np.int64)
+    second_val = np.zeros(n_t)
+    best_val[tgt_o[first]] = p_o[first]
+    best_src[tgt_o[first]] = q_o[first]
+    is_second = np.zeros(len(tgt_o), bool)
+    is_second[1:] = first[:-1] & ~first[1:]
+    second_val[tgt_o[is_second]] = p_o[is_second]
+    alt_dst = np.where(best_src[dst] == src, second_val[dst], best_val[dst])
+
+    margin = np.where(seen, score - np.maximum(alt_src, alt_dst), np.nan)
+    return score.astype(np.float32), margin.astype(np.float32)
+
+
+def _close_gap(
+    frames: list[Detections],
+    f: int,
+    offsets: np.ndarray,
+    n_children: np.ndarray,
+    parent: np.ndarray,
+    link_score: np.ndarray,
+    margin: np.ndarray,
+    scorer: CandidateScorer,
+    config: LinkingConfig,
+    z_ratio: float,
+) -> None:
+    """Join track ends of frame f to track starts of frame f + 2 (arrays updated in place)."""
+    a0, a1 = offsets[f], offsets[f + 1]
+    c0, c1 = offsets[f + 2], offsets[f + 3]
+    ends = np.flatnonzero(n_children[a0:a1] == 0)
+    starts = np.flatnonzero(parent[c0:c1] < 0)
+    if len(ends) == 0 or len(starts) == 0:
+        return
+    det_end = frames[f].subset(ends)
+    det_start = frames[f + 2].subset(starts)
+    cands = _score_candidates(
+        det_end, det_start, scorer, config, z_ratio, gate_factor=config.gap_distance_factor
+    )
+    src, col = np.nonzero(cands.allowed)
+    p = np.maximum(cands.p_match[src, col].astype(np.float64), config.min_probability)
+    problem = AssignmentProblem(
+        n_sources=len(ends),
+        n_targets=len(starts),
+        edge_src=src,
+        edge_dst=cands.cand_idx[src, col],
+        edge_cost=-np.log(p) + config.gap_cost,
+        division_cost=np.inf,
+        appear_cost=config.appear_cost,
+        disappear_cost=config.disappear_cost,
+    )
+    result = solve_assignment(problem)
+    if len(result.src) == 0:
+        return
+    score, gap_margin = _link_scores(cands, result.src, result.dst)
+    rows = c0 + starts[result.dst]
+    parent[rows] = a0 + ends[result.src]
+    n_children[a0 + ends[result.src]] += 1
+    link_score[rows] = score
+    margin[rows] = gap_margin
+    logger.debug("closed %d gap(s) from frame %d to %d", len(rows), frames[f].t, frames[f + 2].t)
+
+
+@dataclass(frozen=True)
+class _Pins:
+    parent: np.ndarray  # parent row, -1 for a pinned track start
+    child: np.ndarray  # child row
+
+
+def _resolve_pins(
+    pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None,
+    ids: np.ndarray,
+    frame_of: np.ndarray,
+) -> _Pins:
+    pairs = _as_pairs(pinned_edges, "pinned_edges")
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+
+    def rows_of(values: np.ndarray, what: str) -> np.ndarray:
+        pos = np.searchsorted(sorted_ids, values)
+        pos = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+        found = (sorted_ids[pos] == values) if len(sorted_ids) else np.zeros(len(values), bool)
+        if not np.all(found):
+            missing = np.unique(values[~found])[:10].tolist()
+            raise InputError(f"pinned_edges: {what} id(s) {missing} are not among the node ids")
+        return order[pos]
+
+    child = rows_of(pairs[:, 1], "child")
+    has_parent = pairs[:, 0] != -1
+    parent = np.full(len(pairs), -1, dtype=np.int64)
+    parent[has_parent] = rows_of(pairs[has_parent, 0], "parent")
+    if len(np.unique(child)) != len(child):
+        dup = np.unique(child[np.bincount(child)[child] > 1])
+        raise GraphError(f"pinned_edges give node(s) {ids[dup].tolist()} more than one parent")
+    counts = np.bincount(parent[has_parent], minlength=len(ids))
+    if np.any(counts > 2):
+        raise GraphError(
+            f"pinned_edges give node(s) {ids[counts > 2].tolist()} more than two children"
+        )
+    backwards = has_parent & (frame_of[np.maximum(parent, 0)] >= frame_of[child])
+    if np.any(backwards):
+        bad = pairs[backwards][:10].tolist()
+        raise InputError(f"pinned_edges must go forward in time; found (parent, child) {bad}")
+    return _Pins(parent=parent, child=child)
+
+
+def _as_pairs(value: np.ndarray | Sequence[tuple[int, int]] | None, name: str) -> np.ndarray:
+    if value is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    arr = np.asarray(value)
+    if arr.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype.kind not in "iu":
+        raise InputError(f"{name}: expected an (N, 2) integer array of pairs; found {arr.dtype} "
+                         f"array of shape {arr.shape}")  # fmt: skip
+    return arr.astype(np.int64)
+
+
+def _check_frames(frames: list[Detections]) -> None:
+    t = np.array([d.t for d in frames], dtype=np.int64)
+    if len(t) > 1 and np.any(np.diff(t) <= 0):
+        raise InputError(f"detections must be in strictly increasing frame order; found t = "
+                         f"{t.tolist()[:20]}")  # fmt: skip
+    dims = {d.embedding_dim for d in frames if len(d)}
+    if len(dims) > 1:
+        raise InputError(f"all frames must have embeddings of one length; found {sorted(dims)}")
+
+
+def _node_ids(node_ids: Sequence[np.ndarray] | None, sizes: np.ndarray) -> np.ndarray:
+    n = int(sizes.sum())
+    if node_ids is None:
+        return np.arange(n, dtype=np.int64)
+    if len(node_ids) != len(sizes):
+        raise InputError(f"node_ids: expected one id array per frame ({len(sizes)}); "
+                         f"found {len(node_ids)}")  # fmt: skip
+    for f, (given, size) in enumerate(zip(node_ids, sizes, strict=True)):
+        if len(given) != size:
+            raise InputError(f"node_ids: frame {f} has {size} detections but {len(given)} ids")
+    ids = np.concatenate([np.asarray(g, dtype=np.int64).ravel() for g in node_ids]) if n else (
+        np.zeros(0, np.int64)
+    )
+    if len(ids) and ids.min() < 0:
+        raise InputError(f"node_ids must be >= 0; found {int(ids.min())}")
+    if len(np.unique(ids)) != len(ids):
+        raise InputError("node_ids must be unique across all frames; found repeated ids")
+    return ids
+
+
+def _concat(frames: list[Detections], name: str) -> np.ndarray:
+    if not frames:
+        return np.zeros(0, np.float32)
+    return np.concatenate([getattr(d, name) for d in frames])

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
+from napari_cellect.infer.detect import DetectionConfig
+from napari_cellect.infer.normalize import NormalizationConfig
+from napari_cellect.infer.predict import (
+    cache_fingerprint,
+    model_digest,
+    predict_sequence,
+    resolve_model,
+)
+from napari_cellect.track.detections import DetectionCache
+
+SHAPE = (6, 32, 32)
+TILE = (6, 32, 32)  # one tile per frame: one model call per frame pair
+NORM = NormalizationConfig(mode="none")
+
+
+def moving_blobs(blobs, n_frames: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Two blobs drifting in x; frame t is also marked by its brightness (to identify it)."""
+    frames, truth = [], []
+    for t in range(n_frames):
+        centres = np.array([[3.0, 10.0, 8.0 + 2 * t], [3.0, 22.0, 20.0 - t]])
+        frames.append(blobs(SHAPE, centres, sigma_xy=2.5) * (1.0 + 0.01 * t))
+        truth.append(centres)
+    return np.stack(frames).astype(np.float32), truth
+
+
+class CountingArray:
+    """Array-like that records which frames were read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.shape = data.shape
+        self.ndim = data.ndim
+        self.reads: list[int] = []
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        self.reads.append(int(t))
+        return self.data[t]
+
+
+def frame_of(x: torch.Tensor, channel: int, images: np.ndarray) -> int:
+    """Which frame of ``images`` a model input channel holds."""
+    got = x[0, channel].numpy()
+    matches = [t for t in range(len(images)) if np.array_equal(got, images[t])]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def run(images, model, **kw):
+    kw.setdefault("tile", TILE)
+    kw.setdefault("normalization", NORM)
+    return list(predict_sequence(images, model, z_ratio=1.0, device="cpu", **kw))
+
+
+def test_every_pair_runs_once_and_last_frame_pairs_with_itself(fake_unet, blobs):
+    images, truth = moving_blobs(blobs, 4)
+    model = fake_unet()
+    source = CountingArray(images)
+    done = []
+    dets = run(source, model, progress=lambda i, n: done.append((i, n)))
+    assert [d.t for d in dets] == [0, 1, 2, 3]
+    assert model.calls == 4
+    pairs = [(frame_of(x, 0, images), frame_of(x, 1, images)) for x in model.inputs]
+    assert pairs == [(0, 1), (1, 2), (2, 3), (3, 3)]
+    assert sorted(source.reads) == [0, 1, 2, 3]  # each frame read once, lazily
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    for d, centres in zip(dets, truth):
+        assert len(d) == 2
+        d_min = np.linalg.norm(d.positions[:, None] - centres[None], axis=2).min(axis=0)
+        assert d_min.max() < 0.3
+        assert d.embeddings.shape == (2, 4)
+
+
+def test_single_frame_warns_and_yields_it(fake_unet, blobs, caplog):
+    images, _ = moving_blobs(blobs, 1)
+    model = fake_unet()
+    with caplog.at_level(logging.WARNING, logger="napari_cellect.infer.predict"):
+        dets = run(images, model)
+    assert "only one frame" in caplog.text
+    assert len(dets) == 1 and len(dets[0]) == 2 and model.calls == 1
+
+
+def test_cache_hit_avoids_model_calls(fake_unet, blobs, tmp_path):
+    images, _ = moving_blobs(blobs, 3)
+    model = fake_unet()
+    fp = cache_fingerprint(model, ["a.tif", "b.tif"], z_ratio=1.0, tile=TILE, normalization=NORM)
+    cache = DetectionCache(tmp_path, fp)
+    first = run(images, model, cache=cache)
+    assert model.calls == 3 and cache.frames() == [0, 1, 2]
+    source = CountingArray(images)
+    again = run(source, model, cache=cache)
+    assert model.calls == 3 and source.reads == []
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    # another threshold is another fingerprint: the stale cache is not used
+    fp2 = cache_fingerprint(
+        model, ["a.tif", "b.tif"], z_ratio=1.0, tile=TILE, normalization=NORM,
+        detection=DetectionConfig(threshold=0.6),
+    )  # fmt: skip
+    assert fp2 != fp
+    run(images, model, cache=DetectionCache(tmp_path, fp2))
+    assert model.calls == 6
+
+
+def test_should_stop_cancels_within_one_pair(fake_unet, blobs):
+    images, _ = moving_blobs(blobs, 5)
+    model = fake_unet()
+    yielded = []
+    gen = predict_sequence(
+        images, model, z_ratio=1.0, device="cpu", tile=TILE, normalization=NORM,
+        should_stop=lambda: len(yielded) >= 1,
+    )  # fmt: skip
+    with pytest.raises(Cancelled, match="1 of 5"):
+        for d in gen:
+            yielded.append(d)
+    assert len(yielded) == 1 and model.calls == 1
+
+
+def test_frames_subset(fake_unet, blobs):
+    images, _ = moving_blobs(blobs, 5)
+    model = fake_unet()
+    dets = run(images, model, frames=[4, 2, 2])
+    assert [d.t for d in dets] == [2, 4]
+    pairs = [(frame_of(x, 0, images), frame_of(x, 1, images)) for x in model.inputs]
+    assert pairs == [(2, 3), (4, 4)]
+    with pytest.raises(InputError, match="frame indices"):
+        predict_sequence(images, model, z_ratio=1.0, frames=[5])
+
+
+def test_empty_nan_and_constant_frames_give_empty_detections(fake_unet, blobs, caplog):
+    images, _ = moving_blobs(blobs, 4)
+    images[0] = np.nan
+    images[1] = 7.0
+    images[2] = 0.0  # no cells
+    model = fake_unet()
+    with caplog.at_level(logging.WARNING):
+        dets = run(images, model, normalization=NormalizationConfig())
+    assert [len(d) for d in dets] == [0, 0, 0, 2]
+    assert all(d.embeddings.shape[1] == 4 for d in dets)
+    assert "no contrast" in caplog.text and "NaN" in caplog.text
+
+
+def test_dask_input_and_z1(fake_unet, blobs):
+    da = pytest.importorskip("dask.array")
+    frames = np.stack([blobs((1, 32, 32), [(0, 10, 12), (0, 22, 20)], sigma_xy=2.0)] * 2)
+    model = fake_unet()
+    dets = list(
+        predict_sequence(
+            da.from_array(frames, chunks=(1, 1, 32, 32)), model, z_ratio=5.0, device="cpu",
+            tile=(4, 32, 32), normalization=NORM,
+        )
+    )  # fmt: skip
+    assert [len(d) for d in dets] == [2, 2]
+    assert np.all(dets[0].positions[:, 0] == 0)
+    assert model.inputs[0].shape[2] == 4  # the single slice was padded to the tile
+
+
+def test_bundle_settings_are_used_and_overridable(fake_unet, blobs):
+    images, _ = moving_blobs(blobs, 2)
+    images[:, :, :, 16:] *= 0.6  # the second blob is dimmer (peak about 0.6)
+    model = fake_unet(centre_level=0.3)
+    bundle = SimpleNamespace(
+        unet=model,
+        thresholds=SimpleNamespace(detection=SimpleNamespace(threshold=0.99)),
+        normalization={"mode": "none"},
+    )
+    strict = list(predict_sequence(images, bundle, z_ratio=1.0, device="cpu", tile=TILE))
+    loose = list(
+        predict_sequence(
+            images, bundle, z_ratio=1.0, device="cpu", tile=TILE,
+            detection=DetectionConfig(threshold=0.5),
+        )
+    )  # fmt: skip
+    assert len(strict[0]) == 1 and len(loose[0]) == 2
+
+
+def test_argument_errors_are_raised_at_the_call(fake_unet):
+    model = fake_unet()
+    with pytest.raises(InputError, match=r"\(T, Z, Y, X\)"):
+        predict_sequence(np.zeros((4, 8, 8)), model, z_ratio=1.0)
+    with pytest.raises(InputError, match="z_ratio"):
+        predict_sequence(np.zeros((2, 1, 8, 8)), model, z_ratio=0.0)
+    with pytest.raises(ModelError, match="unet"):
+        predict_sequence(np.zeros((2, 1, 8, 8)), object(), z_ratio=1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA"):
+            predict_sequence(np.zeros((2, 1, 8, 8)), model, z_ratio=1.0, device="cuda")
+
+
+def test_model_training_flag_is_restored(fake_unet, blobs):
+    images, _ = moving_blobs(blobs, 2)
+    model = fake_unet().train()
+    run(images, model)
+    assert model.training
+
+
+def test_resolve_model_and_digest(fake_unet):
+    model = fake_unet()
+    resolved = resolve_model(model)
+    assert resolved.unet is model and resolved.detection == DetectionConfig()
+    bundle = SimpleNamespace(unet=model, thresholds=SimpleNamespace(link=1), normalization=None)
+    assert resolve_model(bundle).detection == DetectionConfig()  # no detection section
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert model_digest(a) != model_digest(b)
+    b.load_state_dict(a.state_dict())
+    assert model_digest(a) == model_digest(b)
