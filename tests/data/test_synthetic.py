@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 from napari_cellect.cli import main
+from napari_cellect.data.annotations import read_tracks
 from napari_cellect.data.synthetic import (
     GT_COLUMNS,
     PRESETS,
@@ -314,14 +315,20 @@ def test_write_synthetic_layout(tmp_path):
     assert frame.dtype == np.uint16 and frame.shape == TINY.shape
     assert np.array_equal(frame, generate(TINY).images[2])
     assert len(paths.labels) == TINY.frames
-    written = pd.read_csv(paths.tracks)
-    truth = simulate(TINY).tracks
-    assert np.array_equal(np.sort(written["id"]), np.sort(truth["id"]))
+    truth = simulate(TINY).graph
+    written = read_tracks(paths.tracks)
+    assert np.array_equal(written.ids, truth.ids)
+    assert np.array_equal(written["parent_id"], truth["parent_id"])
+    assert np.allclose(written.positions(), truth.positions())
+    assert np.array_equal(written["division_score"], truth["division_score"])
     assert (paths.ctc / "TRA" / "man_track.txt").is_file()
     assert len(list((paths.ctc / "TRA").glob("man_track*.tif"))) == TINY.frames
+    ctc = read_tracks(paths.ctc)
+    assert len(ctc) == len(truth) and len(ctc.divisions()) == len(truth.divisions())
     meta = json.loads(paths.metadata.read_text())
     assert SyntheticConfig.from_dict(meta["config"]) == TINY
     assert meta["summary"]["nodes"] == len(truth)
+    assert meta["summary"]["divisions"] == len(truth.divisions())
 
 
 def test_written_images_open_as_a_sequence(tmp_path):

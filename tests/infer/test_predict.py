@@ -4,6 +4,8 @@ import logging
 from types import SimpleNamespace
 
 import numpy as np
+
+from napari_cellect.infer.tiling import TilingConfig
 import pytest
 import torch
 
@@ -157,7 +159,7 @@ def test_dask_input_and_z1(fake_unet, blobs):
     dets = list(
         predict_sequence(
             da.from_array(frames, chunks=(1, 1, 32, 32)), model, z_ratio=5.0, device="cpu",
-            tile=(4, 32, 32), normalization=NORM,
+            tile=TilingConfig(tile=(4, 32, 32), overlap=(0, 0, 0), pad_to_tile=True), normalization=NORM,
         )
     )  # fmt: skip
     assert [len(d) for d in dets] == [2, 2]
@@ -214,3 +216,17 @@ def test_resolve_model_and_digest(fake_unet):
     assert model_digest(a) != model_digest(b)
     b.load_state_dict(a.state_dict())
     assert model_digest(a) == model_digest(b)
+
+
+def test_image_sequence_input_and_default_heads_dtype(fake_unet, blobs):
+    from napari_cellect.infer.predict import predict_frame
+
+    images, _ = moving_blobs(blobs, 2)
+    sequence = SimpleNamespace(data=images, scale=(1.0, 1.0, 1.0))  # like data.images.ImageSequence
+    model = fake_unet()
+    dets = run(sequence, model)
+    assert [len(d) for d in dets] == [2, 2]
+    heads = predict_frame(model, np.stack([images[0], images[1]]), t=0, z_ratio=1.0,
+                          return_heads=True).heads  # fmt: skip
+    assert heads["centre"].dtype == np.float16 and heads["centre"].shape == (5, *SHAPE)
+    assert heads["seg"].shape == (3, *SHAPE) and heads["radius"].shape == (1, *SHAPE)

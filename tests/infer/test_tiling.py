@@ -53,13 +53,15 @@ def test_owned_regions_partition_the_volume(shape, tile, overlap, multiple):
 
 
 def test_large_frame_tile_count():
-    grid = plan_tiles((41, 512, 512), TilingConfig(), (1, 16, 16))
+    grid = plan_tiles((41, 512, 512), TilingConfig(tile=(32, 256, 256)), (1, 16, 16))
     assert len(grid) == 2 * 3 * 3  # the original's 18 patches, with wider overlaps
     assert grid.padded_shape == (41, 512, 512)
+    whole = plan_tiles((41, 512, 512), TilingConfig(), (1, 16, 16))
+    assert len(whole) == 1  # the default tile holds a whole embryo frame
 
 
 def test_small_volume_and_z1_are_padded():
-    grid = plan_tiles((1, 20, 30), TilingConfig(), (1, 16, 16))
+    grid = plan_tiles((1, 20, 30), TilingConfig(tile=(32, 256, 256), pad_to_tile=True), (1, 16, 16))
     assert len(grid) == 1
     assert grid.padded_shape == grid.tile_shape == (32, 256, 256)
     (tile,) = grid.tiles

@@ -40,7 +40,8 @@ def _edges(result) -> set[tuple[int, int]]:
 
 def test_one_to_one_picks_cheapest_global_matching():
     # Greedy would give 0->0 (0.1) and then 1->1 (5.0); the optimum swaps.
-    p = _problem(2, 2, [(0, 0, 0.1), (0, 1, 0.2), (1, 0, 0.3), (1, 1, 5.0)], appear=10, disappear=10)
+    edges = [(0, 0, 0.1), (0, 1, 0.2), (1, 0, 0.3), (1, 1, 5.0)]
+    p = _problem(2, 2, edges, appear=10, disappear=10)
     result = solve_assignment(p)
     assert _edges(result) == {(0, 1), (1, 0)}
     assert result.cost == pytest.approx(0.5)

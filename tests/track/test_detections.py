@@ -166,3 +166,12 @@ def test_file_digest(tmp_path):
     assert file_digest(p) == file_digest(q)
     q.write_bytes(b"weights2")
     assert file_digest(p) != file_digest(q)
+
+
+def test_truncated_file_is_a_miss(tmp_path):
+    cache = DetectionCache(tmp_path, "f")
+    path = cache.save(_dets(t=5))
+    path.write_bytes(path.read_bytes()[:60])  # an interrupted copy: a zip header, no data
+    assert not cache.has(5)
+    with pytest.raises(InputError, match="t000005.npz"):
+        cache.load(5)

@@ -119,6 +119,9 @@ def test_one_frame_gap_is_closed_only_when_enabled():
     # a costly gap is not worth it
     costly = LinkingConfig(gap_closing=True, gap_cost=10.0)
     assert _parent_of(link_sequence(frames, None, costly, Z_RATIO), 2) == -1
+    # a node pinned as a track start is not gap-closed either
+    pinned = link_sequence(frames, None, LinkingConfig(gap_closing=True), Z_RATIO, [(-1, 2)])
+    assert _parent_of(pinned, 2) == -1 and _parent_of(pinned, 3) == 2
 
 
 def test_pinned_edge_contradicting_the_scorer_is_kept():
@@ -133,10 +136,9 @@ def test_pinned_edge_contradicting_the_scorer_is_kept():
     assert graph.node(3)["approved"] and not graph.node(2)["approved"]
     assert len(graph.children_of(1)) == 0
     # with a predicted division the pinned mother can still take its natural second child
-    dividing = [
-        _det(0, [[0, 20, 10], [0, 20, 40]], emb=[emb_a, emb_b], division=np.array([[0.9, 0], [0, 0]])),
-        frames[1],
-    ]
+    mother_div = np.array([[0.9, 0], [0, 0]])
+    mother = _det(0, [[0, 20, 10], [0, 20, 40]], emb=[emb_a, emb_b], division=mother_div)
+    dividing = [mother, frames[1]]
     graph = link_sequence(dividing, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 3)])
     assert graph.children_of(0).tolist() == [2, 3]
 

@@ -91,13 +91,12 @@ def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
         if args.cells < 1:
             raise InputError(f"--cells must be a positive number of nuclei, found {args.cells}")
         changes["n_cells"] = args.cells
-    for option, name in (("seed", "seed"), ("z_ratio", "z_ratio"), ("noise", "noise"),
-                         ("speed", "speed"), ("division_rate", "division_rate")):  # fmt: skip
-        value = getattr(args, option)
-        if value is not None:
-            changes[name] = value
     if args.z_ratio is not None and args.z_ratio <= 0:
         raise InputError(f"--z-ratio must be positive, found {args.z_ratio}")
+    for name in ("seed", "z_ratio", "noise", "speed", "division_rate"):  # same names as the config
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
     config = dataclasses.replace(PRESETS[args.preset], **changes)
     if args.density is not None:
         n_cells = max(1, cells_for_density(config, args.density))
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     z, y, x = config.shape
     print(
         f"{out}: {config.frames} frames of {z}x{y}x{x} (z ratio {config.z_ratio:g}), "
-        f"{summary['nodes']} nuclei in {summary.get('tracks', 0)} tracks, "
+        f"{summary['nodes']} nodes in {summary.get('tracks', 0)} tracks, "
         f"{summary['divisions']} divisions (preset {args.preset}, seed {config.seed})"
     )
     return 0

@@ -1,0 +1,38 @@
+"""napari front end of napari-cellect: everything that imports napari or Qt lives here.
+
+napari loads the pieces through the npe2 manifest (``napari.yaml``): the reader and writers,
+the sample data and four dock widgets (Track cells, Edit tracks, Lineage view, Export tracks).
+From Python, :func:`controller_for` gives a viewer's track editor and :class:`TrackingSession`
+wraps a TrackGraph with its undo history and autosave journal::
+
+    from napari_cellect._napari import TrackingSession, controller_for
+
+    controller = controller_for(viewer)
+    controller.add_session(TrackingSession.from_graph(graph, name="result"))
+
+Names are imported lazily, so importing this package does not import Qt.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "CellectController": "._controller",
+    "controller_for": "._controller",
+    "TrackingSession": "._session",
+    "KEYBINDINGS": "._keybindings",
+    "TrackingWidget": "._tracking_widget",
+    "EditorWidget": "._editor_widget",
+    "LineageWidget": "._lineage_widget",
+    "ExportWidget": "._export_widget",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

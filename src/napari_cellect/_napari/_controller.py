@@ -24,9 +24,14 @@ from psygnal import Signal
 
 from napari_cellect._napari._changes import ChangeCollector, ChangeSet
 from napari_cellect._napari._keybindings import bind, binding_callbacks, unbind
-from napari_cellect._napari._layer_data import ROLE_KEY, SESSION_KEY, session_layer_data
+from napari_cellect._napari._layer_data import (
+    ROLE_KEY,
+    SESSION_KEY,
+    session_layer_data,
+    tracks_layer_data,
+)
 from napari_cellect._napari._layer_sync import LayerSync
-from napari_cellect.errors import CellectError, GraphError
+from napari_cellect.errors import CellectError
 from napari_cellect.track import edits
 from napari_cellect.track.edits import Command, Compound, SetValues
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
@@ -53,6 +58,8 @@ class BoundSession:
     tracks: Tracks | None = None
     labels: Labels | None = None
     sync: LayerSync | None = None
+    #: False once the user removed the Tracks layer (do not bring it back)
+    wants_tracks: bool = True
     #: callables that undo each connection made when binding
     disconnects: list[Callable[[], None]] = field(default_factory=list)
 
@@ -222,6 +229,7 @@ class CellectController:
                 unbind(layer, self._callbacks)
                 if layer is bound.tracks:
                     bound.tracks = None
+                    bound.wants_tracks = False
                 else:
                     bound.labels = None
                 if bound.points is not None:
@@ -252,11 +260,29 @@ class CellectController:
     def _on_graph_changed(self, bound: BoundSession, changes: ChangeSet) -> None:
         if bound.sync is not None:
             bound.sync.refresh(changes)
+        if bound.tracks is None and bound.wants_tracks and bound.points is not None and len(
+            bound.session.graph
+        ):
+            self._add_tracks_layer(bound)
         if bound is self._active:
             graph = bound.session.graph
             kept = tuple(i for i in self._selection if graph.has(i))
             self._set_selection(kept, push=True, emit=kept != self._selection)
             self.refreshed.emit(changes)
+
+    def _add_tracks_layer(self, bound: BoundSession) -> None:
+        """A session that started empty gets its Tracks layer once it has nodes."""
+        from napari.layers import Layer
+
+        session = bound.session
+        data, kwargs, kind = tracks_layer_data(session.graph, session.geometry, session.name,
+                                               {SESSION_KEY: session})
+        viewer = self.viewer
+        points = bound.points
+        index = viewer.layers.index(points) if points in viewer.layers else len(viewer.layers)
+        viewer.layers.insert(index, Layer.create(data, kwargs, kind))
+        if points is not None:
+            viewer.layers.selection.active = points
 
     # ================================================================== executing edits
     def execute(self, command: Command) -> Command | None:
@@ -321,7 +347,9 @@ class CellectController:
 
             show_warning(text)
 
-    def _batch(self, description: str, builders: Sequence[Callable[[TrackGraph], Command]]) -> Compound:
+    def _batch(
+        self, description: str, builders: Sequence[Callable[[TrackGraph], Command]]
+    ) -> Compound:
         """One undoable command from several actions, each built on the graph the previous left.
 
         The actions are built against a scratch copy of the graph, so nothing changes until the
@@ -506,7 +534,7 @@ class CellectController:
                 viewer.dims.set_point(axis, value)
         centre = [world[axis - offset] for axis in viewer.dims.displayed if axis >= offset]
         if len(centre) == len(viewer.dims.displayed):
-            viewer.camera.center = tuple(centre)
+            _camera(viewer).center = tuple(centre)
 
     # ================================================================== selection
     def select(self, ids: Sequence[int], *, center: bool = False, add: bool = False) -> None:
@@ -634,6 +662,12 @@ class CellectController:
 def _remove(callbacks: list[Any], callback: Any) -> None:
     if callback in callbacks:
         callbacks.remove(callback)
+
+
+def _camera(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _describe(command: Command | None) -> str:

@@ -32,7 +32,9 @@ def _union(a: Box | None, b: Box | None) -> Box | None:
         return b
     if b is None:
         return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
+    return tuple(
+        slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )
 
 
 class LabelsSync:
@@ -93,7 +95,7 @@ class LabelsSync:
 
     def erase(self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray,
               positions: np.ndarray) -> set[int]:
-        """Clear the voxels of deleted nodes (label ``values[i]`` in frame ``t[i]``), keeping them."""
+        """Clear the voxels of deleted nodes (label ``values[i]`` in frame ``t[i]``); keep them."""
         touched: set[int] = set()
         for node, frame_t, value, pos in zip(node_ids, t, values, positions, strict=True):
             if not 0 <= frame_t < len(self.labels) or value <= 0:
@@ -112,12 +114,13 @@ class LabelsSync:
 
     def restore(self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray,
                 positions: np.ndarray) -> set[int]:
-        """Paint back the voxels of re-added nodes that were erased with the same frame and place."""
+        """Paint back the voxels of re-added nodes erased with the same frame and place."""
         touched: set[int] = set()
         self._fit_dtype(np.asarray(values))
         for node, frame_t, value, pos in zip(node_ids, t, values, positions, strict=True):
             stashed = self._stash.get(int(node))
-            if stashed is None or stashed.t != frame_t or stashed.position != tuple(np.round(pos, 6)):
+            same_place = stashed is not None and stashed.position == tuple(np.round(pos, 6))
+            if stashed is None or stashed.t != frame_t or not same_place:
                 continue
             del self._stash[int(node)]
             frame = self.labels[int(frame_t)]

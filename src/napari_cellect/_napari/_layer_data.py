@@ -75,7 +75,7 @@ class Geometry:
         return float(self.scale[0] / self.scale[1]) if self.scale[1] else 1.0
 
     def coords(self, graph: TrackGraph) -> np.ndarray:
-        """(N, 1 + spatial_ndim) layer coordinates ``t, (z), y, x`` of every node (graph row order)."""
+        """(N, 1 + spatial_ndim) layer coordinates ``t, (z), y, x`` (graph row order)."""
         cols = ("t", "z", "y", "x") if self.spatial_ndim == 3 else ("t", "y", "x")
         if len(graph) == 0:
             return np.zeros((0, len(cols)), dtype=np.float64)
@@ -84,7 +84,8 @@ class Geometry:
     def position_of(self, coords: np.ndarray) -> tuple[float, float, float]:
         """Graph (z, y, x) of a layer point ``(t, (z), y, x)`` without its time."""
         spatial = [float(v) for v in np.asarray(coords)[1:]]
-        return (0.0, *spatial) if self.spatial_ndim == 2 else tuple(spatial)  # type: ignore[return-value]
+        zyx = (0.0, *spatial) if self.spatial_ndim == 2 else tuple(spatial)
+        return zyx  # type: ignore[return-value]
 
     def to_layer_point(self, t: int, zyx: tuple[float, float, float]) -> np.ndarray:
         return np.asarray([t, *zyx[3 - self.spatial_ndim :]], dtype=np.float64)

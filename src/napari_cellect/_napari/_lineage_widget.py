@@ -16,13 +16,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt, Signal
-from qtpy.QtGui import QColor, QMouseEvent, QPainter, QPainterPath, QPaintEvent, QPen, QTransform, QWheelEvent
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtGui import (
+    QColor,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPen,
+    QTransform,
+    QWheelEvent,
+)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_cellect._napari._changes import ChangeSet
 from napari_cellect._napari._colors import N_COLORS, PALETTE, palette_index
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._lineage_layout import LineageLayout, approved_runs, compute_layout, segments
+from napari_cellect._napari._lineage_layout import (
+    LineageLayout,
+    approved_runs,
+    compute_layout,
+    segments,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -42,6 +64,8 @@ class LineageStyle:
     approved_width = 4.0
     #: draw node dots when a frame is at least this many pixels tall
     dots_min_frame_px = 7.0
+    #: skip the dots when more than this many nodes are on screen (the lines carry the picture)
+    max_dots = 3000
     #: draw track labels when a column is at least this many pixels wide
     labels_min_column_px = 28.0
     #: most labels drawn at once
@@ -146,7 +170,8 @@ class LineageCanvas(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         painter.save()
         painter.setTransform(QTransform(self._sx, 0, 0, self._st, self._dx, self._dy))
-        self._draw_paths(painter, self._approved_path, self.style_.approved, self.style_.approved_width)
+        style = self.style_
+        self._draw_paths(painter, self._approved_path, style.approved, style.approved_width)
         for colour, path in self._paths:
             self._draw_paths(painter, path, colour, self.style_.line_width)
         for colour, path in self._division_paths:
@@ -176,20 +201,24 @@ class LineageCanvas(QWidget):
         if self._st < self.style_.dots_min_frame_px:
             return
         rows = self._visible_nodes(layout)
+        if len(rows) > self.style_.max_dots:
+            return
         radius = min(self._st * 0.25, 4.0)
         painter.setPen(Qt.PenStyle.NoPen)
         colours = palette_index(layout.track[layout.node_branch[rows]])
         for k in np.unique(colours):
             painter.setBrush(_qcolor(int(k)))
             for r in rows[colours == k]:
-                painter.drawEllipse(self.to_screen(layout.node_x[r], layout.node_t[r]), radius, radius)
+                centre = self.to_screen(layout.node_x[r], layout.node_t[r])
+                painter.drawEllipse(centre, radius, radius)
 
     def _draw_labels(self, painter: QPainter, layout: LineageLayout) -> None:
         if self._sx < self.style_.labels_min_column_px:
             return
         sx = layout.x * self._sx + self._dx
         sy = layout.t0 * self._st + self._dy
-        visible = np.flatnonzero((sx >= 0) & (sx <= self.width()) & (sy >= -20) & (sy <= self.height()))
+        on_screen = (sx >= 0) & (sx <= self.width()) & (sy >= -20) & (sy <= self.height())
+        visible = np.flatnonzero(on_screen)
         painter.setPen(QColor(220, 220, 220))
         for b in visible[: self.style_.max_labels]:
             painter.drawText(QPointF(sx[b] + 3, sy[b] - 3), str(int(layout.track[b])))
@@ -269,7 +298,9 @@ def _qcolor(index: int) -> QColor:
     return QColor.fromRgbF(r, g, b, a)
 
 
-def _paths_by_colour(segs: np.ndarray, colour_index: np.ndarray) -> list[tuple[QColor, QPainterPath]]:
+def _paths_by_colour(
+    segs: np.ndarray, colour_index: np.ndarray
+) -> list[tuple[QColor, QPainterPath]]:
     """One path per palette colour holding the segments of that colour."""
     out = []
     for k in np.unique(colour_index):

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +370,39 @@ def write_geff(graph: TrackGraph, path: str | Path, z_ratio: float = 1.0) -> Non
     with atomic_path(path) as tmp:
         write_arrays(tmp, ids, node_props, edges, edge_props, metadata)
     logger.info("wrote %d nodes, %d edges to %s", len(graph), len(edges), path)
+
+
+def write_label_series(
+    frames: Iterable[np.ndarray],
+    path: str | Path,
+    n_frames: int,
+    shape: tuple[int, int, int],
+    dtype: Any = np.uint32,
+) -> Path:
+    """Write (T, Z, Y, X) instance masks frame by frame, never holding the whole series.
+
+    ``path`` ending in ``.zarr`` gives a zarr array chunked per frame; anything else a TIFF with
+    ``TZYX`` axes metadata. The write is atomic.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write labels: the folder {path.parent} does not exist", path)
+    full_shape = (int(n_frames), *map(int, shape))
+    with atomic_path(path) as tmp:
+        if path.suffix == ".zarr":
+            import zarr
+
+            array = zarr.open_array(
+                str(tmp), mode="w", shape=full_shape, chunks=(1, *full_shape[1:]), dtype=dtype
+            )
+            for t, frame in enumerate(frames):
+                array[t] = frame
+        else:
+            with tifffile.TiffWriter(tmp, bigtiff=True) as writer:
+                for frame in frames:
+                    writer.write(
+                        np.asarray(frame, dtype=dtype)[None],
+                        contiguous=True,
+                        metadata={"axes": "TZYX", "shape": full_shape},
+                    )
+    return path

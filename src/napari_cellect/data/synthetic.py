@@ -37,17 +37,18 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import tifffile
 from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
+from napari_cellect.data.atomic import atomic_write
+from napari_cellect.data.export import write_csv, write_ctc
 from napari_cellect.errors import InputError
-
-if TYPE_CHECKING:
-    from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.graph import TrackGraph
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ _FLUCTUATION_MEMORY = 0.8
 _SPECKLE_EXTENT = 0.85
 #: inherited brightness may drift this far outside brightness_range (factors on low, high)
 _BRIGHTNESS_SLACK = (0.7, 1.3)
+
+#: candidate cycle lengths per initial cell for the length-biased draw of its cycle
+_LENGTH_BIAS_CANDIDATES = 8
+#: smooth fields (background, illumination, autofluorescence) never drop below this fraction
+#: of their mean level
+_FIELD_FLOOR = 0.1
 
 #: ground-truth table columns, in the order of our CSV format
 GT_COLUMNS = ("id", "t", "z", "y", "x", "parent_id", "radius", "division_score", "approved")
@@ -835,9 +842,7 @@ class _Simulator:
                 "placed %d of %d cells in the field of view: the embryo is too small",
                 placed_inside, c.n_cells,
             )  # fmt: skip
-        finite = cells.cycle < _NEVER
-        phase = self.rng.random(int(finite.sum()))
-        cells.age[finite] = (phase * cells.cycle[finite]).astype(np.int64)
+        self._randomise_cycle_phase(cells)
         if c.distractors:
             r = c.distractor_radius * c.radius_range[0]
             pos, keep = self._place(np.full(c.distractors, r), [True] * c.distractors, cells)
@@ -850,6 +855,23 @@ class _Simulator:
         for _ in range(3):
             self._relax(cells)
         return cells
+
+    def _randomise_cycle_phase(self, cells: _Cells) -> None:
+        """Give cells the cycle lengths and ages of a population caught at a random moment.
+
+        A cell seen at a random time is more likely in a long cycle (the inspection paradox),
+        so the cycle length is drawn length-biased and the age uniformly within it; otherwise
+        the first frames would hold a burst of divisions.
+        """
+        n = len(cells)
+        if n == 0 or self.c.division_rate <= 0:
+            return
+        k = _LENGTH_BIAS_CANDIDATES
+        candidates = self._cycles(n * k).reshape(n, k).astype(float)
+        weights = np.cumsum(candidates / candidates.sum(axis=1, keepdims=True), axis=1)
+        pick = np.minimum((self.rng.random((n, 1)) > weights).sum(axis=1), k - 1)
+        cells.cycle = candidates[np.arange(n), pick].astype(np.int64)
+        cells.age = (self.rng.random(n) * cells.cycle).astype(np.int64)
 
     def _fov_fraction(self) -> float:
         """Fraction of the embryo region open to cell centres that lies in the field of view
@@ -1096,8 +1118,11 @@ def _smooth_field(
 ) -> np.ndarray:
     """A low-frequency random field (zero mean, unit std) with features of about ``scale``
     physical pixels: cubic-spline upsampling of a coarse Gaussian grid, one axis at a time."""
-    field_ = rng.normal(size=tuple(max(2, int(math.ceil(s * sp / scale)) + 2) if s > 1 else 1
-                                   for s, sp in zip(shape, spacing, strict=True)))  # fmt: skip
+    coarse_shape = tuple(
+        1 if size == 1 else max(2, math.ceil(size * step / scale) + 2)
+        for size, step in zip(shape, spacing, strict=True)
+    )
+    field_ = rng.normal(size=coarse_shape)
     for axis, size in enumerate(shape):
         coarse = field_.shape[axis]
         if coarse == size:
@@ -1123,16 +1148,16 @@ def _static_fields(config: SyntheticConfig) -> _StaticFields:
     rng = np.random.default_rng([config.seed, _STREAM_FIELDS])
     shape, spacing = config.shape, config.spacing
 
-    def positive(level: float, variation: float, floor: float) -> np.ndarray:
+    def positive(level: float, variation: float) -> np.ndarray:
         f = _smooth_field(shape, spacing, config.field_scale, rng)
-        return np.maximum(level * (1 + variation * f), level * floor).astype(np.float32)
+        return np.maximum(level * (1 + variation * f), level * _FIELD_FLOOR).astype(np.float32)
 
-    background = positive(config.background, config.background_variation, 0.1)
-    illumination = positive(1.0, config.illumination_variation, 0.2)
+    background = positive(config.background, config.background_variation)
+    illumination = positive(1.0, config.illumination_variation)
     if shape[0] > 1 and config.depth_attenuation > 0:
         depth = np.exp(np.log(1 - config.depth_attenuation) * np.linspace(0, 1, shape[0]))
         illumination *= depth.astype(np.float32)[:, None, None]
-    autofluorescence = positive(config.autofluorescence, config.autofluorescence_variation, 0.1)
+    autofluorescence = positive(config.autofluorescence, config.autofluorescence_variation)
     return _StaticFields(background, illumination, autofluorescence)
 
 
@@ -1291,8 +1316,6 @@ class Simulation:
     @cached_property
     def graph(self) -> TrackGraph:
         """The ground truth as a TrackGraph."""
-        from napari_cellect.track.graph import TrackGraph
-
         return TrackGraph.from_dataframe(self.tracks)
 
     @cached_property
@@ -1351,8 +1374,6 @@ class SyntheticSequence:
     @cached_property
     def graph(self) -> TrackGraph:
         """The ground truth as a TrackGraph."""
-        from napari_cellect.track.graph import TrackGraph
-
         return TrackGraph.from_dataframe(self.tracks)
 
 
@@ -1412,10 +1433,6 @@ def _remove_stale_frames(folder: Path, keep: set[str]) -> None:
 
 
 def _write_tiff(path: Path, volume: np.ndarray, z_ratio: float) -> None:
-    import tifffile
-
-    from napari_cellect.data.atomic import atomic_write
-
     with atomic_write(path, mode=None) as tmp:
         tifffile.imwrite(
             tmp, volume, imagej=True, resolution=(1.0, 1.0),
@@ -1437,9 +1454,6 @@ def iter_write_synthetic(
     (track-id masks), and last ``synthetic.json`` (config, summary, layout). Returns (as the
     generator's value) the written :class:`SyntheticPaths`.
     """
-    from napari_cellect.data.atomic import atomic_write
-    from napari_cellect.data.export import write_csv, write_ctc
-
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
     sim = simulate(config)

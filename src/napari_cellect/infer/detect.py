@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -178,35 +176,43 @@ class DetectionConfig:
 # --------------------------------------------------------------------------- head maps
 
 
-def _as_tensor(x: Any) -> torch.Tensor:
-    import torch
-
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-
-
 def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax") -> np.ndarray:
     """The logit of the centre probability, (Z, Y, X) float32 numpy, from (L, Z, Y, X) logits.
 
-    Computed on the input's device (the GPU when the tile is there); only the result moves to
-    the CPU.
+    A GPU tensor is reduced on the GPU (only the result moves); CPU data goes through numpy,
+    which is several times faster than torch's CPU reductions for this shape.
     """
-    import torch
-
-    logits = _as_tensor(centre).float()
-    if logits.ndim != 4 or logits.shape[0] < 2:
-        raise InputError(
-            f"centre head: expected (levels >= 2, Z, Y, X) logits, found {tuple(logits.shape)}"
-        )
-    top, lower = logits[-1], logits[:-1]
-    if mode == "softmax":
-        out = top - torch.logsumexp(lower, dim=0)
-    elif mode == "ordinal":
-        out = top - lower.amax(dim=0)
-    else:
+    if mode not in _CENTRE_MODES:
         raise InputError(
             f"centre_mode: expected one of {', '.join(_CENTRE_MODES)}, found {mode!r}"
         )
+    if centre.ndim != 4 or centre.shape[0] < 2:
+        raise InputError(
+            f"centre head: expected (levels >= 2, Z, Y, X) logits, found {tuple(centre.shape)}"
+        )
+    if isinstance(centre, np.ndarray) or centre.device.type == "cpu":
+        logits = centre if isinstance(centre, np.ndarray) else centre.detach().float().numpy()
+        return _centre_logit_numpy(logits.astype(np.float32, copy=False), mode)
+    import torch
+
+    logits = centre.detach().float()
+    top, lower = logits[-1], logits[:-1]
+    if mode == "softmax":
+        out = top - torch.logsumexp(lower, dim=0)
+    else:
+        out = top - lower.amax(dim=0)
     return out.cpu().numpy()
+
+
+def _centre_logit_numpy(logits: np.ndarray, mode: CentreMode) -> np.ndarray:
+    lower_max = logits[:-1].max(axis=0)
+    out = logits[-1] - lower_max
+    if mode == "softmax":  # top - logsumexp(lower), one level at a time to bound memory
+        total = np.zeros_like(lower_max)
+        for level in logits[:-1]:
+            total += np.exp(level - lower_max)
+        out -= np.log(total)
+    return out
 
 
 def centre_probability(
@@ -216,23 +222,33 @@ def centre_probability(
     return _sigmoid(centre_logit(centre, mode))
 
 
+def _foreground_rule(
+    logits: np.ndarray, threshold: float, include_other_class: bool
+) -> np.ndarray:
+    """The foreground test on segmentation logits (C, ...): ``1 - P(background) >= threshold``
+    and, unless ``include_other_class``, argmax != 2 ("other")."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+    p_background = shifted[0] / shifted.sum(axis=0)
+    mask = (1.0 - p_background) >= threshold
+    if not include_other_class and logits.shape[0] > 2:
+        mask &= logits.argmax(axis=0) != 2
+    return mask
+
+
 def foreground_mask(
     seg: np.ndarray | torch.Tensor,
     threshold: float = 0.5,
     include_other_class: bool = False,
 ) -> np.ndarray:
-    """(Z, Y, X) bool numpy: ``1 - P(background) >= threshold`` from (classes, Z, Y, X) logits,
-    and, unless ``include_other_class``, argmax != 2 ("other")."""
-    logits = _as_tensor(seg).float()
+    """(Z, Y, X) bool map of the foreground test (see :class:`DetectionConfig`) from
+    (classes, Z, Y, X) segmentation logits."""
+    logits = seg if isinstance(seg, np.ndarray) else seg.detach().float().cpu().numpy()
     if logits.ndim != 4 or logits.shape[0] < 2:
         raise InputError(
             f"seg head: expected (classes >= 2, Z, Y, X) logits, found {tuple(logits.shape)}"
         )
-    p_background = logits.softmax(dim=0)[0]
-    mask = (1.0 - p_background) >= threshold
-    if not include_other_class and logits.shape[0] > 2:
-        mask &= logits.argmax(dim=0) != 2
-    return mask.cpu().numpy()
+    return _foreground_rule(logits, threshold, include_other_class)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -267,8 +283,10 @@ def ellipsoid_offsets(radius: float, z_ratio: float, min_z: float = 0.0) -> np.n
     dz, dy, dx = np.meshgrid(
         np.arange(-nz, nz + 1), np.arange(-nr, nr + 1), np.arange(-nr, nr + 1), indexing="ij"
     )
+
     def term(d: np.ndarray, a: float) -> np.ndarray:
         return (d / a) ** 2 if a > 0 else np.where(d == 0, 0.0, np.inf)
+
     inside = term(dz, az) + term(dy, r) + term(dx, r) <= 1.0 + _EPS
     return np.stack([dz[inside], dy[inside], dx[inside]], axis=1).astype(np.int64)
 
@@ -304,9 +322,12 @@ def _lexicographically_before(offsets: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- peaks
 
 
+ForegroundTest = Callable[[np.ndarray], np.ndarray]
+
+
 def find_peaks(
     logit: np.ndarray,
-    foreground: np.ndarray | None,
+    foreground: np.ndarray | ForegroundTest | None,
     *,
     z_ratio: float,
     config: DetectionConfig | None = None,
@@ -317,17 +338,16 @@ def find_peaks(
 
     Args:
         logit: (Z, Y, X) centre logit map (see :func:`centre_logit`).
-        foreground: (Z, Y, X) bool foreground mask, or None to skip the foreground test.
+        foreground: (Z, Y, X) bool foreground mask, or a function mapping integer points
+            (M, 3) to bools (M,) (cheaper: only the local maxima are tested), or None to
+            skip the foreground test.
         region: slices where peaks may lie (a tile's owned voxels); default everywhere.
         valid: slices of real data (not padding); neighbours outside are ignored.
     """
     cfg = config or DetectionConfig()
     logit = np.asarray(logit)
     region = tuple(region) if region is not None else (slice(None),) * 3
-    candidates = logit[region] >= _logit(cfg.threshold)
-    if foreground is not None:
-        candidates &= foreground[region]
-    points = np.argwhere(candidates)
+    points = np.argwhere(logit[region] >= _logit(cfg.threshold))
     if len(points) == 0:
         return np.zeros((0, 3), np.int64)
     points += np.array([s.indices(n)[0] for s, n in zip(region, logit.shape)], np.int64)
@@ -335,19 +355,29 @@ def find_peaks(
     lo, hi = _bounds(logit.shape, valid)
     peak_offsets = ellipsoid_offsets(cfg.peak_radius, z_ratio, min_z=1.0)
     before = _lexicographically_before(peak_offsets)
-    fg_offsets = ellipsoid_offsets(cfg.foreground_radius, z_ratio)
     keep = np.zeros(len(points), dtype=bool)
     for start in range(0, len(points), _GATHER_CHUNK):
         chunk = points[start : start + _GATHER_CHUNK]
         own = logit[chunk[:, 0], chunk[:, 1], chunk[:, 2]][:, None]
         values, inside = _gather(logit, chunk, peak_offsets, lo, hi)
         beaten = (values > own) | ((values == own) & before[None, :])
-        ok = ~np.any(beaten & inside, axis=1)
-        if foreground is not None and len(fg_offsets) > 1:
-            fg, inside = _gather(foreground, chunk, fg_offsets, lo, hi)
-            ok &= np.all(fg | ~inside, axis=1)
-        keep[start : start + len(chunk)] = ok
-    return points[keep]
+        keep[start : start + len(chunk)] = ~np.any(beaten & inside, axis=1)
+    peaks = points[keep]
+    if foreground is None or len(peaks) == 0:
+        return peaks
+    # The foreground test does not affect the local-maximum test, so it runs on the (few)
+    # local maxima only: every voxel of the foreground ball that lies in the data must pass.
+    test = foreground if callable(foreground) else _mask_reader(np.asarray(foreground))
+    ball = ellipsoid_offsets(cfg.foreground_radius, z_ratio)
+    coords = peaks[:, None, :] + ball[None, :, :]
+    inside = np.all((coords >= lo) & (coords < hi), axis=2)
+    passed = np.ones(inside.shape, dtype=bool)
+    passed[inside] = test(coords[inside])
+    return peaks[np.all(passed, axis=1)]
+
+
+def _mask_reader(mask: np.ndarray) -> ForegroundTest:
+    return lambda points: mask[points[:, 0], points[:, 1], points[:, 2]]
 
 
 def subvoxel_shift(
@@ -423,11 +453,17 @@ def find_detections(
 
     logit = centre_logit(head("centre"), cfg.centre_mode)
     seg = head("seg")
-    foreground = (
-        foreground_mask(seg, cfg.foreground_threshold, cfg.include_other_class)
-        if seg is not None
-        else None
-    )
+    foreground: ForegroundTest | None = None
+    if seg is not None:
+        if seg.ndim != 4 or seg.shape[0] < 2:
+            raise InputError(
+                f"seg head: expected (classes >= 2, Z, Y, X) logits, found {tuple(seg.shape)}"
+            )
+
+        def foreground(points: np.ndarray) -> np.ndarray:
+            logits = _read_at(seg, points).T  # (classes, M), read where the head lives
+            return _foreground_rule(logits, cfg.foreground_threshold, cfg.include_other_class)
+
     peaks = find_peaks(logit, foreground, z_ratio=z_ratio, config=cfg, region=region, valid=valid)
     # Integer volume coordinates first, then the shift: the same float result in any tiling.
     positions = (peaks + np.asarray(origin, np.int64)).astype(np.float64)

@@ -227,4 +227,5 @@ def has_contrast(frame: np.ndarray) -> bool:
     finite = np.isfinite(values)
     if not finite.any():
         return False
-    return bool(values.max(where=finite, initial=-np.inf) > values.min(where=finite, initial=np.inf))
+    high = values.max(where=finite, initial=-np.inf)
+    return bool(high > values.min(where=finite, initial=np.inf))

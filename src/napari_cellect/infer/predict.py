@@ -46,6 +46,7 @@ from napari_cellect.track.detections import DetectionCache, Detections, make_fin
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+HeadsCallback = Callable[[int, dict[str, np.ndarray]], None]
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,9 @@ def predict_frame(
 ) -> FramePrediction:
     """Detections of frame ``t`` from a normalised pair (2, Z, Y, X) float32, tile by tile.
 
-    The U-Net must already be on ``device`` and in eval mode. Each tile's embedding map is read
-    at the detections that tile owns and then dropped; only the small heads are stitched, and
-    only when ``return_heads`` is set.
+    The U-Net must already be on ``device``; it runs in eval mode (its mode is restored). Each
+    tile's embedding map is read at the detections that tile owns and then dropped; only the
+    small heads are stitched, and only when ``return_heads`` is set.
     """
     det_cfg = detection or DetectionConfig()
     tiling = tiling or TilingConfig()
@@ -163,22 +164,27 @@ def predict_frame(
     padded = pad_volume(pair, grid, tiling.pad_mode)
     stitcher = HeadStitcher(grid, tiling.heads_dtype) if return_heads else None
     parts = []
-    with torch.inference_mode(), autocast_context(device):
-        tiles = predict_tiles(unet, padded, grid, device, channels_last=device.type == "cpu")
-        for tile, out in tiles:
-            parts.append(
-                find_detections(
-                    out,
-                    z_ratio=z_ratio,
-                    config=det_cfg,
-                    t=t,
-                    region=tile.owned,
-                    valid=tile.valid,
-                    origin=tile.origin,
+    was_training = unet.training
+    unet.eval()
+    try:
+        with torch.inference_mode(), autocast_context(device):
+            tiles = predict_tiles(unet, padded, grid, device, channels_last=device.type == "cpu")
+            for tile, out in tiles:
+                parts.append(
+                    find_detections(
+                        out,
+                        z_ratio=z_ratio,
+                        config=det_cfg,
+                        t=t,
+                        region=tile.owned,
+                        valid=tile.valid,
+                        origin=tile.origin,
+                    )
                 )
-            )
-            if stitcher is not None:
-                stitcher.add(tile, out._asdict())
+                if stitcher is not None:
+                    stitcher.add(tile, out._asdict())
+    finally:
+        unet.train(was_training)
     dets = finalize_detections(parts, shape=grid.shape, z_ratio=z_ratio, config=det_cfg)
     return FramePrediction(dets, stitcher.result() if stitcher is not None else None)
 
@@ -208,7 +214,8 @@ def _check_images(images: Any) -> tuple[int, int, int, int]:
     shape = tuple(getattr(images, "shape", ()))
     if len(shape) != 4:
         raise InputError(
-            f"expected images of shape (T, Z, Y, X) (use Z = 1 for 2D), found shape {shape or type(images).__name__}"
+            "expected images of shape (T, Z, Y, X) (use Z = 1 for 2D), found "
+            + (f"shape {shape}" if shape else type(images).__name__)
         )
     if min(shape) < 1:
         raise InputError(f"expected images with every axis >= 1, found shape {shape}")
@@ -240,11 +247,13 @@ def predict_sequence(
     should_stop: Callable[[], bool] | None = None,
     detection: DetectionConfig | None = None,
     normalization: NormalizationConfig | None = None,
+    on_heads: HeadsCallback | None = None,
 ) -> Iterator[Detections]:
     """Detect cells in every frame of a (T, Z, Y, X) series; yields one Detections per frame.
 
     Args:
-        images: numpy or dask array (or any array-like with ``shape`` and frame indexing).
+        images: numpy or dask array (or any array-like with ``shape`` and frame indexing), or
+            an ImageSequence (its ``data``).
         bundle_or_model: a ModelBundle or a bare U-Net module (see :func:`resolve_model`).
         z_ratio: z spacing / xy spacing.
         device: 'auto', 'cpu', 'cuda[:i]' or 'mps' (see :func:`resolve_device`).
@@ -254,10 +263,15 @@ def predict_sequence(
         progress: called as ``progress(done, total)`` after each frame.
         should_stop: checked before each frame pair; True raises Cancelled.
         detection, normalization: override the bundle's settings.
+        on_heads: called as ``on_heads(t, heads)`` with the stitched small-head maps
+            (``seg``, ``centre``, ``division``, ``radius``; each (C, Z, Y, X)) of every frame the
+            U-Net runs on (not for frames loaded from the cache); used for instance masks.
 
     Argument errors (shape, frames, device, model) are raised at the call, not at the first
     ``next()``.
     """
+    if not hasattr(images, "shape") and hasattr(images, "data"):
+        images = images.data  # an ImageSequence
     n_frames = _check_images(images)[0]
     todo = _frame_list(frames, n_frames)
     if not (math.isfinite(z_ratio) and z_ratio > 0):
@@ -270,7 +284,9 @@ def predict_sequence(
             "only one frame: it is paired with itself, so its detections carry no motion or "
             "division cues"
         )
-    return _run(images, model, todo, n_frames, z_ratio, tiling, dev, cache, progress, should_stop)
+    return _run(
+        images, model, todo, n_frames, z_ratio, tiling, dev, cache, progress, should_stop, on_heads
+    )
 
 
 def _run(
@@ -284,34 +300,28 @@ def _run(
     cache: DetectionCache | None,
     progress: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
+    on_heads: HeadsCallback | None = None,
 ) -> Iterator[Detections]:
-    unet = model.unet
-    was_training = unet.training
     prepared = False
     reader = _FrameReader(images)
-    try:
-        for done, t in enumerate(todo):
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"prediction cancelled after {done} of {len(todo)} frames")
-            if cache is not None and cache.has(t):
-                dets = cache.load(t)
-                logger.debug("frame %d: %d detections from the cache", t, len(dets))
-            else:
-                if not prepared:
-                    unet.eval()
-                    unet.to(device)
-                    if device.type == "cpu":
-                        _channels_last(unet)
-                    prepared = True
-                dets = _predict_one(reader, model, t, n_frames, z_ratio, tiling, device)
-                if cache is not None:
-                    cache.save(dets)
-            if progress is not None:
-                progress(done + 1, len(todo))
-            yield dets
-    finally:
-        if prepared and was_training:
-            unet.train()
+    for done, t in enumerate(todo):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"prediction cancelled after {done} of {len(todo)} frames")
+        if cache is not None and cache.has(t):
+            dets = cache.load(t)
+            logger.debug("frame %d: %d detections from the cache", t, len(dets))
+        else:
+            if not prepared:  # only when the U-Net is needed: a full cache never moves it
+                model.unet.to(device)
+                if device.type == "cpu":
+                    _channels_last(model.unet)
+                prepared = True
+            dets = _predict_one(reader, model, t, n_frames, z_ratio, tiling, device, on_heads)
+            if cache is not None:
+                cache.save(dets)
+        if progress is not None:
+            progress(done + 1, len(todo))
+        yield dets
 
 
 def _channels_last(unet: torch.nn.Module) -> None:
@@ -330,6 +340,7 @@ def _predict_one(
     z_ratio: float,
     tiling: TilingConfig,
     device: torch.device,
+    on_heads: HeadsCallback | None = None,
 ) -> Detections:
     start = time.perf_counter()
     nxt = t + 1 if t + 1 < n_frames else t
@@ -349,7 +360,10 @@ def _predict_one(
         detection=model.detection,
         tiling=tiling,
         device=device,
+        return_heads=on_heads is not None,
     )
+    if on_heads is not None and result.heads is not None:
+        on_heads(t, result.heads)
     dets = result.detections
     if not has_contrast(pair[0]):
         logger.warning("frame %d has no contrast (constant or NaN): no detections", t)

@@ -52,24 +52,26 @@ class TilingConfig:
     """How a volume is cut into network-sized tiles.
 
     Attributes:
-        tile: tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple.
-            256x256x32 is what the original CELLECT network was trained on.
+        tile: tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple. The
+            default holds a whole 41x512x512 embryo frame in one pass (fewest voxels computed;
+            about 2-3 GB of activations for the ``small`` preset); use 32x256x256, what the
+            original CELLECT network was trained on, for ``cellect-original`` or small memory.
         overlap: overlap (Z, Y, X) between neighbouring tiles. Each tile's owned region stays
             ``overlap // 2`` away from its inner edges; make it at least twice the width of the
             tile-edge artefacts of the network.
         pad_mode: how volumes smaller than a tile are padded: 'reflect' (mirror, keeps texture
             statistics), 'edge' (repeat the border) or 'constant' (zeros, i.e. the low
             percentile after normalisation).
-        pad_to_tile: pad small volumes up to the full tile (the context the network was trained
-            with). False pads only to the next size multiple: faster for thin or 2D (Z = 1)
-            data, at the price of a context the network never saw in training.
+        pad_to_tile: pad small volumes up to the full tile. False (the default) pads only to the
+            next size multiple: the networks are fully convolutional with per-sample
+            normalisation, and padding a 2D (Z = 1) frame to a full tile would cost 32x the work.
         heads_dtype: dtype of the stitched small-head maps ('float16' halves their memory).
     """
 
-    tile: tuple[int, int, int] = (32, 256, 256)
+    tile: tuple[int, int, int] = (48, 512, 512)
     overlap: tuple[int, int, int] = (8, 32, 32)
     pad_mode: PadMode = "reflect"
-    pad_to_tile: bool = True
+    pad_to_tile: bool = False
     heads_dtype: Literal["float16", "float32"] = "float16"
 
     def __post_init__(self) -> None:
@@ -151,7 +153,8 @@ class Tile:
     @property
     def window(self) -> tuple[slice, slice, slice]:
         """Slices of this tile in the padded volume."""
-        return tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))  # type: ignore[return-value]
+        window = tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))
+        return window  # type: ignore[return-value]
 
     @property
     def owned_in_volume(self) -> tuple[slice, slice, slice]:
@@ -246,7 +249,9 @@ def plan_tiles(
             for a, s, sz in zip(axes, start, shape)
         )
         origin = tuple(s - b for s, b in zip(start, pad_before))
-        tiles.append(Tile(len(tiles), start, tile_shape, origin, owned, valid))  # type: ignore[arg-type]
+        tiles.append(
+            Tile(len(tiles), start, tile_shape, origin, owned, valid)  # type: ignore[arg-type]
+        )
     grid = TileGrid(
         shape=shape,
         padded_shape=tuple(a.padded for a in axes),  # type: ignore[arg-type]

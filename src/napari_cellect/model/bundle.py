@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,8 +37,11 @@ from napari_cellect.config import (
 )
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import CellectError, DeviceError, InputError, ModelError
-from napari_cellect.model.pair_scorer import BaseScorer, LearnedScorer, PairScorerConfig, build_scorer
+from napari_cellect.model.pair_scorer import BaseScorer, PairScorerConfig, build_scorer
 from napari_cellect.model.unet import UNet3D, UNetConfig, unet_preset
+
+if TYPE_CHECKING:
+    from napari_cellect.model.scoring import ModelScorer
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +156,14 @@ class ModelBundle:
 
         return normalize.normalize_pair(pair, normalize.NormalizationConfig.from_any(self.normalization))
 
-    def candidate_scorer(self, kind: str) -> LearnedScorer:
-        """The ``merge`` or ``link`` scorer as a numpy ``CandidateScorer`` for ``track/merge.py``
-        and ``track/link.py``, on the device the scorer lives on."""
+    def candidate_scorer(self, kind: str) -> ModelScorer:
+        """The ``merge`` or ``link`` scorer as a numpy ``CandidateScorer`` (``model/scoring.py``)
+        for ``track/merge.py`` and ``track/link.py``, on the device the scorer lives on."""
+        from napari_cellect.model.scoring import ModelScorer
+
         if kind not in ("merge", "link"):
             raise InputError(f"scorer kind must be 'merge' or 'link', found {kind!r}")
-        scorer = self.merge_scorer if kind == "merge" else self.link_scorer
-        return LearnedScorer(scorer, device=next(scorer.parameters()).device)
+        return ModelScorer(self.merge_scorer if kind == "merge" else self.link_scorer)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for m in self.modules() for p in m.parameters())
@@ -175,7 +179,7 @@ class ModelBundle:
             "link_config": self.link_config.to_dict(),
             "thresholds": config_to_dict(self.thresholds),
             "normalization": config_to_dict(self.normalization),
-            "metadata": config_to_dict(self.metadata),
+            "metadata": _plain(config_to_dict(self.metadata)),
             "unet": _cpu_state(self.unet),
             "merge": _cpu_state(self.merge_scorer),
             "link": _cpu_state(self.link_scorer),
@@ -279,17 +283,35 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+#: First bytes of the files torch.save writes: a zip archive, or a pickle (protocol >= 2).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def read_torch_file(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with every failure a ModelError."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read {what}: {error.strerror}") from error
+    if not head:
+        raise ModelError(f"{path}: not {what}: the file is empty")
+    if not head.startswith(_TORCH_MAGIC):
+        raise ModelError(f"{path}: not {what}: it is not a PyTorch file (it starts with {head!r})")
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it did not write; we report instead
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise ModelError(
+                f"{path}: not {what}: it holds objects other than tensors and plain values, "
+                "which are never loaded, for safety"
+            ) from error
         raise ModelError(
-            f"{path}: not {what}: it holds objects other than tensors and plain values, which "
-            "are never loaded, for safety"
+            f"{path}: not {what}: the safe loader cannot read it; it is truncated or damaged, "
+            "or a plain Python pickle rather than a torch.save file"
         ) from error
     except Exception as error:  # noqa: BLE001 - torch raises anything from KeyError to EOFError
         detail = _first_line(error, limit=80) if str(error).strip() else "unexpected end of file"
@@ -317,7 +339,7 @@ def _check_envelope(data: Any, source: str) -> None:
             f"{BUNDLE_FORMAT!r}, found {data.get('format')!r} (keys: {_listing(list(data))})"
         )
     version = data.get("version")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = isinstance(version, int) and version > max(SUPPORTED_VERSIONS)
         hint = "; it was written by a newer napari-cellect, please upgrade" if newer else ""
         raise ModelError(
@@ -373,6 +395,20 @@ def load_checked(module: nn.Module, state: Any, what: str) -> None:
     if problems:
         raise ModelError(f"{what} do not match the network: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
+
+
+def _plain(value: Any) -> Any:
+    """Only types ``torch.load(weights_only=True)`` accepts: numpy scalars become Python numbers,
+    anything else unknown (paths, dates) its string."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:

@@ -84,10 +84,8 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not state:
-        raise ModelError(
-            f"{path}: expected {what} as a state dict (a dict of tensors), found "
-            f"{type(state).__name__}{'' if state else ' (empty)'}"
-        )
+        found = "an empty dict" if isinstance(state, Mapping) else type(state).__name__
+        raise ModelError(f"{path}: expected {what} as a state dict (a dict of tensors), found {found}")
     state = dict(state)
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}

@@ -20,8 +20,8 @@ Both scorer classes take the feature dict of :func:`pair_features` and return
   as the ``EN+`` / ``EX+`` checkpoints, fed with the §3.1 features in the original order, so
   imported original scorers run in our pipeline.
 
-:class:`LearnedScorer` puts either behind the numpy ``CandidateScorer`` protocol of
-``track/scoring_protocol.py`` that merging and linking call.
+``model/scoring.py`` (``ModelScorer``) puts either behind the numpy ``CandidateScorer``
+protocol of ``track/scoring_protocol.py`` that merging and linking call.
 
 Semantics of the logits (as in the original): candidate and "none" logits are independent
 sigmoids (several candidates may be positive: both daughters of a division); the two division
@@ -32,18 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from napari_cellect.config import config_from_dict, config_to_dict
-from napari_cellect.errors import InputError, ModelError
-from napari_cellect.track.scoring_protocol import NO_CANDIDATE, CandidateScores
-
-if TYPE_CHECKING:
-    from napari_cellect.track.detections import Detections
+from napari_cellect.errors import InputError
 
 KINDS = ("merge", "link")
 ARCHITECTURES = ("set", "cellect-original")
@@ -431,11 +427,7 @@ class OriginalEXNet(BaseScorer):
                 "(pad by repeating the last candidate, as the original does)"
             )
         query, cand = features["query_emb"], features["cand_emb"]
-        # 1. pairwise conv branch: query over candidate as a 2 x E image, per candidate
-        image = torch.stack([query[:, None, :].expand(m, k, e), cand], dim=2).reshape(m * k, 1, 2, e)
-        a = lrelu(self.bnc(self.c1(image)))
-        b = lrelu(self.bnc(self.c2(image)))
-        conv = self.cx(torch.cat([a, b], dim=1).reshape(m * k, 16 * e)).reshape(m, k * e)
+        conv = self.cx(self._pair_conv(query, cand).reshape(m * k, -1)).reshape(m, k * e)
         offsets = features["offsets"][..., [1, 2, 0]]  # (z, y, x) -> original (row, col, z)
         branches = [
             self.bn1(self.l1(conv)),
@@ -452,6 +444,17 @@ class OriginalEXNet(BaseScorer):
         return logits[:, :k], logits[:, k], division
 
 
+    def _pair_conv(self, query: Tensor, cand: Tensor) -> Tensor:
+        """Branch 1 before ``cx``: per candidate, query over candidate as a 1 x 2 x E image
+        through ``c1`` (kernel 2 x 5) and ``c2`` (2 x 3), each through the shared ``bnc`` and
+        LReLU, concatenated channel-wise: (M, k, 16, E). All candidates run as one batch."""
+        m, k, e = cand.shape
+        image = torch.stack([query[:, None, :].expand(m, k, e), cand], dim=2).reshape(m * k, 1, 2, e)
+        a = self.lrelu(self.bnc(self.c1(image)))
+        b = self.lrelu(self.bnc(self.c2(image)))
+        return torch.cat([a, b], dim=1).reshape(m, k, -1, e)
+
+
 def build_scorer(config: PairScorerConfig) -> BaseScorer:
     """The scorer class named by ``config.architecture``."""
     if config.architecture == "cellect-original":
@@ -459,80 +462,13 @@ def build_scorer(config: PairScorerConfig) -> BaseScorer:
     return PairScorer(config)
 
 
-# ------------------------------------------------------------------- numpy adapter for tracking
-
-
-class LearnedScorer:
-    """A torch pair scorer as a ``track.scoring_protocol.CandidateScorer`` (numpy in and out).
-
-    ``p_match`` / ``p_none`` are the sigmoids of the candidate / "none" logits, ``p_divide`` the
-    division softmax (link scorers) or the queries' own U-Net mother probability (merge scorers,
-    which have no division head). Padded candidates (``-1``) get ``p_match = 0``; the original
-    scorer, which needs exactly 5 candidates, sees them as copies of the row's last real
-    candidate, as in CELLECT.
-    """
-
-    def __init__(self, scorer: BaseScorer, device: str | torch.device = "cpu", batch_size: int = 65536):
-        self.scorer = scorer
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-
-    def score(
-        self, query: Detections, cands: Detections, cand_idx: np.ndarray, z_ratio: float
-    ) -> CandidateScores:
-        cand_idx = np.asarray(cand_idx, dtype=np.int64)
-        m, k = cand_idx.shape
-        valid = cand_idx != NO_CANDIDATE
-        p_divide = np.asarray(query.division, dtype=np.float32).reshape(-1, 2)[:, 0].copy()
-        if m == 0 or len(cands) == 0 or not valid.any():
-            return CandidateScores(
-                np.zeros((m, k), np.float32), np.ones(m, np.float32), p_divide
-            )
-        e = self.scorer.config.embedding_dim
-        for name, det in (("query", query), ("candidate", cands)):
-            if det.embeddings.shape[1] != e:
-                raise ModelError(
-                    f"the {self.scorer.kind} scorer expects embeddings of length {e}, the "
-                    f"{name} detections have {det.embeddings.shape[1]} (detections from another model?)"
-                )
-        safe = _padded_indices(cand_idx, valid, repeat_last=isinstance(self.scorer, OriginalEXNet))
-        scale = np.array([z_ratio, 1.0, 1.0])
-        offsets = np.asarray(cands.positions)[safe] * scale - (np.asarray(query.positions) * scale)[:, None]
-        arrays = {
-            "query_emb": query.embeddings, "cand_emb": cands.embeddings[safe], "offsets": offsets,
-            "query_radius": query.radius, "cand_radius": cands.radius[safe],
-            "query_div": query.division, "cand_div": cands.division[safe], "mask": valid,
-        }  # fmt: skip
-        p_match = np.zeros((m, k), np.float32)
-        p_none = np.zeros(m, np.float32)
-        was_training = self.scorer.training
-        self.scorer.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, m, self.batch_size):
-                    rows = slice(start, start + self.batch_size)
-                    t = {
-                        key: torch.as_tensor(np.ascontiguousarray(value[rows])).to(
-                            self.device, torch.bool if key == "mask" else torch.float32
-                        )
-                        for key, value in arrays.items()
-                    }
-                    mask = t.pop("mask")
-                    scores = self.scorer.score(**t, mask=mask)
-                    match, none, divide = scores.probabilities()
-                    p_match[rows] = match.cpu().numpy()
-                    p_none[rows] = none.cpu().numpy()
-                    if divide is not None:
-                        p_divide[rows] = divide.cpu().numpy()
-        finally:
-            self.scorer.train(was_training)
-        p_match[~valid] = 0.0
-        return CandidateScores(p_match, p_none, p_divide)
+# ------------------------------------------------------------------------------ helpers
 
 
 def _padded_indices(cand_idx: np.ndarray, valid: np.ndarray, repeat_last: bool) -> np.ndarray:
-    """Indices safe to gather with: padded slots point at the row's last real candidate
-    (``repeat_last``, the original's padding) or at candidate 0 (masked anyway)."""
+    """Indices safe to gather with from (M, k) candidate indices (-1 = padding): padded slots
+    point at the preceding real candidate of the row (``repeat_last``, the original's padding;
+    leading padding at the first real one) or at candidate 0 (masked anyway)."""
     if not repeat_last:
         return np.where(valid, cand_idx, 0)
     k = cand_idx.shape[1]

@@ -121,8 +121,9 @@ class AssignmentProblem:
         if len(self.division_cost) and np.nanmin(self.division_cost) < 0:
             raise InputError("division_cost must be >= 0 (inf forbids a division)")
         pinned_dst_counts = np.bincount(self.pinned_dst, minlength=n_t)
-        if np.any(pinned_dst_counts > 1) or np.any(self.fixed_parent & (pinned_dst_counts > 0)):
-            bad = np.flatnonzero((pinned_dst_counts > 1) | (self.fixed_parent & (pinned_dst_counts > 0)))
+        two_parents = (pinned_dst_counts > 1) | (self.fixed_parent & (pinned_dst_counts > 0))
+        if np.any(two_parents):
+            bad = np.flatnonzero(two_parents)
             raise GraphError(f"pinned edges give target(s) {bad.tolist()} more than one parent")
         if np.any(self.used_children > 2):
             bad = np.flatnonzero(self.used_children > 2)
@@ -227,7 +228,9 @@ def solve_assignment(problem: AssignmentProblem) -> AssignmentResult:
 
     src = np.concatenate([problem.pinned_src, chosen_src])
     dst = np.concatenate([problem.pinned_dst, chosen_dst])
-    pinned = np.concatenate([np.ones(len(problem.pinned_src), bool), np.zeros(len(chosen_src), bool)])
+    pinned = np.concatenate(
+        [np.ones(len(problem.pinned_src), bool), np.zeros(len(chosen_src), bool)]
+    )
     order = np.argsort(dst, kind="stable")
     src, dst, pinned = src[order], dst[order], pinned[order]
     n_children = np.bincount(src, minlength=n_s) + problem.fixed_children

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Version of the ``.npz`` layout written by :class:`DetectionCache`; bump on incompatible change.
 CACHE_FORMAT_VERSION = 1
+
+#: What np.load raises on a damaged or foreign file.
+_UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 
 _FIELDS = ("positions", "embeddings", "radius", "division", "score")
 _FRAME_FILE = re.compile(r"^t(\d{6,})\.npz$")
@@ -236,7 +240,7 @@ class DetectionCache:
                 if int(npz["version"]) != CACHE_FORMAT_VERSION:
                     return None
                 return str(npz["fingerprint"])
-        except (OSError, KeyError, ValueError) as err:
+        except _UNREADABLE as err:
             logger.warning("ignoring unreadable detection cache file %s: %s", path, err)
             return None
 
@@ -271,7 +275,7 @@ class DetectionCache:
                         path,
                     )
                 return Detections(t=int(npz["t"]), **{k: npz[k] for k in _FIELDS})
-        except (OSError, KeyError, ValueError) as err:
+        except _UNREADABLE as err:
             if isinstance(err, InputError):
                 raise
             raise InputError(

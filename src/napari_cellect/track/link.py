@@ -43,8 +43,9 @@ ProgressCallback = Callable[[int, int], None]
 @dataclass(frozen=True)
 class LinkingConfig:
     """Every setting of the linker; costs are in units of negative log probability (a link of
-    probability p costs ``-log p``). The same fields as :class:`napari_cellect.config.LinkingConfig`,
-    which a model bundle saves; :meth:`from_any` converts it."""
+    probability p costs ``-log p``). The same fields as
+    :class:`napari_cellect.config.LinkingConfig`, which a model bundle saves; :meth:`from_any`
+    converts it."""
 
     k: int = 5
     """Candidates per cell: its k nearest cells in the next frame (scaled space)."""
@@ -306,8 +307,8 @@ def link_sequence(
         # a gap link gives a child to frame f only, which later steps never look at again
         n_children = np.bincount(parent[parent >= 0], minlength=n)
         for f in range(n_frames - 2):
-            _close_gap(frames, f, offsets, n_children, parent, link_score, margin, scorer,
-                       config, z_ratio)  # fmt: skip
+            _close_gap(frames, f, offsets, n_children, fixed_parent, parent, link_score, margin,
+                       scorer, config, z_ratio)  # fmt: skip
             done += 1
             if progress is not None:
                 progress(done, n_steps)
@@ -409,6 +410,7 @@ def _close_gap(
     f: int,
     offsets: np.ndarray,
     n_children: np.ndarray,
+    fixed_parent: np.ndarray,
     parent: np.ndarray,
     link_score: np.ndarray,
     margin: np.ndarray,
@@ -420,7 +422,7 @@ def _close_gap(
     a0, a1 = offsets[f], offsets[f + 1]
     c0, c1 = offsets[f + 2], offsets[f + 3]
     ends = np.flatnonzero(n_children[a0:a1] == 0)
-    starts = np.flatnonzero(parent[c0:c1] < 0)
+    starts = np.flatnonzero((parent[c0:c1] < 0) & ~fixed_parent[c0:c1])  # pinned starts stay
     if len(ends) == 0 or len(starts) == 0:
         return
     det_end = frames[f].subset(ends)

@@ -65,7 +65,8 @@ class MergeConfig:
                 raise InputError(f"MergeConfig.{name}: expected a number >= 0, found {value}")
         if self.symmetric not in SYMMETRIC_MODES:
             raise InputError(
-                f"MergeConfig.symmetric: expected one of {SYMMETRIC_MODES}, found {self.symmetric!r}"
+                f"MergeConfig.symmetric: expected one of {SYMMETRIC_MODES}, "
+                f"found {self.symmetric!r}"
             )
 
     @classmethod
@@ -179,10 +180,10 @@ def _combine(det: Detections, groups: np.ndarray) -> Detections:
     no_weight = w_sum[groups] <= 0
     w = np.where(no_weight, 1.0, w)
     w_sum = np.bincount(groups, weights=w, minlength=n_groups)
-    positions = np.stack(
-        [np.bincount(groups, weights=w * det.positions[:, c], minlength=n_groups) for c in range(3)],
-        axis=1,
-    ) / w_sum[:, None]
+    weighted = [
+        np.bincount(groups, weights=w * det.positions[:, c], minlength=n_groups) for c in range(3)
+    ]
+    positions = np.stack(weighted, axis=1) / w_sum[:, None]
     # best member: highest score, lowest index on ties
     order = np.lexsort((np.arange(len(det)), -det.score.astype(np.float64), groups))
     first = np.ones(len(order), bool)

@@ -52,7 +52,9 @@ class CandidateScores:
         for name, shape in expected.items():
             value = np.asarray(getattr(self, name), dtype=np.float32)
             if value.shape != shape:
-                raise ModelError(f"{source} returned {name} of shape {value.shape}; expected {shape}")
+                raise ModelError(
+                    f"{source} returned {name} of shape {value.shape}; expected {shape}"
+                )
             if np.isnan(value).any():
                 raise ModelError(f"{source} returned NaN in {name}")
             arrays[name] = np.clip(value, 0.0, 1.0)
@@ -136,7 +138,9 @@ def candidate_distances(
     return np.where(valid, np.linalg.norm(diff, axis=-1), np.inf)
 
 
-def cosine_distance(query_emb: np.ndarray, cand_emb: np.ndarray, cand_idx: np.ndarray) -> np.ndarray:
+def cosine_distance(
+    query_emb: np.ndarray, cand_emb: np.ndarray, cand_idx: np.ndarray
+) -> np.ndarray:
     """(M, k) cosine distance 1 - cos in [0, 2]; 0 (no evidence) where an embedding is all zero."""
     m, k = cand_idx.shape
     if query_emb.ndim != 2 or query_emb.shape[1] == 0 or len(cand_emb) == 0:

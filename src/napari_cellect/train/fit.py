@@ -27,8 +27,9 @@ without the original's bugs listed in §8 item 11):
 normalisation, tiling, peak finder) on whole validation frames, matches detections to the
 annotations and measures detection F1 (best over the threshold grid) and link accuracy (share of
 annotated links whose best-scoring candidate is a true successor), plus the losses on fixed
-validation crops. The best epoch by ``(F1 + link accuracy) / 2`` is kept. At the end the
-detection threshold that maximises validation F1 is stored in the bundle.
+validation crops. The best epoch by ``(F1 + link accuracy) / 2`` is kept (by the lowest
+validation loss when ``validation_frames`` is 0). At the end the detection threshold that
+maximises validation F1 is stored in the bundle.
 
 **Checkpoints** are written atomically after every epoch: all weights, the optimiser and
 scheduler state, the history, the best weights so far and the training config. Every epoch
@@ -74,6 +75,7 @@ from napari_cellect.model.pair_scorer import (
     build_scorer,
     pair_features,
 )
+from napari_cellect.model.scoring import ModelScorer
 from napari_cellect.model.unet import UNet3D, UNetOutput, unet_preset
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
@@ -233,12 +235,6 @@ ProgressCallback = Callable[[TrainProgress], None]
 # =============================================================================== helpers
 
 
-def _read_at(maps: Tensor, voxels: np.ndarray) -> Tensor:
-    """(N, C) values of a (C, Z, Y, X) tensor at integer voxels (N, 3)."""
-    idx = torch.as_tensor(voxels, dtype=torch.long, device=maps.device)
-    return maps[:, idx[:, 0], idx[:, 1], idx[:, 2]].T
-
-
 def _voxels(positions: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     vox = np.rint(np.asarray(positions, np.float64)).astype(np.int64).reshape(-1, 3)
     return np.clip(vox, 0, np.asarray(shape) - 1)
@@ -251,23 +247,41 @@ class _FrameSet:
     positions: np.ndarray  # (N, 3) crop voxels
     cell: np.ndarray  # (N,) index into the frame's FrameCells, -1 = false positive
     inside: np.ndarray  # (N,) bool: in the annotated (valid) region
-    embedding: Tensor  # (N, E), in the graph
-    radius: Tensor  # (N,), detached
-    division: Tensor  # (N, 2) probabilities, detached
+    embedding: Tensor | None = None  # (N, E), in the graph
+    radius: Tensor | None = None  # (N,), detached
+    division: Tensor | None = None  # (N, 2) probabilities, detached
 
 
-def _frame_set(out: UNetOutput, b: int, positions: np.ndarray, cell: np.ndarray,
-               valid: np.ndarray) -> _FrameSet:
-    shape = out.seg.shape[2:]
-    vox = _voxels(positions, shape)
-    return _FrameSet(
-        positions=np.asarray(positions, np.float64).reshape(-1, 3),
-        cell=np.asarray(cell, np.int64),
-        inside=valid[vox[:, 0], vox[:, 1], vox[:, 2]] if len(vox) else np.zeros(0, bool),
-        embedding=_read_at(out.embedding[b], vox).float(),
-        radius=_read_at(out.radius[b], vox)[:, 0].detach().float(),
-        division=torch.sigmoid(_read_at(out.division[b], vox)).detach().float(),
-    )
+class _BatchReader:
+    """Collects reads of the U-Net outputs at voxels of the batch items and serves them all
+    with one gather (so the backward pass scatters into the embedding map once, not per read)."""
+
+    def __init__(self, out: UNetOutput):
+        self.out = out
+        self.shape = tuple(out.seg.shape[2:])
+        self._items: list[np.ndarray] = []
+        self._flat: list[np.ndarray] = []
+
+    def add(self, b: int, voxels: np.ndarray) -> int:
+        """Queue the voxels (N, 3) of batch item ``b``; returns the request's number."""
+        vox = np.asarray(voxels, np.int64).reshape(-1, 3)
+        self._items.append(np.full(len(vox), b, np.int64))
+        self._flat.append(np.ravel_multi_index((vox[:, 0], vox[:, 1], vox[:, 2]), self.shape)
+                          if len(vox) else np.zeros(0, np.int64))  # fmt: skip
+        return len(self._items) - 1
+
+    def run(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per request: (embedding (N, E) in the graph, radius (N,), division probs (N, 2))."""
+        if not self._items:
+            return []
+        dev = self.out.embedding.device
+        items = torch.as_tensor(np.concatenate(self._items), device=dev)
+        flat = torch.as_tensor(np.concatenate(self._flat), device=dev)
+        emb = self.out.embedding.flatten(2)[items, :, flat].float()
+        radius = self.out.radius.detach().flatten(2)[items, 0, flat].float()
+        division = torch.sigmoid(self.out.division.detach().flatten(2)[items, :, flat].float())
+        sizes = [len(f) for f in self._flat]
+        return list(zip(emb.split(sizes), radius.split(sizes), division.split(sizes)))
 
 
 def candidate_features(
@@ -275,11 +289,16 @@ def candidate_features(
     c_pos: np.ndarray, c_emb: Tensor, c_radius: Tensor, c_div: Tensor,
     cand_idx: np.ndarray, z_ratio: float,
 ) -> tuple[dict[str, Tensor], Tensor]:
-    """:func:`pair_features` of queries against their candidates (``cand_idx`` (M, k), -1 =
-    padding), and the (M, k) validity mask. Offsets are candidate minus query in scaled space."""  # noqa: D205
+    """:func:`pair_features` of queries against their candidates, built as inference builds
+    them (:class:`napari_cellect.model.scoring.ModelScorer`): offsets are candidate minus query
+    in scaled space, padded slots (``cand_idx`` -1) repeat the row's last real candidate and
+    are masked. Returns the features and the (M, k) validity mask."""
     device = q_emb.device
     valid = cand_idx >= 0
-    safe = np.where(valid, cand_idx, 0)
+    m, k = cand_idx.shape
+    last = k - 1 - np.argmax(valid[:, ::-1], axis=1) if k else np.zeros(m, np.int64)
+    fill = np.maximum(cand_idx[np.arange(m), last], 0) if k else np.zeros(m, np.int64)
+    safe = np.where(valid, cand_idx, fill[:, None])
     scale = np.array([z_ratio, 1.0, 1.0])
     offsets = (np.asarray(c_pos)[safe] - np.asarray(q_pos)[:, None, :]) * scale
     idx = torch.as_tensor(safe, dtype=torch.long, device=device)
@@ -532,6 +551,8 @@ class Trainer:
             logger.info("epoch %d: detection F1 %.3f, detections now train the scorers",
                         self.epoch, metrics["f1"])  # fmt: skip
             self.detector_ready = True
+        if not self.val_pairs:  # no frame pair to score: select by validation loss instead
+            metrics["score"] = -val_losses.get("total", -float(self.epoch))
         score = metrics.get("score", -math.inf)
         if self.best is None or score > self.best["score"]:
             self.best = {
@@ -635,9 +656,9 @@ class Trainer:
         """Triplet loss and the two scorers' losses (see the module docstring)."""
         cfg = self.config
         n = batch.size
-        emb_rows: list[Tensor] = []
-        emb_keys: list[np.ndarray] = []
-        merge_rows, link_rows = _ScorerRows(), _ScorerRows()
+        reader = _BatchReader(out)
+        triplet: list[tuple[int, np.ndarray]] = []  # (request, keys (N, 2) = sample, label)
+        pairs: list[tuple[TrainSample, _FrameSet, int, _FrameSet | None, int]] = []
         for i, sample in enumerate(batch.samples):
             ta, tb = sample.targets.a, sample.targets.b
             z_ratio = sample.z_ratio
@@ -647,38 +668,47 @@ class Trainer:
             if sample.next_annotated:
                 frames.append((n + i, ta.cells_next, ta.cells_next.lineage, tb.valid))
             for b, cells, labels, valid in frames:
-                keep = cells.tracked() & cells.in_crop(shape)
                 vox = cells.centre_voxels(shape)
+                keep = cells.tracked() & cells.in_crop(shape)
                 keep &= valid[vox[:, 0], vox[:, 1], vox[:, 2]]
                 if np.any(keep):
-                    emb_rows.append(_read_at(out.embedding[b], vox[keep]).float())
-                    emb_keys.append(np.stack([np.full(int(keep.sum()), i), labels[keep]], axis=1))
-            # ---- scorer views
-            views = []
-            gt_a = jittered_cells(ta.cells_t, shape, z_ratio, rng, cfg.gt_jitter,
-                                  cfg.duplicate_fraction, cfg.duplicate_offset)  # fmt: skip
-            gt_b = jittered_cells(ta.cells_next, shape, z_ratio, rng, cfg.gt_jitter,
-                                  cfg.duplicate_fraction, cfg.duplicate_offset)  # fmt: skip
-            views.append((gt_a, gt_b))
+                    keys = np.stack([np.full(int(keep.sum()), i), labels[keep]], axis=1)
+                    triplet.append((reader.add(b, vox[keep]), keys))
+            # ---- scorer views: jittered annotated centres, then the peak finder's detections
+            views = [(
+                jittered_cells(ta.cells_t, shape, z_ratio, rng, cfg.gt_jitter,
+                               cfg.duplicate_fraction, cfg.duplicate_offset),
+                jittered_cells(ta.cells_next, shape, z_ratio, rng, cfg.gt_jitter,
+                               cfg.duplicate_fraction, cfg.duplicate_offset),
+            )]  # fmt: skip
             if use_detections:
                 views.append((self._detected(out, i, ta.cells_t, z_ratio, sample.t),
                               self._detected(out, n + i, ta.cells_next, z_ratio, sample.t + 1)))
             for (pos_a, cell_a), (pos_b, cell_b) in views:
-                set_a = _frame_set(out, i, pos_a, cell_a, ta.valid)
-                self._merge_rows(merge_rows, set_a, z_ratio)
+                set_a, req_a = self._queue(reader, i, pos_a, cell_a, ta.valid)
+                set_b, req_b = (None, -1)
                 if sample.next_annotated:
-                    set_b = _frame_set(out, n + i, pos_b, cell_b, tb.valid)
-                    self._merge_rows(merge_rows, set_b, z_ratio)
-                    self._link_rows(link_rows, set_a, set_b, ta.cells_t, ta.cells_next, z_ratio,
-                                    shape)  # fmt: skip
+                    set_b, req_b = self._queue(reader, n + i, pos_b, cell_b, tb.valid)
+                pairs.append((sample, set_a, req_a, set_b, req_b))
+        results = reader.run()
+        merge_rows, link_rows = _ScorerRows(), _ScorerRows()
+        for sample, set_a, req_a, set_b, req_b in pairs:
+            ta = sample.targets.a
+            set_a.embedding, set_a.radius, set_a.division = results[req_a]
+            self._merge_rows(merge_rows, set_a, sample.z_ratio)
+            if set_b is not None:
+                set_b.embedding, set_b.radius, set_b.division = results[req_b]
+                self._merge_rows(merge_rows, set_b, sample.z_ratio)
+                self._link_rows(link_rows, set_a, set_b, ta.cells_t, ta.cells_next,
+                                sample.z_ratio, ta.shape)  # fmt: skip
         zero = out.embedding.sum() * 0.0
         terms: dict[str, Tensor] = {}
-        if emb_rows:
-            keys = np.concatenate(emb_keys)
+        if triplet:
+            keys = np.concatenate([k for _, k in triplet])
             _, labels = np.unique(keys, axis=0, return_inverse=True)
             labels_t = torch.as_tensor(labels.reshape(-1), device=self.device)
-            terms["triplet"] = batch_hard_triplet_loss(torch.cat(emb_rows), labels_t,
-                                                       cfg.losses.triplet_margin)  # fmt: skip
+            emb = torch.cat([results[r][0] for r, _ in triplet])
+            terms["triplet"] = batch_hard_triplet_loss(emb, labels_t, cfg.losses.triplet_margin)
         else:
             terms["triplet"] = zero
         merge, _ = _scorer_loss(self.merge, merge_rows, self.device, with_division=False)
@@ -687,6 +717,17 @@ class Trainer:
         terms["link"] = zero if link is None else link
         terms["link_division"] = zero if link_div is None else link_div
         return terms
+
+    @staticmethod
+    def _queue(reader: _BatchReader, b: int, positions: np.ndarray, cell: np.ndarray,
+               valid: np.ndarray) -> tuple[_FrameSet, int]:
+        vox = _voxels(positions, reader.shape)
+        fs = _FrameSet(
+            positions=np.asarray(positions, np.float64).reshape(-1, 3),
+            cell=np.asarray(cell, np.int64),
+            inside=valid[vox[:, 0], vox[:, 1], vox[:, 2]] if len(vox) else np.zeros(0, bool),
+        )
+        return fs, reader.add(b, vox)
 
     def _detected(self, out: UNetOutput, b: int, cells: FrameCells, z_ratio: float, t: int
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -846,6 +887,7 @@ class Trainer:
         """Share of annotated links (matched query, matched successor) where the link scorer's
         best candidate is a true successor."""
         correct = total = 0
+        scorer = ModelScorer(self.link)
         for item in predictions:
             (det_a, cells_a), (det_b, cells_b) = item["frames"]
             z_ratio = item["z_ratio"]
@@ -866,28 +908,12 @@ class Trainer:
                 continue
             cand, _ = nearest_candidates(det_a.positions[query], det_b.positions,
                                          self.link.config.k, z_ratio)  # fmt: skip
-            scores = self._score(det_a.subset(query), det_b, cand, z_ratio)
-            p_match = torch.sigmoid(scores.candidates).cpu().numpy()
+            p_match = scorer.score(det_a.subset(query), det_b, cand, z_ratio).p_match
             best = cand[np.arange(len(query)), np.argmax(p_match, axis=1)]
             ok = (best >= 0) & (b_label[np.maximum(best, 0)] == q_label)
             correct += int(ok.sum())
             total += len(query)
         return correct / total if total else 0.0
-
-    def _score(self, query: Detections, cands: Detections, cand_idx: np.ndarray,
-               z_ratio: float) -> PairScores:
-        dev = self.device
-
-        def tensors(d: Detections) -> tuple[Tensor, Tensor, Tensor]:
-            return (torch.as_tensor(d.embeddings, device=dev).float(),
-                    torch.as_tensor(d.radius, device=dev).float(),
-                    torch.as_tensor(d.division, device=dev).float())  # fmt: skip
-
-        qe, qr, qd = tensors(query)
-        ce, cr, cd = tensors(cands)
-        feats, mask = candidate_features(query.positions, qe, qr, qd, cands.positions, ce, cr, cd,
-                                         cand_idx, z_ratio)  # fmt: skip
-        return self.link(feats, mask)
 
     def _metrics(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         if not predictions:

@@ -138,13 +138,17 @@ def cumulative_log_probs(logits: Tensor) -> tuple[Tensor, Tensor]:
     n = logits.shape[1]
     if n < 2:
         raise InputError(f"centre head: expected at least 2 levels, found {n}")
-    total = torch.logsumexp(logits, dim=1, keepdim=True)
-    # suffix / prefix log-sum-exp over the level axis
-    flipped = torch.flip(logits, dims=[1])
-    suffix = torch.flip(torch.logcumsumexp(flipped, dim=1), dims=[1])  # [k] = lse(logits[k:])
-    prefix = torch.logcumsumexp(logits, dim=1)  # [k] = lse(logits[:k+1])
-    log_ge = suffix[:, 1:] - total
-    log_lt = prefix[:, :-1] - total
+    log_p = torch.log_softmax(logits, dim=1)
+    levels = log_p.unbind(dim=1)
+    # running log-sum-exp from the top (suffixes) and from the bottom (prefixes); L is small
+    suffix = [levels[-1]]
+    for lp in reversed(levels[1:-1]):
+        suffix.append(torch.logaddexp(lp, suffix[-1]))
+    prefix = [levels[0]]
+    for lp in levels[1:-1]:
+        prefix.append(torch.logaddexp(lp, prefix[-1]))
+    log_ge = torch.stack(suffix[::-1], dim=1)  # k = 1..L-1: lse(log_p[k:])
+    log_lt = torch.stack(prefix, dim=1)  # k = 1..L-1: lse(log_p[:k])
     return log_ge, log_lt
 
 

@@ -1,0 +1,222 @@
+"""``cellect finetune``: fine-tune a model's link and merge scorers on corrected tracks.
+
+The tracks CSV's ``approved`` column marks what a person confirmed (see
+:mod:`napari_cellect.track.corrections` for how that becomes training labels); a
+``corrections.json`` saved by an editing session (``--corrections``) adds the links they broke,
+the detections they deleted and the divisions they marked. The detections of the corrected
+frames come from the detection cache; frames not cached yet are predicted once and cached. The
+tuned model is written to a new file: the starting bundle is never overwritten.
+
+For ``cellect track --keep-approved`` this module also offers :func:`load_pinned` and
+:func:`relink` (re-exported from :mod:`napari_cellect.train.finetune`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from napari_cellect.errors import InputError
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune, relink
+
+__all__ = ["add_parser", "load_pinned", "relink", "run"]
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of the default detection cache folder, created beside the images.
+CACHE_SUFFIX = ".cellect-cache"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    defaults = FinetuneConfig()
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune the link and merge scorers on corrected tracks",
+        description=(
+            "Learn from corrections: the approved links of a corrected tracks CSV (and, with "
+            "--corrections, the broken links, deleted detections and division marks of an "
+            "editing session) fine-tune the model's link scorer, its division head and its merge "
+            "scorer, on the cached detections (the U-Net runs only for frames not cached yet). "
+            "The result is a new model file; the starting one is never overwritten."
+        ),
+    )
+    parser.add_argument("--tracks", type=Path, required=True, metavar="CSV",
+                        help="corrected tracks; the 'approved' column marks the corrections")  # fmt: skip
+    parser.add_argument("--images", type=Path, required=True, metavar="INPUT",
+                        help="the images the tracks were made from (TIFF folder, TIFF or .zarr)")  # fmt: skip
+    parser.add_argument("--weights", type=Path, default=None, metavar="BUNDLE",
+                        help="the model that made the tracks (default: the bundled model)")  # fmt: skip
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="TUNED",
+                        help="where to write the fine-tuned model (.pt)")  # fmt: skip
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help=f"detection cache folder (default: INPUT{CACHE_SUFFIX} beside the images)")  # fmt: skip
+    parser.add_argument("--corrections", type=Path, default=None, metavar="PATH",
+                        help="a corrections.json saved by an editing session (or its journal folder)")  # fmt: skip
+    parser.add_argument("--z-ratio", type=_positive_float, default=None, metavar="R",
+                        help="z spacing / xy spacing (default: from the image metadata)")  # fmt: skip
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs, metavar="N",
+                        help=f"most fine-tuning epochs (default: {defaults.epochs}; early stopping "
+                             "usually ends sooner)")  # fmt: skip
+    parser.add_argument("--lr", type=_positive_float, default=defaults.lr, metavar="LR",
+                        help=f"learning rate (default: {defaults.lr:g})")  # fmt: skip
+    parser.add_argument("--axes", default=None, metavar="AXES",
+                        help="axis order of the image files, e.g. TZYX or ZYX (default: from metadata)")  # fmt: skip
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_cellect.data.annotations import read_tracks
+    from napari_cellect.data.images import open_sequence
+    from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
+    from napari_cellect.track.corrections import (
+        CorrectionConfig,
+        build_corrections,
+        load_corrections,
+    )
+
+    start_path = Path(args.weights) if args.weights is not None else DEFAULT_BUNDLE_PATH
+    if _same_file(args.output, start_path):
+        raise InputError(
+            "refusing to write the fine-tuned model over the model it starts from; choose "
+            "another -o file",
+            args.output,
+        )
+    if not args.output.parent.is_dir():
+        raise InputError(f"the output folder {args.output.parent} does not exist", args.output)
+    graph = read_tracks(args.tracks)
+    bundle = ModelBundle.load(args.weights) if args.weights is not None else ModelBundle.load_default()
+    sequence = open_sequence(args.images, axes=args.axes)
+    z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
+    thresholds = bundle.thresholds
+    config = CorrectionConfig(link_k=thresholds.link.k, merge_k=thresholds.merge.k)
+    corrections = build_corrections(graph, z_ratio=z_ratio, config=config, source=str(args.tracks))
+    if args.corrections is not None:
+        corrections = corrections.combine(load_corrections(args.corrections))
+    corrections.require_trainable()
+    n_frames = int(sequence.data.shape[0])
+    wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
+    cache_dir = args.cache if args.cache is not None else _default_cache(args.images)
+    detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device)
+    with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
+
+        def report(step: FinetuneProgress) -> None:
+            if step.epoch:
+                bar.update(1)
+                bar.set_postfix(train=f"{step.train_loss:.3g}", val=f"{step.val_loss:.3g}")
+
+        tuned = finetune(
+            bundle, corrections, detections, z_ratio=z_ratio,
+            config=FinetuneConfig(epochs=args.epochs, lr=args.lr), progress=report,
+            source=str(args.tracks),
+        )  # fmt: skip
+    tuned.save(args.output)
+    event = tuned.metadata.history[-1]
+    print(
+        f"fine-tuned on {event['n_positive_links']} approved links, "
+        f"{event['n_broken_links'] + event['n_candidate_negatives']} negative links, "
+        f"{event['n_divides'] + event['n_does_not_divide']} division labels and "
+        f"{event['n_duplicates'] + event['n_distinct']} merge labels in {event['seconds']:g} s; "
+        f"validation loss {_fmt(event['val_loss_before'])} -> {_fmt(event['val_loss_after'])}"
+    )
+    print(f"saved {tuned.metadata.name!r} to {args.output}")
+    return 0
+
+
+def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:
+    """Read a tracks file and its approved links, for re-linking that keeps them.
+
+    Returns ``(graph, pinned)``: ``pinned`` is (P, 2) ``(parent_id, child_id)`` of every
+    approved node, with parent -1 for an approved track start, as
+    :func:`~napari_cellect.track.link.link_sequence` takes ``pinned_edges``.
+    """
+    from napari_cellect.data.annotations import read_tracks
+
+    graph = read_tracks(csv_path)
+    rows = np.flatnonzero(graph["approved"])
+    pinned = np.stack([graph["parent_id"][rows], graph.ids[rows]], axis=1).astype(np.int64)
+    logger.info("%s: %d approved link(s) and track start(s) to keep", csv_path, len(pinned))
+    return graph, pinned
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _frames_to_load(frames: np.ndarray, n_frames: int, tracks: Path) -> list[int]:
+    """The corrected frames and the frame after each (link rows look one frame ahead)."""
+    frames = np.asarray(frames, np.int64)
+    beyond = frames[(frames < 0) | (frames >= n_frames)]
+    if len(beyond):
+        raise InputError(
+            f"the tracks refer to frame(s) {beyond[:10].tolist()} but the images have "
+            f"{n_frames} frames (0..{n_frames - 1})",
+            tracks,
+        )
+    wanted = np.union1d(frames, frames + 1)
+    return wanted[wanted < n_frames].tolist()
+
+
+def _default_cache(images: Path) -> Path:
+    images = Path(images)
+    return images.with_name(images.name + CACHE_SUFFIX)
+
+
+def _cached_detections(
+    sequence: Any, bundle: Any, z_ratio: float, cache_dir: Path, frames: list[int], device: str
+) -> list[Any]:
+    """Detections of ``frames`` from the cache; the missing ones are predicted and cached."""
+    from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
+    from napari_cellect.track.detections import DetectionCache
+
+    fingerprint = cache_fingerprint(bundle, sequence.sources, z_ratio=z_ratio)
+    cache = DetectionCache(cache_dir, fingerprint)
+    cached = set(cache.frames())
+    todo = [t for t in frames if t not in cached]
+    if todo:
+        logger.info("predicting %d uncached frame(s) into %s", len(todo), cache_dir)
+    with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
+        return list(predict_sequence(
+            sequence.data, bundle, z_ratio=z_ratio, device=device, cache=cache, frames=frames,
+            progress=lambda done, total: bar.update(1),
+        ))  # fmt: skip
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value

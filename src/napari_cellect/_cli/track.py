@@ -1,0 +1,112 @@
+"""``cellect track INPUT -o tracks.csv``: detect, merge and link a 3D+t or 2D+t series."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from napari_cellect.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "track",
+        help="track cells in a time series with a model bundle",
+        description=(
+            "Run the U-Net on every frame pair, merge duplicate detections, link them globally "
+            "with divisions, and write our CSV (and CTC, GEFF, instance masks on request). "
+            "Every threshold comes from the model bundle; `cellect track --show-config` prints them."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT", type=Path, nargs="?",
+                        help="folder of per-time TIFFs, a (T,Z,Y,X)/(T,Y,X) TIFF, a CTC folder or zarr")
+    parser.add_argument("-o", "--output", type=Path, metavar="CSV", help="tracks CSV to write")
+    parser.add_argument("--weights", type=Path, metavar="BUNDLE",
+                        help="model bundle (default: the bundled model)")
+    parser.add_argument("--z-ratio", type=float, metavar="R",
+                        help="z spacing / xy spacing (default: from the image metadata, else 1)")
+    parser.add_argument("--axes", metavar="AXES", help="axes of a TIFF without metadata, e.g. TZYX")
+    parser.add_argument("--device", default="auto", metavar="D",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
+    parser.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="sliding-window tile size (default: the model's)")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help="keep detections there; re-runs and re-links skip the U-Net")
+    parser.add_argument("--keep-approved", type=Path, metavar="CSV",
+                        help="a corrected tracks CSV: its approved links are kept, the rest re-solved")
+    parser.add_argument("--ctc", type=Path, metavar="DIR", help="also write CTC res_track.txt (+ masks)")
+    parser.add_argument("--geff", type=Path, metavar="PATH", help="also write GEFF")
+    parser.add_argument("--labels", type=Path, metavar="PATH",
+                        help="also write instance masks (label = track id), .tif or .zarr")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the model's thresholds and exit")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_cellect.config import config_to_dict
+    from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
+    from napari_cellect.data.images import open_sequence
+    from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.pipeline import iter_tracking, make_labeler
+
+    bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
+    if args.show_config:
+        import json
+
+        print(json.dumps({"thresholds": config_to_dict(bundle.thresholds),
+                          "normalization": config_to_dict(bundle.normalization)}, indent=2))
+        return 0
+    if args.input is None or args.output is None:
+        raise InputError("expected INPUT and -o/--output CSV (or --show-config)")
+    _check_outputs(args)
+    images = open_sequence(args.input, axes=args.axes)
+    z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
+    if not z_ratio > 0:
+        raise InputError(f"--z-ratio must be > 0, found {z_ratio}")
+    pinned = None
+    if args.keep_approved is not None:
+        from napari_cellect.train.finetune import load_pinned
+
+        _, pinned = load_pinned(args.keep_approved)
+    n_frames = images.data.shape[0]
+    gen = iter_tracking(images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
+                        cache_dir=args.cache, pinned=pinned, keep_foreground=args.labels is not None
+                        or args.ctc is not None)
+    with tqdm(total=n_frames, unit="frame", desc="tracking") as bar:
+        while True:
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if step.stage == "detect":
+                bar.update(1)
+    graph = result.graph
+    write_csv(graph, args.output)
+    shape = result.shape
+
+    labeler = make_labeler(graph, shape, z_ratio=z_ratio, foreground=result.foreground)
+    if args.labels is not None:
+        write_label_series(map(labeler, range(n_frames)), args.labels, n_frames, shape)
+    if args.ctc is not None:
+        write_ctc(graph, args.ctc, labels=labeler, shape=(n_frames, *shape), z_ratio=z_ratio)
+    if args.geff is not None:
+        write_geff(graph, args.geff, z_ratio=z_ratio)
+    print(f"{len(graph)} cells, {graph.n_edges} links, {len(graph.divisions())} divisions "
+          f"in {n_frames} frames -> {args.output}")
+    return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before the long run, not after it, when an output folder does not exist."""
+    for path in (args.output, args.geff, args.labels):
+        if path is not None and not path.parent.exists():
+            raise InputError(f"the output folder {path.parent} does not exist", path)
+    if args.weights is not None and args.output.resolve() == args.weights.resolve():
+        raise InputError("the output CSV would overwrite the model bundle", args.output)

@@ -1,0 +1,507 @@
+"""Track-cells dock widget: run the CELLECT pipeline on an image layer in a worker thread.
+
+The pipeline (``napari_cellect.pipeline.iter_tracking``) is a generator that yields a progress
+record after each frame pair and returns the result; napari's ``create_worker`` runs it in a
+thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish.
+Cancel sets the ``should_stop`` flag the pipeline checks before each frame pair *and* asks the
+worker to quit at its next yield, so a run stops within one frame pair.
+
+The tracking function is an attribute (``tracking_function``) so tests and other front ends can
+pass their own generator with the same signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+import napari_cellect
+from napari_cellect._napari import _dialogs
+from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._layer_data import Geometry
+from napari_cellect._napari._session import TrackingSession
+from napari_cellect.errors import Cancelled
+from napari_cellect.track.journal import Journal, journal_folder_for
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Points
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: where the bundled model lives (checked without importing torch)
+BUNDLED_MODEL = Path(napari_cellect.__file__).parent / "model" / "weights" / "default.pt"
+#: largest tile edge offered in the widget
+MAX_TILE = 4096
+#: largest in-memory label volume built after tracking (bytes); above it, no Labels layer
+MAX_LABEL_BYTES = 2**31
+PREVIEW_COLOR = "yellow"
+PREVIEW_SIZE = 5.0
+
+TrackingFunction = Callable[..., Iterator[Any]]
+
+#: progress text per pipeline stage
+STAGE_TEXT = {
+    "detect": "detecting cells: {done}/{total} frame pairs",
+    "link": "linking tracks...",
+    "labels": "segmenting: {done}/{total} frames",
+}
+
+
+def default_tracking_function() -> TrackingFunction:
+    """``napari_cellect.pipeline.iter_tracking``, imported when a run starts (it needs torch)."""
+    from napari_cellect.pipeline import iter_tracking
+
+    return iter_tracking
+
+
+@dataclass(frozen=True)
+class TrackingOutput:
+    """What the worker returns: the pipeline's result and the instance masks (or None)."""
+
+    result: Any
+    labels: np.ndarray | None
+
+
+def tracking_job(
+    tracking_function: TrackingFunction,
+    images: Any,
+    model_path: str | None,
+    *,
+    z_ratio: float,
+    device: str,
+    tile: tuple[int, int, int] | None,
+    should_stop: Callable[[], bool],
+    max_label_bytes: int = MAX_LABEL_BYTES,
+) -> Iterator[Any]:
+    """The worker's generator: load the model, pass the pipeline's progress through, then
+    segment each frame into masks whose values are track ids (also in the worker thread).
+
+    A run stopped through ``should_stop`` returns None (the pipeline raises ``Cancelled``; that
+    is not an error to report).
+    """
+    bundle = None
+    if model_path:
+        from napari_cellect.model.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model_path)
+    try:
+        result = yield from tracking_function(
+            images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
+            keep_foreground=True, should_stop=should_stop,
+        )
+        labels = getattr(result, "labels", None)
+        if labels is None and result is not None:
+            labels = yield from _segment(result, images.shape, z_ratio, should_stop,
+                                         max_label_bytes)
+    except Cancelled:
+        return None
+    return TrackingOutput(result, None if labels is None else np.asarray(labels))
+
+
+def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
+             should_stop: Callable[[], bool], max_label_bytes: int) -> Iterator[Any]:
+    """Instance masks of every frame, from the foreground the pipeline kept (or spheres)."""
+    from napari_cellect.pipeline import TrackingProgress, make_labeler
+    from napari_cellect.segment import label_dtype
+
+    graph = result.graph
+    n_frames = int(shape[0])
+    frame_shape = tuple(int(n) for n in shape[1:])
+    dtype = label_dtype(int(graph.track_ids().max()) if len(graph) else 0)
+    if n_frames * int(np.prod(frame_shape)) * dtype.itemsize > max_label_bytes:
+        logger.info("no Labels layer: the masks would take more than %d bytes", max_label_bytes)
+        return None
+    labeler = make_labeler(graph, frame_shape, z_ratio=z_ratio,  # type: ignore[arg-type]
+                           foreground=getattr(result, "foreground", None))
+    labels = np.zeros((n_frames, *frame_shape), dtype=dtype)
+    for t in range(n_frames):
+        if should_stop():
+            raise Cancelled(f"segmentation cancelled after {t} of {n_frames} frames")
+        labels[t] = labeler(t)
+        yield TrackingProgress("labels", t + 1, n_frames)
+    return labels
+
+
+def as_tzyx(layer: Image) -> Any:
+    """The layer's pixels as (T, Z, Y, X) (a Z axis of size 1 is added to (T, Y, X) data)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    if data.ndim == 3:
+        return data[:, None]
+    if data.ndim != 4:
+        raise ValueError(
+            f"expected a (T, Z, Y, X) or (T, Y, X) image, found {data.ndim} dimensions"
+        )
+    return data
+
+
+def geometry_of(layer: Image) -> Geometry:
+    """Voxel size and 2D/3D of an image layer, for the result layers."""
+    scale = tuple(float(s) for s in layer.scale[1:])
+    if layer.ndim >= 4:
+        return Geometry(3, scale[-3:])  # type: ignore[arg-type]
+    return Geometry(2, (scale[0], scale[0], scale[1]))
+
+
+def image_path(layer: Image) -> Path | None:
+    """The file or folder an image layer was read from, if any."""
+    path = getattr(layer.source, "path", None)
+    if path is None:
+        path = (layer.metadata.get("cellect_image") or {}).get("path")
+    return Path(path) if path else None
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TrackingWidget(QWidget):
+    """Runs detection, merging and linking on an image layer and shows the result."""
+
+    def __init__(
+        self,
+        napari_viewer: napari.Viewer,
+        controller: CellectController | None = None,
+        tracking_function: TrackingFunction | None = None,
+    ):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.controller = controller or controller_for(napari_viewer)
+        assert self.controller is not None
+        #: the generator function run by the worker (None: the CELLECT pipeline)
+        self.tracking_function = tracking_function
+        self.worker: Any = None
+        self.result_session: TrackingSession | None = None
+        self._stop = threading.Event()
+        self._preview: Points | None = None
+        self._started = 0.0
+        self._run_layer: Image | None = None
+        self._stage, self._stage_started, self._stage_first = "", 0.0, 0
+        self._build()
+        self._connect_viewer()
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        from napari_cellect.infer.tiling import TilingConfig
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        installed = "" if BUNDLED_MODEL.exists() else " (not installed)"
+        self.model_combo.addItem(f"Bundled default model{installed}", "default")
+        self.model_combo.addItem("Model file...", "file")
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("a .pt model bundle")
+        self.model_browse = QPushButton("Browse...")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.z_ratio = QDoubleSpinBox()
+        self.z_ratio.setRange(0.01, 100.0)
+        self.z_ratio.setDecimals(3)
+        self.z_ratio.setValue(1.0)
+        self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
+        self.tile_auto = QCheckBox("default")
+        self.tile_auto.setChecked(True)
+        self.tile_spins = []
+        for value in TilingConfig().tile:
+            spin = QSpinBox()
+            spin.setRange(1, MAX_TILE)
+            spin.setValue(int(value))
+            spin.setEnabled(False)
+            self.tile_spins.append(spin)
+        self.run_button = QPushButton("Run tracking")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress_label = QLabel()
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_path, 1)
+        model_row.addWidget(self.model_browse)
+        tile_row = QHBoxLayout()
+        tile_row.addWidget(self.tile_auto)
+        for axis, spin in zip("zyx", self.tile_spins, strict=True):
+            tile_row.addWidget(QLabel(axis))
+            tile_row.addWidget(spin)
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("", model_row)
+        form.addRow("Device", self.device_combo)
+        form.addRow("z ratio", self.z_ratio)
+        form.addRow("Tile", tile_row)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.model_combo.currentIndexChanged.connect(self._on_model_kind)
+        self.model_browse.clicked.connect(self._browse_model)
+        self.tile_auto.toggled.connect(lambda on: [s.setEnabled(not on) for s in self.tile_spins])
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._on_model_kind()
+
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        events.inserted.connect(self._refresh_layers)
+        events.removed.connect(self._refresh_layers)
+        events.reordered.connect(self._refresh_layers)
+        self.destroyed.connect(self._disconnect)
+
+    def _disconnect(self, *_args: Any) -> None:
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.reordered):
+            emitter.disconnect(self._refresh_layers)
+
+    def _image_layers(self) -> list[Image]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
+
+    def _refresh_layers(self, *_args: Any) -> None:
+        current = self.image_layer()
+        layers = self._image_layers()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in layers:
+            self.image_combo.addItem(layer.name)
+        if current in layers:
+            self.image_combo.setCurrentIndex(layers.index(current))
+        self.image_combo.blockSignals(False)
+        if current not in layers:
+            self._on_image_changed()
+
+    def image_layer(self) -> Image | None:
+        name = self.image_combo.currentText() if hasattr(self, "image_combo") else ""
+        return next((lyr for lyr in self._image_layers() if lyr.name == name), None)
+
+    def set_image_layer(self, layer: Image) -> None:
+        self.image_combo.setCurrentText(layer.name)
+
+    def _on_image_changed(self, *_args: Any) -> None:
+        layer = self.image_layer()
+        if layer is not None:
+            self.z_ratio.setValue(geometry_of(layer).z_ratio)
+
+    def _on_model_kind(self, *_args: Any) -> None:
+        is_file = self.model_combo.currentData() == "file"
+        self.model_path.setEnabled(is_file)
+        self.model_browse.setEnabled(is_file)
+
+    def _browse_model(self) -> None:
+        path = _dialogs.ask_open_path(self, "Model bundle", str(Path.home()), "Model (*.pt)")
+        if path:
+            self.model_path.setText(path)
+
+    # ------------------------------------------------------------------ parameters
+    def tile(self) -> tuple[int, int, int] | None:
+        if self.tile_auto.isChecked():
+            return None
+        return tuple(int(s.value()) for s in self.tile_spins)  # type: ignore[return-value]
+
+    def model_file(self) -> str | None:
+        if self.model_combo.currentData() != "file":
+            return None
+        return self.model_path.text().strip() or None
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run(self) -> None:
+        """Start tracking the chosen image layer in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            return
+        layer = self.image_layer()
+        if layer is None:
+            self._show("error", "choose an image layer (T, Z, Y, X) or (T, Y, X) to track")
+            return
+        if self.model_combo.currentData() == "file" and self.model_file() is None:
+            self._show("error", "choose a model file, or use the bundled default model")
+            return
+        try:
+            images = as_tzyx(layer)
+        except ValueError as error:
+            self._show("error", str(error))
+            return
+        self._stop = threading.Event()
+        self._run_layer = layer
+        self.result_session = None
+        function = self.tracking_function or default_tracking_function()
+        worker = create_worker(
+            tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
+            device=self.device_combo.currentText(), tile=self.tile(), should_stop=self._stop.is_set,
+            _start_thread=False, _ignore_errors=True,  # errors: our handler + napari notification
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._started = self._stage_started = time.monotonic()
+        self._stage, self._stage_first = "", 0
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first progress record
+        self.progress_label.setText("loading the model...")
+        self._show("info", f"tracking {layer.name}...")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the run within one frame pair."""
+        if self.worker is None:
+            return
+        self._stop.set()
+        self.worker.quit()
+        self.cancel_button.setEnabled(False)
+        self.progress_label.setText("cancelling after the current frame pair...")
+
+    def _on_progress(self, progress: Any) -> None:
+        done = int(getattr(progress, "done", 0))
+        total = max(int(getattr(progress, "total", 0)), 1)
+        stage = str(getattr(progress, "stage", ""))
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(done, total))
+        if stage != self._stage:  # each stage has its own pace
+            self._stage, self._stage_started = stage, time.monotonic()
+            self._stage_first = done - 1
+        elapsed = time.monotonic() - self._stage_started
+        rate_done = done - self._stage_first
+        left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
+                if rate_done > 0 and done < total else "")
+        self.progress_label.setText(STAGE_TEXT.get(stage, "{done}/{total}").format(
+            done=done, total=total) + left)
+        detections = getattr(progress, "detections", None)
+        if detections is not None and len(getattr(detections, "positions", ())):
+            self._show_centres(detections)
+
+    def _show_centres(self, detections: Any) -> None:
+        layer = self._run_layer
+        if layer is None:
+            return
+        geometry = geometry_of(layer)
+        positions = np.asarray(detections.positions, dtype=np.float64).reshape(-1, 3)
+        coords = np.column_stack([np.full(len(positions), float(detections.t)), positions])
+        if geometry.spatial_ndim == 2:
+            coords = np.delete(coords, 1, axis=1)
+        if self._preview is None or self._preview not in self.viewer.layers:
+            self._preview = self.viewer.add_points(
+                coords, name=f"{layer.name} centres (running)", scale=geometry.layer_scale,
+                face_color=PREVIEW_COLOR, size=PREVIEW_SIZE,
+            )
+            self.viewer.layers.selection.active = layer
+        else:
+            self._preview.data = np.concatenate([self._preview.data, coords])
+
+    def _on_result(self, output: TrackingOutput | None) -> None:
+        layer = self._run_layer
+        self._remove_preview()
+        if output is None and self._stop.is_set():
+            self._show("info", "tracking cancelled")
+            return
+        if output is None or layer is None:
+            self._show("error", "tracking returned no result")
+            return
+        graph = output.result.graph
+        geometry = geometry_of(layer)
+        labels = output.labels
+        if labels is not None:
+            labels = np.array(labels)  # writable, in memory: edits relabel it in place
+            if geometry.spatial_ndim == 2 and labels.ndim == 4:
+                labels = labels[:, 0]
+        name = f"{layer.name} tracked"
+        session = TrackingSession.from_graph(
+            graph, name=name, geometry=geometry, labels=labels,
+            image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
+            journal_folder=self._journal_folder(layer),
+        )
+        try:
+            session.ensure_journal()
+        except OSError as error:
+            logger.warning("cannot autosave the tracking result: %s", error)
+        self.controller.add_session(session)
+        self.result_session = session
+        n_tracks = len(np.unique(graph.track_ids())) if len(graph) else 0
+        self._show("info", f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} "
+                           f"divisions in {_format_seconds(time.monotonic() - self._started)}")
+
+    @staticmethod
+    def _journal_folder(layer: Image) -> Path | None:
+        """Beside the image (as for the CSV one would save there), unless that is taken."""
+        path = image_path(layer)
+        if path is None or not path.parent.is_dir():
+            return None
+        folder = journal_folder_for(path.with_name(f"{path.stem}_tracks.csv"))
+        if Journal.exists(folder):  # never overwrite unsaved edits of an earlier session
+            folder = folder.with_name(f"{path.stem}_tracks-{time.strftime('%Y%m%d-%H%M%S')}"
+                                      ".csv.cellect-journal")
+        return folder
+
+    def _on_error(self, error: BaseException) -> None:
+        """Shown here; napari's worker also posts it as a notification (with the traceback)."""
+        self._remove_preview()
+        self._show("error", f"tracking failed: {error}")
+
+    def _on_aborted(self) -> None:
+        self._remove_preview()
+        self._show("info", "tracking cancelled")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.result_session is not None else 0)
+        if self.result_session is None:
+            self.progress_label.setText("")
+
+    def _remove_preview(self) -> None:
+        if self._preview is not None and self._preview in self.viewer.layers:
+            self.viewer.layers.remove(self._preview)
+        self._preview = None
+
+    def _show(self, level: str, text: str) -> None:
+        self.status.setStyleSheet("color: #ff7070;" if level == "error" else "")
+        self.status.setText(text)

@@ -1,0 +1,197 @@
+"""The whole tracker: predict -> merge -> link (-> instance masks), as one generator.
+
+:func:`iter_tracking` yields a :class:`TrackingProgress` after each frame (so a widget can show the
+centres as they appear) and returns a :class:`TrackingResult`; napari's ``thread_worker`` delivers
+that return value through ``returned``. :func:`track_images` runs it to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellect.errors import InputError
+from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
+from napari_cellect.track.detections import DetectionCache, Detections
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.link import link_sequence
+from napari_cellect.track.merge import merge_duplicates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackingProgress:
+    """One step of a tracking run: ``stage`` is ``detect`` (per frame) or ``link`` (at the end)."""
+
+    stage: str
+    done: int
+    total: int
+    detections: Detections | None = None
+
+
+@dataclass
+class TrackingResult:
+    """The tracks, and the merged per-frame detections they were linked from."""
+
+    graph: TrackGraph
+    detections: list[Detections]
+    z_ratio: float
+    #: per-frame foreground masks kept for :func:`iter_labels` (None where the U-Net did not run)
+    foreground: ForegroundStore | None = field(default=None, repr=False)
+    shape: tuple[int, int, int] | None = None
+
+
+class ForegroundStore:
+    """Per-frame boolean foreground masks, bit-packed in a temporary folder (not in memory)."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
+        self.folder = Path(folder if folder is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._shapes: dict[int, tuple[int, ...]] = {}
+
+    def put(self, t: int, mask: np.ndarray) -> None:
+        self._shapes[t] = mask.shape
+        np.save(self.folder / f"fg{t:06d}.npy", np.packbits(mask.ravel()))
+
+    def get(self, t: int) -> np.ndarray | None:
+        if t not in self._shapes:
+            return None
+        shape = self._shapes[t]
+        bits = np.load(self.folder / f"fg{t:06d}.npy")
+        return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
+
+
+def _image_data(images: Any) -> Any:
+    return images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
+
+
+def _sources(images: Any) -> list[str]:
+    sources = getattr(images, "sources", None)
+    return [str(s) for s in sources] if sources else []
+
+
+def iter_tracking(
+    images: Any,
+    bundle: Any = None,
+    *,
+    z_ratio: float = 1.0,
+    device: str = "auto",
+    tile: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    pinned: np.ndarray | None = None,
+    keep_foreground: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[TrackingProgress]:
+    """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
+
+    Args:
+        bundle: a ModelBundle; None loads the bundled default model.
+        cache_dir: keep raw detections there, so a re-run (or a re-link after fine-tuning)
+            never runs the U-Net again.
+        pinned: (P, 2) ``(parent_id, child_id)`` links the linker must keep.
+        keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
+        should_stop: checked before each frame pair; True raises ``Cancelled``.
+    """
+    from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
+    from napari_cellect.model.bundle import ModelBundle
+
+    if bundle is None:
+        bundle = ModelBundle.load_default()
+    data = _image_data(images)
+    if getattr(data, "ndim", 0) != 4:
+        raise InputError(
+            f"expected a (T, Z, Y, X) image series, found shape {getattr(data, 'shape', None)}"
+        )
+    n_frames = int(data.shape[0])
+    cache = None
+    if cache_dir is not None:
+        fingerprint = cache_fingerprint(bundle, _sources(images) or [f"array{data.shape}"],
+                                        z_ratio=z_ratio, tile=tile)
+        cache = DetectionCache(cache_dir, fingerprint)
+    foreground = ForegroundStore() if keep_foreground else None
+
+    def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:
+        if foreground is not None:
+            foreground.put(t, np.argmax(heads["seg"], axis=0) == 1)
+
+    merge_scorer = bundle.candidate_scorer("merge")
+    link_scorer = bundle.candidate_scorer("link")
+    frames: list[Detections] = []
+    for dets in predict_sequence(
+        data,
+        bundle,
+        z_ratio=z_ratio,
+        device=device,
+        tile=tile,
+        cache=cache,
+        should_stop=should_stop,
+        on_heads=on_heads if keep_foreground else None,
+    ):
+        merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
+        frames.append(merged)
+        yield TrackingProgress("detect", len(frames), n_frames, merged)
+    graph = link_sequence(frames, link_scorer, bundle.thresholds.link, z_ratio, pinned_edges=pinned)
+    yield TrackingProgress("link", n_frames, n_frames)
+    logger.info(
+        "tracked %d frames: %d cells, %d links, %d divisions",
+        n_frames, len(graph), graph.n_edges, len(graph.divisions()),
+    )  # fmt: skip
+    return TrackingResult(graph, frames, z_ratio, foreground, tuple(int(s) for s in data.shape[1:]))
+
+
+def track_images(images: Any, bundle: Any = None, **kwargs: Any) -> TrackingResult:
+    """Run :func:`iter_tracking` to the end and return its result."""
+    gen = iter_tracking(images, bundle, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def make_labeler(
+    graph: TrackGraph,
+    shape: tuple[int, int, int],
+    *,
+    z_ratio: float = 1.0,
+    foreground: ForegroundStore | None = None,
+    config: SegmentationConfig | None = None,
+) -> Callable[[int], np.ndarray]:
+    """A function ``t -> (Z, Y, X)`` instance mask whose label values are the nodes' track ids.
+
+    Frames with a stored foreground mask are segmented from it; the others (cached detections,
+    or tracks loaded from a file) get a sphere of each node's radius.
+    """
+    track_ids = graph.track_ids()
+    t_col = graph["t"]
+    order = np.argsort(t_col, kind="stable")
+    sorted_t = t_col[order]
+
+    def labels_of_frame(t: int) -> np.ndarray:
+        rows = order[np.searchsorted(sorted_t, t) : np.searchsorted(sorted_t, t, side="right")]
+        positions, radius, labels = graph.positions(rows), graph["radius"][rows], track_ids[rows]
+        fg = foreground.get(t) if foreground is not None else None
+        if fg is not None:
+            return segment_frame(fg, positions, radius, labels, z_ratio=z_ratio, config=config)
+        return paint_spheres(shape, positions, radius, labels, z_ratio=z_ratio, config=config)
+
+    return labels_of_frame
+
+
+def iter_labels(
+    graph: TrackGraph,
+    shape: tuple[int, int, int],
+    n_frames: int,
+    **kwargs: Any,
+) -> Iterator[np.ndarray]:
+    """Instance masks frame by frame (see :func:`make_labeler`)."""
+    labeler = make_labeler(graph, shape, **kwargs)
+    return (labeler(t) for t in range(n_frames))

@@ -1,0 +1,341 @@
+"""Dock widgets in a real napari window (pytest-qt + make_napari_viewer under Xvfb).
+
+Each viewer costs one to two seconds, so the tests are few and each checks a whole workflow.
+The tracking widget runs a small fake pipeline (same signature and protocol as
+``napari_cellect.pipeline.iter_tracking``) so these tests need neither torch nor a model.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from qtpy.QtCore import QPoint, Qt
+
+from napari_cellect._napari import _dialogs
+from napari_cellect._napari._colors import track_colors
+from napari_cellect._napari._controller import controller_for
+from napari_cellect._napari._export_widget import ExportWidget
+from napari_cellect._napari._lineage_widget import LineageWidget
+from napari_cellect._napari._tracking_widget import TrackingWidget
+from napari_cellect.data.annotations import read_tracks
+from napari_cellect.data.export import write_csv
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 15000
+
+
+def fake_pipeline(truth, labels, delay=0.0, calls=None):
+    """A tracking generator that 'finds' the ground truth, one frame pair at a time."""
+
+    def iter_tracking(images, bundle=None, *, z_ratio, device, tile, cache_dir, should_stop,
+                      keep_foreground=False):
+        n = images.shape[0]
+        if calls is not None:
+            calls.append(dict(shape=images.shape, z_ratio=z_ratio, device=device, tile=tile))
+        for t in range(n):
+            if should_stop():
+                from napari_cellect.errors import Cancelled
+
+                raise Cancelled(f"stopped after {t} frames")
+            time.sleep(delay)
+            rows = truth.frame(t)
+            detections = SimpleNamespace(t=t, positions=truth.positions(rows))
+            yield SimpleNamespace(stage="detect", done=t + 1, total=n, detections=detections)
+        return SimpleNamespace(graph=truth.copy(), detections=[], labels=labels)
+
+    return iter_tracking
+
+
+def open_sample(viewer):
+    viewer.open_sample("napari-cellect", "synthetic_embryo")
+    controller = controller_for(viewer, create=False)
+    assert controller is not None and controller.session is not None
+    return controller
+
+
+def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    truth = controller.session.graph
+    truth_labels = controller.bound.labels.data.copy()
+    for name in ("embryo ground truth labels", "embryo ground truth tracks",
+                 "embryo ground truth centres"):
+        viewer.layers.remove(name)
+    calls: list = []
+    fake = fake_pipeline(truth, truth_labels, 0.02, calls)
+    widget = TrackingWidget(viewer, tracking_function=fake)
+    viewer.window.add_dock_widget(widget)
+    assert widget.image_layer().name == "synthetic embryo"
+    assert widget.z_ratio.value() == pytest.approx(2.0)  # from the layer scale
+    widget.tile_auto.setChecked(False)
+    widget.device_combo.setCurrentText("cpu")
+    seen_preview = []
+    widget.run_button.click()
+    assert widget.running and not widget.run_button.isEnabled()
+    widget.worker.yielded.connect(
+        lambda p: seen_preview.append(len(widget._preview.data) if widget._preview else 0))
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+
+    from napari_cellect.infer.tiling import TilingConfig
+
+    assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
+                          tile=tuple(TilingConfig().tile))]  # the boxes start at the default
+    assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["synthetic embryo", "synthetic embryo tracked labels",
+                     "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
+    result = widget.result_session
+    assert controller.session is result and len(result.graph) == len(truth)
+    points = viewer.layers["synthetic embryo tracked centres"]
+    assert set(points.features.columns) >= {"id", "track_id", "score", "radius", "division_score",
+                                            "approved"}
+    np.testing.assert_array_equal(points.features["track_id"], result.graph.track_ids())
+    tracks = viewer.layers["synthetic embryo tracked tracks"]
+    assert len(tracks.graph) == 2 * len(result.graph.divisions())
+    labels = viewer.layers["synthetic embryo tracked labels"]
+    np.testing.assert_array_equal(labels.data, truth_labels)
+    # a label, its centre and its track line share a colour
+    tid = int(result.graph.track_ids()[0])
+    np.testing.assert_allclose(labels.colormap.map(tid), track_colors(tid)[0], atol=1e-6)
+    np.testing.assert_allclose(tracks.colormaps_dict["track_id"].map(np.array([tid]))[0],
+                               track_colors(tid)[0], atol=1e-6)
+    assert widget.progress.value() == widget.progress.maximum()
+    assert "cells" in widget.status.text()
+    assert result.journal is not None and (result.journal_folder / "base.csv").is_file()
+
+
+def test_cancel_stops_within_one_frame_pair(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 2, 16, 16), np.uint8), name="img")
+    from napari_cellect.track.graph import TrackGraph
+
+    truth = TrackGraph.from_arrays(id=np.arange(1, 41), t=np.arange(40), z=np.zeros(40),
+                                   y=np.full(40, 5.0), x=np.full(40, 5.0))
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, delay=0.1))
+    frames_done = []
+    widget.run()
+    widget.worker.yielded.connect(lambda p: frames_done.append(p.done))
+    qtbot.waitUntil(lambda: len(frames_done) >= 2, timeout=WAIT_MS)
+    at_cancel = len(frames_done)
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert len(frames_done) <= at_cancel + 1
+    assert widget.result_session is None and "cancelled" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == ["img"]  # preview removed, no result
+    assert widget.run_button.isEnabled()
+
+
+def test_errors_are_shown_in_the_widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 2, 8, 8), np.uint8), name="img")
+
+    def broken(images, bundle=None, **kwargs):
+        from napari_cellect.errors import ModelError
+
+        raise ModelError("the model file is damaged")
+        yield  # a generator, like the pipeline
+
+    widget = TrackingWidget(viewer, tracking_function=broken)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert "damaged" in widget.status.text() and widget.result_session is None
+
+
+@pytest.mark.slow
+def test_the_real_pipeline_runs_from_a_model_file(make_napari_viewer, qtbot, tmp_path):
+    """The widget wired to napari_cellect.pipeline, with an untrained model saved to a file."""
+    from napari_cellect.model.bundle import ModelBundle
+
+    model = tmp_path / "model.pt"
+    ModelBundle.random("small", seed=0).save(model)
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((3, 8, 48, 48)).astype(np.float32), scale=(1, 3, 1, 1), name="img")
+    widget = TrackingWidget(viewer)
+    widget.model_combo.setCurrentIndex(1)
+    widget.model_path.setText(str(model))
+    widget.device_combo.setCurrentText("cpu")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    session = widget.result_session
+    assert session is not None, widget.status.text()
+    assert session.geometry.z_ratio == pytest.approx(3.0)
+    labels = viewer.layers["img tracked labels"].data
+    assert labels.shape == (3, 8, 48, 48)
+    values = np.unique(labels)
+    assert set(values[values > 0].tolist()) <= set(session.graph.track_ids().tolist())
+
+
+def test_keys_on_the_canvas_edit_and_undo(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    graph = controller.session.graph
+    canvas = viewer.window._qt_viewer.canvas.native
+    before = graph.to_dataframe().sort_values("id").reset_index(drop=True)
+    child = int(graph.ids[(graph["parent_id"] >= 0)][0])
+    controller.select([child])
+    qtbot.keyClick(canvas, Qt.Key.Key_B)
+    assert graph.parent_of(child) == -1
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    after_undo = graph.to_dataframe().sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after_undo, before)
+    qtbot.keyClick(canvas, Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert graph.parent_of(child) == -1
+    qtbot.keyClick(canvas, Qt.Key.Key_Period)  # next node of the (now shorter) track
+    assert controller.selection == (int(graph.children_of(child)[0]),)
+
+
+def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    widget = LineageWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.canvas.resize(400, 400)
+    widget.canvas.fit()
+    graph = controller.session.graph
+    layout = widget.canvas.layout_
+    assert layout is not None and layout.n_branches == len(np.unique(graph.track_ids()))
+    row = int(np.flatnonzero(graph["t"] == 5)[0])
+    node = int(graph.ids[row])
+    point = widget.canvas.to_screen(layout.node_x[row], layout.node_t[row])
+    qtbot.mouseClick(widget.canvas, Qt.MouseButton.LeftButton,
+                     pos=QPoint(round(point.x()), round(point.y())))
+    assert controller.selection == (node,)
+    assert viewer.dims.current_step[0] == 5
+    z, y, x = graph.positions(np.array([row]))[0]
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (y, x))
+    assert widget.canvas.selected_ids == (node,)
+    # selecting in the viewer highlights in the tree
+    controller.select([int(graph.ids[0])])
+    assert widget.canvas.selected_ids == (int(graph.ids[0]),)
+
+
+def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    graph = controller.session.graph
+    widget = ExportWidget(viewer)
+
+    def table(g):
+        cols = ["id", "t", "z", "y", "x", "parent_id", "track_id", "approved"]
+        return g.to_dataframe()[cols].sort_values("id").reset_index(drop=True)
+
+    widget.set_format("csv")
+    widget.path_edit.setText(str(tmp_path / "tracks.csv"))
+    assert widget.export() == tmp_path / "tracks.csv"
+    pd.testing.assert_frame_equal(table(read_tracks(tmp_path / "tracks.csv")), table(graph))
+
+    widget.set_format("geff")
+    widget.path_edit.setText(str(tmp_path / "tracks.geff"))
+    widget.export()
+    pd.testing.assert_frame_equal(table(read_tracks(tmp_path / "tracks.geff")), table(graph))
+
+    widget.set_format("ctc")
+    widget.path_edit.setText(str(tmp_path / "01_RES"))
+    widget.export()
+    assert (tmp_path / "01_RES" / "res_track.txt").is_file()
+    masks = sorted((tmp_path / "01_RES").glob("mask*.tif"))
+    assert len(masks) == graph.n_frames
+    back = read_tracks(tmp_path / "01_RES")
+    labelled = controller.bound.labels.data
+    n_labelled = sum(len(np.unique(labelled[t])) - 1 for t in range(len(labelled)))
+    assert len(back) == n_labelled  # one node per label per frame
+    assert len(back.divisions()) == len(graph.divisions())
+
+    widget.set_format("csv")
+    widget.path_edit.setText(str(tmp_path / "missing" / "deeper" / "x.csv"))
+    assert widget.export() is None and "failed" in widget.status.text()
+
+
+def test_journal_restores_edits_of_a_viewer_closed_without_saving(
+    make_napari_viewer, tmp_path, graph, monkeypatch
+):
+    path = tmp_path / "tracks.csv"
+    write_csv(graph, path)
+    first = make_napari_viewer()
+    first.open(str(path), plugin="napari-cellect")
+    controller = controller_for(first, create=False)
+    assert controller is not None and controller.session.source == path
+    controller.select([7])
+    controller.break_selected()
+    controller.select([2])
+    controller.approve_selected()
+    expected = controller.session.graph.to_dataframe().sort_values("id").reset_index(drop=True)
+    first.close()  # no save
+
+    asked = []
+    monkeypatch.setattr(_dialogs, "ask_restore_journal",
+                        lambda folder: asked.append(folder) or True)
+    second = make_napari_viewer()
+    second.open(str(path), plugin="napari-cellect")
+    restored = controller_for(second, create=False).session
+    assert asked and restored is not controller.session
+    got = restored.graph.to_dataframe().sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    controller_for(second).undo()  # the restored history still undoes
+    assert restored.graph.node(2)["approved"] == graph.node(2)["approved"]
+
+
+def test_screenshot_shows_the_tracks(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    controller = open_sample(viewer)
+    for name in ("synthetic embryo", "embryo ground truth labels", "embryo ground truth centres"):
+        viewer.layers[name].visible = False
+    viewer.dims.set_point(0, controller.session.graph.n_frames - 1)
+    viewer.reset_view()
+    tracks = viewer.layers["embryo ground truth tracks"]
+    tracks.tail_width = 4
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert shot.max() > 0, "the canvas is black"
+    coloured = np.abs(shot - shot[0, 0]).sum(axis=-1) > 60
+    assert coloured.mean() > 0.002, "no tracks drawn"
+    # the drawn colours are track colours, dimmed by the fading tails (compare chromaticity)
+    palette = track_colors(np.unique(controller.session.graph.track_ids()))[:, :3]
+    palette = palette / palette.max(axis=1, keepdims=True)
+    pixels = shot[coloured][:: max(coloured.sum() // 500, 1)].astype(float)
+    pixels = pixels / pixels.max(axis=1, keepdims=True)
+    nearest = np.min(np.abs(pixels[:, None, :] - palette[None]).sum(-1), axis=1)
+    assert np.median(nearest) < 0.25
+    tracks.visible = False
+    empty = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    assert (np.abs(empty - empty[0, 0]).sum(axis=-1) > 60).mean() < coloured.mean() / 10
+
+
+def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer, tmp_path,
+                                                             monkeypatch):
+    from napari_cellect._napari._editor_widget import EditorWidget
+    from napari_cellect._napari._keybindings import KEYBINDINGS
+
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    widget = EditorWidget(viewer)
+    assert widget.table.rowCount() == len(KEYBINDINGS)
+    keys = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
+            for r in range(widget.table.rowCount())}
+    assert keys["Redo"] == "Ctrl+Shift+Z" and keys["Delete node"] == "Delete / Backspace"
+    graph = controller.session.graph
+    child = int(graph.ids[graph["parent_id"] >= 0][0])
+    controller.select([child])
+    assert f"node {child}" in widget.selection_label.text()
+    widget.buttons["break_selected"].click()
+    assert graph.parent_of(child) == -1 and "break link" in widget.message_label.text()
+    widget.buttons["link_selected"].click()  # one node selected: refused, said in red
+    assert "select 2 nodes" in widget.message_label.text()
+
+    target = tmp_path / "saved.csv"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *a: str(target))
+    widget.save_button.click()  # never saved: asks where
+    assert target.is_file() and controller.session.source == target
+    assert not controller.session.dirty and "saved.csv" in widget.session_label.text()
+    widget.set_journal_folder(tmp_path)
+    assert controller.session.journal_folder.parent == tmp_path
+
+    session = widget.new_empty_session()
+    assert controller.session is session and len(session.graph) == 0
+    assert session.geometry.z_ratio == pytest.approx(2.0)

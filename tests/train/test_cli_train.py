@@ -1,0 +1,86 @@
+"""``cellect train`` (src/napari_cellect/_cli/train.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from napari_cellect.cli import main
+from napari_cellect.data.synthetic import PRESETS, write_synthetic
+from napari_cellect.model.bundle import ModelBundle
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--crop", "4", "32", "32",
+        "--device", "cpu", "--val-frames", "0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    config = dataclasses.replace(PRESETS["default"], frames=3, shape=(4, 32, 32), n_cells=4,
+                                 radius_range=(4.0, 5.0), z_ratio=2.0, seed=3)  # fmt: skip
+    paths = write_synthetic(root / "data", config)
+    return paths
+
+
+def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(out), *TINY])  # fmt: skip
+    assert code == 0
+    bundle = ModelBundle.load(out)
+    assert bundle.metadata.name == "model"
+    assert bundle.metadata.history[-1]["steps"] == 2
+    assert (tmp_path / "model.pt.ckpt").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def write_csv(path, rows):
+    path.write_text("id,t,z,y,x,parent_id\n" + "".join(f"{r}\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([], "empty"),
+        (["1,7,1,10,10,-1", "2,8,1,10,10,1"], "no annotation lies inside the images"),
+        (["1,0,1,500,500,-1"], "no annotation lies inside the images"),
+    ],
+)
+def test_bad_annotations_exit_2(dataset, tmp_path, capsys, rows, message):
+    ann = write_csv(tmp_path / "ann.csv", rows)
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(ann),
+                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "ann.csv" in err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_missing_files_exit_2(dataset, tmp_path, capsys):
+    code = main(["train", str(tmp_path / "nope"), "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    assert code == 2 and "nope" in capsys.readouterr().err
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(tmp_path / "x.csv"),
+                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    assert code == 2 and "x.csv" in capsys.readouterr().err
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "no" / "m.pt"), *TINY])  # fmt: skip
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "m.pt"), *TINY, "--resume", str(tmp_path / "old.ckpt")])
+    assert code == 2 and "old.ckpt" in capsys.readouterr().err
+
+
+def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):
+    images = str(dataset.root / "images")
+    code = main(["train", images, images, "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    assert code == 2 and "one annotation file per training image series" in capsys.readouterr().err
+    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
+                 str(tmp_path / "m.pt"), "--val-images", images, *TINY])  # fmt: skip
+    assert code == 2 and "--val-annotations" in capsys.readouterr().err
+    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
+                 str(tmp_path / "m.pt"), *TINY, "--crop", "0", "32", "32"])  # fmt: skip
+    assert code == 2 and "crop" in capsys.readouterr().err

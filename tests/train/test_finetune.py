@@ -1,0 +1,318 @@
+"""Fine-tuning from corrections, re-linking with pinned corrections, and ``cellect finetune``.
+
+The constructed case is a conveyor: rows of cells 8 px apart that all move 6 px per frame, so
+each cell's *nearest* cell in the next frame is its left neighbour, while its embedding says who
+it really is. A model taught to follow the nearest cell links every cell wrongly; corrections of
+the first frames must teach it to follow the embedding on the later frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cellect.cli import main
+from napari_cellect.config import MergeConfig
+from napari_cellect.data.export import write_csv
+from napari_cellect.errors import Cancelled
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.track import edits
+from napari_cellect.track.corrections import (
+    NotEnoughCorrections,
+    build_corrections,
+    corrections_from_history,
+)
+from napari_cellect.track.detections import Detections
+from napari_cellect.track.edits import History
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.link import link_sequence
+from napari_cellect.track.merge import merge_duplicates
+from napari_cellect.train.finetune import (
+    CHANGED_COLUMN,
+    FinetuneConfig,
+    finetune,
+    relink,
+)
+
+E = 8  # embedding length
+ROWS, PER = 2, 5  # conveyor rows and cells per row
+N = ROWS * PER
+T = 7
+Z_RATIO = 1.0
+FIRST_HELD_OUT = 3  # links into frames 1 and 2 are corrected, 3.. are held out
+
+
+def conveyor(n_frames: int = T, radius: float = 3.0, seed: int = 0) -> list[Detections]:
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(N, E)).astype(np.float32)
+    y = np.repeat(20.0 * np.arange(ROWS) + 10.0, PER)
+    frames = []
+    for t in range(n_frames):
+        x = np.tile(8.0 * np.arange(PER), ROWS) + 6.0 * t + 5.0
+        pos = np.stack([np.full(N, 2.0), y, x], axis=1)
+        noisy = emb + rng.normal(0.0, 0.05, emb.shape).astype(np.float32)
+        frames.append(Detections(t, pos, noisy, np.full(N, radius), np.zeros((N, 2)), np.ones(N)))
+    return frames
+
+
+def ids(n_frames: int = T) -> list[np.ndarray]:
+    return [np.arange(t * N, (t + 1) * N) for t in range(n_frames)]
+
+
+def right(t: int, c: int) -> int:
+    return (t - 1) * N + c
+
+
+def wrong(t: int, c: int) -> int:
+    """The nearest cell of the previous frame: the right-hand neighbour (none at a row's end)."""
+    return (t - 1) * N + c + 1 if c % PER != PER - 1 else -1
+
+
+def graph_from(frames: list[Detections], parent_of, approved_frames) -> TrackGraph:
+    n = len(frames)
+    parent = [-1 if t == 0 else parent_of(t, c) for t in range(n) for c in range(N)]
+    approved = [t in approved_frames for t in range(n) for c in range(N)]
+    pos = np.concatenate([d.positions for d in frames])
+    return TrackGraph.from_arrays(
+        id=np.arange(n * N), t=np.repeat(np.arange(n), N), z=pos[:, 0], y=pos[:, 1], x=pos[:, 2],
+        parent_id=parent, approved=approved, radius=np.full(n * N, 3.0),
+    )  # fmt: skip
+
+
+def accuracy(graph: TrackGraph, first: int, n_frames: int = T) -> float:
+    """Share of the cells of frames ``first``.. whose parent is right."""
+    children = [(t, c) for t in range(first, n_frames) for c in range(N)]
+    good = [graph.parent_of(t * N + c) == right(t, c) for t, c in children]
+    return float(np.mean(good))
+
+
+def correct(history: History, parent: int, child: int) -> None:
+    """What a person does: approve a right link, or re-link the child to its right parent."""
+    graph = history.graph
+    if graph.parent_of(child) == parent:
+        history.do(edits.approve, [child])
+        return
+    kids = graph.children_of(parent)
+    if len(kids) == 2:
+        history.do(edits.break_link, int(kids[-1]))
+    history.do(edits.link, parent, child)
+
+
+def states_equal(a: torch.nn.Module, b_state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, b_state[k]) for k, v in a.state_dict().items())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The scorers are tiny: on a shared 2-core machine extra threads only wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Detections]:
+    return conveyor()
+
+
+@pytest.fixture(scope="module")
+def nearest_model(frames) -> ModelBundle:
+    """A model with a systematic error: it links each cell to its nearest successor."""
+    base = ModelBundle.random(embedding_dim=E, seed=0)
+    taught = build_corrections(graph_from(frames, wrong, range(1, T)), z_ratio=Z_RATIO)
+    return finetune(base, taught, frames, z_ratio=Z_RATIO, config=FinetuneConfig(lr=1e-3))
+
+
+@pytest.fixture
+def corrected(frames, nearest_model) -> tuple[TrackGraph, History]:
+    """The nearest model's tracks with the links into frames 1 and 2 corrected by hand."""
+    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+                          Z_RATIO, node_ids=ids())  # fmt: skip
+    history = History(graph)
+    for t in range(1, FIRST_HELD_OUT):
+        for c in range(N):
+            correct(history, right(t, c), t * N + c)
+    return graph, history
+
+
+def test_finetune_fixes_a_systematic_error_on_held_out_frames(frames, nearest_model, corrected):
+    graph, history = corrected
+    assert accuracy(graph, FIRST_HELD_OUT) < 0.2  # the model follows the nearest cell
+    before = copy.deepcopy(nearest_model.link_scorer.state_dict())
+    cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+    assert len(cs.broken_links) > 0 and len(cs.positive_links) == 2 * N
+    reports = []
+    tuned = finetune(nearest_model, cs, frames, z_ratio=Z_RATIO, progress=reports.append,
+                     source="corrected.csv")  # fmt: skip
+    relinked, changed = relink(frames, tuned, graph, None, Z_RATIO)
+    assert accuracy(relinked, FIRST_HELD_OUT) >= 0.95
+    assert accuracy(relinked, 1) >= 0.95
+    # the held-out links changed, and are reported as such
+    assert len(changed) >= N and relinked[CHANGED_COLUMN].sum() == len(changed)
+    # the starting model is untouched; the new one says what it learned from
+    assert states_equal(nearest_model.link_scorer, before)
+    event = tuned.metadata.history[-1]
+    assert event["event"] == "finetune" and event["source"] == "corrected.csv"
+    assert event["n_positive_links"] == 2 * N and event["link_rows"] > 0 and "date" in event
+    assert event["val_loss_after"] < event["val_loss_before"]
+    assert reports[0].epoch == 0 and reports[-1].epoch == event["epochs_run"]
+
+
+def test_pinned_links_survive_relinking(frames, nearest_model):
+    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+                          Z_RATIO, node_ids=ids())  # fmt: skip
+    assert len(graph.children_of(4 * N)) == 0  # the parent of the hand-added node below
+    history = History(graph)
+    for c in range(N):  # links into frame 4 set right by hand: the model would not choose them
+        correct(history, right(4, c), 4 * N + c)
+    hand = history.do(edits.add_node, 5, (2.0, 90.0, 40.0), radius=3.0, parent=4 * N)
+    hand_id = hand.steps[0].columns["id"][0]
+    history.do(edits.break_link, 6 * N + 2)  # unapproved: the model may link it again
+    relinked, changed = relink(frames, nearest_model, graph, None, Z_RATIO)
+    for c in range(N):
+        assert relinked.parent_of(4 * N + c) == right(4, c)
+    assert relinked.parent_of(hand_id) == 4 * N  # the hand-added node is kept, with its link
+    node = relinked.node(hand_id)
+    assert (node["y"], node["x"], node["approved"]) == (90.0, 40.0, True)
+    assert set(relinked.ids[relinked["approved"]]) == set(graph.ids[graph["approved"]])
+    # the only changed link is the broken one the model restored
+    assert changed.tolist() == [[relinked.parent_of(6 * N + 2), 6 * N + 2]]
+    assert relinked[CHANGED_COLUMN].sum() == 1
+
+
+def test_hand_added_node_becomes_a_synthetic_detection(frames, nearest_model):
+    graph = graph_from(frames, right, ())
+    history = History(graph)
+    history.do(edits.add_node, 1, (2.0, 90.0, 40.0), radius=3.0, parent=2)  # far from any cell
+    for c in range(N):
+        correct(history, right(2, c), 2 * N + c)
+    cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+    assert cs.counts()["hand_added"] == 1
+    tuned = finetune(nearest_model, cs, frames, z_ratio=Z_RATIO)
+    assert tuned.metadata.history[-1]["synthetic_detections"] == 1
+
+
+def test_merge_scorer_learns_deleted_duplicates():
+    radius = 4.5  # neighbours 8 px apart are within two radii: distinct approved pairs
+    clean = conveyor(radius=radius)
+    rng = np.random.default_rng(1)
+    frames = []
+    for det in clean:  # every cell of row 0 gets a duplicate 1.5 px away
+        dup = det.subset(np.arange(PER))
+        dup.positions = dup.positions + [0.0, 1.5, 0.0]
+        dup.embeddings = dup.embeddings + rng.normal(0, 0.05, dup.embeddings.shape).astype(np.float32)
+        frames.append(Detections.concat([det, dup]))
+    base = ModelBundle.random(embedding_dim=E, seed=3)
+    # a strict merge threshold: the untrained scorer's ~0.5 is not enough to merge anything
+    base.thresholds = dataclasses.replace(base.thresholds, merge=MergeConfig(threshold=0.9))
+    graph = link_sequence(frames, base.candidate_scorer("link"), base.thresholds, Z_RATIO)
+    history = History(graph)
+    for t in range(3):
+        duplicates = [i for i in graph.ids[graph.frame(t)] if graph.node(i)["y"] == 11.5]
+        for node in duplicates:
+            history.do(edits.delete_node, int(node))
+        history.do(edits.approve, graph.ids[graph.frame(t)])
+    cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+    assert len(cs.duplicates) == 3 * PER and len(cs.distinct) > 0
+    tuned = finetune(base, cs, frames, z_ratio=Z_RATIO, config=FinetuneConfig(lr=1e-3))
+    assert tuned.metadata.history[-1]["merge_rows"] > 0
+
+    def n_merged(bundle: ModelBundle) -> list[int]:
+        scorer = bundle.candidate_scorer("merge")
+        return [len(merge_duplicates(d, scorer, bundle.thresholds, Z_RATIO)[0]) for d in frames[3:]]
+
+    assert n_merged(base) == [N + PER] * (T - 3)  # the base model keeps every duplicate
+    assert n_merged(tuned) == [N] * (T - 3)  # held-out frames: every duplicate merged
+
+
+def test_no_corrections_or_only_positives_is_a_clear_error(frames, nearest_model):
+    graph = graph_from(frames, right, ())
+    with pytest.raises(NotEnoughCorrections, match="no corrections"):
+        finetune(nearest_model, build_corrections(graph), frames, z_ratio=Z_RATIO)
+    lone = graph_from(frames[:3], right, (1, 2))
+    lone = TrackGraph.from_arrays(**{c: lone[c][lone.ids % N == 0] for c in lone.columns})
+    with pytest.raises(NotEnoughCorrections, match="positive links"):
+        finetune(nearest_model, build_corrections(lone), frames, z_ratio=Z_RATIO)
+
+
+def test_cancel_leaves_the_bundle_untouched(frames, nearest_model):
+    cs = build_corrections(graph_from(frames, right, (1, 2)), z_ratio=Z_RATIO)
+    link_state = copy.deepcopy(nearest_model.link_scorer.state_dict())
+    merge_state = copy.deepcopy(nearest_model.merge_scorer.state_dict())
+    history = copy.deepcopy(nearest_model.metadata.history)
+    name = nearest_model.metadata.name
+    polls = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) > 5
+
+    with pytest.raises(Cancelled):
+        finetune(nearest_model, cs, frames, z_ratio=Z_RATIO, should_stop=stop)
+    assert len(polls) == 6
+    assert states_equal(nearest_model.link_scorer, link_state)
+    assert states_equal(nearest_model.merge_scorer, merge_state)
+    assert nearest_model.metadata.history == history and nearest_model.metadata.name == name
+
+
+def test_tuned_bundle_saves_and_loads(tmp_path, frames, nearest_model):
+    cs = build_corrections(graph_from(frames, right, (1, 2)), z_ratio=Z_RATIO)
+    tuned = finetune(nearest_model, cs, frames, z_ratio=Z_RATIO, config=FinetuneConfig(epochs=2))
+    loaded = ModelBundle.load(tuned.save(tmp_path / "tuned.pt"))
+    assert loaded.metadata.name.endswith("+ft2")  # the nearest model was the first fine-tune
+    assert [e["event"] for e in loaded.metadata.history] == ["finetune", "finetune"]
+    assert states_equal(loaded.link_scorer, tuned.link_scorer.state_dict())
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    import napari_cellect.infer.predict as predict_module
+
+    frames = conveyor(n_frames=5)
+    images = tmp_path / "images"
+    images.mkdir()
+    for t in range(5):
+        tifffile.imwrite(images / f"t{t:03d}.tif", np.zeros((4, 48, 80), np.uint16), photometric="minisblack")
+    base_path = tmp_path / "base.pt"
+    ModelBundle.random(embedding_dim=E, seed=0).save(base_path)
+    base_bytes = base_path.read_bytes()
+    tracks = tmp_path / "corrected.csv"
+    write_csv(graph_from(frames, right, (1, 2)), tracks)
+    predicted: list[int] = []
+
+    def fake_predict(images, bundle, *, z_ratio, device, cache, frames, progress=None, **kw):
+        for t in frames:  # the U-Net's stand-in: the conveyor's detections
+            if cache.has(t):
+                det = cache.load(t)
+            else:
+                det = conveyor(n_frames=5)[t]
+                cache.save(det)
+                predicted.append(t)
+            if progress is not None:
+                progress(1, len(frames))
+            yield det
+
+    monkeypatch.setattr(predict_module, "predict_sequence", fake_predict)
+    cache = tmp_path / "cache"
+    common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
+              "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1", "--epochs", "3"]  # fmt: skip
+    assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
+    assert predicted == [0, 1, 2, 3]  # the corrected frames and the next one, predicted once
+    assert sorted(p.name for p in cache.glob("t*.npz")) == [f"t{t:06d}.npz" for t in range(4)]
+    out = capsys.readouterr().out
+    assert "fine-tuned on 20 approved links" in out and "tuned.pt" in out
+    tuned = ModelBundle.load(tmp_path / "tuned.pt")
+    assert tuned.metadata.history[-1]["source"] == str(tracks)
+    assert main([*common, "-o", str(tmp_path / "again.pt")]) == 0
+    assert predicted == [0, 1, 2, 3]  # second run: all from the cache
+    assert main([*common, "-o", str(base_path)]) == 2
+    assert "refusing to write the fine-tuned model over the model it starts from" in capsys.readouterr().err
+    assert base_path.read_bytes() == base_bytes

@@ -1,0 +1,178 @@
+"""The training loop (src/napari_cellect/train/fit.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellect.data.synthetic import PRESETS, generate
+from napari_cellect.errors import Cancelled, ModelError
+from napari_cellect.infer.tiling import TilingConfig
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.train.data import SamplingConfig, collate
+from napari_cellect.train.losses import LossConfig
+from napari_cellect.train.fit import (
+    TrainConfig,
+    Trainer,
+    _BatchReader,
+    fit,
+    load_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    base = dataclasses.replace(PRESETS["default"], frames=4, shape=(4, 48, 48), n_cells=6,
+                               radius_range=(4.0, 5.0), z_ratio=2.0)  # fmt: skip
+    train = generate(dataclasses.replace(base, seed=1))
+    val = generate(dataclasses.replace(base, seed=2))
+    return [(train.images, train.graph, train.config.z_ratio)], [
+        (val.images, val.graph, val.config.z_ratio)
+    ]
+
+
+def tiny_config(**changes) -> TrainConfig:
+    config = TrainConfig(
+        epochs=2, steps_per_epoch=2, batch_size=1, embedding_dim=8, scorer_hidden=16,
+        warmup_steps=0, sampling=SamplingConfig(crop=(4, 32, 32)),
+        tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 0, 0)),
+        validation_frames=1, validation_crops=1, threshold_grid=(0.3, 0.5), device="cpu",
+        detector_ready_f1=0.0,
+    )  # fmt: skip
+    return dataclasses.replace(config, **changes)
+
+
+def test_a_few_steps_lower_the_loss(sequences):
+    train, _ = sequences
+    trainer = Trainer(train, train, tiny_config(lr=3e-3))
+    batch = collate([trainer.sampler.sample(np.random.default_rng(i)) for i in range(2)])
+
+    def loss(use_detections: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        return trainer.compute_losses(batch, np.random.default_rng(0), use_detections)
+
+    trainer._set_train(False)
+    with torch.no_grad():
+        _, before = loss()
+    trainer._set_train(True)
+    for step in range(12):
+        total, parts = loss(use_detections=step % 2 == 1)
+        trainer.optimizer.zero_grad()
+        total.backward()
+        if step == 0:  # the scorers get gradients
+            for name, module in (("merge", trainer.merge), ("link", trainer.link)):
+                grads = [p.grad for p in module.parameters() if p.grad is not None]
+                assert grads and any(g.abs().sum() > 0 for g in grads), name
+        trainer.optimizer.step()
+    trainer._set_train(False)
+    with torch.no_grad():
+        _, after = loss()
+    assert after["total"] < 0.8 * before["total"]
+    for key in ("segmentation", "centre", "radius"):
+        assert after[key] < before[key], key
+    # the per-cell losses alone reach the U-Net (through the embeddings)
+    trainer.config = dataclasses.replace(trainer.config, losses=LossConfig(
+        segmentation=0, centre=0, radius=0, division=0, link_division=0))
+    trainer.optimizer.zero_grad()
+    total, _ = loss(use_detections=True)
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.unet.parameters())
+
+
+def test_batch_reader_matches_direct_indexing():
+    gen = torch.Generator().manual_seed(0)
+    out_shape = (3, 2, 4, 5, 6)
+    from napari_cellect.model.unet import UNetOutput
+
+    out = UNetOutput(
+        seg=torch.randn(3, 3, 4, 5, 6, generator=gen),
+        centre=torch.randn(3, 5, 4, 5, 6, generator=gen),
+        embedding=torch.randn(3, 7, 4, 5, 6, generator=gen, requires_grad=True),
+        division=torch.randn(*out_shape, generator=gen),
+        radius=torch.rand(3, 1, 4, 5, 6, generator=gen),
+    )
+    reader = _BatchReader(out)
+    v1 = np.array([[0, 1, 2], [3, 4, 5]])
+    v2 = np.array([[1, 0, 0]])
+    r1, r2, r3 = reader.add(2, v1), reader.add(0, v2), reader.add(1, np.zeros((0, 3), int))
+    results = reader.run()
+    emb, radius, division = results[r1]
+    torch.testing.assert_close(emb, out.embedding[2, :, v1[:, 0], v1[:, 1], v1[:, 2]].T)
+    torch.testing.assert_close(radius, out.radius[2, 0, v1[:, 0], v1[:, 1], v1[:, 2]])
+    torch.testing.assert_close(division,
+                               torch.sigmoid(out.division[2, :, v1[:, 0], v1[:, 1], v1[:, 2]].T))
+    torch.testing.assert_close(results[r2][0], out.embedding[0, :, 1, 0, 0][None])
+    assert results[r3][0].shape == (0, 7)
+    emb.sum().backward()
+    assert out.embedding.grad[2, :, 0, 1, 2].abs().sum() > 0
+
+
+def test_checkpoint_and_resume_continue_exactly(sequences, tmp_path):
+    train, val = sequences
+    straight = tmp_path / "straight.ckpt"
+    bundle_a = fit(train, val, tiny_config(), checkpoint=straight)
+    state_a = load_checkpoint(straight)
+    assert state_a["epoch"] == 2 and state_a["step"] == 4
+    assert len(state_a["history"]) == 2
+
+    # the same run, interrupted in its second epoch, then resumed from its checkpoint
+    split = tmp_path / "split.ckpt"
+    polls = iter(range(100))
+    with pytest.raises(Cancelled):
+        fit(train, val, tiny_config(), checkpoint=split, should_stop=lambda: next(polls) >= 2)
+    first = load_checkpoint(split)
+    assert first["epoch"] == 1 and first["step"] == 2
+    opt_steps = {int(s["step"]) for s in first["optimizer"]["state"].values()}
+    assert opt_steps == {2}
+    bundle_b = fit(train, val, tiny_config(epochs=2), resume=split, checkpoint=split)
+    state_b = load_checkpoint(split)
+    assert state_b["step"] == 4
+    assert {int(s["step"]) for s in state_b["optimizer"]["state"].values()} == {4}
+    for key in ("unet", "merge", "link"):
+        for name, tensor in state_a["bundle"][key].items():
+            torch.testing.assert_close(state_b["bundle"][key][name], tensor, rtol=0, atol=0,
+                                       msg=f"{key}.{name}")  # fmt: skip
+    assert [h["metrics"] for h in state_a["history"]] == [h["metrics"] for h in state_b["history"]]
+    for key in ("unet", "merge", "link"):
+        for (name, a), b in zip(bundle_a.to_dict()[key].items(), bundle_b.to_dict()[key].values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_fit_returns_a_calibrated_bundle_that_saves(sequences, tmp_path):
+    train, val = sequences
+    seen = []
+    bundle = fit(train, val, tiny_config(epochs=1), progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases.count("train") == 2 and "validate" in phases and phases[-1] == "done"
+    assert [p.step for p in seen if p.phase == "train"] == [1, 2]
+    assert bundle.thresholds.detection.threshold in (0.3, 0.5)
+    event = bundle.metadata.history[-1]
+    assert event["event"] == "train" and event["steps"] == 2
+    path = bundle.save(tmp_path / "model.pt")
+    loaded = ModelBundle.load(path)
+    assert loaded.thresholds == bundle.thresholds
+    assert loaded.unet.config.embedding_dim == 8
+
+
+def test_should_stop_cancels(sequences):
+    train, val = sequences
+    with pytest.raises(Cancelled, match="epoch 1"):
+        fit(train, val, tiny_config(), should_stop=lambda: True)
+
+
+def test_resume_rejects_other_files(tmp_path, sequences):
+    train, val = sequences
+    bogus = tmp_path / "bogus.ckpt"
+    torch.save({"format": "something else"}, bogus)
+    with pytest.raises(ModelError, match="not a napari-cellect training checkpoint"):
+        fit(train, val, tiny_config(), resume=bogus)
+    with pytest.raises(ModelError, match="not found"):
+        fit(train, val, tiny_config(), resume=tmp_path / "missing.ckpt")
+
+
+def test_train_config_round_trip():
+    config = tiny_config(seed=3, duplicate_offset=(0.1, 0.5))
+    again = TrainConfig.from_dict(config.to_dict())
+    assert again == config
