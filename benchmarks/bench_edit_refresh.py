@@ -14,6 +14,7 @@ plus Qt event processing and a synchronous repaint of the canvas and the lineage
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -87,6 +88,10 @@ def main() -> None:
           f"{len(graph.divisions())} divisions ({time.perf_counter() - t0:.2f} s)")
 
     viewer = napari.Viewer(show=True)
+    from qtpy.QtGui import QGuiApplication
+
+    print(f"machine: {os.cpu_count()} CPU cores, Qt platform {QGuiApplication.platformName()!r} "
+          "(under Xvfb the canvas is rendered in software by Mesa llvmpipe)")
     controller = controller_for(viewer)
     assert controller is not None
     session = TrackingSession.from_graph(graph, name="bench", geometry=Geometry(3, (5.0, 1.0, 1.0)))
@@ -175,10 +180,29 @@ def main() -> None:
         rows.append((name, statistics.median(edit_ms), statistics.median(shown_ms),
                      statistics.median(undo_ms)))
 
+    extra = []
+    if lineage is not None:
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            lineage._rebuild()
+            times.append((time.perf_counter() - t0) * 1e3)
+        extra.append(("lineage layout + paths", statistics.median(times)))
+        times = []
+        lineage.canvas.fit()
+        for k in range(args.repeats):
+            lineage.canvas.centre_on(lineage.canvas.layout_.width / 2 + k, args.frames / 2)
+            t0 = time.perf_counter()
+            lineage.canvas.grab()  # renders the widget (paintEvent) into a pixmap
+            times.append((time.perf_counter() - t0) * 1e3)
+        extra.append(("lineage paint (fit view)", statistics.median(times)))
+
     print(f"\n{len(graph)} nodes, median of {args.repeats} runs (ms)")
     print(f"{'action':<26}{'edit':>10}{'shown':>10}{'undo shown':>12}")
     for name, e, s, u in rows:
         print(f"{name:<26}{e:>10.1f}{s:>10.1f}{u:>12.1f}")
+    for name, value in extra:
+        print(f"{name:<26}{value:>10.1f}")
     viewer.close()
 
 

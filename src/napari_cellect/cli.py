@@ -24,7 +24,7 @@ COMMANDS = {
     "train": "train",
     "finetune": "finetune",
     "import-weights": "import_weights",
-    "view": "view",
+    "demo": "demo",
 }
 
 

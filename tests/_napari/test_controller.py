@@ -306,3 +306,18 @@ def test_dragging_points_is_one_undoable_move(setup):
     setup.controller.undo()
     pd.testing.assert_frame_equal(snapshot(graph), before)
     np.testing.assert_array_equal(points.data[row], [2.0, 2.0, 26.0, 25.0])
+
+
+def test_painting_the_labels_by_hand_is_picked_up_by_later_relabels(setup):
+    labels, graph = setup.bound.labels, setup.graph
+    track_7 = graph.node(7)["track_id"]
+    setup.controller.select([7])
+    press(setup.viewer, "B")
+    press(setup.viewer, "Control-Z")  # frame 1's label boxes are now cached
+    # paint more voxels of node 7's label (frame 1) far from its box, as the paint tool would
+    labels.data[1, 0, 28:30, 28:30] = track_7
+    labels.events.paint(value=[])
+    setup.controller.select([7])
+    press(setup.viewer, "B")  # node 7 starts its own track: all its voxels follow
+    assert np.all(labels.data[1, 0, 28:30, 28:30] == graph.node(7)["track_id"])
+    assert graph.node(7)["track_id"] != track_7

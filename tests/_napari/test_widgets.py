@@ -214,6 +214,11 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
     # selecting in the viewer highlights in the tree
     controller.select([int(graph.ids[0])])
     assert widget.canvas.selected_ids == (int(graph.ids[0]),)
+    # a closed view stops listening: later edits do not reach the deleted widget
+    viewer.window.remove_dock_widget(widget)
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: len(controller.selection_changed) == 0, timeout=5000)
+    controller.approve_selected()
 
 
 def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_path):
@@ -318,7 +323,7 @@ def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer,
     assert widget.table.rowCount() == len(KEYBINDINGS)
     keys = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
             for r in range(widget.table.rowCount())}
-    assert keys["Redo"] == "Ctrl+Shift+Z" and keys["Delete node"] == "Delete / Backspace"
+    assert keys["Redo"] == "Ctrl+Shift+Z" and keys["Delete node"] == "Delete\nBackspace"
     graph = controller.session.graph
     child = int(graph.ids[graph["parent_id"] >= 0][0])
     controller.select([child])

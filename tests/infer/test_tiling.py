@@ -56,8 +56,8 @@ def test_large_frame_tile_count():
     grid = plan_tiles((41, 512, 512), TilingConfig(tile=(32, 256, 256)), (1, 16, 16))
     assert len(grid) == 2 * 3 * 3  # the original's 18 patches, with wider overlaps
     assert grid.padded_shape == (41, 512, 512)
-    whole = plan_tiles((41, 512, 512), TilingConfig(), (1, 16, 16))
-    assert len(whole) == 1  # the default tile holds a whole embryo frame
+    default = plan_tiles((41, 512, 512), TilingConfig(), (1, 16, 16))
+    assert len(default) == 4  # the default tile cuts an embryo frame into 2 x 2
 
 
 def test_small_volume_and_z1_are_padded():

@@ -92,7 +92,8 @@ def test_candidate_negatives_are_the_other_nearby_cells():
     assert pairs(cs.positive_links) == {(1, 2)}
     # the 3 nearest are 2 (own child), 4 (own, unapproved child: maybe a daughter), 3 (rival)
     assert pairs(cs.candidate_negatives) == {(1, 3)}
-    assert pairs(build(graph, link_k=4, start_negatives=False).candidate_negatives) == {(1, 3), (1, 5)}
+    wider = build(graph, link_k=4, start_negatives=False)
+    assert pairs(wider.candidate_negatives) == {(1, 3), (1, 5)}
 
 
 def test_approved_track_start_rejects_the_cells_before_it():
@@ -113,6 +114,15 @@ def test_division_labels(graph):
     history.do(edits.mark_division, 3)  # 3 marked dividing (no approved child)
     cs = build(graph, history)
     assert cs.divides == {6: True, 1: False, 3: True}
+
+
+def test_second_child_moved_away_again_is_no_division(graph):
+    history = History(graph)
+    history.do(edits.link, 2, 9)  # 2 gets a second child: marked dividing
+    history.do(edits.break_link, 3)  # 3 was 2's other child: 2 is back to one child
+    cs = build(graph, history)  # no contradiction: the mark went with the lost child
+    assert cs.divides[2] is False
+    assert (2, 3) in pairs(cs.broken_links) and (2, 9) in pairs(cs.positive_links)
 
 
 def test_unmarking_a_division_breaks_the_far_child(graph):
@@ -163,7 +173,10 @@ def test_two_approved_parents_are_refused_with_the_nodes_named(graph):
 
 def test_link_both_approved_and_broken_is_refused(graph):
     graph.set_values("approved", [3], True)
-    records = [{"kind": "approve", "parent": 2, "child": 3}, {"kind": "unlink", "parent": 2, "child": 3}]
+    records = [
+        {"kind": "approve", "parent": 2, "child": 3},
+        {"kind": "unlink", "parent": 2, "child": 3},
+    ]
     with pytest.raises(ContradictoryCorrections, match=r"link 2 -> 3 is both approved and broken"):
         build_corrections(graph, records)
 
@@ -172,14 +185,16 @@ def test_dividing_mark_with_a_single_approved_child_is_refused(graph):
     history = History(graph)
     history.do(edits.mark_division, 2)
     history.do(edits.approve, [3])  # 2's only child, approved: 2 does not divide
-    with pytest.raises(ContradictoryCorrections, match=r"node 2 is marked dividing.*single approved child \(3\)"):
+    expected = r"node 2 is marked dividing.*single approved child \(3\)"
+    with pytest.raises(ContradictoryCorrections, match=expected):
         build(graph, history)
     assert issubclass(ContradictoryCorrections, CellectError)
 
 
 def test_malformed_record_is_an_input_error(graph):
     with pytest.raises(InputError, match="record 1"):
-        build_corrections(graph, [{"kind": "approve", "parent": 1, "child": 2}, {"kind": "teleport"}])
+        records = [{"kind": "approve", "parent": 1, "child": 2}, {"kind": "teleport"}]
+        build_corrections(graph, records)
     with pytest.raises(InputError, match="record 0.*parent and child"):
         build_corrections(graph, [{"kind": "link", "parent": 1}])
 

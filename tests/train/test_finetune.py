@@ -16,6 +16,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_cellect._cli.finetune import load_pinned
 from napari_cellect.cli import main
 from napari_cellect.config import MergeConfig
 from napari_cellect.data.export import write_csv
@@ -26,6 +27,7 @@ from napari_cellect.track.corrections import (
     NotEnoughCorrections,
     build_corrections,
     corrections_from_history,
+    save_corrections,
 )
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History
@@ -206,7 +208,8 @@ def test_merge_scorer_learns_deleted_duplicates():
     for det in clean:  # every cell of row 0 gets a duplicate 1.5 px away
         dup = det.subset(np.arange(PER))
         dup.positions = dup.positions + [0.0, 1.5, 0.0]
-        dup.embeddings = dup.embeddings + rng.normal(0, 0.05, dup.embeddings.shape).astype(np.float32)
+        noise = rng.normal(0, 0.05, dup.embeddings.shape).astype(np.float32)
+        dup.embeddings = dup.embeddings + noise
         frames.append(Detections.concat([det, dup]))
     base = ModelBundle.random(embedding_dim=E, seed=3)
     # a strict merge threshold: the untrained scorer's ~0.5 is not enough to merge anything
@@ -273,6 +276,20 @@ def test_tuned_bundle_saves_and_loads(tmp_path, frames, nearest_model):
 # ------------------------------------------------------------------------------------ CLI
 
 
+def test_load_pinned_gives_the_approved_links_for_relinking(tmp_path, frames, nearest_model):
+    graph = graph_from(frames, right, (2,))
+    graph.set_values("approved", [3], True)  # a root of frame 0: an approved track start
+    path = tmp_path / "approved.csv"
+    write_csv(graph, path)
+    read, pinned = load_pinned(path)
+    assert len(read) == len(graph)
+    expected = {(right(2, c), 2 * N + c) for c in range(N)} | {(-1, 3)}
+    assert {tuple(p) for p in pinned.tolist()} == expected
+    relinked, _ = relink(frames, nearest_model, read, None, Z_RATIO)
+    assert [relinked.parent_of(2 * N + c) for c in range(N)] == [right(2, c) for c in range(N)]
+    assert relinked.parent_of(3) == -1 and relinked.node(3)["approved"]
+
+
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     import napari_cellect.infer.predict as predict_module
 
@@ -280,7 +297,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     images = tmp_path / "images"
     images.mkdir()
     for t in range(5):
-        tifffile.imwrite(images / f"t{t:03d}.tif", np.zeros((4, 48, 80), np.uint16), photometric="minisblack")
+        volume = np.zeros((4, 48, 80), np.uint16)
+        tifffile.imwrite(images / f"t{t:03d}.tif", volume, photometric="minisblack")
     base_path = tmp_path / "base.pt"
     ModelBundle.random(embedding_dim=E, seed=0).save(base_path)
     base_bytes = base_path.read_bytes()
@@ -303,7 +321,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(predict_module, "predict_sequence", fake_predict)
     cache = tmp_path / "cache"
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
-              "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1", "--epochs", "3"]  # fmt: skip
+              "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1",
+              "--epochs", "3"]  # fmt: skip
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # the corrected frames and the next one, predicted once
     assert sorted(p.name for p in cache.glob("t*.npz")) == [f"t{t:06d}.npz" for t in range(4)]
@@ -313,6 +332,15 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert tuned.metadata.history[-1]["source"] == str(tracks)
     assert main([*common, "-o", str(tmp_path / "again.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # second run: all from the cache
+    # a session's corrections.json adds what the CSV cannot hold: here a broken link
+    session = graph_from(frames, right, (1, 2))
+    session.set_parent(3 * N + 1, -1)
+    broken = [{"kind": "unlink", "parent": right(3, 1), "child": 3 * N + 1}]
+    journal = tmp_path / "corrected.csv.cellect-journal"
+    save_corrections(build_corrections(session, broken), journal)
+    assert main([*common, "-o", str(tmp_path / "more.pt"), "--corrections", str(journal)]) == 0
+    assert ModelBundle.load(tmp_path / "more.pt").metadata.history[-1]["n_broken_links"] == 1
     assert main([*common, "-o", str(base_path)]) == 2
-    assert "refusing to write the fine-tuned model over the model it starts from" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refusing to write the fine-tuned model over the model it starts from" in err
     assert base_path.read_bytes() == base_bytes

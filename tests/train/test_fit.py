@@ -176,3 +176,41 @@ def test_train_config_round_trip():
     config = tiny_config(seed=3, duplicate_offset=(0.1, 0.5))
     again = TrainConfig.from_dict(config.to_dict())
     assert again == config
+
+
+def test_candidate_features_match_inference_scoring():
+    """The features training builds give the same scores as ModelScorer at inference."""
+    from napari_cellect.model.pair_scorer import PairScorerConfig, build_scorer
+    from napari_cellect.model.scoring import ModelScorer
+    from napari_cellect.track.detections import Detections
+    from napari_cellect.track.scoring_protocol import nearest_candidates
+    from napari_cellect.train.fit import candidate_features
+
+    rng = np.random.default_rng(0)
+
+    def dets(n: int) -> Detections:
+        return Detections(t=0, positions=rng.uniform(0, 30, (n, 3)),
+                          embeddings=rng.normal(size=(n, 8)).astype(np.float32),
+                          radius=rng.uniform(3, 6, n), division=rng.uniform(0, 1, (n, 2)),
+                          score=np.ones(n))  # fmt: skip
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        scorer = build_scorer(PairScorerConfig(kind="link", k=5, embedding_dim=8, hidden=16))
+    scorer.eval()
+    query, cands = dets(6), dets(3)  # fewer candidates than k: padded slots
+    cand_idx, _ = nearest_candidates(query.positions, cands.positions, 5, 2.5)
+    expected = ModelScorer(scorer).score(query, cands, cand_idx, 2.5)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32)
+
+    feats, mask = candidate_features(
+        query.positions, t(query.embeddings), t(query.radius), t(query.division),
+        cands.positions, t(cands.embeddings), t(cands.radius), t(cands.division), cand_idx, 2.5,
+    )  # fmt: skip
+    with torch.no_grad():
+        p_match, p_none, p_div = scorer(feats, mask).probabilities()
+    np.testing.assert_allclose(p_match.numpy() * (cand_idx >= 0), expected.p_match, atol=1e-6)
+    np.testing.assert_allclose(p_none.numpy(), expected.p_none, atol=1e-6)
+    np.testing.assert_allclose(p_div.numpy(), expected.p_divide, atol=1e-6)

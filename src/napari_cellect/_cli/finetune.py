@@ -47,29 +47,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "The result is a new model file; the starting one is never overwritten."
         ),
     )
-    parser.add_argument("--tracks", type=Path, required=True, metavar="CSV",
-                        help="corrected tracks; the 'approved' column marks the corrections")  # fmt: skip
-    parser.add_argument("--images", type=Path, required=True, metavar="INPUT",
-                        help="the images the tracks were made from (TIFF folder, TIFF or .zarr)")  # fmt: skip
-    parser.add_argument("--weights", type=Path, default=None, metavar="BUNDLE",
-                        help="the model that made the tracks (default: the bundled model)")  # fmt: skip
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="TUNED",
-                        help="where to write the fine-tuned model (.pt)")  # fmt: skip
-    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                        help=f"detection cache folder (default: INPUT{CACHE_SUFFIX} beside the images)")  # fmt: skip
-    parser.add_argument("--corrections", type=Path, default=None, metavar="PATH",
-                        help="a corrections.json saved by an editing session (or its journal folder)")  # fmt: skip
-    parser.add_argument("--z-ratio", type=_positive_float, default=None, metavar="R",
-                        help="z spacing / xy spacing (default: from the image metadata)")  # fmt: skip
-    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs, metavar="N",
-                        help=f"most fine-tuning epochs (default: {defaults.epochs}; early stopping "
-                             "usually ends sooner)")  # fmt: skip
-    parser.add_argument("--lr", type=_positive_float, default=defaults.lr, metavar="LR",
-                        help=f"learning rate (default: {defaults.lr:g})")  # fmt: skip
-    parser.add_argument("--axes", default=None, metavar="AXES",
-                        help="axis order of the image files, e.g. TZYX or ZYX (default: from metadata)")  # fmt: skip
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")  # fmt: skip
+    add = parser.add_argument
+    add("--tracks", type=Path, required=True, metavar="CSV",
+        help="corrected tracks; the 'approved' column marks the corrections")
+    add("--images", type=Path, required=True, metavar="INPUT",
+        help="the images the tracks were made from (TIFF folder, TIFF or .zarr)")
+    add("--weights", type=Path, default=None, metavar="BUNDLE",
+        help="the model that made the tracks (default: the bundled model)")
+    add("-o", "--output", type=Path, required=True, metavar="TUNED",
+        help="where to write the fine-tuned model (.pt)")
+    add("--cache", type=Path, default=None, metavar="DIR",
+        help=f"detection cache folder (default: INPUT{CACHE_SUFFIX} beside the images)")
+    add("--corrections", type=Path, default=None, metavar="PATH",
+        help="a corrections.json saved by an editing session (or its journal folder)")
+    add("--z-ratio", type=_positive_float, default=None, metavar="R",
+        help="z spacing / xy spacing (default: from the image metadata)")
+    add("--epochs", type=_positive_int, default=defaults.epochs, metavar="N",
+        help=f"most epochs per phase (default: {defaults.epochs}; early stopping usually ends "
+             "sooner)")
+    add("--lr", type=_positive_float, default=defaults.lr, metavar="LR",
+        help=f"learning rate (default: {defaults.lr:g})")
+    add("--axes", default=None, metavar="AXES",
+        help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
+    add("--device", default="auto", metavar="DEVICE",
+        help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")
     parser.set_defaults(run=run)
 
 
@@ -93,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise InputError(f"the output folder {args.output.parent} does not exist", args.output)
     graph = read_tracks(args.tracks)
-    bundle = ModelBundle.load(args.weights) if args.weights is not None else ModelBundle.load_default()
+    if args.weights is not None:
+        bundle = ModelBundle.load(args.weights)
+    else:
+        bundle = ModelBundle.load_default()
     sequence = open_sequence(args.images, axes=args.axes)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
     thresholds = bundle.thresholds

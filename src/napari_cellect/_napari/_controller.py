@@ -23,6 +23,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_cellect._napari._changes import ChangeCollector, ChangeSet
+from napari_cellect._napari._edit_actions import EditActions
 from napari_cellect._napari._keybindings import bind, binding_callbacks, unbind
 from napari_cellect._napari._layer_data import (
     ROLE_KEY,
@@ -31,10 +32,10 @@ from napari_cellect._napari._layer_data import (
     tracks_layer_data,
 )
 from napari_cellect._napari._layer_sync import LayerSync
+from napari_cellect._napari._point_tools import PointTools
 from napari_cellect.errors import CellectError
-from napari_cellect.track import edits
-from napari_cellect.track.edits import Command, Compound, SetValues
-from napari_cellect.track.graph import NO_PARENT, TrackGraph
+from napari_cellect.track.edits import Command
+from napari_cellect.track.graph import TrackGraph
 
 if TYPE_CHECKING:
     import napari
@@ -67,8 +68,12 @@ class BoundSession:
         return [layer for layer in (self.points, self.tracks, self.labels) if layer is not None]
 
 
-class CellectController:
-    """Edits the active tracking session of one viewer."""
+class CellectController(EditActions, PointTools):
+    """Edits the active tracking session of one viewer.
+
+    The edit actions bound to keys come from :class:`~._edit_actions.EditActions`, the handling
+    of napari's own point tools from :class:`~._point_tools.PointTools`.
+    """
 
     #: the selected node ids changed (tuple of ids, in the order they were selected)
     selection_changed = Signal(tuple)
@@ -196,8 +201,18 @@ class CellectController:
         def callback(layer: Labels, event: Any) -> None:
             self._on_labels_click(bound, layer, event)
 
+        def edited(_event: Any = None) -> None:
+            if bound.sync is not None:
+                bound.sync.labels_edited()
+
         labels.mouse_drag_callbacks.append(callback)
-        bound.disconnects.append(lambda: _remove(labels.mouse_drag_callbacks, callback))
+        labels.events.paint.connect(edited)
+        labels.events.data.connect(edited)
+        bound.disconnects += [
+            lambda: _remove(labels.mouse_drag_callbacks, callback),
+            lambda: labels.events.paint.disconnect(edited),
+            lambda: labels.events.data.disconnect(edited),
+        ]
 
     def _activate(self, bound: BoundSession | None) -> None:
         if bound is self._active:
@@ -347,175 +362,6 @@ class CellectController:
 
             show_warning(text)
 
-    def _batch(
-        self, description: str, builders: Sequence[Callable[[TrackGraph], Command]]
-    ) -> Compound:
-        """One undoable command from several actions, each built on the graph the previous left.
-
-        The actions are built against a scratch copy of the graph, so nothing changes until the
-        returned command is executed.
-        """
-        graph = self.graph
-        assert graph is not None
-        scratch = graph.copy()
-        steps: list[Command] = []
-        corrections: list[dict[str, Any]] = []
-        for build in builders:
-            command = build(scratch)
-            command.apply(scratch)
-            steps.append(command)
-            corrections += getattr(command, "corrections", [])
-        return Compound(description, steps, corrections)
-
-    def _need(self, n: int, what: str) -> tuple[int, ...] | None:
-        if self._require() is None:
-            return None
-        if len(self._selection) < n:
-            self._report("error", f"{what}: select {n} node{'s' if n > 1 else ''} first "
-                                  f"({len(self._selection)} selected)")
-            return None
-        return self._selection
-
-    # ================================================================== user actions (keys)
-    def link_selected(self) -> None:
-        """Link the last two selected nodes."""
-        sel = self._need(2, "link")
-        if sel is not None:
-            self.do(edits.link, sel[-2], sel[-1])
-
-    def break_selected(self) -> None:
-        """Break the link into the selected node (into the later of two)."""
-        sel = self._need(1, "break link")
-        if sel is None:
-            return
-        graph = self.graph
-        assert graph is not None
-        if len(sel) >= 2:
-            a, b = sel[-2], sel[-1]
-            child = b if graph.node(b)["t"] > graph.node(a)["t"] else a
-        else:
-            child = sel[-1]
-        self.do(edits.break_link, child)
-
-    def delete_selected(self) -> None:
-        sel = self._need(1, "delete")
-        if sel is None:
-            return
-        self._delete(list(sel))
-
-    def _delete(self, ids: Sequence[int]) -> None:
-        if len(ids) == 1:
-            self.do(edits.delete_node, ids[0])
-            return
-        builders = [lambda g, n=int(n): edits.delete_node(g, n) for n in ids]
-        self._try_execute(lambda: self._batch(f"delete {len(ids)} nodes", builders))
-
-    def _try_execute(self, build: Callable[[], Command]) -> None:
-        if self._require() is None:
-            return
-        try:
-            command = build()
-        except CellectError as error:
-            self._report("error", str(error))
-            return
-        self.execute(command)
-
-    def add_at_cursor(self) -> None:
-        """Add a node at the mouse position in the current frame."""
-        bound = self._require()
-        if bound is None or bound.points is None:
-            return
-        position = self.viewer.cursor.position
-        self.add_at_world(position)
-
-    def add_at_world(self, world_position: Sequence[float]) -> None:
-        """Add a node at a world position (all viewer dimensions, time first)."""
-        bound = self._require()
-        if bound is None or bound.points is None:
-            return
-        points = bound.points
-        world = np.asarray(world_position, dtype=np.float64)[-points.ndim:]
-        coords = np.asarray(points.world_to_data(world), dtype=np.float64)
-        t = int(round(coords[0]))
-        zyx = bound.session.geometry.position_of(coords)
-        graph = bound.session.graph
-        parent = self._parent_for_new_node(graph, t)
-        radius = np.nanmedian(graph["radius"]) if np.any(np.isfinite(graph["radius"])) else np.nan
-        command = self.do(edits.add_node, t, zyx, radius=float(radius), parent=parent)
-        if command is not None:
-            new_id = int(command.steps[0].columns["id"][0])  # type: ignore[attr-defined]
-            self.select([new_id])
-
-    def _parent_for_new_node(self, graph: TrackGraph, t: int) -> int | None:
-        if len(self._selection) != 1:
-            return None
-        node = self._selection[0]
-        if graph.node(node)["t"] < t and len(graph.children_of(node)) < 2:
-            return node
-        return None
-
-    def toggle_division(self) -> None:
-        sel = self._need(1, "division")
-        if sel is None:
-            return
-        graph = self.graph
-        assert graph is not None
-        node = sel[-1]
-        row = graph.index_of(node)[0]
-        divides = graph.n_children()[row] == 2 or graph["division_score"][row] >= 0.5
-        self.do(edits.mark_division, node, not divides)
-
-    def swap_selected(self) -> None:
-        sel = self._need(2, "swap parents")
-        if sel is not None:
-            self.do(edits.swap_parents, sel[-2], sel[-1])
-
-    def approve_selected(self) -> None:
-        sel = self._need(1, "approve")
-        if sel is not None:
-            self.do(edits.approve, list(sel))
-
-    def approve_track_selected(self) -> None:
-        sel = self._need(1, "approve track")
-        if sel is not None:
-            self.do(edits.approve_track, sel[-1])
-
-    def move_nodes(self, ids: Sequence[int], positions: np.ndarray) -> None:
-        """Move nodes to new (z, y, x) positions (one undoable edit)."""
-        ids = [int(i) for i in ids]
-        positions = np.asarray(positions, dtype=np.float64).reshape(len(ids), 3)
-        steps: list[Command] = [
-            SetValues(axis, ids, positions[:, k].tolist()) for k, axis in enumerate("zyx")
-        ]
-        self._try_execute(lambda: Compound(f"move {len(ids)} node(s)", steps))
-
-    # ================================================================== navigation
-    def next_node(self) -> None:
-        self._step(+1)
-
-    def previous_node(self) -> None:
-        self._step(-1)
-
-    def _step(self, direction: int) -> None:
-        sel = self._need(1, "next/previous node")
-        if sel is None:
-            return
-        graph = self.graph
-        assert graph is not None
-        node = sel[-1]
-        if direction > 0:
-            children = graph.children_of(node)
-            if len(children) == 0:
-                self._report("info", f"node {node} is the last of its track")
-                return
-            target = int(children[0])
-        else:
-            target = graph.parent_of(node)
-            if target == NO_PARENT:
-                self._report("info", f"node {node} is the first of its track")
-                return
-        self.select([target], center=True)
-
     def go_to(self, node: int) -> None:
         """Move the time step, the slice and the camera to a node."""
         bound = self._active
@@ -593,71 +439,6 @@ class CellectController:
         if len(match):
             self._activate(bound)
             self.select([int(graph.ids[match[0]])])
-
-    # ================================================================== napari's own point tools
-    def _on_points_drag(self, layer: Points, event: Any) -> Any:
-        """Collect moves made by dragging points; commit them as one edit on release."""
-        if layer.mode != "select":
-            return
-        self._drag_moves = set()
-        yield
-        while event.type == "mouse_move":
-            yield
-        moved, self._drag_moves = self._drag_moves, None
-        if moved:
-            self._commit_moves(layer, sorted(moved))
-
-    def _on_points_data(self, bound: BoundSession, event: Any) -> None:
-        """Turn edits made with napari's point tools into graph edits."""
-        if bound.sync is None or bound.sync.is_updating:
-            return
-        action = str(getattr(event, "action", ""))
-        indices = [int(i) for i in getattr(event, "data_indices", ())]
-        if action.endswith("added"):
-            self._activate(bound)
-            points = bound.points
-            assert points is not None
-            n_new = len(points.data) - len(bound.session.graph)
-            if n_new > 0:
-                self._add_from_layer(bound, points.data[-n_new:])
-        elif action.endswith("removed"):
-            self._activate(bound)
-            known = bound.sync._ids  # the rows the layer showed before the removal
-            ids = [int(known[i]) for i in indices if 0 <= i < len(known)]
-            if ids:
-                self._delete(ids)
-        elif action.endswith("changed"):
-            if self._drag_moves is not None:
-                self._drag_moves.update(indices)
-            else:
-                assert bound.points is not None
-                self._commit_moves(bound.points, indices)
-
-    def _add_from_layer(self, bound: BoundSession, coords: np.ndarray) -> None:
-        geometry = bound.session.geometry
-        builders = [
-            lambda g, c=c: edits.add_node(g, int(round(c[0])), geometry.position_of(c))
-            for c in np.asarray(coords)
-        ]
-        self._try_execute(lambda: self._batch(f"add {len(builders)} node(s)", builders))
-
-    def _commit_moves(self, layer: Points, rows: Sequence[int]) -> None:
-        bound = self._active
-        if bound is None or layer is not bound.points:
-            return
-        graph = bound.session.graph
-        rows = [r for r in rows if r < len(graph)]
-        if not rows:
-            return
-        geometry = bound.session.geometry
-        rows_arr = np.asarray(rows)
-        shown = np.asarray(layer.data)[rows_arr]
-        moved = np.any(shown != geometry.coords(graph)[rows_arr], axis=1)
-        if not np.any(moved):
-            return
-        positions = np.array([geometry.position_of(c) for c in shown[moved]])
-        self.move_nodes(graph.ids[rows_arr[moved]], positions)
-
 
 def _remove(callbacks: list[Any], callback: Any) -> None:
     if callback in callbacks:

@@ -28,6 +28,7 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._keybindings import KEYBINDINGS
 from napari_cellect._napari._layer_data import Geometry
+from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect.track.graph import TrackGraph
 
@@ -70,7 +71,8 @@ class EditorWidget(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setWordWrap(True)
         for row, binding in enumerate(KEYBINDINGS):
-            for col, text in enumerate((binding.name, binding.key_text, binding.description)):
+            keys = binding.key_text.replace(" / ", "\n")  # one key per line keeps it narrow
+            for col, text in enumerate((binding.name, keys, binding.description)):
                 item = QTableWidgetItem(text)
                 item.setToolTip(binding.description)
                 self.table.setItem(row, col, item)
@@ -112,18 +114,13 @@ class EditorWidget(QWidget):
         layout.addWidget(QLabel("Keys (work when a layer of the tracks is selected):"))
         layout.addWidget(self.table, 1)
 
-        self.controller.session_changed.connect(self._on_session_changed)
-        self.controller.selection_changed.connect(self._on_selection_changed)
-        self.controller.refreshed.connect(self._on_refreshed)
-        self.controller.message.connect(self._on_message)
-        self.destroyed.connect(self._disconnect)
+        disconnect_on_destroy(self, [
+            (self.controller.session_changed, self._on_session_changed),
+            (self.controller.selection_changed, self._on_selection_changed),
+            (self.controller.refreshed, self._on_refreshed),
+            (self.controller.message, self._on_message),
+        ])
         self._on_session_changed(self.controller.session)
-
-    def _disconnect(self, *_args: Any) -> None:
-        self.controller.session_changed.disconnect(self._on_session_changed)
-        self.controller.selection_changed.disconnect(self._on_selection_changed)
-        self.controller.refreshed.disconnect(self._on_refreshed)
-        self.controller.message.disconnect(self._on_message)
 
     # ------------------------------------------------------------------ display
     def _on_session_changed(self, session: TrackingSession | None) -> None:

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect.errors import CellectError
 
 if TYPE_CHECKING:
@@ -107,12 +108,8 @@ class ExportWidget(QWidget):
         self.browse_button.clicked.connect(self._browse)
         self.export_button.clicked.connect(self.export)
         self.format_combo.currentIndexChanged.connect(self._suggest_path)
-        self.controller.session_changed.connect(self._on_session_changed)
-        self.destroyed.connect(self._disconnect)
+        disconnect_on_destroy(self, [(self.controller.session_changed, self._on_session_changed)])
         self._on_session_changed(self.controller.session)
-
-    def _disconnect(self, *_args: Any) -> None:
-        self.controller.session_changed.disconnect(self._on_session_changed)
 
     @property
     def format(self) -> ExportFormat:

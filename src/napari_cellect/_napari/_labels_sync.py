@@ -45,6 +45,10 @@ class LabelsSync:
         self._boxes: dict[int, dict[int, Box]] = {}
         self._stash: dict[int, _Stashed] = {}
 
+    def forget_boxes(self) -> None:
+        """Drop the cached boxes (the array was changed by someone else, e.g. painted)."""
+        self._boxes.clear()
+
     def _frame_boxes(self, t: int) -> dict[int, Box]:
         boxes = self._boxes.get(t)
         if boxes is None:

@@ -62,6 +62,7 @@ class LayerSync:
         self._labels_sync = LabelsSync(labels.data) if labels is not None else None
         self._hidden_for_empty = False
         self._updating = 0
+        self._kept: np.ndarray | None = None
         # mirror of what the layers show, to find what an edit changed
         self._ids = np.zeros(0, np.int64)
         self._track_ids = np.zeros(0, np.int64)
@@ -90,8 +91,14 @@ class LayerSync:
 
     def _refresh(self, changes: ChangeSet) -> None:
         graph = self.session.graph
+        self._kept = None
         if changes.rows_changed:
             self._refresh_rows()
+            if self._kept is not None:  # only removals: the other rows kept their styles
+                if "approved" in changes.columns:
+                    self.points.border_color = border_colors(graph["approved"], self.style)
+                if "radius" in changes.columns:
+                    self.points.size = point_sizes(graph, self.style)
         else:
             if changes.positions_changed:
                 self._set_points_data(self.session.geometry.coords(graph))
@@ -104,6 +111,13 @@ class LayerSync:
         if changes.structure_changed or changes.positions_changed:
             self._refresh_tracks_layer()
         self._remember()
+
+    def labels_edited(self) -> None:
+        """The Labels data was changed outside this class (painting): re-scan it when needed."""
+        if self._labels_sync is not None and not self.is_updating:
+            if self.labels is not None and self.labels.data is not self._labels_sync.labels:
+                self._labels_sync = LabelsSync(self.labels.data)
+            self._labels_sync.forget_boxes()
 
     def full_refresh(self) -> None:
         self.refresh(ChangeSet.everything())
@@ -120,7 +134,12 @@ class LayerSync:
             self.points.border_color = border_colors(values, self.style)
 
     def _refresh_rows(self) -> None:
-        """Nodes were added or removed."""
+        """Nodes were added or removed.
+
+        Sets ``_kept`` to the mask of old rows still shown when nodes were only removed (the
+        layer kept the styles of the other rows), else to None (every style must be reset).
+        """
+        self._kept = None
         if not self._refresh_rows_incremental():
             self._refresh_rows_full()
 
@@ -142,8 +161,11 @@ class LayerSync:
             # remove() drops exactly these rows from every per-point array (~10 ms at 50k)
             self.points.remove(np.flatnonzero(~kept).tolist())
         if len(new) > n_kept:
-            # add() re-validates every point's symbol (~90 ms at 50k); a data assignment is cheaper
+            # growing re-validates every point's symbol in napari (~40 ms at 50k); a data
+            # assignment does it once, Points.add() twice
             self.points.data = self.session.geometry.coords(graph)
+        else:
+            self._kept = kept
         self.points.features = points_features(graph)
         return True
 
@@ -165,10 +187,11 @@ class LayerSync:
     def _refresh_track_ids(self, changes: ChangeSet) -> None:
         graph = self.session.graph
         track = graph.track_ids()
-        if changes.rows_changed:
+        if changes.rows_changed and self._kept is None:
             self._style_all()
-        elif len(track) == len(self._track_ids):
-            changed_rows = np.flatnonzero(track != self._track_ids)
+        else:
+            before = self._track_ids if self._kept is None else self._track_ids[self._kept]
+            changed_rows = np.flatnonzero(track != before)
             if len(changed_rows):
                 self.points.features["track_id"] = track
                 face = np.asarray(self.points.face_color).copy()

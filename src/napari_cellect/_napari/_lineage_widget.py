@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 from napari_cellect._napari._changes import ChangeSet
 from napari_cellect._napari._colors import N_COLORS, PALETTE, palette_index
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect._napari._lineage_layout import (
     LineageLayout,
     approved_runs,
@@ -341,19 +342,13 @@ class LineageWidget(QWidget):
                         "Ctrl: columns only). Drag: pan. Double-click: fit.")
 
         self.canvas.node_clicked.connect(self._on_node_clicked)
-        self.controller.session_changed.connect(self._on_session_changed)
-        self.controller.refreshed.connect(self._on_refreshed)
-        self.controller.selection_changed.connect(self._on_selection_changed)
-        napari_viewer.dims.events.current_step.connect(self._on_current_step)
+        disconnect_on_destroy(self, [
+            (self.controller.session_changed, self._on_session_changed),
+            (self.controller.refreshed, self._on_refreshed),
+            (self.controller.selection_changed, self._on_selection_changed),
+            (napari_viewer.dims.events.current_step, self._on_current_step),
+        ])
         self._on_session_changed(self.controller.session)
-        self.destroyed.connect(self._disconnect)
-
-    def _disconnect(self, *_args: Any) -> None:
-        controller = self.controller
-        controller.session_changed.disconnect(self._on_session_changed)
-        controller.refreshed.disconnect(self._on_refreshed)
-        controller.selection_changed.disconnect(self._on_selection_changed)
-        self.viewer.dims.events.current_step.disconnect(self._on_current_step)
 
     # ------------------------------------------------------------------ updates
     def _on_session_changed(self, session: TrackingSession | None) -> None:

@@ -53,9 +53,9 @@ class TilingConfig:
 
     Attributes:
         tile: tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple. The
-            default holds a whole 41x512x512 embryo frame in one pass (fewest voxels computed;
-            about 2-3 GB of activations for the ``small`` preset); use 32x256x256, what the
-            original CELLECT network was trained on, for ``cellect-original`` or small memory.
+            default cuts a 41x512x512 embryo frame into 2x2 tiles (few voxels computed twice,
+            about 1.5 GB of activations for the ``small`` preset); use 32x256x256, what the
+            original CELLECT network was trained on, for ``cellect-original``.
         overlap: overlap (Z, Y, X) between neighbouring tiles. Each tile's owned region stays
             ``overlap // 2`` away from its inner edges; make it at least twice the width of the
             tile-edge artefacts of the network.
@@ -68,7 +68,7 @@ class TilingConfig:
         heads_dtype: dtype of the stitched small-head maps ('float16' halves their memory).
     """
 
-    tile: tuple[int, int, int] = (48, 512, 512)
+    tile: tuple[int, int, int] = (48, 288, 288)
     overlap: tuple[int, int, int] = (8, 32, 32)
     pad_mode: PadMode = "reflect"
     pad_to_tile: bool = False

@@ -3,8 +3,8 @@
 A person corrects a tracking result: approves links, breaks or replaces wrong ones, marks
 divisions, deletes false detections and adds missed cells. :func:`build_corrections` turns the
 corrected :class:`TrackGraph` (its ``approved`` column) and, optionally, the correction records of
-the edit history (``Compound.corrections`` of ``History.done``, see :func:`corrections_from_history`)
-into a :class:`CorrectionSet`:
+the edit history (``Compound.corrections`` of ``History.done``, see
+:func:`corrections_from_history`) into a :class:`CorrectionSet`:
 
 - **positive links** ``(parent, child)``: every approved link (graph ``approved`` column, plus
   ``link`` / ``approve`` records whose edge is still in the graph).
@@ -15,8 +15,10 @@ into a :class:`CorrectionSet`:
   an unapproved second child is left out, it may be a real daughter). For each approved track
   start (an approved node without a parent, after the first frame), the ``k`` nearest nodes of
   the previous frame are not its parent.
-- **division labels** ``node -> divides``: ``division`` records (mark / unmark), a mother with two
-  approved children (divides) and a node whose single child is approved (does not divide).
+- **division labels** ``node -> divides``: ``division`` records (mark / unmark; a mark is
+  withdrawn when the mother later loses a child, since linking a second child marks one), a
+  mother with two approved children (divides) and a node whose single child is approved (does
+  not divide).
 - **merge labels**: a deleted false detection within a radius of a kept node was a duplicate of
   it (merge positive); two approved nodes close together in one frame are distinct cells (merge
   negative).
@@ -122,7 +124,9 @@ class CorrectionConfig:
         for name in ("link_k", "merge_k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"CorrectionConfig.{name}: expected an integer >= 1, found {value!r}")
+                raise InputError(
+                    f"CorrectionConfig.{name}: expected an integer >= 1, found {value!r}"
+                )
         for name in ("duplicate_radii", "distinct_radii", "context_radii", "radius_floor"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
@@ -199,7 +203,8 @@ class CorrectionSet:
     @property
     def divides(self) -> dict[int, bool]:
         """Division labels as a dict ``node -> divides``."""
-        return {int(n): bool(d) for n, d in zip(self.division_nodes, self.division_divides, strict=True)}
+        pairs = zip(self.division_nodes.tolist(), self.division_divides.tolist(), strict=True)
+        return {int(n): bool(d) for n, d in pairs}
 
     def counts(self) -> dict[str, int]:
         """How many labels of each kind (plain ints, for logs and model metadata)."""
@@ -331,8 +336,8 @@ class CorrectionSet:
                 conflicts.append(f"node {node} is marked both dividing and not dividing")
             labels[node] = divides
         _raise_conflicts(conflicts)
-        candidates = _unique_pairs(np.concatenate([self.candidate_negatives, other.candidate_negatives]))
-        candidates = _minus(candidates, positive)
+        candidates = np.concatenate([self.candidate_negatives, other.candidate_negatives])
+        candidates = _minus(_unique_pairs(candidates), positive)
         return CorrectionSet(
             nodes=nodes,
             removed=removed,
@@ -411,19 +416,19 @@ def _replay(records: Iterable[Mapping[str, Any]]) -> _RecordState:
         kind = record.get("kind") if isinstance(record, Mapping) else None
         if kind not in KINDS:
             raise InputError(
-                f"correction record {number}: expected a dict with 'kind' among {', '.join(KINDS)}, "
-                f"found {record!r}"
+                f"correction record {number}: expected a dict with 'kind' among "
+                f"{', '.join(KINDS)}, found {record!r}"
             )
+        about_link = kind in ("link", "unlink", "approve", "unapprove")
         try:
-            if kind in ("link", "unlink", "approve", "unapprove"):
+            if about_link:
                 parent, child = int(record["parent"]), int(record["child"])
             else:
                 node = int(record["node"])
         except (KeyError, TypeError, ValueError):
             raise InputError(
                 f"correction record {number} ({kind}): expected integer "
-                f"{'parent and child' if kind in ('link', 'unlink', 'approve', 'unapprove') else 'node'}"
-                f", found {dict(record)!r}"
+                f"{'parent and child' if about_link else 'node'}, found {dict(record)!r}"
             ) from None
         if kind in ("link", "approve"):
             state.approved[child] = parent
@@ -432,6 +437,9 @@ def _replay(records: Iterable[Mapping[str, Any]]) -> _RecordState:
             state.broken.add((parent, child))
             if state.approved.get(child) == parent:
                 del state.approved[child]
+            # linking a second child marks a division (edits.link); losing a child withdraws it
+            if state.divisions.get(parent):
+                del state.divisions[parent]
         elif kind == "unapprove":
             if state.approved.get(child) == parent:
                 del state.approved[child]
@@ -610,7 +618,7 @@ def _broken_links(
     broken = _minus(broken, positive)
     known = view.has(broken[:, 0]) & view.has(broken[:, 1])
     broken = broken[known]
-    in_graph = view.parent[view.rows(broken[:, 1])] == broken[:, 0] if len(broken) else np.zeros(0, bool)
+    in_graph = view.parent[view.rows(broken[:, 1])] == broken[:, 0]
     if np.any(in_graph):
         logger.debug("%d broken link(s) are back in the tracks (re-linked); not negatives",
                      int(in_graph.sum()))  # fmt: skip
@@ -703,18 +711,21 @@ def _removed_table(removed: Mapping[int, Mapping[str, float]]) -> dict[str, np.n
     return _table(table, REMOVED_COLUMNS, "removed")
 
 
-def _duplicates(view: _GraphView, removed: dict[str, np.ndarray], cfg: CorrectionConfig) -> np.ndarray:
+def _duplicates(
+    view: _GraphView, removed: dict[str, np.ndarray], cfg: CorrectionConfig
+) -> np.ndarray:
     """``(kept, removed)``: each deleted detection and the nearest kept node within the gate."""
     out = []
     radius = np.asarray(removed["radius"], np.float64)
     radius = np.where(np.isfinite(radius), np.maximum(radius, cfg.radius_floor), cfg.radius_floor)
-    pos = np.stack([removed[c] for c in ("z", "y", "x")], axis=1) if len(radius) else np.zeros((0, 3))
+    pos = _xyz(removed)
     for t in np.unique(removed["t"]):
         kept = view.frame_rows(t)
         here = np.flatnonzero(removed["t"] == t)
         if len(kept) == 0:
             continue
-        dist, idx = cKDTree(scaled(view.pos[kept], view.z_ratio)).query(scaled(pos[here], view.z_ratio))
+        tree = cKDTree(scaled(view.pos[kept], view.z_ratio))
+        dist, idx = tree.query(scaled(pos[here], view.z_ratio))
         gate = cfg.duplicate_radii * np.maximum(radius[here], view.radius[kept[idx]])
         near = dist <= gate
         out.append(np.stack([view.ids[kept[idx[near]]], removed["id"][here[near]]], axis=1))
@@ -750,17 +761,16 @@ def _with_context(
 ) -> np.ndarray:
     """``rows`` plus every node of their frames within ``context_radii`` of them or of a removed
     node (the nodes a one-to-one matching to detections must see)."""
-    removed_pos = np.stack([removed[c] for c in ("z", "y", "x")], axis=1) if len(removed["id"]) else (
-        np.zeros((0, 3))
-    )
+    removed_pos = _xyz(removed)
     out = [rows]
     for t in np.unique(np.concatenate([view.t[rows], removed["t"]])):
         frame = view.frame_rows(t)
         if len(frame) == 0:
             continue
-        centres = np.concatenate([view.pos[rows[view.t[rows] == t]], removed_pos[removed["t"] == t]])
+        here = rows[view.t[rows] == t]
+        centres = np.concatenate([view.pos[here], removed_pos[removed["t"] == t]])
         radius = np.concatenate([
-            view.radius[rows[view.t[rows] == t]],
+            view.radius[here],
             np.full(int(np.count_nonzero(removed["t"] == t)), cfg.radius_floor),
         ])  # fmt: skip
         tree = cKDTree(scaled(view.pos[frame], view.z_ratio))
@@ -826,7 +836,15 @@ def _table_from_plain(data: Any, columns: Mapping[str, np.dtype]) -> dict[str, A
     return out
 
 
-def _table(data: Mapping[str, Any], columns: Mapping[str, np.dtype], what: str) -> dict[str, np.ndarray]:
+def _xyz(table: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N, 3) z, y, x of a table with those columns."""
+    columns = [np.asarray(table[c], np.float64) for c in ("z", "y", "x")]
+    return np.stack(columns, axis=1).reshape(-1, 3)
+
+
+def _table(
+    data: Mapping[str, Any], columns: Mapping[str, np.dtype], what: str
+) -> dict[str, np.ndarray]:
     lengths = {name: len(np.atleast_1d(data.get(name, []))) for name in columns if name in data}
     n = max(lengths.values(), default=0)
     out = {}

@@ -82,7 +82,10 @@ class ReviewQueue:
     """
 
     def __init__(
-        self, graph: TrackGraph, config: ReviewConfig | None = None, margins: np.ndarray | None = None
+        self,
+        graph: TrackGraph,
+        config: ReviewConfig | None = None,
+        margins: np.ndarray | None = None,
     ) -> None:
         self.graph = graph
         self.config = config or ReviewConfig()
@@ -91,7 +94,8 @@ class ReviewQueue:
             margins = np.asarray(margins, np.float64).reshape(-1)
             if len(margins) != len(graph):
                 raise InputError(
-                    f"ReviewQueue: expected one margin per node ({len(graph)}), found {len(margins)}"
+                    f"ReviewQueue: expected one margin per node ({len(graph)}), "
+                    f"found {len(margins)}"
                 )
             self._given = dict(zip(graph.ids.tolist(), margins.tolist(), strict=True))
         elif MARGIN_COLUMN not in graph.columns and self.config.links:

@@ -51,6 +51,7 @@ from napari_cellect.train.targets import (
 logger = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "edge", "constant")
+SOURCE_WEIGHTINGS = ("uniform", "cells")
 
 
 # ------------------------------------------------------------------------------- sources
@@ -119,7 +120,8 @@ def check_source(source: TrainSource) -> None:
     if not np.any(usable):
         raise InputError(
             f"{name}: no annotation lies inside the images: images have {n_t} frames of "
-            f"(Z, Y, X) = {tuple(shape[1:])}, annotations cover frames {int(t.min())}..{int(t.max())}"
+            f"(Z, Y, X) = {tuple(shape[1:])}, annotations cover frames "
+            f"{int(t.min())}..{int(t.max())}"
             f" and z {pos[:, 0].min():.1f}..{pos[:, 0].max():.1f}, y {pos[:, 1].min():.1f}.."
             f"{pos[:, 1].max():.1f}, x {pos[:, 2].min():.1f}..{pos[:, 2].max():.1f}"
         )
@@ -159,6 +161,9 @@ class SamplingConfig:
     """Fraction of crops centred on a random annotated cell of frame t; the rest are uniform."""
     centre_jitter: float = 0.25
     """Random shift of a cell-centred crop, as a fraction of the crop size."""
+    source_weighting: str = "uniform"
+    """How a sample picks its series: ``uniform`` (each series equally often) or ``cells``
+    (in proportion to its annotated cells)."""
     pad_mode: str = "reflect"
     """How volumes smaller than the crop are padded (the tiler's pad modes)."""
     cache_pairs: int = 64
@@ -172,11 +177,18 @@ class SamplingConfig:
         for name in ("division_fraction", "cell_fraction", "centre_jitter"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise InputError(f"SamplingConfig.{name}: expected a value in [0, 1], found {value}")
+                raise InputError(
+                    f"SamplingConfig.{name}: expected a value in [0, 1], found {value}"
+                )
         if self.division_fraction + self.cell_fraction > 1.0 + 1e-9:
             raise InputError(
                 "SamplingConfig: division_fraction + cell_fraction must be <= 1, found "
                 f"{self.division_fraction} + {self.cell_fraction}"
+            )
+        if self.source_weighting not in SOURCE_WEIGHTINGS:
+            raise InputError(
+                f"SamplingConfig.source_weighting: expected one of {SOURCE_WEIGHTINGS}, found "
+                f"{self.source_weighting!r}"
             )
         if self.pad_mode not in PAD_MODES:
             raise InputError(
@@ -275,11 +287,12 @@ class Sampler:
             raise InputError(
                 "no annotated frame t has a next frame t+1 in its images; training needs pairs"
             )
-        self.frame_weights = np.array(
-            [sum(len(index.rows_in_frame(int(t))) for t in f) for f, index in
-             zip(self.frames, self.indices)], dtype=np.float64,
-        )  # fmt: skip
-        self.frame_weights /= self.frame_weights.sum()
+        usable = np.array([len(f) > 0 for f in self.frames], dtype=np.float64)
+        if self.sampling.source_weighting == "cells":
+            usable *= [sum(len(index.rows_in_frame(int(t))) for t in f)
+                       for f, index in zip(self.frames, self.indices)]  # fmt: skip
+        self.source_weights = usable
+        self.source_weights /= self.source_weights.sum()
 
     # -------------------------------------------------------------------- images
     def normalized_pair(self, source: int, t: int) -> np.ndarray:
@@ -350,7 +363,7 @@ class Sampler:
                ) -> TrainSample:
         """Draw one sample (any of ``source``, ``t``, ``origin`` may be fixed)."""
         if source is None:
-            source = int(rng.choice(len(self.sources), p=self.frame_weights))
+            source = int(rng.choice(len(self.sources), p=self.source_weights))
         if t is None:
             frames = self.frames[source]
             if len(frames) == 0:

@@ -30,8 +30,11 @@ duplicate of a kept node, 0 for two distinct approved cells.
 held-out part of the rows (``validation_fraction``, at least one row) for early stopping (the
 weights of the best validation loss are kept, which may be the starting weights), and an L2-SP
 penalty ``l2sp * ||w - w0||^2`` that keeps the weights near the starting ones so a few
-corrections cannot wreck the model. A loss term is used only when its training rows hold both
-classes (a set of only positives would teach "everything matches"). The networks stay in eval
+corrections cannot wreck the model. Two phases, each with its own early stopping: first the link
+and merge candidates, then the link scorer's division head alone on the tuned encoder (the few
+division labels are memorised within a few steps, long before the link labels are learned). A
+loss term is used only when its training rows hold both classes (a set of only positives would
+teach "everything matches"). The networks stay in eval
 mode: dropout is off and batch-norm statistics are those of the base model. The given bundle is
 never modified: everything happens on a deep copy, and a cancelled run raises
 :class:`~napari_cellect.errors.Cancelled`.
@@ -80,7 +83,7 @@ class FinetuneConfig:
     """Settings of :func:`finetune` (recorded in the tuned bundle's metadata)."""
 
     epochs: int = 25
-    """Most epochs (early stopping usually ends sooner)."""
+    """Most epochs per phase (early stopping usually ends sooner)."""
     steps_per_epoch: int = 8
     """Optimiser steps per epoch, each on a random mini-batch of training rows."""
     batch_size: int = 256
@@ -121,26 +124,35 @@ class FinetuneConfig:
     current setting."""
 
     def __post_init__(self) -> None:
-        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
-            raise InputError(f"FinetuneConfig.threads: expected None or an integer >= 1, found {self.threads!r}")
+        def bad(name: str, expected: str) -> InputError:
+            return InputError(
+                f"FinetuneConfig.{name}: expected {expected}, found {getattr(self, name)!r}"
+            )
+
+        if self.threads is not None and not _is_int(self.threads, 1):
+            raise bad("threads", "None or an integer >= 1")
         for name in ("epochs", "steps_per_epoch", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"FinetuneConfig.{name}: expected an integer >= 1, found {value!r}")
+            if not _is_int(getattr(self, name), 1):
+                raise bad(name, "an integer >= 1")
         for name in ("lr", "match_min_distance", "match_radius_factor"):
             if not getattr(self, name) > 0:
-                raise InputError(f"FinetuneConfig.{name}: expected a number > 0, found {getattr(self, name)}")
+                raise bad(name, "a number > 0")
         for name in ("l2sp", "min_improvement", "link_weight", "division_weight", "merge_weight"):
             if not getattr(self, name) >= 0:
-                raise InputError(f"FinetuneConfig.{name}: expected a number >= 0, found {getattr(self, name)}")
+                raise bad(name, "a number >= 0")
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise InputError(
-                f"FinetuneConfig.validation_fraction: expected [0, 1), found {self.validation_fraction}"
-            )
+            raise bad("validation_fraction", "a number in [0, 1)")
 
     @property
     def match(self) -> MatchConfig:
-        return MatchConfig(radius_factor=self.match_radius_factor, min_distance=self.match_min_distance)
+        """How nodes are matched to detections."""
+        return MatchConfig(
+            radius_factor=self.match_radius_factor, min_distance=self.match_min_distance
+        )
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,8 @@ class FinetuneProgress:
     best_val_loss: float
     n_rows: dict[str, int] = field(default_factory=dict)
     """Training rows per scorer (``link``, ``merge``)."""
+    stage: str = ""
+    """``links and merges`` or ``divisions`` (see :func:`finetune`)."""
 
 
 ProgressCallback = Callable[[FinetuneProgress], None]
@@ -326,6 +340,10 @@ class _Rows:
         return out
 
 
+def _ordered(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a <= b else (b, a)
+
+
 def _pair_set(pairs: np.ndarray) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in np.asarray(pairs).reshape(-1, 2).tolist()}
 
@@ -393,7 +411,7 @@ def _merge_rows(
             b_node, b_removed = int(member_node[c]), int(member_removed[c])
             if (a_node, b_removed) in cs.duplicates or (b_node, a_removed) in cs.duplicates:
                 target[i, j], known[i, j] = 1.0, True
-            elif a_node >= 0 and b_node >= 0 and (min(a_node, b_node), max(a_node, b_node)) in cs.distinct:
+            elif a_node >= 0 and b_node >= 0 and _ordered(a_node, b_node) in cs.distinct:
                 known[i, j] = True
     has_positive = (known & (target > 0)).any(axis=1)
     query = raw.subset(q)
@@ -521,7 +539,9 @@ def _labelled_ids(cs: CorrectionSet) -> np.ndarray:
     ]))  # fmt: skip
 
 
-def _link_queries(cs: CorrectionSet, nodes: dict[str, np.ndarray]) -> tuple[dict[int, np.ndarray], int]:
+def _link_queries(
+    cs: CorrectionSet, nodes: dict[str, np.ndarray]
+) -> tuple[dict[int, np.ndarray], int]:
     """Labelled parents per frame (links to the next frame, and division labels)."""
     order = np.argsort(nodes["id"])
     sorted_ids = nodes["id"][order]
@@ -567,7 +587,9 @@ def _candidate_bce(scores: PairScores, rows: dict[str, Tensor], idx: Tensor) -> 
     """BCE of the known candidates and of the known "none" targets (always 0)."""
     known = rows["known"][idx].float()
     none_known = rows["none_known"][idx].float()
-    bce = F.binary_cross_entropy_with_logits(scores.candidates.float(), rows["target"][idx], reduction="none")
+    bce = F.binary_cross_entropy_with_logits(
+        scores.candidates.float(), rows["target"][idx], reduction="none"
+    )
     none = F.binary_cross_entropy_with_logits(
         scores.none.float(), torch.zeros_like(none_known), reduction="none"
     )
@@ -590,7 +612,7 @@ def _division_loss(scores: PairScores, rows: dict[str, Tensor], idx: Tensor) -> 
 
 @dataclass
 class _Term:
-    """One scorer's trainable rows and which of its losses are active."""
+    """One scorer's rows, split into training and validation, and which losses it trains."""
 
     name: str
     scorer: BaseScorer
@@ -599,21 +621,76 @@ class _Term:
     val_idx: np.ndarray
     candidates: bool
     division: bool
-    weight: float
-    division_weight: float
 
-    def loss(self, idx: np.ndarray) -> Tensor:
+    def loss(self, idx: np.ndarray, part: str, cfg: FinetuneConfig) -> Tensor:
+        """The ``candidates`` or ``division`` loss (weighted) of rows ``idx``."""
         index = torch.as_tensor(idx, dtype=torch.long, device=self.rows["target"].device)
         keys = ("query_emb", "cand_emb", "offsets", "query_radius", "cand_radius", "query_div",
                 "cand_div")  # fmt: skip
         scores = self.scorer.score(**{k: self.rows[k][index] for k in keys},
                                    mask=self.rows["mask"][index])  # fmt: skip
-        total = scores.candidates.sum() * 0.0
-        if self.candidates:
-            total = total + self.weight * _candidate_bce(scores, self.rows, index)
-        if self.division:
-            total = total + self.division_weight * _division_loss(scores, self.rows, index)
+        if part == "division":
+            return cfg.division_weight * _division_loss(scores, self.rows, index)
+        weight = cfg.link_weight if self.name == "link" else cfg.merge_weight
+        return weight * _candidate_bce(scores, self.rows, index)
+
+
+@dataclass
+class _Phase:
+    """One stage of fine-tuning: some losses, the parameters they move, early stopping on their
+    validation loss."""
+
+    name: str
+    parts: list[tuple[_Term, str]]
+    params: list[Tensor]
+    scorers: list[BaseScorer]
+
+    def loss(self, cfg: FinetuneConfig, rng: np.random.Generator | None = None) -> Tensor:
+        """Training loss of a random mini-batch (``rng``), or the validation loss (no rng)."""
+        total = torch.zeros(())
+        for term, part in self.parts:
+            if rng is None:
+                if len(term.val_idx) == 0:
+                    continue
+                idx = term.val_idx
+            else:
+                idx = rng.choice(term.train_idx, size=min(cfg.batch_size, len(term.train_idx)),
+                                 replace=False)  # fmt: skip
+            total = total + term.loss(idx, part, cfg)
         return total
+
+    @property
+    def has_validation(self) -> bool:
+        return any(len(term.val_idx) for term, _ in self.parts)
+
+
+def _phases(terms: list[_Term]) -> list[_Phase]:
+    """Links and merges first; then the division head alone, on the tuned encoder.
+
+    The division labels are few (a handful of mothers) and the head memorises them within a
+    few steps while the link labels still teach: each gets its own early stopping. Only the
+    division head's own parameters move in the second phase, so it cannot undo the first; the
+    original architecture has no separate head (its division logits share the output layer), so
+    there the second phase keeps the candidate loss too.
+    """
+    phases = []
+    candidates = [t for t in terms if t.candidates]
+    if candidates:
+        phases.append(_Phase(
+            "links and merges", [(t, "candidates") for t in candidates],
+            [p for t in candidates for p in t.scorer.parameters()], [t.scorer for t in candidates],
+        ))  # fmt: skip
+    for term in terms:
+        if not term.division:
+            continue
+        head = getattr(term.scorer, "division_head", None)
+        if head is not None:
+            phases.append(_Phase("divisions", [(term, "division")], list(head.parameters()),
+                                 [term.scorer]))  # fmt: skip
+        else:
+            parts = [(term, "division")] + ([(term, "candidates")] if term.candidates else [])
+            phases.append(_Phase("divisions", parts, list(term.scorer.parameters()), [term.scorer]))
+    return phases
 
 
 def _classes(rows: dict[str, Tensor], idx: np.ndarray) -> tuple[bool, bool]:
@@ -624,10 +701,6 @@ def _classes(rows: dict[str, Tensor], idx: np.ndarray) -> tuple[bool, bool]:
     cand = bool((known & (target > 0)).any()) and bool((known & (target == 0)).any())
     division = rows["division"][index]
     return cand, bool((division == 1).any()) and bool((division == 0).any())
-
-
-def _l2sp(scorer: BaseScorer, start: list[Tensor]) -> Tensor:
-    return sum(((p - p0) ** 2).sum() for p, p0 in zip(scorer.parameters(), start, strict=True))
 
 
 def iter_finetune(
@@ -653,6 +726,16 @@ def iter_finetune(
                            source)  # fmt: skip
 
 
+@dataclass
+class _Outcome:
+    """What the training loop did (for the metadata)."""
+
+    epochs_run: int = 0
+    best_epochs: dict[str, int] = field(default_factory=dict)
+    val_before: dict[str, float] = field(default_factory=dict)
+    val_after: dict[str, float] = field(default_factory=dict)
+
+
 def _finetune_steps(
     bundle: ModelBundle,
     corrections: CorrectionSet,
@@ -665,67 +748,95 @@ def _finetune_steps(
 ) -> Iterator[FinetuneProgress]:
     with _torch_threads(cfg.threads):
         started = time.perf_counter()
-        device = resolve_device(cfg.device)
         tuned = copy.deepcopy(bundle)
-        tuned.to(device).eval()
+        tuned.to(resolve_device(cfg.device)).eval()
         data = build_training_data(tuned, corrections, detections, z_ratio, cfg, linking)
         rng = np.random.default_rng(cfg.seed)
-        terms = _terms(tuned, data, cfg, rng, device)
-        params = [p for term in terms for p in term.scorer.parameters()]
-        scorers = list({id(t.scorer): t.scorer for t in terms}.values())
-        start = {id(s): [p.detach().clone() for p in s.parameters()] for s in scorers}
-        optimiser = torch.optim.Adam(params, lr=cfg.lr)
+        terms = _terms(tuned, data, cfg, rng, next(tuned.link_scorer.parameters()).device)
+        phases = _phases(terms)
+        anchors = {id(p): p.detach().clone() for ph in phases for p in ph.params}
         n_rows = {t.name: len(t.train_idx) for t in terms}
+        outcome = _Outcome()
+        with torch.no_grad():
+            for phase in phases:
+                if phase.has_validation:
+                    outcome.val_before[phase.name] = float(phase.loss(cfg).item())
+        total = cfg.epochs * len(phases)
+        yield FinetuneProgress(0, total, float("nan"), float("nan"), float("nan"), n_rows, "ready")
+        for phase in phases:
+            yield from _train_phase(phase, cfg, rng, anchors, should_stop, outcome, total, n_rows)
+        if should_stop is not None and should_stop():
+            raise Cancelled("fine-tuning cancelled; the model is unchanged")
+        tuned.eval()
+        seconds = time.perf_counter() - started
+        _record(tuned, corrections, data, cfg, source, outcome, seconds)
+        logger.info(
+            "fine-tuned on %s rows in %.1f s: validation loss %s -> %s", n_rows, seconds,
+            outcome.val_before, outcome.val_after,
+        )  # fmt: skip
+        return tuned
 
-        def validation() -> float:
-            if not any(len(t.val_idx) for t in terms):
-                return float("nan")
-            with torch.no_grad():
-                return float(sum(t.loss(t.val_idx).item() for t in terms if len(t.val_idx)))
 
-        def check_stop() -> None:
-            if should_stop is not None and should_stop():
-                raise Cancelled("fine-tuning cancelled; the model is unchanged")
+def _train_phase(
+    phase: _Phase,
+    cfg: FinetuneConfig,
+    rng: np.random.Generator,
+    anchors: dict[int, Tensor],
+    should_stop: Callable[[], bool] | None,
+    outcome: _Outcome,
+    total_epochs: int,
+    n_rows: dict[str, int],
+) -> Iterator[FinetuneProgress]:
+    """Adam on ``phase.params`` with L2-SP towards ``anchors``; keeps the weights of the best
+    validation loss (possibly the starting ones)."""
+    moving = {id(p) for p in phase.params}
+    for scorer in phase.scorers:
+        for p in scorer.parameters():
+            p.requires_grad_(id(p) in moving)
+    optimiser = torch.optim.Adam(phase.params, lr=cfg.lr)
 
-        best = validation()
-        first_val = best
-        best_state = _state(scorers)
-        best_epoch, stale, epoch = 0, 0, 0
-        yield FinetuneProgress(0, cfg.epochs, float("nan"), best, best, n_rows)
+    def validation() -> float:
+        if not phase.has_validation:
+            return float("nan")
+        with torch.no_grad():
+            return float(phase.loss(cfg).item())
+
+    best = validation()
+    best_state = _state(phase.scorers)
+    best_epoch = stale = 0
+    try:
         for epoch in range(1, cfg.epochs + 1):
             losses = []
             for _ in range(cfg.steps_per_epoch):
-                check_stop()
+                if should_stop is not None and should_stop():
+                    raise Cancelled("fine-tuning cancelled; the model is unchanged")
                 optimiser.zero_grad()
-                loss = sum(
-                    t.loss(rng.choice(t.train_idx, size=min(cfg.batch_size, len(t.train_idx)),
-                                      replace=False))
-                    for t in terms
-                )  # fmt: skip
+                loss = phase.loss(cfg, rng)
                 if cfg.l2sp > 0:
-                    loss = loss + cfg.l2sp * sum(_l2sp(s, start[id(s)]) for s in scorers)
+                    drift = sum(((p - anchors[id(p)]) ** 2).sum() for p in phase.params)
+                    loss = loss + cfg.l2sp * drift
                 loss.backward()
                 optimiser.step()
                 losses.append(float(loss.item()))
             val = validation()
+            outcome.epochs_run += 1
             if np.isnan(val) or val < best - cfg.min_improvement:
-                best, best_state, best_epoch, stale = val, _state(scorers), epoch, 0
+                best, best_state, best_epoch, stale = val, _state(phase.scorers), epoch, 0
             else:
                 stale += 1
-            yield FinetuneProgress(epoch, cfg.epochs, float(np.mean(losses)), val, best, n_rows)
+            yield FinetuneProgress(outcome.epochs_run, total_epochs, float(np.mean(losses)), val,
+                                   best, n_rows, phase.name)  # fmt: skip
             if stale >= cfg.patience:
-                logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+                logger.debug("%s: early stop at epoch %d (best %d)", phase.name, epoch, best_epoch)
                 break
-        check_stop()
-        _load_state(scorers, best_state)
-        tuned.eval()
-        seconds = time.perf_counter() - started
-        _record(tuned, corrections, data, cfg, source, epoch, best_epoch, first_val, best, seconds)
-        logger.info(
-            "fine-tuned on %s in %.1f s: validation loss %.4g -> %.4g (best epoch %d of %d)",
-            n_rows, seconds, first_val, best, best_epoch, epoch,
-        )  # fmt: skip
-        return tuned
+    finally:
+        for scorer in phase.scorers:
+            for p in scorer.parameters():
+                p.requires_grad_(True)
+    _load_state(phase.scorers, best_state)
+    outcome.best_epochs[phase.name] = best_epoch
+    if not np.isnan(best):
+        outcome.val_after[phase.name] = best
 
 
 def finetune(
@@ -759,8 +870,7 @@ def finetune(
         NotEnoughCorrections: no corrections, only positives, or nothing matched a detection.
         Cancelled: ``should_stop`` returned True.
     """
-    cfg = config or FinetuneConfig()
-    runner = iter_finetune(bundle, corrections, detections, z_ratio=z_ratio, config=cfg,
+    runner = iter_finetune(bundle, corrections, detections, z_ratio=z_ratio, config=config,
                            linking=linking, should_stop=should_stop, source=source)  # fmt: skip
     while True:
         try:
@@ -790,10 +900,9 @@ def _terms(
     """Split each scorer's rows and decide which of its losses can be trained."""
     terms: list[_Term] = []
     missing: list[str] = []
-    specs = (("link", data.link, bundle.link_scorer, cfg.train_link, cfg.train_division,
-              cfg.link_weight),
-             ("merge", data.merge, bundle.merge_scorer, cfg.train_merge, False, cfg.merge_weight))  # fmt: skip
-    for name, rows, scorer, use_cand, use_div, weight in specs:
+    specs = (("link", data.link, bundle.link_scorer, cfg.train_link, cfg.train_division),
+             ("merge", data.merge, bundle.merge_scorer, cfg.train_merge, False))  # fmt: skip
+    for name, rows, scorer, use_cand, use_div in specs:
         if len(rows) == 0:
             missing.append(f"no {name} rows (no {name} label matched a detection)")
             continue
@@ -810,8 +919,7 @@ def _terms(
         if name == "link" and use_div and not div_ok:
             logger.info("division head not tuned: its labels hold one class only")
         if cand_ok or div_ok:
-            terms.append(_Term(name, scorer, tensors, train_idx, val_idx, cand_ok, div_ok, weight,
-                               cfg.division_weight))  # fmt: skip
+            terms.append(_Term(name, scorer, tensors, train_idx, val_idx, cand_ok, div_ok))
     if not terms:
         raise NotEnoughCorrections(
             "nothing to fine-tune: " + "; ".join(missing) + ". Approve links next to other "
@@ -836,12 +944,15 @@ def _load_state(scorers: list[BaseScorer], states: list[dict[str, Tensor]]) -> N
 
 def _record(
     bundle: ModelBundle, cs: CorrectionSet, data: TrainingData, cfg: FinetuneConfig,
-    source: str | None, epochs_run: int, best_epoch: int, val_before: float, val_after: float,
-    seconds: float,
+    source: str | None, outcome: _Outcome, seconds: float,
 ) -> None:  # fmt: skip
     """What the bundle was tuned on, in its metadata history."""
     n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "finetune")
     base = bundle.metadata.name
+
+    def total(values: dict[str, float]) -> float | None:
+        return float(sum(values.values())) if values else None
+
     details: dict[str, Any] = {
         "base": base,
         "source": str(source or cs.source or ""),
@@ -850,10 +961,12 @@ def _record(
         "merge_rows": len(data.merge),
         "synthetic_detections": int(data.n_synthetic),
         "frames": f"{data.frames[0]}-{data.frames[-1]}" if data.frames else "",
-        "epochs_run": int(epochs_run),
-        "best_epoch": int(best_epoch),
-        "val_loss_before": None if np.isnan(val_before) else float(val_before),
-        "val_loss_after": None if np.isnan(val_after) else float(val_after),
+        "epochs_run": int(outcome.epochs_run),
+        "best_epochs": ", ".join(f"{k}: {v}" for k, v in outcome.best_epochs.items()),
+        "val_loss_before": total(outcome.val_before),
+        "val_loss_after": total(outcome.val_after),
+        "division_val_loss_before": outcome.val_before.get("divisions"),
+        "division_val_loss_after": outcome.val_after.get("divisions"),
         "seconds": round(float(seconds), 2),
         "lr": cfg.lr,
         "l2sp": cfg.l2sp,
@@ -929,13 +1042,16 @@ def relink(
         if np.any(keep_pos):
             moved = dets.positions.copy()
             moved[det_of_node[keep_pos]] = positions[rows[keep_pos]]
-            dets = Detections(dets.t, moved, dets.embeddings, dets.radius, dets.division, dets.score)
+            dets = Detections(
+                dets.t, moved, dets.embeddings, dets.radius, dets.division, dets.score
+            )
         drop = np.zeros(len(dets), bool)
         if removed is not None and np.any(removed["t"] == det.t):
             gone = removed["t"] == det.t
             free = np.flatnonzero(frame_ids < 0)
-            hit_removed = _match_to(dets.subset(free), _xyz(removed, gone), removed["radius"][gone],
-                                    z_ratio, match)  # fmt: skip
+            hit_removed = _match_to(
+                dets.subset(free), _xyz(removed, gone), removed["radius"][gone], z_ratio, match
+            )
             drop[free[hit_removed[hit_removed >= 0]]] = True
         new = (frame_ids < 0) & ~drop
         frame_ids[new] = np.arange(next_id, next_id + int(new.sum()))
@@ -943,8 +1059,9 @@ def relink(
         dets, frame_ids = dets.subset(~drop), frame_ids[~drop]
         missing = rows[~hit & required[rows]]
         if len(missing):
-            extra = synthetic_detections(dets, positions[missing], graph["radius"][missing], z_ratio,
-                                         dim)  # fmt: skip
+            extra = synthetic_detections(
+                dets, positions[missing], graph["radius"][missing], z_ratio, dim
+            )
             dets = Detections.concat([dets, extra]) if len(dets) else extra
             frame_ids = np.concatenate([frame_ids, graph.ids[missing]])
         per_frame.append(dets)
@@ -969,6 +1086,7 @@ def _mark_changed(new: TrackGraph, old: TrackGraph) -> tuple[TrackGraph, np.ndar
     columns = {name: new[name] for name in new.columns}
     columns[CHANGED_COLUMN] = changed
     out = TrackGraph.from_arrays(validate=False, **columns)
-    links = np.stack([new["parent_id"], new.ids], axis=1)[changed & (new["parent_id"] != NO_PARENT)]
+    linked = changed & (new["parent_id"] != NO_PARENT)
+    links = np.stack([new["parent_id"][linked], new.ids[linked]], axis=1)
     logger.info("relink: %d link(s) changed", len(links))
     return out, links

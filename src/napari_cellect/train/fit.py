@@ -23,8 +23,8 @@ without the original's bugs listed in §8 item 11):
   with the embedding kept in the autograd graph (radius and division probabilities detached: they
   have their own losses).
 
-**Validation** (every epoch) runs the real inference path (:func:`napari_cellect.infer.predict.predict_frame`:
-normalisation, tiling, peak finder) on whole validation frames, matches detections to the
+**Validation** (every epoch) runs the real inference path
+(:func:`napari_cellect.infer.predict.predict_frame`: normalisation, tiling, peak finder) on whole validation frames, matches detections to the
 annotations and measures detection F1 (best over the threshold grid) and link accuracy (share of
 annotated links whose best-scoring candidate is a true successor), plus the losses on fixed
 validation crops. The best epoch by ``(F1 + link accuracy) / 2`` is kept (by the lowest
@@ -54,7 +54,6 @@ import torch
 from torch import Tensor, nn
 
 from napari_cellect.config import (
-    DetectionConfig,
     NormalizationConfig,
     TrackingConfig,
     config_from_dict,
@@ -63,7 +62,7 @@ from napari_cellect.config import (
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import Cancelled, InputError, ModelError
 from napari_cellect.infer.detect import detect
-from napari_cellect.infer.device import autocast_context, resolve_device
+from napari_cellect.infer.device import amp_dtype, autocast_context, resolve_device
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.infer.predict import predict_frame, resolve_model
 from napari_cellect.infer.tiling import TilingConfig
@@ -153,9 +152,13 @@ class TrainConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     """Intensity normalisation, used for training and stored in the bundle."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Crop size and where crops are taken."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Random augmentations of the training crops."""
     targets: TargetConfig = field(default_factory=TargetConfig)
+    """How annotations become targets (default radius, centre rings)."""
     losses: LossConfig = field(default_factory=LossConfig)
+    """Loss weights and their settings."""
     match: MatchConfig = field(default_factory=MatchConfig)
     """When a detection counts as an annotated cell (training targets and validation)."""
     gt_jitter: float = 0.15
@@ -195,12 +198,17 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, found {getattr(self, name)}")
         if not 0 <= self.duplicate_fraction <= 1:
-            problems.append(f"duplicate_fraction must be in [0, 1], found {self.duplicate_fraction}")
+            problems.append(
+                f"duplicate_fraction must be in [0, 1], found {self.duplicate_fraction}"
+            )
         if not self.threshold_grid or not all(0 < t < 1 for t in self.threshold_grid):
-            problems.append(f"threshold_grid must hold values in (0, 1), found {self.threshold_grid}")
+            problems.append(
+                f"threshold_grid must hold values in (0, 1), found {self.threshold_grid}"
+            )
         if problems:
             raise InputError("invalid TrainConfig: " + "; ".join(problems))
-        object.__setattr__(self, "threshold_grid", tuple(sorted(float(t) for t in self.threshold_grid)))
+        grid = tuple(sorted(float(t) for t in self.threshold_grid))
+        object.__setattr__(self, "threshold_grid", grid)
         object.__setattr__(self, "duplicate_offset", tuple(float(v) for v in self.duplicate_offset))
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,7 +375,8 @@ def _lr_schedule(cfg: TrainConfig) -> Callable[[int], float]:
             return (step + 1) / cfg.warmup_steps
         span = max(1, total - cfg.warmup_steps)
         done = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.lr_final_factor + (1 - cfg.lr_final_factor) * 0.5 * (1 + math.cos(math.pi * done))
+        cosine = 0.5 * (1 + math.cos(math.pi * done))
+        return cfg.lr_final_factor + (1 - cfg.lr_final_factor) * cosine
 
     return factor
 
@@ -432,6 +441,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.epochs * config.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_schedule(config))
+        # float16 autocast (GPUs without bfloat16) needs loss scaling; a no-op otherwise
+        fp16 = config.amp and amp_dtype(self.device) == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -483,10 +495,12 @@ class Trainer:
         pairs = []
         n = self.config.validation_frames
         for source, index in enumerate(self.val_sampler.indices):
-            frames = [int(t) for t in self.val_sampler.frames[source] if index.is_annotated(int(t) + 1)]
+            frames = [int(t) for t in self.val_sampler.frames[source]
+                      if index.is_annotated(int(t) + 1)]  # fmt: skip
             if not frames or n == 0:
                 continue
-            picks = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int))
+            spread = np.linspace(0, len(frames) - 1, min(n, len(frames)))
+            picks = np.unique(spread.round().astype(int))
             pairs.extend((source, frames[i]) for i in picks)
         return pairs
 
@@ -501,6 +515,7 @@ class Trainer:
             "bundle": self.bundle.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": copy.deepcopy(self.history),
             "best": copy.deepcopy(self.best),
             "detector_ready": self.detector_ready,
@@ -523,6 +538,8 @@ class Trainer:
         self.bundle.thresholds = restored.thresholds
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.history = list(state["history"])
@@ -609,11 +626,13 @@ class Trainer:
         with autocast_context(self.device, enabled=cfg.amp):
             total, parts = self.compute_losses(batch, rng, use_detections=self.detector_ready)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             params = [p for m in self.bundle.modules() for p in m.parameters()]
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.step += 1
         return parts
@@ -633,7 +652,8 @@ class Trainer:
         dividing = torch.from_numpy(batch.dividing).to(dev)
         voxel_weight = 1.0 + (w.dividing_voxel_weight - 1.0) * dividing.float()
         terms: dict[str, Tensor] = {
-            "segmentation": segmentation_loss(out.seg, seg, valid, w.seg_class_weights, voxel_weight),
+            "segmentation": segmentation_loss(out.seg, seg, valid, w.seg_class_weights,
+                                              voxel_weight),
             "centre": ordinal_centre_loss(out.centre, torch.from_numpy(batch.centre).to(dev),
                                           valid, w.centre_pos_weights, voxel_weight),
             "radius": radius_loss(out.radius, torch.from_numpy(batch.radius).to(dev),

@@ -76,11 +76,12 @@ class LossConfig:
             value = getattr(self, name)
             if not value >= 0:
                 raise InputError(f"LossConfig.{name}: expected a number >= 0, found {value}")
-        object.__setattr__(self, "seg_class_weights", tuple(float(w) for w in self.seg_class_weights))
-        object.__setattr__(self, "centre_pos_weights", tuple(float(w) for w in self.centre_pos_weights))
+        for name in ("seg_class_weights", "centre_pos_weights"):
+            object.__setattr__(self, name, tuple(float(w) for w in getattr(self, name)))
         if len(self.seg_class_weights) != 3 or min(self.seg_class_weights) < 0:
             raise InputError(
-                f"LossConfig.seg_class_weights: expected 3 weights >= 0, found {self.seg_class_weights}"
+                "LossConfig.seg_class_weights: expected 3 weights >= 0, found "
+                f"{self.seg_class_weights}"
             )
         if self.triplet_margin is not None and not self.triplet_margin > 0:
             raise InputError(

@@ -15,8 +15,8 @@ original's full-volume float64 arrays written to disk):
   the radius, a voxel of a cell has level ``k`` when ``rho < level_edges[k-1]`` and not
   ``rho < level_edges[k]``; voxels outside every cell have level 0. With the default edges
   (1.0, 0.75, 0.5, 0.3) level 1 is the outer quarter of the nucleus (0.75 <= rho < 1) and
-  level 4 the core within 0.3 radius of the centre. The voxel that contains the annotated centre always gets the top
-  level, so even a cell thinner than one slice has a peak.
+  level 4 the core within 0.3 radius of the centre. The voxel that contains the annotated
+  centre always gets the top level, so even a cell thinner than one slice has a peak.
 - **cell-id maps**: frame t carries ``label = node id + 1``; frame t+1 carries the label of the
   node's parent when that parent sits in frame t, else its own. A cell and its continuation, and
   a mother and both daughters, therefore share a label (the triplet loss's positives).

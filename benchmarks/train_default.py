@@ -1,0 +1,200 @@
+"""Train the bundled default model (``src/napari_cellect/model/weights/default.pt``).
+
+The model learns from the synthetic generator only (:mod:`napari_cellect.data.synthetic`):
+
+- **training**: every preset that looks like a 3D(+t) embryo (``default``, ``dense``, ``noisy``,
+  ``fast``, ``hard``, plus ``sparse2d`` for 2D+t) with their own seeds, and domain-randomised
+  configs (:func:`~napari_cellect.data.synthetic.sample_config`: anisotropy 1-5, radii, density,
+  speed, noise, optics);
+- **validation** (model selection and the detection threshold): held-out seeds of ``default``,
+  ``noisy`` and ``hard`` and one randomised config;
+- **test** (reported, never used for training): the whole tracker
+  (:func:`napari_cellect.pipeline.track_images`: predict, merge, link) on further held-out seeds,
+  scored by :func:`napari_cellect.evaluate.evaluate` (detection, link and division F1, TRA).
+
+The full run is sized for about 30-45 minutes on 2 CPU cores (``small`` U-Net, crops of
+16 x 96 x 96, batch 2). It writes the bundle, a checkpoint after every epoch (``--resume``
+continues it) and a JSON report with the validation history and the test scores.
+
+Run: ``python benchmarks/train_default.py`` (``--quick``: tiny data and two short epochs into a
+temporary folder, to check the script; ``--out``, ``--epochs``, ``--steps-per-epoch``,
+``--device``, ``--resume``, ``--no-test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from napari_cellect.data.synthetic import PRESETS, SyntheticConfig, generate, sample_config
+from napari_cellect.evaluate import evaluate
+from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
+from napari_cellect.pipeline import track_images
+from napari_cellect.train.data import SamplingConfig, TrainSource
+from napari_cellect.train.fit import TrainConfig, TrainProgress, fit
+
+logger = logging.getLogger("train_default")
+
+RESULTS = Path(__file__).parent / "results"
+
+#: (preset, seed) of the training series; seeds never reused below
+TRAIN_PRESETS = [
+    ("default", 101), ("default", 102), ("dense", 103), ("noisy", 104), ("noisy", 105),
+    ("fast", 106), ("hard", 107), ("hard", 108), ("sparse2d", 109),
+]  # fmt: skip
+#: seeds of domain-randomised training series (sample_config on the default preset)
+TRAIN_RANDOMISED = [201, 202, 203, 204, 205, 206]
+VAL_PRESETS = [("default", 301), ("noisy", 302), ("hard", 303)]
+VAL_RANDOMISED = [304]
+TEST_PRESETS = [("default", 401), ("noisy", 402), ("dense", 403), ("hard", 404)]
+
+FULL = TrainConfig(
+    epochs=24,
+    steps_per_epoch=120,
+    batch_size=2,
+    lr=2e-3,
+    warmup_steps=100,
+    preset="small",
+    embedding_dim=32,
+    sampling=SamplingConfig(crop=(16, 96, 96)),
+    validation_frames=1,
+    validation_crops=4,
+    name="cellect-default",
+)
+QUICK = dataclasses.replace(
+    FULL, epochs=2, steps_per_epoch=4, warmup_steps=2, validation_frames=1, validation_crops=1,
+    sampling=SamplingConfig(crop=(8, 32, 32)), name="cellect-default-quick",
+)  # fmt: skip
+
+
+def _config(preset: str, seed: int, quick: bool) -> SyntheticConfig:
+    config = dataclasses.replace(PRESETS[preset], seed=seed)
+    if quick:
+        z = 1 if config.is_2d else 8
+        config = dataclasses.replace(config, frames=4, shape=(z, 48, 48),
+                                     n_cells=min(config.n_cells, 8))  # fmt: skip
+    return config
+
+
+def _randomised(seed: int, quick: bool) -> SyntheticConfig:
+    return sample_config(seed, _config("default", seed, quick))
+
+
+def _source(config: SyntheticConfig, role: str) -> TrainSource:
+    started = time.perf_counter()
+    seq = generate(config)
+    logger.info("%s series seed %d: %s, %d cells, %.1f s", role, config.seed, config.shape,
+                len(seq.graph), time.perf_counter() - started)  # fmt: skip
+    return TrainSource(seq.images, seq.graph, config.z_ratio, name=f"synthetic seed {config.seed}")
+
+
+def _sources(presets: list[tuple[str, int]], randomised: list[int], quick: bool, role: str
+             ) -> list[TrainSource]:
+    configs = [_config(p, s, quick) for p, s in presets]
+    configs += [_randomised(s, quick) for s in randomised]
+    if quick:
+        configs = configs[:2]
+    return [_source(c, role) for c in configs]
+
+
+def _test(bundle: ModelBundle, quick: bool, device: str) -> list[dict[str, Any]]:
+    rows = []
+    for preset, seed in TEST_PRESETS[: 1 if quick else None]:
+        config = _config(preset, seed, quick)
+        seq = generate(config)
+        started = time.perf_counter()
+        result = track_images(seq.images, bundle, z_ratio=config.z_ratio, device=device)
+        scores = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio).to_dict()
+        row = {"preset": preset, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
+               **{k: round(float(v), 4) for k, v in scores.items()}}  # fmt: skip
+        rows.append(row)
+        logger.info("test %s seed %d: %s", preset, seed, row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data, two short epochs")
+    parser.add_argument("--out", type=Path, help=f"bundle to write (default {DEFAULT_BUNDLE_PATH})")
+    parser.add_argument("--epochs", type=int, help="override the number of epochs")
+    parser.add_argument("--steps-per-epoch", type=int, help="override the steps per epoch")
+    parser.add_argument("--device", default="cpu", help="compute device (default cpu)")
+    parser.add_argument("--resume", type=Path, help="continue from this checkpoint")
+    parser.add_argument("--no-test", action="store_true", help="skip the test-set tracking")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    config = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {"device": args.device}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.steps_per_epoch is not None:
+        changes["steps_per_epoch"] = args.steps_per_epoch
+    config = dataclasses.replace(config, **changes)
+
+    if args.quick and args.out is None:
+        folder = Path(tempfile.mkdtemp(prefix="cellect-train-quick-"))
+        out = folder / "default-quick.pt"
+    else:
+        out = args.out or DEFAULT_BUNDLE_PATH
+        folder = RESULTS if args.out is None else out.parent  # never beside the package weights
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / f"{out.stem}.ckpt"
+    report_path = folder / f"{out.stem}.json"
+
+    started = time.perf_counter()
+    train = _sources(TRAIN_PRESETS, TRAIN_RANDOMISED, args.quick, "train")
+    val = _sources(VAL_PRESETS, VAL_RANDOMISED, args.quick, "validation")
+
+    def progress(p: TrainProgress) -> None:
+        if p.phase == "train" and p.step % 20 == 0:
+            logger.info("step %d/%d, epoch %d: loss %.4f", p.step, p.total_steps, p.epoch + 1,
+                        p.losses.get("total", float("nan")))  # fmt: skip
+
+    trained = time.perf_counter()
+    bundle = fit(train, val, config, progress=progress, resume=args.resume, checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - trained
+    bundle.metadata.trained_on = (
+        "synthetic: presets " + ", ".join(f"{p}/{s}" for p, s in TRAIN_PRESETS)
+        + "; randomised seeds " + ", ".join(map(str, TRAIN_RANDOMISED))
+    )  # fmt: skip
+    bundle.metadata.notes = "trained by benchmarks/train_default.py" + (
+        " --quick" if args.quick else ""
+    )
+    bundle.save(out)
+    tests = [] if args.no_test else _test(bundle, args.quick, args.device)
+    state = ModelBundle.load(out)
+    report = {
+        "bundle": str(out),
+        "bytes": out.stat().st_size,
+        "parameters": state.n_parameters(),
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "config": config.to_dict(),
+        "history": state.metadata.history,
+        "thresholds": dataclasses.asdict(state.thresholds),
+        "test": tests,
+    }
+    report_path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"bundle {out} ({out.stat().st_size / 1e6:.2f} MB, {state.n_parameters():,} parameters), "
+          f"trained in {train_seconds / 60:.1f} min; report {report_path}")  # fmt: skip
+    event = state.metadata.history[-1]
+    print(f"validation: detection F1 {event['f1']:.3f}, "
+          f"link accuracy {event['link_accuracy']:.3f}, threshold {event['threshold']:.2f}")
+    if tests:
+        keys = ("det_f1", "link_f1", "div_f1", "tra")
+        print("test " + " ".join(f"{k:>8}" for k in keys))
+        for row in tests:
+            print(f"{row['preset']:>8} " + " ".join(f"{row[k]:8.3f}" for k in keys))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

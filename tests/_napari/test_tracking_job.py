@@ -1,0 +1,60 @@
+"""The tracking worker generator (no Qt, no thread): progress passes through, masks follow."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from napari_cellect._napari._tracking_job import TrackingOutput, tracking_job
+from napari_cellect.errors import Cancelled
+
+
+def run(gen):
+    records = []
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            return records, stop.value
+
+
+def fake_pipeline(graph, stop_after=None):
+    def iter_tracking(images, bundle=None, *, should_stop, **kwargs):
+        for t in range(images.shape[0]):
+            if should_stop() or (stop_after is not None and t == stop_after):
+                raise Cancelled("stopped")
+            yield SimpleNamespace(stage="detect", done=t + 1, total=images.shape[0])
+        return SimpleNamespace(graph=graph, foreground=None)
+
+    return iter_tracking
+
+
+def test_progress_passes_through_and_masks_are_painted_per_frame(graph):
+    images = np.zeros((5, 4, 32, 32), np.uint8)
+    job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
+                       should_stop=lambda: False)
+    records, output = run(job)
+    assert [r.stage for r in records] == ["detect"] * 5 + ["labels"] * 5
+    assert isinstance(output, TrackingOutput) and output.result.graph is graph
+    labels = output.labels
+    assert labels.shape == images.shape
+    for row in range(len(graph)):  # no foreground kept: each node is a ball of its radius
+        t, z, y, x = (int(round(graph[c][row])) for c in "tzyx")
+        assert labels[t, z, y, x] == graph.track_ids()[row]
+
+
+def test_a_cancelled_run_returns_none(graph):
+    images = np.zeros((5, 1, 8, 8), np.uint8)
+    job = tracking_job(fake_pipeline(graph, stop_after=2), images, None, z_ratio=1.0,
+                       device="cpu", tile=None, should_stop=lambda: False)
+    records, output = run(job)
+    assert len(records) == 2 and output is None
+
+
+def test_masks_too_large_for_memory_are_skipped(graph):
+    images = np.zeros((5, 4, 32, 32), np.uint8)
+    job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
+                       should_stop=lambda: False, max_label_bytes=1000)
+    records, output = run(job)
+    assert output.labels is None and all(r.stage == "detect" for r in records)
