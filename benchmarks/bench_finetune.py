@@ -246,6 +246,10 @@ def load_bundle(weights: Path | None) -> tuple[ModelBundle, bool]:
         return ModelBundle.random(), True
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=None,
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
               "its 10 % most uncertain; the targets are meant for the trained default model.")
     print(f"\nfine-tune: {event['link_rows']} link rows, {event['merge_rows']} merge rows, "
           f"{event['epochs_run']} epochs (best: {event['best_epochs']}), validation loss "
-          f"{event['val_loss_before']} -> {event['val_loss_after']}")
+          f"{_fmt(event['val_loss_before'])} -> {_fmt(event['val_loss_after'])}")
     return 0
 
 

@@ -28,14 +28,17 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``cellect`` parser with every sub-command, or only ``command`` when it names one: a
+    sub-command's module is imported to add its options, and some import torch."""
     parser = argparse.ArgumentParser(
         prog="cellect",
         description="CELLECT cell tracking for 3D+t microscopy: detect, link, evaluate, train.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMANDS.values():
+    names = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
+    for module_name in names:
         try:
             module = importlib.import_module(f"napari_cellect._cli.{module_name}")
         except ModuleNotFoundError as error:
@@ -47,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -61,6 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cellect {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line: the first word that is no option (the
+    top-level options take no value); None when the top-level help comes first."""
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

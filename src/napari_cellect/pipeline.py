@@ -46,6 +46,8 @@ class TrackingResult:
     #: per-frame foreground masks kept for :func:`iter_labels` (None where the U-Net did not run)
     foreground: ForegroundStore | None = field(default=None, repr=False)
     shape: tuple[int, int, int] | None = None
+    #: (L, 2) ``(parent_id, child_id)`` links that differ from ``keep_approved`` (re-linking only)
+    changed: np.ndarray | None = None
 
 
 class ForegroundStore:
@@ -86,7 +88,7 @@ def iter_tracking(
     device: str = "auto",
     tile: Sequence[int] | None = None,
     cache_dir: str | Path | None = None,
-    pinned: np.ndarray | None = None,
+    keep_approved: TrackGraph | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[TrackingProgress]:
@@ -96,7 +98,9 @@ def iter_tracking(
         bundle: a ModelBundle; None loads the bundled default model.
         cache_dir: keep raw detections there, so a re-run (or a re-link after fine-tuning)
             never runs the U-Net again.
-        pinned: (P, 2) ``(parent_id, child_id)`` links the linker must keep.
+        keep_approved: a corrected graph: its approved links and nodes (also hand-added ones)
+            are kept with their ids and only the rest is solved again; the result's
+            ``changed`` lists the links that differ from it.
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
     """
@@ -138,13 +142,22 @@ def iter_tracking(
         merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
-    graph = link_sequence(frames, link_scorer, bundle.thresholds.link, z_ratio, pinned_edges=pinned)
+    changed = None
+    if keep_approved is not None:
+        from napari_cellect.train.finetune import relink
+
+        graph, changed = relink(
+            frames, bundle, keep_approved, bundle.thresholds.link, z_ratio, merge=False
+        )
+    else:
+        graph = link_sequence(frames, link_scorer, bundle.thresholds.link, z_ratio)
     yield TrackingProgress("link", n_frames, n_frames)
     logger.info(
         "tracked %d frames: %d cells, %d links, %d divisions",
         n_frames, len(graph), graph.n_edges, len(graph.divisions()),
     )  # fmt: skip
-    return TrackingResult(graph, frames, z_ratio, foreground, tuple(int(s) for s in data.shape[1:]))
+    shape = tuple(int(s) for s in data.shape[1:])
+    return TrackingResult(graph, frames, z_ratio, foreground, shape, changed)
 
 
 def track_images(images: Any, bundle: Any = None, **kwargs: Any) -> TrackingResult:

@@ -11,17 +11,6 @@ import torch
 LAYOUT_PATH = Path(__file__).parent / "data" / "cellect-checkpoint-layout.json"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine every OpenMP barrier
-    waits for a descheduled thread: a 16x32x3 forward pass takes 3 s with 2 threads, 30 ms
-    with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def layout() -> dict[str, dict[str, list[int]]]:
     """Key -> shape of the original checkpoints ("unet", "EN+", "EX+"), as published."""

@@ -84,3 +84,9 @@ def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):
     code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
                  str(tmp_path / "m.pt"), *TINY, "--crop", "0", "32", "32"])  # fmt: skip
     assert code == 2 and "crop" in capsys.readouterr().err
+
+
+def test_crop_must_fit_the_network(dataset, tmp_path, capsys):
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "m.pt"), *TINY, "--crop", "4", "30", "32"])  # fmt: skip
+    assert code == 2 and "multiple" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_cellect._cli.finetune import load_pinned
+from napari_cellect.train.finetune import load_pinned
 from napari_cellect.cli import main
 from napari_cellect.config import MergeConfig
 from napari_cellect.data.export import write_csv

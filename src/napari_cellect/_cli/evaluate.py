@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from napari_cellect.data.annotations import LINAJEA_Z_RATIO, detect_format, read_tracks
+from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import InputError
-from napari_cellect.evaluate import Scores, evaluate
+
+if TYPE_CHECKING:
+    from napari_cellect.evaluate import Scores
 
 #: z_ratio used for the distances when --z-ratio is not given and no input is a tracks.txt
 DEFAULT_Z_RATIO = 1.0
@@ -70,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_cellect.data.annotations import read_tracks
+    from napari_cellect.evaluate import evaluate
+
     z_ratio = args.z_ratio if args.z_ratio is not None else _default_z_ratio(args.pred, args.gt)
     pred = read_tracks(args.pred, z_ratio=args.z_ratio)
     gt = read_tracks(args.gt, z_ratio=args.z_ratio)
@@ -123,6 +129,8 @@ def format_table(scores: Scores, *, z_ratio: float, division_tolerance: int) -> 
 def _default_z_ratio(*paths: Path) -> float:
     """tracks.txt stores z in world units of LINAJEA_Z_RATIO pixels; other formats store slices
     without a spacing, so distances are isotropic in voxels unless --z-ratio says otherwise."""
+    from napari_cellect.data.annotations import detect_format
+
     kinds = {detect_format(path)[0] for path in paths}
     return LINAJEA_Z_RATIO if "linajea" in kinds else DEFAULT_Z_RATIO
 

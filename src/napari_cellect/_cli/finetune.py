@@ -7,8 +7,8 @@ the detections they deleted and the divisions they marked. The detections of the
 frames come from the detection cache; frames not cached yet are predicted once and cached. The
 tuned model is written to a new file: the starting bundle is never overwritten.
 
-For ``cellect track --keep-approved`` this module also offers :func:`load_pinned` and
-:func:`relink` (re-exported from :mod:`napari_cellect.train.finetune`).
+For ``cellect track --keep-approved`` this module re-exports :func:`load_pinned` and
+:func:`relink` from :mod:`napari_cellect.train.finetune`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_cellect.errors import InputError
-from napari_cellect.track.graph import TrackGraph
-from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune, relink
+from napari_cellect.train.finetune import (
+    FinetuneConfig,
+    FinetuneProgress,
+    finetune,
+    load_pinned,
+    relink,
+)
 
 __all__ = ["add_parser", "load_pinned", "relink", "run"]
 
@@ -69,6 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"learning rate (default: {defaults.lr:g})")
     add("--axes", default=None, metavar="AXES",
         help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
+    add("--tile", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        help="sliding-window tile of the tracking run, so its detection cache is found "
+             "(default: the model's)")
     add("--device", default="auto", metavar="DEVICE",
         help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")
     parser.set_defaults(run=run)
@@ -109,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     n_frames = int(sequence.data.shape[0])
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images)
-    detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device)
+    detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
+                                    args.tile)  # fmt: skip
     with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
 
         def report(step: FinetuneProgress) -> None:
@@ -135,22 +144,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:
-    """Read a tracks file and its approved links, for re-linking that keeps them.
-
-    Returns ``(graph, pinned)``: ``pinned`` is (P, 2) ``(parent_id, child_id)`` of every
-    approved node, with parent -1 for an approved track start, as
-    :func:`~napari_cellect.track.link.link_sequence` takes ``pinned_edges``.
-    """
-    from napari_cellect.data.annotations import read_tracks
-
-    graph = read_tracks(csv_path)
-    rows = np.flatnonzero(graph["approved"])
-    pinned = np.stack([graph["parent_id"][rows], graph.ids[rows]], axis=1).astype(np.int64)
-    logger.info("%s: %d approved link(s) and track start(s) to keep", csv_path, len(pinned))
-    return graph, pinned
-
-
 # ---------------------------------------------------------------------------------- helpers
 
 
@@ -174,13 +167,15 @@ def _default_cache(images: Path) -> Path:
 
 
 def _cached_detections(
-    sequence: Any, bundle: Any, z_ratio: float, cache_dir: Path, frames: list[int], device: str
-) -> list[Any]:
+    sequence: Any, bundle: Any, z_ratio: float, cache_dir: Path, frames: list[int], device: str,
+    tile: list[int] | None,
+) -> list[Any]:  # fmt: skip
     """Detections of ``frames`` from the cache; the missing ones are predicted and cached."""
     from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
     from napari_cellect.track.detections import DetectionCache
 
-    fingerprint = cache_fingerprint(bundle, sequence.sources, z_ratio=z_ratio)
+    sources = [str(s) for s in sequence.sources]  # as `cellect track` fingerprints them
+    fingerprint = cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile)
     cache = DetectionCache(cache_dir, fingerprint)
     cached = set(cache.frames())
     todo = [t for t in frames if t not in cached]
@@ -188,8 +183,8 @@ def _cached_detections(
         logger.info("predicting %d uncached frame(s) into %s", len(todo), cache_dir)
     with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
         return list(predict_sequence(
-            sequence.data, bundle, z_ratio=z_ratio, device=device, cache=cache, frames=frames,
-            progress=lambda done, total: bar.update(1),
+            sequence.data, bundle, z_ratio=z_ratio, device=device, tile=tile, cache=cache,
+            frames=frames, progress=lambda done, total: bar.update(1),
         ))  # fmt: skip
 
 

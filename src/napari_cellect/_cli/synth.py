@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from napari_cellect.data.synthetic import (
-    PRESETS,
-    SyntheticConfig,
-    cells_for_density,
-    iter_write_synthetic,
-)
+from napari_cellect.data.synthetic import PRESETS  # loads only the parameters (lazy package)
 from napari_cellect.errors import InputError
+
+if TYPE_CHECKING:
+    from napari_cellect.data.synthetic import SyntheticConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
     """The preset with the command-line overrides; raises :class:`InputError` on bad values."""
+    from napari_cellect.data.synthetic import cells_for_density
+
     changes: dict[str, Any] = {}
     if args.frames is not None:
         if args.frames < 1:
@@ -105,6 +105,8 @@ def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_cellect.data.synthetic import iter_write_synthetic
+
     config = config_from_args(args)
     out: Path = args.out
     steps = iter_write_synthetic(out, config, overwrite=args.overwrite, labels=args.labels)

@@ -69,14 +69,14 @@ def run(args: argparse.Namespace) -> int:
     z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
     if not z_ratio > 0:
         raise InputError(f"--z-ratio must be > 0, found {z_ratio}")
-    pinned = None
+    keep = None
     if args.keep_approved is not None:
-        from napari_cellect.train.finetune import load_pinned
+        from napari_cellect.data.annotations import read_tracks
 
-        _, pinned = load_pinned(args.keep_approved)
+        keep = read_tracks(args.keep_approved)
     n_frames = images.data.shape[0]
     gen = iter_tracking(images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-                        cache_dir=args.cache, pinned=pinned, keep_foreground=args.labels is not None
+                        cache_dir=args.cache, keep_approved=keep, keep_foreground=args.labels is not None
                         or args.ctc is not None)
     with tqdm(total=n_frames, unit="frame", desc="tracking") as bar:
         while True:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             if step.stage == "detect":
                 bar.update(1)
     graph = result.graph
-    write_csv(graph, args.output)
+    write_csv(graph, args.output, extra=("changed",) if result.changed is not None else ())
     shape = result.shape
 
     labeler = make_labeler(graph, shape, z_ratio=z_ratio, foreground=result.foreground)
@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         write_geff(graph, args.geff, z_ratio=z_ratio)
     print(f"{len(graph)} cells, {graph.n_edges} links, {len(graph.divisions())} divisions "
           f"in {n_frames} frames -> {args.output}")
+    if result.changed is not None:
+        print(f"{len(result.changed)} link(s) differ from {args.keep_approved} "
+              "(column `changed` marks them for review)")
     return 0
 
 

@@ -67,8 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=[p for p in preset_names() if p != "cellect-original"],
                         default=defaults.preset, help="U-Net preset (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default=defaults.device,
-                        help="compute device (default auto)")
+    parser.add_argument("--device", default=defaults.device,
+                        help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N "
+                             "(default %(default)s)")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="checkpoint written after every epoch (default OUT.ckpt)")
     parser.add_argument("--resume", type=Path, metavar="CKPT",

@@ -29,13 +29,12 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.track.graph import TrackGraph
 
 logger = logging.getLogger(__name__)
 
-#: mskcc-confocal z spacing in xy pixels: tracks.txt stores z as slice x 5
-LINAJEA_Z_RATIO = 5.0
 #: values read as "no parent"
 NO_PARENT = -1
 #: optional numeric columns of our CSV (derived track columns are recomputed, not read)

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,21 @@ LabelSource = Callable[[int], Any] | Any
 # --------------------------------------------------------------------------- CSV
 
 
-def write_csv(graph: TrackGraph, path: str | Path) -> None:
+def write_csv(graph: TrackGraph, path: str | Path, extra: Sequence[str] = ()) -> None:
     """Write our CSV: one row per node, columns in the order of ``docs/architecture.md``.
 
     ``approved`` is written as 0/1; unknown values (NaN radius or link score) as empty cells.
+    ``extra`` names graph columns appended after the standard ones (e.g. ``changed`` after a
+    re-link); readers keep numeric extra columns.
     """
-    df = graph.to_dataframe().loc[:, list(CSV_COLUMNS)]
+    missing = [name for name in extra if name not in graph.columns]
+    if missing:
+        raise InputError(f"cannot write column(s) {', '.join(missing)}: the graph has none")
+    df = graph.to_dataframe().loc[:, [*CSV_COLUMNS, *extra]]
     df["approved"] = df["approved"].astype(np.int8)
+    for name in extra:
+        if df[name].dtype == bool:
+            df[name] = df[name].astype(np.int8)
     df = df.sort_values(["t", "id"], kind="stable")
     with atomic_write(path, "w", newline="") as handle:
         df.to_csv(handle, index=False, lineterminator="\n")

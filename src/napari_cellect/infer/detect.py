@@ -29,8 +29,8 @@ Used by prediction, training and the widgets alike (CELLECT had three different 
 Steps 1-5 run per tile on the tile's own outputs (the embedding map never leaves the tile),
 restricted to the voxels that tile owns; step 6 runs once per frame over all tiles.
 
-The module imports torch only when given tensors, so :class:`DetectionConfig` can be imported
-by torch-free code (the field names match ``napari_cellect.config.DetectionConfig``).
+The settings are :class:`napari_cellect.config.DetectionConfig` (re-exported here). The module
+imports torch only when given tensors.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from napari_cellect.config import CENTRE_MODES, CentreMode, DetectionConfig
 from napari_cellect.errors import InputError
 from napari_cellect.track.detections import Detections
 
@@ -52,125 +52,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CentreMode = Literal["softmax", "ordinal"]
-_CENTRE_MODES = ("softmax", "ordinal")
-
 #: Candidates handled per vectorised neighbourhood gather; bounds the temporary memory
 #: (candidates x footprint x 3 int64) to a few tens of MB.
 _GATHER_CHUNK = 16384
 #: Tolerance when deciding whether an integer offset lies inside an ellipsoid.
 _EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class DetectionConfig:
-    """Thresholds of the peak finder. Distances are in xy pixels of scaled space.
-
-    Attributes:
-        threshold: minimum centre probability of a detection (its score). 0 turns every
-            foreground local maximum into a candidate (the original had no threshold).
-        foreground_threshold: minimum ``1 - P(background)`` of the segmentation head in the
-            foreground ball around a peak.
-        nms_radius_factor: a detection suppresses weaker ones within this fraction of its
-            predicted radius...
-        min_nms_radius: ...or within this distance, whichever is larger (guards against tiny
-            predicted radii).
-        include_other_class: keep peaks in voxels whose segmentation argmax is class 2
-            ("other", e.g. polar bodies).
-        centre_mode: how the centre head's ordinal logits become a probability:
-            'softmax' (softmax of the top level) or 'ordinal' (sigmoid of the top level
-            minus the best lower level; CELLECT's training target). See the module docstring.
-        peak_radius: radius of the local-maximum neighbourhood (an ellipsoid of semi-axes
-            peak_radius in y and x and max(1, peak_radius / z_ratio) slices in z).
-        foreground_radius: a peak must be foreground in every voxel of a ball of this
-            physical radius around it (0: only the voxel itself).
-        min_radius: detections whose predicted radius is below this are dropped (debris);
-            0 keeps all.
-        border_margin: detections closer than this many voxels (z, y, x) to the volume
-            border are dropped; 0 keeps cells cut by the border.
-        refine: sub-voxel positions by quadratic interpolation of the centre logit (see the
-            module docstring); False keeps voxel positions.
-    """
-
-    threshold: float = 0.5
-    foreground_threshold: float = 0.5
-    nms_radius_factor: float = 0.6
-    min_nms_radius: float = 2.0
-    include_other_class: bool = False
-    centre_mode: CentreMode = "softmax"
-    peak_radius: float = 2.0
-    foreground_radius: float = 1.0
-    min_radius: float = 0.0
-    border_margin: tuple[int, int, int] = (0, 0, 0)
-    refine: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("threshold", "foreground_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise InputError(
-                    f"DetectionConfig.{name}: expected a probability in [0, 1], found {value}"
-                )
-        if self.centre_mode not in _CENTRE_MODES:
-            raise InputError(
-                f"DetectionConfig.centre_mode: expected one of {', '.join(_CENTRE_MODES)}, "
-                f"found {self.centre_mode!r}"
-            )
-        for name in (
-            "nms_radius_factor",
-            "min_nms_radius",
-            "peak_radius",
-            "foreground_radius",
-            "min_radius",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(
-                    f"DetectionConfig.{name}: expected a finite number >= 0, found {value}"
-                )
-        margin = self.border_margin
-        if isinstance(margin, (int, np.integer)):
-            margin = (int(margin),) * 3
-        margin = tuple(int(m) for m in margin)
-        if len(margin) != 3 or min(margin) < 0:
-            raise InputError(
-                f"DetectionConfig.border_margin: expected 3 integers >= 0 (z, y, x), "
-                f"found {self.border_margin!r}"
-            )
-        object.__setattr__(self, "border_margin", margin)
-
-    @classmethod
-    def from_any(cls, value: Any) -> DetectionConfig:
-        """Coerce None (defaults), a DetectionConfig, a mapping, or an object holding one.
-
-        An object (for example a bundle's thresholds) may carry the settings as attributes
-        of the same names, or as an attribute ``detection``.
-        """
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        nested = getattr(value, "detection", None)
-        if nested is not None and not isinstance(value, Mapping):
-            return cls.from_any(nested)
-        names = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            if "detection" in value:
-                return cls.from_any(value["detection"])
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise InputError(
-                    f"detection settings: expected keys among {', '.join(names)}, "
-                    f"found unknown {', '.join(map(str, unknown))}"
-                )
-            return cls(**dict(value))
-        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
-        if not found:
-            raise InputError(
-                "detection settings: expected a DetectionConfig, a mapping or an object with "
-                f"its fields, found {type(value).__name__}"
-            )
-        return cls(**found)
 
 
 # --------------------------------------------------------------------------- head maps
@@ -182,9 +68,9 @@ def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
     A GPU tensor is reduced on the GPU (only the result moves); CPU data goes through numpy,
     which is several times faster than torch's CPU reductions for this shape.
     """
-    if mode not in _CENTRE_MODES:
+    if mode not in CENTRE_MODES:
         raise InputError(
-            f"centre_mode: expected one of {', '.join(_CENTRE_MODES)}, found {mode!r}"
+            f"centre_mode: expected one of {', '.join(CENTRE_MODES)}, found {mode!r}"
         )
     if centre.ndim != 4 or centre.shape[0] < 2:
         raise InputError(

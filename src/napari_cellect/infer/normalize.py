@@ -21,108 +21,21 @@ Non-finite voxels (NaN, inf) are treated as the low end (they become the low per
 ``m`` in log mode) and a warning is logged. A pair without contrast (constant, or no finite
 voxel) becomes all zeros in percentile mode: there is nothing to divide by.
 
-The field names match ``napari_cellect.config.NormalizationConfig`` (a bundle's settings), and
-:meth:`NormalizationConfig.from_any` converts such an object.
+The settings are :class:`napari_cellect.config.NormalizationConfig` (re-exported here);
+:meth:`NormalizationConfig.from_any` also accepts a mode string, a mapping or a bundle.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal
 
 import numpy as np
 
+from napari_cellect.config import NormalizationConfig
 from napari_cellect.errors import InputError
 
 logger = logging.getLogger(__name__)
-
-NormalizationMode = Literal["percentile", "cellect-log", "none"]
-_MODES = ("percentile", "cellect-log", "none")
-
-
-@dataclass(frozen=True)
-class NormalizationConfig:
-    """How raw intensities are mapped to network input.
-
-    Attributes:
-        mode: 'percentile', 'cellect-log' or 'none' (see the module docstring).
-        low_percentile: percentile mapped to 0 (percentile mode).
-        high_percentile: percentile mapped to 1 (percentile mode).
-        max_samples: at most this many voxels (a regular subsample) are used to compute the
-            percentiles: 10-50x faster on a 2x41x512x512 pair, and off from the exact
-            percentiles by far less than the spread of real data.
-        clip_output: clip percentile-normalised values to [0, 1] (off: bright outliers keep
-            their relative brightness, as in CSBDeep-style normalisation).
-        clip_low: 'cellect-log': values below are raised to it (original ``--low``).
-        clip_high: 'cellect-log': values above are lowered to it (original ``--high``).
-        zero_below: 'cellect-log': values below are set to 0 first (original ``--thresh0``).
-        enhance: 'cellect-log': intensity multiplier before the offset (``--enhance``).
-        offset: 'cellect-log': value added before log1p (1900 in CELLECT).
-        subtract_minimum: 'cellect-log': subtract the smallest positive value before adding
-            ``offset`` (as CELLECT's evaluation script); False is the original CLI.
-    """
-
-    mode: NormalizationMode = "percentile"
-    low_percentile: float = 1.0
-    high_percentile: float = 99.8
-    max_samples: int = 1 << 20
-    clip_output: bool = False
-    clip_low: float = 0.0
-    clip_high: float = 65535.0
-    zero_below: float = 0.0
-    enhance: float = 1.0
-    offset: float = 1900.0
-    subtract_minimum: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in _MODES:
-            raise InputError(
-                f"NormalizationConfig.mode: expected one of {', '.join(_MODES)}, "
-                f"found {self.mode!r}"
-            )
-        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
-            raise InputError(
-                "NormalizationConfig: expected 0 <= low_percentile < high_percentile <= 100, "
-                f"found {self.low_percentile} and {self.high_percentile}"
-            )
-        if self.max_samples < 1:
-            raise InputError(
-                f"NormalizationConfig.max_samples: expected >= 1, found {self.max_samples}"
-            )
-        if self.clip_low > self.clip_high:
-            raise InputError(
-                "NormalizationConfig: expected clip_low <= clip_high, "
-                f"found {self.clip_low} and {self.clip_high}"
-            )
-
-    @classmethod
-    def from_any(cls, value: Any) -> NormalizationConfig:
-        """Coerce None, a mode string, a mapping or an object with matching attributes."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            return cls(mode=value)  # type: ignore[arg-type]
-        names = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise InputError(
-                    f"normalisation settings: expected keys among {', '.join(names)}, "
-                    f"found unknown {', '.join(map(str, unknown))}"
-                )
-            return cls(**dict(value))
-        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
-        if "mode" not in found:
-            raise InputError(
-                "normalisation settings: expected a NormalizationConfig, a mode string or a "
-                f"mapping, found {type(value).__name__}"
-            )
-        return cls(**found)
 
 
 def _count_non_finite(data: np.ndarray) -> int:

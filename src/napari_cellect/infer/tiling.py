@@ -18,8 +18,8 @@ The embedding map is never stitched: a 41x512x512 frame with 64-d embeddings is 
 float32. :func:`predict_tiles` yields each tile's outputs while they are still on the device,
 so the caller reads embeddings at that tile's owned detections and drops the rest.
 
-torch is imported only to run a model, so :class:`TilingConfig` can be imported by torch-free
-code.
+The settings are :class:`napari_cellect.config.TilingConfig` (re-exported here). torch is
+imported only to run a model.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from napari_cellect.config import PadMode, TilingConfig, int_triple
 from napari_cellect.errors import InputError, ModelError
 
 if TYPE_CHECKING:
@@ -39,94 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PadMode = Literal["reflect", "edge", "constant"]
-_PAD_MODES = ("reflect", "edge", "constant")
-_HEAD_DTYPES = ("float16", "float32")
-
 #: Channels of the small heads that are stitched over the whole volume, in this order.
 SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
-
-
-@dataclass(frozen=True)
-class TilingConfig:
-    """How a volume is cut into network-sized tiles.
-
-    Attributes:
-        tile: tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple. The
-            default cuts a 41x512x512 embryo frame into 2x2 tiles (few voxels computed twice,
-            about 1.5 GB of activations for the ``small`` preset); use 32x256x256, what the
-            original CELLECT network was trained on, for ``cellect-original``.
-        overlap: overlap (Z, Y, X) between neighbouring tiles. Each tile's owned region stays
-            ``overlap // 2`` away from its inner edges; make it at least twice the width of the
-            tile-edge artefacts of the network.
-        pad_mode: how volumes smaller than a tile are padded: 'reflect' (mirror, keeps texture
-            statistics), 'edge' (repeat the border) or 'constant' (zeros, i.e. the low
-            percentile after normalisation).
-        pad_to_tile: pad small volumes up to the full tile. False (the default) pads only to the
-            next size multiple: the networks are fully convolutional with per-sample
-            normalisation, and padding a 2D (Z = 1) frame to a full tile would cost 32x the work.
-        heads_dtype: dtype of the stitched small-head maps ('float16' halves their memory).
-    """
-
-    tile: tuple[int, int, int] = (48, 288, 288)
-    overlap: tuple[int, int, int] = (8, 32, 32)
-    pad_mode: PadMode = "reflect"
-    pad_to_tile: bool = False
-    heads_dtype: Literal["float16", "float32"] = "float16"
-
-    def __post_init__(self) -> None:
-        tile = _triple(self.tile, "TilingConfig.tile")
-        overlap = _triple(self.overlap, "TilingConfig.overlap")
-        object.__setattr__(self, "tile", tile)
-        object.__setattr__(self, "overlap", overlap)
-        if min(tile) < 1 or min(overlap) < 0 or any(o >= t for o, t in zip(overlap, tile)):
-            raise InputError(
-                "TilingConfig: expected tile >= 1 and 0 <= overlap < tile on every axis, "
-                f"found tile {tile} and overlap {overlap}"
-            )
-        if self.pad_mode not in _PAD_MODES:
-            raise InputError(
-                f"TilingConfig.pad_mode: expected one of {', '.join(_PAD_MODES)}, "
-                f"found {self.pad_mode!r}"
-            )
-        if self.heads_dtype not in _HEAD_DTYPES:
-            raise InputError(
-                f"TilingConfig.heads_dtype: expected one of {', '.join(_HEAD_DTYPES)}, "
-                f"found {self.heads_dtype!r}"
-            )
-
-    @classmethod
-    def from_any(cls, value: Any) -> TilingConfig:
-        """Coerce None (defaults), a tile shape (Z, Y, X), a mapping or a TilingConfig."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, Mapping):
-            names = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - names)
-            if unknown:
-                raise InputError(
-                    f"tiling settings: expected keys among {', '.join(sorted(names))}, "
-                    f"found unknown {', '.join(map(str, unknown))}"
-                )
-            return cls(**dict(value))
-        tile = _triple(value, "tile")
-        default = cls()
-        overlap = tuple(min(o, t - 1) for o, t in zip(default.overlap, tile))
-        return cls(tile=tile, overlap=overlap)  # type: ignore[arg-type]
-
-
-def _triple(value: Any, name: str) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * 3  # type: ignore[return-value]
-    try:
-        items = tuple(int(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{name}: expected 3 integers (Z, Y, X), found {value!r}") from err
-    if len(items) != 3:
-        raise InputError(f"{name}: expected 3 integers (Z, Y, X), found {value!r}")
-    return items  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -225,8 +140,8 @@ def plan_tiles(
 ) -> TileGrid:
     """The tiles (and padding) that cover a volume of ``shape`` (Z, Y, X)."""
     cfg = config or TilingConfig()
-    shape = _triple(shape, "volume shape")
-    multiple = _triple(size_multiple, "size_multiple")
+    shape = int_triple(shape, "volume shape")
+    multiple = int_triple(size_multiple, "size_multiple")
     if min(shape) < 1:
         raise InputError(f"tiling: expected a volume with every axis >= 1, found shape {shape}")
     if min(multiple) < 1:
@@ -336,7 +251,7 @@ _HEAD_NAMES = TileOutput._fields
 
 def model_size_multiple(model: Any) -> tuple[int, int, int]:
     """The (z, y, x) multiple a model's input must have (its ``size_multiple``, default 1)."""
-    return _triple(getattr(model, "size_multiple", 1), "model.size_multiple")
+    return int_triple(getattr(model, "size_multiple", 1), "model.size_multiple")
 
 
 def unpack_output(output: Any) -> TileOutput:

@@ -10,17 +10,20 @@ order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing t
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
 Pinned edges (usually the links a person approved) are kept exactly, whatever the scorer says.
+
+The settings are :class:`napari_cellect.config.LinkingConfig` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from napari_cellect.config import LinkingConfig
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.track.assignment import AssignmentProblem, solve_assignment
 from napari_cellect.track.detections import Detections
@@ -38,91 +41,6 @@ MARGIN_COLUMN = "link_margin"
 
 #: Progress callback: ``progress(done, total)`` after each frame pair (raise to cancel).
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class LinkingConfig:
-    """Every setting of the linker; costs are in units of negative log probability (a link of
-    probability p costs ``-log p``). The same fields as
-    :class:`napari_cellect.config.LinkingConfig`, which a model bundle saves; :meth:`from_any`
-    converts it."""
-
-    k: int = 5
-    """Candidates per cell: its k nearest cells in the next frame (scaled space)."""
-    max_distance_radii: float = 4.0
-    """A link may span at most this many radii of the source cell."""
-    radius_floor: float = 3.0
-    """Smallest radius (voxels) used by the gate, so a tiny predicted radius still allows motion."""
-    max_distance: float = float("inf")
-    """Hard cap on a link's length in scaled voxels, on top of the radius gate."""
-    link_threshold: float = 0.1
-    """Candidates with ``p_match`` below this are never linked."""
-    division_threshold: float = 0.5
-    """A cell may get a second child only when its ``p_divide`` is at least this; the second
-    child then costs ``-log p_divide`` on top of its link cost."""
-    appear_cost: float = 2.0
-    """Cost of a cell without a parent (a track start)."""
-    disappear_cost: float = 2.0
-    """Cost of a cell without a child (a track end). A lone link is taken when
-    ``-log p_match < appear_cost + disappear_cost``."""
-    gap_closing: bool = False
-    """Also join a track ending at frame f to one starting at frame f + 2 (one missed frame)."""
-    gap_cost: float = 1.0
-    """Extra cost of a link over a missing frame, on top of its ``-log p_match``."""
-    gap_distance_factor: float = 2.0
-    """The distance gate is multiplied by this for gap links (two frame intervals of motion)."""
-    min_probability: float = 1e-6
-    """Probabilities are clipped to at least this before taking logs."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise InputError(f"LinkingConfig.k: expected an integer >= 1, found {self.k!r}")
-        for name in ("link_threshold", "division_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise InputError(f"LinkingConfig.{name}: expected [0, 1], found {value}")
-        for name in ("max_distance_radii", "radius_floor", "max_distance", "appear_cost",
-                     "disappear_cost", "gap_cost", "gap_distance_factor"):  # fmt: skip
-            value = getattr(self, name)
-            if not value >= 0:
-                raise InputError(f"LinkingConfig.{name}: expected a number >= 0, found {value}")
-        if not (np.isfinite(self.appear_cost) and np.isfinite(self.disappear_cost)):
-            raise InputError("LinkingConfig.appear_cost and disappear_cost must be finite")
-        if not 0.0 < self.min_probability < 1.0:
-            raise InputError(
-                f"LinkingConfig.min_probability: expected (0, 1), found {self.min_probability}"
-            )
-
-    @classmethod
-    def from_any(cls, value: Any) -> LinkingConfig:
-        """Coerce None (defaults), a LinkingConfig, a mapping, an object with the same fields
-        (``napari_cellect.config.LinkingConfig``) or one holding it as ``link`` (the bundle's
-        ``TrackingConfig``)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        names = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            if "link" in value:
-                return cls.from_any(value["link"])
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise InputError(
-                    f"linking settings: expected keys among {', '.join(names)}, "
-                    f"found unknown {', '.join(map(str, unknown))}"
-                )
-            return cls(**dict(value))
-        nested = getattr(value, "link", None)
-        if nested is not None:
-            return cls.from_any(nested)
-        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
-        if not found:
-            raise InputError(
-                "linking settings: expected a LinkingConfig, a mapping or an object with its "
-                f"fields, found {type(value).__name__}"
-            )
-        return cls(**found)
 
 
 @dataclass(frozen=True)

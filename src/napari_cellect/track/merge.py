@@ -7,20 +7,20 @@ directions and the two scores are combined (``"mean"`` by default: both detectio
 ``"max"``: either one is enough). Merging is transitive: connected components of the accepted
 pairs (union-find via ``scipy.sparse.csgraph.connected_components``) become one detection each,
 so every input detection ends up in exactly one output detection and no chain can drop one
-(CELLECT's anchor scheme could, cellect-method.md §8 item 5)."""
+(CELLECT's anchor scheme could, cellect-method.md §8 item 5).
+
+The settings are :class:`napari_cellect.config.MergeConfig` (re-exported here)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from napari_cellect.errors import InputError
+from napari_cellect.config import MergeConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.scoring_protocol import (
     CandidateScorer,
@@ -29,76 +29,6 @@ from napari_cellect.track.scoring_protocol import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-SYMMETRIC_MODES = ("mean", "max")
-
-
-@dataclass(frozen=True)
-class MergeConfig:
-    """Settings of :func:`merge_duplicates` (the same fields as
-    :class:`napari_cellect.config.MergeConfig`, which a model bundle saves; :meth:`from_any`
-    converts it)."""
-
-    k: int = 5
-    """Nearest same-frame neighbours scored per detection."""
-    threshold: float = 0.5
-    """A pair merges when its combined duplicate probability is above this."""
-    max_distance_radii: float = 0.8
-    """Distance gate in radii (of the larger of the two): duplicates sit inside one nucleus."""
-    max_distance_floor: float = 3.0
-    """Smallest gate, in scaled voxels, so cells with tiny predicted radii still merge plateaus."""
-    symmetric: str = "mean"
-    """How the two directions' scores of a pair combine: ``mean`` (default, conservative: a
-    wrong merge loses a real cell, a missed one leaves a duplicate that linking tolerates) or
-    ``max`` (either direction suffices). A direction that was not scored (one detection is not
-    among the other's k nearest) is left out rather than counted as zero."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise InputError(f"MergeConfig.k: expected an integer >= 1, found {self.k!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise InputError(f"MergeConfig.threshold: expected [0, 1], found {self.threshold}")
-        for name in ("max_distance_radii", "max_distance_floor"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise InputError(f"MergeConfig.{name}: expected a number >= 0, found {value}")
-        if self.symmetric not in SYMMETRIC_MODES:
-            raise InputError(
-                f"MergeConfig.symmetric: expected one of {SYMMETRIC_MODES}, "
-                f"found {self.symmetric!r}"
-            )
-
-    @classmethod
-    def from_any(cls, value: Any) -> MergeConfig:
-        """Coerce None (defaults), a MergeConfig, a mapping, an object with the same fields
-        (``napari_cellect.config.MergeConfig``) or one holding it as ``merge`` (the bundle's
-        ``TrackingConfig``)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        names = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            if "merge" in value:
-                return cls.from_any(value["merge"])
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise InputError(
-                    f"merge settings: expected keys among {', '.join(names)}, "
-                    f"found unknown {', '.join(map(str, unknown))}"
-                )
-            return cls(**dict(value))
-        nested = getattr(value, "merge", None)
-        if nested is not None:
-            return cls.from_any(nested)
-        found = {n: getattr(value, n) for n in names if hasattr(value, n)}
-        if not found:
-            raise InputError(
-                "merge settings: expected a MergeConfig, a mapping or an object with its fields, "
-                f"found {type(value).__name__}"
-            )
-        return cls(**found)
 
 
 def merge_duplicates(

@@ -38,12 +38,17 @@ teach "everything matches"). The networks stay in eval
 mode: dropout is off and batch-norm statistics are those of the base model. The given bundle is
 never modified: everything happens on a deep copy, and a cancelled run raises
 :class:`~napari_cellect.errors.Cancelled`.
+
+**Re-linking.** :func:`relink` tracks the cached detections again with the tuned model while
+keeping every approved link, approved track start and approved (possibly hand-placed) node, and
+marks what changed for review; :func:`load_pinned` reads the approved links of a tracks file.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1074,6 +1079,25 @@ def relink(
     new_graph = link_sequence(per_frame, bundle.candidate_scorer("link"), link_cfg, z_ratio,
                               pinned_edges=pinned, node_ids=ids, progress=progress)  # fmt: skip
     return _mark_changed(new_graph, graph)
+
+
+def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:
+    """Read a tracks file and its approved links, for re-linking that keeps them.
+
+    Returns ``(graph, pinned)``: ``pinned`` is (P, 2) ``(parent_id, child_id)`` of every
+    approved node, with parent -1 for an approved track start, as
+    :func:`~napari_cellect.track.link.link_sequence` takes ``pinned_edges``. The ids are the
+    file's node ids: to pin them in a new tracking run the new detections must carry those ids,
+    which is what :func:`relink` does (it matches the file's nodes to the detections and inserts
+    approved nodes no detection matches).
+    """
+    from napari_cellect.data.annotations import read_tracks
+
+    graph = read_tracks(csv_path)
+    rows = np.flatnonzero(graph["approved"])
+    pinned = np.stack([graph["parent_id"][rows], graph.ids[rows]], axis=1).astype(np.int64)
+    logger.info("%s: %d approved link(s) and track start(s) to keep", csv_path, len(pinned))
+    return graph, pinned
 
 
 def _mark_changed(new: TrackGraph, old: TrackGraph) -> tuple[TrackGraph, np.ndarray]:

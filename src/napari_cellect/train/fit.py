@@ -175,7 +175,7 @@ class TrainConfig:
     """Fixed crops per validation source for the validation losses."""
     tiling: TilingConfig = field(default_factory=TilingConfig)
     """Tiling used by validation (the inference default)."""
-    threshold_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    threshold_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     """Detection thresholds tried for calibration."""
     calibrate: bool = True
     """Store the detection threshold that maximises validation F1 in the bundle."""
@@ -417,6 +417,13 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.bundle = self._new_bundle()
         self.unet, self.merge, self.link = self.bundle.modules()
+        bad = [f"{axis}={size}" for axis, size, m in
+               zip("ZYX", config.sampling.crop, self.unet.size_multiple) if size % m]  # fmt: skip
+        if bad:
+            raise InputError(
+                f"the training crop {config.sampling.crop} must be a multiple of the U-Net's "
+                f"size multiple {self.unet.size_multiple} (z, y, x); found {', '.join(bad)}"
+            )
         for module in self.bundle.modules():
             module.to(self.device)
         inference = resolve_model(self.bundle)
