@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import iter_tracking, make_labeler
 
+    from napari_cellect.infer.device import resolve_device
+
+    resolve_device(args.device)  # fail before the long run starts
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
     if args.show_config:
         import json
