@@ -6,7 +6,9 @@ window plus each widget on its own. Run it under a display, e.g.
     xvfb-run -a -s "-screen 0 1600x1100x24" python scripts/make_screenshots.py
 
 The tracking widget is run with the bundled model when it is installed; otherwise it is shown
-ready to run (no result is faked).
+ready to run (no result is faked). The fine-tune widget shows the corrections made here (a track
+approved, a link broken) and the review count; with the bundled model it fine-tunes on them and
+re-links the tracking result, otherwise it shows that the ground truth has no detections.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def _process(seconds: float = 0.3) -> None:
         QApplication.processEvents()
 
 
+def _correct(controller) -> None:
+    """What a person does first: approve a whole track, break a link of another one."""
+    graph = controller.session.graph
+    linked = graph.ids[graph["parent_id"] >= 0]
+    if len(linked) < 2:
+        return
+    controller.select([int(linked[0])])
+    controller.approve_track_selected()
+    controller.select([int(linked[-1])])
+    controller.break_selected()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -51,6 +65,7 @@ def main() -> None:
     from napari_cellect._napari._controller import controller_for
     from napari_cellect._napari._editor_widget import EditorWidget
     from napari_cellect._napari._export_widget import ExportWidget
+    from napari_cellect._napari._finetune_widget import FinetuneWidget
     from napari_cellect._napari._lineage_widget import LineageWidget
     from napari_cellect._napari._tracking_widget import BUNDLED_MODEL, TrackingWidget
 
@@ -104,6 +119,20 @@ def main() -> None:
         while tracking.running:
             _process(0.2)
     shoot("tracking_widget", tracking)
+    viewer.window.remove_dock_widget(dock)
+
+    # fine-tune on a few corrections of the active tracks (the tracking result, if any)
+    finetune = FinetuneWidget(viewer)
+    dock = viewer.window.add_dock_widget(finetune, name="Fine-tune", area="right")
+    _correct(controller)
+    if controller.session.detections:
+        finetune.fine_tune()  # then re-links (the box is checked)
+        while finetune.running or (finetune.relink_after.isChecked() and
+                                   finetune.relink_command is None and
+                                   "failed" not in finetune.message_label.text()):
+            _process(0.2)
+    finetune.update_counts()
+    shoot("finetune_widget", finetune)
     viewer.window.remove_dock_widget(dock)
 
     # 3D view of the tracks with all widgets docked together

@@ -11,7 +11,8 @@ from napari_cellect.data.synthetic import PRESETS, write_synthetic
 from napari_cellect.model.bundle import ModelBundle
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--crop", "4", "32", "32",
-        "--device", "cpu", "--val-frames", "0"]  # fmt: skip
+        "--device", "cpu", "--val-frames", "0",
+        "--calibration-frames", "0"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

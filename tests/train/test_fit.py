@@ -40,6 +40,7 @@ def tiny_config(**changes) -> TrainConfig:
         warmup_steps=0, sampling=SamplingConfig(crop=(4, 32, 32)),
         tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 0, 0)),
         validation_frames=1, validation_crops=1, threshold_grid=(0.3, 0.5), device="cpu",
+        calibration_frames=1,
         detector_ready_f1=0.0,
     )  # fmt: skip
     return dataclasses.replace(config, **changes)
@@ -214,3 +215,41 @@ def test_candidate_features_match_inference_scoring():
     np.testing.assert_allclose(p_match.numpy() * (cand_idx >= 0), expected.p_match, atol=1e-6)
     np.testing.assert_allclose(p_none.numpy(), expected.p_none, atol=1e-6)
     np.testing.assert_allclose(p_div.numpy(), expected.p_divide, atol=1e-6)
+
+
+def test_division_threshold_calibration(sequences, monkeypatch):
+    from napari_cellect.track.detections import Detections
+    from napari_cellect.track.scoring_protocol import CandidateScores
+    from napari_cellect.train import fit as fit_module
+    from napari_cellect.train.targets import AnnotationIndex, TargetConfig
+    from napari_cellect.track.graph import TrackGraph
+
+    p_divide = np.array([0.9, 0.35, 0.2, 0.1, 0.4, 0.05], np.float32)
+
+    class StubScorer:
+        def __init__(self, model):
+            pass
+
+        def score(self, query, cands, cand_idx, z_ratio):
+            m, k = cand_idx.shape
+            return CandidateScores(np.zeros((m, k), np.float32), np.ones(m, np.float32),
+                                   p_divide[:m])  # fmt: skip
+
+    monkeypatch.setattr(fit_module, "ModelScorer", StubScorer)
+    train, _ = sequences
+    trainer = Trainer(train, None, tiny_config(min_calibration_divisions=1))
+    # six cells; the first two divide (two children each)
+    ids = np.arange(1, 7)
+    graph = TrackGraph.from_arrays(
+        id=np.concatenate([ids, [11, 12, 13, 14]]), t=[0] * 6 + [1] * 4,
+        z=np.ones(10), y=np.concatenate([ids * 6.0, [5, 7, 11, 13]]), x=np.full(10, 8.0),
+        parent_id=np.concatenate([np.full(6, -1), [1, 1, 2, 2]]),
+    )  # fmt: skip
+    cells = AnnotationIndex(graph, TargetConfig()).frame_cells(0, (0, 0, 0), (4, 48, 48), 2.0)
+    det = Detections(t=0, positions=cells.positions, embeddings=np.zeros((6, 8), np.float32),
+                     radius=np.full(6, 3.0), division=np.zeros((6, 2)), score=np.ones(6))
+    predictions = [{"frames": [(det, cells), (det, cells)], "z_ratio": 2.0}]
+    threshold, f1 = trainer._division_threshold(predictions, 0.5)
+    assert threshold == 0.3 and f1 == pytest.approx(0.8)
+    trainer.config = dataclasses.replace(trainer.config, min_calibration_divisions=3)
+    assert trainer._division_threshold(predictions, 0.5) is None  # too few mothers

@@ -51,6 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-frames", type=int, default=defaults.validation_frames, metavar="N",
                         help="frame pairs per validation series scored every epoch with the "
                              f"full inference path (default {defaults.validation_frames})")
+    parser.add_argument("--calibration-frames", type=int, default=defaults.calibration_frames,
+                        metavar="N", help="frame pairs per validation series used to calibrate "
+                        "the detection and division thresholds at the end, 0 to keep the "
+                        f"defaults (default {defaults.calibration_frames})")
     parser.add_argument("--z-ratio", type=float, metavar="R",
                         help="z spacing / xy spacing (default: from the image metadata)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, metavar="N",
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, device=args.device, preset=args.preset,
             sampling=sampling, name=args.name or args.output.stem,
-            validation_frames=args.val_frames,
+            validation_frames=args.val_frames, calibration_frames=args.calibration_frames,
         )  # fmt: skip
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error

@@ -1,7 +1,8 @@
 """napari front end of napari-cellect: everything that imports napari or Qt lives here.
 
 napari loads the pieces through the npe2 manifest (``napari.yaml``): the reader and writers,
-the sample data and four dock widgets (Track cells, Edit tracks, Lineage view, Export tracks).
+the sample data and five dock widgets (Track cells, Edit tracks, Lineage view, Export tracks,
+Fine-tune).
 From Python, :func:`controller_for` gives a viewer's track editor and :class:`TrackingSession`
 wraps a TrackGraph with its undo history and autosave journal::
 
@@ -27,6 +28,7 @@ _EXPORTS = {
     "EditorWidget": "._editor_widget",
     "LineageWidget": "._lineage_widget",
     "ExportWidget": "._export_widget",
+    "FinetuneWidget": "._finetune_widget",
 }
 
 __all__ = sorted(_EXPORTS)

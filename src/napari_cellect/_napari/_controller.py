@@ -8,7 +8,8 @@ other: they refresh from the graph, through a :class:`~._changes.ChangeCollector
 ``graph.changed`` signals of one action into one refresh.
 
 Several sessions can be open in one viewer (say ground truth and a result); the one whose layer
-is active receives the edits.
+is active receives the edits. The review queue (``N`` / ``Shift+N``) comes from
+:class:`~._review.ReviewNavigation`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from napari_cellect._napari._layer_data import (
 )
 from napari_cellect._napari._layer_sync import LayerSync
 from napari_cellect._napari._point_tools import PointTools
+from napari_cellect._napari._review import ReviewNavigation, ReviewState
 from napari_cellect.errors import CellectError
 from napari_cellect.track.edits import Command
 from napari_cellect.track.graph import TrackGraph
@@ -61,6 +63,13 @@ class BoundSession:
     sync: LayerSync | None = None
     #: False once the user removed the Tracks layer (do not bring it back)
     wants_tracks: bool = True
+    #: the review queue of the session (built on first use)
+    review: ReviewState | None = None
+    #: node ids drawn with the highlight border (links a re-link changed)
+    highlight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the edit whose undo removes the highlight (and whose redo brings it back)
+    highlight_command: Command | None = None
+    highlight_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: callables that undo each connection made when binding
     disconnects: list[Callable[[], None]] = field(default_factory=list)
 
@@ -68,11 +77,12 @@ class BoundSession:
         return [layer for layer in (self.points, self.tracks, self.labels) if layer is not None]
 
 
-class CellectController(EditActions, PointTools):
+class CellectController(EditActions, PointTools, ReviewNavigation):
     """Edits the active tracking session of one viewer.
 
     The edit actions bound to keys come from :class:`~._edit_actions.EditActions`, the handling
-    of napari's own point tools from :class:`~._point_tools.PointTools`.
+    of napari's own point tools from :class:`~._point_tools.PointTools`, the review queue from
+    :class:`~._review.ReviewNavigation`.
     """
 
     #: the selected node ids changed (tuple of ids, in the order they were selected)
@@ -129,6 +139,10 @@ class CellectController(EditActions, PointTools):
     def selection(self) -> tuple[int, ...]:
         return self._selection
 
+    def bound_for(self, session: TrackingSession) -> BoundSession | None:
+        """The layers showing ``session`` (None once they were removed)."""
+        return next((b for b in self._bound if b.session is session), None)
+
     # ================================================================== sessions and layers
     def add_session(self, session: TrackingSession) -> list[Layer]:
         """Add layers showing ``session`` to the viewer and make it the active session."""
@@ -165,7 +179,8 @@ class CellectController(EditActions, PointTools):
             bound.labels = layer  # type: ignore[assignment]
             self._bind_labels(bound, layer)  # type: ignore[arg-type]
         if bound.points is not None:
-            bound.sync = LayerSync(session, bound.points, bound.tracks, bound.labels)
+            bound.sync = LayerSync(session, bound.points, bound.tracks, bound.labels,
+                                   highlighted=bound.highlight)
             if role != "centres":
                 bound.sync.full_refresh()
         if bound.points is not None and self._active is not bound:
@@ -225,6 +240,9 @@ class CellectController(EditActions, PointTools):
         for disconnect in bound.disconnects:
             disconnect()
         bound.disconnects.clear()
+        if bound.review is not None:
+            bound.review.close()
+            bound.review = None
         bound.collector.close()
         bound.session.close()
         self._bound.remove(bound)
@@ -248,7 +266,8 @@ class CellectController(EditActions, PointTools):
                 else:
                     bound.labels = None
                 if bound.points is not None:
-                    bound.sync = LayerSync(bound.session, bound.points, bound.tracks, bound.labels)
+                    bound.sync = LayerSync(bound.session, bound.points, bound.tracks, bound.labels,
+                                           highlighted=bound.highlight)
 
     def _on_active_layer(self, event: Any) -> None:
         layer = event.value
@@ -300,10 +319,13 @@ class CellectController(EditActions, PointTools):
             viewer.layers.selection.active = points
 
     # ================================================================== executing edits
-    def execute(self, command: Command) -> Command | None:
-        """Run ``command`` through the active session's history (autosaved); report errors."""
-        bound = self._require()
+    def execute(self, command: Command, session: TrackingSession | None = None) -> Command | None:
+        """Run ``command`` through the history of ``session`` (default: the active one; it
+        must be shown in this viewer), autosaved; report errors."""
+        bound = self._require() if session is None else self.bound_for(session)
         if bound is None:
+            if session is not None:
+                self._report("error", f"the tracks {session.name!r} are no longer shown")
             return None
         session = bound.session
         try:
@@ -333,12 +355,38 @@ class CellectController(EditActions, PointTools):
             return None
         return self.execute(command)
 
+    def highlight(
+        self, session: TrackingSession, ids: Sequence[int] | np.ndarray,
+        command: Command | None = None,
+    ) -> None:  # fmt: skip
+        """Draw the centres of nodes ``ids`` of ``session`` with the highlight border (an empty
+        list clears it). With ``command`` (the edit that made those nodes worth a look), undoing
+        that edit clears the highlight and redoing it brings it back."""
+        bound = self.bound_for(session)
+        if bound is None:
+            return
+        bound.highlight_command = command
+        bound.highlight_ids = np.unique(np.asarray(ids, np.int64))
+        self._set_highlight(bound, bound.highlight_ids)
+
+    def _set_highlight(self, bound: BoundSession, ids: np.ndarray) -> None:
+        bound.highlight = ids
+        if bound.sync is not None:
+            bound.sync.set_highlight(ids)
+
+    def _follow_highlight(self, bound: BoundSession, command: Command | None, how: str) -> None:
+        if command is None or command is not bound.highlight_command:
+            return
+        self._set_highlight(bound, bound.highlight_ids if how == "redo" else
+                            np.zeros(0, np.int64))
+
     def undo(self) -> None:
         bound = self._require()
         if bound is None:
             return
         with bound.collector.batch():
             command = bound.session.history.undo()
+        self._follow_highlight(bound, command, "undo")
         self._report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
 
     def redo(self) -> None:
@@ -347,6 +395,7 @@ class CellectController(EditActions, PointTools):
             return
         with bound.collector.batch():
             command = bound.session.history.redo()
+        self._follow_highlight(bound, command, "redo")
         self._report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
 
     def _require(self) -> BoundSession | None:

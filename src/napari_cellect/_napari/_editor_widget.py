@@ -55,6 +55,10 @@ class EditorWidget(QWidget):
         self.selection_label.setWordWrap(True)
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
+        self.review_label = QLabel()
+        self.review_label.setWordWrap(True)
+        self.review_label.setToolTip("Links and divisions nobody approved yet whose certainty is "
+                                     "low (the review queue); N jumps to the next")
 
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
@@ -108,6 +112,7 @@ class EditorWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.session_label)
         layout.addWidget(self.selection_label)
+        layout.addWidget(self.review_label)
         layout.addLayout(grid)
         layout.addWidget(self.message_label)
         layout.addWidget(file_box)
@@ -141,7 +146,10 @@ class EditorWidget(QWidget):
             self.session_label.setText("No tracks. Open a tracks file, run tracking, or start "
                                        "new empty tracks on an image.")
             self.journal_label.setText("")
+            self.review_label.setText("")
             return
+        self.review_label.setText(f"To review: {self.controller.review_count()} uncertain links "
+                                  "and divisions (N: next, Shift+N: back)")
         graph = session.graph
         n_tracks = len(set(graph.track_ids().tolist())) if len(graph) else 0
         dirty = " (unsaved edits)" if session.dirty and session.source else ""

@@ -51,6 +51,11 @@ KEYBINDINGS: tuple[KeyBinding, ...] = (
                "next_node"),
     KeyBinding("Previous node", (",",), "Select the previous node of the track and move the view "
                "to it.", "previous_node"),
+    KeyBinding("Next uncertain", ("N",), "Jump to the next most uncertain link or division "
+               "nobody approved yet (review queue) and select what approving it takes.",
+               "next_uncertain"),
+    KeyBinding("Previous uncertain", ("Shift-N",), "Go back to the review item shown before.",
+               "previous_uncertain"),
     KeyBinding("Undo", ("Control-Z",), "Undo the last edit.", "undo"),
     KeyBinding("Redo", ("Control-Shift-Z",), "Redo the last undone edit.", "redo"),
 )

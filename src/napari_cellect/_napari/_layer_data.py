@@ -44,6 +44,8 @@ class PointsStyle:
     approved_border: tuple[float, float, float, float] = (0.2, 1.0, 0.3, 1.0)
     #: border of the other nodes
     unapproved_border: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.6)
+    #: border of highlighted nodes (links a re-link changed, to review), over the two above
+    highlight_border: tuple[float, float, float, float] = (1.0, 0.2, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,15 @@ def point_sizes(graph: TrackGraph, style: PointsStyle) -> np.ndarray:
     return np.maximum(diameter, style.min_diameter)
 
 
-def border_colors(approved: np.ndarray, style: PointsStyle) -> np.ndarray:
+def border_colors(
+    approved: np.ndarray, style: PointsStyle, highlighted: np.ndarray | None = None
+) -> np.ndarray:
+    """Border colour per node: approved or not, and ``highlighted`` (a boolean mask) on top."""
     out = np.empty((len(approved), 4), dtype=np.float32)
     out[:] = style.unapproved_border
     out[np.asarray(approved, dtype=bool)] = style.approved_border
+    if highlighted is not None:
+        out[np.asarray(highlighted, dtype=bool)] = style.highlight_border
     return out
 
 

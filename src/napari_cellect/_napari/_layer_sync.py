@@ -53,6 +53,7 @@ class LayerSync:
         tracks: Tracks | None = None,
         labels: Labels | None = None,
         style: PointsStyle | None = None,
+        highlighted: np.ndarray | None = None,
     ):
         self.session = session
         self.points = points
@@ -61,6 +62,9 @@ class LayerSync:
         self.style = style or PointsStyle()
         self._labels_sync = LabelsSync(labels.data) if labels is not None else None
         self._hidden_for_empty = False
+        #: node ids drawn with the highlight border (see :meth:`set_highlight`)
+        self.highlighted = np.zeros(0, np.int64) if highlighted is None else np.asarray(
+            highlighted, np.int64)
         self._updating = 0
         self._kept: np.ndarray | None = None
         # mirror of what the layers show, to find what an edit changed
@@ -96,7 +100,7 @@ class LayerSync:
             self._refresh_rows()
             if self._kept is not None:  # only removals: the other rows kept their styles
                 if "approved" in changes.columns:
-                    self.points.border_color = border_colors(graph["approved"], self.style)
+                    self.points.border_color = self._borders()
                 if "radius" in changes.columns:
                     self.points.size = point_sizes(graph, self.style)
         else:
@@ -122,6 +126,19 @@ class LayerSync:
     def full_refresh(self) -> None:
         self.refresh(ChangeSet.everything())
 
+    def set_highlight(self, ids: np.ndarray) -> None:
+        """Draw the centres of ``ids`` with the highlight border (ids not in the graph are kept
+        for when they come back, for example after a redo)."""
+        self.highlighted = np.unique(np.asarray(ids, np.int64))
+        if len(self.session.graph):
+            with self.updating():
+                self.points.border_color = self._borders()
+
+    def _borders(self) -> np.ndarray:
+        graph = self.session.graph
+        highlighted = np.isin(graph.ids, self.highlighted) if len(self.highlighted) else None
+        return border_colors(graph["approved"], self.style, highlighted)
+
     # ------------------------------------------------------------------ points
     def _set_points_data(self, coords: np.ndarray) -> None:
         self.points.data = coords
@@ -131,7 +148,7 @@ class LayerSync:
         values = graph.track_ids() if column == "track_id" else np.asarray(graph[column])
         self.points.features[column] = values
         if column == "approved":
-            self.points.border_color = border_colors(values, self.style)
+            self.points.border_color = self._borders()
 
     def _refresh_rows(self) -> None:
         """Nodes were added or removed.
@@ -180,7 +197,7 @@ class LayerSync:
         graph = self.session.graph
         if len(graph):
             self.points.size = point_sizes(graph, self.style)
-            self.points.border_color = border_colors(graph["approved"], self.style)
+            self.points.border_color = self._borders()
             self.points.face_color = track_colors(graph.track_ids())
 
     # ------------------------------------------------------------------ track ids

@@ -8,6 +8,11 @@ nothing. It lives beside the tracks file (``journal_folder_for``), beside the im
 came from, or in a folder the user picks; data without any file journals under
 :func:`default_journal_root`. Saving keeps the journal (so undo past the save still replays
 correctly); closing a session that has no unsaved edits deletes it.
+
+Learning from corrections: a tracking result keeps the per-frame detections it was linked from
+and the model that made it, so fine-tuning and re-linking never run the U-Net again; the
+corrections are built from the graph and the history and kept beside the journal
+(:mod:`._corrections_store`).
 """
 
 from __future__ import annotations
@@ -18,13 +23,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_cellect._napari._corrections_store import load_stored, needs_file, newer_wins
 from napari_cellect._napari._layer_data import Geometry
+from napari_cellect.errors import CellectError
+from napari_cellect.track.corrections import (
+    CorrectionSet,
+    build_corrections,
+    corrections_from_history,
+    save_corrections,
+)
 from napari_cellect.track.edits import Command, History
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import Journal, journal_folder_for, restore
+
+if TYPE_CHECKING:
+    from napari_cellect.track.detections import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +75,16 @@ class TrackingSession:
         geometry: voxel size and 2D/3D, shared with the image.
         labels: masks whose values are track ids, (T, Z, Y, X) or (T, Y, X), or None.
         image_shape: (T, Z, Y, X) of the image the tracks belong to, if known (CTC export).
+        detections: the merged per-frame detections the tracks were linked from (a tracking
+            run or a detection run), or None (tracks read from a file).
+        z_ratio: the anisotropy the detections were made with (None: from ``geometry``).
+        model: the ModelBundle in use for this session (None: ``model_path``, or the bundled
+            default, loaded when needed); a fine-tune replaces it.
+        model_path: the file the session's first model came from (None: the bundled default);
+            a fine-tuned model is never saved over it.
+        model_tuned: True once ``model`` was fine-tuned on this session's corrections.
+        model_saved_as: where the fine-tuned ``model`` was last saved (None: not saved).
+        stored_corrections: corrections of earlier sessions read from the journal folder.
     """
 
     graph: TrackGraph
@@ -68,6 +95,13 @@ class TrackingSession:
     geometry: Geometry = field(default_factory=Geometry)
     labels: np.ndarray | None = None
     image_shape: tuple[int, ...] | None = None
+    detections: list[Detections] | None = None
+    z_ratio: float | None = None
+    model: Any = None
+    model_path: Path | None = None
+    model_tuned: bool = False
+    model_saved_as: Path | None = None
+    stored_corrections: CorrectionSet | None = None
     _journal: Journal | None = field(default=None, repr=False)
     _saved_top: Command | None = field(default=None, repr=False)
 
@@ -97,10 +131,11 @@ class TrackingSession:
             session = cls.open_journal(folder, source=path, **kwargs)
             return session
         if folder.exists():
-            Journal(folder).discard()
+            Journal(folder).discard()  # corrections.json, if any, stays
         graph = read_tracks(path)
         name = kwargs.pop("name", None) or _stem(path)
-        return cls.from_graph(graph, name=name, source=path, journal_folder=folder, **kwargs)
+        return cls.from_graph(graph, name=name, source=path, journal_folder=folder,
+                              stored_corrections=load_stored(folder), **kwargs)
 
     @classmethod
     def open_journal(
@@ -111,6 +146,7 @@ class TrackingSession:
         history = restore(folder)
         if "name" not in kwargs:
             kwargs["name"] = _stem(source) if source is not None else _stem(folder)
+        kwargs.setdefault("stored_corrections", load_stored(folder))
         session = cls(graph=history.graph, history=history, source=source, journal_folder=folder,
                       **kwargs)  # type: ignore[arg-type]
         session._journal = Journal(folder)
@@ -174,7 +210,47 @@ class TrackingSession:
             self.source = target
         done = self.history.done
         self._saved_top = done[-1] if done else None
+        self.save_corrections(only_if_needed=True)
         return target
+
+    # ------------------------------------------------------------------ corrections
+    @property
+    def anisotropy(self) -> float:
+        """z spacing / xy spacing of the detections (or of the layers)."""
+        return float(self.z_ratio) if self.z_ratio else self.geometry.z_ratio
+
+    def corrections(self) -> CorrectionSet:
+        """Training labels from this session's edits, over the stored ones they override.
+
+        Raises:
+            ContradictoryCorrections: naming the nodes (from the core).
+        """
+        current = build_corrections(
+            self.graph, corrections_from_history(self.history), z_ratio=self.anisotropy,
+            source=str(self.source or self.name),
+        )  # fmt: skip
+        if self.stored_corrections is None:
+            return current
+        return newer_wins(self.stored_corrections, current)
+
+    def save_corrections(self, only_if_needed: bool = False) -> Path | None:
+        """Write the corrections to ``corrections.json`` in the journal folder.
+
+        With ``only_if_needed`` nothing is written unless the history holds something the
+        tracks file cannot (broken links, division marks, deletions) or earlier corrections
+        were read. Failures are logged, never raised: saving the tracks must not fail for this.
+        """
+        if self.journal_folder is None:
+            return None
+        if only_if_needed and self.stored_corrections is None and not needs_file(
+            corrections_from_history(self.history)
+        ):
+            return None
+        try:
+            return save_corrections(self.corrections(), self.journal_folder)
+        except (CellectError, OSError) as error:
+            logger.warning("corrections not saved: %s", error)
+            return None
 
     def close(self) -> None:
         """Stop autosaving; the journal is deleted unless it holds unsaved edits."""

@@ -38,10 +38,12 @@ def default_tracking_function() -> TrackingFunction:
 
 @dataclass(frozen=True)
 class TrackingOutput:
-    """What the worker returns: the pipeline's result and the instance masks (or None)."""
+    """What the worker returns: the pipeline's result and the instance masks (or None), and
+    the model it ran with when one was loaded from a file (None: the bundled default)."""
 
     result: Any
     labels: np.ndarray | None
+    model: Any = None
 
 
 def tracking_job(
@@ -77,7 +79,7 @@ def tracking_job(
                                          max_label_bytes)
     except Cancelled:
         return None
-    return TrackingOutput(result, None if labels is None else np.asarray(labels))
+    return TrackingOutput(result, None if labels is None else np.asarray(labels), bundle)
 
 
 def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,

@@ -100,6 +100,7 @@ class TrackingWidget(QWidget):
         self._preview: Points | None = None
         self._started = 0.0
         self._run_layer: Image | None = None
+        self._run_model_file: str | None = None
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
         self._build()
         self._connect_viewer()
@@ -259,6 +260,7 @@ class TrackingWidget(QWidget):
             return
         self._stop = threading.Event()
         self._run_layer = layer
+        self._run_model_file = self.model_file()
         self.result_session = None
         function = self.tracking_function or default_tracking_function()
         worker = create_worker(
@@ -344,10 +346,16 @@ class TrackingWidget(QWidget):
             if geometry.spatial_ndim == 2 and labels.ndim == 4:
                 labels = labels[:, 0]
         name = f"{layer.name} tracked"
+        result = output.result
+        model_file = self._run_model_file
         session = TrackingSession.from_graph(
             graph, name=name, geometry=geometry, labels=labels,
             image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
             journal_folder=self._journal_folder(layer),
+            # kept for fine-tuning and re-linking (the U-Net never runs again for them)
+            detections=list(getattr(result, "detections", None) or []) or None,
+            z_ratio=getattr(result, "z_ratio", None) or float(self.z_ratio.value()),
+            model=output.model, model_path=Path(model_file) if model_file else None,
         )
         try:
             session.ensure_journal()

@@ -29,7 +29,9 @@ annotations and measures detection F1 (best over the threshold grid) and link ac
 annotated links whose best-scoring candidate is a true successor), plus the losses on fixed
 validation crops. The best epoch by ``(F1 + link accuracy) / 2`` is kept (by the lowest
 validation loss when ``validation_frames`` is 0). At the end the detection threshold that
-maximises validation F1 is stored in the bundle.
+maximises validation F1, and the division threshold (of the link scorer's P(divides)) that
+best separates the annotated mothers, are stored in the bundle, from ``calibration_frames``
+frame pairs per validation source.
 
 **Checkpoints** are written atomically after every epoch: all weights, the optimiser and
 scheduler state, the history, the best weights so far and the training config. Every epoch
@@ -178,7 +180,15 @@ class TrainConfig:
     threshold_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     """Detection thresholds tried for calibration."""
     calibrate: bool = True
-    """Store the detection threshold that maximises validation F1 in the bundle."""
+    """Store the detection threshold that maximises validation F1, and the division threshold
+    that best separates annotated mothers, in the bundle."""
+    calibration_frames: int = 8
+    """Frame pairs per validation source used for the final calibration (0: no calibration)."""
+    division_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    """Division thresholds tried for calibration."""
+    min_calibration_divisions: int = 5
+    """Fewer annotated mothers than this in the calibration frames: keep the division
+    threshold."""
     amp: bool = True
     """Mixed precision on a GPU (no effect on CPU)."""
     name: str = "trained"
@@ -194,7 +204,8 @@ class TrainConfig:
             problems.append(f"lr must be positive, found {self.lr}")
         if not 0 < self.lr_final_factor <= 1:
             problems.append(f"lr_final_factor must be in (0, 1], found {self.lr_final_factor}")
-        for name in ("warmup_steps", "validation_frames", "validation_crops"):
+        for name in ("warmup_steps", "validation_frames", "validation_crops",
+                     "calibration_frames", "min_calibration_divisions"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, found {getattr(self, name)}")
         if not 0 <= self.duplicate_fraction <= 1:
@@ -207,8 +218,8 @@ class TrainConfig:
             )
         if problems:
             raise InputError("invalid TrainConfig: " + "; ".join(problems))
-        grid = tuple(sorted(float(t) for t in self.threshold_grid))
-        object.__setattr__(self, "threshold_grid", grid)
+        for name in ("threshold_grid", "division_grid"):
+            object.__setattr__(self, name, tuple(sorted(float(t) for t in getattr(self, name))))
         object.__setattr__(self, "duplicate_offset", tuple(float(v) for v in self.duplicate_offset))
 
     def to_dict(self) -> dict[str, Any]:
@@ -443,7 +454,7 @@ class Trainer:
                 self.normalization,
             )  # fmt: skip
         self.val_crops = self._validation_crops()
-        self.val_pairs = self._validation_pairs()
+        self.val_pairs = self._validation_pairs(config.validation_frames)
         params = [p for m in self.bundle.modules() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.epochs * config.steps_per_epoch
@@ -496,11 +507,10 @@ class Trainer:
                 crops.append(sampler.sample(rng, source=source, t=t, augment=False))
         return crops
 
-    def _validation_pairs(self) -> list[tuple[int, int]]:
-        """(source, t) of the frame pairs used for F1 and link accuracy: evenly spread
-        annotated frames t whose frame t+1 is annotated too."""
+    def _validation_pairs(self, n: int) -> list[tuple[int, int]]:
+        """(source, t) of ``n`` frame pairs per validation source for F1, link accuracy and
+        calibration: evenly spread annotated frames t whose frame t+1 is annotated too."""
         pairs = []
-        n = self.config.validation_frames
         for source, index in enumerate(self.val_sampler.indices):
             frames = [int(t) for t in self.val_sampler.frames[source]
                       if index.is_annotated(int(t) + 1)]  # fmt: skip
@@ -862,10 +872,11 @@ class Trainer:
         return predict_frame(self.unet, pair, t=t, z_ratio=src.z_ratio, detection=det_cfg,
                              tiling=self.config.tiling, device=self.device).detections  # fmt: skip
 
-    def _predict_validation(self, threshold: float) -> list[dict[str, Any]]:
+    def _predict_validation(self, threshold: float,
+                            pairs: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
         """Detections of frames t and t+1 of every validation pair, with their annotations."""
         out = []
-        for source, t in self.val_pairs:
+        for source, t in self.val_pairs if pairs is None else pairs:
             index = self.val_sampler.indices[source]
             src = self.val_sampler.sources[source]
             frames = []
@@ -942,6 +953,41 @@ class Trainer:
             total += len(query)
         return correct / total if total else 0.0
 
+    def _division_threshold(self, predictions: list[dict[str, Any]], threshold: float
+                            ) -> tuple[float, float] | None:
+        """(threshold, F1) of the link scorer's P(divides) that best separates the annotated
+        mothers among the matched frame-t detections; None with too few annotated mothers."""
+        scorer = ModelScorer(self.link)
+        p_all, mother_all = [], []
+        for item in predictions:
+            (det_a, cells_a), (det_b, _) = item["frames"]
+            det_a = det_a.subset(det_a.score >= threshold)
+            det_b = det_b.subset(det_b.score >= threshold)
+            if len(det_a) == 0:
+                continue
+            m = match_detections(det_a.positions, cells_a.positions, cells_a.radius,
+                                 item["z_ratio"], self.config.match)  # fmt: skip
+            cand, _ = nearest_candidates(det_a.positions, det_b.positions, self.link.config.k,
+                                         item["z_ratio"])  # fmt: skip
+            p_divide = scorer.score(det_a, det_b, cand, item["z_ratio"]).p_divide
+            matched = m.primary >= 0
+            p_all.append(p_divide[matched])
+            mother_all.append(cells_a.mother[m.primary[matched]])
+        if not p_all:
+            return None
+        p, mother = np.concatenate(p_all), np.concatenate(mother_all)
+        if int(mother.sum()) < self.config.min_calibration_divisions:
+            logger.info("only %d annotated divisions in the calibration frames: the division "
+                        "threshold keeps its value", int(mother.sum()))  # fmt: skip
+            return None
+        best = None
+        for thr in self.config.division_grid:
+            tp = int(np.count_nonzero((p >= thr) & mother))
+            f1 = 2 * tp / max(1, int(np.count_nonzero(p >= thr)) + int(mother.sum()))
+            if best is None or f1 > best[1] + 1e-12:
+                best = (float(thr), f1)
+        return best
+
     def _metrics(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         if not predictions:
             return {"f1": 0.0, "threshold": float(self.bundle.thresholds.detection.threshold),
@@ -959,16 +1005,25 @@ class Trainer:
                 module.load_state_dict(state)
         thresholds = self.bundle.thresholds
         metrics: dict[str, float] = dict(self.best["metrics"]) if self.best else {}
-        if self.config.calibrate and self.val_pairs:
+        pairs = self._validation_pairs(self.config.calibration_frames)
+        if self.config.calibrate and pairs:
             self._report("calibrate")
             self._set_train(False)
             with torch.no_grad():
-                predictions = self._predict_validation(min(self.config.threshold_grid))
+                predictions = self._predict_validation(min(self.config.threshold_grid), pairs)
                 metrics = self._metrics(predictions)
+                division = self._division_threshold(predictions, metrics["threshold"])
             detection = dataclasses.replace(thresholds.detection, threshold=metrics["threshold"])
-            thresholds = dataclasses.replace(thresholds, detection=detection)
-            logger.info("calibrated detection threshold %.2f (validation F1 %.3f)",
-                        metrics["threshold"], metrics["f1"])  # fmt: skip
+            link = thresholds.link
+            if division is not None:
+                link = dataclasses.replace(link, division_threshold=division[0])
+                metrics["division_f1"] = division[1]
+            thresholds = dataclasses.replace(thresholds, detection=detection, link=link)
+            logger.info(
+                "calibrated on %d frame pairs: detection threshold %.2f (F1 %.3f), division "
+                "threshold %.2f", len(pairs), metrics["threshold"], metrics["f1"],
+                link.division_threshold,
+            )  # fmt: skip
         self.bundle.thresholds = thresholds
         cfg = self.config
         meta = self.bundle.metadata
@@ -980,7 +1035,10 @@ class Trainer:
             best_epoch=-1 if self.best is None else int(self.best["epoch"]) + 1,
             f1=round(float(metrics.get("f1", 0.0)), 4),
             link_accuracy=round(float(metrics.get("link_accuracy", 0.0)), 4),
-            threshold=float(thresholds.detection.threshold), preset=cfg.preset, seed=cfg.seed,
+            threshold=float(thresholds.detection.threshold),
+            division_threshold=float(thresholds.link.division_threshold),
+            division_f1=round(float(metrics.get("division_f1", math.nan)), 4),
+            preset=cfg.preset, seed=cfg.seed,
         )  # fmt: skip
         bundle = ModelBundle(self.unet, self.merge, self.link, thresholds, cfg.normalization, meta)
         bundle.to("cpu").eval()

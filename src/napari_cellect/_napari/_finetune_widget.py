@@ -1,0 +1,686 @@
+"""Fine-tune dock widget: learn from the corrections of the active tracks, then re-link.
+
+1. The widget shows what the active session's corrections hold (approved links, broken links,
+   division labels) and how many uncertain links and divisions nobody reviewed yet (``N`` jumps
+   to the next one), updated after every edit.
+2. **Fine-tune** runs :func:`~napari_cellect.train.finetune.iter_finetune` on the detections the
+   tracking run kept (:attr:`TrackingSession.detections`) in a thread worker, with a progress
+   bar and **Cancel**. A cancelled or failed run leaves the model in use untouched; a finished
+   one becomes the session's model (in memory; **Save model...** writes it, never over the file
+   it started from). Tracks read from a file have no detections: the widget says so and offers
+   to detect cells on an image layer (the tracks are not changed).
+3. **Re-link** (automatic after a fine-tune, or by hand) runs
+   :func:`~napari_cellect.train.finetune.relink` in a worker with every approved link pinned,
+   and applies the result as ONE edit of the session's history (Ctrl+Z restores the tracks of
+   before). The changed links are drawn with a highlight border and listed; a click on one
+   jumps there.
+
+Errors from the core (no corrections, only one kind of label, contradictions) are shown in the
+widget and as napari notifications with the core's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_cellect._napari import _dialogs
+from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._finetune_job import (
+    DetectOutput,
+    RelinkOutput,
+    detect_job,
+    finetune_job,
+    load_model,
+    relink_job,
+)
+from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._tracking_job import as_tzyx, geometry_of
+from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
+from napari_cellect.errors import CellectError
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
+
+    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.track.edits import Command
+
+logger = logging.getLogger(__name__)
+
+ERROR_STYLE = "color: #ff7070;"
+#: wait this long after the last edit before recounting the corrections (edits come in bursts)
+COUNT_DELAY_MS = 200
+#: most changed links listed (all are highlighted in the viewer)
+MAX_LISTED = 500
+#: role of a list item's data: the (parent, child) link it shows
+LINK_ROLE = Qt.ItemDataRole.UserRole
+
+NO_DETECTIONS = (
+    "These tracks have no cached detections (they were read from a file, or made by hand), so "
+    "there is nothing to fine-tune on. Detect cells on the image they belong to (the tracks are "
+    "not changed), or track the image with the Track cells widget."
+)
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tunes the model of the active tracking session on its corrections and re-links."""
+
+    def __init__(
+        self,
+        napari_viewer: napari.Viewer,
+        controller: CellectController | None = None,
+        config: Any = None,
+    ):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.controller = controller or controller_for(napari_viewer)
+        assert self.controller is not None
+        #: the FinetuneConfig used (None: the core's defaults)
+        self.config = config
+        self.worker: Any = None
+        #: what the worker does: "finetune", "relink" or "detect" ("" when idle)
+        self.job = ""
+        self._job_session: TrackingSession | None = None
+        self._job_top: Command | None = None
+        #: set by Cancel and when the widget is closed; cleared when a job starts
+        self._stop = threading.Event()
+        self._succeeded = False
+        self._failed = False
+        self._relink_after = False
+        self._watched: Any = None
+        #: the re-link edit shown in the list, and the session it belongs to
+        self.relink_command: Command | None = None
+        self._relink_session: TrackingSession | None = None
+        self.changed_links = np.zeros((0, 2), np.int64)
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(COUNT_DELAY_MS)
+        self._count_timer.timeout.connect(self.update_counts)
+        self._build()
+        disconnect_on_destroy(self, [
+            (self.controller.session_changed, self._on_session_changed),
+            (self.controller.refreshed, self._on_refreshed),
+            *((emitter, self._refresh_images) for emitter in (
+                napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed)),
+        ])
+        self.destroyed.connect(lambda *_args, stop=self._stop: stop.set())
+        self.destroyed.connect(lambda *_args, unwatch=self._unwatch_history: unwatch())
+        self._refresh_images()
+        self._on_session_changed(self.controller.session)
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        self.session_label = QLabel()
+        self.model_label = QLabel()
+        self.counts_label = QLabel()
+        self.review_label = QLabel()
+        for label in (self.session_label, self.model_label, self.counts_label, self.review_label):
+            label.setWordWrap(True)
+
+        self.detect_box = QGroupBox("No detections")
+        self.detect_text = QLabel(NO_DETECTIONS)
+        self.detect_text.setWordWrap(True)
+        self.image_combo = QComboBox()
+        self.detect_button = QPushButton("Detect cells")
+        self.model_button = QPushButton("Model file...")
+        self.model_button.setToolTip("The model bundle (.pt) to detect with and fine-tune")
+        row = QHBoxLayout()
+        row.addWidget(self.image_combo, 1)
+        row.addWidget(self.model_button)
+        row.addWidget(self.detect_button)
+        box = QVBoxLayout(self.detect_box)
+        box.addWidget(self.detect_text)
+        box.addLayout(row)
+
+        self.finetune_button = QPushButton("Fine-tune")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.relink_after = QCheckBox("Re-link after fine-tuning")
+        self.relink_after.setChecked(True)
+        self.relink_after.setToolTip("Track the detections again with the tuned model, keeping "
+                                     "every approved link (one edit: Ctrl+Z undoes it)")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress_label = QLabel()
+        self.progress_label.setWordWrap(True)
+        self.relink_button = QPushButton("Re-link")
+        self.relink_button.setToolTip("Link the detections again with the session's model, "
+                                      "keeping every approved link and node")
+        self.save_model_button = QPushButton("Save model...")
+        self.message_label = QLabel()
+        self.message_label.setWordWrap(True)
+        self.changed_list = QListWidget()
+        self.changed_list.setToolTip("Links the last re-link changed (highlighted in the "
+                                     "viewer); click one to go there")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.finetune_button)
+        buttons.addWidget(self.cancel_button)
+        after = QHBoxLayout()
+        after.addWidget(self.relink_button)
+        after.addWidget(self.save_model_button)
+        layout = QVBoxLayout(self)
+        for widget in (self.session_label, self.model_label, self.counts_label,
+                       self.review_label, self.detect_box):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        layout.addWidget(self.relink_after)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.progress_label)
+        layout.addLayout(after)
+        layout.addWidget(self.message_label)
+        layout.addWidget(QLabel("Links changed by the last re-link:"))
+        layout.addWidget(self.changed_list, 1)
+
+        self.finetune_button.clicked.connect(self.fine_tune)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.relink_button.clicked.connect(self.relink)
+        self.save_model_button.clicked.connect(lambda: self.save_model())
+        self.detect_button.clicked.connect(self.detect)
+        self.model_button.clicked.connect(self._choose_model)
+        self.changed_list.itemClicked.connect(self._on_link_clicked)
+        self.changed_list.itemActivated.connect(self._on_link_clicked)
+
+    # ------------------------------------------------------------------ display
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _on_session_changed(self, _session: TrackingSession | None) -> None:
+        self._update_controls()
+        self.update_counts()
+
+    def _on_refreshed(self, _changes: Any) -> None:
+        self._count_timer.start()
+
+    def _update_controls(self) -> None:
+        session = self.controller.session
+        has = session is not None
+        detections = has and bool(session.detections)
+        idle = not self.running
+        self.detect_box.setVisible(has and not detections)
+        model = has and _has_model(session)
+        self.model_button.setEnabled(has and idle)
+        self.detect_button.setEnabled(model and idle and self.image_combo.count() > 0)
+        self.detect_button.setToolTip(
+            "Run the model's detector on the image (no linking): fine-tuning then matches your "
+            "tracks to the detections" if model else
+            "no model: choose a model file (the bundled model is not installed)")
+        self.finetune_button.setEnabled(detections and idle)
+        self.relink_button.setEnabled(detections and idle)
+        why = "" if detections else ("open or compute tracks first" if not has else
+                                     "no cached detections: detect cells first (below)")
+        self.finetune_button.setToolTip(why or "Fine-tune the link, division and merge scorers "
+                                               "on your corrections")
+        self.save_model_button.setEnabled(has and idle and session.model_tuned)
+        self.cancel_button.setEnabled(not idle)
+        if session is None:
+            self.session_label.setText("No tracks. Track an image or open a tracks file.")
+            self.model_label.setText("")
+            return
+        frames = f"{len(session.detections)} frames of detections" if detections else (
+            "no detections")
+        self.session_label.setText(f"<b>{session.name}</b>: {len(session.graph)} nodes, {frames}")
+        self.model_label.setText(f"Model: {_describe_model(session)}")
+
+    def update_counts(self) -> None:
+        """Recount the corrections and the review queue of the active session."""
+        self._count_timer.stop()
+        session = self.controller.session
+        if session is None:
+            self.counts_label.setText("")
+            self.review_label.setText("")
+            return
+        try:
+            counts = session.corrections().counts()
+        except CellectError as error:
+            self.counts_label.setStyleSheet(ERROR_STYLE)
+            self.counts_label.setText(f"Corrections contradict each other: {error}")
+        else:
+            self.counts_label.setStyleSheet("")
+            n_div = counts["divides"] + counts["does_not_divide"]
+            self.counts_label.setText(
+                f"Corrections: {_plural(counts['positive_links'], 'approved link')}, "
+                f"{_plural(counts['broken_links'], 'broken link')}, "
+                f"{_plural(n_div, 'division label')} ({counts['divides']} dividing)")
+            self.counts_label.setToolTip("\n".join(f"{k.replace('_', ' ')}: {v}"
+                                                   for k, v in counts.items()))
+        count = self.controller.review_count()
+        self.review_label.setText(
+            f"Uncertain links and divisions not reviewed: {count} "
+            "(N: jump to the next, Shift+N: back)")
+        self._update_controls()
+
+    def _refresh_images(self, *_args: Any) -> None:
+        current = self.image_combo.currentText()
+        self.image_combo.clear()
+        for layer in self._image_layers():
+            self.image_combo.addItem(layer.name)
+        if current:
+            self.image_combo.setCurrentText(current)
+        self._update_controls()
+
+    def _image_layers(self) -> list[Image]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
+
+    def _show(self, level: str, text: str) -> None:
+        self.message_label.setStyleSheet(ERROR_STYLE if level == "error" else "")
+        self.message_label.setText(text)
+        (logger.info if level == "info" else logger.warning)("%s", text)
+
+    def _error(self, text: str) -> None:
+        """In the widget and as a napari notification."""
+        from napari.utils.notifications import show_error
+
+        self._show("error", text)
+        show_error(text)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def fine_tune(self) -> None:
+        """Start fine-tuning the active session's model on its corrections."""
+        from napari.qt.threading import create_worker
+
+        session = self._ready_session()
+        if session is None:
+            return
+        try:
+            corrections = session.corrections()
+            corrections.require_trainable()
+        except CellectError as error:
+            self._error(str(error))
+            return
+        try:
+            session.ensure_journal()
+        except OSError as error:
+            logger.warning("no journal folder for the corrections: %s", error)
+        session.save_corrections()
+        self._relink_after = self.relink_after.isChecked()
+        worker = create_worker(
+            finetune_job, session.model, session.model_path, corrections, session.detections,
+            z_ratio=session.anisotropy, config=self.config, should_stop=self._stop.is_set,
+            source=str(session.source or session.name),
+            _start_thread=False, _ignore_errors=True,  # errors: _on_error + a notification
+        )
+        worker.yielded.connect(self._on_finetune_progress)
+        worker.returned.connect(self._on_finetuned)
+        self._start(worker, "finetune", session, "fine-tuning: preparing the training rows...")
+
+    def _on_finetune_progress(self, report: Any) -> None:
+        epochs = max(int(report.epochs), 1)
+        self.progress.setRange(0, epochs)
+        self.progress.setValue(min(int(report.epoch), epochs))
+        rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
+        if report.epoch == 0:
+            self.progress_label.setText(f"fine-tuning on {rows} training rows...")
+            return
+        val = "" if np.isnan(report.val_loss) else (
+            f", validation {report.val_loss:.3f} (best {report.best_val_loss:.3f})")
+        self.progress_label.setText(f"{report.stage}: epoch {report.epoch}/{epochs}, training "
+                                    f"loss {report.train_loss:.3f}{val}")
+
+    def _on_finetuned(self, tuned: Any) -> None:
+        session = self._job_session
+        if tuned is None or session is None:
+            return  # cancelled: _on_finished says so
+        self._succeeded = True
+        session.model = tuned
+        session.model_tuned = True
+        session.model_saved_as = None
+        self.progress.setValue(self.progress.maximum())
+        self._show("info", f"fine-tuned: {_model_name(tuned)} is now the model of "
+                           f"{session.name} (Save model... keeps it)")
+
+    # ------------------------------------------------------------------ re-linking
+    def relink(self) -> None:
+        """Link the active session's detections again with its model, keeping approved work."""
+        from napari.qt.threading import create_worker
+
+        session = self._ready_session()
+        if session is None:
+            return
+        try:
+            corrections = session.corrections()
+        except CellectError as error:
+            self._error(str(error))
+            return
+        worker = create_worker(
+            _relink_with_model, session.detections, session.model, session.model_path,
+            session.graph.copy(), z_ratio=session.anisotropy, corrections=corrections,
+            should_stop=self._stop.is_set, _start_thread=False, _ignore_errors=True,
+        )
+        worker.returned.connect(self._on_relinked)
+        self._start(worker, "relink", session, "re-linking (approved links are kept)...")
+        self.progress.setRange(0, 0)
+
+    def _on_relinked(self, result: tuple[RelinkOutput | None, Any] | None) -> None:
+        session = self._job_session
+        output, model = result if result is not None else (None, None)
+        if output is None or session is None:
+            return  # cancelled: _on_finished says so
+        if session.model is None:
+            session.model = model  # the default model, loaded once
+        done = session.history.done
+        if (done[-1] if done else None) is not self._job_top:
+            self._error("the tracks were edited while re-linking, so the result was not applied; "
+                        "press Re-link again")
+            return
+        command = self.controller.execute(output.command, session=session)
+        if command is None:
+            return
+        self._succeeded = True
+        self._watch_history(session)
+        self.relink_command = command
+        self._relink_session = session
+        self.show_changed(output.changed, command)
+        self._show("info", f"re-linked: {len(output.changed)} link(s) changed (highlighted); "
+                           "Ctrl+Z undoes the re-link")
+
+    def show_changed(self, links: np.ndarray, command: Command | None = None) -> None:
+        """List and highlight the (parent, child) links the re-link ``command`` changed (the
+        controller drops the highlight when it is undone)."""
+        self.changed_links = np.asarray(links, np.int64).reshape(-1, 2)
+        self._fill_changed_list()
+        session = self._relink_session
+        if session is not None:
+            self.controller.highlight(session, self.changed_links[:, 1], command)
+
+    def _fill_changed_list(self) -> None:
+        self.changed_list.clear()
+        session = self._relink_session
+        if session is None:
+            return
+        graph = session.graph
+        links = self.changed_links
+        present = np.isin(links[:, 1], graph.ids) if len(links) else np.zeros(0, bool)
+        shown = links[present]
+        times = graph["t"][graph.index_of(shown[:, 1])] if len(shown) else np.zeros(0, int)
+        order = np.lexsort((shown[:, 1], times)) if len(shown) else np.zeros(0, int)
+        for i in order[:MAX_LISTED]:
+            parent, child = (int(v) for v in shown[i])
+            item = QListWidgetItem(f"t={int(times[i])}: {parent} -> {child}")
+            item.setData(LINK_ROLE, (parent, child))
+            self.changed_list.addItem(item)
+        if len(shown) > MAX_LISTED:
+            self.changed_list.addItem(f"... and {len(shown) - MAX_LISTED} more (highlighted)")
+
+    def _on_link_clicked(self, item: QListWidgetItem) -> None:
+        link = item.data(LINK_ROLE)
+        session = self._relink_session
+        if not link or session is None:
+            return
+        child = int(link[1])
+        if not session.graph.has(child):
+            self._show("error", f"node {child} is gone (deleted or undone)")
+            return
+        bound = self.controller.bound_for(session)
+        if bound is not None and bound.points is not None and (
+            self.controller.session is not session
+        ):
+            self.viewer.layers.selection.active = bound.points  # make it the edited session
+        self.controller.select([child], center=True)
+
+    def _watch_history(self, session: TrackingSession) -> None:
+        """Follow undo/redo of the re-link (the highlight goes and comes back with it)."""
+        self._unwatch_history()
+        session.history.executed.connect(self._on_history)
+        self._watched = session.history
+
+    def _unwatch_history(self) -> None:
+        history = self._watched
+        if history is not None:
+            history.executed.disconnect(self._on_history)
+            self._watched = None
+
+    def _on_history(self, command: Command, how: str) -> None:
+        if command is not self.relink_command or self._relink_session is None:
+            return
+        if how == "undo":
+            self.changed_list.clear()
+            self._show("info", "re-link undone: the tracks are as before (Ctrl+Shift+Z redoes)")
+        elif how == "redo":
+            self._fill_changed_list()
+            self._show("info", "re-link redone")
+
+    # ------------------------------------------------------------------ detection
+    def detect(self) -> None:
+        """Detect cells on the chosen image for tracks that have no detections."""
+        from napari.qt.threading import create_worker
+
+        session = self.controller.session
+        layer = next((lyr for lyr in self._image_layers()
+                      if lyr.name == self.image_combo.currentText()), None)
+        if session is None or self.running:
+            return
+        if layer is None:
+            self._error("choose the image the tracks belong to")
+            return
+        try:
+            images = as_tzyx(layer)
+        except ValueError as error:
+            self._error(str(error))
+            return
+        last = int(session.graph["t"].max()) if len(session.graph) else -1
+        if last >= images.shape[0]:
+            self._error(f"the tracks reach frame {last} but {layer.name!r} has only "
+                        f"{images.shape[0]} frames: choose the image the tracks belong to")
+            return
+        z_ratio = geometry_of(layer).z_ratio
+        worker = create_worker(
+            detect_job, images, session.model, session.model_path, z_ratio=z_ratio,
+            device="auto", should_stop=self._stop.is_set, _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_detect_progress)
+        worker.returned.connect(lambda output: self._on_detected(output, z_ratio))
+        self._start(worker, "detect", session, f"detecting cells in {layer.name}...")
+
+    def _on_detect_progress(self, progress: Any) -> None:
+        total = max(int(progress.total), 1)
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(int(progress.done), total))
+        self.progress_label.setText(f"detecting cells: {progress.done}/{total} frames")
+
+    def _on_detected(self, output: DetectOutput | None, z_ratio: float) -> None:
+        session = self._job_session
+        if output is None or session is None:
+            return  # cancelled: _on_finished says so
+        self._succeeded = True
+        session.detections = output.detections
+        session.z_ratio = z_ratio
+        if session.model is None:
+            session.model = output.model
+        n = sum(len(d) for d in output.detections)
+        self._show("info", f"{n} detections in {len(output.detections)} frames: ready to "
+                           "fine-tune")
+
+    def _choose_model(self) -> None:
+        session = self.controller.session
+        if session is None:
+            return
+        path = _dialogs.ask_open_path(self, "Model bundle", str(Path.home()), "Model (*.pt)")
+        if path:
+            self.set_model_file(path)
+
+    def set_model_file(self, path: str | Path) -> None:
+        """Use the model bundle ``path`` for the active session (loaded when a job needs it)."""
+        session = self.controller.session
+        if session is None:
+            return
+        session.model, session.model_path = None, Path(path)
+        session.model_tuned, session.model_saved_as = False, None
+        self._update_controls()
+
+    # ------------------------------------------------------------------ saving the model
+    def save_model(self, path: str | Path | None = None) -> Path | None:
+        """Write the session's fine-tuned model (asks where when ``path`` is None); never over
+        the file the session's model came from, nor over the bundled model."""
+        session = self.controller.session
+        if session is None or session.model is None or not session.model_tuned:
+            self._error("fine-tune first: there is no fine-tuned model to save")
+            return None
+        if path is None:
+            start = _suggested_model_path(session)
+            path = _dialogs.ask_save_path(self, "Save fine-tuned model", str(start),
+                                          "Model bundle (*.pt)")
+            if not path:
+                return None
+        target = Path(path)
+        if target.suffix != ".pt":
+            target = target.with_name(target.name + ".pt")
+        protected = [p for p in (session.model_path, BUNDLED_MODEL) if p is not None]
+        if any(_same_file(target, p) for p in protected):
+            self._error(f"{target} is the model these tracks started from; save the fine-tuned "
+                        "model under another name")
+            return None
+        try:
+            session.model.save(target)
+        except (CellectError, OSError) as error:
+            self._error(f"could not save the model: {error}")
+            return None
+        session.model_saved_as = target
+        self._show("info", f"saved {_model_name(session.model)} to {target}")
+        self._update_controls()
+        return target
+
+    # ------------------------------------------------------------------ worker plumbing
+    def _ready_session(self) -> TrackingSession | None:
+        session = self.controller.session
+        if self.running:
+            return None
+        if session is None:
+            self._error("no tracks: track an image or open a tracks file first")
+            return None
+        if not session.detections:
+            self._error(NO_DETECTIONS)
+            return None
+        return session
+
+    def _start(self, worker: Any, job: str, session: TrackingSession, text: str) -> None:
+        self._stop.clear()
+        self._succeeded = self._failed = False
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        if hasattr(worker, "aborted"):
+            worker.aborted.connect(self._on_aborted)
+        self.worker = worker
+        self.job = job
+        self._job_session = session
+        done = session.history.done
+        self._job_top = done[-1] if done else None
+        self.progress.setRange(0, 0)
+        self.progress_label.setText(text)
+        self._show("info", text)
+        self._update_controls()
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running job; the model and the tracks stay as they were."""
+        if self.worker is None:
+            return
+        self._stop.set()
+        self._relink_after = False
+        if hasattr(self.worker, "quit"):
+            self.worker.quit()
+        self.cancel_button.setEnabled(False)
+        self.progress_label.setText("cancelling...")
+
+    def _on_error(self, error: BaseException) -> None:
+        self._failed = True
+        self._relink_after = False
+        what = {"finetune": "fine-tuning", "relink": "re-linking", "detect": "detection"}
+        text = str(error) if isinstance(error, CellectError) else (
+            f"{what.get(self.job, self.job)} failed: {error}")
+        self._error(text)
+
+    def _on_aborted(self) -> None:
+        self._relink_after = False
+
+    def _on_finished(self) -> None:
+        """Also after a cancel: the worker then reports neither a result nor an error."""
+        job = self.job
+        if self._stop.is_set() and not (self._succeeded or self._failed):
+            self._relink_after = False
+            self._show("info", "cancelled: the model in use and the tracks are unchanged")
+        self.worker = None
+        self.job = ""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self._succeeded else 0)
+        self.progress_label.setText("")
+        self._update_controls()
+        self.update_counts()
+        if job == "finetune" and self._relink_after:
+            self._relink_after = False
+            if self.controller.session is self._job_session:
+                self.relink()
+
+
+def _relink_with_model(
+    detections: Any, model: Any, model_path: Path | None, graph: Any, **kwargs: Any
+) -> tuple[RelinkOutput | None, Any]:
+    """The re-link worker: loads the model when the session has none yet (the default)."""
+    bundle = load_model(model, model_path)
+    return relink_job(detections, bundle, graph, **kwargs), bundle
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _model_name(model: Any) -> str:
+    return str(getattr(getattr(model, "metadata", None), "name", "model"))
+
+
+def _describe_model(session: TrackingSession) -> str:
+    if session.model_tuned:
+        saved = (f"saved as {session.model_saved_as.name}" if session.model_saved_as else
+                 "not saved yet")
+        return f"{_model_name(session.model)} (fine-tuned here, {saved})"
+    if session.model is not None:
+        where = session.model_path.name if session.model_path else "bundled default"
+        return f"{_model_name(session.model)} ({where})"
+    if session.model_path is not None:
+        return f"{session.model_path.name} (loaded when needed)"
+    if not BUNDLED_MODEL.exists():
+        return "none (the bundled default model is not installed)"
+    return "the bundled default model (loaded when needed)"
+
+
+def _has_model(session: TrackingSession) -> bool:
+    return session.model is not None or session.model_path is not None or BUNDLED_MODEL.exists()
+
+
+def _suggested_model_path(session: TrackingSession) -> Path:
+    folder = (session.model_saved_as or session.model_path or session.source or
+              Path.home() / "x").parent
+    name = _model_name(session.model).replace("+", "_")
+    return folder / f"{name}.pt"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False

@@ -1,0 +1,323 @@
+"""Learning from corrections in the viewer: the Fine-tune widget, re-linking and its undo.
+
+The end-to-end tests track a tiny synthetic embryo (4 frames of 8 x 48 x 48) with an untrained
+``ModelBundle.random('small')`` saved to a file, through the Track cells widget, so the session
+holds real detections; fine-tuning runs a few short epochs. The edit that applies a re-link is
+also checked on its own (no Qt), including its replay from the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_cellect._napari import _dialogs
+from napari_cellect._napari._controller import controller_for
+from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneWidget
+from napari_cellect._napari._graph_replace import replace_command
+from napari_cellect._napari._layer_data import Geometry, PointsStyle
+from napari_cellect._napari._session import TrackingSession
+from napari_cellect._napari._tracking_widget import TrackingWidget
+from napari_cellect.track.corrections import load_corrections
+from napari_cellect.track.edits import History
+from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.journal import restore
+from napari_cellect.train.finetune import FinetuneConfig
+
+WAIT_MS = 60000
+#: a few short epochs: the flow is under test, not the optimiser
+QUICK = FinetuneConfig(epochs=3, steps_per_epoch=2, patience=3)
+#: a run long enough to be cancelled in the middle
+ENDLESS = FinetuneConfig(epochs=10_000, steps_per_epoch=50, patience=10_000)
+
+
+def tiny_embryo():
+    from napari_cellect.data.synthetic import PRESETS, generate
+
+    config = dataclasses.replace(PRESETS["default"], frames=4, shape=(8, 48, 48), z_ratio=2.0,
+                                 n_cells=6, radius_range=(4.0, 5.0), seed=3)
+    return generate(config)
+
+
+def table(graph: TrackGraph) -> pd.DataFrame:
+    return graph.to_dataframe().sort_values("id").reset_index(drop=True)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def state(bundle) -> dict[str, torch.Tensor]:
+    return {f"{i}.{k}": v.clone() for i, m in enumerate(bundle.modules())
+            for k, v in m.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """The messages napari was asked to show as error notifications."""
+    import napari.utils.notifications as notes
+
+    shown: list[str] = []
+    monkeypatch.setattr(notes, "show_error", lambda message: shown.append(str(message)))
+    return shown
+
+
+@pytest.fixture
+def tracked(make_napari_viewer, qtbot, tmp_path):
+    """A viewer with a tiny embryo tracked by a random model loaded from ``model.pt``."""
+    from napari_cellect.model.bundle import ModelBundle
+
+    model_file = tmp_path / "model.pt"
+    ModelBundle.random("small", seed=0).save(model_file)
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_embryo().images, scale=(1, 2, 1, 1), name="embryo")
+    tracking = TrackingWidget(viewer)
+    tracking.model_combo.setCurrentIndex(1)
+    tracking.model_path.setText(str(model_file))
+    tracking.device_combo.setCurrentText("cpu")
+    tracking.run()
+    qtbot.waitUntil(lambda: not tracking.running, timeout=WAIT_MS)
+    session = tracking.result_session
+    assert session is not None, tracking.status.text()
+    return viewer, controller_for(viewer), session, model_file
+
+
+def correct(controller, graph) -> tuple[list[int], int]:
+    """Approve three links and break one, through the controller's key actions."""
+    children = [int(i) for i in graph.ids[graph["parent_id"] >= 0]]
+    approved = children[:3]
+    controller.select(approved)
+    controller.approve_selected()
+    broken = children[-1]
+    controller.select([broken])
+    controller.break_selected()
+    return approved, broken
+
+
+@pytest.mark.gui
+def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatch,
+                                           notifications):
+    viewer, controller, session, model_file = tracked
+    graph = session.graph
+    assert session.detections and len(session.detections) == 4  # kept by the tracking widget
+    assert session.model is not None and session.model_path == model_file
+    old_model, old_weights, old_digest = session.model, state(session.model), digest(model_file)
+    widget = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(widget)
+    assert not widget.detect_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
+
+    approved, broken = correct(controller, graph)
+    old_parents = {c: graph.parent_of(c) for c in approved}
+    widget.update_counts()
+    assert "3 approved links, 1 broken link" in widget.counts_label.text()
+    before_relink = table(graph)
+
+    widget.finetune_button.click()
+    assert widget.running and not widget.finetune_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
+                    timeout=WAIT_MS)
+    assert not notifications, notifications
+    # the tuned model is in use; the one it started from is untouched, in memory and on disk
+    assert session.model is not old_model and session.model_tuned
+    assert session.model.metadata.name.endswith("+ft1")
+    assert same_weights(state(old_model), old_weights) and digest(model_file) == old_digest
+    assert not same_weights(state(session.model), old_weights)
+    # the corrections were saved beside the journal, and read back they are the same labels
+    stored = load_corrections(session.journal_folder)
+    assert len(stored.positive_links) == 3 and len(stored.broken_links) == 1
+
+    # re-linking kept every approved link and was one edit
+    for child, parent in old_parents.items():
+        assert graph.parent_of(child) == parent and graph.node(child)["approved"]
+    assert session.history.done[-1] is widget.relink_command
+    changed = widget.changed_links
+    assert len(changed) > 0 and widget.changed_list.count() == len(changed)
+    bound = controller.bound_for(session)
+    highlight = np.all(np.isclose(bound.points.border_color, PointsStyle().highlight_border),
+                       axis=1)
+    assert set(graph.ids[highlight].tolist()) == set(changed[:, 1].tolist())
+    # a click on a listed link selects its child and moves the viewer there
+    item = widget.changed_list.item(0)
+    parent, child = item.data(256)  # Qt.UserRole
+    widget.changed_list.itemClicked.emit(item)
+    assert controller.selection == (child,)
+    assert viewer.dims.current_step[0] == graph.node(child)["t"]
+    # the journal replays the re-link exactly
+    after_relink = table(graph)
+    pd.testing.assert_frame_equal(table(restore(session.journal_folder).graph), after_relink)
+
+    controller.undo()  # Ctrl+Z: the tracks of before the re-link, highlight gone
+    pd.testing.assert_frame_equal(table(graph), before_relink)
+    assert widget.changed_list.count() == 0
+    assert not np.any(np.all(np.isclose(bound.points.border_color,
+                                        PointsStyle().highlight_border), axis=1))
+    controller.redo()
+    pd.testing.assert_frame_equal(table(graph), after_relink)
+    assert widget.changed_list.count() == len(changed)
+
+    # Save model... never over the file the model came from
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *args: str(model_file))
+    assert widget.save_model() is None and digest(model_file) == old_digest
+    assert notifications and "another name" in notifications[-1]
+    target = tmp_path / "tuned.pt"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *args: str(target))
+    widget.save_model_button.click()
+    from napari_cellect.model.bundle import ModelBundle
+
+    assert ModelBundle.load(target).metadata.name == session.model.metadata.name
+    assert session.model_saved_as == target and "tuned.pt" in widget.model_label.text()
+
+
+@pytest.mark.gui
+def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifications):
+    viewer, controller, session, _ = tracked
+    widget = FinetuneWidget(viewer, config=ENDLESS)
+    correct(controller, session.graph)
+    model, weights, before = session.model, state(session.model), table(session.graph)
+    epochs: list[int] = []
+    widget.fine_tune()
+    widget.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    qtbot.waitUntil(lambda: len(epochs) >= 2, timeout=WAIT_MS)
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert session.model is model and same_weights(state(model), weights)
+    assert not session.model_tuned and widget.relink_command is None
+    pd.testing.assert_frame_equal(table(session.graph), before)
+    assert "cancelled" in widget.message_label.text() and not notifications
+    assert widget.finetune_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
+    viewer, controller, session, _ = tracked
+    widget = FinetuneWidget(viewer, config=QUICK)
+    widget.finetune_button.click()  # no corrections at all
+    assert not widget.running
+    assert "no corrections to learn from" in widget.message_label.text()
+    assert notifications[-1] == widget.message_label.text()
+    # a contradiction: a node marked dividing whose single child is approved
+    graph = session.graph
+    mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
+    child = int(graph.children_of(mother)[0])
+    controller.select([mother])
+    controller.toggle_division()
+    controller.select([child])
+    controller.approve_selected()
+    widget.update_counts()
+    assert "contradict" in widget.counts_label.text()
+    widget.fine_tune()
+    assert not widget.running and f"node {mother}" in notifications[-1]
+    assert "single approved child" in widget.message_label.text()
+
+
+@pytest.mark.gui
+def test_tracks_without_detections_offer_detection_instead_of_failing(
+    make_napari_viewer, qtbot, tmp_path, notifications
+):
+    from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
+    from napari_cellect.model.bundle import ModelBundle
+
+    viewer = make_napari_viewer()
+    embryo = tiny_embryo()
+    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
+    controller = controller_for(viewer)
+    session = TrackingSession.from_graph(embryo.graph.copy(), name="truth",
+                                         geometry=Geometry(3, (2.0, 1.0, 1.0)))
+    controller.add_session(session)
+    widget = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(widget)
+    assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
+    assert "detect cells first" in widget.finetune_button.toolTip()
+    widget.fine_tune()  # called anyway: said clearly, nothing runs
+    assert not widget.running and notifications[-1] == NO_DETECTIONS
+    if not BUNDLED_MODEL.exists():
+        assert not widget.detect_button.isEnabled() and "no model" in (
+            widget.detect_button.toolTip())
+    model_file = tmp_path / "model.pt"
+    ModelBundle.random("small", seed=1).save(model_file)
+    widget.set_model_file(model_file)
+    assert widget.detect_button.isEnabled() and "model.pt" in widget.model_label.text()
+    before = table(session.graph)
+    widget.detect_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert session.detections is not None and len(session.detections) == 4
+    assert session.z_ratio == pytest.approx(2.0) and session.model is not None
+    pd.testing.assert_frame_equal(table(session.graph), before)  # the tracks are not changed
+    assert not widget.detect_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
+
+
+def test_the_replace_command_edits_one_graph_into_another_and_undoes_exactly(make_graph):
+    old = make_graph()
+    new = make_graph()
+    new.remove_nodes([8])  # a node gone
+    new.add_nodes(id=[20], t=[3], z=[2.0], y=[30.0], x=[30.0], radius=[2.0])  # a new one
+    new.set_parent([20], [7])
+    new.set_parent([5], [-1])  # a link broken, another moved
+    new.set_parent([7], [1])
+    new.set_values("link_score", [2, 3], [0.25, 0.5])
+    new.set_values("approved", [2], [True])
+    columns = {name: new[name] for name in new.columns}
+    columns["link_margin"] = np.linspace(-1, 1, len(new))  # a column the old graph lacks
+    columns["changed"] = np.ones(len(new), bool)  # transient: stays out of the tracks
+    new = TrackGraph.from_arrays(**columns)
+    before = table(old)
+    history = History(old)
+    command = replace_command(old, new, "re-link")
+    pd.testing.assert_frame_equal(table(old), before)  # building it changed nothing
+    history.execute(command)
+    expected = table(new).drop(columns=["changed"])
+    pd.testing.assert_frame_equal(table(old), expected)
+    history.undo()
+    pd.testing.assert_frame_equal(table(old).drop(columns=["link_margin"]), before)
+    history.redo()
+    pd.testing.assert_frame_equal(table(old), expected)
+
+
+def test_the_widget_is_in_the_manifest():
+    from pathlib import Path
+
+    from npe2 import PluginManifest
+
+    root = Path(__file__).resolve().parents[2]
+    manifest = PluginManifest.from_file(root / "napari.yaml")
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    widget = next(w for w in manifest.contributions.widgets if w.display_name == "Fine-tune")
+    assert commands[widget.command] == "napari_cellect._napari._finetune_widget:FinetuneWidget"
+
+
+def test_corrections_survive_a_restart_and_newer_ones_win(tmp_path, graph):
+    from napari_cellect.data.export import write_csv
+    from napari_cellect.track import edits
+    from napari_cellect.track.corrections import CORRECTIONS_NAME
+    from napari_cellect.track.journal import journal_folder_for
+
+    path = tmp_path / "tracks.csv"
+    write_csv(graph, path)
+    folder = journal_folder_for(path)
+    session = TrackingSession.open_tracks(path)
+    session.ensure_journal()
+    session.history.do(edits.approve, [2])
+    session.save()  # approvals are in the file itself: nothing else to keep
+    assert not (folder / CORRECTIONS_NAME).exists()
+    session.history.do(edits.break_link, 7)  # a broken link is not: kept beside the journal
+    session.save()
+    session.close()
+    assert (folder / CORRECTIONS_NAME).is_file()
+
+    reopened = TrackingSession.open_tracks(path)
+    assert reopened.stored_corrections is not None
+    labels = reopened.corrections()
+    assert [6, 7] in labels.broken_links.tolist() and [1, 2] in labels.positive_links.tolist()
+    reopened.history.do(edits.link, 6, 7)  # changed her mind: linked (approved) again
+    labels = reopened.corrections()  # no contradiction: the newer correction wins
+    assert [6, 7] in labels.positive_links.tolist()
+    assert [6, 7] not in labels.broken_links.tolist()
