@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from napari_cellect._napari import _dialogs
+from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneWidget
 from napari_cellect._napari._graph_replace import replace_command
@@ -139,7 +140,7 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     for child, parent in old_parents.items():
         assert graph.parent_of(child) == parent and graph.node(child)["approved"]
     assert session.history.done[-1] is widget.relink_command
-    changed = widget.changed_links
+    changed = widget.changed_list.links
     assert len(changed) > 0 and widget.changed_list.count() == len(changed)
     bound = controller.bound_for(session)
     highlight = np.all(np.isclose(bound.points.border_color, PointsStyle().highlight_border),
@@ -147,7 +148,8 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     assert set(graph.ids[highlight].tolist()) == set(changed[:, 1].tolist())
     # a click on a listed link selects its child and moves the viewer there
     item = widget.changed_list.item(0)
-    parent, child = item.data(256)  # Qt.UserRole
+    parent, child = item.data(LINK_ROLE)
+    assert [parent, child] in changed.tolist()
     widget.changed_list.itemClicked.emit(item)
     assert controller.selection == (child,)
     assert viewer.dims.current_step[0] == graph.node(child)["t"]

@@ -48,7 +48,7 @@ def test_manifest_lists_the_reader_writers_sample_and_widgets():
     assert manifest.name == "napari-cellect" and manifest.display_name == "CELLECT tracking"
     contributions = manifest.contributions
     assert {w.display_name for w in contributions.widgets} == {
-        "Track cells", "Edit tracks", "Lineage view", "Export tracks"}
+        "Track cells", "Edit tracks", "Lineage view", "Export tracks", "Fine-tune"}
     assert {tuple(w.layer_types) for w in contributions.writers} == {("points",), ("tracks",)}
     assert contributions.readers[0].accepts_directories
     assert [s.key for s in contributions.sample_data] == ["synthetic_embryo"]

@@ -27,15 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -43,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cellect._napari import _dialogs
+from napari_cellect._napari._changed_links import ChangedLinks
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._finetune_job import (
     DetectOutput,
@@ -52,9 +51,15 @@ from napari_cellect._napari._finetune_job import (
     load_model,
     relink_job,
 )
+from napari_cellect._napari._model_files import (
+    describe_model,
+    has_model,
+    model_name,
+    save_tuned_model,
+    suggested_path,
+)
 from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of
-from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
 from napari_cellect.errors import CellectError
 
 if TYPE_CHECKING:
@@ -63,16 +68,13 @@ if TYPE_CHECKING:
 
     from napari_cellect._napari._session import TrackingSession
     from napari_cellect.track.edits import Command
+    from napari_cellect.train.finetune import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
 ERROR_STYLE = "color: #ff7070;"
 #: wait this long after the last edit before recounting the corrections (edits come in bursts)
 COUNT_DELAY_MS = 200
-#: most changed links listed (all are highlighted in the viewer)
-MAX_LISTED = 500
-#: role of a list item's data: the (parent, child) link it shows
-LINK_ROLE = Qt.ItemDataRole.UserRole
 
 NO_DETECTIONS = (
     "These tracks have no cached detections (they were read from a file, or made by hand), so "
@@ -88,7 +90,7 @@ class FinetuneWidget(QWidget):
         self,
         napari_viewer: napari.Viewer,
         controller: CellectController | None = None,
-        config: Any = None,
+        config: FinetuneConfig | None = None,
     ):
         super().__init__()
         self.viewer = napari_viewer
@@ -106,11 +108,8 @@ class FinetuneWidget(QWidget):
         self._succeeded = False
         self._failed = False
         self._relink_after = False
-        self._watched: Any = None
-        #: the re-link edit shown in the list, and the session it belongs to
+        #: the last re-link edit applied
         self.relink_command: Command | None = None
-        self._relink_session: TrackingSession | None = None
-        self.changed_links = np.zeros((0, 2), np.int64)
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(COUNT_DELAY_MS)
@@ -123,7 +122,6 @@ class FinetuneWidget(QWidget):
                 napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed)),
         ])
         self.destroyed.connect(lambda *_args, stop=self._stop: stop.set())
-        self.destroyed.connect(lambda *_args, unwatch=self._unwatch_history: unwatch())
         self._refresh_images()
         self._on_session_changed(self.controller.session)
 
@@ -169,9 +167,7 @@ class FinetuneWidget(QWidget):
         self.save_model_button = QPushButton("Save model...")
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
-        self.changed_list = QListWidget()
-        self.changed_list.setToolTip("Links the last re-link changed (highlighted in the "
-                                     "viewer); click one to go there")
+        self.changed_list = ChangedLinks(self.controller, self._show)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.finetune_button)
@@ -198,8 +194,6 @@ class FinetuneWidget(QWidget):
         self.save_model_button.clicked.connect(lambda: self.save_model())
         self.detect_button.clicked.connect(self.detect)
         self.model_button.clicked.connect(self._choose_model)
-        self.changed_list.itemClicked.connect(self._on_link_clicked)
-        self.changed_list.itemActivated.connect(self._on_link_clicked)
 
     # ------------------------------------------------------------------ display
     @property
@@ -219,7 +213,7 @@ class FinetuneWidget(QWidget):
         detections = has and bool(session.detections)
         idle = not self.running
         self.detect_box.setVisible(has and not detections)
-        model = has and _has_model(session)
+        model = has and has_model(session)
         self.model_button.setEnabled(has and idle)
         self.detect_button.setEnabled(model and idle and self.image_combo.count() > 0)
         self.detect_button.setToolTip(
@@ -241,7 +235,7 @@ class FinetuneWidget(QWidget):
         frames = f"{len(session.detections)} frames of detections" if detections else (
             "no detections")
         self.session_label.setText(f"<b>{session.name}</b>: {len(session.graph)} nodes, {frames}")
-        self.model_label.setText(f"Model: {_describe_model(session)}")
+        self.model_label.setText(f"Model: {describe_model(session)}")
 
     def update_counts(self) -> None:
         """Recount the corrections and the review queue of the active session."""
@@ -350,7 +344,7 @@ class FinetuneWidget(QWidget):
         session.model_tuned = True
         session.model_saved_as = None
         self.progress.setValue(self.progress.maximum())
-        self._show("info", f"fine-tuned: {_model_name(tuned)} is now the model of "
+        self._show("info", f"fine-tuned: {model_name(tuned)} is now the model of "
                            f"{session.name} (Save model... keeps it)")
 
     # ------------------------------------------------------------------ re-linking
@@ -373,7 +367,6 @@ class FinetuneWidget(QWidget):
         )
         worker.returned.connect(self._on_relinked)
         self._start(worker, "relink", session, "re-linking (approved links are kept)...")
-        self.progress.setRange(0, 0)
 
     def _on_relinked(self, result: tuple[RelinkOutput | None, Any] | None) -> None:
         session = self._job_session
@@ -391,78 +384,10 @@ class FinetuneWidget(QWidget):
         if command is None:
             return
         self._succeeded = True
-        self._watch_history(session)
         self.relink_command = command
-        self._relink_session = session
-        self.show_changed(output.changed, command)
+        self.changed_list.show_links(session, command, output.changed)
         self._show("info", f"re-linked: {len(output.changed)} link(s) changed (highlighted); "
                            "Ctrl+Z undoes the re-link")
-
-    def show_changed(self, links: np.ndarray, command: Command | None = None) -> None:
-        """List and highlight the (parent, child) links the re-link ``command`` changed (the
-        controller drops the highlight when it is undone)."""
-        self.changed_links = np.asarray(links, np.int64).reshape(-1, 2)
-        self._fill_changed_list()
-        session = self._relink_session
-        if session is not None:
-            self.controller.highlight(session, self.changed_links[:, 1], command)
-
-    def _fill_changed_list(self) -> None:
-        self.changed_list.clear()
-        session = self._relink_session
-        if session is None:
-            return
-        graph = session.graph
-        links = self.changed_links
-        present = np.isin(links[:, 1], graph.ids) if len(links) else np.zeros(0, bool)
-        shown = links[present]
-        times = graph["t"][graph.index_of(shown[:, 1])] if len(shown) else np.zeros(0, int)
-        order = np.lexsort((shown[:, 1], times)) if len(shown) else np.zeros(0, int)
-        for i in order[:MAX_LISTED]:
-            parent, child = (int(v) for v in shown[i])
-            item = QListWidgetItem(f"t={int(times[i])}: {parent} -> {child}")
-            item.setData(LINK_ROLE, (parent, child))
-            self.changed_list.addItem(item)
-        if len(shown) > MAX_LISTED:
-            self.changed_list.addItem(f"... and {len(shown) - MAX_LISTED} more (highlighted)")
-
-    def _on_link_clicked(self, item: QListWidgetItem) -> None:
-        link = item.data(LINK_ROLE)
-        session = self._relink_session
-        if not link or session is None:
-            return
-        child = int(link[1])
-        if not session.graph.has(child):
-            self._show("error", f"node {child} is gone (deleted or undone)")
-            return
-        bound = self.controller.bound_for(session)
-        if bound is not None and bound.points is not None and (
-            self.controller.session is not session
-        ):
-            self.viewer.layers.selection.active = bound.points  # make it the edited session
-        self.controller.select([child], center=True)
-
-    def _watch_history(self, session: TrackingSession) -> None:
-        """Follow undo/redo of the re-link (the highlight goes and comes back with it)."""
-        self._unwatch_history()
-        session.history.executed.connect(self._on_history)
-        self._watched = session.history
-
-    def _unwatch_history(self) -> None:
-        history = self._watched
-        if history is not None:
-            history.executed.disconnect(self._on_history)
-            self._watched = None
-
-    def _on_history(self, command: Command, how: str) -> None:
-        if command is not self.relink_command or self._relink_session is None:
-            return
-        if how == "undo":
-            self.changed_list.clear()
-            self._show("info", "re-link undone: the tracks are as before (Ctrl+Shift+Z redoes)")
-        elif how == "redo":
-            self._fill_changed_list()
-            self._show("info", "re-link redone")
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:
@@ -538,30 +463,19 @@ class FinetuneWidget(QWidget):
         """Write the session's fine-tuned model (asks where when ``path`` is None); never over
         the file the session's model came from, nor over the bundled model."""
         session = self.controller.session
-        if session is None or session.model is None or not session.model_tuned:
-            self._error("fine-tune first: there is no fine-tuned model to save")
+        if session is None:
             return None
-        if path is None:
-            start = _suggested_model_path(session)
-            path = _dialogs.ask_save_path(self, "Save fine-tuned model", str(start),
-                                          "Model bundle (*.pt)")
+        if path is None and session.model_tuned:
+            path = _dialogs.ask_save_path(self, "Save fine-tuned model",
+                                          str(suggested_path(session)), "Model bundle (*.pt)")
             if not path:
                 return None
-        target = Path(path)
-        if target.suffix != ".pt":
-            target = target.with_name(target.name + ".pt")
-        protected = [p for p in (session.model_path, BUNDLED_MODEL) if p is not None]
-        if any(_same_file(target, p) for p in protected):
-            self._error(f"{target} is the model these tracks started from; save the fine-tuned "
-                        "model under another name")
-            return None
         try:
-            session.model.save(target)
+            target = save_tuned_model(session, path or "")
         except (CellectError, OSError) as error:
             self._error(f"could not save the model: {error}")
             return None
-        session.model_saved_as = target
-        self._show("info", f"saved {_model_name(session.model)} to {target}")
+        self._show("info", f"saved {model_name(session.model)} to {target}")
         self._update_controls()
         return target
 
@@ -647,40 +561,3 @@ def _relink_with_model(
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _model_name(model: Any) -> str:
-    return str(getattr(getattr(model, "metadata", None), "name", "model"))
-
-
-def _describe_model(session: TrackingSession) -> str:
-    if session.model_tuned:
-        saved = (f"saved as {session.model_saved_as.name}" if session.model_saved_as else
-                 "not saved yet")
-        return f"{_model_name(session.model)} (fine-tuned here, {saved})"
-    if session.model is not None:
-        where = session.model_path.name if session.model_path else "bundled default"
-        return f"{_model_name(session.model)} ({where})"
-    if session.model_path is not None:
-        return f"{session.model_path.name} (loaded when needed)"
-    if not BUNDLED_MODEL.exists():
-        return "none (the bundled default model is not installed)"
-    return "the bundled default model (loaded when needed)"
-
-
-def _has_model(session: TrackingSession) -> bool:
-    return session.model is not None or session.model_path is not None or BUNDLED_MODEL.exists()
-
-
-def _suggested_model_path(session: TrackingSession) -> Path:
-    folder = (session.model_saved_as or session.model_path or session.source or
-              Path.home() / "x").parent
-    name = _model_name(session.model).replace("+", "_")
-    return folder / f"{name}.pt"
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == Path(b).resolve()
-    except OSError:
-        return False

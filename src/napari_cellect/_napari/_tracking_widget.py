@@ -34,9 +34,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-import napari_cellect
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._model_files import BUNDLED_MODEL
 from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: where the bundled model lives (checked without importing torch)
-BUNDLED_MODEL = Path(napari_cellect.__file__).parent / "model" / "weights" / "default.pt"
 #: largest tile edge offered in the widget
 MAX_TILE = 4096
 PREVIEW_COLOR = "yellow"

@@ -266,7 +266,7 @@ def write_ctc(
                                   z_ratio, dtype)
                 name = f"{prefix}{t:0{digits}d}.tif"
                 tifffile.imwrite(staging / name, mask[0] if mask.shape[0] == 1 else mask,
-                                 compression="zlib")
+                                 compression="zlib", photometric="minisblack")
                 names.append(name)
         _move_into(staging, dest, names, prefix)
     except BaseException:
