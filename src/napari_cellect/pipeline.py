@@ -38,9 +38,10 @@ class TrackingProgress:
 
 @dataclass
 class TrackingResult:
-    """The tracks, and the merged per-frame detections they were linked from."""
+    """The tracks, and the per-frame detections they were linked from."""
 
     graph: TrackGraph
+    #: merged per-frame detections: the graph's nodes
     detections: list[Detections]
     z_ratio: float
     #: per-frame foreground masks kept for :func:`iter_labels` (None where the U-Net did not run)
@@ -48,6 +49,8 @@ class TrackingResult:
     shape: tuple[int, int, int] | None = None
     #: (L, 2) ``(parent_id, child_id)`` links that differ from ``keep_approved`` (re-linking only)
     changed: np.ndarray | None = None
+    #: the U-Net's per-frame detections before merging (what fine-tuning and re-linking take)
+    raw_detections: list[Detections] = field(default_factory=list)
 
 
 class ForegroundStore:
@@ -129,6 +132,7 @@ def iter_tracking(
     merge_scorer = bundle.candidate_scorer("merge")
     link_scorer = bundle.candidate_scorer("link")
     frames: list[Detections] = []
+    raw: list[Detections] = []
     for dets in predict_sequence(
         data,
         bundle,
@@ -140,15 +144,14 @@ def iter_tracking(
         on_heads=on_heads if keep_foreground else None,
     ):
         merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
+        raw.append(dets)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
     changed = None
     if keep_approved is not None:
         from napari_cellect.train.finetune import relink
 
-        graph, changed = relink(
-            frames, bundle, keep_approved, bundle.thresholds.link, z_ratio, merge=False
-        )
+        graph, changed = relink(raw, bundle, keep_approved, bundle.thresholds.link, z_ratio)
     else:
         graph = link_sequence(frames, link_scorer, bundle.thresholds.link, z_ratio)
     yield TrackingProgress("link", n_frames, n_frames)
@@ -157,7 +160,7 @@ def iter_tracking(
         n_frames, len(graph), graph.n_edges, len(graph.divisions()),
     )  # fmt: skip
     shape = tuple(int(s) for s in data.shape[1:])
-    return TrackingResult(graph, frames, z_ratio, foreground, shape, changed)
+    return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
 
 
 def track_images(images: Any, bundle: Any = None, **kwargs: Any) -> TrackingResult:

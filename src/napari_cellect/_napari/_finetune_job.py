@@ -89,7 +89,8 @@ def relink_job(
     """Re-link ``graph`` (a snapshot, not the session's graph) with ``bundle``, keeping every
     approved link and node; None when cancelled.
 
-    The detections are the merged ones of the tracking run, so they are not merged again.
+    The detections are the raw (unmerged) ones of the tracking run: relink merges them with
+    the (possibly tuned) merge scorer, as the tracker does.
     Division scores a person set (the nodes the corrections label as dividing or not) are kept:
     the linker would replace them with the model's prediction.
     """
@@ -101,7 +102,7 @@ def relink_job(
 
     try:
         new, changed = relink(detections, bundle, graph, None, z_ratio,
-                              corrections=corrections, merge=False, progress=progress)
+                              corrections=corrections, progress=progress)
     except Cancelled:
         logger.info("re-linking cancelled")
         return None
@@ -118,7 +119,7 @@ def relink_job(
 
 @dataclass(frozen=True)
 class DetectOutput:
-    """Merged per-frame detections of an image, and the model that found them."""
+    """Raw (unmerged) per-frame detections of an image, and the model that found them."""
 
     detections: list[Detections]
     model: ModelBundle
@@ -133,8 +134,8 @@ def detect_job(
     device: str,
     should_stop: Callable[[], bool],
 ) -> Iterator[Any]:
-    """Detect (and merge duplicates) in every frame, as the tracking pipeline does, without
-    linking: tracks read from a file get the detections fine-tuning needs. Yields the
+    """Detect in every frame, as the tracking pipeline does, without linking: tracks read from
+    a file get the raw detections fine-tuning needs (the merged ones are shown). Yields the
     pipeline's ``TrackingProgress``; returns a :class:`DetectOutput`, or None when cancelled."""
     from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.pipeline import TrackingProgress
@@ -148,7 +149,7 @@ def detect_job(
         for dets in predict_sequence(images, base, z_ratio=z_ratio, device=device,
                                      should_stop=should_stop):
             merged, _ = merge_duplicates(dets, merge_scorer, base.thresholds.merge, z_ratio)
-            frames.append(merged)
+            frames.append(dets)
             yield TrackingProgress("detect", len(frames), n_frames, merged)
     except Cancelled:
         logger.info("detection cancelled")

@@ -75,8 +75,8 @@ class TrackingSession:
         geometry: voxel size and 2D/3D, shared with the image.
         labels: masks whose values are track ids, (T, Z, Y, X) or (T, Y, X), or None.
         image_shape: (T, Z, Y, X) of the image the tracks belong to, if known (CTC export).
-        detections: the merged per-frame detections the tracks were linked from (a tracking
-            run or a detection run), or None (tracks read from a file).
+        detections: the raw (unmerged) per-frame detections of the tracking run or detection
+            run the tracks come from, or None (tracks read from a file).
         z_ratio: the anisotropy the detections were made with (None: from ``geometry``).
         model: the ModelBundle in use for this session (None: ``model_path``, or the bundled
             default, loaded when needed); a fine-tune replaces it.

@@ -351,7 +351,7 @@ class TrackingWidget(QWidget):
             image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
             journal_folder=self._journal_folder(layer),
             # kept for fine-tuning and re-linking (the U-Net never runs again for them)
-            detections=list(getattr(result, "detections", None) or []) or None,
+            detections=list(getattr(result, "raw_detections", None) or []) or None,
             z_ratio=getattr(result, "z_ratio", None) or float(self.z_ratio.value()),
             model=output.model, model_path=Path(model_file) if model_file else None,
         )
