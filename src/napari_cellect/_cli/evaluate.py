@@ -12,11 +12,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_cellect._cli._types import non_negative_int, positive_float
 from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import InputError
 
 if TYPE_CHECKING:
     from napari_cellect.evaluate import Scores
+
 
 #: z_ratio used for the distances when --z-ratio is not given and no input is a tracks.txt
 DEFAULT_Z_RATIO = 1.0
@@ -43,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--z-ratio",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="R",
         help=f"z spacing / xy spacing, for reading tracks.txt z and for distances (default: "
@@ -51,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-dist",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="D",
         help="largest match distance in xy pixels, inclusive (default: half the median GT "
@@ -59,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--division-tolerance",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1,
         metavar="N",
         help="frames a division may be early or late and still count (default: 1)",
@@ -135,21 +137,3 @@ def _default_z_ratio(*paths: Path) -> float:
     return LINAJEA_Z_RATIO if "linajea" in kinds else DEFAULT_Z_RATIO
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value

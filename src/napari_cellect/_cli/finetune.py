@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.errors import InputError
 from napari_cellect.train.finetune import (
     FinetuneConfig,
@@ -32,6 +33,7 @@ from napari_cellect.train.finetune import (
 )
 
 __all__ = ["add_parser", "load_pinned", "relink", "run"]
+
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +67,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"detection cache folder (default: INPUT{CACHE_SUFFIX} beside the images)")
     add("--corrections", type=Path, default=None, metavar="PATH",
         help="a corrections.json saved by an editing session (or its journal folder)")
-    add("--z-ratio", type=_positive_float, default=None, metavar="R",
+    add("--z-ratio", type=positive_float, default=None, metavar="R",
         help="z spacing / xy spacing (default: from the image metadata)")
-    add("--epochs", type=_positive_int, default=defaults.epochs, metavar="N",
+    add("--epochs", type=positive_int, default=defaults.epochs, metavar="N",
         help=f"most epochs per phase (default: {defaults.epochs}; early stopping usually ends "
              "sooner)")
-    add("--lr", type=_positive_float, default=defaults.lr, metavar="LR",
+    add("--lr", type=positive_float, default=defaults.lr, metavar="LR",
         help=f"learning rate (default: {defaults.lr:g})")
     add("--axes", default=None, metavar="AXES",
         help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
@@ -201,21 +203,3 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value

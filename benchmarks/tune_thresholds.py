@@ -1,0 +1,99 @@
+"""Tune a bundle's post-processing thresholds on validation data, and save them in the bundle.
+
+The network is trained by ``train_default.py``; the thresholds that turn its maps into tracks
+(NMS radius, merge gate and threshold, division threshold) are then chosen by a grid search on
+the *validation* series of that script (held-out seeds, never the test or benchmark seeds),
+maximising the mean of detection, link and division F1 over the series.
+
+Run: ``python benchmarks/tune_thresholds.py BUNDLE [-o OUT]`` (default: overwrite BUNDLE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import train_default  # noqa: E402  (the validation series are defined there)
+
+from napari_cellect.data.synthetic import PRESETS, generate, sample_config  # noqa: E402
+from napari_cellect.evaluate import evaluate  # noqa: E402
+from napari_cellect.infer.predict import predict_sequence  # noqa: E402
+from napari_cellect.model.bundle import ModelBundle  # noqa: E402
+from napari_cellect.track.link import link_sequence  # noqa: E402
+from napari_cellect.track.merge import merge_duplicates  # noqa: E402
+
+NMS = (0.3, 0.45, 0.6)
+MERGE_RADII = (0.5, 0.8)
+MERGE_THRESHOLDS = (0.5, 0.7)
+DIVISION_THRESHOLDS = (0.3, 0.5)
+
+
+def _validation():
+    configs = [dataclasses.replace(PRESETS[p], seed=s) for p, s in train_default.VAL_PRESETS]
+    configs += [sample_config(s, dataclasses.replace(PRESETS["default"], seed=s))
+                for s in train_default.VAL_RANDOMISED]  # fmt: skip
+    return [(c, generate(c)) for c in configs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("-o", "--out", type=Path)
+    args = parser.parse_args(argv)
+    bundle = ModelBundle.load(args.bundle)
+    base = bundle.thresholds
+    series = _validation()
+    merge_scorer, link_scorer = bundle.candidate_scorer("merge"), bundle.candidate_scorer("link")
+    results = []
+    started = time.perf_counter()
+    for nms in NMS:
+        detection = dataclasses.replace(base.detection, nms_radius_factor=nms)
+        raw = [list(predict_sequence(s.images, bundle, z_ratio=c.z_ratio, device="cpu",
+                                     detection=detection)) for c, s in series]  # fmt: skip
+        for radius, threshold, division in itertools.product(
+            MERGE_RADII, MERGE_THRESHOLDS, DIVISION_THRESHOLDS
+        ):
+            merge = dataclasses.replace(base.merge, max_distance_radii=radius, threshold=threshold)
+            link = dataclasses.replace(base.link, division_threshold=division)
+            f1 = []
+            for (config, seq), frames in zip(series, raw, strict=True):
+                merged = [merge_duplicates(d, merge_scorer, merge, config.z_ratio)[0] for d in frames]
+                graph = link_sequence(merged, link_scorer, link, config.z_ratio)
+                s = evaluate(graph, seq.graph, z_ratio=config.z_ratio)
+                f1.append((s.det_f1, s.link_f1, s.div_f1))
+            mean = np.mean(f1, axis=0)
+            results.append((float(mean.mean()), nms, radius, threshold, division, mean))
+            print(f"nms {nms} merge r {radius} p {threshold} div {division}: det {mean[0]:.3f} "
+                  f"link {mean[1]:.3f} div {mean[2]:.3f}", flush=True)  # fmt: skip
+    best = max(results, key=lambda r: r[0])
+    _, nms, radius, threshold, division, mean = best
+    bundle.thresholds = dataclasses.replace(
+        base,
+        detection=dataclasses.replace(base.detection, nms_radius_factor=nms),
+        merge=dataclasses.replace(base.merge, max_distance_radii=radius, threshold=threshold),
+        link=dataclasses.replace(base.link, division_threshold=division),
+    )
+    bundle.metadata.record(
+        "tune_thresholds", nms_radius_factor=nms, merge_max_distance_radii=radius,
+        merge_threshold=threshold, division_threshold=division,
+        validation_det_f1=round(float(mean[0]), 4), validation_link_f1=round(float(mean[1]), 4),
+        validation_div_f1=round(float(mean[2]), 4),
+    )  # fmt: skip
+    out = args.out or args.bundle
+    bundle.save(out)
+    print(f"best on validation: nms {nms}, merge radius {radius}, merge p {threshold}, division "
+          f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}) in "
+          f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
