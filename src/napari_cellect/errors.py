@@ -42,3 +42,11 @@ class DeviceError(CellectError):
 
 class Cancelled(CellectError):
     """A long-running job was cancelled by the user."""
+
+
+class ContradictoryCorrections(CellectError, ValueError):
+    """The corrections contradict each other (the message names the nodes)."""
+
+
+class NotEnoughCorrections(CellectError, ValueError):
+    """The corrections hold too little to learn from (the message says what is missing)."""

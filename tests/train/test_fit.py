@@ -220,7 +220,7 @@ def test_candidate_features_match_inference_scoring():
 def test_division_threshold_calibration(sequences, monkeypatch):
     from napari_cellect.track.detections import Detections
     from napari_cellect.track.scoring_protocol import CandidateScores
-    from napari_cellect.train import fit as fit_module
+    from napari_cellect.train import validation as validation_module
     from napari_cellect.train.targets import AnnotationIndex, TargetConfig
     from napari_cellect.track.graph import TrackGraph
 
@@ -235,7 +235,7 @@ def test_division_threshold_calibration(sequences, monkeypatch):
             return CandidateScores(np.zeros((m, k), np.float32), np.ones(m, np.float32),
                                    p_divide[:m])  # fmt: skip
 
-    monkeypatch.setattr(fit_module, "ModelScorer", StubScorer)
+    monkeypatch.setattr(validation_module, "ModelScorer", StubScorer)
     train, _ = sequences
     trainer = Trainer(train, None, tiny_config(min_calibration_divisions=1))
     # six cells; the first two divide (two children each)

@@ -85,7 +85,7 @@ class ModelScorer:
         p_match = np.zeros((m, k), np.float32)
         p_none = np.ones(m, np.float32)
         p_divide = query.division[:, 0].astype(np.float32).copy()
-        idx, mask = self._padded(cand_idx)
+        idx, mask = self.padded_candidates(cand_idx)
         rows = np.flatnonzero(mask.any(axis=1))
         if len(rows) == 0:
             return CandidateScores(p_match, p_none, p_divide)
@@ -107,7 +107,7 @@ class ModelScorer:
         p_match[cand_idx < 0] = 0.0
         return CandidateScores(p_match, p_none, p_divide)
 
-    def _padded(self, cand_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def padded_candidates(self, cand_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices with padding filled by the row's last real candidate, and the validity mask,
         widened to the model's fixed candidate count for the original architecture."""
         config = self.model.config

@@ -1,0 +1,110 @@
+"""Settings of scorer fine-tuning (:class:`FinetuneConfig`) and what its progress reports hold
+(:class:`FinetuneProgress`); :func:`napari_cellect.train.finetune.finetune` runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_cellect.errors import InputError
+from napari_cellect.train.targets import MatchConfig
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of :func:`finetune` (recorded in the tuned bundle's metadata)."""
+
+    epochs: int = 25
+    """Most epochs per phase (early stopping usually ends sooner)."""
+    steps_per_epoch: int = 8
+    """Optimiser steps per epoch, each on a random mini-batch of training rows."""
+    batch_size: int = 256
+    """Rows per step and scorer (all rows when there are fewer)."""
+    lr: float = 3e-4
+    """Adam learning rate: small, the model is only nudged."""
+    l2sp: float = 1e-3
+    """Weight of the L2-SP penalty ``sum (w - w0)^2`` towards the starting weights; 0 disables."""
+    validation_fraction: float = 0.2
+    """Share of the rows held out for early stopping (at least one row when there are two)."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation loss."""
+    min_improvement: float = 1e-4
+    """A validation loss must fall by more than this to count as better."""
+    train_link: bool = True
+    """Tune the link scorer's candidate and "none" logits."""
+    train_division: bool = True
+    """Tune the link scorer's division head."""
+    train_merge: bool = True
+    """Tune the merge scorer."""
+    link_weight: float = 1.0
+    """Weight of the link candidate loss."""
+    division_weight: float = 1.0
+    """Weight of the division-head loss (classes are balanced within it)."""
+    merge_weight: float = 1.0
+    """Weight of the merge candidate loss."""
+    match_radius_factor: float = 0.75
+    """A node matches a detection within this many node radii..."""
+    match_min_distance: float = 2.0
+    """...or within this many xy pixels, whichever is larger."""
+    seed: int = 0
+    """Seed of the validation split and the mini-batches."""
+    device: str = "cpu"
+    """Where to train ('cpu', 'auto', 'cuda', 'mps'); the scorers are small, the CPU is fine."""
+    threads: int | None = 1
+    """Torch CPU threads while fine-tuning (restored afterwards): the scorers' matrices are tiny,
+    so more threads only add synchronisation, which is slow on a busy machine. None keeps the
+    current setting."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> InputError:
+            return InputError(
+                f"FinetuneConfig.{name}: expected {expected}, found {getattr(self, name)!r}"
+            )
+
+        if self.threads is not None and not _is_int(self.threads, 1):
+            raise bad("threads", "None or an integer >= 1")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patience"):
+            if not _is_int(getattr(self, name), 1):
+                raise bad(name, "an integer >= 1")
+        for name in ("lr", "match_min_distance", "match_radius_factor"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "a number > 0")
+        for name in ("l2sp", "min_improvement", "link_weight", "division_weight", "merge_weight"):
+            if not getattr(self, name) >= 0:
+                raise bad(name, "a number >= 0")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise bad("validation_fraction", "a number in [0, 1)")
+
+    @property
+    def match(self) -> MatchConfig:
+        """How nodes are matched to detections."""
+        return MatchConfig(
+            radius_factor=self.match_radius_factor, min_distance=self.match_min_distance
+        )
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """Yielded by :func:`iter_finetune` after the data is ready (epoch 0) and after each epoch."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    """Mean training loss of the epoch (NaN at epoch 0)."""
+    val_loss: float
+    """Validation loss after the epoch (NaN without validation rows)."""
+    best_val_loss: float
+    n_rows: dict[str, int] = field(default_factory=dict)
+    """Training rows per scorer (``link``, ``merge``)."""
+    stage: str = ""
+    """``links and merges`` or ``divisions`` (see :func:`finetune`)."""
+
+
+ProgressCallback = Callable[[FinetuneProgress], None]

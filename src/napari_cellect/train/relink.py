@@ -1,0 +1,167 @@
+"""Re-linking that keeps the corrections.
+
+**Re-linking.** :func:`relink` tracks the cached detections again with the tuned model while
+keeping every approved link, approved track start and approved (possibly hand-placed) node, and
+marks what changed for review; :func:`load_pinned` reads the approved links of a tracks file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_cellect.errors import InputError
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.track.corrections import CorrectionSet
+from napari_cellect.track.detections import Detections
+from napari_cellect.track.graph import NO_PARENT, TrackGraph
+from napari_cellect.track.link import LinkingConfig, link_sequence
+from napari_cellect.track.merge import MergeConfig, merge_duplicates
+from napari_cellect.train.node_matching import (
+    match_to_detections,
+    synthetic_detections,
+    table_positions,
+)
+from napari_cellect.train.targets import MatchConfig
+
+logger = logging.getLogger(__name__)
+
+#: Extra TrackGraph column set by :func:`relink`: True where a node's incoming link changed.
+CHANGED_COLUMN = "changed"
+
+
+def relink(
+    detections: Sequence[Detections],
+    bundle: ModelBundle,
+    graph: TrackGraph,
+    config: Any = None,
+    z_ratio: float = 1.0,
+    *,
+    corrections: CorrectionSet | None = None,
+    merge: bool = True,
+    match: MatchConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[TrackGraph, np.ndarray]:
+    """Link the detections again with ``bundle``, keeping every approved link and node.
+
+    Each frame's raw detections are merged (unless ``merge`` is False) and matched to the old
+    graph's nodes (Hungarian within a radius, ``match``); a matched detection keeps the node's
+    id, so unchanged links keep their ids. Approved nodes and the parents of approved links that
+    match no detection are inserted as synthetic detections (:func:`synthetic_detections`),
+    approved nodes keep their position, and approved links (and approved track starts) are
+    pinned in :func:`~napari_cellect.track.link.link_sequence`; everything else is solved again.
+    With ``corrections``, detections at the positions of deleted false detections are dropped,
+    so they do not come back.
+
+    Returns ``(new graph, changed links)``: the (L, 2) ``(parent, child)`` links of the new graph
+    that the old one lacks. The new graph's extra column ``changed`` is True where a node's
+    incoming link differs from before (or the node is new).
+    """
+    match = match or MatchConfig()
+    if not (np.isfinite(z_ratio) and z_ratio > 0):
+        raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
+    frames = sorted(detections, key=lambda d: d.t)
+    times = [d.t for d in frames]
+    link_cfg = LinkingConfig.from_any(config if config is not None else bundle.thresholds)
+    merge_cfg = MergeConfig.from_any(bundle.thresholds)
+    merge_scorer = bundle.candidate_scorer("merge") if merge else None
+    approved = graph["approved"]
+    parent = graph["parent_id"]
+    required = approved.copy()
+    has_parent = approved & (parent != NO_PARENT)
+    if np.any(has_parent):
+        required[graph.index_of(parent[has_parent])] = True
+    outside = np.setdiff1d(graph["t"][required], times)
+    if len(outside):
+        raise InputError(
+            f"approved nodes lie in frame(s) {outside[:10].tolist()} that have no detections; "
+            "pass the detections of every frame of the tracks"
+        )
+    dim = next((d.embedding_dim for d in frames if len(d)), bundle.link_config.embedding_dim)
+    next_id = graph.next_id()
+    per_frame, ids = [], []
+    positions = graph.positions()
+    removed = corrections.removed if corrections is not None else None
+    for det in frames:
+        dets = merge_duplicates(det, merge_scorer, merge_cfg, z_ratio)[0] if merge else det
+        rows = graph.frame(det.t)
+        det_of_node = match_to_detections(dets, positions[rows], graph["radius"][rows], z_ratio, match)
+        frame_ids = np.full(len(dets), -1, np.int64)
+        hit = det_of_node >= 0
+        frame_ids[det_of_node[hit]] = graph.ids[rows[hit]]
+        # approved nodes keep the position a person confirmed
+        keep_pos = hit & approved[rows]
+        if np.any(keep_pos):
+            moved = dets.positions.copy()
+            moved[det_of_node[keep_pos]] = positions[rows[keep_pos]]
+            dets = Detections(
+                dets.t, moved, dets.embeddings, dets.radius, dets.division, dets.score
+            )
+        drop = np.zeros(len(dets), bool)
+        if removed is not None and np.any(removed["t"] == det.t):
+            gone = removed["t"] == det.t
+            free = np.flatnonzero(frame_ids < 0)
+            hit_removed = match_to_detections(
+                dets.subset(free), table_positions(removed, gone), removed["radius"][gone], z_ratio, match
+            )
+            drop[free[hit_removed[hit_removed >= 0]]] = True
+        new = (frame_ids < 0) & ~drop
+        frame_ids[new] = np.arange(next_id, next_id + int(new.sum()))
+        next_id += int(new.sum())
+        dets, frame_ids = dets.subset(~drop), frame_ids[~drop]
+        missing = rows[~hit & required[rows]]
+        if len(missing):
+            extra = synthetic_detections(
+                dets, positions[missing], graph["radius"][missing], z_ratio, dim
+            )
+            dets = Detections.concat([dets, extra]) if len(dets) else extra
+            frame_ids = np.concatenate([frame_ids, graph.ids[missing]])
+        per_frame.append(dets)
+        ids.append(frame_ids)
+    lost = int(np.count_nonzero(~np.isin(graph.ids, np.concatenate(ids) if ids else [])))
+    if lost:
+        logger.info("relink: %d unapproved node(s) of the old tracks match no detection now", lost)
+    rows = np.flatnonzero(approved)
+    pinned = np.stack([parent[rows], graph.ids[rows]], axis=1)
+    new_graph = link_sequence(per_frame, bundle.candidate_scorer("link"), link_cfg, z_ratio,
+                              pinned_edges=pinned, node_ids=ids, progress=progress)  # fmt: skip
+    return _mark_changed(new_graph, graph)
+
+
+def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:
+    """Read a tracks file and its approved links, for re-linking that keeps them.
+
+    Returns ``(graph, pinned)``: ``pinned`` is (P, 2) ``(parent_id, child_id)`` of every
+    approved node, with parent -1 for an approved track start, as
+    :func:`~napari_cellect.track.link.link_sequence` takes ``pinned_edges``. The ids are the
+    file's node ids: to pin them in a new tracking run the new detections must carry those ids,
+    which is what :func:`relink` does (it matches the file's nodes to the detections and inserts
+    approved nodes no detection matches).
+    """
+    from napari_cellect.data.annotations import read_tracks
+
+    graph = read_tracks(csv_path)
+    rows = np.flatnonzero(graph["approved"])
+    pinned = np.stack([graph["parent_id"][rows], graph.ids[rows]], axis=1).astype(np.int64)
+    logger.info("%s: %d approved link(s) and track start(s) to keep", csv_path, len(pinned))
+    return graph, pinned
+
+
+def _mark_changed(new: TrackGraph, old: TrackGraph) -> tuple[TrackGraph, np.ndarray]:
+    """Add the ``changed`` column and list the new links the old graph lacks."""
+    known = np.isin(new.ids, old.ids)
+    old_parent = np.full(len(new), NO_PARENT - 1, np.int64)
+    if np.any(known):
+        old_parent[known] = old["parent_id"][old.index_of(new.ids[known])]
+    changed = new["parent_id"] != old_parent
+    columns = {name: new[name] for name in new.columns}
+    columns[CHANGED_COLUMN] = changed
+    out = TrackGraph.from_arrays(validate=False, **columns)
+    linked = changed & (new["parent_id"] != NO_PARENT)
+    links = np.stack([new["parent_id"][linked], new.ids[linked]], axis=1)
+    logger.info("relink: %d link(s) changed", len(links))
+    return out, links
