@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "with divisions, and write our CSV (and CTC, GEFF, instance masks on request). "
             "Every threshold comes from the model bundle; `cellect track --show-config` prints them."
         ),
+        epilog=_thresholds_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", metavar="INPUT", type=Path, nargs="?",
                         help="folder of per-time TIFFs, a (T,Z,Y,X)/(T,Y,X) TIFF, a CTC folder or zarr")
@@ -52,10 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.config import config_to_dict
     from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
     from napari_cellect.data.images import open_sequence
+    from napari_cellect.infer.device import resolve_device
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import iter_tracking, make_labeler
-
-    from napari_cellect.infer.device import resolve_device
 
     resolve_device(args.device)  # fail before the long run starts
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
@@ -107,6 +108,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(result.changed)} link(s) differ from {args.keep_approved} "
               "(column `changed` marks them for review)")
     return 0
+
+
+def _thresholds_help() -> str:
+    """The thresholds a bundle carries, with the defaults of a new bundle (config.py)."""
+    from napari_cellect.config import TrackingConfig, config_to_dict
+
+    lines = ["thresholds stored in every model bundle (defaults of a new bundle shown; "
+             "--show-config prints the values of yours):"]
+    for section, values in config_to_dict(TrackingConfig()).items():
+        lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return "\n".join(lines)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
