@@ -128,3 +128,10 @@ def test_cli_track_bad_input_exits_2_with_one_line(bundle, tmp_path, capsys, arg
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_cli_demo_headless_tracks_and_scores_the_example(tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "demo"), "--headless", "--frames", "2"]) == 0
+    scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
+    assert scores["n_gt"] > 0 and scores["det_f1"] > 0.5  # the bundled model finds the nuclei
+    assert read_tracks(tmp_path / "demo" / "tracked.csv").n_frames == 2
