@@ -1,0 +1,40 @@
+"""The core never imports Qt or napari; data/ and track/ never import torch."""
+
+import pkgutil
+import subprocess
+import sys
+
+import napari_cellect
+
+GUI = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "magicgui", "superqt", "vispy")
+
+
+def _core_modules(prefixes: tuple[str, ...] = ()) -> list[str]:
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(napari_cellect.__path__, "napari_cellect.")
+        if "._napari" not in m.name
+    ]
+    return [n for n in names if not prefixes or n.startswith(prefixes)]
+
+
+def _imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
+    code = (
+        "import sys, importlib\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(sorted(m for m in {watched!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return eval(out.stdout.strip())  # a printed list of module names
+
+
+def test_core_imports_no_gui_toolkit():
+    modules = _core_modules()
+    assert len(modules) > 30
+    assert _imported_after(modules, GUI) == []
+
+
+def test_data_and_track_import_no_torch():
+    modules = _core_modules(("napari_cellect.data", "napari_cellect.track"))
+    assert any(m.startswith("napari_cellect.track.") for m in modules)
+    assert _imported_after(modules, ("torch",)) == []
