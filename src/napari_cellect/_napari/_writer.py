@@ -8,6 +8,7 @@ to the last vertex of its mother (napari's ``graph``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,25 +78,23 @@ def graph_from_tracks(data: np.ndarray, graph: dict[int, list[int]] | None) -> T
 
 def write_points(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a Points layer as our tracks CSV."""
-    from napari_cellect.data.export import write_csv
-
-    target = _csv_path(path)
-    session = _session(attributes)
-    if session is not None:  # the session remembers it was saved
-        session.save(target)
-    else:
-        write_csv(graph_from_points(data, attributes.get("features")), target)
-    return [str(target)]
+    return _write(path, attributes, lambda: graph_from_points(data, attributes.get("features")))
 
 
 def write_tracks(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a Tracks layer as our tracks CSV."""
+    return _write(path, attributes, lambda: graph_from_tracks(data, attributes.get("graph")))
+
+
+def _write(path: str, attributes: dict[str, Any], make_graph: Callable[[], TrackGraph]) -> list[str]:
+    """Save through the layer's editing session when it has one (it then knows it was saved),
+    else build the graph from the layer data alone."""
     from napari_cellect.data.export import write_csv
 
     target = _csv_path(path)
     session = _session(attributes)
-    if session is not None:  # the session remembers it was saved
+    if session is not None:
         session.save(target)
     else:
-        write_csv(graph_from_tracks(data, attributes.get("graph")), target)
+        write_csv(make_graph(), target)
     return [str(target)]
