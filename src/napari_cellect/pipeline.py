@@ -163,14 +163,22 @@ def iter_tracking(
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
 
 
-def track_images(images: Any, bundle: Any = None, **kwargs: Any) -> TrackingResult:
-    """Run :func:`iter_tracking` to the end and return its result."""
+def track_images(
+    images: Any,
+    bundle: Any = None,
+    *,
+    progress: Callable[[TrackingProgress], None] | None = None,
+    **kwargs: Any,
+) -> TrackingResult:
+    """Run :func:`iter_tracking` to the end and return its result; ``progress`` sees each step."""
     gen = iter_tracking(images, bundle, **kwargs)
     while True:
         try:
-            next(gen)
+            step = next(gen)
         except StopIteration as stop:
             return stop.value
+        if progress is not None:
+            progress(step)
 
 
 def make_labeler(

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_cellect.data.annotations import read_tracks
     from napari_cellect.data.export import write_csv
     from napari_cellect.data.images import open_sequence
     from napari_cellect.data.synthetic import PRESETS, write_synthetic
@@ -45,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     result = track_images(images, bundle, z_ratio=config.z_ratio, device=args.device)
     tracks = args.out / "tracked.csv"
     write_csv(result.graph, tracks)
-
-    from napari_cellect.data.annotations import read_tracks
 
     scores = evaluate(result.graph, read_tracks(args.out / "tracks.csv"), z_ratio=config.z_ratio)
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.to_dict().items()}

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.images import open_sequence
     from napari_cellect.infer.device import resolve_device
     from napari_cellect.model.bundle import ModelBundle
-    from napari_cellect.pipeline import iter_tracking, make_labeler
+    from napari_cellect.pipeline import make_labeler, track_images
 
     resolve_device(args.device)  # fail before the long run starts
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
@@ -79,18 +79,13 @@ def run(args: argparse.Namespace) -> int:
 
         keep = read_tracks(args.keep_approved)
     n_frames = images.data.shape[0]
-    gen = iter_tracking(images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-                        cache_dir=args.cache, keep_approved=keep, keep_foreground=args.labels is not None
-                        or args.ctc is not None)
     with tqdm(total=n_frames, unit="frame", desc="tracking") as bar:
-        while True:
-            try:
-                step = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if step.stage == "detect":
-                bar.update(1)
+        result = track_images(
+            images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
+            cache_dir=args.cache, keep_approved=keep,
+            keep_foreground=args.labels is not None or args.ctc is not None,
+            progress=lambda step: bar.update(1) if step.stage == "detect" else None,
+        )  # fmt: skip
     graph = result.graph
     write_csv(graph, args.output, extra=("changed",) if result.changed is not None else ())
     shape = result.shape
