@@ -10,7 +10,7 @@ import tifffile
 from napari_cellect.cli import main
 from napari_cellect.data.annotations import read_tracks
 from napari_cellect.data.synthetic import PRESETS, generate, write_synthetic
-from napari_cellect.errors import Cancelled
+from napari_cellect.errors import Cancelled, InputError
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.pipeline import iter_tracking, make_labeler, track_images
 
@@ -135,3 +135,10 @@ def test_cli_demo_headless_tracks_and_scores_the_example(tmp_path, capsys):
     scores = json.loads((tmp_path / "demo" / "scores.json").read_text())
     assert scores["n_gt"] > 0 and scores["det_f1"] > 0.5  # the bundled model finds the nuclei
     assert read_tracks(tmp_path / "demo" / "tracked.csv").n_frames == 2
+
+
+def test_detection_cache_needs_images_from_files(bundle, tiny, tmp_path):
+    config, seq = tiny
+    with pytest.raises(InputError, match="opened from files"):
+        track_images(seq.images, bundle, z_ratio=config.z_ratio, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -78,9 +78,25 @@ def _image_data(images: Any) -> Any:
     return images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
 
 
-def _sources(images: Any) -> list[str]:
-    sources = getattr(images, "sources", None)
-    return [str(s) for s in sources] if sources else []
+def open_detection_cache(
+    images: Any, bundle: Any, cache_dir: str | Path, *, z_ratio: float, tile: Any = None
+) -> DetectionCache:
+    """The detection cache of these images with this model and these settings.
+
+    The fingerprint names the source files (path, size, modification time), so the images must
+    come from files (an ImageSequence): an in-memory array has nothing that tells a stale cache
+    from a good one.
+    """
+    from napari_cellect.infer.predict import cache_fingerprint
+
+    sources = [str(s) for s in getattr(images, "sources", None) or []]
+    if not sources:
+        raise InputError(
+            "a detection cache needs images opened from files (open_sequence); found an "
+            f"in-memory {type(images).__name__}",
+            cache_dir,
+        )
+    return DetectionCache(cache_dir, cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile))
 
 
 def iter_tracking(
@@ -107,7 +123,7 @@ def iter_tracking(
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
     """
-    from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
+    from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.model.bundle import ModelBundle
 
     if bundle is None:
@@ -120,9 +136,7 @@ def iter_tracking(
     n_frames = int(data.shape[0])
     cache = None
     if cache_dir is not None:
-        fingerprint = cache_fingerprint(bundle, _sources(images) or [f"array{data.shape}"],
-                                        z_ratio=z_ratio, tile=tile)
-        cache = DetectionCache(cache_dir, fingerprint)
+        cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile)
     foreground = ForegroundStore() if keep_foreground else None
 
     def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:

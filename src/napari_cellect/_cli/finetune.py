@@ -173,12 +173,10 @@ def _cached_detections(
     tile: list[int] | None,
 ) -> list[Any]:  # fmt: skip
     """Detections of ``frames`` from the cache; the missing ones are predicted and cached."""
-    from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
-    from napari_cellect.track.detections import DetectionCache
+    from napari_cellect.infer.predict import predict_sequence
+    from napari_cellect.pipeline import open_detection_cache
 
-    sources = [str(s) for s in sequence.sources]  # as `cellect track` fingerprints them
-    fingerprint = cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile)
-    cache = DetectionCache(cache_dir, fingerprint)
+    cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile)
     cached = set(cache.frames())
     todo = [t for t in frames if t not in cached]
     if todo:
