@@ -18,7 +18,8 @@ continues it) and a JSON report with the validation history and the test scores.
 
 Run: ``python benchmarks/train_default.py`` (``--quick``: tiny data and two short epochs into a
 temporary folder, to check the script; ``--out``, ``--epochs``, ``--steps-per-epoch``,
-``--device``, ``--resume``, ``--no-test``).
+``--device``, ``--resume``, ``--no-test``; ``--init BUNDLE`` starts from a trained bundle, e.g. the
+current default model, with ``--lr`` and ``--division-fraction`` for such a second phase).
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="compute device (default cpu)")
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint")
     parser.add_argument("--no-test", action="store_true", help="skip the test-set tracking")
+    parser.add_argument("--init", type=Path, help="start from the weights of this bundle")
+    parser.add_argument("--lr", type=float, help="override the peak learning rate")
+    parser.add_argument("--division-fraction", type=float,
+                        help="override the fraction of crops centred on a division")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -137,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         changes["epochs"] = args.epochs
     if args.steps_per_epoch is not None:
         changes["steps_per_epoch"] = args.steps_per_epoch
+    if args.lr is not None:
+        changes["lr"] = args.lr
+    if args.division_fraction is not None:
+        changes["sampling"] = dataclasses.replace(config.sampling,
+                                                  division_fraction=args.division_fraction)
     config = dataclasses.replace(config, **changes)
 
     if args.quick and args.out is None:
@@ -159,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                         p.losses.get("total", float("nan")))  # fmt: skip
 
     trained = time.perf_counter()
-    bundle = fit(train, val, config, progress=progress, resume=args.resume, checkpoint=checkpoint)
+    bundle = fit(train, val, config, progress=progress, resume=args.resume, checkpoint=checkpoint,
+                 init=args.init)
     train_seconds = time.perf_counter() - trained
     bundle.metadata.trained_on = (
         "synthetic: presets " + ", ".join(f"{p}/{s}" for p, s in TRAIN_PRESETS)
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     bundle.metadata.notes = "trained by benchmarks/train_default.py" + (
         " --quick" if args.quick else ""
-    )
+    ) + (f", starting from {args.init.name}" if args.init else "")
     bundle.save(out)
     tests = [] if args.no_test else _test(bundle, args.quick, args.device)
     state = ModelBundle.load(out)

@@ -36,6 +36,15 @@ def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_init_starts_from_the_bundled_model(dataset, tmp_path):
+    out = tmp_path / "tuned.pt"
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(out), *TINY, "--init", "default"])  # fmt: skip
+    assert code == 0
+    events = [e["event"] for e in ModelBundle.load(out).metadata.history]
+    assert events[-2:] == ["initialised", "train"]
+
+
 def write_csv(path, rows):
     path.write_text("id,t,z,y,x,parent_id\n" + "".join(f"{r}\n" for r in rows))
     return path
@@ -72,6 +81,9 @@ def test_missing_files_exit_2(dataset, tmp_path, capsys):
     code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
                  "-o", str(tmp_path / "m.pt"), *TINY, "--resume", str(tmp_path / "old.ckpt")])
     assert code == 2 and "old.ckpt" in capsys.readouterr().err
+    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
+                 "-o", str(tmp_path / "m.pt"), *TINY, "--init", str(tmp_path / "w.pt")])
+    assert code == 2 and "w.pt" in capsys.readouterr().err
 
 
 def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):

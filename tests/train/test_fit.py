@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_cellect.data.synthetic import PRESETS, generate
-from napari_cellect.errors import Cancelled, ModelError
+from napari_cellect.errors import Cancelled, InputError, ModelError
 from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.train.data import SamplingConfig, collate
@@ -253,3 +253,23 @@ def test_division_threshold_calibration(sequences, monkeypatch):
     assert threshold == 0.3 and f1 == pytest.approx(0.8)
     trainer.config = dataclasses.replace(trainer.config, min_calibration_divisions=3)
     assert trainer._division_threshold(predictions, 0.5) is None  # too few mothers
+
+
+def test_warm_start_copies_the_weights_of_a_bundle(sequences):
+    train, val = sequences
+    source = Trainer(train, val, tiny_config(seed=7)).bundle
+    trainer = Trainer(train, val, tiny_config(seed=0), init=source)
+    for mine, theirs in zip(trainer.bundle.modules(), source.modules()):
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value), key
+    assert trainer.bundle.metadata.history[-1]["event"] == "initialised"
+    fresh = Trainer(train, val, tiny_config(seed=0)).bundle
+    assert not all(torch.equal(a, b) for a, b in zip(
+        fresh.unet.state_dict().values(), source.unet.state_dict().values()))  # fmt: skip
+
+
+def test_warm_start_refuses_another_architecture(sequences):
+    train, val = sequences
+    source = Trainer(train, val, tiny_config(embedding_dim=4)).bundle
+    with pytest.raises(InputError, match="embedding_dim"):
+        Trainer(train, val, tiny_config(), init=source)

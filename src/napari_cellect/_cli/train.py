@@ -79,6 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", type=Path, metavar="CKPT",
                         help="continue a run from its checkpoint (its settings are kept; "
                              "--epochs may extend it)")
+    parser.add_argument("--init", metavar="BUNDLE",
+                        help="start from the weights of a trained bundle of the same preset "
+                             "('default': the bundled model) instead of random weights")
     parser.add_argument("--name", default=None, help="model name stored in the bundle")
     parser.set_defaults(run=run)
 
@@ -130,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error
+    init = None
+    if args.init is not None:
+        from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH
+
+        init = DEFAULT_BUNDLE_PATH if args.init == "default" else Path(args.init)
+        if not init.is_file():
+            raise InputError("model bundle to start from (--init) not found", init)
     checkpoint = args.checkpoint or args.output.with_name(args.output.name + ".ckpt")
     if args.resume is not None and not args.resume.is_file():
         raise InputError("checkpoint to resume not found", args.resume)
@@ -149,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         bundle = fit(train, val, config, progress=progress, resume=args.resume,
-                     checkpoint=checkpoint)  # fmt: skip
+                     checkpoint=checkpoint, init=init)  # fmt: skip
     finally:
         bar.close()
     bundle.save(args.output)

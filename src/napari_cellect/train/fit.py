@@ -62,7 +62,7 @@ from torch import nn
 from napari_cellect.errors import Cancelled, InputError
 from napari_cellect.infer.device import amp_dtype, autocast_context, resolve_device
 from napari_cellect.infer.predict import resolve_model
-from napari_cellect.model.bundle import BundleMetadata, ModelBundle
+from napari_cellect.model.bundle import BundleMetadata, ModelBundle, load_checked
 from napari_cellect.model.pair_scorer import PairScorerConfig, build_scorer
 from napari_cellect.model.unet import UNet3D, unet_preset
 from napari_cellect.train.batch_losses import (  # noqa: F401  (_BatchReader: re-exported)
@@ -127,6 +127,7 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         should_stop: Callable[[], bool] | None = None,
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
+        init: ModelBundle | str | Path | None = None,
     ):
         config = config or TrainConfig()
         state = None
@@ -146,6 +147,8 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
             )
         self.device = resolve_device(config.device)
         self.bundle = self._new_bundle()
+        if init is not None and state is None:  # a resumed run restores its own weights
+            self._load_initial_weights(init)
         self.unet, self.merge, self.link = self.bundle.modules()
         bad = [f"{axis}={size}" for axis, size, m in
                zip("ZYX", config.sampling.crop, self.unet.size_multiple) if size % m]  # fmt: skip
@@ -211,6 +214,28 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         metadata = BundleMetadata(name=cfg.name)
         return ModelBundle(unet, scorers[0], scorers[1], cfg.thresholds, cfg.normalization,
                            metadata)  # fmt: skip
+
+    def _load_initial_weights(self, init: ModelBundle | str | Path) -> None:
+        """Warm start: copy the weights of a trained bundle of the same architecture."""
+        source = init if isinstance(init, ModelBundle) else ModelBundle.load(init)
+        where = getattr(source.metadata, "name", "") or str(init)
+        mine = (self.bundle.unet_config, self.bundle.merge_config, self.bundle.link_config)
+        theirs = (source.unet_config, source.merge_config, source.link_config)
+        for what, a, b in zip(("U-Net", "merge scorer", "link scorer"), mine, theirs):
+            differ = [f.name for f in dataclasses.fields(a)
+                      if f.name != "preset" and getattr(a, f.name) != getattr(b, f.name)]
+            if differ:
+                raise InputError(
+                    f"cannot start training from {where}: its {what} differs from the one the "
+                    f"training settings build in {', '.join(differ)} (e.g. {differ[0]} = "
+                    f"{getattr(b, differ[0])!r} there, {getattr(a, differ[0])!r} here); use "
+                    "the same preset, embedding size and scorer width"
+                )
+        for what, target, module in zip(("U-Net", "merge scorer", "link scorer"),
+                                        self.bundle.modules(), source.modules()):
+            load_checked(target, module.state_dict(), f"the {what} weights of {where}")
+        self.bundle.metadata.record("initialised", source=where)
+        logger.info("starting from the weights of %s", where)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> ModelBundle:
@@ -363,6 +388,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     resume: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    init: ModelBundle | str | Path | None = None,
 ) -> ModelBundle:
     """Train a model bundle from annotated image series.
 
@@ -378,6 +404,8 @@ def fit(
         resume: a checkpoint to continue; its settings are used, except ``epochs`` and
             ``device`` of ``config``.
         checkpoint: file written atomically after every epoch (None: no checkpoints).
+        init: a trained bundle (or its path) of the same architecture to start from instead of
+            random weights (a warm start; ignored when resuming).
 
     Returns:
         The bundle of the best validation epoch, with the calibrated detection threshold.
@@ -385,5 +413,5 @@ def fit(
     train = [as_source(s, i) for i, s in enumerate(train_sources)]
     val = [as_source(s, i) for i, s in enumerate(val_sources or [])]
     trainer = Trainer(train, val, config, progress=progress, should_stop=should_stop,
-                      checkpoint=checkpoint, resume=resume)  # fmt: skip
+                      checkpoint=checkpoint, resume=resume, init=init)  # fmt: skip
     return trainer.run()
