@@ -302,13 +302,21 @@ class LinkingConfig(_FromAny):
     """The distance gate is multiplied by this for gap links (two frame intervals of motion)."""
     min_probability: float = 1e-6
     """Probabilities are clipped to at least this before taking logs."""
+    motion_prediction: bool = True
+    """Search and score each cell's candidates around where its last step predicts it
+    (``position + persistence * last step``), with the persistence measured on the links
+    already made (least squares of each step on the previous one, clipped to [0, 1]). Follows
+    drift and directed migration; on random motion the persistence is about 0 and the search
+    stays at the cell's position."""
+    min_motion_samples: int = 20
+    """Pairs of consecutive steps needed before the measured persistence is used (0 before)."""
 
     def __post_init__(self) -> None:
         _check_positive_int(self, "k")
         _check_probability(self, "link_threshold", "division_threshold")
         _check_non_negative(
             self, "max_distance_radii", "radius_floor", "max_distance", "appear_cost",
-            "disappear_cost", "gap_cost", "gap_distance_factor",
+            "disappear_cost", "gap_cost", "gap_distance_factor", "min_motion_samples",
         )  # fmt: skip
         if not (math.isfinite(self.appear_cost) and math.isfinite(self.disappear_cost)):
             raise InputError("LinkingConfig.appear_cost and disappear_cost must be finite")

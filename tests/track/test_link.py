@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -12,6 +13,7 @@ from napari_cellect.track.detections import Detections
 from napari_cellect.track.link import (
     MARGIN_COLUMN,
     LinkingConfig,
+    MotionModel,
     link_frame_pair,
     link_sequence,
     nearest_candidates,
@@ -296,3 +298,53 @@ def test_empty_frames():
     links = link_frame_pair(one, _det(2, np.zeros((0, 3))), None, LinkingConfig(), Z_RATIO)
     assert len(links.src_idx) == 0 and links.p_divide.shape == (1,)
     assert len(link_sequence([], None, LinkingConfig(), Z_RATIO)) == 0
+
+
+def _accelerating(rng, n_frames, n_cells, jitter):
+    """Cells 16 px apart on a grid, all drifting along y ever faster: the step into frame t is
+    t + 1 px, so from the step of 9 px on, the nearest cell in the next frame is another one."""
+    grid = np.stack(np.meshgrid(np.arange(6), np.arange(5), indexing="ij"), -1).reshape(-1, 2)
+    start = np.c_[np.zeros(n_cells), grid[:n_cells] * 16.0]
+    frames = []
+    for t in range(n_frames):
+        drift = np.array([0.0, t * (t + 3) / 2, 0.0])  # sum of the steps 2, 3, ..., t + 1
+        pos = start + drift + rng.normal(0, jitter, start.shape) * [0, 1, 1]
+        frames.append(_det(t, pos))
+    return frames
+
+
+def _wrong_links(graph, n_cells) -> int:
+    """Cells are numbered frame by frame in the same order: a right link keeps the index."""
+    child = np.flatnonzero(graph["parent_id"] >= 0)
+    return int(np.sum(graph["parent_id"][child] % n_cells != graph.ids[child] % n_cells)) + (
+        (graph.n_frames - 1) * n_cells - len(child))
+
+
+def test_motion_prediction_follows_directed_migration():
+    rng = np.random.default_rng(3)
+    n_cells = 30
+    frames = _accelerating(rng, 12, n_cells, jitter=0.5)
+    config = LinkingConfig(max_distance_radii=4.0, motion_prediction=False)
+    still = link_sequence(frames, None, config, z_ratio=1.0)
+    moving = link_sequence(frames, None, dataclasses.replace(config, motion_prediction=True),
+                           z_ratio=1.0)  # fmt: skip
+    assert _wrong_links(still, n_cells) >= 2 * n_cells  # the nearest cell is another one
+    assert _wrong_links(moving, n_cells) == 0
+
+
+def test_motion_prediction_keeps_random_walks_in_place():
+    rng = np.random.default_rng(4)
+    positions = rng.uniform(0, 200, (40, 3)) * [0, 1, 1]
+    steps = rng.normal(0, 1.5, (10, 40, 3)) * [0, 1, 1]
+    frames = [_det(t, positions + steps[: t + 1].sum(0)) for t in range(10)]
+    model = MotionModel(np.concatenate([d.positions for d in frames]),
+                        np.repeat(np.arange(10), 40), 1.0, min_samples=10)  # fmt: skip
+    parent = np.full(400, -1)
+    parent[40:] = np.arange(360)  # the true links
+    for f in range(10):
+        model.predicted(frames[f], np.arange(40 * f, 40 * f + 40), parent)
+    assert model.n_samples == 8 * 40
+    assert model.persistence < 0.2
+    same = link_sequence(frames, None, LinkingConfig(), z_ratio=1.0)
+    plain = link_sequence(frames, None, LinkingConfig(motion_prediction=False), z_ratio=1.0)
+    assert _wrong_links(same, 40) <= _wrong_links(plain, 40) + 2

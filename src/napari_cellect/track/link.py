@@ -16,6 +16,7 @@ The settings are :class:`napari_cellect.config.LinkingConfig` (re-exported here)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -197,11 +198,16 @@ def link_sequence(
     n_frames = len(frames)
     n_steps = max(n_frames - 1, 0) + (max(n_frames - 2, 0) if config.gap_closing else 0)
     done = 0
+    positions = np.concatenate([d.positions for d in frames]) if frames else np.zeros((0, 3))
+    motion = MotionModel(positions, frame_of, z_ratio, config.min_motion_samples)
     for f in range(len(frames) - 1):
         a0, b0, b1 = offsets[f], offsets[f + 1], offsets[f + 2]
         here = consecutive & (frame_of[np.maximum(pins.parent, 0)] == f)
+        source = frames[f]
+        if config.motion_prediction:
+            source = motion.predicted(source, np.arange(a0, b0), parent)
         links = link_frame_pair(
-            frames[f],
+            source,
             frames[f + 1],
             scorer,
             config,
@@ -231,7 +237,6 @@ def link_sequence(
             if progress is not None:
                 progress(done, n_steps)
 
-    positions = np.concatenate([d.positions for d in frames]) if frames else np.zeros((0, 3))
     return TrackGraph.from_arrays(
         id=ids,
         t=np.repeat([d.t for d in frames], sizes).astype(np.int64),
@@ -425,6 +430,60 @@ def _as_pairs(value: np.ndarray | Sequence[tuple[int, int]] | None, name: str) -
         raise InputError(f"{name}: expected an (N, 2) integer array of pairs; found {arr.dtype} "
                          f"array of shape {arr.shape}")  # fmt: skip
     return arr.astype(np.int64)
+
+
+class MotionModel:
+    """Constant-velocity prediction damped by the persistence measured on the links so far.
+
+    A cell's step is its position minus its parent's (one frame earlier). The persistence
+    ``beta`` is the least-squares coefficient of each step on the step before it,
+    ``sum(s_t . s_t-1) / sum(|s_t-1|^2)`` over every pair of consecutive steps seen so far (in
+    scaled space), clipped to [0, 1]: about 1 for directed motion or drift, about 0 for a
+    random walk, where predicting would only add noise.
+    """
+
+    def __init__(self, positions: np.ndarray, frame_of: np.ndarray, z_ratio: float,
+                 min_samples: int):  # fmt: skip
+        self.positions = positions
+        self.frame_of = frame_of
+        self.scale = np.array([z_ratio, 1.0, 1.0])
+        self.min_samples = min_samples
+        self._cross = 0.0
+        self._norm = 0.0
+        self.n_samples = 0
+
+    @property
+    def persistence(self) -> float:
+        if self.n_samples < max(self.min_samples, 1) or self._norm <= 0:
+            return 0.0
+        return float(np.clip(self._cross / self._norm, 0.0, 1.0))
+
+    def predicted(self, det: Detections, rows: np.ndarray, parent: np.ndarray) -> Detections:
+        """``det`` (the cells at ``rows``) moved by ``persistence * last step``; the pairs of
+        steps that end at these cells are added to the estimate first."""
+        step, has_step = self._steps(rows, parent)
+        if has_step.any():
+            parent_rows = parent[rows[has_step]]
+            prev, has_prev = self._steps(parent_rows, parent)
+            a, b = step[has_step][has_prev] * self.scale, prev[has_prev] * self.scale
+            self._cross += float(np.sum(a * b))
+            self._norm += float(np.sum(b * b))
+            self.n_samples += int(has_prev.sum())
+        beta = self.persistence
+        if beta == 0.0 or not has_step.any():
+            return det
+        moved = det.positions + beta * step
+        return dataclasses.replace(det, positions=moved)
+
+    def _steps(self, rows: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Steps (len(rows), 3) into ``rows`` (0 where there is none) and where one exists: a
+        parent exactly one frame earlier."""
+        p = parent[rows]
+        ok = p >= 0
+        ok[ok] = self.frame_of[p[ok]] == self.frame_of[rows[ok]] - 1
+        step = np.zeros((len(rows), 3))
+        step[ok] = self.positions[rows[ok]] - self.positions[p[ok]]
+        return step, ok
 
 
 def _check_frames(frames: list[Detections]) -> None:
