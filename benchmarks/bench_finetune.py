@@ -229,7 +229,13 @@ def errors_in_uncertain(
     top = ranked[: max(1, math.ceil(UNCERTAIN_FRACTION * len(ranked)))]
     n_wrong = int(wrong.sum())
     caught = int(wrong[pred.index_of([i.node for i in top])].sum()) if top else 0
-    return (caught / n_wrong if n_wrong else 1.0), n_wrong
+    return (caught / n_wrong if n_wrong else 1.0), n_wrong, len(top)
+
+
+def best_possible_share(n_wrong: int, n_top: int) -> float:
+    """The share a perfect ranking would reach: the top list cannot hold more wrong links than
+    its length, so where more than 10 % of the links are wrong the target is out of reach."""
+    return 1.0 if n_wrong == 0 else min(1.0, n_top / n_wrong)
 
 
 # ============================================================================ main
@@ -283,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out = last  # frames last.. hold the links that were not corrected
     link_before, div_before = errors(first, gt, z_ratio, held_out)
     threshold = bundle.thresholds.link.division_threshold
-    caught, n_wrong = errors_in_uncertain(first, gt, z_ratio, threshold)
+    caught, n_wrong, n_top = errors_in_uncertain(first, gt, z_ratio, threshold)
 
     corrected = first.copy()
     history = correct_from_ground_truth(corrected, gt, z_ratio, last)
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     finetune_s = time.perf_counter() - start
     after, _ = relink(detections, tuned, corrected, None, z_ratio, corrections=corrections)
     link_after, div_after = errors(after, gt, z_ratio, held_out)
-    caught_after, n_wrong_after = errors_in_uncertain(after, gt, z_ratio, threshold)
+    caught_after, n_wrong_after, _ = errors_in_uncertain(after, gt, z_ratio, threshold)
     pinned_only, _ = relink(detections, bundle, corrected, None, z_ratio, corrections=corrections)
     link_pinned, div_pinned = errors(pinned_only, gt, z_ratio, held_out)
 
@@ -331,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| share of wrong links among the {UNCERTAIN_FRACTION:.0%} most uncertain links | "
           f"{caught:.2f} (of {n_wrong}) | {caught_after:.2f} (of {n_wrong_after}) | | "
           f">= {MIN_ERRORS_IN_UNCERTAIN} before | {verdict(caught >= MIN_ERRORS_IN_UNCERTAIN)} |")
+    print(f"\nthe first tracking has {n_wrong} wrong links; its {n_top} "
+          f"({UNCERTAIN_FRACTION:.0%}) most uncertain links could hold at most "
+          f"{best_possible_share(n_wrong, n_top):.2f} of them (a perfect ranking).")
     if dry:
         print("\ndry run: an untrained model gets most links wrong, so they cannot all be among "
               "its 10 % most uncertain; the targets are meant for the trained default model.")
