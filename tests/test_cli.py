@@ -19,9 +19,28 @@ def test_top_level_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    for name, (_, summary) in COMMANDS.items():
+        assert name in out and summary in out
+
+
+def test_top_level_help_imports_no_command():
+    code = (
+        "import sys\n"
+        "from napari_cellect.cli import build_parser\n"
+        "build_parser(None).format_help()\n"
+        "loaded = [m for m in sys.modules if m.startswith('napari_cellect._cli.')]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_each_command_module_uses_its_summary():
     for name in COMMANDS:
-        assert name in out
+        parser = build_parser(name)
+        action = next(a for a in parser._actions if a.dest == "command")
+        assert [c.help for c in action._choices_actions] == [COMMANDS[name][1]]
 
 
 def test_a_named_command_builds_only_its_own_parser(capsys):

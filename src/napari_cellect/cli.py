@@ -16,36 +16,41 @@ from collections.abc import Sequence
 
 from napari_cellect.errors import CellectError
 
-#: sub-command name -> module under napari_cellect._cli
+#: sub-command name -> (module under napari_cellect._cli, one-line summary for ``cellect --help``)
 COMMANDS = {
-    "synth": "synth",
-    "evaluate": "evaluate",
-    "track": "track",
-    "train": "train",
-    "finetune": "finetune",
-    "import-weights": "import_weights",
-    "demo": "demo",
-}
+    "synth": ("synth", "write a synthetic 3D+t nuclei time series with ground truth"),
+    "evaluate": ("evaluate",
+                 "score tracks against ground truth (detection, links, divisions, CTC TRA)"),
+    "track": ("track", "track cells in a time series with a model bundle"),
+    "train": ("train", "train a model bundle (U-Net + scorers) from point annotations"),
+    "finetune": ("finetune", "fine-tune the link and merge scorers on corrected tracks"),
+    "import-weights": ("import_weights",
+                       "convert original CELLECT weights (U-Net, EX, EN) into a model bundle"),
+    "demo": ("demo", "track a built-in synthetic embryo and show the result"),
+}  # fmt: skip
+
+
+def command_help(name: str) -> str:
+    """The one-line summary of a sub-command (its modules pass it to ``add_parser``)."""
+    return COMMANDS[name][1]
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``cellect`` parser with every sub-command, or only ``command`` when it names one: a
-    sub-command's module is imported to add its options, and some import torch."""
+    """The ``cellect`` parser. When ``command`` names a sub-command, only its module is imported
+    (to add its options; some import torch); otherwise (top-level help, a typo) every
+    sub-command is listed from :data:`COMMANDS` without importing any."""
     parser = argparse.ArgumentParser(
         prog="cellect",
         description="CELLECT cell tracking for 3D+t microscopy: detect, link, evaluate, train.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    names = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
-    for module_name in names:
-        try:
-            module = importlib.import_module(f"napari_cellect._cli.{module_name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"napari_cellect._cli.{module_name}":
-                raise
-            continue  # a command not built yet
-        module.add_parser(sub)
+    if command not in COMMANDS:
+        for name, (_, summary) in COMMANDS.items():
+            sub.add_parser(name, help=summary)
+        return parser
+    module = importlib.import_module(f"napari_cellect._cli.{COMMANDS[command][0]}")
+    module.add_parser(sub)
     return parser
 
 

@@ -11,11 +11,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+from napari_cellect.cli import command_help
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="track a built-in synthetic embryo and show the result",
+        help=command_help("demo"),
         description=(
             "Generate a synthetic 3D+t embryo with ground truth in OUT, track it with the bundled "
             "model (or --weights), score it, and open images and tracks in napari."

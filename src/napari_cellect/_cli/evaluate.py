@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_cellect._cli._types import non_negative_int, positive_float
+from napari_cellect.cli import command_help
 from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import InputError
 
@@ -27,7 +28,7 @@ DEFAULT_Z_RATIO = 1.0
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="score tracks against ground truth (detection, links, divisions, CTC TRA)",
+        help=command_help("evaluate"),
         description=(
             "Match predicted and GT points frame by frame (Hungarian, within --max-dist in "
             "(z * z_ratio, y, x) pixels) and report detection, link and division precision / "

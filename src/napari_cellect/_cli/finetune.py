@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_cellect._cli._types import positive_float, positive_int
+from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.train.finetune import (
     FinetuneConfig,
@@ -45,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     defaults = FinetuneConfig()
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune the link and merge scorers on corrected tracks",
+        help=command_help("finetune"),
         description=(
             "Learn from corrections: the approved links of a corrected tracks CSV (and, with "
             "--corrections, the broken links, deleted detections and division marks of an "

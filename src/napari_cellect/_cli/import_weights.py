@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -14,7 +15,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "import-weights",
-        help="convert original CELLECT weights (U-Net, EX, EN) into a model bundle",
+        help=command_help("import-weights"),
         description=(
             "Convert the three original CELLECT checkpoints into one napari-cellect model bundle. "
             "Conv kernels are permuted from the original (row, col, z) axis order to ours "

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from napari_cellect.cli import command_help
 from napari_cellect.data.synthetic import PRESETS  # loads only the parameters (lazy package)
 from napari_cellect.errors import InputError
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synth",
-        help="write a synthetic 3D+t nuclei time series with ground truth",
+        help=command_help("synth"),
         description=(
             "Simulate an early embryo (moving, dividing, entering and leaving nuclei) and write "
             "its images and ground truth (our CSV and CTC). Options override the preset."

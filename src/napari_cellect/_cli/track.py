@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -14,7 +15,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "track",
-        help="track cells in a time series with a model bundle",
+        help=command_help("track"),
         description=(
             "Run the U-Net on every frame pair, merge duplicate detections, link them globally "
             "with divisions, and write our CSV (and CTC, GEFF, instance masks on request). "

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from napari_cellect.cli import command_help
 from napari_cellect.data.annotations import read_tracks
 from napari_cellect.data.images import open_sequence
 from napari_cellect.errors import InputError
@@ -31,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train",
-        help="train a model bundle (U-Net + scorers) from point annotations",
+        help=command_help("train"),
         description=(
             "Train a napari-cellect model from images and point annotations (cells as points "
             "with parent links; a missing radius uses the default radius). Frames without "
