@@ -35,6 +35,7 @@ from napari_cellect._napari._layer_data import (
 from napari_cellect._napari._layer_sync import LayerSync
 from napari_cellect._napari._point_tools import PointTools
 from napari_cellect._napari._review import ReviewNavigation, ReviewState
+from napari_cellect._napari._thumbnails import ThumbnailUpdates
 from napari_cellect.errors import CellectError
 from napari_cellect.track.edits import Command
 from napari_cellect.track.graph import TrackGraph
@@ -101,6 +102,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         self._selection: tuple[int, ...] = ()
         self._pushing_selection = False
         self._drag_moves: set[int] | None = None
+        #: layer-list thumbnails of edited layers, redrawn shortly after edits
+        self._thumbnails = ThumbnailUpdates()
         self._callbacks = binding_callbacks(self)
         bind(viewer, self._callbacks)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -180,7 +183,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             self._bind_labels(bound, layer)  # type: ignore[arg-type]
         if bound.points is not None:
             bound.sync = LayerSync(session, bound.points, bound.tracks, bound.labels,
-                                   highlighted=bound.highlight)
+                                   highlighted=bound.highlight, thumbnails=self._thumbnails)
             if role != "centres":
                 bound.sync.full_refresh()
         if bound.points is not None and self._active is not bound:
@@ -267,7 +270,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
                     bound.labels = None
                 if bound.points is not None:
                     bound.sync = LayerSync(bound.session, bound.points, bound.tracks, bound.labels,
-                                           highlighted=bound.highlight)
+                                           highlighted=bound.highlight,
+                                           thumbnails=self._thumbnails)
 
     def _on_active_layer(self, event: Any) -> None:
         layer = event.value
@@ -280,6 +284,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
 
     def close(self) -> None:
         """Unbind every session (journals with unsaved edits are kept) and the viewer keys."""
+        self._thumbnails.cancel()
         for bound in list(self._bound):
             self._unbind(bound)
         viewer = self._viewer_ref()

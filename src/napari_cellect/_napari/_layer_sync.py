@@ -1,17 +1,23 @@
 """Refresh the Points, Tracks and Labels layers of a session from its graph.
 
-The graph is the one source of truth; this class only reads it. Refreshing is driven by
-:class:`~._changes.ChangeSet` objects and does only what the change needs:
+The graph is the one source of truth; this class only reads it, and after every refresh the
+layers are exactly what :mod:`._layer_data` would build from the graph (row ``i`` of the Points
+layer is row ``i`` of the graph). Refreshing is driven by :class:`~._changes.ChangeSet` objects
+and does only what the change needs:
 
 - values only (approve, division score ...): update those feature columns (and the border
   colours for ``approved``) in place; the Tracks layer is left alone;
 - links: recompute the (cached, vectorised) track ids, update the ``track_id`` feature and the
-  face colours, relabel the voxels of nodes whose track id changed, rebuild the Tracks layer;
-- nodes added, removed or moved: also reset the Points coordinates (one vectorised assignment).
+  face colours of the nodes whose track id changed, relabel their voxels, replace the Tracks
+  layer's data;
+- nodes added or removed: the graph deletes rows in place and appends new ones, and the Points
+  layer does the same (``Points.remove``/``Points.add``) with napari's per-array refreshes
+  collapsed into one; then features and styles are set from the graph;
+- nodes moved: reset the Points coordinates (one vectorised assignment).
 
-The Tracks layer cannot be edited in place (napari rebuilds its vertex arrays on every
-``data`` assignment), so it is rebuilt from ``TrackGraph.to_napari_tracks`` -- vectorised, and
-skipped when only values changed.
+The Tracks layer cannot be edited in place, so it is replaced from
+``TrackGraph.to_napari_tracks`` in one step (:mod:`._tracks_update`). The layer-list thumbnails
+of both layers are redrawn shortly after an edit rather than during it (:mod:`._thumbnails`).
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from napari_cellect._napari._layer_data import (
     point_sizes,
     points_features,
 )
+from napari_cellect._napari._thumbnails import ThumbnailUpdates
+from napari_cellect._napari._tracks_update import set_tracks
 
 if TYPE_CHECKING:
-    from napari.layers import Labels, Points, Tracks
+    from napari.layers import Labels, Layer, Points, Tracks
 
     from napari_cellect._napari._session import TrackingSession
 
@@ -54,19 +62,23 @@ class LayerSync:
         labels: Labels | None = None,
         style: PointsStyle | None = None,
         highlighted: np.ndarray | None = None,
+        thumbnails: ThumbnailUpdates | None = None,
     ):
         self.session = session
         self.points = points
         self.tracks = tracks
         self.labels = labels
         self.style = style or PointsStyle()
+        #: redraws the layer-list icons after edits instead of during them
+        self.thumbnails = thumbnails or ThumbnailUpdates()
         self._labels_sync = LabelsSync(labels.data) if labels is not None else None
         self._hidden_for_empty = False
         #: node ids drawn with the highlight border (see :meth:`set_highlight`)
         self.highlighted = np.zeros(0, np.int64) if highlighted is None else np.asarray(
             highlighted, np.int64)
         self._updating = 0
-        self._kept: np.ndarray | None = None
+        #: every per-point style was set from the graph during the current refresh
+        self._restyled = False
         # mirror of what the layers show, to find what an edit changed
         self._ids = np.zeros(0, np.int64)
         self._track_ids = np.zeros(0, np.int64)
@@ -95,14 +107,9 @@ class LayerSync:
 
     def _refresh(self, changes: ChangeSet) -> None:
         graph = self.session.graph
-        self._kept = None
+        self._restyled = False
         if changes.rows_changed:
             self._refresh_rows()
-            if self._kept is not None:  # only removals: the other rows kept their styles
-                if "approved" in changes.columns:
-                    self.points.border_color = self._borders()
-                if "radius" in changes.columns:
-                    self.points.size = point_sizes(graph, self.style)
         else:
             if changes.positions_changed:
                 self._set_points_data(self.session.geometry.coords(graph))
@@ -111,7 +118,7 @@ class LayerSync:
             if "radius" in changes.columns:
                 self.points.size = point_sizes(graph, self.style)
         if changes.structure_changed or "track_id" in changes.columns:
-            self._refresh_track_ids(changes)
+            self._refresh_track_ids()
         if changes.structure_changed or changes.positions_changed:
             self._refresh_tracks_layer()
         self._remember()
@@ -151,21 +158,40 @@ class LayerSync:
             self.points.border_color = self._borders()
 
     def _refresh_rows(self) -> None:
-        """Nodes were added or removed.
+        """Nodes were added or removed: rows, features and every per-point style.
 
-        Sets ``_kept`` to the mask of old rows still shown when nodes were only removed (the
-        layer kept the styles of the other rows), else to None (every style must be reset).
+        napari refreshes the layer's slice after each per-point array it grows or sets (a few
+        ms each at 50,000 points); inside :func:`refreshes_collapsed` those refreshes are held
+        back and done once. The colours are set after that refresh: their events make the
+        canvas read the sliced view, which must be current by then.
         """
-        self._kept = None
-        if not self._refresh_rows_incremental():
-            self._refresh_rows_full()
+        graph = self.session.graph
+        points = self.points
+        with refreshes_collapsed(points):
+            points.selected_data = set()  # row indices are about to move
+            if not self._mirror_rows():
+                points.data = self.session.geometry.coords(graph)
+            points.selected_data = set()  # Points.add selects what it added
+            points.features = points_features(graph)
+            if len(graph):
+                points.size = point_sizes(graph, self.style)
+        points.refresh(thumbnail=False)
+        if not points.visible:  # refresh() skips a hidden layer, but the colour events below
+            points.set_view_slice()  # make the canvas read its slice: it must fit the new rows
+        self.thumbnails.request(points)
+        if len(graph):
+            points.border_color = self._borders()
+            points.face_color = track_colors(graph.track_ids())
+        self._restyled = True
 
-    def _refresh_rows_incremental(self) -> bool:
-        """Mirror a removal of some rows and an append of others, as the graph does them.
+    def _mirror_rows(self) -> bool:
+        """Remove and append rows as the graph did; False when it did not change that way.
 
         The graph deletes rows in place (order kept) and appends new rows at the end, so the
-        layer can do the same with ``Points.remove``/``Points.add`` instead of resetting every
-        per-point array. Returns False when the rows did not change that way.
+        layer can do the same with ``Points.remove``/``Points.add`` and keep the other rows.
+        (Growing re-validates every point's symbol in napari, ~10 ms at 50,000 points, by any
+        public path.) The layer no longer mirrors the old rows when napari's own point tools
+        changed it first; then the caller resets the data.
         """
         graph = self.session.graph
         old, new = self._ids, graph.ids
@@ -173,42 +199,20 @@ class LayerSync:
         n_kept = int(kept.sum())
         if len(self.points.data) != len(old) or not np.array_equal(new[:n_kept], old[kept]):
             return False
-        self.points.selected_data = set()
         if n_kept < len(old):
-            # remove() drops exactly these rows from every per-point array (~10 ms at 50k)
             self.points.remove(np.flatnonzero(~kept).tolist())
         if len(new) > n_kept:
-            # growing re-validates every point's symbol in napari (~40 ms at 50k); a data
-            # assignment does it once, Points.add() twice
-            self.points.data = self.session.geometry.coords(graph)
-        else:
-            self._kept = kept
-        self.points.features = points_features(graph)
+            rows = np.arange(n_kept, len(new))
+            self.points.add(self.session.geometry.coords(graph)[rows])
         return True
 
-    def _refresh_rows_full(self) -> None:
-        graph = self.session.graph
-        self.points.selected_data = set()
-        self.points.data = self.session.geometry.coords(graph)
-        self.points.features = points_features(graph)
-
-    def _style_all(self) -> None:
-        """Sizes, borders and colours of every point (after rows changed)."""
-        graph = self.session.graph
-        if len(graph):
-            self.points.size = point_sizes(graph, self.style)
-            self.points.border_color = self._borders()
-            self.points.face_color = track_colors(graph.track_ids())
-
     # ------------------------------------------------------------------ track ids
-    def _refresh_track_ids(self, changes: ChangeSet) -> None:
-        graph = self.session.graph
-        track = graph.track_ids()
-        if changes.rows_changed and self._kept is None:
-            self._style_all()
-        else:
-            before = self._track_ids if self._kept is None else self._track_ids[self._kept]
-            changed_rows = np.flatnonzero(track != before)
+    def _refresh_track_ids(self) -> None:
+        """Face colours and the ``track_id`` feature of nodes whose track id changed, and the
+        labels."""
+        if not self._restyled:  # the rows did not change: compare row by row
+            track = self.session.graph.track_ids()
+            changed_rows = np.flatnonzero(track != self._track_ids)
             if len(changed_rows):
                 self.points.features["track_id"] = track
                 face = np.asarray(self.points.face_color).copy()
@@ -245,7 +249,8 @@ class LayerSync:
         if self._labels_sync.labels is not self.labels.data:
             self.labels.data = self._labels_sync.labels
         elif touched:
-            self.labels.refresh()
+            self.labels.refresh(thumbnail=False)
+            self.thumbnails.request(self.labels)
 
     # ------------------------------------------------------------------ tracks layer
     def _refresh_tracks_layer(self) -> None:
@@ -258,7 +263,8 @@ class LayerSync:
                 self.tracks.visible = False
             return
         data, graph_dict = napari_tracks(graph, self.session.geometry)
-        set_tracks(self.tracks, data, graph_dict)
+        set_tracks(self.tracks, data, graph_dict, thumbnail=False)
+        self.thumbnails.request(self.tracks)
         if self._hidden_for_empty:
             self._hidden_for_empty = False
             self.tracks.visible = True
@@ -272,64 +278,17 @@ class LayerSync:
         self._positions = graph.positions()
 
 
-def division_vertices(
-    sorted_data: np.ndarray, graph_dict: dict[int, list[int]]
-) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-    """What napari's ``TrackManager.build_graph`` computes, vectorised.
+@contextmanager
+def refreshes_collapsed(layer: Layer) -> Iterator[None]:
+    """Hold back the refreshes napari makes after each change to a layer's arrays (the caller
+    refreshes once afterwards).
 
-    ``sorted_data`` is the Tracks data sorted by track id then time. For each daughter -> mother
-    entry, the pair (daughter's first vertex, mother's last vertex) and the connex flags
-    (True, False). napari looks each track up in a sparse matrix, one Python call per division,
-    which costs tens of milliseconds on large results.
+    napari's own ``Layer._block_refresh`` (which it uses the same way while building a Points
+    layer); where a napari version lacks it, nothing is held back.
     """
-    if not graph_dict:
-        return None, None
-    daughters = np.fromiter(graph_dict.keys(), dtype=np.int64, count=len(graph_dict))
-    mothers = np.fromiter(
-        (m[0] for m in graph_dict.values()), dtype=np.int64, count=len(graph_dict)
-    )
-    track = sorted_data[:, 0]
-    first = np.searchsorted(track, daughters, side="left")
-    last = np.searchsorted(track, mothers, side="right") - 1
-    coords = sorted_data[:, 1:]
-    vertices = np.empty((2 * len(daughters), coords.shape[1]), dtype=coords.dtype)
-    vertices[0::2] = coords[first]
-    vertices[1::2] = coords[last]
-    connex = np.tile(np.array([True, False]), len(daughters))
-    return vertices, connex
-
-
-def _validate_tracks_data(data: np.ndarray) -> np.ndarray:
-    """napari's Tracks data check, vectorised."""
-    if data.ndim != 2 or data.shape[1] not in (4, 5):
-        raise ValueError("track vertices should be a (N, 4) or (N, 5) array")
-    if not np.array_equal(np.floor(data[:, 0]), data[:, 0]):
-        raise ValueError("track id must be an integer")
-    if np.any(data[:, 1] < 0):
-        raise ValueError("track timestamps must be >= 0")
-    return data
-
-
-def set_tracks(layer: Tracks, data: np.ndarray, graph_dict: dict[int, list[int]]) -> None:
-    """``layer.data = data; layer.graph = graph_dict``, with the division graph built vectorised.
-
-    Uses the layer's track manager directly (napari has no public way to set data and graph
-    together); when its attributes are not as expected (another napari version) it falls back to
-    the public setters.
-    """
-    manager = getattr(layer, "_manager", None)
-    if manager is not None and callable(getattr(manager, "_validate_track_data", None)):
-        # napari checks t >= 0 with a Python loop over every vertex; ours is checked already
-        manager._validate_track_data = _validate_tracks_data
-    layer.data = data  # rebuilds the tracks and resets the graph to {}
-    needed = ("_graph", "_graph_vertices", "_graph_connex", "data")
-    if manager is None or not all(hasattr(manager, a) for a in needed) or any(
-        len(mothers) != 1 for mothers in graph_dict.values()
-    ):
-        layer.graph = graph_dict
+    block = getattr(layer, "_block_refresh", None)
+    if block is None:
+        yield
         return
-    vertices, connex = division_vertices(np.asarray(manager.data), graph_dict)
-    manager._graph = {int(k): [int(v[0])] for k, v in graph_dict.items()}
-    manager._graph_vertices = vertices
-    manager._graph_connex = connex
-    layer.events.rebuild_graph()
+    with block():
+        yield

@@ -173,8 +173,12 @@ class LineageCanvas(QWidget):
         painter.setTransform(QTransform(self._sx, 0, 0, self._st, self._dx, self._dy))
         style = self.style_
         self._draw_paths(painter, self._approved_path, style.approved, style.approved_width)
+        # stems are vertical lines, which antialiasing only blurs; drawn without it they paint
+        # about twice as fast (most of the view's paint time on large results)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         for colour, path in self._paths:
             self._draw_paths(painter, path, colour, self.style_.line_width)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         for colour, path in self._division_paths:
             self._draw_paths(painter, path, colour, self.style_.line_width)
         painter.restore()
