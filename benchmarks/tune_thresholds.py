@@ -1,16 +1,17 @@
 """Tune a bundle's post-processing thresholds on validation data, and save them in the bundle.
 
 The network is trained by ``train_default.py``; the thresholds that turn its maps into tracks
-(detection threshold, NMS radius, merge gate and threshold, division threshold) are then chosen
-by a grid search on the *validation* series of that script (held-out seeds, never the test or
-benchmark seeds), tracking each whole series and maximising the mean of detection, link and
-division F1 over the series. (The training script calibrates the detection threshold on crops;
-whole sequences, with linking, are the better judge.)
+(detection and foreground thresholds, NMS radius, merge gate and threshold, division threshold)
+are then chosen by a grid search on the *validation* series of that script plus a 2D+t one
+(held-out seeds, never the test or benchmark seeds), tracking each whole series and maximising
+the mean of detection, link and division F1 over the series. (The training script calibrates the
+detection threshold on crops; whole sequences, with linking, are the better judge.)
 
-The U-Net runs once per series and NMS radius, at the lowest detection threshold of the grid:
-the peaks above a higher threshold are exactly the higher-scoring of those (the local-maximum
-test does not depend on the threshold, and NMS never lets a weaker detection remove a stronger
-one), so every detection threshold is a filter on the same detections.
+The U-Net runs once per series, NMS radius and foreground threshold, at the lowest detection
+threshold of the grid: the peaks above a higher threshold are exactly the higher-scoring of
+those (the local-maximum test does not depend on the threshold, and NMS never lets a weaker
+detection remove a stronger one), so every detection threshold is a filter on the same
+detections.
 
 Run: ``python benchmarks/tune_thresholds.py BUNDLE [-o OUT]`` (default: overwrite BUNDLE).
 """
@@ -37,7 +38,11 @@ from napari_cellect.model.bundle import ModelBundle  # noqa: E402
 from napari_cellect.track.link import link_sequence  # noqa: E402
 from napari_cellect.track.merge import merge_duplicates  # noqa: E402
 
+#: validation series beyond the training script's: a 2D+t one (the training validation has none,
+#: and the segmentation head's foreground can be calibrated differently on 2D frames)
+EXTRA_VALIDATION = [("sparse2d", 309)]
 DETECTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.45, 0.6)
+FOREGROUND_THRESHOLDS = (0.1, 0.3, 0.5)
 NMS = (0.3, 0.45, 0.6)
 MERGE_RADII = (0.5, 0.8)
 MERGE_THRESHOLDS = (0.5, 0.7)
@@ -45,7 +50,8 @@ DIVISION_THRESHOLDS = (0.3, 0.5)
 
 
 def _validation():
-    configs = [dataclasses.replace(PRESETS[p], seed=s) for p, s in train_default.VAL_PRESETS]
+    presets = train_default.VAL_PRESETS + EXTRA_VALIDATION
+    configs = [dataclasses.replace(PRESETS[p], seed=s) for p, s in presets]
     configs += [sample_config(s, dataclasses.replace(PRESETS["default"], seed=s))
                 for s in train_default.VAL_RANDOMISED]  # fmt: skip
     return [(c, generate(c)) for c in configs]
@@ -62,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     merge_scorer, link_scorer = bundle.candidate_scorer("merge"), bundle.candidate_scorer("link")
     results = []
     started = time.perf_counter()
-    for nms in NMS:
+    for nms, foreground in itertools.product(NMS, FOREGROUND_THRESHOLDS):
         detection = dataclasses.replace(base.detection, nms_radius_factor=nms,
+                                        foreground_threshold=foreground,
                                         threshold=min(DETECTION_THRESHOLDS))  # fmt: skip
         raw = [list(predict_sequence(s.images, bundle, z_ratio=c.z_ratio, device="cpu",
                                      detection=detection)) for c, s in series]  # fmt: skip
@@ -80,22 +87,25 @@ def main(argv: list[str] | None = None) -> int:
                 s = evaluate(graph, seq.graph, z_ratio=config.z_ratio)
                 f1.append((s.det_f1, s.link_f1, s.div_f1))
             mean = np.mean(f1, axis=0)
-            results.append((float(mean.mean()), det_threshold, nms, radius, threshold, division,
-                            mean))  # fmt: skip
-            print(f"detection {det_threshold} nms {nms} merge r {radius} p {threshold} div "
+            results.append((float(mean.mean()), det_threshold, foreground, nms, radius, threshold,
+                            division, mean))  # fmt: skip
+            print(f"detection {det_threshold} foreground {foreground} nms {nms} merge r {radius} "
+                  f"p {threshold} div "
                   f"{division}: det {mean[0]:.3f} link {mean[1]:.3f} div {mean[2]:.3f}",
                   flush=True)  # fmt: skip
     best = max(results, key=lambda r: r[0])
-    _, det_threshold, nms, radius, threshold, division, mean = best
+    _, det_threshold, foreground, nms, radius, threshold, division, mean = best
     bundle.thresholds = dataclasses.replace(
         base,
         detection=dataclasses.replace(base.detection, nms_radius_factor=nms,
+                                      foreground_threshold=foreground,
                                       threshold=det_threshold),  # fmt: skip
         merge=dataclasses.replace(base.merge, max_distance_radii=radius, threshold=threshold),
         link=dataclasses.replace(base.link, division_threshold=division),
     )
     bundle.metadata.record(
-        "tune_thresholds", detection_threshold=det_threshold, nms_radius_factor=nms,
+        "tune_thresholds", detection_threshold=det_threshold, foreground_threshold=foreground,
+        nms_radius_factor=nms,
         merge_max_distance_radii=radius,
         merge_threshold=threshold, division_threshold=division,
         validation_det_f1=round(float(mean[0]), 4), validation_link_f1=round(float(mean[1]), 4),
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     out = args.out or args.bundle
     bundle.save(out)
-    print(f"best on validation: detection {det_threshold}, nms {nms}, merge radius {radius}, "
+    print(f"best on validation: detection {det_threshold}, foreground {foreground}, nms {nms}, "
+          f"merge radius {radius}, "
           f"merge p {threshold}, division "
           f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}) in "
           f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
