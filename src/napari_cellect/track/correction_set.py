@@ -35,14 +35,9 @@ NODE_COLUMNS: dict[str, np.dtype] = {
     "approved": np.dtype(bool),
     "hand_added": np.dtype(bool),
 }
-#: Columns of :attr:`CorrectionSet.removed`.
+#: Columns of :attr:`CorrectionSet.removed`: where a deleted node was, as in the node table.
 REMOVED_COLUMNS: dict[str, np.dtype] = {
-    "id": np.dtype(np.int64),
-    "t": np.dtype(np.int64),
-    "z": np.dtype(np.float64),
-    "y": np.dtype(np.float64),
-    "x": np.dtype(np.float64),
-    "radius": np.dtype(np.float32),
+    name: NODE_COLUMNS[name] for name in ("id", "t", "z", "y", "x", "radius")
 }
 #: How many conflicts an error message lists.
 _MAX_LISTED = 10
