@@ -29,6 +29,8 @@ CASES = [
     ("fast", ["--preset", "fast", "--seed", "505"]),
     ("hard", ["--preset", "hard", "--seed", "506"]),
     ("2D+t", ["--preset", "sparse2d", "--seed", "507"]),
+    # the size of a real confocal embryo stack: 41 x 512 x 512, z step 5, nuclei radius 9-14
+    ("large", ["--preset", "large", "--seed", "508"]),
 ]
 KEYS = ("det_f1", "link_f1", "div_f1", "div_precision", "div_recall", "tra", "n_gt")
 
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--frames", "8", "--shape", "16", "64", "64"] if args.quick else []
             if args.quick and "sparse2d" in synth:
                 extra = ["--frames", "8", "--shape", "1", "64", "64"]
+            if args.quick and "large" in synth:
+                extra = ["--frames", "4", "--shape", "21", "128", "128", "--cells", "12"]
             _run(["synth", str(folder), *synth, *extra])
             meta = json.loads((folder / "synthetic.json").read_text())
             z_ratio = str(meta.get("config", meta).get("z_ratio", 1.0))

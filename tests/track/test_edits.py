@@ -8,6 +8,7 @@ from napari_cellect.errors import GraphError
 from napari_cellect.track import edits
 from napari_cellect.track.edits import History, command_from_dict
 from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.journal import Journal, restore
 
 
 @pytest.fixture(params=[3, 2], ids=["3d", "2d"])
@@ -129,3 +130,105 @@ def test_history_is_capped_and_redo_cleared(graph):
     assert history.can_redo
     history.do(edits.approve, [7])
     assert not history.can_redo
+
+
+# ---------------------------------------------------------------- columns created by an edit
+
+
+def column_dtypes(g: TrackGraph) -> list[tuple[str, np.dtype]]:
+    return [(c, g[c].dtype) for c in g.columns]
+
+
+def new_node(node_id: int, t: int, **extra) -> dict[str, list]:
+    return {"id": [node_id], "t": [t], "z": [1.0], "y": [90.0], "x": [90.0], **extra}
+
+
+CREATING = [
+    ("set_values", lambda: [edits.SetValues("flag", [2, 7], [1.0, 0.0])], {"flag"}),
+    ("add_float", lambda: [edits.AddNodes(new_node(20, 4, link_margin=[0.25]))], {"link_margin"}),
+    ("add_int_and_bool", lambda: [edits.AddNodes(new_node(20, 4, label=[3], seen=[True]))],
+     {"label", "seen"}),
+    # as a re-link does it: new nodes bring the column, then the old nodes get their values
+    ("add_then_set", lambda: [
+        edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
+        edits.SetValues("link_margin", [3, 4], [0.5, 0.75]),
+        edits.SetValues("flag", [20], [1.0]),
+    ], {"link_margin", "flag"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, steps, created", CREATING, ids=[c[0] for c in CREATING])
+def test_undo_removes_the_columns_an_edit_created_and_redo_restores_them(
+    graph, name, steps, created
+):
+    history = History(graph)
+    columns_before, before = column_dtypes(graph), snapshot(graph)
+    history.execute(edits.Compound(name, steps()))
+    columns_after, after = column_dtypes(graph), snapshot(graph)
+    assert {c for c, _ in columns_after} - {c for c, _ in columns_before} == created
+    history.undo()
+    assert column_dtypes(graph) == columns_before
+    pd.testing.assert_frame_equal(snapshot(graph), before)
+    history.redo()
+    assert column_dtypes(graph) == columns_after
+    pd.testing.assert_frame_equal(snapshot(graph), after)
+    history.undo()
+    assert column_dtypes(graph) == columns_before
+
+
+def test_redo_recreates_a_set_column_with_nan_elsewhere(graph):
+    history = History(graph)
+    history.execute(edits.Compound("flag", [edits.SetValues("flag", [2], [1.0])]))
+    history.undo()
+    assert "flag" not in graph.columns
+    history.redo()
+    assert graph["flag"].dtype == np.float64
+    flags = dict(zip(graph.ids.tolist(), graph["flag"].tolist(), strict=True))
+    assert flags[2] == 1.0 and all(np.isnan(v) for k, v in flags.items() if k != 2)
+
+
+def test_undo_of_a_change_to_an_existing_column_keeps_it(graph):
+    graph.set_values("flag", [2, 3], [1.0, 0.0])
+    history = History(graph)
+    columns_before, before = column_dtypes(graph), snapshot(graph)
+    history.execute(edits.Compound("reflag", [edits.SetValues("flag", [2, 5], [0.0, 1.0])]))
+    history.undo()
+    assert column_dtypes(graph) == columns_before
+    pd.testing.assert_frame_equal(snapshot(graph), before)
+    # a node added to a graph that has the column keeps it too
+    history.execute(edits.Compound("add", [edits.AddNodes(new_node(20, 4, flag=[1.0]))]))
+    history.undo()
+    pd.testing.assert_frame_equal(snapshot(graph), before)
+
+
+def test_failed_action_removes_the_column_it_created(graph):
+    columns_before, before = column_dtypes(graph), snapshot(graph)
+    command = edits.Compound("bad", [
+        edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
+        edits.SetParents([20], [6]),  # 6 already has two children
+    ])  # fmt: skip
+    with pytest.raises(GraphError, match="at most two children"):
+        History(graph).execute(command)
+    assert column_dtypes(graph) == columns_before
+    pd.testing.assert_frame_equal(snapshot(graph), before)
+
+
+def test_journal_replays_created_columns_through_undo_and_redo(graph, tmp_path):
+    history = History(graph)
+    journal = Journal(tmp_path / "journal")
+    journal.start(history)
+    history.execute(edits.Compound("flag", [edits.SetValues("flag", [2], [1.0])]))
+    history.execute(edits.Compound("add", [edits.AddNodes(new_node(20, 4, link_margin=[0.25]))]))
+    history.undo()  # link_margin gone again
+    history.undo()  # flag gone again
+    history.redo()  # flag back
+    restored = restore(tmp_path / "journal")
+    journal.close()
+    assert restored.graph.columns == graph.columns and "flag" in graph.columns
+    assert "link_margin" not in graph.columns
+    pd.testing.assert_frame_equal(snapshot(restored.graph), snapshot(graph))
+    restored.undo()
+    assert "flag" not in restored.graph.columns
+    restored.redo()
+    restored.redo()
+    assert restored.graph["link_margin"][restored.graph.index_of(20)[0]] == 0.25

@@ -117,3 +117,38 @@ def test_large_graph_is_vectorised():
     tracks = g.track_ids()
     assert len(np.unique(tracks)) == n_tracks
     np.testing.assert_array_equal(tracks, ids[(ids - 1) // length * length] + 1)
+
+
+def test_drop_column_removes_an_extra_column_and_emits_a_values_change():
+    g = division_graph()
+    g.set_values("flag", [2], 1.0)
+    seen: list[GraphChange] = []
+    g.changed.connect(seen.append)
+    g.drop_column("flag")
+    assert "flag" not in g.columns and "flag" not in g.to_dataframe().columns
+    assert [(c.kind, c.column) for c in seen] == [("values", "flag")]
+    np.testing.assert_array_equal(seen[0].ids, g.ids)
+
+
+@pytest.mark.parametrize(
+    "column, message", [("radius", "core column"), ("nope", "no column 'nope'")]
+)
+def test_drop_column_refuses_core_and_unknown_columns(column, message):
+    g = division_graph()
+    with pytest.raises(GraphError, match=message):
+        g.drop_column(column)
+    assert "radius" in g.columns
+
+
+def test_failed_set_values_does_not_leave_a_new_column():
+    g = division_graph()
+    with pytest.raises(ValueError):
+        g.set_values("flag", [1, 2], [1.0, 2.0, 3.0])  # three values for two nodes
+    assert "flag" not in g.columns
+
+
+def test_new_integer_column_from_add_is_zero_for_the_older_nodes():
+    g = division_graph()
+    g.add_nodes(t=[4], z=[1.0], y=[5.0], x=[12.0], label=np.array([3], np.int64))
+    assert g["label"].dtype == np.int64
+    np.testing.assert_array_equal(g["label"], [0, 0, 0, 0, 0, 0, 3])

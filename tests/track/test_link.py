@@ -348,3 +348,92 @@ def test_motion_prediction_keeps_random_walks_in_place():
     same = link_sequence(frames, None, LinkingConfig(), z_ratio=1.0)
     plain = link_sequence(frames, None, LinkingConfig(motion_prediction=False), z_ratio=1.0)
     assert _wrong_links(same, 40) <= _wrong_links(plain, 40) + 2
+
+
+# ------------------------------------------------------------------------ no_division
+
+
+def _mother_and_daughters():
+    """A mother with a strong division cue; daughter 0 is closer than daughter 1."""
+    mother = _det(0, [[2, 20, 20]], division=np.array([[0.95, 0.0]], np.float32))
+    daughters = _det(1, [[2, 20, 17], [2, 20, 24.5]])
+    return mother, daughters
+
+
+def test_no_division_keeps_the_best_child_and_starts_the_other():
+    mother, daughters = _mother_and_daughters()
+    frames = [mother, daughters]
+    ids = [[10], [20, 21]]
+    default = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids)
+    assert default.children_of(10).tolist() == [20, 21]  # the cue alone makes it divide
+    for empty in (None, [], np.zeros(0, np.int64)):
+        same = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids,
+                             no_division=empty)  # fmt: skip
+        assert same.edges().tolist() == default.edges().tolist()
+
+    kept = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids, no_division=[10])
+    assert kept.children_of(10).tolist() == [20]  # the closer, better scored daughter
+    assert kept.parent_of(21) == -1  # the other one starts a track
+    assert len(kept.divisions()) == 0
+    # the model's division probability is still reported, only the second child is refused
+    assert kept.node(10)["division_score"] == pytest.approx(0.95)
+
+    # the same in one frame pair, by index
+    links = link_frame_pair(mother, daughters, None, LinkingConfig(), Z_RATIO,
+                            no_division=np.array([True]))  # fmt: skip
+    assert links.src_idx.tolist() == [0] and links.dst_idx.tolist() == [0]
+    assert not links.is_division.any()
+
+
+def test_no_division_with_a_pinned_child_adds_no_second_one():
+    mother, daughters = _mother_and_daughters()
+    frames = [mother, daughters]
+    pinned = link_sequence(frames, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 2)])
+    assert pinned.children_of(0).tolist() == [1, 2]  # a pin alone still lets the mother divide
+    graph = link_sequence(frames, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 2)],
+                          no_division=[0])  # fmt: skip
+    assert graph.children_of(0).tolist() == [2]  # the pinned (farther) daughter only
+    assert graph.parent_of(1) == -1 and graph.node(2)["approved"]
+
+    # a pinned child that skips a frame counts as the one child too
+    skip = [mother, _det(1, [[2, 20, 21]]), _det(2, [[2, 20, 17], [2, 20, 24.5]])]
+    pins = [(0, 3)]  # node 3 is the farther cell of frame 2
+    free = link_sequence(skip, None, LinkingConfig(), Z_RATIO, pinned_edges=pins)
+    assert free.children_of(0).tolist() == [1, 3]  # the cell of frame 1 as second child
+    kept = link_sequence(skip, None, LinkingConfig(), Z_RATIO, pinned_edges=pins, no_division=[0])
+    assert kept.children_of(0).tolist() == [3] and kept.parent_of(1) == -1
+
+
+def test_no_division_on_random_sequences():
+    rng = np.random.default_rng(5)
+    n_forbidden = 0
+    for _ in range(4):
+        frames = _random_frames(rng, 4, int(rng.integers(8, 25)), dividing=0.4)
+        config = LinkingConfig(gap_closing=True)
+        default = link_sequence(frames, None, config, Z_RATIO)
+        mothers = default.divisions()
+        forbidden = mothers[::2]
+        graph = link_sequence(frames, None, config, Z_RATIO, no_division=forbidden)
+        graph.validate()
+        assert np.all(graph.n_children()[graph.index_of(forbidden)] <= 1)
+        n_forbidden += len(forbidden)
+        # forbidding nodes that do not divide anyway changes nothing
+        calm = default.ids[default.n_children() <= 1]
+        assert link_sequence(frames, None, config, Z_RATIO, no_division=calm).edges().tolist() == (
+            default.edges().tolist()
+        )
+    assert n_forbidden >= 3
+
+
+def test_bad_no_division_raises():
+    mother, daughters = _mother_and_daughters()
+    frames = [mother, daughters]
+    cfg = LinkingConfig()
+    with pytest.raises(InputError, match=r"no_division: id\(s\) \[9\] are not among the node ids"):
+        link_sequence(frames, None, cfg, Z_RATIO, no_division=[0, 9])
+    with pytest.raises(InputError, match="no_division: expected a 1-D integer array"):
+        link_sequence(frames, None, cfg, Z_RATIO, no_division=[0.0])
+    with pytest.raises(GraphError, match=r"node\(s\) \[0\] two children, but no_division"):
+        link_sequence(frames, None, cfg, Z_RATIO, pinned_edges=[(0, 1), (0, 2)], no_division=[0])
+    with pytest.raises(InputError, match="no_division: expected a boolean array of shape"):
+        link_frame_pair(mother, daughters, None, cfg, Z_RATIO, no_division=np.array([1, 0]))

@@ -344,3 +344,19 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "refusing to write the fine-tuned model over the model it starts from" in err
     assert base_path.read_bytes() == base_bytes
+
+
+
+def test_the_division_loss_keeps_the_natural_class_frequencies():
+    """The bundle's division threshold was tuned on probabilities calibrated to how rare
+    divisions are; re-weighting the few labels of a fine-tune to balanced classes would lift
+    every ``p_divide`` (on the benchmark: 81 -> 103 division errors)."""
+    from napari_cellect.model.pair_scorer import PairScores
+    from napari_cellect.train.finetune_losses import _division_loss
+
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0], [2.0, 0.0], [0.5, 0.5], [3.0, 1.0]])
+    labels = torch.tensor([1, 0, 0, 0, -1])  # -1: unknown
+    scores = PairScores(torch.zeros(5, 3), torch.zeros(5), logits)
+    loss = _division_loss(scores, {"division": labels}, torch.arange(5))
+    expected = torch.nn.functional.cross_entropy(logits[:4], labels[:4])
+    assert torch.allclose(loss, expected)

@@ -5,7 +5,9 @@ set values) and *user actions* (link, break, delete with healing, mark a divisio
 approve ...) that check the domain rules and compose primitives.
 
 A command is a plain object: building it changes nothing; :class:`History` calls ``apply`` and
-``revert``. Primitives record what they need to revert when they are applied. Every command can be
+``revert``. Primitives record what they need to revert when they are applied, including the
+columns they created (a revert removes those again, so an undo leaves the same columns, with the
+same dtypes, as before; a redo re-applies and so re-creates them). Every command can be
 written as a dict (``to_dict``) and rebuilt (``command_from_dict``), which is how the autosave
 journal replays a session.
 """
@@ -45,13 +47,19 @@ class AddNodes(Command):
     """Append nodes given as columns (``id`` included, so a replay makes the same ids)."""
 
     columns: dict[str, list]
+    #: extra columns the graph did not have before (the other nodes got NaN / 0 there)
+    _created: list[str] = field(default_factory=list, repr=False)
     name: ClassVar[str] = "add_nodes"
 
     def apply(self, graph: TrackGraph) -> None:
+        created = [c for c in self.columns if c not in graph.columns]
         graph.add_nodes(**{k: np.asarray(v) for k, v in self.columns.items()})
+        self._created = created
 
     def revert(self, graph: TrackGraph) -> None:
         graph.remove_nodes(np.asarray(self.columns["id"], dtype=np.int64))
+        for column in self._created:
+            graph.drop_column(column)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.name, "columns": self.columns}
@@ -135,13 +143,17 @@ class SetValues(Command):
     name: ClassVar[str] = "set_values"
 
     def apply(self, graph: TrackGraph) -> None:
-        self._created = self.column not in graph.columns
-        self._old = None if self._created else graph[self.column][graph.index_of(self.ids)].tolist()
+        created = self.column not in graph.columns
+        old = None if created else graph[self.column][graph.index_of(self.ids)].tolist()
         graph.set_values(self.column, self.ids, self.values)
+        self._created, self._old = created, old
 
     def revert(self, graph: TrackGraph) -> None:
-        old = [np.nan] * len(self.ids) if self._old is None else self._old
-        graph.set_values(self.column, self.ids, old)
+        if self._created:
+            graph.drop_column(self.column)
+        else:
+            assert self._old is not None
+            graph.set_values(self.column, self.ids, self._old)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.name, "column": self.column, "ids": self.ids, "values": self.values}

@@ -59,7 +59,11 @@ NO_PARENT = -1
 
 @dataclass(frozen=True)
 class GraphChange:
-    """What a mutation did: ``kind`` is one of ``add``, ``remove``, ``link``, ``values``, ``reset``."""
+    """What a mutation did: ``kind`` is one of ``add``, ``remove``, ``link``, ``values``, ``reset``.
+
+    ``values`` names its ``column``; it is also what :meth:`TrackGraph.drop_column` emits (with
+    every id), so a view that follows a column learns when it is gone.
+    """
 
     kind: str
     ids: np.ndarray
@@ -274,8 +278,7 @@ class TrackGraph:
         merged = {name: np.concatenate([self._cols[name], new[name]]) for name in self._cols}
         for name in new:
             if name not in merged:
-                fill = np.full(len(self), np.nan, dtype=new[name].dtype)
-                merged[name] = np.concatenate([fill, new[name]])
+                merged[name] = np.concatenate([_filled(len(self), new[name].dtype), new[name]])
         before = self._cols
         self._cols = merged
         self._invalidate()
@@ -325,13 +328,28 @@ class TrackGraph:
         if column in ("id", "parent_id", "track_id", "parent_track_id"):
             raise GraphError(f"column {column!r} cannot be set with set_values")
         rows = self.index_of(ids)
-        if column not in self._cols:
-            self._cols[column] = np.full(len(self), np.nan, dtype=np.float64)
-        self._cols[column][rows] = values
+        if column in self._cols:
+            self._cols[column][rows] = values
+        else:  # a new float column, NaN elsewhere; added only once the values fit
+            created = np.full(len(self), np.nan, dtype=np.float64)
+            created[rows] = values
+            self._cols[column] = created
         if column == "t":
             self._invalidate()
             self._validate_rows(np.arange(len(self)))
         self.changed.emit(GraphChange("values", np.asarray(self.ids[rows]), column))
+
+    def drop_column(self, column: str) -> None:
+        """Remove an extra column, as undoing the edit that created it does (core columns stay)."""
+        if column in CORE_COLUMNS:
+            raise GraphError(f"core column {column!r} cannot be removed")
+        if column not in self._cols:
+            raise GraphError(
+                f"TrackGraph has no column {column!r} to remove; "
+                f"columns are {', '.join(self.columns)}"
+            )
+        del self._cols[column]
+        self.changed.emit(GraphChange("values", self.ids.copy(), column))
 
     def replace(self, other: TrackGraph) -> None:
         """Take over the contents of ``other`` (one ``reset`` change)."""
@@ -484,8 +502,13 @@ def _normalise_columns(
             out[name] = values.astype(np.float64 if values.dtype.kind == "f" else values.dtype)
     for name, dtype in (extra or {}).items():
         if name not in out:
-            out[name] = np.full(n, np.nan if dtype.kind == "f" else 0, dtype=dtype)
+            out[name] = _filled(n, dtype)
     return out
+
+
+def _filled(n: int, dtype: np.dtype) -> np.ndarray:
+    """``n`` missing values of an extra column: NaN for floats, 0 (False) otherwise."""
+    return np.full(n, np.nan if dtype.kind == "f" else 0, dtype=dtype)
 
 
 def _fmt_ids(ids: np.ndarray, limit: int = 10) -> str:

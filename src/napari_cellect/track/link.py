@@ -10,6 +10,8 @@ order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing t
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
 Pinned edges (usually the links a person approved) are kept exactly, whatever the scorer says.
+Nodes named in ``no_division`` (usually parents whose single child a person approved, or that a
+person marked as not dividing) never get a second child, whatever ``p_divide`` says.
 
 The settings are :class:`napari_cellect.config.LinkingConfig` (re-exported here).
 """
@@ -86,6 +88,7 @@ def link_frame_pair(
     *,
     fixed_children: np.ndarray | None = None,
     fixed_parent: np.ndarray | None = None,
+    no_division: np.ndarray | None = None,
 ) -> FrameLinks:
     """Link the cells of ``det_a`` to those of ``det_b`` (one exact assignment).
 
@@ -99,10 +102,19 @@ def link_frame_pair(
             example a pinned link that skips a frame); they count towards the two-child limit.
         fixed_parent: (n_b,) True where a cell of ``det_b`` already has its parent elsewhere
             (or is pinned as a track start).
+        no_division: (n_a,) True where a cell of ``det_a`` must not divide: its second-child
+            option is removed (``inf`` division cost) whatever ``p_divide`` says; it may still
+            get one child. ``None`` forbids nothing.
     """
     scorer = GeometricScorer.for_link() if scorer is None else scorer
     config = LinkingConfig.from_any(config)
     n_a, n_b = len(det_a), len(det_b)
+    if no_division is not None:
+        no_division = np.asarray(no_division)
+        if no_division.dtype != bool or no_division.shape != (n_a,):
+            raise InputError(f"no_division: expected a boolean array of shape ({n_a},), one per "
+                             f"cell of det_a; found {no_division.dtype} array of shape "
+                             f"{no_division.shape}")  # fmt: skip
     pinned_arr = _as_pairs(pinned, "pinned")
     for col, size, name in ((0, n_a, "det_a"), (1, n_b, "det_b")):
         idx = pinned_arr[:, col]
@@ -115,6 +127,8 @@ def link_frame_pair(
     edge_src, edge_col = np.nonzero(cands.allowed)
     p_div = np.maximum(cands.p_divide.astype(np.float64), config.min_probability)
     division_cost = np.where(cands.p_divide >= config.division_threshold, -np.log(p_div), np.inf)
+    if no_division is not None:
+        division_cost[no_division] = np.inf
     problem = AssignmentProblem(
         n_sources=n_a,
         n_targets=n_b,
@@ -151,6 +165,8 @@ def link_sequence(
     pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None = None,
     node_ids: Sequence[np.ndarray] | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    no_division: np.ndarray | Sequence[int] | None = None,
 ) -> TrackGraph:
     """Link a whole sequence of per-frame detections into a :class:`TrackGraph`.
 
@@ -165,6 +181,16 @@ def link_sequence(
         node_ids: one id array per frame (ids must be unique and >= 0); default 0, 1, 2, ...
             in frame order.
         progress: called as ``progress(done, total)`` after each linking step.
+        no_division: node ids that must not divide: each may get at most one child (pinned or
+            not), whatever the scorer's ``p_divide`` says; a cell that would have taken a second
+            child keeps its best one and the other cell is linked elsewhere or starts a track.
+            Gap closing never divides anyway. ``None`` or empty forbids nothing.
+
+    Raises:
+        InputError: malformed or unknown ids in ``pinned_edges`` or ``no_division``, frames out
+            of order, bad ``node_ids``.
+        GraphError: pinned edges giving a node two parents or more than two children, or two
+            children to a node in ``no_division``.
 
     The graph's ``division_score`` is each cell's predicted division probability (the scorer's
     ``p_divide``; the detector's mother probability in the last frame), ``link_score`` the
@@ -184,7 +210,9 @@ def link_sequence(
     link_score = np.full(n, np.nan, dtype=np.float32)
     margin = np.full(n, np.nan, dtype=np.float32)
     division_score = np.zeros(n, dtype=np.float32)
-    pins = _resolve_pins(pinned_edges, ids, frame_of)
+    lookup = _IdRows(ids)
+    pins = _resolve_pins(pinned_edges, lookup, frame_of)
+    no_div = _no_division_mask(no_division, lookup, pins)
     approved = np.zeros(n, dtype=bool)
     approved[pins.child] = True
     skip = pins.parent >= 0
@@ -215,6 +243,7 @@ def link_sequence(
             pinned=np.stack([pins.parent[here] - a0, pins.child[here] - b0], axis=1),
             fixed_children=fixed_children[a0:b0],
             fixed_parent=fixed_parent[b0:b1],
+            no_division=no_div[a0:b0],
         )
         rows = b0 + links.dst_idx
         parent[rows] = a0 + links.src_idx
@@ -383,28 +412,36 @@ class _Pins:
     child: np.ndarray  # child row
 
 
+class _IdRows:
+    """Node id -> row lookup (ids are unique)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def __call__(self, values: np.ndarray, what: str) -> np.ndarray:
+        """Rows of ``values``; an id that is not a node raises InputError naming ``what``."""
+        pos = np.searchsorted(self._sorted, values)
+        pos = np.minimum(pos, max(len(self._sorted) - 1, 0))
+        found = (self._sorted[pos] == values) if len(self._sorted) else np.zeros(len(values), bool)
+        if not np.all(found):
+            missing = np.unique(values[~found])[:10].tolist()
+            raise InputError(f"{what} id(s) {missing} are not among the node ids")
+        return self._order[pos]
+
+
 def _resolve_pins(
     pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None,
-    ids: np.ndarray,
+    lookup: _IdRows,
     frame_of: np.ndarray,
 ) -> _Pins:
     pairs = _as_pairs(pinned_edges, "pinned_edges")
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-
-    def rows_of(values: np.ndarray, what: str) -> np.ndarray:
-        pos = np.searchsorted(sorted_ids, values)
-        pos = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-        found = (sorted_ids[pos] == values) if len(sorted_ids) else np.zeros(len(values), bool)
-        if not np.all(found):
-            missing = np.unique(values[~found])[:10].tolist()
-            raise InputError(f"pinned_edges: {what} id(s) {missing} are not among the node ids")
-        return order[pos]
-
-    child = rows_of(pairs[:, 1], "child")
+    ids = lookup.ids
+    child = lookup(pairs[:, 1], "pinned_edges: child")
     has_parent = pairs[:, 0] != -1
     parent = np.full(len(pairs), -1, dtype=np.int64)
-    parent[has_parent] = rows_of(pairs[has_parent, 0], "parent")
+    parent[has_parent] = lookup(pairs[has_parent, 0], "pinned_edges: parent")
     if len(np.unique(child)) != len(child):
         dup = np.unique(child[np.bincount(child)[child] > 1])
         raise GraphError(f"pinned_edges give node(s) {ids[dup].tolist()} more than one parent")
@@ -418,6 +455,29 @@ def _resolve_pins(
         bad = pairs[backwards][:10].tolist()
         raise InputError(f"pinned_edges must go forward in time; found (parent, child) {bad}")
     return _Pins(parent=parent, child=child)
+
+
+def _no_division_mask(
+    no_division: np.ndarray | Sequence[int] | None, lookup: _IdRows, pins: _Pins
+) -> np.ndarray:
+    """(n,) True at the rows of the ``no_division`` ids; refuses pins that divide one of them."""
+    n = len(lookup.ids)
+    mask = np.zeros(n, dtype=bool)
+    if no_division is None:
+        return mask
+    arr = np.asarray(no_division)
+    if arr.size == 0:
+        return mask
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise InputError(f"no_division: expected a 1-D integer array of node ids; found "
+                         f"{arr.dtype} array of shape {arr.shape}")  # fmt: skip
+    mask[lookup(arr.astype(np.int64), "no_division:")] = True
+    pinned_children = np.bincount(pins.parent[pins.parent >= 0], minlength=n)
+    divided = mask & (pinned_children > 1)
+    if np.any(divided):
+        raise GraphError(f"pinned_edges give node(s) {lookup.ids[divided][:10].tolist()} two "
+                         "children, but no_division says they do not divide")  # fmt: skip
+    return mask
 
 
 def _as_pairs(value: np.ndarray | Sequence[tuple[int, int]] | None, name: str) -> np.ndarray:

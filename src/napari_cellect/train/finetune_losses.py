@@ -57,12 +57,10 @@ def _division_loss(scores: PairScores, rows: dict[str, Tensor], idx: Tensor) -> 
     keep = labels >= 0
     if scores.division is None or not bool(keep.any()):
         return scores.candidates.sum() * 0.0
-    target = labels[keep]
-    # balance the classes: each carries half of the weight
-    n_pos = (target == 1).sum().clamp_min(1)
-    n_neg = (target == 0).sum().clamp_min(1)
-    weight = torch.where(target == 1, 0.5 / n_pos, 0.5 / n_neg).float()
-    return division_head_loss(scores.division.float()[keep], target, weight)
+    # the classes keep their natural frequencies, as in the base training: the bundle's division
+    # threshold was tuned on probabilities calibrated to them, and re-balancing the few labels
+    # here would shift every probability up and the false divisions with it
+    return division_head_loss(scores.division.float()[keep], labels[keep])
 
 
 @dataclass

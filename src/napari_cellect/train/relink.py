@@ -3,6 +3,8 @@
 **Re-linking.** :func:`relink` tracks the cached detections again with the tuned model while
 keeping every approved link, approved track start and approved (possibly hand-placed) node, and
 marks what changed for review; :func:`load_pinned` reads the approved links of a tracks file.
+A parent whose one child a person approved (and that has no other), or that a person marked as
+not dividing, gets no second child from re-linking (:func:`no_division_ids`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def relink(
     pinned in :func:`~napari_cellect.track.link.link_sequence`; everything else is solved again.
     With ``corrections``, detections at the positions of deleted false detections are dropped,
     so they do not come back.
+
+    Divisions a person ruled out stay ruled out: the nodes of :func:`no_division_ids` (a parent
+    with exactly one child, which is approved, unless ``corrections`` label it dividing; and
+    every node ``corrections`` label not dividing) are passed to ``link_sequence`` as
+    ``no_division``, so the scorer cannot give them a second child.
 
     Returns ``(new graph, changed links)``: the (L, 2) ``(parent, child)`` links of the new graph
     that the old one lacks. The new graph's extra column ``changed`` is True where a node's
@@ -127,9 +134,46 @@ def relink(
         logger.info("relink: %d unapproved node(s) of the old tracks match no detection now", lost)
     rows = np.flatnonzero(approved)
     pinned = np.stack([parent[rows], graph.ids[rows]], axis=1)
+    no_division = no_division_ids(graph, corrections)
+    kept = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    present = np.isin(no_division, kept)
+    if not np.all(present):  # unapproved nodes that no detection matches any more
+        logger.debug("relink: %d node(s) that must not divide are gone", int((~present).sum()))
     new_graph = link_sequence(per_frame, bundle.candidate_scorer("link"), link_cfg, z_ratio,
-                              pinned_edges=pinned, node_ids=ids, progress=progress)  # fmt: skip
+                              pinned_edges=pinned, node_ids=ids, progress=progress,
+                              no_division=no_division[present])  # fmt: skip
     return _mark_changed(new_graph, graph)
+
+
+def no_division_ids(graph: TrackGraph, corrections: CorrectionSet | None = None) -> np.ndarray:
+    """Ids of the nodes of ``graph`` that re-linking must not let divide.
+
+    A parent whose approved children are exactly one and that has exactly one child: the person
+    confirmed a lone child (as :mod:`~napari_cellect.track.correction_labels` labels it, not
+    dividing). With ``corrections``, its division labels take precedence: a node labelled
+    dividing may get a second child even with one approved child, and every node labelled not
+    dividing is added. Nodes not in ``graph`` are left out, and so are nodes with two approved
+    children (the approved links are pinned and win; a warning names them).
+    """
+    approved = graph["approved"]
+    parent = graph["parent_id"]
+    linked = approved & (parent != NO_PARENT)
+    mothers = parent[linked]
+    mothers, n_approved = np.unique(mothers[np.isin(mothers, graph.ids)], return_counts=True)
+    n_children = graph.n_children()[graph.index_of(mothers)] if len(mothers) else n_approved
+    lone = mothers[(n_approved == 1) & (n_children == 1)]
+    if corrections is None or len(corrections.division_nodes) == 0:
+        return lone.astype(np.int64)
+    nodes, divides = corrections.division_nodes, corrections.division_divides
+    known = np.isin(nodes, graph.ids)
+    out = np.union1d(np.setdiff1d(lone, nodes[known & divides]), nodes[known & ~divides])
+    two_approved = mothers[n_approved >= 2]
+    clash = np.intersect1d(out, two_approved)
+    if len(clash):
+        logger.warning("relink: node(s) %s are labelled not dividing but have two approved "
+                       "children; the approved links are kept", clash[:10].tolist())  # fmt: skip
+        out = np.setdiff1d(out, clash)
+    return out.astype(np.int64)
 
 
 def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:
