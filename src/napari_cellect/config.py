@@ -154,6 +154,11 @@ class NormalizationConfig(_FromAny):
     subtract_minimum: bool = True
     """``cellect-log``: subtract the smallest positive value before adding ``offset`` (as the
     original evaluation script); False is the original CLI."""
+    reference_radius: float | None = None
+    """Spatial, not intensity: the typical nucleus radius (xy pixels) of the data the model was
+    trained on (the median annotated radius). Given a ``cell_radius`` for the images, prediction
+    resizes y and x by ``reference_radius / cell_radius`` so their nuclei look the size the
+    model knows (``infer/rescale.py``); None: the model cannot rescale."""
 
     def __post_init__(self) -> None:
         _check_choice(self, "mode", NORMALIZATION_MODES)
@@ -163,6 +168,13 @@ class NormalizationConfig(_FromAny):
                 f"low_percentile={self.low_percentile}, high_percentile={self.high_percentile}"
             )
         _check_positive_int(self, "max_samples")
+        if self.reference_radius is not None and not (
+            math.isfinite(self.reference_radius) and self.reference_radius > 0
+        ):
+            raise InputError(
+                "NormalizationConfig.reference_radius: expected None or a finite number > 0, "
+                f"found {self.reference_radius}"
+            )
         if not self.clip_low <= self.clip_high:
             raise InputError(
                 f"NormalizationConfig.clip_low ({self.clip_low}) must not exceed clip_high "

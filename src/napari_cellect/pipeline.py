@@ -79,7 +79,13 @@ def _image_data(images: Any) -> Any:
 
 
 def open_detection_cache(
-    images: Any, bundle: Any, cache_dir: str | Path, *, z_ratio: float, tile: Any = None
+    images: Any,
+    bundle: Any,
+    cache_dir: str | Path,
+    *,
+    z_ratio: float,
+    tile: Any = None,
+    cell_radius: float | None = None,
 ) -> DetectionCache:
     """The detection cache of these images with this model and these settings.
 
@@ -96,7 +102,9 @@ def open_detection_cache(
             f"in-memory {type(images).__name__}",
             cache_dir,
         )
-    return DetectionCache(cache_dir, cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile))
+    fingerprint = cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile,
+                                    cell_radius=cell_radius)  # fmt: skip
+    return DetectionCache(cache_dir, fingerprint)
 
 
 def iter_tracking(
@@ -110,6 +118,7 @@ def iter_tracking(
     keep_approved: TrackGraph | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    cell_radius: float | None = None,
 ) -> Iterator[TrackingProgress]:
     """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
 
@@ -122,6 +131,9 @@ def iter_tracking(
             ``changed`` lists the links that differ from it.
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
+        cell_radius: typical nucleus radius of the images (xy pixels): the frames are resized
+            to the model's training size (:mod:`~napari_cellect.infer.rescale`); None: as they
+            are.
     """
     from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.model.bundle import ModelBundle
@@ -136,7 +148,8 @@ def iter_tracking(
     n_frames = int(data.shape[0])
     cache = None
     if cache_dir is not None:
-        cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile)
+        cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
+                                     cell_radius=cell_radius)  # fmt: skip
     foreground = ForegroundStore() if keep_foreground else None
 
     def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:
@@ -156,6 +169,7 @@ def iter_tracking(
         cache=cache,
         should_stop=should_stop,
         on_heads=on_heads if keep_foreground else None,
+        cell_radius=cell_radius,
     ):
         merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
         raw.append(dets)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from napari_cellect._napari._tracking_job import TrackingOutput, tracking_job
-from napari_cellect.errors import Cancelled
+from napari_cellect._napari._tracking_job import (
+    TrackingOutput,
+    model_reference_radius,
+    tracking_job,
+)
+from napari_cellect.errors import Cancelled, ModelError
 
 
 def run(gen):
@@ -19,8 +25,10 @@ def run(gen):
             return records, stop.value
 
 
-def fake_pipeline(graph, stop_after=None):
+def fake_pipeline(graph, stop_after=None, calls=None):
     def iter_tracking(images, bundle=None, *, should_stop, **kwargs):
+        if calls is not None:
+            calls.append(kwargs)
         for t in range(images.shape[0]):
             if should_stop() or (stop_after is not None and t == stop_after):
                 raise Cancelled("stopped")
@@ -58,3 +66,30 @@ def test_masks_too_large_for_memory_are_skipped(graph):
                        should_stop=lambda: False, max_label_bytes=1000)
     records, output = run(job)
     assert output.labels is None and all(r.stage == "detect" for r in records)
+
+
+def test_the_nucleus_radius_goes_to_the_pipeline(graph):
+    images = np.zeros((5, 4, 32, 32), np.uint8)
+    calls: list = []
+    for radius in (None, 7.5):
+        job = tracking_job(fake_pipeline(graph, calls=calls), images, None, z_ratio=1.0,
+                           device="cpu", tile=None, should_stop=lambda: False, cell_radius=radius)
+        run(job)
+    assert [c["cell_radius"] for c in calls] == [None, 7.5]
+
+
+def test_the_reference_radius_is_read_from_the_model_file(tmp_path):
+    from napari_cellect.model.bundle import ModelBundle
+
+    bundle = ModelBundle.random("small", seed=0)
+    plain = bundle.save(tmp_path / "plain.pt")
+    sized = dataclasses.replace(bundle, normalization=dataclasses.replace(
+        bundle.normalization, reference_radius=4.25)).save(tmp_path / "sized.pt")
+    assert model_reference_radius(str(plain)) is None
+    assert model_reference_radius(str(sized)) == pytest.approx(4.25)
+    assert model_reference_radius(None) == ModelBundle.load_default().normalization.reference_radius
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        model_reference_radius(str(tmp_path / "broken.pt"))
+    with pytest.raises(OSError):
+        model_reference_radius(str(tmp_path / "missing.pt"))

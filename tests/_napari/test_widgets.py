@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from qtpy.QtCore import QPoint, Qt
+from qtpy.QtCore import QEvent, QPoint, Qt
+from qtpy.QtGui import QHelpEvent
+from qtpy.QtWidgets import QApplication
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._colors import track_colors
@@ -33,10 +35,11 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None):
     """A tracking generator that 'finds' the ground truth, one frame pair at a time."""
 
     def iter_tracking(images, bundle=None, *, z_ratio, device, tile, cache_dir, should_stop,
-                      keep_foreground=False):
+                      keep_foreground=False, cell_radius=None):
         n = images.shape[0]
         if calls is not None:
-            calls.append(dict(shape=images.shape, z_ratio=z_ratio, device=device, tile=tile))
+            calls.append(dict(shape=images.shape, z_ratio=z_ratio, device=device, tile=tile,
+                              cell_radius=cell_radius))
         for t in range(n):
             if should_stop():
                 from napari_cellect.errors import Cancelled
@@ -84,7 +87,8 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     from napari_cellect.infer.tiling import TilingConfig
 
     assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
-                          tile=tuple(TilingConfig().tile))]  # the boxes start at the default
+                          tile=tuple(TilingConfig().tile),  # the boxes start at the default
+                          cell_radius=None)]  # the radius field starts at "as trained"
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
     names = [layer.name for layer in viewer.layers]
     assert names == ["synthetic embryo", "synthetic embryo tracked labels",
@@ -144,6 +148,44 @@ def test_errors_are_shown_in_the_widget(make_napari_viewer, qtbot):
     widget.run()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert "damaged" in widget.status.text() and widget.result_session is None
+
+
+def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, tmp_path):
+    from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.track.graph import TrackGraph
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 2, 16, 16), np.uint8), name="img")
+    truth = TrackGraph.from_arrays(id=[1, 2, 3], t=[0, 1, 2], z=[0.0] * 3, y=[5.0] * 3,
+                                   x=[5.0] * 3, parent_id=[-1, 1, 2])
+    calls: list = []
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, calls=calls))
+    spin = widget.cell_radius_spin
+    assert spin.value() == 0 and spin.text() == "as trained" and widget.cell_radius() is None
+    hover = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), spin.mapToGlobal(QPoint(2, 2)))
+    QApplication.sendEvent(spin, hover)  # the tooltip is written as it shows: the bundled model's
+    reference = ModelBundle.load_default().normalization.reference_radius
+    assert f"trained on nuclei of radius {reference:g} px" in spin.toolTip()
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), "7.5")
+    spin.interpretText()
+    assert widget.cell_radius() == pytest.approx(7.5)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert [c["cell_radius"] for c in calls] == [pytest.approx(7.5)]
+    assert widget.result_session is not None
+    # a model that does not record its training nucleus size: the tooltip and the run say so
+    model = ModelBundle.random("small", seed=0).save(tmp_path / "model.pt")
+    widget.model_combo.setCurrentIndex(1)
+    assert "Choose a model file" in widget.cell_radius_tooltip()
+    widget.model_path.setText(str(model))
+    assert "does not record the nucleus size" in widget.cell_radius_tooltip()
+    widget.tracking_function = None  # the real pipeline refuses before the U-Net runs
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    status = widget.status.text()
+    assert "tracking failed" in status and "does not record the nucleus size" in status
+    assert widget.cell_radius() == pytest.approx(7.5) and widget.run_button.isEnabled()
 
 
 @pytest.mark.slow

@@ -155,6 +155,9 @@ def test_fit_returns_a_calibrated_bundle_that_saves(sequences, tmp_path):
     loaded = ModelBundle.load(path)
     assert loaded.thresholds == bundle.thresholds
     assert loaded.unet.config.embedding_dim == 8
+    # the nucleus size it knows, for resizing other images to it: the median annotated radius
+    assert loaded.normalization.reference_radius == pytest.approx(np.median(train[0][1]["radius"]))
+    assert 4.0 <= loaded.normalization.reference_radius <= 5.0
 
 
 def test_should_stop_cancels(sequences):

@@ -80,6 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--tile", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
         help="sliding-window tile of the tracking run, so its detection cache is found "
              "(default: the model's)")
+    add("--cell-radius", type=positive_float, default=None, metavar="R",
+        help="the --cell-radius of the tracking run (typical nucleus radius in xy pixels), so "
+             "its detection cache is found and uncached frames are resized the same way "
+             "(default: none, the images as they are)")
     add("--device", default="auto", metavar="DEVICE",
         help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")
     parser.set_defaults(run=run)
@@ -88,6 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.annotations import read_tracks
     from napari_cellect.data.images import open_sequence
+    from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
     from napari_cellect.track.corrections import (
         CorrectionConfig,
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.weights)
     else:
         bundle = ModelBundle.load_default()
+    xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
     sequence = open_sequence(args.images, axes=args.axes)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
     thresholds = bundle.thresholds
@@ -121,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
-                                    args.tile)  # fmt: skip
+                                    args.tile, args.cell_radius)  # fmt: skip
     with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
 
         def report(step: FinetuneProgress) -> None:
@@ -171,13 +177,16 @@ def _default_cache(images: Path) -> Path:
 
 def _cached_detections(
     sequence: Any, bundle: Any, z_ratio: float, cache_dir: Path, frames: list[int], device: str,
-    tile: list[int] | None,
+    tile: list[int] | None, cell_radius: float | None = None,
 ) -> list[Any]:  # fmt: skip
-    """Detections of ``frames`` from the cache; the missing ones are predicted and cached."""
+    """Detections of ``frames`` from the cache; the missing ones are predicted and cached
+    (with the tracking run's ``tile`` and ``cell_radius``, which are part of the cache's
+    fingerprint)."""
     from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.pipeline import open_detection_cache
 
-    cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile)
+    cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
+                                 cell_radius=cell_radius)  # fmt: skip
     cached = set(cache.frames())
     todo = [t for t in frames if t not in cached]
     if todo:
@@ -185,7 +194,7 @@ def _cached_detections(
     with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
         return list(predict_sequence(
             sequence.data, bundle, z_ratio=z_ratio, device=device, tile=tile, cache=cache,
-            frames=frames, progress=lambda done, total: bar.update(1),
+            frames=frames, progress=lambda done, total: bar.update(1), cell_radius=cell_radius,
         ))  # fmt: skip
 
 

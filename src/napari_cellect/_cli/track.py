@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from napari_cellect._cli._types import positive_float
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 
@@ -32,6 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--z-ratio", type=float, metavar="R",
                         help="z spacing / xy spacing (default: from the image metadata, else 1)")
     parser.add_argument("--axes", metavar="AXES", help="axes of a TIFF without metadata, e.g. TZYX")
+    parser.add_argument("--cell-radius", type=positive_float, metavar="R",
+                        help="typical nucleus radius of the images in xy pixels; the frames are "
+                             "resized so nuclei match the size the model was trained on (see "
+                             "--show-config: normalization.reference_radius); leave out for "
+                             "nuclei near it")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
     parser.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -45,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", type=Path, metavar="PATH",
                         help="also write instance masks (label = track id), .tif or .zarr")
     parser.add_argument("--show-config", action="store_true",
-                        help="print the model's thresholds and exit")
+                        help="print the model's thresholds and normalization (with the nucleus "
+                             "radius it was trained on, reference_radius) and exit")
     parser.set_defaults(run=run)
 
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
     from napari_cellect.data.images import open_sequence
     from napari_cellect.infer.device import resolve_device
+    from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import make_labeler, track_images
 
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input is None or args.output is None:
         raise InputError("expected INPUT and -o/--output CSV (or --show-config)")
     _check_outputs(args)
+    xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
     images = open_sequence(args.input, axes=args.axes)
     z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
     if not z_ratio > 0:
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=n_frames, unit="frame", desc="tracking") as bar:
         result = track_images(
             images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-            cache_dir=args.cache, keep_approved=keep,
+            cache_dir=args.cache, keep_approved=keep, cell_radius=args.cell_radius,
             keep_foreground=args.labels is not None or args.ctc is not None,
             progress=lambda step: bar.update(1) if step.stage == "detect" else None,
         )  # fmt: skip

@@ -3,10 +3,12 @@
 No Qt here. :func:`tracking_job` runs the pipeline generator (``iter_tracking``, or any function
 with its signature), passes its progress records through, then builds the instance masks from
 the foreground the pipeline kept, frame by frame, still in the worker thread.
+:func:`model_reference_radius` tells the widget the nucleus size a model was trained on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_cellect._napari._layer_data import Geometry
+from napari_cellect._napari._model_files import BUNDLED_MODEL
 from napari_cellect.errors import Cancelled
 
 if TYPE_CHECKING:
@@ -55,10 +58,15 @@ def tracking_job(
     device: str,
     tile: tuple[int, int, int] | None,
     should_stop: Callable[[], bool],
+    cell_radius: float | None = None,
     max_label_bytes: int = MAX_LABEL_BYTES,
 ) -> Iterator[Any]:
     """The worker's generator: load the model, pass the pipeline's progress through, then
     segment each frame into masks whose values are track ids (also in the worker thread).
+
+    ``cell_radius`` (xy pixels, None: as trained) goes to the pipeline, which resizes the
+    frames to the model's training nucleus size; a model that does not record that size makes
+    the pipeline raise InputError, reported like any other error.
 
     A run stopped through ``should_stop`` returns None (the pipeline raises ``Cancelled``; that
     is not an error to report).
@@ -71,7 +79,7 @@ def tracking_job(
     try:
         result = yield from tracking_function(
             images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
-            keep_foreground=True, should_stop=should_stop,
+            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius,
         )
         labels = getattr(result, "labels", None)
         if labels is None and result is not None:
@@ -104,6 +112,25 @@ def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
         labels[t] = labeler(t)
         yield TrackingProgress("labels", t + 1, n_frames)
     return labels
+
+
+def model_reference_radius(model_path: str | None) -> float | None:
+    """The nucleus radius (xy pixels) the model was trained on; None when it does not record it.
+
+    ``model_path`` None is the bundled model. The first call per file loads the model (torch,
+    about a second); the answer is kept per file version. Raises OSError for a missing file and
+    ModelError for one that is not a model bundle.
+    """
+    path = Path(model_path) if model_path else BUNDLED_MODEL
+    stat = path.stat()
+    return _reference_radius(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_radius(path: str, _mtime_ns: int, _size: int) -> float | None:
+    from napari_cellect.model.bundle import ModelBundle
+
+    return ModelBundle.load(path).normalization.reference_radius
 
 
 def as_tzyx(layer: Image) -> Any:

@@ -33,6 +33,12 @@ from napari_cellect.errors import Cancelled, InputError, ModelError
 from napari_cellect.infer.detect import DetectionConfig, finalize_detections, find_detections
 from napari_cellect.infer.device import autocast_context, resolve_device
 from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
+from napari_cellect.infer.rescale import (
+    detections_to_original,
+    resize_yx,
+    scaled_shape,
+    xy_scale,
+)
 from napari_cellect.infer.tiling import (
     HeadStitcher,
     TilingConfig,
@@ -128,11 +134,13 @@ def cache_fingerprint(
     tile: TilingConfig | Sequence[int] | None = None,
     detection: DetectionConfig | None = None,
     normalization: NormalizationConfig | None = None,
+    cell_radius: float | None = None,
 ) -> str:
     """The :class:`DetectionCache` fingerprint of a prediction run with these settings."""
     model = resolve_model(bundle_or_model, detection, normalization)
     config = {
         "z_ratio": float(z_ratio),
+        "xy_scale": xy_scale(cell_radius, model.normalization.reference_radius),
         "tiling": TilingConfig.from_any(tile),
         "detection": model.detection,
         "normalization": model.normalization,
@@ -248,6 +256,7 @@ def predict_sequence(
     detection: DetectionConfig | None = None,
     normalization: NormalizationConfig | None = None,
     on_heads: HeadsCallback | None = None,
+    cell_radius: float | None = None,
 ) -> Iterator[Detections]:
     """Detect cells in every frame of a (T, Z, Y, X) series; yields one Detections per frame.
 
@@ -266,6 +275,10 @@ def predict_sequence(
         on_heads: called as ``on_heads(t, heads)`` with the stitched small-head maps
             (``seg``, ``centre``, ``division``, ``radius``; each (C, Z, Y, X)) of every frame the
             U-Net runs on (not for frames loaded from the cache); used for instance masks.
+        cell_radius: the typical nucleus radius of the images (xy pixels); each pair is resized
+            in y and x to the model's ``normalization.reference_radius`` first and the
+            detections (and heads) are mapped back (:mod:`~napari_cellect.infer.rescale`).
+            None: the images as they are.
 
     Argument errors (shape, frames, device, model) are raised at the call, not at the first
     ``next()``.
@@ -277,6 +290,12 @@ def predict_sequence(
     if not (math.isfinite(z_ratio) and z_ratio > 0):
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
     model = resolve_model(bundle_or_model, detection, normalization)
+    scale = xy_scale(cell_radius, model.normalization.reference_radius)
+    if scale != 1.0:
+        logger.info(
+            "nuclei of radius %g px, model trained on %g px: frames resized by %.3g in y and x",
+            cell_radius, model.normalization.reference_radius, scale,
+        )  # fmt: skip
     tiling = TilingConfig.from_any(tile)
     dev = resolve_device(device)
     if n_frames == 1:
@@ -284,9 +303,8 @@ def predict_sequence(
             "only one frame: it is paired with itself, so its detections carry no motion or "
             "division cues"
         )
-    return _run(
-        images, model, todo, n_frames, z_ratio, tiling, dev, cache, progress, should_stop, on_heads
-    )
+    return _run(images, model, todo, n_frames, z_ratio, tiling, dev, cache, progress, should_stop,
+                on_heads, scale)  # fmt: skip
 
 
 def _run(
@@ -301,6 +319,7 @@ def _run(
     progress: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
     on_heads: HeadsCallback | None = None,
+    scale: float = 1.0,
 ) -> Iterator[Detections]:
     prepared = False
     reader = _FrameReader(images)
@@ -316,12 +335,25 @@ def _run(
                 if device.type == "cpu":
                     _channels_last(model.unet)
                 prepared = True
-            dets = _predict_one(reader, model, t, n_frames, z_ratio, tiling, device, on_heads)
+            dets = _predict_one(reader, model, t, n_frames, z_ratio, tiling, device, on_heads,
+                                scale)  # fmt: skip
             if cache is not None:
                 cache.save(dets)
         if progress is not None:
             progress(done + 1, len(todo))
         yield dets
+
+
+def _heads_to_original(heads: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Head maps of a resized frame back on the frame's own grid (radii in its pixels)."""
+    if all(h.shape[-2:] == tuple(shape[-2:]) for h in heads.values()):
+        return heads
+    out = {}
+    for name, head in heads.items():
+        factor = head.shape[-1] / shape[-1]
+        resized = resize_yx(head, shape)
+        out[name] = (resized / factor).astype(head.dtype) if name == "radius" else resized
+    return out
 
 
 def _channels_last(unet: torch.nn.Module) -> None:
@@ -341,6 +373,7 @@ def _predict_one(
     tiling: TilingConfig,
     device: torch.device,
     on_heads: HeadsCallback | None = None,
+    scale: float = 1.0,
 ) -> Detections:
     start = time.perf_counter()
     nxt = t + 1 if t + 1 < n_frames else t
@@ -352,19 +385,26 @@ def _predict_one(
             f"{second.shape} (frame {nxt})"
         )
     pair = normalize_pair(np.stack([first, second]), model.normalization)
+    shape = tuple(int(s) for s in pair.shape[1:])
+    if scale != 1.0:
+        pair = resize_yx(pair, scaled_shape(shape, scale))
+    # z spacing over the (resized) xy pixel
+    grid_z_ratio = z_ratio * math.sqrt(pair.shape[-2] / shape[-2] * pair.shape[-1] / shape[-1])
     result = predict_frame(
         model.unet,
         pair,
         t=t,
-        z_ratio=z_ratio,
+        z_ratio=grid_z_ratio,
         detection=model.detection,
         tiling=tiling,
         device=device,
         return_heads=on_heads is not None,
     )
-    if on_heads is not None and result.heads is not None:
-        on_heads(t, result.heads)
     dets = result.detections
+    if pair.shape[1:] != shape:
+        dets = detections_to_original(dets, pair.shape[-2] / shape[-2], pair.shape[-1] / shape[-1])
+    if on_heads is not None and result.heads is not None:
+        on_heads(t, _heads_to_original(result.heads, shape))
     if not has_contrast(pair[0]):
         logger.warning("frame %d has no contrast (constant or NaN): no detections", t)
         dets = Detections.empty(t, dets.embedding_dim)

@@ -371,10 +371,25 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
             division_f1=round(float(metrics.get("division_f1", math.nan)), 4),
             preset=cfg.preset, seed=cfg.seed,
         )  # fmt: skip
-        bundle = ModelBundle(self.unet, self.merge, self.link, thresholds, cfg.normalization, meta)
+        normalization = dataclasses.replace(
+            cfg.normalization, reference_radius=self._reference_radius()
+        )
+        bundle = ModelBundle(self.unet, self.merge, self.link, thresholds, normalization, meta)
         bundle.to("cpu").eval()
         self._report("done", metrics=metrics)
         return bundle
+
+
+    def _reference_radius(self) -> float:
+        """The median annotated nucleus radius (xy pixels) of the training data, so that
+        prediction can resize other images to it (``NormalizationConfig.reference_radius``)."""
+        fallback = self.config.targets.default_radius
+        radii = []
+        for source in self.sampler.sources:
+            r = np.asarray(source.graph["radius"], np.float64) if len(source.graph) else np.empty(0)
+            radii.append(np.where(np.isfinite(r) & (r > 0), r, fallback))
+        values = np.concatenate(radii) if radii else np.empty(0)
+        return float(np.median(values)) if len(values) else float(fallback)
 
 
 # =============================================================================== public API

@@ -1,0 +1,78 @@
+"""Resizing images so their nuclei look the size the model was trained on.
+
+A U-Net only knows the object sizes of its training data. Given the typical nucleus radius of the
+images (``cell_radius``, xy pixels) and the model's ``reference_radius``
+(:class:`~napari_cellect.config.NormalizationConfig`), each frame pair is resized in y and x by
+``scale = reference_radius / cell_radius`` before the U-Net (linear interpolation), and the
+detections are mapped back to the original pixel grid. z is left alone: its spacing relative to
+the new xy pixels becomes ``z_ratio * scale``, which is what detection then uses. The idea is
+Cellpose's ``diameter`` and StarDist's ``scale``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+from scipy import ndimage
+
+from napari_cellect.errors import InputError
+from napari_cellect.track.detections import Detections
+
+logger = logging.getLogger(__name__)
+
+#: Scales this close to 1 are treated as 1 (no resizing): a resize by less than a pixel over a
+#: 512-pixel frame changes nothing the U-Net can see.
+_UNIT_TOLERANCE = 1e-3
+
+
+def xy_scale(cell_radius: float | None, reference_radius: float | None) -> float:
+    """The y/x resize factor for images whose nuclei have ``cell_radius`` (1.0 when None)."""
+    if cell_radius is None:
+        return 1.0
+    if not (isinstance(cell_radius, (int, float)) and math.isfinite(cell_radius) and cell_radius > 0):
+        raise InputError(f"cell_radius: expected a nucleus radius in xy pixels > 0, found {cell_radius!r}")
+    if reference_radius is None:
+        raise InputError(
+            f"cell_radius {cell_radius:g} was given, but this model does not record the nucleus "
+            "size it was trained on (normalization.reference_radius), so it cannot resize the "
+            "images to it; leave the radius out, or resize the images yourself"
+        )
+    scale = float(reference_radius) / float(cell_radius)
+    return 1.0 if abs(scale - 1.0) < _UNIT_TOLERANCE else scale
+
+
+def scaled_shape(shape: tuple[int, int, int], scale: float) -> tuple[int, int, int]:
+    """(Z, Y, X) after resizing y and x by ``scale`` (never below one pixel)."""
+    z, y, x = (int(s) for s in shape)
+    return z, max(1, round(y * scale)), max(1, round(x * scale))
+
+
+def resize_yx(volume: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """Resize the last two axes of ``volume`` (..., Y, X) to ``shape[-2:]`` exactly."""
+    target = tuple(volume.shape[:-2]) + tuple(int(s) for s in shape[-2:])
+    if target == volume.shape:
+        return volume
+    zoom = [t / s for t, s in zip(target, volume.shape, strict=True)]
+    dtype = volume.dtype
+    if dtype == np.float16:  # ndimage has no float16 kernels
+        volume = volume.astype(np.float32)
+    out = ndimage.zoom(volume, zoom, order=order, mode="nearest", grid_mode=True).astype(dtype)
+    if out.shape != target:  # float rounding inside zoom; never more than a pixel
+        out = out[tuple(slice(0, t) for t in target)]
+        out = np.pad(out, [(0, t - s) for t, s in zip(target, out.shape, strict=True)], mode="edge")
+    return out
+
+
+def detections_to_original(dets: Detections, scale_y: float, scale_x: float) -> Detections:
+    """Map detections found on a resized grid back to the original pixels (y, x, radius)."""
+    if scale_y == 1.0 and scale_x == 1.0:
+        return dets
+    positions = np.asarray(dets.positions, np.float64).copy()
+    # grid_mode resizing maps pixel edges to pixel edges: centre c -> (c + 0.5) / s - 0.5
+    positions[:, 1] = (positions[:, 1] + 0.5) / scale_y - 0.5
+    positions[:, 2] = (positions[:, 2] + 0.5) / scale_x - 0.5
+    radius = np.asarray(dets.radius, np.float64) / math.sqrt(scale_y * scale_x)
+    return replace(dets, positions=positions, radius=radius.astype(dets.radius.dtype))
