@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrackingProgress:
-    """One step of a tracking run: ``stage`` is ``detect`` (per frame) or ``link`` (at the end)."""
+    """One step of a tracking run: ``stage`` is ``detect`` (per frame), ``refine`` (once, when
+    division refinement starts) or ``link`` (at the end)."""
 
     stage: str
     done: int
@@ -175,6 +176,9 @@ def iter_tracking(
         raw.append(dets)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
+    if bundle.thresholds.refine.enabled and n_frames > 1:
+        yield TrackingProgress("refine", 0, 1)
+        raw, frames = _refine(data, bundle, raw, frames, z_ratio, device, tile, should_stop)
     changed = None
     if keep_approved is not None:
         from napari_cellect.train.finetune import relink
@@ -189,6 +193,33 @@ def iter_tracking(
     )  # fmt: skip
     shape = tuple(int(s) for s in data.shape[1:])
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
+
+
+def _refine(
+    data: Any, bundle: Any, raw: list[Detections], frames: list[Detections], z_ratio: float,
+    device: str, tile: Sequence[int] | None, should_stop: Callable[[], bool] | None,
+) -> tuple[list[Detections], list[Detections]]:  # fmt: skip
+    """Division refinement (``infer/refine.py``) between a first linking and the final one;
+    the frames it changed are merged again."""
+    from napari_cellect.config import TilingConfig
+    from napari_cellect.infer.device import resolve_device
+    from napari_cellect.infer.refine import refine_divisions
+
+    link_cfg = bundle.thresholds.link
+    first = link_sequence(frames, bundle.candidate_scorer("link"), link_cfg, z_ratio)
+    refined, n = refine_divisions(
+        data, bundle, first, raw, z_ratio=z_ratio, division_threshold=link_cfg.division_threshold,
+        device=resolve_device(device), tiling=TilingConfig.from_any(tile),
+        should_stop=should_stop,
+    )  # fmt: skip
+    if n == 0:
+        return raw, frames
+    merge_scorer = bundle.candidate_scorer("merge")
+    merged = [
+        f if new is old else merge_duplicates(new, merge_scorer, bundle.thresholds.merge, z_ratio)[0]
+        for old, new, f in zip(raw, refined, frames, strict=True)
+    ]  # fmt: skip
+    return refined, merged
 
 
 def track_images(

@@ -77,6 +77,7 @@ PREVIEW_SIZE = 5.0
 #: progress text per pipeline stage
 STAGE_TEXT = {
     "detect": "detecting cells: {done}/{total} frame pairs",
+    "refine": "looking again, magnified, at predicted divisions...",
     "link": "linking tracks...",
     "labels": "segmenting: {done}/{total} frames",
 }

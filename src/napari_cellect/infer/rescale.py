@@ -52,7 +52,14 @@ def scaled_shape(shape: tuple[int, int, int], scale: float) -> tuple[int, int, i
 
 def resize_yx(volume: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
     """Resize the last two axes of ``volume`` (..., Y, X) to ``shape[-2:]`` exactly."""
-    target = tuple(volume.shape[:-2]) + tuple(int(s) for s in shape[-2:])
+    return resize(volume, tuple(int(s) for s in shape[-2:]), order)
+
+
+def resize(volume: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """Resize the last ``len(shape)`` axes of ``volume`` to ``shape`` exactly (linear by
+    default; pixel edges map to pixel edges)."""
+    n = len(shape)
+    target = tuple(volume.shape[:-n]) + tuple(int(s) for s in shape)
     if target == volume.shape:
         return volume
     zoom = [t / s for t, s in zip(target, volume.shape, strict=True)]

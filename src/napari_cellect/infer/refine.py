@@ -1,0 +1,185 @@
+"""Division refinement: look again, magnified, where a cell was predicted to divide.
+
+In the frame after a division the daughters are small (half the mother's volume, often less)
+and touch. The default U-Net works at half the xy resolution of the images, so two such
+daughters can give one peak between them: the division is missed and a daughter is lost. Cells
+of larger size are resolved well, so the fix is local: for every cell that the link scorer
+predicts to divide (``p_divide >= division_threshold``) but that got fewer than two children,
+the next frame is predicted again on a crop around it, magnified ``scale`` times in every axis
+(so the z ratio the model sees is the images' own), and the crop's detections near the mother
+replace the first ones. The frame pair is the same as in the first pass (t+1 with t+2), so
+every frame pair still goes through the U-Net once at full size; the crops are small.
+
+The settings are :class:`napari_cellect.config.RefineConfig` (``thresholds.refine`` of a
+bundle); :func:`napari_cellect.pipeline.iter_tracking` calls :func:`refine_divisions` between a
+first linking pass and the final one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellect.config import RefineConfig, TilingConfig
+from napari_cellect.errors import Cancelled
+from napari_cellect.infer.normalize import normalize_pair
+from napari_cellect.infer.predict import predict_frame, resolve_model
+from napari_cellect.infer.rescale import resize
+from napari_cellect.track.detections import Detections
+from napari_cellect.track.graph import TrackGraph
+
+logger = logging.getLogger(__name__)
+
+
+def division_candidates(graph: TrackGraph, division_threshold: float) -> np.ndarray:
+    """Rows of the cells predicted to divide that have fewer than two children and a next
+    frame."""
+    if len(graph) == 0:
+        return np.zeros(0, np.int64)
+    last = int(graph["t"].max())
+    score = np.nan_to_num(np.asarray(graph["division_score"], np.float64), nan=0.0)
+    return np.flatnonzero((score >= division_threshold) & (graph.n_children() < 2)
+                          & (graph["t"] < last))  # fmt: skip
+
+
+def refine_divisions(
+    images: Any,
+    bundle_or_model: Any,
+    graph: TrackGraph,
+    raw: Sequence[Detections],
+    *,
+    z_ratio: float,
+    division_threshold: float,
+    config: RefineConfig | None = None,
+    device: torch.device | None = None,
+    tiling: TilingConfig | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[Detections], int]:
+    """Raw detections with the frames after predicted divisions re-detected, magnified, near
+    each mother.
+
+    Args:
+        images: the (T, Z, Y, X) series the detections come from.
+        bundle_or_model: the model that made them.
+        graph: a first linking of ``raw`` (its ``division_score`` and children pick the
+            mothers).
+        raw: one Detections per frame (frame ``t`` at index ``t``), before merging.
+        z_ratio, division_threshold: those of the tracking run.
+        config: :class:`RefineConfig` (default: the bundle's ``thresholds.refine``).
+
+    Returns ``(detections, n_mothers)``: a new list (unchanged frames are the same objects) and
+    how many mothers were looked at again.
+    """
+    cfg = config or RefineConfig.from_any(getattr(bundle_or_model, "thresholds", None))
+    out = list(raw)
+    rows = division_candidates(graph, division_threshold)
+    if not cfg.enabled or len(rows) == 0:
+        return out, 0
+    model = resolve_model(bundle_or_model)
+    device = device or torch.device("cpu")
+    tiling = tiling or TilingConfig()
+    context = np.asarray(tiling.overlap, np.float64) / 2.0  # what a tile assumes it can see
+    n_frames = int(images.shape[0])
+    mothers_t = np.asarray(graph["t"][rows], np.int64)
+    positions = graph.positions(rows)
+    radius = np.asarray(graph["radius"][rows], np.float64)
+    model.unet.to(device)
+    for t in np.unique(mothers_t).tolist():
+        if should_stop is not None and should_stop():
+            raise Cancelled("division refinement cancelled")
+        target = t + 1
+        nxt = min(target + 1, n_frames - 1)
+        pair = normalize_pair(np.stack([np.asarray(images[target]), np.asarray(images[nxt])]),
+                              model.normalization)  # fmt: skip
+        frame = out[target]
+        here = np.flatnonzero(mothers_t == t)
+        boxes = [_box(positions[m], radius[m], pair.shape[1:], z_ratio, cfg.reach, context)
+                 for m in here.tolist()]  # fmt: skip
+        for box, members in _merge_overlapping(boxes):
+            found = _magnified(pair, model, box, target, z_ratio, cfg.scale, device, tiling)
+            for m in here[members].tolist():
+                frame = _replace_near(frame, found, positions[m], radius[m], z_ratio, cfg.reach)
+        out[target] = frame
+    logger.info("division refinement: %d predicted mother(s) in %d frame(s) looked at again",
+                len(rows), len(np.unique(mothers_t)))  # fmt: skip
+    return out, len(rows)
+
+
+def _box(
+    centre: np.ndarray, radius: float, shape: tuple[int, ...], z_ratio: float, reach: float,
+    context: np.ndarray,
+) -> tuple[slice, ...]:  # fmt: skip
+    """The crop (z, y, x slices) holding everything within ``reach`` radii, plus context."""
+    half = reach * radius / np.array([z_ratio, 1.0, 1.0]) + context
+    lo = np.maximum(np.floor(centre - half), 0).astype(int)
+    hi = np.minimum(np.ceil(centre + half) + 1, shape).astype(int)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice, ...], list[int]]]:
+    """Boxes that overlap joined into their bounding box (one U-Net pass instead of several
+    over the same voxels), with the indices of the boxes each one holds."""
+    groups = [(np.array([[b.start, b.stop] for b in box]), [i]) for i, box in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i][0], groups[j][0]
+                if np.all(np.maximum(a[:, 0], b[:, 0]) < np.minimum(a[:, 1], b[:, 1])):
+                    joined = np.stack([np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])], 1)
+                    groups[i] = (joined, groups[i][1] + groups[j][1])
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [(tuple(slice(int(lo), int(hi)) for lo, hi in g), members) for g, members in groups]
+
+
+def _magnified(
+    pair: np.ndarray, model: Any, box: tuple[slice, ...], t: int, z_ratio: float, scale: float,
+    device: torch.device, tiling: TilingConfig,
+) -> Detections:  # fmt: skip
+    """Detections of the crop ``box`` of ``pair``, predicted magnified ``scale`` times, in frame
+    pixels."""
+    shape = pair.shape[1:]
+    crop = pair[(slice(None), *box)]
+    size = np.array(crop.shape[1:], np.float64)
+    zoomed = np.maximum(np.rint(size * scale), 1).astype(int)
+    if shape[0] == 1:  # 2D+t: a single slice stays one slice
+        zoomed[0] = 1
+    crop = resize(crop, tuple(zoomed.tolist()))
+    factor = zoomed / size  # per axis, after rounding
+    grid_z_ratio = z_ratio * math.sqrt(factor[1] * factor[2]) / factor[0]
+    dets = predict_frame(model.unet, crop, t=t, z_ratio=grid_z_ratio, detection=model.detection,
+                         tiling=tiling, device=device).detections  # fmt: skip
+    origin = np.array([b.start for b in box], np.float64)
+    positions = (np.asarray(dets.positions, np.float64) + 0.5) / factor - 0.5 + origin
+    radius_px = np.asarray(dets.radius, np.float64) / math.sqrt(factor[1] * factor[2])
+    return Detections(t, positions, dets.embeddings, radius_px.astype(np.float32), dets.division,
+                      dets.score)  # fmt: skip
+
+
+def _replace_near(
+    frame: Detections, found: Detections, centre: np.ndarray, radius: float, z_ratio: float,
+    reach: float,
+) -> Detections:  # fmt: skip
+    """``frame`` with its detections within ``reach`` radii of ``centre`` replaced by those of
+    ``found`` there."""
+    scale = np.array([z_ratio, 1.0, 1.0])
+
+    def near(d: Detections) -> np.ndarray:
+        if len(d) == 0:
+            return np.zeros(0, bool)
+        distance = np.linalg.norm((np.asarray(d.positions) - centre) * scale, axis=1)
+        return distance <= reach * radius
+
+    merged = Detections.concat([frame.subset(~near(frame)), found.subset(near(found))])
+    order = np.lexsort((merged.positions[:, 2], merged.positions[:, 1], merged.positions[:, 0]))
+    return merged.subset(order)
