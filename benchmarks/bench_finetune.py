@@ -17,9 +17,10 @@ re-linked with the corrected links pinned. Reported on the remaining 80 % of the
   ground-truth cell: the errors scorer fine-tuning can reach), and the same re-linking with the
   *base* model (pins only, no fine-tuning).
 
-Detections come from the U-Net (``predict_sequence``, on the CPU) unless ``--oracle`` is given;
-then they are the ground-truth centres with noisy stand-in embeddings (each lineage keeps a
-random vector, daughters a perturbed copy), which isolates linking. Without the bundled default
+Detections are the tracking pipeline's raw ones (U-Net, then division refinement; on the CPU)
+unless ``--oracle`` is given; then they are the ground-truth centres with noisy stand-in
+embeddings (each lineage keeps a random vector, daughters a perturbed copy), which isolates
+linking. Without the bundled default
 model (``model/weights/default.pt``) and without ``--weights``, the benchmark runs as a dry run
 with an untrained ``ModelBundle.random`` and ``--oracle``.
 
@@ -33,7 +34,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +50,7 @@ from napari_cellect.track.corrections import (
     build_corrections,
     corrections_from_history,
 )
-from napari_cellect.track.detections import DetectionCache, Detections
+from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.review import LINK, ReviewConfig, ReviewQueue
@@ -100,11 +100,11 @@ def synthetic_config(
 def predicted_detections(
     images: np.ndarray, bundle: ModelBundle, z_ratio: float
 ) -> list[Detections]:
-    from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
+    """The raw detections a tracking run keeps (after division refinement), as the widget's
+    session holds them for fine-tuning and re-linking."""
+    from napari_cellect.pipeline import track_images
 
-    with tempfile.TemporaryDirectory() as folder:
-        cache = DetectionCache(folder, cache_fingerprint(bundle, ["bench"], z_ratio=z_ratio))
-        return list(predict_sequence(images, bundle, z_ratio=z_ratio, device="cpu", cache=cache))
+    return track_images(images, bundle, z_ratio=z_ratio, device="cpu").raw_detections
 
 
 def oracle_detections(gt: TrackGraph, embedding_dim: int, seed: int) -> list[Detections]:

@@ -13,7 +13,13 @@ those (the local-maximum test does not depend on the threshold, and NMS never le
 detection remove a stronger one), so every detection threshold is a filter on the same
 detections.
 
-Run: ``python benchmarks/tune_thresholds.py BUNDLE [-o OUT]`` (default: overwrite BUNDLE).
+A second stage tunes division refinement (``thresholds.refine``, ``infer/refine.py``), which
+needs the U-Net again on crops, so it runs the whole tracking pipeline per setting: first the
+magnification and reach (at the division threshold of the first stage), then the division
+threshold, which also picks the cells that refinement looks at again.
+
+Run: ``python benchmarks/tune_thresholds.py BUNDLE [-o OUT] [--refinement-only]`` (default:
+overwrite BUNDLE).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,18 +43,23 @@ from napari_cellect.data.synthetic import PRESETS, generate, sample_config  # no
 from napari_cellect.evaluate import evaluate  # noqa: E402
 from napari_cellect.infer.predict import predict_sequence  # noqa: E402
 from napari_cellect.model.bundle import ModelBundle  # noqa: E402
+from napari_cellect.pipeline import track_images  # noqa: E402
 from napari_cellect.track.link import link_sequence  # noqa: E402
 from napari_cellect.track.merge import merge_duplicates  # noqa: E402
 
 #: validation series beyond the training script's: a 2D+t one (the training validation has none,
-#: and the segmentation head's foreground can be calibrated differently on 2D frames)
-EXTRA_VALIDATION = [("sparse2d", 309)]
+#: and the segmentation head's foreground can be calibrated differently on 2D frames), and fast
+#: and dense ones (division refinement's settings scored within 0.01 of each other on the others)
+EXTRA_VALIDATION = [("sparse2d", 309), ("fast", 305), ("dense", 306)]
 DETECTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.45, 0.6)
 FOREGROUND_THRESHOLDS = (0.1, 0.3, 0.5)
 NMS = (0.3, 0.45, 0.6)
 MERGE_RADII = (0.5, 0.8)
 MERGE_THRESHOLDS = (0.5, 0.7)
 DIVISION_THRESHOLDS = (0.3, 0.5)
+REFINE_SCALES = (1.5, 1.7, 2.0)
+REFINE_REACHES = (1.5, 2.5)
+REFINED_DIVISION_THRESHOLDS = (0.1, 0.15, 0.2, 0.3)
 
 
 def _validation():
@@ -61,10 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("-o", "--out", type=Path)
+    parser.add_argument("--refinement-only", action="store_true",
+                        help="keep the bundle's detection, merge and link thresholds; tune only "
+                             "division refinement and the division threshold (stage 2)")  # fmt: skip
     args = parser.parse_args(argv)
     bundle = ModelBundle.load(args.bundle)
     base = bundle.thresholds
     series = _validation()
+    if args.refinement_only:
+        started = time.perf_counter()
+        _tune_refinement(bundle, series)
+        bundle.save(args.out or args.bundle)
+        print(f"refinement {bundle.thresholds.refine}, division threshold "
+              f"{bundle.thresholds.link.division_threshold} in "
+              f"{time.perf_counter() - started:.0f} s -> {args.out or args.bundle}")  # fmt: skip
+        return 0
     merge_scorer, link_scorer = bundle.candidate_scorer("merge"), bundle.candidate_scorer("link")
     results = []
     started = time.perf_counter()
@@ -111,14 +135,55 @@ def main(argv: list[str] | None = None) -> int:
         validation_det_f1=round(float(mean[0]), 4), validation_link_f1=round(float(mean[1]), 4),
         validation_div_f1=round(float(mean[2]), 4),
     )  # fmt: skip
+    _tune_refinement(bundle, series)
     out = args.out or args.bundle
     bundle.save(out)
     print(f"best on validation: detection {det_threshold}, foreground {foreground}, nms {nms}, "
           f"merge radius {radius}, "
           f"merge p {threshold}, division "
-          f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}) in "
+          f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}); refinement "
+          f"{bundle.thresholds.refine}, division threshold "
+          f"{bundle.thresholds.link.division_threshold}; in "
           f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
     return 0
+
+
+def _pipeline_scores(bundle: ModelBundle, series: list) -> np.ndarray:
+    """Mean (det, link, div) F1 of the whole tracking pipeline over the series."""
+    f1 = []
+    for config, seq in series:
+        graph = track_images(seq.images, bundle, z_ratio=config.z_ratio, device="cpu").graph
+        s = evaluate(graph, seq.graph, z_ratio=config.z_ratio)
+        f1.append((s.det_f1, s.link_f1, s.div_f1))
+    return np.mean(f1, axis=0)
+
+
+def _tune_refinement(bundle: ModelBundle, series: list) -> None:
+    """Stage 2: refinement scale and reach, then the division threshold, by tracking the
+    validation series with the whole pipeline; sets ``bundle.thresholds`` in place."""
+    chosen = bundle.thresholds
+
+    def trial(**changes: Any) -> tuple[float, Any]:
+        thresholds = dataclasses.replace(chosen, **changes)
+        bundle.thresholds = thresholds
+        mean = _pipeline_scores(bundle, series)
+        print(f"refine {thresholds.refine} division {thresholds.link.division_threshold}: "
+              f"det {mean[0]:.3f} link {mean[1]:.3f} div {mean[2]:.3f}", flush=True)  # fmt: skip
+        return float(mean.mean()), thresholds
+
+    options = [trial(refine=dataclasses.replace(chosen.refine, enabled=False))]
+    options += [trial(refine=dataclasses.replace(chosen.refine, enabled=True, scale=scale,
+                                                 reach=reach))
+                for scale, reach in itertools.product(REFINE_SCALES, REFINE_REACHES)]  # fmt: skip
+    chosen = max(options, key=lambda o: o[0])[1]
+    options = [trial(link=dataclasses.replace(chosen.link, division_threshold=division))
+               for division in REFINED_DIVISION_THRESHOLDS]  # fmt: skip
+    chosen = max(options, key=lambda o: o[0])[1]
+    bundle.thresholds = chosen
+    bundle.metadata.record(
+        "tune_refinement", refine_enabled=chosen.refine.enabled, refine_scale=chosen.refine.scale,
+        refine_reach=chosen.refine.reach, division_threshold=chosen.link.division_threshold,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
