@@ -13,9 +13,9 @@ those (the local-maximum test does not depend on the threshold, and NMS never le
 detection remove a stronger one), so every detection threshold is a filter on the same
 detections.
 
-A second stage tunes division refinement (``thresholds.refine``, ``infer/refine.py``), which
-needs the U-Net again on crops, so it runs the whole tracking pipeline per setting: first the
-magnification and reach (at the division threshold of the first stage), then the division
+A second stage tunes division refinement (``thresholds.division_refinement``,
+``infer/refine.py``), which needs the U-Net again on crops, so it runs the whole tracking
+pipeline per setting: first the magnification and reach (at the division threshold of the first stage), then the division
 threshold, which also picks the cells that refinement looks at again.
 
 Run: ``python benchmarks/tune_thresholds.py BUNDLE [-o OUT] [--refinement-only]`` (default:
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("-o", "--out", type=Path)
     parser.add_argument("--refinement-only", action="store_true",
-                        help="keep the bundle's detection, merge and link thresholds; tune only "
-                             "division refinement and the division threshold (stage 2)")  # fmt: skip
+                        help="stage 2 only: tune division refinement and the division "
+                             "threshold, keep the bundle's other thresholds")  # fmt: skip
     args = parser.parse_args(argv)
     bundle = ModelBundle.load(args.bundle)
     base = bundle.thresholds
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         _tune_refinement(bundle, series)
         bundle.save(args.out or args.bundle)
-        print(f"refinement {bundle.thresholds.refine}, division threshold "
+        print(f"refinement {bundle.thresholds.division_refinement}, division threshold "
               f"{bundle.thresholds.link.division_threshold} in "
               f"{time.perf_counter() - started:.0f} s -> {args.out or args.bundle}")  # fmt: skip
         return 0
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
           f"merge radius {radius}, "
           f"merge p {threshold}, division "
           f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}); refinement "
-          f"{bundle.thresholds.refine}, division threshold "
+          f"{bundle.thresholds.division_refinement}, division threshold "
           f"{bundle.thresholds.link.division_threshold}; in "
           f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
     return 0
@@ -167,13 +167,15 @@ def _tune_refinement(bundle: ModelBundle, series: list) -> None:
         thresholds = dataclasses.replace(chosen, **changes)
         bundle.thresholds = thresholds
         mean = _pipeline_scores(bundle, series)
-        print(f"refine {thresholds.refine} division {thresholds.link.division_threshold}: "
-              f"det {mean[0]:.3f} link {mean[1]:.3f} div {mean[2]:.3f}", flush=True)  # fmt: skip
+        print(f"refine {thresholds.division_refinement} division "
+              f"{thresholds.link.division_threshold}: det {mean[0]:.3f} link {mean[1]:.3f} "
+              f"div {mean[2]:.3f}", flush=True)  # fmt: skip
         return float(mean.mean()), thresholds
 
-    options = [trial(refine=dataclasses.replace(chosen.refine, enabled=False))]
-    options += [trial(refine=dataclasses.replace(chosen.refine, enabled=True, scale=scale,
-                                                 reach=reach))
+    refinement = chosen.division_refinement
+    options = [trial(division_refinement=dataclasses.replace(refinement, enabled=False))]
+    options += [trial(division_refinement=dataclasses.replace(refinement, enabled=True,
+                                                              scale=scale, reach=reach))
                 for scale, reach in itertools.product(REFINE_SCALES, REFINE_REACHES)]  # fmt: skip
     chosen = max(options, key=lambda o: o[0])[1]
     options = [trial(link=dataclasses.replace(chosen.link, division_threshold=division))
@@ -181,8 +183,10 @@ def _tune_refinement(bundle: ModelBundle, series: list) -> None:
     chosen = max(options, key=lambda o: o[0])[1]
     bundle.thresholds = chosen
     bundle.metadata.record(
-        "tune_refinement", refine_enabled=chosen.refine.enabled, refine_scale=chosen.refine.scale,
-        refine_reach=chosen.refine.reach, division_threshold=chosen.link.division_threshold,
+        "tune_refinement", refine_enabled=chosen.division_refinement.enabled,
+        refine_scale=chosen.division_refinement.scale,
+        refine_reach=chosen.division_refinement.reach,
+        division_threshold=chosen.link.division_threshold,
     )  # fmt: skip
 
 

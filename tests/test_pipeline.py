@@ -43,7 +43,7 @@ def test_track_images_gives_a_valid_graph_with_every_frame(bundle, tiny):
 def test_progress_per_frame_then_link_and_cancel(bundle, tiny):
     config, seq = tiny
     stages = [(p.stage, p.done) for p in iter_tracking(seq.images, bundle, z_ratio=config.z_ratio)]
-    refine = [("refine", 0)] if bundle.thresholds.refine.enabled else []
+    refine = [("refine", 0)] if bundle.thresholds.division_refinement.enabled else []
     assert stages == [("detect", 1), ("detect", 2), ("detect", 3), *refine, ("link", 3)]
     calls = []
 

@@ -339,7 +339,7 @@ class LinkingConfig(_FromAny):
 
 
 @dataclass(frozen=True)
-class RefineConfig(_FromAny):
+class DivisionRefinementConfig(_FromAny):
     """Looking again, magnified, where a division was predicted (``infer/refine.py``).
 
     Just after a division the two daughters are small and touch; at the U-Net's working
@@ -348,7 +348,7 @@ class RefineConfig(_FromAny):
     every axis, and its detections there replace the first ones.
     """
 
-    _section = "refine"
+    _section = "division_refinement"
     _what = "division refinement settings"
 
     enabled: bool = True
@@ -365,9 +365,13 @@ class RefineConfig(_FromAny):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.scale) and self.scale >= 1.0):
-            raise InputError(f"RefineConfig.scale: expected a number >= 1, found {self.scale}")
+            raise InputError(
+                f"DivisionRefinementConfig.scale: expected a number >= 1, found {self.scale}"
+            )
         if not (math.isfinite(self.reach) and self.reach > 0):
-            raise InputError(f"RefineConfig.reach: expected a number > 0, found {self.reach}")
+            raise InputError(
+                f"DivisionRefinementConfig.reach: expected a number > 0, found {self.reach}"
+            )
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,7 @@ class TrackingConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     link: LinkingConfig = field(default_factory=LinkingConfig)
-    refine: RefineConfig = field(default_factory=RefineConfig)
+    division_refinement: DivisionRefinementConfig = field(default_factory=DivisionRefinementConfig)
 
     @classmethod
     def cellect_original(cls) -> TrackingConfig:
@@ -392,7 +396,8 @@ class TrackingConfig:
                 k=5, max_distance_radii=6.0, radius_floor=5.0, link_threshold=0.1,
                 division_threshold=0.5,
             ),
-            refine=RefineConfig(enabled=False),  # full-resolution network: nothing to magnify
+            # a full-resolution network: nothing to magnify
+            division_refinement=DivisionRefinementConfig(enabled=False),
         )  # fmt: skip
 
 

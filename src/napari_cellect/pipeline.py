@@ -176,7 +176,7 @@ def iter_tracking(
         raw.append(dets)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
-    if bundle.thresholds.refine.enabled and n_frames > 1:
+    if bundle.thresholds.division_refinement.enabled and n_frames > 1:
         yield TrackingProgress("refine", 0, 1)
         raw, frames = _refine(data, bundle, raw, frames, z_ratio, device, tile, should_stop)
     changed = None
@@ -215,8 +215,9 @@ def _refine(
     if n == 0:
         return raw, frames
     merge_scorer = bundle.candidate_scorer("merge")
+    merge_cfg = bundle.thresholds.merge
     merged = [
-        f if new is old else merge_duplicates(new, merge_scorer, bundle.thresholds.merge, z_ratio)[0]
+        f if new is old else merge_duplicates(new, merge_scorer, merge_cfg, z_ratio)[0]
         for old, new, f in zip(raw, refined, frames, strict=True)
     ]  # fmt: skip
     return refined, merged

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cellect.config import RefineConfig, TilingConfig
+from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import InputError
 from napari_cellect.infer.predict import predict_sequence
 from napari_cellect.infer.refine import _merge_overlapping, division_candidates, refine_divisions
@@ -40,7 +40,8 @@ def division(fake_unet, blobs):
 
 def refine(images, model, graph, raw, **config):
     return refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
-                            config=RefineConfig(**config), tiling=TilingConfig.from_any(SHAPE))
+                            config=DivisionRefinementConfig(**config),
+                            tiling=TilingConfig.from_any(SHAPE))  # fmt: skip
 
 
 def test_a_magnified_second_look_separates_daughters_the_first_pass_merged(division):
@@ -102,4 +103,4 @@ def test_2d_series_keep_their_single_slice(fake_unet, blobs):
 @pytest.mark.parametrize("field, value", [("scale", 0.5), ("scale", float("nan")), ("reach", 0.0)])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(InputError, match=field):
-        RefineConfig(**{field: value})
+        DivisionRefinementConfig(**{field: value})

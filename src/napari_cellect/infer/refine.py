@@ -10,9 +10,9 @@ the next frame is predicted again on a crop around it, magnified ``scale`` times
 replace the first ones. The frame pair is the same as in the first pass (t+1 with t+2), so
 every frame pair still goes through the U-Net once at full size; the crops are small.
 
-The settings are :class:`napari_cellect.config.RefineConfig` (``thresholds.refine`` of a
-bundle); :func:`napari_cellect.pipeline.iter_tracking` calls :func:`refine_divisions` between a
-first linking pass and the final one.
+The settings are :class:`napari_cellect.config.DivisionRefinementConfig`
+(``thresholds.division_refinement`` of a bundle); :func:`napari_cellect.pipeline.iter_tracking`
+calls :func:`refine_divisions` between a first linking pass and the final one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellect.config import RefineConfig, TilingConfig
+from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import Cancelled
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.infer.predict import predict_frame, resolve_model
@@ -55,7 +55,7 @@ def refine_divisions(
     *,
     z_ratio: float,
     division_threshold: float,
-    config: RefineConfig | None = None,
+    config: DivisionRefinementConfig | None = None,
     device: torch.device | None = None,
     tiling: TilingConfig | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -70,12 +70,13 @@ def refine_divisions(
             mothers).
         raw: one Detections per frame (frame ``t`` at index ``t``), before merging.
         z_ratio, division_threshold: those of the tracking run.
-        config: :class:`RefineConfig` (default: the bundle's ``thresholds.refine``).
+        config: :class:`DivisionRefinementConfig` (default: the bundle's
+            ``thresholds.division_refinement``).
 
     Returns ``(detections, n_mothers)``: a new list (unchanged frames are the same objects) and
     how many mothers were looked at again.
     """
-    cfg = config or RefineConfig.from_any(getattr(bundle_or_model, "thresholds", None))
+    cfg = config or DivisionRefinementConfig.from_any(getattr(bundle_or_model, "thresholds", None))
     out = list(raw)
     rows = division_candidates(graph, division_threshold)
     if not cfg.enabled or len(rows) == 0:
@@ -132,7 +133,8 @@ def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice
             for j in range(i + 1, len(groups)):
                 a, b = groups[i][0], groups[j][0]
                 if np.all(np.maximum(a[:, 0], b[:, 0]) < np.minimum(a[:, 1], b[:, 1])):
-                    joined = np.stack([np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])], 1)
+                    lo, hi = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+                    joined = np.stack([lo, hi], axis=1)
                     groups[i] = (joined, groups[i][1] + groups[j][1])
                     del groups[j]
                     merged = True
