@@ -47,7 +47,7 @@ def test_positions_map_back_onto_the_original_pixel_grid():
     resized[:, 2] = (original[:, 2] + 0.5) * s_x - 0.5
     dets = Detections(0, resized, np.zeros((2, 4), np.float32), np.array([2.0, 3.0], np.float32),
                       np.zeros((2, 2), np.float32), np.ones(2, np.float32))  # fmt: skip
-    back = detections_to_original(dets, s_y, s_x)
+    back = detections_to_original(dets, np.array([1.0, s_y, s_x]))
     np.testing.assert_allclose(back.positions, original)
     np.testing.assert_allclose(back.radius, dets.radius / np.sqrt(s_y * s_x))
 

@@ -35,6 +35,8 @@ from napari_cellect.infer.device import autocast_context, resolve_device
 from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
 from napari_cellect.infer.rescale import (
     detections_to_original,
+    grid_z_ratio,
+    resize_factors,
     resize_yx,
     scaled_shape,
     xy_scale,
@@ -388,21 +390,19 @@ def _predict_one(
     shape = tuple(int(s) for s in pair.shape[1:])
     if scale != 1.0:
         pair = resize_yx(pair, scaled_shape(shape, scale))
-    # z spacing over the (resized) xy pixel
-    grid_z_ratio = z_ratio * math.sqrt(pair.shape[-2] / shape[-2] * pair.shape[-1] / shape[-1])
+    factors = resize_factors(shape, pair.shape)
     result = predict_frame(
         model.unet,
         pair,
         t=t,
-        z_ratio=grid_z_ratio,
+        z_ratio=grid_z_ratio(z_ratio, factors),
         detection=model.detection,
         tiling=tiling,
         device=device,
         return_heads=on_heads is not None,
     )
     dets = result.detections
-    if pair.shape[1:] != shape:
-        dets = detections_to_original(dets, pair.shape[-2] / shape[-2], pair.shape[-1] / shape[-1])
+    dets = detections_to_original(dets, factors)
     if on_heads is not None and result.heads is not None:
         on_heads(t, _heads_to_original(result.heads, shape))
     if not has_contrast(pair[0]):

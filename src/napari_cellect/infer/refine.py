@@ -18,7 +18,6 @@ calls :func:`refine_divisions` between a first linking pass and the final one.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +28,12 @@ from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import Cancelled
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.infer.predict import predict_frame, resolve_model
-from napari_cellect.infer.rescale import resize
+from napari_cellect.infer.rescale import (
+    detections_to_original,
+    grid_z_ratio,
+    resize,
+    resize_factors,
+)
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
 
@@ -150,22 +154,16 @@ def _magnified(
 ) -> Detections:  # fmt: skip
     """Detections of the crop ``box`` of ``pair``, predicted magnified ``scale`` times, in frame
     pixels."""
-    shape = pair.shape[1:]
     crop = pair[(slice(None), *box)]
-    size = np.array(crop.shape[1:], np.float64)
-    zoomed = np.maximum(np.rint(size * scale), 1).astype(int)
-    if shape[0] == 1:  # 2D+t: a single slice stays one slice
+    zoomed = np.maximum(np.rint(np.array(crop.shape[1:]) * scale), 1).astype(int)
+    if pair.shape[1] == 1:  # 2D+t: a single slice stays one slice
         zoomed[0] = 1
-    crop = resize(crop, tuple(zoomed.tolist()))
-    factor = zoomed / size  # per axis, after rounding
-    grid_z_ratio = z_ratio * math.sqrt(factor[1] * factor[2]) / factor[0]
-    dets = predict_frame(model.unet, crop, t=t, z_ratio=grid_z_ratio, detection=model.detection,
-                         tiling=tiling, device=device).detections  # fmt: skip
-    origin = np.array([b.start for b in box], np.float64)
-    positions = (np.asarray(dets.positions, np.float64) + 0.5) / factor - 0.5 + origin
-    radius_px = np.asarray(dets.radius, np.float64) / math.sqrt(factor[1] * factor[2])
-    return Detections(t, positions, dets.embeddings, radius_px.astype(np.float32), dets.division,
-                      dets.score)  # fmt: skip
+    zoomed_shape = tuple(zoomed.tolist())
+    factors = resize_factors(crop.shape, zoomed_shape)
+    crop = resize(crop, zoomed_shape)
+    dets = predict_frame(model.unet, crop, t=t, z_ratio=grid_z_ratio(z_ratio, factors),
+                         detection=model.detection, tiling=tiling, device=device).detections
+    return detections_to_original(dets, factors, origin=[b.start for b in box])
 
 
 def _replace_near(

@@ -73,13 +73,27 @@ def resize(volume: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.nda
     return out
 
 
-def detections_to_original(dets: Detections, scale_y: float, scale_x: float) -> Detections:
-    """Map detections found on a resized grid back to the original pixels (y, x, radius)."""
-    if scale_y == 1.0 and scale_x == 1.0:
+def resize_factors(original: tuple[int, ...], resized: tuple[int, ...]) -> np.ndarray:
+    """(z, y, x) factors by which a (Z, Y, X) grid was resized (after rounding to pixels)."""
+    return np.asarray(resized[-3:], np.float64) / np.asarray(original[-3:], np.float64)
+
+
+def grid_z_ratio(z_ratio: float, factors: np.ndarray) -> float:
+    """The z spacing over the xy pixel on a grid resized by ``factors`` (z, y, x)."""
+    return float(z_ratio * math.sqrt(factors[1] * factors[2]) / factors[0])
+
+
+def detections_to_original(
+    dets: Detections, factors: np.ndarray, origin: np.ndarray | None = None
+) -> Detections:
+    """Map detections found on a grid resized by ``factors`` (z, y, x) back to the original
+    pixels (positions and xy radius); ``origin`` is where that grid's crop starts in them."""
+    factors = np.asarray(factors, np.float64)
+    if np.all(factors == 1.0) and origin is None:
         return dets
-    positions = np.asarray(dets.positions, np.float64).copy()
     # grid_mode resizing maps pixel edges to pixel edges: centre c -> (c + 0.5) / s - 0.5
-    positions[:, 1] = (positions[:, 1] + 0.5) / scale_y - 0.5
-    positions[:, 2] = (positions[:, 2] + 0.5) / scale_x - 0.5
-    radius = np.asarray(dets.radius, np.float64) / math.sqrt(scale_y * scale_x)
+    positions = (np.asarray(dets.positions, np.float64) + 0.5) / factors - 0.5
+    if origin is not None:
+        positions = positions + np.asarray(origin, np.float64)
+    radius = np.asarray(dets.radius, np.float64) / math.sqrt(factors[1] * factors[2])
     return replace(dets, positions=positions, radius=radius.astype(dets.radius.dtype))
