@@ -176,14 +176,18 @@ def iter_tracking(
         raw.append(dets)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
+    unrefined = None  # the first linking, while refinement has changed nothing
     if bundle.thresholds.division_refinement.enabled and n_frames > 1:
         yield TrackingProgress("refine", 0, 1)
-        raw, frames = _refine(data, bundle, raw, frames, z_ratio, device, tile, should_stop)
+        raw, frames, unrefined = _refine(data, bundle, raw, frames, z_ratio, device, tile,
+                                         should_stop)  # fmt: skip
     changed = None
     if keep_approved is not None:
         from napari_cellect.train.finetune import relink
 
         graph, changed = relink(raw, bundle, keep_approved, bundle.thresholds.link, z_ratio)
+    elif unrefined is not None:
+        graph = unrefined
     else:
         graph = link_sequence(frames, link_scorer, bundle.thresholds.link, z_ratio)
     yield TrackingProgress("link", n_frames, n_frames)
@@ -198,9 +202,10 @@ def iter_tracking(
 def _refine(
     data: Any, bundle: Any, raw: list[Detections], frames: list[Detections], z_ratio: float,
     device: str, tile: Sequence[int] | None, should_stop: Callable[[], bool] | None,
-) -> tuple[list[Detections], list[Detections]]:  # fmt: skip
+) -> tuple[list[Detections], list[Detections], TrackGraph | None]:  # fmt: skip
     """Division refinement (``infer/refine.py``) between a first linking and the final one;
-    the frames it changed are merged again."""
+    the frames it changed are merged again. Returns the raw and merged frames, and the first
+    linking when nothing changed (it is then the final one)."""
     from napari_cellect.config import TilingConfig
     from napari_cellect.infer.device import resolve_device
     from napari_cellect.infer.refine import refine_divisions
@@ -213,14 +218,14 @@ def _refine(
         should_stop=should_stop,
     )  # fmt: skip
     if n == 0:
-        return raw, frames
+        return raw, frames, first
     merge_scorer = bundle.candidate_scorer("merge")
     merge_cfg = bundle.thresholds.merge
     merged = [
         f if new is old else merge_duplicates(new, merge_scorer, merge_cfg, z_ratio)[0]
         for old, new, f in zip(raw, refined, frames, strict=True)
     ]  # fmt: skip
-    return refined, merged
+    return refined, merged, None
 
 
 def track_images(

@@ -379,7 +379,6 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         self._report("done", metrics=metrics)
         return bundle
 
-
     def _reference_radius(self) -> float:
         """The median annotated nucleus radius (xy pixels) of the training data, so that
         prediction can resize other images to it (``NormalizationConfig.reference_radius``)."""
