@@ -28,18 +28,21 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from napari_cellect.data.synthetic import PRESETS, SyntheticConfig, generate, sample_config
+from napari_cellect.errors import Cancelled
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
 from napari_cellect.pipeline import track_images
 from napari_cellect.train.data import SamplingConfig, TrainSource
-from napari_cellect.train.fit import TrainConfig, TrainProgress, fit
+from napari_cellect.train.fit import TrainConfig, TrainProgress, fit, load_checkpoint
 
 logger = logging.getLogger("train_default")
 
@@ -52,8 +55,16 @@ TRAIN_PRESETS = [
 ]  # fmt: skip
 #: seeds of domain-randomised training series (sample_config on the default preset)
 TRAIN_RANDOMISED = [201, 202, 203, 204, 205, 206]
+#: ``--data extended`` adds these (phase 4, on a GPU): more 2D+t, hard, fast and dense series
+EXTENDED_PRESETS = [
+    ("sparse2d", 110), ("sparse2d", 111), ("sparse2d", 112), ("hard", 113), ("hard", 114),
+    ("hard", 115), ("fast", 116), ("fast", 117), ("dense", 118), ("dense", 119), ("noisy", 120),
+]  # fmt: skip
+EXTENDED_RANDOMISED = [207, 208, 209, 210, 211, 212, 213, 214]
 VAL_PRESETS = [("default", 301), ("noisy", 302), ("hard", 303)]
 VAL_RANDOMISED = [304]
+#: ``--data extended`` also selects the epoch on these (the threshold tuner's further series)
+EXTENDED_VAL_PRESETS = [("sparse2d", 309), ("fast", 305), ("dense", 306)]
 TEST_PRESETS = [("default", 401), ("noisy", 402), ("dense", 403), ("hard", 404)]
 
 FULL = TrainConfig(
@@ -88,21 +99,24 @@ def _randomised(seed: int, quick: bool) -> SyntheticConfig:
     return sample_config(seed, _config("default", seed, quick))
 
 
-def _source(config: SyntheticConfig, role: str) -> TrainSource:
-    started = time.perf_counter()
-    seq = generate(config)
-    logger.info("%s series seed %d: %s, %d cells, %.1f s", role, config.seed, config.shape,
-                len(seq.graph), time.perf_counter() - started)  # fmt: skip
-    return TrainSource(seq.images, seq.graph, config.z_ratio, name=f"synthetic seed {config.seed}")
-
-
-def _sources(presets: list[tuple[str, int]], randomised: list[int], quick: bool, role: str
-             ) -> list[TrainSource]:
+def _sources(presets: list[tuple[str, int]], randomised: list[int], quick: bool, role: str,
+             processes: int = 1) -> list[TrainSource]:
     configs = [_config(p, s, quick) for p, s in presets]
     configs += [_randomised(s, quick) for s in randomised]
     if quick:
         configs = configs[:2]
-    return [_source(c, role) for c in configs]
+    started = time.perf_counter()
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            sequences = list(pool.map(generate, configs))
+    else:
+        sequences = [generate(c) for c in configs]
+    for config, seq in zip(configs, sequences):
+        logger.info("%s series seed %d: %s, %d cells", role, config.seed, config.shape,
+                    len(seq.graph))  # fmt: skip
+    logger.info("%d %s series made in %.1f s", len(configs), role, time.perf_counter() - started)
+    return [TrainSource(seq.images, seq.graph, c.z_ratio, name=f"synthetic seed {c.seed}")
+            for c, seq in zip(configs, sequences)]  # fmt: skip
 
 
 def _test(bundle: ModelBundle, quick: bool, device: str) -> list[dict[str, Any]]:
@@ -133,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="override the peak learning rate")
     parser.add_argument("--division-fraction", type=float,
                         help="override the fraction of crops centred on a division")
+    parser.add_argument("--batch-size", type=int, help="override the crops per step")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that make the series and draw the training crops "
+                             "(default 0: this one; use the CPU cores beside a GPU)")
+    parser.add_argument("--data", choices=("base", "extended"), default="base",
+                        help="training series: those of phases 1-3 (base) or those plus more "
+                             "2D+t, hard, fast, dense and randomised series (extended)")
+    parser.add_argument("--stop-after", type=float, metavar="MINUTES",
+                        help="end the epoch running after this many minutes of training and "
+                             "finish with the best epoch so far (a run on a time-limited machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -144,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         changes["steps_per_epoch"] = args.steps_per_epoch
     if args.lr is not None:
         changes["lr"] = args.lr
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    changes["workers"] = args.workers
     if args.division_fraction is not None:
         changes["sampling"] = dataclasses.replace(config.sampling,
                                                   division_fraction=args.division_fraction)
@@ -160,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     report_path = folder / f"{out.stem}.json"
 
     started = time.perf_counter()
-    train = _sources(TRAIN_PRESETS, TRAIN_RANDOMISED, args.quick, "train")
-    val = _sources(VAL_PRESETS, VAL_RANDOMISED, args.quick, "validation")
+    presets, randomised = list(TRAIN_PRESETS), list(TRAIN_RANDOMISED)
+    if args.data == "extended":
+        presets += EXTENDED_PRESETS
+        randomised += EXTENDED_RANDOMISED
+    train = _sources(presets, randomised, args.quick, "train", args.workers)
+    val_presets = VAL_PRESETS + (EXTENDED_VAL_PRESETS if args.data == "extended" else [])
+    val = _sources(val_presets, VAL_RANDOMISED, args.quick, "validation", args.workers)
 
     def progress(p: TrainProgress) -> None:
         if p.phase == "train" and p.step % 20 == 0:
@@ -169,12 +201,23 @@ def main(argv: list[str] | None = None) -> int:
                         p.losses.get("total", float("nan")))  # fmt: skip
 
     trained = time.perf_counter()
-    bundle = fit(train, val, config, progress=progress, resume=args.resume, checkpoint=checkpoint,
-                 init=args.init)
+    deadline = math.inf if args.stop_after is None else trained + 60 * args.stop_after
+    try:
+        bundle = fit(train, val, config, progress=progress, resume=args.resume,
+                     checkpoint=checkpoint, init=args.init,
+                     should_stop=lambda: time.perf_counter() > deadline)
+    except Cancelled:
+        done = load_checkpoint(checkpoint)["epoch"] if checkpoint.is_file() else 0
+        if done == 0:
+            raise
+        logger.warning("--stop-after %.1f min reached in epoch %d: finishing with the best of "
+                       "the %d epochs done", args.stop_after, done + 1, done)  # fmt: skip
+        bundle = fit(train, val, dataclasses.replace(config, epochs=done), resume=checkpoint,
+                     checkpoint=checkpoint)  # fmt: skip
     train_seconds = time.perf_counter() - trained
     bundle.metadata.trained_on = (
-        "synthetic: presets " + ", ".join(f"{p}/{s}" for p, s in TRAIN_PRESETS)
-        + "; randomised seeds " + ", ".join(map(str, TRAIN_RANDOMISED))
+        "synthetic: presets " + ", ".join(f"{p}/{s}" for p, s in presets)
+        + "; randomised seeds " + ", ".join(map(str, randomised))
     )  # fmt: skip
     bundle.metadata.notes = "trained by benchmarks/train_default.py" + (
         " --quick" if args.quick else ""

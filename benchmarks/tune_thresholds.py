@@ -50,7 +50,7 @@ from napari_cellect.track.merge import merge_duplicates  # noqa: E402
 #: validation series beyond the training script's: a 2D+t one (the training validation has none,
 #: and the segmentation head's foreground can be calibrated differently on 2D frames), and fast
 #: and dense ones (division refinement's settings scored within 0.01 of each other on the others)
-EXTRA_VALIDATION = [("sparse2d", 309), ("fast", 305), ("dense", 306)]
+EXTRA_VALIDATION = train_default.EXTENDED_VAL_PRESETS
 DETECTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.45, 0.6)
 FOREGROUND_THRESHOLDS = (0.1, 0.3, 0.5)
 NMS = (0.3, 0.45, 0.6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,135 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     assert session.z_ratio == pytest.approx(2.0) and session.model is not None
     pd.testing.assert_frame_equal(table(session.graph), before)  # the tracks are not changed
     assert not widget.detect_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
+
+
+#: the nucleus radius the sized test model says it was trained on (xy pixels)
+REFERENCE = 4.5
+
+
+def sized_model(path, reference=REFERENCE):
+    """A small untrained model saved to ``path`` that records (or, with None, lacks) the nucleus
+    size it was trained on."""
+    from napari_cellect.model.bundle import ModelBundle
+
+    bundle = ModelBundle.random("small", seed=1)
+    bundle = dataclasses.replace(bundle, normalization=dataclasses.replace(
+        bundle.normalization, reference_radius=reference))
+    return bundle.save(path)
+
+
+@pytest.fixture
+def predicted(monkeypatch):
+    """The ``cell_radius`` of every call of the U-Net's ``predict_sequence`` (the real one runs)."""
+    from napari_cellect.infer import predict
+
+    real = predict.predict_sequence
+    radii: list = []
+
+    def spy(*args, **kwargs):
+        radii.append(kwargs.get("cell_radius"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_sequence", spy)
+    return radii
+
+
+def type_radius(qtbot, spin, text: str) -> None:
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), text)
+    spin.interpretText()
+
+
+@pytest.mark.gui
+def test_detection_for_tracks_from_a_file_uses_the_nucleus_radius_typed_in(
+    make_napari_viewer, qtbot, tmp_path, notifications, predicted
+):
+    from qtpy.QtCore import QEvent, QPoint
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    embryo = tiny_embryo()
+    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
+    controller = controller_for(viewer)
+    session = TrackingSession.from_graph(embryo.graph.copy(), name="truth",
+                                         geometry=Geometry(3, (2.0, 1.0, 1.0)))
+    controller.add_session(session)
+    widget = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(widget)
+    widget.set_model_file(sized_model(tmp_path / "model.pt"))
+    spin = widget.cell_radius_spin
+    assert spin.isVisibleTo(widget) and spin.isEnabled()
+    assert spin.text() == "as trained" and spin.radius() is None
+    hover = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), spin.mapToGlobal(QPoint(2, 2)))
+    QApplication.sendEvent(spin, hover)  # the tooltip names the session's model's size
+    assert f"trained on nuclei of radius {REFERENCE:g} px" in spin.toolTip()
+
+    type_radius(qtbot, spin, "9")  # nuclei twice the model's size: frames resized by 0.5
+    widget.detect_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert not notifications, notifications
+    assert predicted == [pytest.approx(9.0)]
+    assert session.cell_radius == pytest.approx(9.0) and len(session.detections) == 4
+
+    # other tracks from a file start at 'as trained'; back on the first, its radius is shown
+    other = TrackingSession.from_graph(embryo.graph.copy(), name="other",
+                                       geometry=Geometry(3, (2.0, 1.0, 1.0)))
+    controller.add_session(other)
+    assert controller.session is other and spin.radius() is None
+    viewer.layers.selection.active = controller.bound_for(session).points
+    assert controller.session is session and spin.radius() == pytest.approx(9.0)
+
+    # a model that does not record its nucleus size cannot resize: said, nothing detected
+    viewer.layers.selection.active = controller.bound_for(other).points
+    widget.set_model_file(sized_model(tmp_path / "plain.pt", reference=None))
+    type_radius(qtbot, spin, "9")
+    widget.detect_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert "does not record the nucleus size" in widget.message_label.text()
+    assert notifications and other.detections is None and other.cell_radius is None
+
+
+def no_detections_pipeline(graph):
+    """A tracking generator whose result keeps no raw detections (like tracks from a file)."""
+
+    def iter_tracking(images, bundle=None, *, should_stop, cell_radius=None, **_kwargs):
+        yield SimpleNamespace(stage="detect", done=1, total=1, detections=None)
+        return SimpleNamespace(graph=graph.copy(), labels=np.zeros(images.shape, np.uint16))
+
+    return iter_tracking
+
+
+@pytest.mark.gui
+def test_detection_uses_the_nucleus_radius_of_the_tracking_run(
+    make_napari_viewer, qtbot, tmp_path, notifications, predicted
+):
+    viewer = make_napari_viewer()
+    embryo = tiny_embryo()
+    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
+    finetune = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(finetune)
+    tracking = TrackingWidget(viewer, tracking_function=no_detections_pipeline(embryo.graph))
+    viewer.window.add_dock_widget(tracking)
+    tracking.model_combo.setCurrentIndex(1)
+    tracking.model_path.setText(str(sized_model(tmp_path / "model.pt")))
+    type_radius(qtbot, tracking.cell_radius_spin, "9")
+    tracking.run_button.click()
+    qtbot.waitUntil(lambda: not tracking.running, timeout=WAIT_MS)
+    session = tracking.result_session
+    assert session is not None and session.detections is None, tracking.status.text()
+    assert session.cell_radius == pytest.approx(9.0)  # the session keeps the run's radius
+    type_radius(qtbot, tracking.cell_radius_spin, "3")  # changed after the run: not what ran
+
+    assert controller_for(viewer).session is session
+    assert finetune.detect_box.isVisibleTo(finetune)
+    assert finetune.cell_radius_spin.radius() == pytest.approx(9.0)
+    finetune.detect_button.click()
+    qtbot.waitUntil(lambda: not finetune.running, timeout=WAIT_MS)
+    assert not notifications, notifications
+    assert predicted == [pytest.approx(9.0)]
+    assert session.detections is not None and len(session.detections) == 4
+    assert finetune.finetune_button.isEnabled()
 
 
 def test_the_replace_command_edits_one_graph_into_another_and_undoes_exactly(make_graph):

@@ -9,6 +9,7 @@ import pytest
 from napari_cellect.cli import main
 from napari_cellect.data.synthetic import PRESETS, write_synthetic
 from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.train.checkpoint import load_checkpoint
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--crop", "4", "32", "32",
         "--device", "cpu", "--val-frames", "0",
@@ -27,12 +28,12 @@ def dataset(tmp_path_factory):
 def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
     out = tmp_path / "model.pt"
     code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(out), *TINY])  # fmt: skip
+                 "-o", str(out), *TINY, "--workers", "1"])  # fmt: skip
     assert code == 0
     bundle = ModelBundle.load(out)
     assert bundle.metadata.name == "model"
     assert bundle.metadata.history[-1]["steps"] == 2
-    assert (tmp_path / "model.pt.ckpt").is_file()
+    assert load_checkpoint(tmp_path / "model.pt.ckpt")["train_config"]["workers"] == 1
     assert "wrote" in capsys.readouterr().out
 
 
@@ -97,6 +98,9 @@ def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):
     code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
                  str(tmp_path / "m.pt"), *TINY, "--crop", "0", "32", "32"])  # fmt: skip
     assert code == 2 and "crop" in capsys.readouterr().err
+    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
+                 str(tmp_path / "m.pt"), *TINY, "--workers", "-1"])  # fmt: skip
+    assert code == 2 and "workers must be >= 0, found -1" in capsys.readouterr().err
 
 
 def test_crop_must_fit_the_network(dataset, tmp_path, capsys):

@@ -141,6 +141,16 @@ def test_checkpoint_and_resume_continue_exactly(sequences, tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+def test_training_with_workers_gives_the_same_model(sequences):
+    train, val = sequences
+    config = tiny_config(calibration_frames=0)
+    alone = fit(train, val, config)
+    parallel = fit(train, val, dataclasses.replace(config, workers=2))
+    for a, b in zip(alone.modules(), parallel.modules()):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            torch.testing.assert_close(x, y, msg=name)
+
+
 def test_fit_returns_a_calibrated_bundle_that_saves(sequences, tmp_path):
     train, val = sequences
     seen = []

@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=defaults.device,
                         help=f"compute device: {', '.join(DEVICE_CHOICES)} or cuda:N "
                              "(default %(default)s)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, metavar="N",
+                        help="processes that draw training crops while the network trains "
+                             "(default %(default)s: none; a few help on a GPU)")
     parser.add_argument("--checkpoint", type=Path, metavar="CKPT",
                         help="checkpoint written after every epoch (default OUT.ckpt)")
     parser.add_argument("--resume", type=Path, metavar="CKPT",
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, seed=args.seed, device=args.device, preset=args.preset,
             sampling=sampling, name=args.name or args.output.stem,
             validation_frames=args.val_frames, calibration_frames=args.calibration_frames,
+            workers=args.workers,
         )  # fmt: skip
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error

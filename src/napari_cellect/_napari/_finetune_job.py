@@ -4,6 +4,9 @@ Each job runs in a napari thread worker and is cancelled through a ``should_stop
 cancelled job returns None (the core raises :class:`~napari_cellect.errors.Cancelled`, which is
 not an error to report). Nothing here touches the session: the widget applies the results on
 the main thread, so a cancelled or failed job leaves the session's model and tracks unchanged.
+
+Only detection runs the U-Net, so only it takes the nucleus radius (``cell_radius``): the
+detections come back in the frame's pixels, which is what fine-tuning and re-linking work on.
 """
 
 from __future__ import annotations
@@ -133,10 +136,14 @@ def detect_job(
     z_ratio: float,
     device: str,
     should_stop: Callable[[], bool],
+    cell_radius: float | None = None,
 ) -> Iterator[Any]:
     """Detect in every frame, as the tracking pipeline does, without linking: tracks read from
     a file get the raw detections fine-tuning needs (the merged ones are shown). Yields the
-    pipeline's ``TrackingProgress``; returns a :class:`DetectOutput`, or None when cancelled."""
+    pipeline's ``TrackingProgress``; returns a :class:`DetectOutput`, or None when cancelled.
+
+    ``cell_radius`` (xy pixels, None: as trained) resizes the frames to the model's training
+    nucleus size, as in tracking; a model that does not record that size raises InputError."""
     from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.pipeline import TrackingProgress
     from napari_cellect.track.merge import merge_duplicates
@@ -147,7 +154,7 @@ def detect_job(
     frames: list[Detections] = []
     try:
         for dets in predict_sequence(images, base, z_ratio=z_ratio, device=device,
-                                     should_stop=should_stop):
+                                     should_stop=should_stop, cell_radius=cell_radius):
             merged, _ = merge_duplicates(dets, merge_scorer, base.thresholds.merge, z_ratio)
             frames.append(dets)
             yield TrackingProgress("detect", len(frames), n_frames, merged)

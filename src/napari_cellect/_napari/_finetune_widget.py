@@ -8,7 +8,8 @@
    bar and **Cancel**. A cancelled or failed run leaves the model in use untouched; a finished
    one becomes the session's model (in memory; **Save model...** writes it, never over the file
    it started from). Tracks read from a file have no detections: the widget says so and offers
-   to detect cells on an image layer (the tracks are not changed).
+   to detect cells on an image layer (the tracks are not changed), with the nucleus radius of
+   the tracking run the tracks come from, or one typed in (as in the Track cells widget).
 3. **Re-link** (automatic after a fine-tune, or by hand) runs
    :func:`~napari_cellect.train.finetune.relink` in a worker with every approved link pinned,
    and applies the result as ONE edit of the session's history (Ctrl+Z restores the tracks of
@@ -31,6 +32,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -41,6 +43,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cellect._napari import _dialogs
+from napari_cellect._napari._cell_radius import (
+    CELL_RADIUS_HELP,
+    CELL_RADIUS_LABEL,
+    CellRadiusSpinBox,
+    radius_tooltip,
+)
 from napari_cellect._napari._changed_links import ChangedLinks
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._finetune_job import (
@@ -59,7 +67,7 @@ from napari_cellect._napari._model_files import (
     suggested_path,
 )
 from napari_cellect._napari._qt_utils import disconnect_on_destroy
-from napari_cellect._napari._tracking_job import as_tzyx, geometry_of
+from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError
 
 if TYPE_CHECKING:
@@ -141,12 +149,16 @@ class FinetuneWidget(QWidget):
         self.detect_button = QPushButton("Detect cells")
         self.model_button = QPushButton("Model file...")
         self.model_button.setToolTip("The model bundle (.pt) to detect with and fine-tune")
+        self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
+        form = QFormLayout()
+        form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
         row = QHBoxLayout()
         row.addWidget(self.image_combo, 1)
         row.addWidget(self.model_button)
         row.addWidget(self.detect_button)
         box = QVBoxLayout(self.detect_box)
         box.addWidget(self.detect_text)
+        box.addLayout(form)
         box.addLayout(row)
 
         self.finetune_button = QPushButton("Fine-tune")
@@ -200,7 +212,9 @@ class FinetuneWidget(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
-    def _on_session_changed(self, _session: TrackingSession | None) -> None:
+    def _on_session_changed(self, session: TrackingSession | None) -> None:
+        # the radius of the run the tracks come from (the Track cells widget's), else as trained
+        self.cell_radius_spin.set_radius(session.cell_radius if session is not None else None)
         self._update_controls()
         self.update_counts()
 
@@ -215,6 +229,7 @@ class FinetuneWidget(QWidget):
         self.detect_box.setVisible(has and not detections)
         model = has and has_model(session)
         self.model_button.setEnabled(has and idle)
+        self.cell_radius_spin.setEnabled(has and idle)
         self.detect_button.setEnabled(model and idle and self.image_combo.count() > 0)
         self.detect_button.setToolTip(
             "Run the model's detector on the image (no linking): fine-tuning then matches your "
@@ -279,6 +294,17 @@ class FinetuneWidget(QWidget):
 
         return [layer for layer in self.viewer.layers
                 if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
+
+    def cell_radius_tooltip(self) -> str:
+        """The radius field's help and the nucleus radius the session's model was trained on
+        (read from the model file the first time, which can take a second)."""
+        session = self.controller.session
+        if session is None:
+            return CELL_RADIUS_HELP
+        if session.model is not None:
+            return radius_tooltip(lambda: session.model.normalization.reference_radius)
+        path = str(session.model_path) if session.model_path is not None else None
+        return radius_tooltip(lambda: model_reference_radius(path))
 
     def _show(self, level: str, text: str) -> None:
         self.message_label.setStyleSheet(ERROR_STYLE if level == "error" else "")
@@ -413,14 +439,16 @@ class FinetuneWidget(QWidget):
                         f"{images.shape[0]} frames: choose the image the tracks belong to")
             return
         z_ratio = geometry_of(layer).z_ratio
+        radius = self.cell_radius_spin.radius()
         worker = create_worker(
             detect_job, images, session.model, session.model_path, z_ratio=z_ratio,
-            device="auto", should_stop=self._stop.is_set, _start_thread=False,
-            _ignore_errors=True,
+            device="auto", should_stop=self._stop.is_set, cell_radius=radius,
+            _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._on_detect_progress)
-        worker.returned.connect(lambda output: self._on_detected(output, z_ratio))
-        self._start(worker, "detect", session, f"detecting cells in {layer.name}...")
+        worker.returned.connect(lambda output: self._on_detected(output, z_ratio, radius))
+        size = f" (nuclei of radius {radius:g} px)" if radius else ""
+        self._start(worker, "detect", session, f"detecting cells in {layer.name}{size}...")
 
     def _on_detect_progress(self, progress: Any) -> None:
         total = max(int(progress.total), 1)
@@ -428,13 +456,16 @@ class FinetuneWidget(QWidget):
         self.progress.setValue(min(int(progress.done), total))
         self.progress_label.setText(f"detecting cells: {progress.done}/{total} frames")
 
-    def _on_detected(self, output: DetectOutput | None, z_ratio: float) -> None:
+    def _on_detected(
+        self, output: DetectOutput | None, z_ratio: float, cell_radius: float | None
+    ) -> None:
         session = self._job_session
         if output is None or session is None:
             return  # cancelled: _on_finished says so
         self._succeeded = True
         session.detections = output.detections
         session.z_ratio = z_ratio
+        session.cell_radius = cell_radius
         if session.model is None:
             session.model = output.model
         n = sum(len(d) for d in output.detections)

@@ -78,6 +78,9 @@ class TrackingSession:
         detections: the raw (unmerged) per-frame detections of the tracking run or detection
             run the tracks come from, or None (tracks read from a file).
         z_ratio: the anisotropy the detections were made with (None: from ``geometry``).
+        cell_radius: the nucleus radius (xy pixels) the U-Net saw the frames resized for, in
+            the tracking run or detection run the tracks come from (None: the model's own size,
+            no resizing); the Fine-tune widget detects with it again.
         model: the ModelBundle in use for this session (None: ``model_path``, or the bundled
             default, loaded when needed); a fine-tune replaces it.
         model_path: the file the session's first model came from (None: the bundled default);
@@ -97,6 +100,7 @@ class TrackingSession:
     image_shape: tuple[int, ...] | None = None
     detections: list[Detections] | None = None
     z_ratio: float | None = None
+    cell_radius: float | None = None
     model: Any = None
     model_path: Path | None = None
     model_tuned: bool = False

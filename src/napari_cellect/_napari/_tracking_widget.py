@@ -15,14 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -38,6 +35,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cellect._napari import _dialogs
+from napari_cellect._napari._cell_radius import (
+    CELL_RADIUS_HELP,
+    CELL_RADIUS_LABEL,
+    CellRadiusSpinBox,
+    radius_tooltip,
+)
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._model_files import BUNDLED_MODEL
 from napari_cellect._napari._qt_utils import disconnect_on_destroy
@@ -52,7 +55,6 @@ from napari_cellect._napari._tracking_job import (
     model_reference_radius,
     tracking_job,
 )
-from napari_cellect.errors import CellectError
 from napari_cellect.track.journal import Journal, journal_folder_for
 
 if TYPE_CHECKING:
@@ -64,13 +66,6 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: largest tile edge offered in the widget
 MAX_TILE = 4096
-#: largest nucleus radius (xy pixels) offered; 0 is "as trained" (no resizing)
-MAX_CELL_RADIUS = 1000.0
-CELL_RADIUS_HELP = (
-    "Typical nucleus radius of the image in xy pixels: the frames are resized so the nuclei "
-    "look the size the model was trained on. 'as trained' (0): no resizing, for nuclei near "
-    "that size."
-)
 PREVIEW_COLOR = "yellow"
 PREVIEW_SIZE = 5.0
 
@@ -81,19 +76,6 @@ STAGE_TEXT = {
     "link": "linking tracks...",
     "labels": "segmenting: {done}/{total} frames",
 }
-
-
-class _LazyTooltipSpinBox(QDoubleSpinBox):
-    """A spin box whose tooltip is written when it is about to show (it may need the model)."""
-
-    def __init__(self, tooltip: Callable[[], str]) -> None:
-        super().__init__()
-        self._tooltip = tooltip
-
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ToolTip:
-            self.setToolTip(self._tooltip())
-        return super().event(event)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -125,6 +107,7 @@ class TrackingWidget(QWidget):
         self._started = 0.0
         self._run_layer: Image | None = None
         self._run_model_file: str | None = None
+        self._run_cell_radius: float | None = None
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
         self._build()
         self._connect_viewer()
@@ -149,13 +132,7 @@ class TrackingWidget(QWidget):
         self.z_ratio.setDecimals(3)
         self.z_ratio.setValue(1.0)
         self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
-        self.cell_radius_spin = _LazyTooltipSpinBox(self.cell_radius_tooltip)
-        self.cell_radius_spin.setRange(0.0, MAX_CELL_RADIUS)
-        self.cell_radius_spin.setDecimals(2)
-        self.cell_radius_spin.setSingleStep(0.5)
-        self.cell_radius_spin.setSpecialValueText("as trained")
-        self.cell_radius_spin.setValue(0.0)
-        self.cell_radius_spin.setToolTip(CELL_RADIUS_HELP)
+        self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
         self.tile_auto = QCheckBox("default")
         self.tile_auto.setChecked(True)
         self.tile_spins = []
@@ -189,7 +166,7 @@ class TrackingWidget(QWidget):
         form.addRow("", model_row)
         form.addRow("Device", self.device_combo)
         form.addRow("z ratio", self.z_ratio)
-        form.addRow("Nucleus radius (px)", self.cell_radius_spin)
+        form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
         form.addRow("Tile", tile_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -269,25 +246,14 @@ class TrackingWidget(QWidget):
 
     def cell_radius(self) -> float | None:
         """The nucleus radius to resize the frames for (None: as trained, no resizing)."""
-        value = float(self.cell_radius_spin.value())
-        return value if value > 0 else None
+        return self.cell_radius_spin.radius()
 
     def cell_radius_tooltip(self) -> str:
         """The radius field's help and the nucleus radius the chosen model was trained on
         (read from the model file the first time, which can take a second)."""
         if self.model_combo.currentData() == "file" and self.model_file() is None:
             return f"{CELL_RADIUS_HELP}\nChoose a model file to see the radius it was trained on."
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            reference = model_reference_radius(self.model_file())
-        except (OSError, CellectError) as error:
-            return f"{CELL_RADIUS_HELP}\nCannot read the model: {error}"
-        finally:
-            QApplication.restoreOverrideCursor()
-        if reference is None:
-            return (f"{CELL_RADIUS_HELP}\nThis model does not record the nucleus size it was "
-                    "trained on: leave 'as trained'.")
-        return f"{CELL_RADIUS_HELP}\nThis model was trained on nuclei of radius {reference:g} px."
+        return radius_tooltip(lambda: model_reference_radius(self.model_file()))
 
     # ------------------------------------------------------------------ running
     @property
@@ -315,12 +281,13 @@ class TrackingWidget(QWidget):
         self._stop = threading.Event()
         self._run_layer = layer
         self._run_model_file = self.model_file()
+        self._run_cell_radius = self.cell_radius()
         self.result_session = None
         function = self.tracking_function or default_tracking_function()
         worker = create_worker(
             tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
             device=self.device_combo.currentText(), tile=self.tile(), should_stop=self._stop.is_set,
-            cell_radius=self.cell_radius(),
+            cell_radius=self._run_cell_radius,
             _start_thread=False, _ignore_errors=True,  # errors: our handler + napari notification
         )
         worker.yielded.connect(self._on_progress)
@@ -411,6 +378,7 @@ class TrackingWidget(QWidget):
             detections=list(getattr(result, "raw_detections", None) or []) or None,
             z_ratio=getattr(result, "z_ratio", None) or float(self.z_ratio.value()),
             model=output.model, model_path=Path(model_file) if model_file else None,
+            cell_radius=self._run_cell_radius,
         )
         try:
             session.ensure_journal()

@@ -93,6 +93,10 @@ class TrainConfig:
     threshold."""
     amp: bool = True
     """Mixed precision on a GPU (no effect on CPU)."""
+    workers: int = 0
+    """Processes that draw training crops while the network trains (0: the training process
+    draws them between steps). Worth it on a GPU, where drawing is most of a step; the samples
+    are the same whatever the number."""
     name: str = "trained"
     """Name stored in the bundle metadata."""
 
@@ -106,7 +110,7 @@ class TrainConfig:
             problems.append(f"lr must be positive, found {self.lr}")
         if not 0 < self.lr_final_factor <= 1:
             problems.append(f"lr_final_factor must be in (0, 1], found {self.lr_final_factor}")
-        for name in ("warmup_steps", "validation_frames", "validation_crops",
+        for name in ("warmup_steps", "workers", "validation_frames", "validation_crops",
                      "calibration_frames", "min_calibration_divisions"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, found {getattr(self, name)}")

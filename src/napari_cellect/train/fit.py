@@ -77,7 +77,8 @@ from napari_cellect.train.checkpoint import (
     load_checkpoint,
 )
 from napari_cellect.train.config import ProgressCallback, TrainConfig, TrainProgress
-from napari_cellect.train.data import Sampler, as_source, collate
+from napari_cellect.train.data import Sampler, TrainSample, as_source, collate
+from napari_cellect.train.sample_pool import SamplePool
 from napari_cellect.train.validation import ValidationMixin
 
 __all__ = [
@@ -134,7 +135,8 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         if resume is not None:
             state = load_checkpoint(resume)
             saved = TrainConfig.from_dict(state["train_config"])
-            config = dataclasses.replace(saved, epochs=config.epochs, device=config.device)
+            config = dataclasses.replace(saved, epochs=config.epochs, device=config.device,
+                                         workers=config.workers)
             logger.info("resuming %s at epoch %d (step %d)", resume, state["epoch"], state["step"])
         self.config = config
         self.progress = progress
@@ -175,6 +177,7 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
                 dataclasses.replace(config.augment, enabled=False), config.targets,
                 self.normalization,
             )  # fmt: skip
+        self.pool = SamplePool(self.sampler, config.workers)
         self.val_crops = self._validation_crops()
         self.val_pairs = self._validation_pairs(config.validation_frames)
         params = [p for m in self.bundle.modules() for p in m.parameters()]
@@ -241,13 +244,20 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
     def run(self) -> ModelBundle:
         """Train for the remaining epochs, then calibrate; returns the best model's bundle."""
         cfg = self.config
-        while self.epoch < cfg.epochs:
-            started = time.perf_counter()
-            train_losses = self.train_epoch()
-            metrics, val_losses = self.validate()
-            self._end_epoch(train_losses, val_losses, metrics, time.perf_counter() - started)
-            self.epoch += 1
-            self.save_checkpoint()
+        benchmark = torch.backends.cudnn.benchmark
+        # the crop size never changes: let cuDNN time its kernels once and keep the fastest
+        torch.backends.cudnn.benchmark = benchmark or self.device.type == "cuda"
+        try:
+            while self.epoch < cfg.epochs:
+                started = time.perf_counter()
+                train_losses = self.train_epoch()
+                metrics, val_losses = self.validate()
+                self._end_epoch(train_losses, val_losses, metrics, time.perf_counter() - started)
+                self.epoch += 1
+                self.save_checkpoint()
+        finally:
+            self.pool.close()
+            torch.backends.cudnn.benchmark = benchmark
         return self.finish()
 
     def _end_epoch(self, train_losses: dict[str, float], val_losses: dict[str, float],
@@ -297,22 +307,26 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         torch.manual_seed(cfg.seed * 1_000_003 + self.epoch)
         self._set_train(True)
         sums: dict[str, float] = {}
-        for _ in range(cfg.steps_per_epoch):
+        batches = self.pool.batches(cfg.seed, self.epoch, range(cfg.steps_per_epoch),
+                                    cfg.batch_size)  # fmt: skip
+        for samples in batches:
             if self.should_stop is not None and self.should_stop():
+                batches.close()
                 raise Cancelled(
                     f"training stopped during epoch {self.epoch + 1}; the last checkpoint holds "
                     f"epoch {self.epoch}"
                 )
-            losses = self.train_step(rng)
+            losses = self.train_step(samples, rng)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             self._report("train", losses=losses)
         return {k: v / cfg.steps_per_epoch for k, v in sums.items()}
 
-    def train_step(self, rng: np.random.Generator) -> dict[str, float]:
-        """Sample a batch, compute the losses, take one optimiser step."""
+    def train_step(self, samples: Sequence[TrainSample], rng: np.random.Generator
+                   ) -> dict[str, float]:
+        """Compute the losses of a batch (``rng``: pseudo-detection jitter and duplicates),
+        take one optimiser step."""
         cfg = self.config
-        samples = [self.sampler.sample(rng) for _ in range(cfg.batch_size)]
         batch = collate(samples)
         with autocast_context(self.device, enabled=cfg.amp):
             total, parts = self.compute_losses(batch, rng, use_detections=self.detector_ready)

@@ -1,0 +1,68 @@
+"""Track the validation series with a model bundle and score them: the check of a candidate
+model before it replaces the default, on data used for choices only (never the test seeds).
+
+The series are the training script's validation presets (``default`` 301, ``noisy`` 302, ``hard``
+303) and the threshold tuner's further ones (``sparse2d`` 309, ``fast`` 305, ``dense`` 306), each
+20 frames, tracked by :func:`napari_cellect.pipeline.track_images` and scored by
+:func:`napari_cellect.evaluate.evaluate`.
+
+Run: ``python benchmarks/bench_validation.py BUNDLE [--thresholds-from OTHER]``
+(``--thresholds-from default``: score BUNDLE's networks with the default model's thresholds,
+e.g. a freshly trained model before its thresholds are tuned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import train_default  # noqa: E402
+
+from napari_cellect.data.synthetic import generate  # noqa: E402
+from napari_cellect.evaluate import evaluate  # noqa: E402
+from napari_cellect.model.bundle import ModelBundle  # noqa: E402
+from napari_cellect.pipeline import track_images  # noqa: E402
+
+
+def _load(path: str) -> ModelBundle:
+    return ModelBundle.load_default() if path == "default" else ModelBundle.load(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", help="model bundle, or 'default'")
+    parser.add_argument("--thresholds-from", metavar="BUNDLE",
+                        help="use this bundle's thresholds ('default': the bundled model's)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    bundle = _load(args.bundle)
+    if args.thresholds_from:
+        bundle.thresholds = _load(args.thresholds_from).thresholds
+    series = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS
+    print(f"bundle {args.bundle}" + (f", thresholds of {args.thresholds_from}"
+                                     if args.thresholds_from else ""))  # fmt: skip
+    print("| series | det F1 | link F1 | div F1 | seconds |")
+    print("|---|---|---|---|---|")
+    scores = []
+    for preset, seed in series:
+        config = train_default._config(preset, seed, quick=False)
+        seq = generate(config)
+        started = time.perf_counter()
+        result = track_images(seq.images, bundle, z_ratio=config.z_ratio, device=args.device)
+        s = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio)
+        scores.append((s.det_f1, s.link_f1, s.div_f1))
+        print(f"| {preset} {seed} | {s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | "
+              f"{time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
+    mean = np.mean(scores, axis=0)
+    print(f"| mean | {mean[0]:.3f} | {mean[1]:.3f} | {mean[2]:.3f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
