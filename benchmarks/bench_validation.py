@@ -6,14 +6,17 @@ The series are the training script's validation presets (``default`` 301, ``nois
 20 frames, tracked by :func:`napari_cellect.pipeline.track_images` and scored by
 :func:`napari_cellect.evaluate.evaluate`.
 
-Run: ``python benchmarks/bench_validation.py BUNDLE [--thresholds-from OTHER]``
-(``--thresholds-from default``: score BUNDLE's networks with the default model's thresholds,
-e.g. a freshly trained model before its thresholds are tuned).
+Run: ``python benchmarks/bench_validation.py BUNDLE [--thresholds-from OTHER] [--series
+PRESET:SEED ...] [--min-depth N]`` (``--thresholds-from default``: score BUNDLE's networks with
+the default model's thresholds, e.g. a freshly trained model before its thresholds are tuned;
+``--series sparse2d:309 sparse2d:310``: other validation series, never the test seeds 4xx/5xx;
+``--min-depth 1``: without the z padding of thin volumes, to see what it changes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -39,14 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", help="model bundle, or 'default'")
     parser.add_argument("--thresholds-from", metavar="BUNDLE",
                         help="use this bundle's thresholds ('default': the bundled model's)")
+    parser.add_argument("--series", nargs="+", metavar="PRESET:SEED",
+                        help="validation series to track (default: the validation sets)")
+    parser.add_argument("--min-depth", type=int, help="override normalization.min_depth")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     bundle = _load(args.bundle)
     if args.thresholds_from:
         bundle.thresholds = _load(args.thresholds_from).thresholds
+    if args.min_depth is not None:
+        bundle.normalization = dataclasses.replace(bundle.normalization, min_depth=args.min_depth)
     series = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS
+    if args.series:
+        series = [(name, int(seed)) for name, seed in (s.split(":") for s in args.series)]
+        if any(seed >= 400 for _, seed in series):
+            parser.error("seeds 400 and above are test seeds: choose validation series below")
     print(f"bundle {args.bundle}" + (f", thresholds of {args.thresholds_from}"
-                                     if args.thresholds_from else ""))  # fmt: skip
+                                     if args.thresholds_from else "")
+          + f", min_depth {bundle.normalization.min_depth}")  # fmt: skip
     print("| series | det F1 | link F1 | div F1 | seconds |")
     print("|---|---|---|---|---|")
     scores = []

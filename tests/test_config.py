@@ -76,6 +76,10 @@ def test_integers_are_stored_as_python_ints_and_bools_refused():
         cfg.LinkingConfig(k=True)
     with pytest.raises(InputError, match="max_samples must be an integer >= 1"):
         cfg.NormalizationConfig(max_samples=0)
+    with pytest.raises(InputError, match="min_depth must be an integer >= 1, found 0"):
+        cfg.NormalizationConfig(min_depth=0)
+    # settings saved before min_depth existed: no z padding, as those models were run
+    assert cfg.NormalizationConfig.from_any({"mode": "percentile"}).min_depth == 1
 
 
 def test_distances_reject_nan_and_detection_radii_reject_infinity():

@@ -235,3 +235,41 @@ def test_real_unet_tiled_close_to_whole():
     d = np.linalg.norm(tiled.positions[:, None] - whole.positions[None], axis=2)
     matched = (d.min(axis=1) <= 1.0).mean()
     assert matched >= 0.75  # measured: 0.90
+
+
+def test_thin_volumes_are_padded_to_the_minimum_depth_centred():
+    for pad_to_tile, tile in ((False, (48, 64, 64)), (True, (4, 64, 64))):
+        config = TilingConfig(tile=tile, overlap=(0, 16, 16), pad_to_tile=pad_to_tile)
+        grid = plan_tiles((1, 40, 40), config,
+                          (1, 16, 16), min_shape=(16, 1, 1))  # fmt: skip
+        assert grid.padded_shape[0] == grid.tile_shape[0] == 16
+        assert grid.pad_before[0] == 7  # where a training crop puts a single slice
+        assert np.all(ownership_count(grid) == 1)
+    thick = plan_tiles((30, 40, 40), TilingConfig(), (1, 16, 16), min_shape=(16, 1, 1))
+    assert thick.padded_shape[0] == 30 and thick.pad_before[0] == 0
+    with pytest.raises(InputError, match="min_shape >= 1"):
+        plan_tiles((1, 40, 40), min_shape=(0, 1, 1))
+
+
+def test_a_2d_frame_is_predicted_as_the_training_crops_showed_it():
+    """With ``min_depth`` a single slice is seen between copies of itself, as in a training
+    crop of a 2D series (reflect padding of one slice): the heads equal those of the middle
+    slice of that crop, and differ from the slice on its own between zero padding."""
+    from napari_cellect.model.bundle import ModelBundle
+
+    unet = ModelBundle.random(preset="small", seed=0).unet
+    rng = np.random.default_rng(0)
+    pair = rng.random((2, 1, 32, 32), dtype=np.float32)
+    tiling = TilingConfig(heads_dtype="float32")
+
+    def heads(volume: np.ndarray, min_depth: int) -> dict[str, np.ndarray]:
+        return predict_frame(unet, volume, t=0, z_ratio=1.0, tiling=tiling, return_heads=True,
+                             min_depth=min_depth).heads  # fmt: skip
+
+    padded = heads(pair, 16)
+    crop = heads(np.repeat(pair, 16, axis=1), 1)
+    alone = heads(pair, 1)
+    for name in ("seg", "centre", "division", "radius"):
+        assert padded[name].shape[1] == 1
+        np.testing.assert_allclose(padded[name][:, 0], crop[name][:, 7], atol=1e-5)
+    assert not np.allclose(alone["seg"], padded["seg"], atol=1e-3)

@@ -168,6 +168,8 @@ def test_fit_returns_a_calibrated_bundle_that_saves(sequences, tmp_path):
     # the nucleus size it knows, for resizing other images to it: the median annotated radius
     assert loaded.normalization.reference_radius == pytest.approx(np.median(train[0][1]["radius"]))
     assert 4.0 <= loaded.normalization.reference_radius <= 5.0
+    # thinner volumes are padded in z to the depth of its training crops
+    assert loaded.normalization.min_depth == 4
 
 
 def test_should_stop_cancels(sequences):

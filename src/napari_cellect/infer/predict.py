@@ -160,6 +160,7 @@ def predict_frame(
     tiling: TilingConfig | None = None,
     device: torch.device | None = None,
     return_heads: bool = False,
+    min_depth: int = 1,
 ) -> FramePrediction:
     """Detections of frame ``t`` from a normalised pair (2, Z, Y, X) float32, tile by tile.
 
@@ -170,7 +171,7 @@ def predict_frame(
     det_cfg = detection or DetectionConfig()
     tiling = tiling or TilingConfig()
     device = device or torch.device("cpu")
-    grid = plan_tiles(pair.shape[-3:], tiling, model_size_multiple(unet))
+    grid = plan_tiles(pair.shape[-3:], tiling, model_size_multiple(unet), (min_depth, 1, 1))
     padded = pad_volume(pair, grid, tiling.pad_mode)
     stitcher = HeadStitcher(grid, tiling.heads_dtype) if return_heads else None
     parts = []
@@ -400,6 +401,7 @@ def _predict_one(
         tiling=tiling,
         device=device,
         return_heads=on_heads is not None,
+        min_depth=model.normalization.min_depth,
     )
     dets = result.detections
     dets = detections_to_original(dets, factors)

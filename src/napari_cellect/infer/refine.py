@@ -162,7 +162,8 @@ def _magnified(
     factors = resize_factors(crop.shape, zoomed_shape)
     crop = resize(crop, zoomed_shape)
     dets = predict_frame(model.unet, crop, t=t, z_ratio=grid_z_ratio(z_ratio, factors),
-                         detection=model.detection, tiling=tiling, device=device).detections
+                         detection=model.detection, tiling=tiling, device=device,
+                         min_depth=model.normalization.min_depth).detections  # fmt: skip
     return detections_to_original(dets, factors, origin=[b.start for b in box])
 
 

@@ -6,6 +6,10 @@ Geometry (per axis):
 * A volume smaller than the tile is padded (symmetrically, ``pad_mode``) up to the tile, or,
   with ``pad_to_tile=False``, only up to the next multiple of ``size_multiple`` (the tile then
   shrinks to the padded volume). Volumes with Z = 1 are padded like any other: nothing crashes.
+  A volume thinner than the model's training crops (``NormalizationConfig.min_depth``: a 2D
+  frame, a thin stack) is padded in z to that depth, centred and mirrored (a single slice
+  repeated), exactly as training padded its crops: a 2D frame on its own, between zero padding,
+  is an input the network never saw.
 * Tiles start every ``tile - overlap`` voxels; the last one is shifted back to end at the
   volume edge, so every tile has the same shape and no tile reads past the volume.
 * Every voxel is **owned** by exactly one tile: the one in which it is most central. Between
@@ -115,10 +119,12 @@ class _AxisPlan(NamedTuple):
     owned: list[tuple[int, int]]  # padded coordinates
 
 
-def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: bool) -> _AxisPlan:
-    tile = _round_up(tile, multiple)
+def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: bool,
+               minimum: int = 1) -> _AxisPlan:
+    minimum = _round_up(minimum, multiple)
+    tile = max(_round_up(tile, multiple), minimum)
     if not pad_to_tile:
-        tile = min(tile, _round_up(size, multiple))
+        tile = min(tile, max(_round_up(size, multiple), minimum))
     padded = max(size, tile)
     before = (padded - size) // 2
     stride = tile - min(overlap, tile - 1)
@@ -137,18 +143,23 @@ def plan_tiles(
     shape: tuple[int, int, int],
     config: TilingConfig | None = None,
     size_multiple: tuple[int, int, int] | int = 1,
+    min_shape: tuple[int, int, int] | int = 1,
 ) -> TileGrid:
-    """The tiles (and padding) that cover a volume of ``shape`` (Z, Y, X)."""
+    """The tiles (and padding) that cover a volume of ``shape`` (Z, Y, X); a volume smaller
+    than ``min_shape`` along an axis is padded (centred) to it, whatever ``pad_to_tile``."""
     cfg = config or TilingConfig()
     shape = int_triple(shape, "volume shape")
     multiple = int_triple(size_multiple, "size_multiple")
+    minimum = int_triple(min_shape, "min_shape")
     if min(shape) < 1:
         raise InputError(f"tiling: expected a volume with every axis >= 1, found shape {shape}")
-    if min(multiple) < 1:
-        raise InputError(f"tiling: expected size_multiple >= 1, found {multiple}")
+    if min(multiple) < 1 or min(minimum) < 1:
+        raise InputError(
+            f"tiling: expected size_multiple and min_shape >= 1, found {multiple} and {minimum}"
+        )
     axes = [
-        _plan_axis(s, t, o, m, cfg.pad_to_tile)
-        for s, t, o, m in zip(shape, cfg.tile, cfg.overlap, multiple)
+        _plan_axis(s, t, o, m, cfg.pad_to_tile, lo)
+        for s, t, o, m, lo in zip(shape, cfg.tile, cfg.overlap, multiple, minimum)
     ]
     tile_shape = tuple(a.tile for a in axes)
     pad_before = tuple(a.before for a in axes)

@@ -386,7 +386,8 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
             preset=cfg.preset, seed=cfg.seed,
         )  # fmt: skip
         normalization = dataclasses.replace(
-            cfg.normalization, reference_radius=self._reference_radius()
+            cfg.normalization, reference_radius=self._reference_radius(),
+            min_depth=cfg.sampling.crop[0],
         )
         bundle = ModelBundle(self.unet, self.merge, self.link, thresholds, normalization, meta)
         bundle.to("cpu").eval()

@@ -118,7 +118,8 @@ class ValidationMixin:
         pair = normalize_pair(pair, self.normalization)
         det_cfg = dataclasses.replace(self.detection, threshold=threshold)
         return predict_frame(self.unet, pair, t=t, z_ratio=src.z_ratio, detection=det_cfg,
-                             tiling=self.config.tiling, device=self.device).detections  # fmt: skip
+                             tiling=self.config.tiling, device=self.device,
+                             min_depth=self.config.sampling.crop[0]).detections  # fmt: skip
 
     def _predict_validation(self, threshold: float,
                             pairs: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
