@@ -38,7 +38,6 @@ def _measure(model: str, shape: tuple[int, int, int], repeats: int, weights: str
     import torch
 
     from napari_cellect.infer.device import resolve_device
-
     from napari_cellect.infer.normalize import normalize_pair
     from napari_cellect.infer.predict import predict_frame
     from napari_cellect.infer.tiling import TilingConfig

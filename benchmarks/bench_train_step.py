@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import train_default  # noqa: E402
 
-from napari_cellect.train.data import collate  # noqa: E402
 from napari_cellect.train.fit import Trainer  # noqa: E402
+from napari_cellect.train.sample_pool import SamplePool  # noqa: E402
 
 SERIES = [("default", 101), ("dense", 103), ("hard", 107), ("sparse2d", 109)]
 
@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     batches = [[trainer.sampler.sample(rng) for _ in range(args.batch_size)]
                for _ in range(args.steps + 1)]  # fmt: skip
     draw = (time.perf_counter() - started) / (args.steps + 1)
-    collate(batches[0])
     rows = [("draw a batch's crops (1 process)", draw)]
     for benchmark in (False, True) if trainer.device.type == "cuda" else (False,):
         torch.backends.cudnn.benchmark = benchmark
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                      _network_step(trainer, batches, use_detections=True)))
     for workers in sorted({0, args.workers}):
         trainer.pool.close()
-        trainer.pool = type(trainer.pool)(trainer.sampler, workers)
+        trainer.pool = SamplePool(trainer.sampler, workers)
         trainer.detector_ready = True
         steps = range(args.steps + workers // max(1, args.batch_size) + 2)
         rng_loss = np.random.default_rng(2)

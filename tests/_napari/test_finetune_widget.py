@@ -222,6 +222,25 @@ def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     assert "single approved child" in widget.message_label.text()
 
 
+def tracks_from_a_file(embryo, name: str = "truth") -> TrackingSession:
+    """The embryo's tracks as if read from a file: no detections."""
+    return TrackingSession.from_graph(embryo.graph.copy(), name=name,
+                                      geometry=Geometry(3, (2.0, 1.0, 1.0)))
+
+
+def finetune_on_tracks_from_a_file(make_napari_viewer):
+    """A viewer showing the tiny embryo and its tracks from a file, with a docked Fine-tune
+    widget: (viewer, embryo, session, widget)."""
+    viewer = make_napari_viewer()
+    embryo = tiny_embryo()
+    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
+    session = tracks_from_a_file(embryo)
+    controller_for(viewer).add_session(session)
+    widget = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(widget)
+    return viewer, embryo, session, widget
+
+
 @pytest.mark.gui
 def test_tracks_without_detections_offer_detection_instead_of_failing(
     make_napari_viewer, qtbot, tmp_path, notifications
@@ -229,15 +248,7 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
     from napari_cellect.model.bundle import ModelBundle
 
-    viewer = make_napari_viewer()
-    embryo = tiny_embryo()
-    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
-    controller = controller_for(viewer)
-    session = TrackingSession.from_graph(embryo.graph.copy(), name="truth",
-                                         geometry=Geometry(3, (2.0, 1.0, 1.0)))
-    controller.add_session(session)
-    widget = FinetuneWidget(viewer, config=QUICK)
-    viewer.window.add_dock_widget(widget)
+    viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
     assert "detect cells first" in widget.finetune_button.toolTip()
     widget.fine_tune()  # called anyway: said clearly, nothing runs
@@ -303,15 +314,7 @@ def test_detection_for_tracks_from_a_file_uses_the_nucleus_radius_typed_in(
     from qtpy.QtGui import QHelpEvent
     from qtpy.QtWidgets import QApplication
 
-    viewer = make_napari_viewer()
-    embryo = tiny_embryo()
-    viewer.add_image(embryo.images, scale=(1, 2, 1, 1), name="embryo")
-    controller = controller_for(viewer)
-    session = TrackingSession.from_graph(embryo.graph.copy(), name="truth",
-                                         geometry=Geometry(3, (2.0, 1.0, 1.0)))
-    controller.add_session(session)
-    widget = FinetuneWidget(viewer, config=QUICK)
-    viewer.window.add_dock_widget(widget)
+    viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     widget.set_model_file(sized_model(tmp_path / "model.pt"))
     spin = widget.cell_radius_spin
     assert spin.isVisibleTo(widget) and spin.isEnabled()
@@ -328,8 +331,8 @@ def test_detection_for_tracks_from_a_file_uses_the_nucleus_radius_typed_in(
     assert session.cell_radius == pytest.approx(9.0) and len(session.detections) == 4
 
     # other tracks from a file start at 'as trained'; back on the first, its radius is shown
-    other = TrackingSession.from_graph(embryo.graph.copy(), name="other",
-                                       geometry=Geometry(3, (2.0, 1.0, 1.0)))
+    other = tracks_from_a_file(embryo, name="other")
+    controller = controller_for(viewer)
     controller.add_session(other)
     assert controller.session is other and spin.radius() is None
     viewer.layers.selection.active = controller.bound_for(session).points

@@ -67,13 +67,13 @@ class SamplePool:
     def batches(self, seed: int, epoch: int, steps: range, batch_size: int
                 ) -> Iterator[list[TrainSample]]:
         """The batches of ``steps`` (step numbers within the epoch), in order."""
-        jobs = ((step, i) for step in steps for i in range(batch_size))
         if self.workers <= 0:
             for step in steps:
                 yield [self.sampler.sample(sample_rng(seed, epoch, step, i))
                        for i in range(batch_size)]  # fmt: skip
             return
         pool = self._pool()
+        jobs = ((step, i) for step in steps for i in range(batch_size))
         ahead = max(2 * self.workers, batch_size)
         pending: deque[Future[TrainSample]] = deque()
         try:
