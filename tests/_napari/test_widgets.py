@@ -283,6 +283,11 @@ def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_p
     widget.export()
     pd.testing.assert_frame_equal(table(read_tracks(tmp_path / "tracks.geff")), table(graph))
 
+    # a cell the segmentation missed: its node has no pixels in the Labels layer
+    labelled = controller.bound.labels.data
+    row = int(np.flatnonzero(graph["t"] == 3)[0])
+    missed = int(graph.ids[row])
+    labelled[3][labelled[3] == graph.track_ids()[row]] = 0
     widget.set_format("ctc")
     widget.path_edit.setText(str(tmp_path / "01_RES"))
     widget.export()
@@ -290,10 +295,12 @@ def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_p
     masks = sorted((tmp_path / "01_RES").glob("mask*.tif"))
     assert len(masks) == graph.n_frames
     back = read_tracks(tmp_path / "01_RES")
-    labelled = controller.bound.labels.data
-    n_labelled = sum(len(np.unique(labelled[t])) - 1 for t in range(len(labelled)))
-    assert len(back) == n_labelled  # one node per label per frame
+    assert len(back) == len(graph)  # every node, the missed one as a marker
     assert len(back.divisions()) == len(graph.divisions())
+    near = np.linalg.norm(back.positions()[back["t"] == 3] - graph.positions()[row], axis=1)
+    assert near.min() < 1.0
+    assert "1 node(s) had no pixels in the Labels layer" in widget.status.text()
+    assert str(missed) in widget.status.text()
 
     widget.set_format("csv")
     widget.path_edit.setText(str(tmp_path / "missing" / "deeper" / "x.csv"))
