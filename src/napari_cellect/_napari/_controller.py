@@ -516,7 +516,12 @@ _REGISTRY: dict[int, tuple[weakref.ref, CellectController]] = {}
 
 
 def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectController | None:
-    """The controller of ``viewer`` (created on first use when ``create``)."""
+    """The controller of ``viewer`` (created on first use when ``create``).
+
+    napari hands each docked widget its own proxy of the viewer (``PublicOnlyProxy``); the
+    registry keys on the viewer behind it, so every widget of one viewer shares one controller.
+    """
+    viewer = real_viewer(viewer)
     entry = _REGISTRY.get(id(viewer))
     if entry is not None and entry[0]() is viewer:
         return entry[1]
@@ -526,6 +531,13 @@ def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectControl
     key = id(viewer)
     _REGISTRY[key] = (weakref.ref(viewer, lambda _ref, k=key: _REGISTRY.pop(k, None)), controller)
     return controller
+
+
+def real_viewer(viewer: napari.Viewer) -> napari.Viewer:
+    """The viewer behind napari's per-widget proxies (the viewer itself when not a proxy)."""
+    while hasattr(viewer, "__wrapped__"):
+        viewer = viewer.__wrapped__
+    return viewer
 
 
 def ensure_controller_for_current_viewer() -> CellectController | None:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect.errors import CellectError
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class ExportWidget(QWidget):
         form.addRow("Tracks", self.session_label)
         form.addRow("Format", self.format_combo)
         form.addRow("Write to", path_row)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(form)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)

@@ -66,7 +66,7 @@ from napari_cellect._napari._model_files import (
     save_tuned_model,
     suggested_path,
 )
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError
 
@@ -187,7 +187,7 @@ class FinetuneWidget(QWidget):
         after = QHBoxLayout()
         after.addWidget(self.relink_button)
         after.addWidget(self.save_model_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         for widget in (self.session_label, self.model_label, self.counts_label,
                        self.review_label, self.detect_box):
             layout.addWidget(widget)
@@ -411,9 +411,10 @@ class FinetuneWidget(QWidget):
             return
         self._succeeded = True
         self.relink_command = command
-        self.changed_list.show_links(session, command, output.changed)
-        self._show("info", f"re-linked: {len(output.changed)} link(s) changed (highlighted); "
-                           "Ctrl+Z undoes the re-link")
+        self.changed_list.show_links(session, command, output.changed, output.removed)
+        made, gone = len(output.changed), len(output.removed)
+        self._show("info", f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
+                           "removed; listed and highlighted); Ctrl+Z undoes the re-link")
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:

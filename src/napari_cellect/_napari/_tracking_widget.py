@@ -43,7 +43,7 @@ from napari_cellect._napari._cell_radius import (
 )
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
     TrackingFunction,
@@ -171,7 +171,7 @@ class TrackingWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
