@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_cellect._napari._layer_data import Geometry
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect.errors import Cancelled
+from napari_cellect.errors import Cancelled, CellectError
 
 if TYPE_CHECKING:
     from napari.layers import Image
@@ -159,3 +159,17 @@ def image_path(layer: Image) -> Path | None:
     if path is None:
         path = (layer.metadata.get("cellect_image") or {}).get("path")
     return Path(path) if path else None
+
+
+def tiff_z_ratio(path: Path | None) -> float | None:
+    """z spacing / xy spacing recorded in a TIFF file's metadata (None: not a TIFF, or it does
+    not say). Layers napari's own reader made from a TIFF have a unit scale; this recovers it."""
+    if path is None or path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    from napari_cellect.data.images import open_sequence
+
+    try:
+        scale = open_sequence(path).scale
+    except (CellectError, OSError, ValueError):
+        return None
+    return None if np.allclose(scale, 1.0) else float(scale[0] / scale[1])

