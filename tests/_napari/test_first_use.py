@@ -51,3 +51,32 @@ def test_a_dropped_tiff_opens_without_asking_and_keeps_its_voxel_size(
     viewer.window.add_dock_widget(widget)
     assert widget.z_ratio.value() == pytest.approx(2.5)
     assert "embryo.tif" in widget.z_ratio.toolTip()
+
+
+def test_a_adds_only_where_the_pointer_is_on_the_canvas(make_napari_viewer, qtbot):
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cellect._napari._controller import controller_for
+    from napari_cellect._napari._editor_widget import EditorWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-cellect", "synthetic_embryo")
+    editor = EditorWidget(viewer)
+    viewer.window.add_dock_widget(editor)
+    controller = controller_for(viewer)
+    graph = controller.session.graph
+    canvas = viewer.window._qt_viewer.canvas.native
+    viewer.dims.set_point(0, 4)
+    QApplication.sendEvent(canvas, QEvent(QEvent.Type.Enter))  # the pointer comes onto the image
+    viewer.cursor.position = (4.0, 8.0, 40.0, 41.0)
+    n = len(graph)
+    qtbot.keyClick(canvas, Qt.Key.Key_A)
+    assert len(graph) == n + 1
+    added = graph.node(int(graph.ids[-1]))
+    assert (added["t"], added["y"], added["x"]) == (4, 40.0, 41.0)
+    # the pointer moves over the dock: napari keeps the last canvas position, A must not use it
+    QApplication.sendEvent(canvas, QEvent(QEvent.Type.Leave))
+    qtbot.keyClick(canvas, Qt.Key.Key_A)
+    assert len(graph) == n + 1
+    assert "move the pointer over the canvas" in editor.message_label.text()

@@ -96,12 +96,16 @@ class EditActions:
         self.execute(command)
 
     def add_at_cursor(self) -> None:
-        """Add a node at the mouse position in the current frame."""
+        """Add a node at the mouse position in the current frame (only while the pointer is on
+        the canvas: elsewhere napari's cursor position is stale)."""
         bound = self._require()
         if bound is None or bound.points is None:
             return
-        position = self.viewer.cursor.position
-        self.add_at_world(position)
+        if not self.viewer.mouse_over_canvas:  # the cursor position is where it last left
+            self._report("error", "A adds a node where the pointer is on the image: move the "
+                                  "pointer over the canvas and press A again")
+            return
+        self.add_at_world(self.viewer.cursor.position)
 
     def add_at_world(self, world_position: Sequence[float]) -> None:
         """Add a node at a world position (all viewer dimensions, time first)."""
