@@ -263,6 +263,46 @@ def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     assert "single approved child" in widget.message_label.text()
 
 
+@pytest.mark.gui
+def test_a_contradiction_is_said_at_the_edit_and_blocks_only_what_cannot_run(tracked, qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_cellect._napari._editor_widget import EditorWidget
+
+    viewer, controller, session, _ = tracked
+    editor, widget = EditorWidget(viewer), FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(editor)
+    viewer.window.add_dock_widget(widget)
+    canvas = viewer.window._qt_viewer.canvas.native
+    graph = session.graph
+    mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
+    child = int(graph.children_of(mother)[0])
+    controller.select([mother])
+    qtbot.keyClick(canvas, Qt.Key.Key_D)  # D on a node with one child: warned at once
+    assert f"node {mother} is marked dividing but has one child ({child})" in (
+        editor.message_label.text())
+    controller.select([child])
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)  # approving its only child now contradicts the mark
+    assert "contradicts an earlier one" in editor.message_label.text()
+    assert f"node {mother}" in editor.message_label.text()
+    widget.update_counts()
+    text = widget.counts_label.text()
+    assert text.count("contradict") == 1 and "single approved child" in text
+    assert widget.counts_label.wordWrap()
+    assert not widget.finetune_button.isEnabled() and not widget.relink_button.isEnabled()
+    assert "contradict" in widget.finetune_button.toolTip()
+    assert widget.conflict_button.isVisibleTo(widget)
+    assert widget.conflict_button.text() == f"Go to node {mother}"
+    controller.select([])
+    widget.conflict_button.click()  # goes to the node
+    assert controller.selection == (mother,)
+    assert viewer.dims.current_step[0] == graph.node(mother)["t"]
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the approval
+    widget.update_counts()
+    assert "contradict" not in widget.counts_label.text()
+    assert widget.finetune_button.isEnabled() and not widget.conflict_button.isVisibleTo(widget)
+
+
 def tracks_from_a_file(embryo, name: str = "truth") -> TrackingSession:
     """The embryo's tracks as if read from a file: no detections."""
     return TrackingSession.from_graph(embryo.graph.copy(), name=name,

@@ -92,7 +92,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     session_changed = Signal(object)
     #: the layers were refreshed after a graph change (ChangeSet)
     refreshed = Signal(object)
-    #: something to tell the user: (level, text) with level "info" or "error"
+    #: something to tell the user: (level, text) with level "info", "warning" or "error"
     message = Signal(str, str)
 
     def __init__(self, viewer: napari.Viewer):
@@ -411,7 +411,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     def _report(self, level: str, text: str) -> None:
         (logger.info if level == "info" else logger.warning)("%s", text)
         self.message.emit(level, text)
-        if level == "error":
+        if level != "info":
             from napari.utils.notifications import show_warning
 
             show_warning(text)

@@ -178,7 +178,7 @@ class EditorWidget(QWidget):
         self.selection_label.setText("Selected: " + "; ".join(parts) + more)
 
     def _on_message(self, level: str, text: str) -> None:
-        self.message_label.setStyleSheet(ERROR_STYLE if level == "error" else "")
+        self.message_label.setStyleSheet(ERROR_STYLE if level != "info" else "")
         self.message_label.setText(text)
 
     # ------------------------------------------------------------------ files
