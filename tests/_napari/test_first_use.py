@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
-from qtpy.QtGui import QDropEvent
+from qtpy.QtGui import QCloseEvent, QDropEvent
 
 from napari_cellect._napari._tracking_widget import TrackingWidget
 
@@ -80,3 +80,71 @@ def test_a_adds_only_where_the_pointer_is_on_the_canvas(make_napari_viewer, qtbo
     qtbot.keyClick(canvas, Qt.Key.Key_A)
     assert len(graph) == n + 1
     assert "move the pointer over the canvas" in editor.message_label.text()
+
+
+def test_closing_with_unsaved_edits_asks_and_saves_or_stays_open(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, unsaved_edits_prompts
+):
+    from napari_cellect._napari import _dialogs
+    from napari_cellect._napari._controller import controller_for
+    from napari_cellect.data.annotations import read_tracks
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-cellect", "synthetic_embryo")
+    controller = controller_for(viewer)
+    session = controller.session
+    window = viewer.window._qt_window
+    graph = session.graph
+    node = int(graph.ids[graph["parent_id"] >= 0][0])
+    controller.select([node])
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Delete)
+    assert session.has_unsaved_edits
+
+    answers = iter(["cancel", "save"])
+
+    def answer(names, journals, _parent=None):
+        unsaved_edits_prompts.append(list(names))
+        assert journals == [str(session.journal_folder)]
+        return next(answers)
+
+    monkeypatch.setattr(_dialogs, "ask_unsaved_edits", answer)
+    target = tmp_path / "embryo_tracks.csv"
+    monkeypatch.setattr(_dialogs, "ask_save_path", lambda *_args: str(target))
+    window.close()  # Cancel: the window stays, nothing written
+    assert window.isVisible() and not target.exists()
+    assert unsaved_edits_prompts == [[session.name]]
+    # Save: asked where (the sample has no file), saved, and the close goes on (the event is
+    # handed to the guard itself, so the fixture can still tear the viewer down)
+    assert not controller.close_guard.eventFilter(window, QCloseEvent())
+    assert unsaved_edits_prompts == [[session.name]] * 2
+    assert not session.has_unsaved_edits
+    back = read_tracks(target)
+    assert len(back) == len(graph) and not back.has(node)
+
+
+def test_track_cells_says_what_it_needs_and_why_it_found_nothing(make_napari_viewer, qtbot):
+    from types import SimpleNamespace
+
+    viewer = make_napari_viewer()
+    widget = TrackingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert not widget.run_button.isEnabled()  # nothing to track yet
+    assert "Open an image first" in widget.run_button.toolTip()
+    from qtpy.QtWidgets import QLabel
+
+    labels = {label.text() for label in widget.findChildren(QLabel)}
+    assert "Block size (voxels)" in labels and not {"Tile", "z", "y", "x"} & labels  # no jargon
+    viewer.add_image(np.zeros((3, 4, 32, 32), np.uint8), name="empty")
+    assert widget.run_button.isEnabled()
+    # the first frame's record gives no pace yet: no "about 0:00 left"
+    widget._on_progress(SimpleNamespace(stage="detect", done=1, total=10, detections=None))
+    assert "0:00 left" not in widget.progress_label.text()
+    assert "estimating" in widget.progress_label.text()
+    widget.device_combo.setCurrentText("cpu")
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    status = widget.status.text()
+    assert status.startswith("0 cells") and "No cells, because: " in status
+    assert "no contrast" in status  # what the console said, said here
+    assert widget.progress_label.text() == ""  # no stale "segmenting: 3/3 frames"
+    assert widget.run_button.isEnabled()

@@ -105,6 +105,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         #: layer-list thumbnails of edited layers, redrawn shortly after edits
         self._thumbnails = ThumbnailUpdates()
         self._callbacks = binding_callbacks(self)
+        #: asks before the viewer's window closes with unsaved edits (set by controller_for)
+        self.close_guard: Any = None
         bind(viewer, self._callbacks)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -285,6 +287,9 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     def close(self) -> None:
         """Unbind every session (journals with unsaved edits are kept) and the viewer keys."""
         self._thumbnails.cancel()
+        if self.close_guard is not None:
+            self.close_guard.remove()
+            self.close_guard = None
         for bound in list(self._bound):
             self._unbind(bound)
         viewer = self._viewer_ref()
@@ -528,6 +533,9 @@ def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectControl
     if not create:
         return None
     controller = CellectController(viewer)
+    from napari_cellect._napari._close_guard import install_close_guard
+
+    controller.close_guard = install_close_guard(viewer, controller)
     key = id(viewer)
     _REGISTRY[key] = (weakref.ref(viewer, lambda _ref, k=key: _REGISTRY.pop(k, None)), controller)
     return controller

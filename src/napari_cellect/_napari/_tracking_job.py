@@ -173,3 +173,25 @@ def tiff_z_ratio(path: Path | None) -> float | None:
     except (CellectError, OSError, ValueError):
         return None
     return None if np.allclose(scale, 1.0) else float(scale[0] / scale[1])
+
+
+class WarningCollector(logging.Handler):
+    """Collects the distinct warnings napari_cellect logs between :meth:`start` and
+    :meth:`stop` (from any thread), so a widget can show what the console said."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._messages: dict[str, None] = {}
+
+    def start(self) -> None:
+        self._messages = {}
+        logging.getLogger("napari_cellect").addHandler(self)
+
+    def stop(self) -> None:
+        logging.getLogger("napari_cellect").removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._messages[record.getMessage()] = None
+
+    def messages(self) -> list[str]:
+        return list(self._messages)

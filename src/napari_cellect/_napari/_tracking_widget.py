@@ -48,6 +48,7 @@ from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
     TrackingFunction,
     TrackingOutput,
+    WarningCollector,
     as_tzyx,
     default_tracking_function,
     geometry_of,
@@ -68,7 +69,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: largest tile edge offered in the widget
 MAX_TILE = 4096
 PREVIEW_COLOR = "yellow"
+TILE_HELP = ("The image is processed in blocks of this many voxels (depth, height, width), "
+             "overlapping a little. Smaller blocks need less memory; automatic fits the model.")
 PREVIEW_SIZE = 5.0
+#: most distinct warnings shown with a result
+MAX_WARNINGS_SHOWN = 3
 
 #: progress text per pipeline stage
 STAGE_TEXT = {
@@ -110,6 +115,8 @@ class TrackingWidget(QWidget):
         self._run_model_file: str | None = None
         self._run_cell_radius: float | None = None
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
+        #: the warnings the core logs during a run, shown with the result
+        self._warnings = WarningCollector()
         self._build()
         self._connect_viewer()
         self._refresh_layers()
@@ -134,14 +141,16 @@ class TrackingWidget(QWidget):
         self.z_ratio.setValue(1.0)
         self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
         self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
-        self.tile_auto = QCheckBox("default")
+        self.tile_auto = QCheckBox("automatic")
         self.tile_auto.setChecked(True)
+        self.tile_auto.setToolTip(TILE_HELP)
         self.tile_spins = []
         for value in TilingConfig().tile:
             spin = QSpinBox()
             spin.setRange(1, MAX_TILE)
             spin.setValue(int(value))
             spin.setEnabled(False)
+            spin.setToolTip(TILE_HELP)
             self.tile_spins.append(spin)
         self.run_button = QPushButton("Run tracking")
         self.cancel_button = QPushButton("Cancel")
@@ -158,7 +167,7 @@ class TrackingWidget(QWidget):
         model_row.addWidget(self.model_browse)
         tile_row = QHBoxLayout()
         tile_row.addWidget(self.tile_auto)
-        for axis, spin in zip("zyx", self.tile_spins, strict=True):
+        for axis, spin in zip(("depth", "height", "width"), self.tile_spins, strict=True):
             tile_row.addWidget(QLabel(axis))
             tile_row.addWidget(spin)
         form = QFormLayout()
@@ -166,9 +175,9 @@ class TrackingWidget(QWidget):
         form.addRow("Model", self.model_combo)
         form.addRow("", model_row)
         form.addRow("Device", self.device_combo)
-        form.addRow("z ratio", self.z_ratio)
+        form.addRow("z step / xy pixel", self.z_ratio)
         form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
-        form.addRow("Tile", tile_row)
+        form.addRow("Block size (voxels)", tile_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -211,6 +220,14 @@ class TrackingWidget(QWidget):
         self.image_combo.blockSignals(False)
         if current not in layers:
             self._on_image_changed()
+        self._update_run_button()
+
+    def _update_run_button(self) -> None:
+        has_image = self.image_combo.count() > 0
+        self.run_button.setEnabled(has_image and not self.running)
+        self.run_button.setToolTip("Track the cells of the chosen image" if has_image else
+                                   "Open an image first (T, Z, Y, X) or (T, Y, X): there is "
+                                   "nothing to track")
 
     def image_layer(self) -> Image | None:
         name = self.image_combo.currentText() if hasattr(self, "image_combo") else ""
@@ -308,6 +325,7 @@ class TrackingWidget(QWidget):
         self._stage, self._stage_first = "", 0
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self._warnings.start()
         self.progress.setRange(0, 0)  # busy until the first progress record
         self.progress_label.setText("loading the model...")
         self._show("info", f"tracking {layer.name}...")
@@ -328,13 +346,15 @@ class TrackingWidget(QWidget):
         stage = str(getattr(progress, "stage", ""))
         self.progress.setRange(0, total)
         self.progress.setValue(min(done, total))
-        if stage != self._stage:  # each stage has its own pace
+        if stage != self._stage:  # each stage has its own pace, timed from its first record
             self._stage, self._stage_started = stage, time.monotonic()
-            self._stage_first = done - 1
+            self._stage_first = done
         elapsed = time.monotonic() - self._stage_started
         rate_done = done - self._stage_first
-        left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
-                if rate_done > 0 and done < total else "")
+        left = ""
+        if done < total:
+            left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
+                    if rate_done > 0 else ", estimating the time left...")
         self.progress_label.setText(STAGE_TEXT.get(stage, "{done}/{total}").format(
             done=done, total=total) + left)
         detections = getattr(progress, "detections", None)
@@ -395,8 +415,17 @@ class TrackingWidget(QWidget):
         self.controller.add_session(session)
         self.result_session = session
         n_tracks = len(np.unique(graph.track_ids())) if len(graph) else 0
-        self._show("info", f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} "
-                           f"divisions in {_format_seconds(time.monotonic() - self._started)}")
+        text = (f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} divisions in "
+                f"{_format_seconds(time.monotonic() - self._started)}")
+        said = self._warnings.messages()
+        if said:  # what the console said, here too (an empty image says why it found nothing)
+            text += "\n" + ("No cells, because: " if len(graph) == 0 else "Warnings: ") + (
+                "; ".join(said[:MAX_WARNINGS_SHOWN])) + (
+                f" (and {len(said) - MAX_WARNINGS_SHOWN} more)" if len(said) > MAX_WARNINGS_SHOWN
+                else "")
+        elif len(graph) == 0:
+            text += "\nNo cells were found: check the image, the model and the nucleus radius"
+        self._show("info" if len(graph) else "error", text)
 
     @staticmethod
     def _journal_folder(layer: Image) -> Path | None:
@@ -421,12 +450,12 @@ class TrackingWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.run_button.setEnabled(True)
+        self._warnings.stop()
+        self._update_run_button()
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.result_session is not None else 0)
-        if self.result_session is None:
-            self.progress_label.setText("")
+        self.progress_label.setText("")  # the status line says how the run ended
 
     def _remove_preview(self) -> None:
         if self._preview is not None and self._preview in self.viewer.layers:
