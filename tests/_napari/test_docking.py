@@ -42,9 +42,14 @@ def test_one_editing_state_per_viewer_whatever_the_docking_order(make_napari_vie
         controller = controller_for(viewer)
         assert {id(w.controller) for w in docked.values()} == {id(controller)}, order
         QApplication.processEvents()
-        # the window fits the screen with all five docked
+        # the window fits the screen with all five docked: they share one tab group, and each
+        # scrolls when short of room
         assert window.minimumSizeHint().height() <= SCREEN[1], order
         assert window.minimumSize().height() <= SCREEN[1], order
+        docks = [docked[name].parentWidget() for name in order]
+        assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:]), order
+        for dock in docks:  # and nothing is cut off sideways
+            assert dock.width() >= dock.widget().minimumSizeHint().width(), order
 
         graph = controller.session.graph
         child = int(graph.ids[graph["parent_id"] >= 0][-1])
