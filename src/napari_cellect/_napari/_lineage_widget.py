@@ -39,13 +39,13 @@ from qtpy.QtWidgets import (
 from napari_cellect._napari._changes import ChangeSet
 from napari_cellect._napari._colors import N_COLORS, PALETTE, palette_index
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._lineage_layout import (
     LineageLayout,
     approved_runs,
     compute_layout,
     segments,
 )
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 
 if TYPE_CHECKING:
     import napari

@@ -11,8 +11,6 @@ from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxL
 #: the most a dock widget asks for in height before it scrolls: five of them and napari's own
 #: layer controls fit a 1080 px screen
 DOCK_MIN_HEIGHT = 120
-
-
 #: Qt property marking the plugin's dock widgets (docked together as tabs)
 TAB_GROUP = "cellect_tab_group"
 
@@ -90,9 +88,9 @@ class _VerticalScrollArea(QScrollArea):
 
 
 class _JoinTabs(QObject):
-    """When its widget is put in a dock, tabs that dock with the plugin's other docks in the
-    same area of the main window (once, on the next turn of the event loop: napari adds the
-    dock to the window after setting its widget)."""
+    """Each time its widget is put in a dock, tabs that dock with the plugin's other docks in
+    the same area of the main window (on the next turn of the event loop: napari adds the dock
+    to the window after setting its widget)."""
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
         if event is not None and event.type() == QEvent.Type.ParentChange:

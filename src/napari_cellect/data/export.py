@@ -224,8 +224,9 @@ def write_ctc(
             an array-like (T, Z, Y, X); they are relabelled to the CTC track labels frame by
             frame. A node with no pixels in its frame's mask (a cell the segmentation missed)
             is drawn there as a marker of its radius on background voxels (at least its centre
-            voxel), so the export reads back with every node. Without them, ``shape`` gives the image size and every node is drawn as a
-            ball of its radius, so CTC tools can score point tracks.
+            voxel), so the export reads back with every node. Without them, ``shape`` gives
+            the image size and every node is drawn as a ball of its radius, so CTC tools can
+            score point tracks.
         gt: write ground truth instead of results.
         radius: marker radius in xy pixels for all nodes; None uses each node's radius
             (:data:`DEFAULT_MARKER_RADIUS` where it is unknown).
