@@ -80,11 +80,13 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     assert widget.z_ratio.value() == pytest.approx(2.0)  # from the layer scale
     widget.tile_auto.setChecked(False)
     widget.device_combo.setCurrentText("cpu")
-    seen_preview = []
+    seen_preview, seen_layers = [], set()
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
     widget.worker.yielded.connect(
         lambda p: seen_preview.append(len(widget._preview.data) if widget._preview else 0))
+    widget.worker.yielded.connect(
+        lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
     from napari_cellect.infer.tiling import TilingConfig
@@ -93,6 +95,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
                           tile=tuple(TilingConfig().tile),  # the boxes start at the default
                           cell_radius=None)]  # the radius field starts at "as trained"
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
+    assert "synthetic embryo tracks (running)" in seen_layers  # tracks before the masks
     names = [layer.name for layer in viewer.layers]
     assert names == ["synthetic embryo", "synthetic embryo tracked labels",
                      "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]

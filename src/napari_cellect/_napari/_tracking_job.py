@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +49,15 @@ class TrackingOutput:
     model: Any = None
 
 
+@dataclass(frozen=True)
+class TracksReady:
+    """Yielded by :func:`tracking_job` once the pipeline has linked, before the masks are
+    segmented: the tracks can be shown while the masks are still being made."""
+
+    graph: Any
+    stage: ClassVar[str] = "tracks"
+
+
 def tracking_job(
     tracking_function: TrackingFunction,
     images: Any,
@@ -61,8 +70,9 @@ def tracking_job(
     cell_radius: float | None = None,
     max_label_bytes: int = MAX_LABEL_BYTES,
 ) -> Iterator[Any]:
-    """The worker's generator: load the model, pass the pipeline's progress through, then
-    segment each frame into masks whose values are track ids (also in the worker thread).
+    """The worker's generator: load the model, pass the pipeline's progress through, yield
+    :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
+    in the worker thread).
 
     ``cell_radius`` (xy pixels, None: as trained) goes to the pipeline, which resizes the
     frames to the model's training nucleus size; a model that does not record that size makes
@@ -81,6 +91,8 @@ def tracking_job(
             images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
             keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius,
         )
+        if getattr(result, "graph", None) is not None:
+            yield TracksReady(result.graph)
         labels = getattr(result, "labels", None)
         if labels is None and result is not None:
             labels = yield from _segment(result, images.shape, z_ratio, should_stop,

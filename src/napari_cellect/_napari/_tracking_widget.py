@@ -2,7 +2,8 @@
 
 The pipeline (``napari_cellect.pipeline.iter_tracking``) is a generator that yields a progress
 record after each frame pair and returns the result; napari's ``create_worker`` runs it in a
-thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish.
+thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish, and
+the tracks as soon as they are linked, while the masks are still being segmented.
 Cancel sets the ``should_stop`` flag the pipeline checks before each frame pair *and* asks the
 worker to quit at its next yield, so a run stops within one frame pair.
 
@@ -42,12 +43,14 @@ from napari_cellect._napari._cell_radius import (
     radius_tooltip,
 )
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
     TrackingFunction,
     TrackingOutput,
+    TracksReady,
     WarningCollector,
     as_tzyx,
     default_tracking_function,
@@ -61,7 +64,7 @@ from napari_cellect.track.journal import Journal, journal_folder_for
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Points
+    from napari.layers import Image, Points, Tracks
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ class TrackingWidget(QWidget):
         self.result_session: TrackingSession | None = None
         self._stop = threading.Event()
         self._preview: Points | None = None
+        self._tracks_preview: Tracks | None = None
         self._started = 0.0
         self._run_layer: Image | None = None
         self._run_model_file: str | None = None
@@ -341,6 +345,9 @@ class TrackingWidget(QWidget):
         self.progress_label.setText("cancelling after the current frame pair...")
 
     def _on_progress(self, progress: Any) -> None:
+        if isinstance(progress, TracksReady):
+            self._show_tracks(progress.graph)
+            return
         done = int(getattr(progress, "done", 0))
         total = max(int(getattr(progress, "total", 0)), 1)
         stage = str(getattr(progress, "stage", ""))
@@ -378,6 +385,19 @@ class TrackingWidget(QWidget):
             self.viewer.layers.selection.active = layer
         else:
             self._preview.data = np.concatenate([self._preview.data, coords])
+
+    def _show_tracks(self, graph: Any) -> None:
+        """The linked tracks, shown while the masks are segmented (the result replaces them)."""
+        from napari.layers import Layer
+
+        layer = self._run_layer
+        if layer is None or graph.n_edges == 0:
+            return
+        data, kwargs, kind = tracks_layer_data(graph, geometry_of(layer), layer.name, {})
+        kwargs["name"] = f"{layer.name} tracks (running)"
+        self._tracks_preview = Layer.create(data, kwargs, kind)
+        self.viewer.add_layer(self._tracks_preview)
+        self.viewer.layers.selection.active = layer
 
     def _on_result(self, output: TrackingOutput | None) -> None:
         layer = self._run_layer
@@ -458,9 +478,10 @@ class TrackingWidget(QWidget):
         self.progress_label.setText("")  # the status line says how the run ended
 
     def _remove_preview(self) -> None:
-        if self._preview is not None and self._preview in self.viewer.layers:
-            self.viewer.layers.remove(self._preview)
-        self._preview = None
+        for preview in (self._preview, self._tracks_preview):
+            if preview is not None and preview in self.viewer.layers:
+                self.viewer.layers.remove(preview)
+        self._preview = self._tracks_preview = None
 
     def _show(self, level: str, text: str) -> None:
         self.status.setStyleSheet("color: #ff7070;" if level == "error" else "")
