@@ -72,9 +72,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: largest tile edge offered in the widget
 MAX_TILE = 4096
 PREVIEW_COLOR = "yellow"
+PREVIEW_SIZE = 5.0
 TILE_HELP = ("The image is processed in blocks of this many voxels (depth, height, width), "
              "overlapping a little. Smaller blocks need less memory; automatic fits the model.")
-PREVIEW_SIZE = 5.0
 #: most distinct warnings shown with a result
 MAX_WARNINGS_SHOWN = 3
 
@@ -92,6 +92,17 @@ def _format_seconds(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _what_was_said(warnings: list[str], found: bool) -> str:
+    """The warnings the core logged during a run, as a line under the result (an empty image
+    says why nothing was found)."""
+    if not warnings:
+        return "" if found else (
+            "\nNo cells were found: check the image, the model and the nucleus radius")
+    more = len(warnings) - MAX_WARNINGS_SHOWN
+    said = "; ".join(warnings[:MAX_WARNINGS_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
+    return "\n" + ("Warnings: " if found else "No cells, because: ") + said
 
 
 class TrackingWidget(QWidget):
@@ -398,6 +409,7 @@ class TrackingWidget(QWidget):
         self._tracks_preview = Layer.create(data, kwargs, kind)
         self.viewer.add_layer(self._tracks_preview)
         self.viewer.layers.selection.active = layer
+        self.progress_label.setText("tracks linked; making the masks...")
 
     def _on_result(self, output: TrackingOutput | None) -> None:
         layer = self._run_layer
@@ -437,15 +449,8 @@ class TrackingWidget(QWidget):
         n_tracks = len(np.unique(graph.track_ids())) if len(graph) else 0
         text = (f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} divisions in "
                 f"{_format_seconds(time.monotonic() - self._started)}")
-        said = self._warnings.messages()
-        if said:  # what the console said, here too (an empty image says why it found nothing)
-            text += "\n" + ("No cells, because: " if len(graph) == 0 else "Warnings: ") + (
-                "; ".join(said[:MAX_WARNINGS_SHOWN])) + (
-                f" (and {len(said) - MAX_WARNINGS_SHOWN} more)" if len(said) > MAX_WARNINGS_SHOWN
-                else "")
-        elif len(graph) == 0:
-            text += "\nNo cells were found: check the image, the model and the nucleus radius"
-        self._show("info" if len(graph) else "error", text)
+        self._show("info" if len(graph) else "error",
+                   text + _what_was_said(self._warnings.messages(), found=len(graph) > 0))
 
     @staticmethod
     def _journal_folder(layer: Image) -> Path | None:
