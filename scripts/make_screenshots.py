@@ -1,9 +1,10 @@
 """Write real screenshots of the napari-cellect widgets to docs/screenshots/.
 
-Opens the synthetic-embryo sample in a napari window, docks each widget, and saves the whole
-window plus each widget on its own. Run it under a display, e.g.
+Opens the synthetic-embryo sample in a 1920 x 1080 napari window, docks all five widgets from
+the Plugins menu (they form one tab group), and for each brings its tab to the front and saves
+the whole window plus the widget's panel on its own. Run it under a display, e.g.
 
-    xvfb-run -a -s "-screen 0 1600x1100x24" python scripts/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1920x1080x24" python scripts/make_screenshots.py
 
 The tracking widget is run with the bundled model when it is installed; otherwise it is shown
 ready to run (no result is faked). The fine-tune widget shows the corrections made here (a track
@@ -23,7 +24,9 @@ import numpy as np
 logger = logging.getLogger("make_screenshots")
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW_SIZE = (1500, 1000)
+WINDOW_SIZE = (1920, 1080)
+#: the widgets, as named in the Plugins > CELLECT tracking menu
+WIDGETS = ("Track cells", "Edit tracks", "Lineage view", "Export tracks", "Fine-tune")
 #: frame shown in the screenshots (mid-sequence: tracks have tails and daughters)
 SHOW_FRAME = 7
 #: camera angles of the 3D overview (degrees), tilted so depth is visible
@@ -60,14 +63,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import napari
+    from qtpy.QtWidgets import QScrollArea
 
     import napari_cellect._napari._session as session_module
     from napari_cellect._napari._controller import controller_for
-    from napari_cellect._napari._editor_widget import EditorWidget
-    from napari_cellect._napari._export_widget import ExportWidget
-    from napari_cellect._napari._finetune_widget import FinetuneWidget
-    from napari_cellect._napari._lineage_widget import LineageWidget
-    from napari_cellect._napari._tracking_widget import BUNDLED_MODEL, TrackingWidget
+    from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
 
     journal_root = Path(tempfile.mkdtemp(prefix="cellect-shots-"))
     session_module.default_journal_root = lambda: journal_root  # no autosave in the user's folder
@@ -82,48 +82,46 @@ def main() -> None:
     viewer.dims.set_point(1, z_slice * controller.session.geometry.scale[0])
     viewer.reset_view()
 
+    docked = {name: viewer.window.add_plugin_dock_widget("napari-cellect", name)[1]
+              for name in WIDGETS}
+    _process()
+
     def shoot(name: str, widget=None) -> None:
+        if widget is not None:
+            widget.parentWidget().raise_()  # its tab to the front
         _process()
         viewer.screenshot(str(args.out / f"{name}_window.png"), canvas_only=False, flash=False)
-        if widget is not None:
-            widget.grab().save(str(args.out / f"{name}.png"))
+        if widget is not None:  # the whole panel, also what is scrolled out of view
+            widget.findChild(QScrollArea).widget().grab().save(str(args.out / f"{name}.png"))
         logger.info("wrote %s", args.out / f"{name}_window.png")
 
     # the editor with a node selected (its track, parent and children are listed)
-    editor = EditorWidget(viewer)
-    dock = viewer.window.add_dock_widget(editor, name="Edit tracks", area="right")
+    editor = docked["Edit tracks"]
     middle = graph.frame(SHOW_FRAME)
     node = int(graph.ids[middle[np.argmax(graph["parent_id"][middle] >= 0)]])
     controller.select([node], center=False)
     shoot("editor_widget", editor)
-    viewer.window.remove_dock_widget(dock)
 
-    lineage = LineageWidget(viewer)
-    dock = viewer.window.add_dock_widget(lineage, name="Lineage view", area="right")
+    lineage = docked["Lineage view"]
+    lineage.parentWidget().raise_()
     _process()
     lineage.canvas.fit()
     shoot("lineage_view", lineage)
-    viewer.window.remove_dock_widget(dock)
 
-    export = ExportWidget(viewer)
-    dock = viewer.window.add_dock_widget(export, name="Export tracks", area="right")
+    export = docked["Export tracks"]
     export.set_format("ctc")
     shoot("export_widget", export)
-    viewer.window.remove_dock_widget(dock)
 
-    tracking = TrackingWidget(viewer)
-    dock = viewer.window.add_dock_widget(tracking, name="Track cells", area="right")
+    tracking = docked["Track cells"]
     tracking.set_image_layer(viewer.layers["synthetic embryo"])
     if BUNDLED_MODEL.exists():
         tracking.run()
         while tracking.running:
             _process(0.2)
     shoot("tracking_widget", tracking)
-    viewer.window.remove_dock_widget(dock)
 
     # fine-tune on a few corrections of the active tracks (the tracking result, if any)
-    finetune = FinetuneWidget(viewer)
-    dock = viewer.window.add_dock_widget(finetune, name="Fine-tune", area="right")
+    finetune = docked["Fine-tune"]
     _correct(controller)
     if controller.session.detections:
         finetune.fine_tune()  # then re-links (the box is checked)
@@ -133,13 +131,14 @@ def main() -> None:
             _process(0.2)
     finetune.update_counts()
     shoot("finetune_widget", finetune)
-    viewer.window.remove_dock_widget(dock)
 
     # 3D view of the tracks with all widgets docked together
-    for widget, name in ((EditorWidget(viewer), "Edit tracks"), (LineageWidget(viewer), "Lineage")):
-        viewer.window.add_dock_widget(widget, name=name, area="right")
+    lineage.parentWidget().raise_()
     viewer.dims.ndisplay = 3
     viewer.layers["synthetic embryo"].visible = False
+    if controller.session is not None and controller.session.name.endswith("tracked"):
+        for name in ("embryo ground truth centres", "embryo ground truth tracks"):
+            viewer.layers[name].visible = False  # the result alone, once there is one
     viewer.reset_view()
     viewer.scene.camera.angles = CAMERA_ANGLES_3D
     shoot("overview_3d")

@@ -45,7 +45,16 @@ class Cancelled(CellectError):
 
 
 class ContradictoryCorrections(CellectError, ValueError):
-    """The corrections contradict each other (the message names the nodes)."""
+    """The corrections contradict each other (the message names the nodes).
+
+    ``conflicts`` holds one sentence per contradiction and ``nodes`` the node each is about
+    (the child of a link), so a viewer can go there."""
+
+    def __init__(self, message: str, conflicts: tuple[str, ...] = (),
+                 nodes: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.conflicts = tuple(conflicts)
+        self.nodes = tuple(nodes)
 
 
 class NotEnoughCorrections(CellectError, ValueError):

@@ -94,3 +94,19 @@ def model_viewer():
     controller = controller_for(viewer, create=False)
     if controller is not None:
         controller.close()
+
+
+@pytest.fixture(autouse=True)
+def unsaved_edits_prompts(monkeypatch):
+    """Closing a viewer with unsaved edits asks; tests answer "discard" unless they say
+    otherwise. The list holds the session names of each prompt."""
+    from napari_cellect._napari import _dialogs
+
+    asked: list[list[str]] = []
+
+    def discard(names, _journals, _parent=None):
+        asked.append(list(names))
+        return "discard"
+
+    monkeypatch.setattr(_dialogs, "ask_unsaved_edits", discard)
+    return asked

@@ -102,6 +102,7 @@ def _add(s):
     s.controller.select([8])  # frame 2: the new node in frame 3 is linked to it
     s.viewer.dims.set_point(0, 3)
     s.viewer.cursor.position = (3.0, 2.0 * SCALE[0], 20.0, 21.0)
+    s.viewer.mouse_over_canvas = True
     new_id = s.graph.next_id()
 
     def check(g):

@@ -141,12 +141,13 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     for child, parent in old_parents.items():
         assert graph.parent_of(child) == parent and graph.node(child)["approved"]
     assert session.history.done[-1] is widget.relink_command
-    changed = widget.changed_list.links
-    assert len(changed) > 0 and widget.changed_list.count() == len(changed)
+    changed, removed = widget.changed_list.links, widget.changed_list.removed
+    assert len(changed) > 0
+    assert widget.changed_list.count() == len(changed) + len(removed)
     bound = controller.bound_for(session)
     highlight = np.all(np.isclose(bound.points.border_color, PointsStyle().highlight_border),
                        axis=1)
-    assert set(graph.ids[highlight].tolist()) == set(changed[:, 1].tolist())
+    assert set(graph.ids[highlight].tolist()) == set(changed[:, 1]) | set(removed[:, 1])
     # a click on a listed link selects its child and moves the viewer there
     item = widget.changed_list.item(0)
     parent, child = item.data(LINK_ROLE)
@@ -165,7 +166,7 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
                                         PointsStyle().highlight_border), axis=1))
     controller.redo()
     pd.testing.assert_frame_equal(table(graph), after_relink)
-    assert widget.changed_list.count() == len(changed)
+    assert widget.changed_list.count() == len(changed) + len(removed)
 
     # Save model... never over the file the model came from
     monkeypatch.setattr(_dialogs, "ask_save_path", lambda *args: str(model_file))
@@ -178,6 +179,46 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
 
     assert ModelBundle.load(target).metadata.name == session.model.metadata.name
     assert session.model_saved_as == target and "tuned.pt" in widget.model_label.text()
+
+
+def edge_set(graph: TrackGraph) -> set[tuple[int, int]]:
+    return {(int(p), int(c)) for p, c in graph.edges()}
+
+
+@pytest.mark.gui
+def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtbot):
+    viewer, controller, session, _ = tracked
+    graph = session.graph
+    widget = FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(widget)
+    # deleting a node from the middle of a track bridges the gap with a new link
+    middle = next(int(i) for i in graph.ids if graph.parent_of(int(i)) >= 0
+                  and len(graph.children_of(int(i))) == 1)
+    controller.select([middle])
+    controller.delete_selected()
+    widget.update_counts()
+    review_before = widget.review_label.text()
+    before, edges_before = table(graph), edge_set(graph)
+    widget.relink_button.click()
+    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
+                    timeout=WAIT_MS)
+    listed = {tuple(item) for item in (widget.changed_list.item(i).data(LINK_ROLE)
+                                       for i in range(widget.changed_list.count()))}
+    edges_after = edge_set(graph)
+    # every link made or removed is listed and counted, and nothing else
+    assert listed == edges_before ^ edges_after
+    assert f"{len(listed)} link(s) changed" in widget.message_label.text()
+    # nodes no changed link touches are as they were (so is their place in the review queue)
+    touched = {n for link in listed for n in link}
+    after = table(graph)
+    keep = ~before["id"].isin(touched) & before["id"].isin(after["id"])
+    columns = [c for c in before.columns if c in after.columns  # track ids follow the links
+               and c not in ("track_id", "parent_track_id")]
+    pd.testing.assert_frame_equal(
+        after[after["id"].isin(before["id"][keep])][columns].reset_index(drop=True),
+        before[keep][columns].reset_index(drop=True))
+    if not listed:
+        assert widget.review_label.text() == review_before
 
 
 @pytest.mark.gui
@@ -220,6 +261,46 @@ def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     widget.fine_tune()
     assert not widget.running and f"node {mother}" in notifications[-1]
     assert "single approved child" in widget.message_label.text()
+
+
+@pytest.mark.gui
+def test_a_contradiction_is_said_at_the_edit_and_blocks_only_what_cannot_run(tracked, qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_cellect._napari._editor_widget import EditorWidget
+
+    viewer, controller, session, _ = tracked
+    editor, widget = EditorWidget(viewer), FinetuneWidget(viewer, config=QUICK)
+    viewer.window.add_dock_widget(editor)
+    viewer.window.add_dock_widget(widget)
+    canvas = viewer.window._qt_viewer.canvas.native
+    graph = session.graph
+    mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
+    child = int(graph.children_of(mother)[0])
+    controller.select([mother])
+    qtbot.keyClick(canvas, Qt.Key.Key_D)  # D on a node with one child: warned at once
+    assert f"node {mother} is marked dividing but has one child ({child})" in (
+        editor.message_label.text())
+    controller.select([child])
+    qtbot.keyClick(canvas, Qt.Key.Key_Y)  # approving its only child now contradicts the mark
+    assert "contradicts an earlier one" in editor.message_label.text()
+    assert f"node {mother}" in editor.message_label.text()
+    widget.update_counts()
+    text = widget.counts_label.text()
+    assert text.count("contradict") == 1 and "single approved child" in text
+    assert widget.counts_label.wordWrap()
+    assert not widget.finetune_button.isEnabled() and not widget.relink_button.isEnabled()
+    assert "contradict" in widget.finetune_button.toolTip()
+    assert widget.conflict_button.isVisibleTo(widget)
+    assert widget.conflict_button.text() == f"Go to node {mother}"
+    controller.select([])
+    widget.conflict_button.click()  # goes to the node
+    assert controller.selection == (mother,)
+    assert viewer.dims.current_step[0] == graph.node(mother)["t"]
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the approval
+    widget.update_counts()
+    assert "contradict" not in widget.counts_label.text()
+    assert widget.finetune_button.isEnabled() and not widget.conflict_button.isVisibleTo(widget)
 
 
 def tracks_from_a_file(embryo, name: str = "truth") -> TrackingSession:

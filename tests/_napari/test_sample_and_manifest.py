@@ -23,6 +23,8 @@ def test_sample_is_an_embryo_with_ground_truth_tracks_and_matching_labels():
     graph = session.graph
     assert len(graph) == len(points) > 20 and len(graph.divisions()) >= 1
     assert ikw["scale"] == session.geometry.layer_scale
+    # ground truth does not look like a result: masks hidden, centres drawn as crosses
+    assert layers[1][1]["visible"] is False and pkw["symbol"] == "cross"
     # label values are the graph's track ids, frame by frame
     for t in (0, image.shape[0] - 1):
         in_frame = set(graph.track_ids()[graph.frame(t)].tolist())

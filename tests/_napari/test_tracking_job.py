@@ -43,7 +43,8 @@ def test_progress_passes_through_and_masks_are_painted_per_frame(graph):
     job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
                        should_stop=lambda: False)
     records, output = run(job)
-    assert [r.stage for r in records] == ["detect"] * 5 + ["labels"] * 5
+    assert [r.stage for r in records] == ["detect"] * 5 + ["tracks"] + ["labels"] * 5
+    assert records[5].graph is graph  # the tracks, before the masks are made
     assert isinstance(output, TrackingOutput) and output.result.graph is graph
     labels = output.labels
     assert labels.shape == images.shape
@@ -65,7 +66,7 @@ def test_masks_too_large_for_memory_are_skipped(graph):
     job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
                        should_stop=lambda: False, max_label_bytes=1000)
     records, output = run(job)
-    assert output.labels is None and all(r.stage == "detect" for r in records)
+    assert output.labels is None and [r.stage for r in records] == ["detect"] * 5 + ["tracks"]
 
 
 def test_the_nucleus_radius_goes_to_the_pipeline(graph):

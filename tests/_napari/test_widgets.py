@@ -31,8 +31,9 @@ pytestmark = pytest.mark.gui
 WAIT_MS = 15000
 
 
-def fake_pipeline(truth, labels, delay=0.0, calls=None):
-    """A tracking generator that 'finds' the ground truth, one frame pair at a time."""
+def fake_pipeline(truth, labels, delay=0.0, calls=None, produced=None):
+    """A tracking generator that 'finds' the ground truth, one frame pair at a time (``produced``
+    gets each frame as the worker finishes it)."""
 
     def iter_tracking(images, bundle=None, *, z_ratio, device, tile, cache_dir, should_stop,
                       keep_foreground=False, cell_radius=None):
@@ -46,6 +47,8 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None):
 
                 raise Cancelled(f"stopped after {t} frames")
             time.sleep(delay)
+            if produced is not None:
+                produced.append(t)
             rows = truth.frame(t)
             detections = SimpleNamespace(t=t, positions=truth.positions(rows))
             yield SimpleNamespace(stage="detect", done=t + 1, total=n, detections=detections)
@@ -77,11 +80,13 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     assert widget.z_ratio.value() == pytest.approx(2.0)  # from the layer scale
     widget.tile_auto.setChecked(False)
     widget.device_combo.setCurrentText("cpu")
-    seen_preview = []
+    seen_preview, seen_layers = [], set()
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
     widget.worker.yielded.connect(
         lambda p: seen_preview.append(len(widget._preview.data) if widget._preview else 0))
+    widget.worker.yielded.connect(
+        lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
     from napari_cellect.infer.tiling import TilingConfig
@@ -90,6 +95,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
                           tile=tuple(TilingConfig().tile),  # the boxes start at the default
                           cell_radius=None)]  # the radius field starts at "as trained"
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
+    assert "synthetic embryo tracks (running)" in seen_layers  # tracks before the masks
     names = [layer.name for layer in viewer.layers]
     assert names == ["synthetic embryo", "synthetic embryo tracked labels",
                      "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
@@ -120,15 +126,15 @@ def test_cancel_stops_within_one_frame_pair(make_napari_viewer, qtbot):
 
     truth = TrackGraph.from_arrays(id=np.arange(1, 41), t=np.arange(40), z=np.zeros(40),
                                    y=np.full(40, 5.0), x=np.full(40, 5.0))
-    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, delay=0.1))
-    frames_done = []
+    produced: list[int] = []  # frames the worker finished (the main thread may lag behind)
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, delay=0.1,
+                                                                    produced=produced))
     widget.run()
-    widget.worker.yielded.connect(lambda p: frames_done.append(p.done))
-    qtbot.waitUntil(lambda: len(frames_done) >= 2, timeout=WAIT_MS)
-    at_cancel = len(frames_done)
+    qtbot.waitUntil(lambda: len(produced) >= 2, timeout=WAIT_MS)
     widget.cancel_button.click()
+    at_cancel = len(produced)
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
-    assert len(frames_done) <= at_cancel + 1
+    assert len(produced) <= at_cancel + 1
     assert widget.result_session is None and "cancelled" in widget.status.text()
     assert [layer.name for layer in viewer.layers] == ["img"]  # preview removed, no result
     assert widget.run_button.isEnabled()
@@ -283,6 +289,11 @@ def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_p
     widget.export()
     pd.testing.assert_frame_equal(table(read_tracks(tmp_path / "tracks.geff")), table(graph))
 
+    # a cell the segmentation missed: its node has no pixels in the Labels layer
+    labelled = controller.bound.labels.data
+    row = int(np.flatnonzero(graph["t"] == 3)[0])
+    missed = int(graph.ids[row])
+    labelled[3][labelled[3] == graph.track_ids()[row]] = 0
     widget.set_format("ctc")
     widget.path_edit.setText(str(tmp_path / "01_RES"))
     widget.export()
@@ -290,10 +301,12 @@ def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_p
     masks = sorted((tmp_path / "01_RES").glob("mask*.tif"))
     assert len(masks) == graph.n_frames
     back = read_tracks(tmp_path / "01_RES")
-    labelled = controller.bound.labels.data
-    n_labelled = sum(len(np.unique(labelled[t])) - 1 for t in range(len(labelled)))
-    assert len(back) == n_labelled  # one node per label per frame
+    assert len(back) == len(graph)  # every node, the missed one as a marker
     assert len(back.divisions()) == len(graph.divisions())
+    near = np.linalg.norm(back.positions()[back["t"] == 3] - graph.positions()[row], axis=1)
+    assert near.min() < 1.0
+    assert "1 node(s) had no pixels in the Labels layer" in widget.status.text()
+    assert str(missed) in widget.status.text()
 
     widget.set_format("csv")
     widget.path_edit.setText(str(tmp_path / "missing" / "deeper" / "x.csv"))

@@ -93,7 +93,7 @@ def test_ctc_table_cuts_gaps(graph):
 
 
 def test_ctc_results_from_points_round_trip(tmp_path, graph):
-    folder = write_ctc(graph, tmp_path / "01_RES", shape=SHAPE, z_ratio=2.0)
+    folder = write_ctc(graph, tmp_path / "01_RES", shape=SHAPE, z_ratio=2.0).folder
     assert folder == tmp_path / "01_RES"
     names = sorted(p.name for p in folder.iterdir())
     assert names == [f"mask{t:03d}.tif" for t in range(6)] + ["res_track.txt"]
@@ -124,23 +124,48 @@ def test_ctc_masks_from_label_array_and_callable(tmp_path, graph):
         z, y, x = graph.positions()[row].astype(int)
         labels[graph["t"][row], z, y - 1:y + 2, x - 1:x + 2] = track[row]
     labels[1, 0, 0, 0] = 99  # a label with no node: dropped
-    folder = write_ctc(graph, tmp_path / "res", labels=labels)
+    folder = write_ctc(graph, tmp_path / "res", labels=labels).folder
     mask5 = tifffile.imread(folder / "mask005.tif")
     assert set(np.unique(mask5)) == {0, 8}  # track 5 after its gap is CTC track 8
     assert 99 not in tifffile.imread(folder / "mask001.tif")
     back = read_ctc(folder)
     assert _edges_by_place(back) == _edges_by_place(graph)
 
-    folder2 = write_ctc(graph, tmp_path / "res2", labels=lambda t: labels[t])
+    folder2 = write_ctc(graph, tmp_path / "res2", labels=lambda t: labels[t]).folder
     for t in range(SHAPE[0]):
         np.testing.assert_array_equal(tifffile.imread(folder2 / f"mask{t:03d}.tif"),
                                       tifffile.imread(folder / f"mask{t:03d}.tif"))
 
 
+def test_ctc_nodes_without_mask_pixels_become_markers_on_background(tmp_path, graph):
+    labels = np.zeros(SHAPE, np.uint16)
+    track = graph.track_ids()
+    for row in range(len(graph)):
+        z, y, x = graph.positions()[row].astype(int)
+        labels[graph["t"][row], z, y - 1:y + 2, x - 1:x + 2] = track[row]
+    missed = graph.index_of([1, 3])
+    for row in missed:  # the segmentation missed node 1, and node 3 lies under node 4's cell
+        labels[graph["t"][row]][labels[graph["t"][row]] == track[row]] = 0
+    cell4 = track[graph.index_of([4])[0]]
+    labels[3, :, 2:12, 3:12] = cell4  # covers node 3's whole ball
+    written = write_ctc(graph, tmp_path / "res", labels=labels)
+    assert sorted(written.marked.tolist()) == [1, 3] and len(written.left_out) == 0
+    mask1 = tifffile.imread(written.folder / "mask001.tif")
+    assert mask1[2, 9, 8] == 1  # node 1's track label at its centre
+    mask3 = tifffile.imread(written.folder / "mask003.tif")
+    assert mask3[2, 6, 7] == 4  # node 3 (CTC track 4) keeps at least its centre voxel
+    assert np.count_nonzero(mask3 == 5) == np.count_nonzero(labels[3] == cell4) - 1
+    back = read_ctc(written.folder)
+    assert len(back) == len(graph) and back.n_edges == graph.n_edges
+    assert len(back.divisions()) == 1
+    node1 = back.positions()[back["t"] == 1]
+    np.testing.assert_allclose(node1, graph.positions()[graph.index_of([1])], atol=0.5)
+
+
 def test_ctc_2d_and_uint32(tmp_path):
     graph = TrackGraph.from_arrays(id=[70000, 70001], t=[0, 1], z=[0.0, 0], y=[5.0, 6],
                                    x=[5.0, 6], parent_id=[-1, 70000])
-    folder = write_ctc(graph, tmp_path / "res", shape=(2, 12, 12))
+    folder = write_ctc(graph, tmp_path / "res", shape=(2, 12, 12)).folder
     mask = tifffile.imread(folder / "mask001.tif")
     assert mask.shape == (12, 12) and mask.dtype == np.uint32
     assert (folder / "res_track.txt").read_text() == "70001 0 1 0\n"
@@ -182,7 +207,7 @@ def test_ctc_bad_input_writes_nothing(tmp_path, graph):
 
 
 def test_table_only_without_images(tmp_path, graph):
-    folder = write_ctc(graph, tmp_path / "res")
+    folder = write_ctc(graph, tmp_path / "res").folder
     assert sorted(p.name for p in folder.iterdir()) == ["res_track.txt"]
 
 

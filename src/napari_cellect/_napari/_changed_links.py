@@ -25,7 +25,8 @@ LINK_ROLE = Qt.ItemDataRole.UserRole
 
 
 class ChangedLinks(QListWidget):
-    """Lists the ``(parent, child)`` links of one re-link edit, earliest frame first."""
+    """Lists the ``(parent, child)`` links one re-link edit made or removed, earliest frame
+    first."""
 
     def __init__(self, controller: CellectController, say: Callable[[str, str], None]):
         super().__init__()
@@ -35,6 +36,7 @@ class ChangedLinks(QListWidget):
         self.command: Command | None = None
         self.session: TrackingSession | None = None
         self.links = np.zeros((0, 2), np.int64)
+        self.removed = np.zeros((0, 2), np.int64)
         self._history: Any = None
         self.setToolTip("Links the last re-link changed (highlighted in the viewer); click one "
                         "to go there")
@@ -42,15 +44,19 @@ class ChangedLinks(QListWidget):
         self.itemActivated.connect(self.jump_to)
         self.destroyed.connect(lambda *_args, unwatch=self._unwatch: unwatch())
 
-    def show_links(self, session: TrackingSession, command: Command, links: np.ndarray) -> None:
-        """List and highlight the links the re-link ``command`` of ``session`` changed."""
+    def show_links(self, session: TrackingSession, command: Command, links: np.ndarray,
+                   removed: np.ndarray | None = None) -> None:
+        """List and highlight the links the re-link ``command`` of ``session`` made (``links``)
+        and took away (``removed``); the children of both are highlighted."""
         self._unwatch()
         self.session, self.command = session, command
         self.links = np.asarray(links, np.int64).reshape(-1, 2)
+        self.removed = np.asarray(removed if removed is not None else [], np.int64).reshape(-1, 2)
         session.history.executed.connect(self._on_history)
         self._history = session.history
         self._fill()
-        self.controller.highlight(session, self.links[:, 1], command)
+        self.controller.highlight(
+            session, np.unique(np.concatenate([self.links[:, 1], self.removed[:, 1]])), command)
 
     def _unwatch(self) -> None:
         if self._history is not None:
@@ -59,14 +65,19 @@ class ChangedLinks(QListWidget):
 
     def _fill(self) -> None:
         self.clear()
-        if self.session is None or len(self.links) == 0:
+        if self.session is None:
             return
         graph = self.session.graph
-        shown = self.links[np.isin(self.links[:, 1], graph.ids)]
+        made = self.links[np.isin(self.links[:, 1], graph.ids)]
+        gone = self.removed[np.isin(self.removed[:, 1], graph.ids)]
+        shown = np.concatenate([made, gone])
+        is_gone = np.arange(len(shown)) >= len(made)
         times = graph["t"][graph.index_of(shown[:, 1])] if len(shown) else np.zeros(0, int)
         for i in np.lexsort((shown[:, 1], times))[:MAX_LISTED]:
             parent, child = (int(v) for v in shown[i])
-            item = QListWidgetItem(f"t={int(times[i])}: {parent} -> {child}")
+            text = (f"t={int(times[i])}: {parent} -x- {child} (link removed)" if is_gone[i]
+                    else f"t={int(times[i])}: {parent} -> {child}")
+            item = QListWidgetItem(text)
             item.setData(LINK_ROLE, (parent, child))
             self.addItem(item)
         if len(shown) > MAX_LISTED:

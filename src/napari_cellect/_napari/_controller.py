@@ -92,7 +92,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     session_changed = Signal(object)
     #: the layers were refreshed after a graph change (ChangeSet)
     refreshed = Signal(object)
-    #: something to tell the user: (level, text) with level "info" or "error"
+    #: something to tell the user: (level, text) with level "info", "warning" or "error"
     message = Signal(str, str)
 
     def __init__(self, viewer: napari.Viewer):
@@ -105,6 +105,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         #: layer-list thumbnails of edited layers, redrawn shortly after edits
         self._thumbnails = ThumbnailUpdates()
         self._callbacks = binding_callbacks(self)
+        #: asks before the viewer's window closes with unsaved edits (set by controller_for)
+        self.close_guard: Any = None
         bind(viewer, self._callbacks)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -285,6 +287,9 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     def close(self) -> None:
         """Unbind every session (journals with unsaved edits are kept) and the viewer keys."""
         self._thumbnails.cancel()
+        if self.close_guard is not None:
+            self.close_guard.remove()
+            self.close_guard = None
         for bound in list(self._bound):
             self._unbind(bound)
         viewer = self._viewer_ref()
@@ -411,7 +416,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     def _report(self, level: str, text: str) -> None:
         (logger.info if level == "info" else logger.warning)("%s", text)
         self.message.emit(level, text)
-        if level == "error":
+        if level != "info":
             from napari.utils.notifications import show_warning
 
             show_warning(text)
@@ -516,16 +521,31 @@ _REGISTRY: dict[int, tuple[weakref.ref, CellectController]] = {}
 
 
 def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectController | None:
-    """The controller of ``viewer`` (created on first use when ``create``)."""
+    """The controller of ``viewer`` (created on first use when ``create``).
+
+    napari hands each docked widget its own proxy of the viewer (``PublicOnlyProxy``); the
+    registry keys on the viewer behind it, so every widget of one viewer shares one controller.
+    """
+    viewer = real_viewer(viewer)
     entry = _REGISTRY.get(id(viewer))
     if entry is not None and entry[0]() is viewer:
         return entry[1]
     if not create:
         return None
     controller = CellectController(viewer)
+    from napari_cellect._napari._close_guard import install_close_guard
+
+    controller.close_guard = install_close_guard(viewer, controller)
     key = id(viewer)
     _REGISTRY[key] = (weakref.ref(viewer, lambda _ref, k=key: _REGISTRY.pop(k, None)), controller)
     return controller
+
+
+def real_viewer(viewer: napari.Viewer) -> napari.Viewer:
+    """The viewer behind napari's per-widget proxies (the viewer itself when not a proxy)."""
+    while hasattr(viewer, "__wrapped__"):
+        viewer = viewer.__wrapped__
+    return viewer
 
 
 def ensure_controller_for_current_viewer() -> CellectController | None:

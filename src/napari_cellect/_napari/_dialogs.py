@@ -35,3 +35,21 @@ def ask_open_path(parent: QWidget | None, caption: str, start: str, filter_: str
 def ask_folder(parent: QWidget | None, caption: str, start: str) -> str:
     """A folder dialog; returns '' when cancelled."""
     return QFileDialog.getExistingDirectory(parent, caption, start)
+
+
+def ask_unsaved_edits(names: list[str], journals: list[str], parent: QWidget | None = None
+                      ) -> str:
+    """Closing with unsaved edits: returns "save", "discard" or "cancel"."""
+    where = "\n".join(journals)
+    answer = QMessageBox.question(
+        parent,
+        "Save your edits?",
+        f"Edits to {', '.join(names)} are not saved.\n\nSave them before closing? Discard "
+        f"keeps them only in the autosave journal:\n{where}",
+        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+        | QMessageBox.StandardButton.Cancel,
+        QMessageBox.StandardButton.Save,
+    )
+    if answer == QMessageBox.StandardButton.Save:
+        return "save"
+    return "discard" if answer == QMessageBox.StandardButton.Discard else "cancel"

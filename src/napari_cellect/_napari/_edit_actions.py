@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellect.errors import CellectError
+from napari_cellect.errors import CellectError, ContradictoryCorrections
 from napari_cellect.track import edits
 from napari_cellect.track.edits import Command, Compound, SetValues
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
@@ -96,12 +96,16 @@ class EditActions:
         self.execute(command)
 
     def add_at_cursor(self) -> None:
-        """Add a node at the mouse position in the current frame."""
+        """Add a node at the mouse position in the current frame (only while the pointer is on
+        the canvas: elsewhere napari's cursor position is stale)."""
         bound = self._require()
         if bound is None or bound.points is None:
             return
-        position = self.viewer.cursor.position
-        self.add_at_world(position)
+        if not self.viewer.mouse_over_canvas:  # the cursor position is where it last left
+            self._report("error", "A adds a node where the pointer is on the image: move the "
+                                  "pointer over the canvas and press A again")
+            return
+        self.add_at_world(self.viewer.cursor.position)
 
     def add_at_world(self, world_position: Sequence[float]) -> None:
         """Add a node at a world position (all viewer dimensions, time first)."""
@@ -138,7 +142,30 @@ class EditActions:
         node = sel[-1]
         row = graph.index_of(node)[0]
         divides = graph.n_children()[row] == 2 or graph["division_score"][row] >= 0.5
-        self.do(edits.mark_division, node, not divides)
+        if self.do(edits.mark_division, node, not divides) is None:
+            return
+        children = graph.children_of(node)
+        if not divides and len(children) == 1:
+            self._report("warning", f"node {node} is marked dividing but has one child "
+                                    f"({int(children[0])}): link its other daughter (select both, "
+                                    "L). Approving the track as it is would contradict the mark; "
+                                    "Ctrl+Z undoes it")
+        else:
+            self._warn_contradictions()
+
+    def _warn_contradictions(self) -> None:
+        """Say at once when the edit just made contradicts an earlier correction (fine-tuning
+        would refuse them later)."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            session.corrections()
+        except ContradictoryCorrections as error:
+            self._report("warning", f"this edit contradicts an earlier one: {error.conflicts[0]}"
+                                    " (Ctrl+Z undoes it)")
+        except CellectError:
+            pass  # other problems are reported where the corrections are used
 
     def swap_selected(self) -> None:
         sel = self._need(2, "swap parents")
@@ -147,13 +174,13 @@ class EditActions:
 
     def approve_selected(self) -> None:
         sel = self._need(1, "approve")
-        if sel is not None:
-            self.do(edits.approve, list(sel))
+        if sel is not None and self.do(edits.approve, list(sel)) is not None:
+            self._warn_contradictions()
 
     def approve_track_selected(self) -> None:
         sel = self._need(1, "approve track")
-        if sel is not None:
-            self.do(edits.approve_track, sel[-1])
+        if sel is not None and self.do(edits.approve_track, sel[-1]) is not None:
+            self._warn_contradictions()
 
     def move_nodes(self, ids: Sequence[int], positions: np.ndarray) -> None:
         """Move nodes to new (z, y, x) positions (one undoable edit)."""

@@ -28,7 +28,7 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._keybindings import KEYBINDINGS
 from napari_cellect._napari._layer_data import Geometry
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect.track.graph import TrackGraph
 
@@ -109,7 +109,7 @@ class EditorWidget(QWidget):
         file_layout.addWidget(self.journal_label)
         file_layout.addWidget(self.journal_button)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addWidget(self.session_label)
         layout.addWidget(self.selection_label)
         layout.addWidget(self.review_label)
@@ -178,7 +178,7 @@ class EditorWidget(QWidget):
         self.selection_label.setText("Selected: " + "; ".join(parts) + more)
 
     def _on_message(self, level: str, text: str) -> None:
-        self.message_label.setStyleSheet(ERROR_STYLE if level == "error" else "")
+        self.message_label.setStyleSheet(ERROR_STYLE if level != "info" else "")
         self.message_label.setText(text)
 
     # ------------------------------------------------------------------ files

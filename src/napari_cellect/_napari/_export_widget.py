@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect.errors import CellectError
 
 if TYPE_CHECKING:
@@ -52,8 +52,11 @@ FORMATS: tuple[ExportFormat, ...] = (
 
 
 def export_session(session: TrackingSession, fmt: str, path: str | Path,
-                   labels: Any = None) -> Path:
-    """Write ``session`` in format ``fmt`` (``csv``, ``ctc`` or ``geff``) to ``path``."""
+                   labels: Any = None) -> tuple[Path, str]:
+    """Write ``session`` in format ``fmt`` (``csv``, ``ctc`` or ``geff``) to ``path``.
+
+    Returns the path written and a note for the user about what the export could not keep as
+    it was ("" when everything was kept)."""
     from napari_cellect.data.export import write_csv, write_ctc, write_geff
 
     path = Path(path)
@@ -61,14 +64,34 @@ def export_session(session: TrackingSession, fmt: str, path: str | Path,
     z_ratio = session.geometry.z_ratio
     if fmt == "csv":
         write_csv(graph, path)
-        return path
+        return path, ""
     if fmt == "geff":
         write_geff(graph, path, z_ratio=z_ratio)
-        return path
+        return path, ""
     if fmt == "ctc":
         shape = None if labels is not None else session.image_shape
-        return write_ctc(graph, path, labels=labels, shape=shape, z_ratio=z_ratio)
+        written = write_ctc(graph, path, labels=labels, shape=shape, z_ratio=z_ratio)
+        return written.folder, _ctc_note(written.marked, written.left_out,
+                                         labels is not None or shape is not None)
     raise ValueError(f"unknown export format {fmt!r}; expected one of csv, ctc, geff")
+
+
+def _ctc_note(marked: Any, left_out: Any, masks: bool) -> str:
+    """What a CTC export changed or left out, in words (ids shown: the first few)."""
+    def some(ids: Any) -> str:
+        shown = ", ".join(str(int(i)) for i in ids[:5])
+        return shown + (", ..." if len(ids) > 5 else "")
+
+    notes = []
+    if not masks:
+        notes.append("no masks written (no Labels layer and no image size): res_track.txt only")
+    if len(marked):
+        notes.append(f"{len(marked)} node(s) had no pixels in the Labels layer and were written "
+                     f"as round markers of their radius (ids {some(marked)})")
+    if len(left_out):
+        notes.append(f"{len(left_out)} node(s) lie outside the image and are NOT in the masks "
+                     f"(ids {some(left_out)})")
+    return "; ".join(notes)
 
 
 class ExportWidget(QWidget):
@@ -99,7 +122,7 @@ class ExportWidget(QWidget):
         form.addRow("Tracks", self.session_label)
         form.addRow("Format", self.format_combo)
         form.addRow("Write to", path_row)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(form)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
@@ -154,11 +177,11 @@ class ExportWidget(QWidget):
         bound = self.controller.bound
         labels = bound.labels.data if bound is not None and bound.labels is not None else None
         try:
-            written = export_session(session, self.format.key, path, labels=labels)
+            written, note = export_session(session, self.format.key, path, labels=labels)
         except (CellectError, OSError, ValueError) as error:
             self._show("error", f"export failed: {error}")
             return None
-        self._show("info", f"wrote {written}")
+        self._show("info", f"wrote {written}" + (f"\n{note}" if note else ""))
         return written
 
     def _show(self, level: str, text: str) -> None:

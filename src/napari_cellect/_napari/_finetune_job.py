@@ -76,6 +76,8 @@ class RelinkOutput:
     graph: TrackGraph
     changed: np.ndarray
     """(L, 2) ``(parent, child)`` links of the new tracks that the old ones lack."""
+    removed: np.ndarray
+    """(L, 2) ``(parent, child)`` links of the old tracks that the new ones lack."""
     command: Compound
     """Turns the tracks re-linking started from into ``graph`` (one undoable edit)."""
 
@@ -115,9 +117,38 @@ def relink_job(
         if len(marked):
             old = graph["division_score"][graph.index_of(marked)]
             new.set_values("division_score", marked, old)
-    description = (f"re-link with {bundle.metadata.name} ({len(changed)} link"
-                   f"{'' if len(changed) == 1 else 's'} changed)")
-    return RelinkOutput(new, changed, replace_command(graph, new, description))
+    removed = _missing_links(graph, new)
+    _keep_untouched(graph, new, np.concatenate([changed, removed]))
+    n = len(changed) + len(removed)
+    description = f"re-link with {bundle.metadata.name} ({n} link{'' if n == 1 else 's'} changed)"
+    return RelinkOutput(new, changed, removed, replace_command(graph, new, description))
+
+
+def _missing_links(old: TrackGraph, new: TrackGraph) -> np.ndarray:
+    """The ``(parent, child)`` links of ``old`` that ``new`` lacks (say a gap a deletion
+    bridged that the linker does not make again)."""
+    edges = old.edges().reshape(-1, 2)
+    if len(edges) == 0:
+        return edges
+    kept = np.isin(edges[:, 1], new.ids)
+    same = np.zeros(len(edges), bool)
+    same[kept] = new["parent_id"][new.index_of(edges[kept, 1])] == edges[kept, 0]
+    return edges[~same]
+
+
+def _keep_untouched(old: TrackGraph, new: TrackGraph, links: np.ndarray) -> None:
+    """Nodes of both graphs that none of ``links`` (the changed ones) touches keep their old
+    values (position, scores, link margin...), so a re-link changes only what it re-linked
+    and the review queue moves only there."""
+    touched = np.unique(links.reshape(-1))
+    ids = new.ids[np.isin(new.ids, old.ids) & ~np.isin(new.ids, touched)]
+    if len(ids) == 0:
+        return
+    rows = old.index_of(ids)
+    for column in new.columns:
+        if column in ("id", "parent_id", "t") or column not in old.columns:
+            continue
+        new.set_values(column, ids, np.asarray(old[column])[rows])
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,9 @@ from napari_cellect._napari._model_files import (
     save_tuned_model,
     suggested_path,
 )
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
-from napari_cellect.errors import CellectError
+from napari_cellect.errors import CellectError, ContradictoryCorrections
 
 if TYPE_CHECKING:
     import napari
@@ -141,6 +141,12 @@ class FinetuneWidget(QWidget):
         self.review_label = QLabel()
         for label in (self.session_label, self.model_label, self.counts_label, self.review_label):
             label.setWordWrap(True)
+        #: the corrections' contradiction, if any (Fine-tune and Re-link cannot run then)
+        self.contradiction: ContradictoryCorrections | None = None
+        self.conflict_button = QPushButton()
+        self.conflict_button.setToolTip("Select the node and move the viewer to it")
+        self.conflict_button.setVisible(False)
+        self.conflict_button.clicked.connect(self._go_to_conflict)
 
         self.detect_box = QGroupBox("No detections")
         self.detect_text = QLabel(NO_DETECTIONS)
@@ -174,8 +180,6 @@ class FinetuneWidget(QWidget):
         self.progress_label = QLabel()
         self.progress_label.setWordWrap(True)
         self.relink_button = QPushButton("Re-link")
-        self.relink_button.setToolTip("Link the detections again with the session's model, "
-                                      "keeping every approved link and node")
         self.save_model_button = QPushButton("Save model...")
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
@@ -187,9 +191,9 @@ class FinetuneWidget(QWidget):
         after = QHBoxLayout()
         after.addWidget(self.relink_button)
         after.addWidget(self.save_model_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         for widget in (self.session_label, self.model_label, self.counts_label,
-                       self.review_label, self.detect_box):
+                       self.conflict_button, self.review_label, self.detect_box):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         layout.addWidget(self.relink_after)
@@ -235,12 +239,17 @@ class FinetuneWidget(QWidget):
             "Run the model's detector on the image (no linking): fine-tuning then matches your "
             "tracks to the detections" if model else
             "no model: choose a model file (the bundled model is not installed)")
-        self.finetune_button.setEnabled(detections and idle)
-        self.relink_button.setEnabled(detections and idle)
+        agree = self.contradiction is None
+        self.finetune_button.setEnabled(detections and idle and agree)
+        self.relink_button.setEnabled(detections and idle and agree)
         why = "" if detections else ("open or compute tracks first" if not has else
                                      "no cached detections: detect cells first (below)")
+        why = why or ("" if agree else "your corrections contradict each other: resolve that "
+                                       "first (see above)")
         self.finetune_button.setToolTip(why or "Fine-tune the link, division and merge scorers "
                                                "on your corrections")
+        self.relink_button.setToolTip(why or "Link the detections again with the session's "
+                                             "model, keeping every approved link and node")
         self.save_model_button.setEnabled(has and idle and session.model_tuned)
         self.cancel_button.setEnabled(not idle)
         if session is None:
@@ -256,15 +265,20 @@ class FinetuneWidget(QWidget):
         """Recount the corrections and the review queue of the active session."""
         self._count_timer.stop()
         session = self.controller.session
+        self.contradiction = None
+        self.conflict_button.setVisible(False)
         if session is None:
             self.counts_label.setText("")
             self.review_label.setText("")
+            self._update_controls()
             return
         try:
             counts = session.corrections().counts()
+        except ContradictoryCorrections as error:
+            self._show_contradiction(error)
         except CellectError as error:
             self.counts_label.setStyleSheet(ERROR_STYLE)
-            self.counts_label.setText(f"Corrections contradict each other: {error}")
+            self.counts_label.setText(f"Corrections cannot be used: {error}")
         else:
             self.counts_label.setStyleSheet("")
             n_div = counts["divides"] + counts["does_not_divide"]
@@ -279,6 +293,31 @@ class FinetuneWidget(QWidget):
             f"Uncertain links and divisions not reviewed: {count} "
             "(N: jump to the next, Shift+N: back)")
         self._update_controls()
+
+    def _show_contradiction(self, error: ContradictoryCorrections) -> None:
+        """Say once, in full, what contradicts what, and offer to go to the first node."""
+        self.contradiction = error
+        conflicts = error.conflicts or (str(error),)
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        self.counts_label.setStyleSheet(ERROR_STYLE)
+        self.counts_label.setText(f"Your corrections contradict each other: {conflicts[0]}"
+                                  f"{more}. Undo one of the edits, or fix the node, to fine-tune "
+                                  "or re-link.")
+        self.counts_label.setToolTip("\n".join(conflicts))
+        if error.nodes:
+            self.conflict_button.setText(f"Go to node {error.nodes[0]}")
+            self.conflict_button.setVisible(True)
+
+    def _go_to_conflict(self) -> None:
+        error = self.contradiction
+        session = self.controller.session
+        if error is None or not error.nodes or session is None:
+            return
+        node = error.nodes[0]
+        if not session.graph.has(node):
+            self._show("error", f"node {node} is gone (deleted or undone)")
+            return
+        self.controller.select([node], center=True)
 
     def _refresh_images(self, *_args: Any) -> None:
         current = self.image_combo.currentText()
@@ -411,9 +450,10 @@ class FinetuneWidget(QWidget):
             return
         self._succeeded = True
         self.relink_command = command
-        self.changed_list.show_links(session, command, output.changed)
-        self._show("info", f"re-linked: {len(output.changed)} link(s) changed (highlighted); "
-                           "Ctrl+Z undoes the re-link")
+        self.changed_list.show_links(session, command, output.changed, output.removed)
+        made, gone = len(output.changed), len(output.removed)
+        self._show("info", f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
+                           "removed; listed and highlighted); Ctrl+Z undoes the re-link")
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:

@@ -37,8 +37,9 @@ KEYBINDINGS: tuple[KeyBinding, ...] = (
                "two are selected).", "break_selected"),
     KeyBinding("Delete node", ("Delete", "Backspace"), "Delete the selected nodes; a track with "
                "one node deleted from its middle is healed over the gap.", "delete_selected"),
-    KeyBinding("Add node", ("A",), "Add a node at the cursor in the current frame. If one node of "
-               "an earlier frame is selected, the new node is linked to it.", "add_at_cursor"),
+    KeyBinding("Add node", ("A",), "Add a node where the pointer is on the canvas, in the "
+               "current frame. If one node of an earlier frame is selected, the new node is "
+               "linked to it.", "add_at_cursor"),
     KeyBinding("Division", ("D",), "Mark the selected node as dividing, or unmark it (unmarking "
                "a node with two children unlinks the farther one).", "toggle_division"),
     KeyBinding("Swap parents", ("S",), "Exchange the parents of the two selected nodes (two "

@@ -39,13 +39,13 @@ from qtpy.QtWidgets import (
 from napari_cellect._napari._changes import ChangeSet
 from napari_cellect._napari._colors import N_COLORS, PALETTE, palette_index
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
 from napari_cellect._napari._lineage_layout import (
     LineageLayout,
     approved_runs,
     compute_layout,
     segments,
 )
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 
 if TYPE_CHECKING:
     import napari
@@ -339,7 +339,7 @@ class LineageWidget(QWidget):
         bar.addWidget(self.follow)
         bar.addStretch(1)
         bar.addWidget(self.info)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(bar)
         layout.addWidget(self.canvas, 1)
         self.setToolTip("Click a node to select it and go there. Wheel: zoom (Shift: time only, "

@@ -5,7 +5,36 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QEvent, QObject, QSize, QTimer
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+
+#: the most a dock widget asks for in height before it scrolls: five of them and napari's own
+#: layer controls fit a 1080 px screen
+DOCK_MIN_HEIGHT = 120
+#: Qt property marking the plugin's dock widgets (docked together as tabs)
+TAB_GROUP = "cellect_tab_group"
+
+
+def scrolled_content(widget: QWidget) -> QWidget:
+    """Give ``widget`` a scroll area and return the widget to lay its controls out on.
+
+    A dock widget's minimum height is that of everything in it; several docked in one column
+    would make the window taller than the screen. Inside a scroll area the dock can be made as
+    short as :data:`DOCK_MIN_HEIGHT` and scrolls instead. Once docked, the widget also joins
+    the plugin's other docks in that area as a tab (:class:`_JoinTabs`), so each tool gets the
+    full height; a person can still drag a tab out.
+    """
+    widget.setProperty(TAB_GROUP, True)
+    widget.installEventFilter(_JoinTabs(widget))
+    content = QWidget()
+    area = _VerticalScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return content
 
 
 def disconnect_on_destroy(widget: QObject, pairs: Sequence[tuple[Any, Callable[..., Any]]]) -> None:
@@ -25,3 +54,64 @@ def disconnect_on_destroy(widget: QObject, pairs: Sequence[tuple[Any, Callable[.
                 pass
 
     widget.destroyed.connect(disconnect)
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls up and down only: as wide as its content needs, as short as
+    :data:`DOCK_MIN_HEIGHT`."""
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        return QSize(width + self.verticalScrollBar().sizeHint().width(), DOCK_MIN_HEIGHT)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        content = self.widget()
+        hint = content.sizeHint() if content is not None else QSize(0, 0)
+        return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+        # the hints above follow the content: when its layout changes (say, the style gives it
+        # larger fonts once shown), let that layout settle, then make the dock ask again
+        handled = super().eventFilter(watched, event)
+        if watched is self.widget() and event is not None and (
+            event.type() == QEvent.Type.LayoutRequest
+        ):
+            layout = watched.layout()
+            if layout is not None:
+                layout.activate()
+            self.updateGeometry()
+            holder = self.parentWidget()
+            if holder is not None and holder.layout() is not None:
+                holder.layout().invalidate()
+        return handled
+
+
+class _JoinTabs(QObject):
+    """Each time its widget is put in a dock, tabs that dock with the plugin's other docks in
+    the same area of the main window (on the next turn of the event loop: napari adds the dock
+    to the window after setting its widget)."""
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+        if event is not None and event.type() == QEvent.Type.ParentChange:
+            QTimer.singleShot(0, self._join)
+        return False
+
+    def _join(self) -> None:
+        widget = self.parent()
+        dock = widget.parentWidget() if isinstance(widget, QWidget) else None
+        if not isinstance(dock, QDockWidget) or dock.isFloating():
+            return
+        window = dock.parentWidget()
+        if not isinstance(window, QMainWindow):
+            return
+        area = window.dockWidgetArea(dock)
+        siblings = [
+            other for other in window.findChildren(QDockWidget)
+            if other is not dock and not other.isFloating() and not other.isHidden()
+            and window.dockWidgetArea(other) == area and other.widget() is not None
+            and other.widget().property(TAB_GROUP)
+        ]
+        if siblings and dock not in window.tabifiedDockWidgets(siblings[0]):
+            window.tabifyDockWidget(siblings[0], dock)
+            dock.raise_()

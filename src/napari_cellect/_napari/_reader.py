@@ -1,7 +1,10 @@
 """npe2 reader: image time series and tracks.
 
-- a folder of per-time-point TIFFs, or one (T, Z, Y, X) / (T, Y, X) TIFF: an Image layer backed
-  by a lazy dask array (one chunk per frame), scaled by the voxel size in the files' metadata;
+- a folder of per-time-point TIFFs: an Image layer backed by a lazy dask array (one chunk per
+  frame), scaled by the voxel size in the files' metadata. Single TIFF files are left to
+  napari's own reader (the manifest claims no ``*.tif``, so dropping one asks nothing); the
+  Track cells widget reads their voxel size from the file. :func:`read_image` still opens a
+  single (T, Z, Y, X) / (T, Y, X) TIFF when called directly;
 - our tracks CSV (also a CTC ``RES``/``TRA`` folder or a GEFF folder): a centres Points layer and
   a Tracks layer, bound to a tracking session so the editor keys work at once. If autosaved
   edits exist beside the file, the user is asked whether to restore them;

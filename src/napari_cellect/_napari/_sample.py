@@ -41,4 +41,16 @@ def make_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
         "image",
     )
     ensure_controller_for_current_viewer()
-    return [image, *session_layer_data(session)]
+    return [image, *(_as_ground_truth(*layer) for layer in session_layer_data(session))]
+
+
+def _as_ground_truth(data: Any, kwargs: dict[str, Any], kind: str
+                     ) -> tuple[Any, dict[str, Any], str]:
+    """Ground truth must not look like a tracking result: its masks start hidden (they would
+    cover the tracked ones) and its centres are crosses, not discs."""
+    kwargs = dict(kwargs)
+    if kind == "labels":
+        kwargs["visible"] = False
+    elif kind == "points":
+        kwargs["symbol"] = "cross"
+    return data, kwargs, kind

@@ -177,6 +177,12 @@ class TrackingSession:
         top = done[-1] if done else None
         return top is not self._saved_top
 
+    @property
+    def has_unsaved_edits(self) -> bool:
+        """True when edits were made (or restored) since the last save or open."""
+        done = self.history.done
+        return (done[-1] if done else None) is not self._saved_top
+
     def ensure_journal(self) -> Journal:
         """Start autosaving (writes the current graph as the journal's base) if not yet started."""
         if self._journal is None:

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from napari_cellect._napari._layer_data import Geometry
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect.errors import Cancelled
+from napari_cellect.errors import Cancelled, CellectError
 
 if TYPE_CHECKING:
     from napari.layers import Image
@@ -49,6 +49,15 @@ class TrackingOutput:
     model: Any = None
 
 
+@dataclass(frozen=True)
+class TracksReady:
+    """Yielded by :func:`tracking_job` once the pipeline has linked, before the masks are
+    segmented: the tracks can be shown while the masks are still being made."""
+
+    graph: Any
+    stage: ClassVar[str] = "tracks"
+
+
 def tracking_job(
     tracking_function: TrackingFunction,
     images: Any,
@@ -61,8 +70,9 @@ def tracking_job(
     cell_radius: float | None = None,
     max_label_bytes: int = MAX_LABEL_BYTES,
 ) -> Iterator[Any]:
-    """The worker's generator: load the model, pass the pipeline's progress through, then
-    segment each frame into masks whose values are track ids (also in the worker thread).
+    """The worker's generator: load the model, pass the pipeline's progress through, yield
+    :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
+    in the worker thread).
 
     ``cell_radius`` (xy pixels, None: as trained) goes to the pipeline, which resizes the
     frames to the model's training nucleus size; a model that does not record that size makes
@@ -81,6 +91,8 @@ def tracking_job(
             images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
             keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius,
         )
+        if getattr(result, "graph", None) is not None:
+            yield TracksReady(result.graph)
         labels = getattr(result, "labels", None)
         if labels is None and result is not None:
             labels = yield from _segment(result, images.shape, z_ratio, should_stop,
@@ -159,3 +171,39 @@ def image_path(layer: Image) -> Path | None:
     if path is None:
         path = (layer.metadata.get("cellect_image") or {}).get("path")
     return Path(path) if path else None
+
+
+def tiff_z_ratio(path: Path | None) -> float | None:
+    """z spacing / xy spacing recorded in a TIFF file's metadata (None: not a TIFF, or it does
+    not say). Layers napari's own reader made from a TIFF have a unit scale; this recovers it."""
+    if path is None or path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    from napari_cellect.data.images import open_sequence
+
+    try:
+        scale = open_sequence(path).scale
+    except (CellectError, OSError, ValueError):
+        return None
+    return None if np.allclose(scale, 1.0) else float(scale[0] / scale[1])
+
+
+class WarningCollector(logging.Handler):
+    """Collects the distinct warnings napari_cellect logs between :meth:`start` and
+    :meth:`stop` (from any thread), so a widget can show what the console said."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._messages: dict[str, None] = {}
+
+    def start(self) -> None:
+        self._messages = {}
+        logging.getLogger("napari_cellect").addHandler(self)
+
+    def stop(self) -> None:
+        logging.getLogger("napari_cellect").removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._messages[record.getMessage()] = None
+
+    def messages(self) -> list[str]:
+        return list(self._messages)

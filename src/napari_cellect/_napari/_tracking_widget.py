@@ -2,7 +2,8 @@
 
 The pipeline (``napari_cellect.pipeline.iter_tracking``) is a generator that yields a progress
 record after each frame pair and returns the result; napari's ``create_worker`` runs it in a
-thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish.
+thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish, and
+the tracks as soon as they are linked, while the masks are still being segmented.
 Cancel sets the ``should_stop`` flag the pipeline checks before each frame pair *and* asks the
 worker to quit at its next yield, so a run stops within one frame pair.
 
@@ -42,24 +43,28 @@ from napari_cellect._napari._cell_radius import (
     radius_tooltip,
 )
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect._napari._qt_utils import disconnect_on_destroy
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
     TrackingFunction,
     TrackingOutput,
+    TracksReady,
+    WarningCollector,
     as_tzyx,
     default_tracking_function,
     geometry_of,
     image_path,
     model_reference_radius,
+    tiff_z_ratio,
     tracking_job,
 )
 from napari_cellect.track.journal import Journal, journal_folder_for
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Points
+    from napari.layers import Image, Points, Tracks
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_TILE = 4096
 PREVIEW_COLOR = "yellow"
 PREVIEW_SIZE = 5.0
+TILE_HELP = ("The image is processed in blocks of this many voxels (depth, height, width), "
+             "overlapping a little. Smaller blocks need less memory; automatic fits the model.")
+#: most distinct warnings shown with a result
+MAX_WARNINGS_SHOWN = 3
 
 #: progress text per pipeline stage
 STAGE_TEXT = {
@@ -83,6 +92,17 @@ def _format_seconds(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _what_was_said(warnings: list[str], found: bool) -> str:
+    """The warnings the core logged during a run, as a line under the result (an empty image
+    says why nothing was found)."""
+    if not warnings:
+        return "" if found else (
+            "\nNo cells were found: check the image, the model and the nucleus radius")
+    more = len(warnings) - MAX_WARNINGS_SHOWN
+    said = "; ".join(warnings[:MAX_WARNINGS_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
+    return "\n" + ("Warnings: " if found else "No cells, because: ") + said
 
 
 class TrackingWidget(QWidget):
@@ -104,11 +124,14 @@ class TrackingWidget(QWidget):
         self.result_session: TrackingSession | None = None
         self._stop = threading.Event()
         self._preview: Points | None = None
+        self._tracks_preview: Tracks | None = None
         self._started = 0.0
         self._run_layer: Image | None = None
         self._run_model_file: str | None = None
         self._run_cell_radius: float | None = None
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
+        #: the warnings the core logs during a run, shown with the result
+        self._warnings = WarningCollector()
         self._build()
         self._connect_viewer()
         self._refresh_layers()
@@ -133,14 +156,16 @@ class TrackingWidget(QWidget):
         self.z_ratio.setValue(1.0)
         self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
         self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
-        self.tile_auto = QCheckBox("default")
+        self.tile_auto = QCheckBox("automatic")
         self.tile_auto.setChecked(True)
+        self.tile_auto.setToolTip(TILE_HELP)
         self.tile_spins = []
         for value in TilingConfig().tile:
             spin = QSpinBox()
             spin.setRange(1, MAX_TILE)
             spin.setValue(int(value))
             spin.setEnabled(False)
+            spin.setToolTip(TILE_HELP)
             self.tile_spins.append(spin)
         self.run_button = QPushButton("Run tracking")
         self.cancel_button = QPushButton("Cancel")
@@ -156,22 +181,22 @@ class TrackingWidget(QWidget):
         model_row.addWidget(self.model_path, 1)
         model_row.addWidget(self.model_browse)
         tile_row = QHBoxLayout()
-        tile_row.addWidget(self.tile_auto)
-        for axis, spin in zip("zyx", self.tile_spins, strict=True):
+        for axis, spin in zip(("depth", "height", "width"), self.tile_spins, strict=True):
             tile_row.addWidget(QLabel(axis))
-            tile_row.addWidget(spin)
+            tile_row.addWidget(spin, 1)
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("", model_row)
         form.addRow("Device", self.device_combo)
-        form.addRow("z ratio", self.z_ratio)
+        form.addRow("z step / xy pixel", self.z_ratio)
         form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
-        form.addRow("Tile", tile_row)
+        form.addRow("Block size (voxels)", self.tile_auto)
+        form.addRow("", tile_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -210,6 +235,14 @@ class TrackingWidget(QWidget):
         self.image_combo.blockSignals(False)
         if current not in layers:
             self._on_image_changed()
+        self._update_run_button()
+
+    def _update_run_button(self) -> None:
+        has_image = self.image_combo.count() > 0
+        self.run_button.setEnabled(has_image and not self.running)
+        self.run_button.setToolTip("Track the cells of the chosen image" if has_image else
+                                   "Open an image first (T, Z, Y, X) or (T, Y, X): there is "
+                                   "nothing to track")
 
     def image_layer(self) -> Image | None:
         name = self.image_combo.currentText() if hasattr(self, "image_combo") else ""
@@ -220,8 +253,15 @@ class TrackingWidget(QWidget):
 
     def _on_image_changed(self, *_args: Any) -> None:
         layer = self.image_layer()
-        if layer is not None:
-            self.z_ratio.setValue(geometry_of(layer).z_ratio)
+        if layer is None:
+            return
+        ratio, origin = geometry_of(layer).z_ratio, "from the image layer's scale"
+        if layer.ndim >= 4 and np.allclose(layer.scale[1:], 1.0):
+            from_file = tiff_z_ratio(image_path(layer))
+            if from_file is not None:  # a TIFF napari's own reader opened without its voxel size
+                ratio, origin = from_file, f"from the voxel size in {image_path(layer).name}"
+        self.z_ratio.setValue(ratio)
+        self.z_ratio.setToolTip(f"z spacing / xy spacing ({origin})")
 
     def _on_model_kind(self, *_args: Any) -> None:
         is_file = self.model_combo.currentData() == "file"
@@ -300,6 +340,7 @@ class TrackingWidget(QWidget):
         self._stage, self._stage_first = "", 0
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self._warnings.start()
         self.progress.setRange(0, 0)  # busy until the first progress record
         self.progress_label.setText("loading the model...")
         self._show("info", f"tracking {layer.name}...")
@@ -315,18 +356,23 @@ class TrackingWidget(QWidget):
         self.progress_label.setText("cancelling after the current frame pair...")
 
     def _on_progress(self, progress: Any) -> None:
+        if isinstance(progress, TracksReady):
+            self._show_tracks(progress.graph)
+            return
         done = int(getattr(progress, "done", 0))
         total = max(int(getattr(progress, "total", 0)), 1)
         stage = str(getattr(progress, "stage", ""))
         self.progress.setRange(0, total)
         self.progress.setValue(min(done, total))
-        if stage != self._stage:  # each stage has its own pace
+        if stage != self._stage:  # each stage has its own pace, timed from its first record
             self._stage, self._stage_started = stage, time.monotonic()
-            self._stage_first = done - 1
+            self._stage_first = done
         elapsed = time.monotonic() - self._stage_started
         rate_done = done - self._stage_first
-        left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
-                if rate_done > 0 and done < total else "")
+        left = ""
+        if done < total:
+            left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
+                    if rate_done > 0 else ", estimating the time left...")
         self.progress_label.setText(STAGE_TEXT.get(stage, "{done}/{total}").format(
             done=done, total=total) + left)
         detections = getattr(progress, "detections", None)
@@ -350,6 +396,20 @@ class TrackingWidget(QWidget):
             self.viewer.layers.selection.active = layer
         else:
             self._preview.data = np.concatenate([self._preview.data, coords])
+
+    def _show_tracks(self, graph: Any) -> None:
+        """The linked tracks, shown while the masks are segmented (the result replaces them)."""
+        from napari.layers import Layer
+
+        layer = self._run_layer
+        if layer is None or graph.n_edges == 0:
+            return
+        data, kwargs, kind = tracks_layer_data(graph, geometry_of(layer), layer.name, {})
+        kwargs["name"] = f"{layer.name} tracks (running)"
+        self._tracks_preview = Layer.create(data, kwargs, kind)
+        self.viewer.add_layer(self._tracks_preview)
+        self.viewer.layers.selection.active = layer
+        self.progress_label.setText("tracks linked; making the masks...")
 
     def _on_result(self, output: TrackingOutput | None) -> None:
         layer = self._run_layer
@@ -387,8 +447,10 @@ class TrackingWidget(QWidget):
         self.controller.add_session(session)
         self.result_session = session
         n_tracks = len(np.unique(graph.track_ids())) if len(graph) else 0
-        self._show("info", f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} "
-                           f"divisions in {_format_seconds(time.monotonic() - self._started)}")
+        text = (f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} divisions in "
+                f"{_format_seconds(time.monotonic() - self._started)}")
+        self._show("info" if len(graph) else "error",
+                   text + _what_was_said(self._warnings.messages(), found=len(graph) > 0))
 
     @staticmethod
     def _journal_folder(layer: Image) -> Path | None:
@@ -413,17 +475,18 @@ class TrackingWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.run_button.setEnabled(True)
+        self._warnings.stop()
+        self._update_run_button()
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.result_session is not None else 0)
-        if self.result_session is None:
-            self.progress_label.setText("")
+        self.progress_label.setText("")  # the status line says how the run ended
 
     def _remove_preview(self) -> None:
-        if self._preview is not None and self._preview in self.viewer.layers:
-            self.viewer.layers.remove(self._preview)
-        self._preview = None
+        for preview in (self._preview, self._tracks_preview):
+            if preview is not None and preview in self.viewer.layers:
+                self.viewer.layers.remove(preview)
+        self._preview = self._tracks_preview = None
 
     def _show(self, level: str, text: str) -> None:
         self.status.setStyleSheet("color: #ff7070;" if level == "error" else "")

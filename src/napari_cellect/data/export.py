@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,18 @@ def ctc_tracks(graph: TrackGraph) -> tuple[np.ndarray, np.ndarray]:
     return labels, table[np.argsort(table[:, 0])]
 
 
+@dataclass(frozen=True)
+class CtcExport:
+    """What :func:`write_ctc` wrote, including what the masks could not show as they were."""
+
+    folder: Path
+    """The folder holding the track table."""
+    marked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Ids of nodes that had no pixels in the label masks and were drawn as markers there."""
+    left_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Ids of nodes outside the image: they have no pixels in any mask."""
+
+
 def _digits(n_frames: int) -> int:
     return max(CTC_MIN_DIGITS, len(str(max(n_frames - 1, 0))))
 
@@ -142,8 +155,9 @@ def draw_markers(shape: tuple[int, int, int], centres: np.ndarray, radii: np.nda
 
 
 def _relabel(frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, dtype: Any,
-             t: int) -> np.ndarray:
-    """Map the track ids of a label frame to CTC labels; ids without a node here become 0."""
+             t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map the track ids of a label frame to CTC labels; ids without a node here become 0.
+    Also returns which ``from_values`` have no pixels in the frame."""
     frame = np.asarray(frame)
     if frame.dtype.kind not in "iu":
         raise InputError(f"expected integer label images, found dtype {frame.dtype} in frame {t}")
@@ -154,20 +168,16 @@ def _relabel(frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, 
         logger.warning("frame %d: %d label(s) have no node in this frame and are dropped "
                        "(e.g. %s)", t, len(unknown), ", ".join(map(str, unknown[:5])))
     keep = np.isin(from_values, present)
-    if not np.all(keep):
-        logger.warning("frame %d: %d node(s) have no pixels in the label image, so their CTC "
-                       "track has a hole (e.g. track id %s)", t, int((~keep).sum()),
-                       from_values[~keep][0])
     lookup_from, lookup_to = from_values[keep], to_values[keep]
     order = np.argsort(lookup_from)
     lookup_from, lookup_to = lookup_from[order], lookup_to[order]
     out = np.zeros(frame.shape, dtype=dtype)
     if len(lookup_from) == 0:
-        return out
+        return out, ~keep
     pos = np.minimum(np.searchsorted(lookup_from, frame), len(lookup_from) - 1)
     hit = (lookup_from[pos] == frame) & (frame > 0)
     out[hit] = lookup_to[pos[hit]]
-    return out
+    return out, ~keep
 
 
 def _n_frames(graph: TrackGraph, labels: LabelSource | None, shape: tuple[int, ...] | None
@@ -201,8 +211,8 @@ def write_ctc(
     *,
     shape: tuple[int, ...] | None = None,
     z_ratio: float = 1.0,
-) -> Path:
-    """Write a Cell Tracking Challenge folder.
+) -> CtcExport:
+    """Write a Cell Tracking Challenge folder in which every node has pixels in its mask.
 
     Results (``gt=False``): ``folder/res_track.txt`` and ``folder/mask###.tif``. Ground truth
     (``gt=True``): ``folder/TRA/man_track.txt`` and ``folder/TRA/man_track###.tif``.
@@ -212,8 +222,11 @@ def write_ctc(
         folder: the RES folder, or the ``*_GT`` folder when ``gt`` is True (created if missing).
         labels: masks whose values are graph track ids, as a callable ``t -> (Z, Y, X)`` array or
             an array-like (T, Z, Y, X); they are relabelled to the CTC track labels frame by
-            frame. Without them, ``shape`` gives the image size and every node is drawn as a
-            ball of its radius, so CTC tools can score point tracks.
+            frame. A node with no pixels in its frame's mask (a cell the segmentation missed)
+            is drawn there as a marker of its radius on background voxels (at least its centre
+            voxel), so the export reads back with every node. Without them, ``shape`` gives
+            the image size and every node is drawn as a ball of its radius, so CTC tools can
+            score point tracks.
         gt: write ground truth instead of results.
         radius: marker radius in xy pixels for all nodes; None uses each node's radius
             (:data:`DEFAULT_MARKER_RADIUS` where it is unknown).
@@ -221,7 +234,7 @@ def write_ctc(
         z_ratio: z spacing over xy spacing, so that markers are round in space.
 
     Returns:
-        the folder holding the track table.
+        the folder holding the track table, and the nodes drawn as markers or left out.
 
     Masks are uint16 when the largest label fits, else uint32; 2D data (Z = 1) is written as
     2D images. When neither labels nor shape are given only the track table is written.
@@ -259,11 +272,15 @@ def write_ctc(
             for row in table:
                 handle.write(" ".join(str(int(v)) for v in row) + "\n")
         names = [table_name]
+        marked: list[np.ndarray] = []
+        left_out: list[np.ndarray] = []
         if write_masks:
             for t in range(n_frames):
                 rows = t_sorted[bounds[t]:bounds[t + 1]]
-                mask = _ctc_frame(graph, node_labels, t, rows, labels, frame_shape, radius,
-                                  z_ratio, dtype)
+                mask, marked_rows, outside_rows = _ctc_frame(
+                    graph, node_labels, t, rows, labels, frame_shape, radius, z_ratio, dtype)
+                marked.append(graph.ids[marked_rows])
+                left_out.append(graph.ids[outside_rows])
                 name = f"{prefix}{t:0{digits}d}.tif"
                 tifffile.imwrite(staging / name, mask[0] if mask.shape[0] == 1 else mask,
                                  compression="zlib", photometric="minisblack")
@@ -276,13 +293,28 @@ def write_ctc(
         raise
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote %d CTC tracks (%d frames) to %s", len(table), n_frames, dest)
-    return dest
+    result = CtcExport(dest, _concat_ids(marked), _concat_ids(left_out))
+    if len(result.marked):
+        logger.info("%d node(s) had no pixels in the masks and were drawn as markers (e.g. %s)",
+                    len(result.marked), result.marked[:5].tolist())
+    if len(result.left_out):
+        logger.warning("%d node(s) lie outside the image and have no pixels (e.g. %s)",
+                       len(result.left_out), result.left_out[:5].tolist())
+    return result
+
+
+def _concat_ids(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def _ctc_frame(graph: TrackGraph, node_labels: np.ndarray, t: int, rows: np.ndarray,
                labels: LabelSource | None, frame_shape: tuple[int, int, int] | None,
-               radius: float | None, z_ratio: float, dtype: Any) -> np.ndarray:
-    """The (Z, Y, X) mask of frame ``t`` (whose nodes are ``rows``) with CTC labels."""
+               radius: float | None, z_ratio: float, dtype: Any
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (Z, Y, X) mask of frame ``t`` (whose nodes are ``rows``) with CTC labels, the rows
+    drawn as markers because the labels had no pixels for them, and the rows outside the
+    image."""
+    empty = np.zeros(0, np.int64)
     if labels is not None:
         frame = np.asarray(labels(t) if callable(labels) else labels[t])
         if frame.ndim == 2:
@@ -290,21 +322,53 @@ def _ctc_frame(graph: TrackGraph, node_labels: np.ndarray, t: int, rows: np.ndar
         if frame.ndim != 3 or (frame_shape is not None and frame.shape != frame_shape):
             raise InputError(f"expected a label frame of shape {frame_shape or '(Z, Y, X)'}, "
                              f"found {frame.shape} in frame {t}")
-        return _relabel(frame, graph.track_ids()[rows], node_labels[rows], dtype, t)
+        mask, missing = _relabel(frame, graph.track_ids()[rows], node_labels[rows], dtype, t)
+        if not np.any(missing):
+            return mask, empty, empty
+        missing_rows = rows[missing]
+        outside = _outside(graph.positions()[missing_rows], mask.shape, t)
+        inside_rows = missing_rows[~outside]
+        _fill_markers(mask, graph.positions()[inside_rows],
+                      _marker_radii(graph, inside_rows, radius), node_labels[inside_rows], z_ratio)
+        return mask, inside_rows, missing_rows[outside]
     assert frame_shape is not None
     centres = graph.positions()[rows]
+    outside = _outside(centres, frame_shape, t)
+    keep = ~outside
+    mask = draw_markers(frame_shape, centres[keep], _marker_radii(graph, rows[keep], radius),
+                        node_labels[rows][keep], z_ratio=z_ratio, dtype=dtype)
+    return mask, empty, rows[outside]
+
+
+def _marker_radii(graph: TrackGraph, rows: np.ndarray, radius: float | None) -> np.ndarray:
+    """``radius`` for every row, else each node's own radius (a default where unknown)."""
     if radius is not None:
-        radii = np.full(len(rows), float(radius))
-    else:
-        radii = np.asarray(graph["radius"][rows], dtype=np.float64)
-        radii = np.where(np.isfinite(radii) & (radii > 0), radii, DEFAULT_MARKER_RADIUS)
+        return np.full(len(rows), float(radius))
+    radii = np.asarray(graph["radius"][rows], dtype=np.float64)
+    return np.where(np.isfinite(radii) & (radii > 0), radii, DEFAULT_MARKER_RADIUS)
+
+
+def _outside(centres: np.ndarray, frame_shape: tuple[int, ...], t: int) -> np.ndarray:
     outside = np.any((centres < -0.5) | (centres > np.asarray(frame_shape) - 0.5), axis=1)
     if np.any(outside):
         logger.warning("frame %d: %d node(s) lie outside the image %s and get no marker", t,
-                       int(outside.sum()), frame_shape)
-    keep = ~outside
-    return draw_markers(frame_shape, centres[keep], radii[keep], node_labels[rows][keep],
-                        z_ratio=z_ratio, dtype=dtype)
+                       int(outside.sum()), tuple(frame_shape))
+    return outside
+
+
+def _fill_markers(mask: np.ndarray, centres: np.ndarray, radii: np.ndarray, values: np.ndarray,
+                  z_ratio: float) -> None:
+    """Draw markers into ``mask`` on background voxels only, so no segmented cell loses pixels;
+    a node whose marker found no background still gets its centre voxel."""
+    if len(centres) == 0:
+        return
+    markers = draw_markers(mask.shape, centres, radii, values, z_ratio=z_ratio, dtype=mask.dtype)
+    free = (mask == 0) & (markers > 0)
+    mask[free] = markers[free]
+    shown = np.isin(values, np.unique(mask[free])) if np.any(free) else np.zeros(len(values), bool)
+    for centre, value in zip(centres[~shown], values[~shown]):
+        voxel = tuple(np.clip(np.rint(centre).astype(int), 0, np.asarray(mask.shape) - 1))
+        mask[voxel] = value
 
 
 def _move_into(staging: Path, dest: Path, names: list[str], prefix: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -410,5 +411,12 @@ def raise_conflicts(conflicts: Sequence[str]) -> None:
     more = f"; ... ({len(conflicts)} in all)" if len(conflicts) > _MAX_LISTED else ""
     raise ContradictoryCorrections(
         f"contradictory corrections: {shown}{more}. Undo or redo the conflicting edits, then try "
-        "again"
-    )
+        "again", tuple(conflicts), tuple(_conflict_node(c) for c in conflicts))
+
+
+def _conflict_node(conflict: str) -> int:
+    """The node a conflict sentence is about: ``node N ...``, or the child of ``link P -> C``."""
+    found = re.match(r"(?:node (\d+)|link -?\d+ -> (\d+))", conflict)
+    if found is None:
+        raise ValueError(f"a conflict must start with 'node N' or 'link P -> C': {conflict!r}")
+    return int(found.group(1) or found.group(2))
