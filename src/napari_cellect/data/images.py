@@ -262,13 +262,46 @@ class _TiffHeader:
     scale: tuple[float, float, float] | None  # None: the file does not say
 
 
+#: what tifffile logs (and then reads on with what it could) when a file's structure is damaged;
+#: other errors it logs (odd metadata, a strange tag) leave the pixels readable
+_TIFF_DAMAGE = re.compile(r"corrupted|invalid (page |value )?offset|invalid offset to page|"
+                          r"invalid next page|missing data|incorrect Strip|does not match|"
+                          r"failed to reshape|circular reference")
+
+
+class _TifffileErrors(logging.Handler):
+    """Collects tifffile's reports of a damaged file: it logs them at ERROR level and goes on
+    with what it could read (fewer frames, one page) rather than raising."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if _TIFF_DAMAGE.search(message):
+            self.messages.append(message)
+
+
 def _read_header(path: Path) -> _TiffHeader:
-    """Series 0's axes, shape, dtype and voxel size, without reading pixel data."""
+    """Series 0's axes, shape, dtype and voxel size, without reading pixel data.
+
+    A file that tifffile finds damaged, or whose header places pixel data beyond the end of
+    the file (truncated, or a header claiming huge sizes), is refused here rather than read
+    as fewer frames or failing in the middle of a run.
+    """
+    errors = _TifffileErrors()
+    tifffile_logger = logging.getLogger("tifffile")
+    tifffile_logger.addHandler(errors)
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError("the TIFF holds no image", path)
             series = tif.series[0]
+            _check_data_extent(series, path)
+            if errors.messages:
+                raise InputError("the TIFF is damaged or truncated (tifffile: "
+                                 f"{_strip_file_name(errors.messages[0])})", path)
             if len(tif.series) > 1:
                 logger.info("%s holds %d image series; using the first", path, len(tif.series))
             return _TiffHeader(series.axes, tuple(series.shape), np.dtype(series.dtype),
@@ -277,6 +310,31 @@ def _read_header(path: Path) -> _TiffHeader:
         raise
     except (tifffile.TiffFileError, OSError, ValueError) as error:
         raise InputError(f"not a readable TIFF file ({error})", path) from error
+    finally:
+        tifffile_logger.removeHandler(errors)
+
+
+def _check_data_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Refuse a series whose pixel data would lie (partly) beyond the end of the file."""
+    size = path.stat().st_size
+    if series.dataoffset is not None:  # contiguous: one block of known size
+        end = int(series.dataoffset) + int(series.nbytes)
+    else:
+        end = max((int(o) + int(c) for page in series.pages if page is not None
+                   for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+    if end > size:
+        raise InputError(
+            f"the TIFF is truncated or its header is wrong: it describes {_describe(series)} "
+            f"with pixel data up to byte {end:,}, but the file has {size:,} bytes", path)
+
+
+def _describe(series: tifffile.TiffPageSeries) -> str:
+    return f"an image of shape {tuple(series.shape)} ({series.axes}, {np.dtype(series.dtype)})"
+
+
+def _strip_file_name(message: str) -> str:
+    """tifffile's messages start with the object's repr; the error already names the file."""
+    return re.sub(r"^<tifffile\.\w+ [^>]*>\s*", "", message)
 
 
 def _tiff_scale(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
