@@ -1,6 +1,8 @@
 """Atomic writes: write to a temporary sibling, then rename it over the destination.
 
 An interrupted export or autosave therefore never leaves a half-written file over a good one.
+A write killed before it could clean up (SIGKILL, power loss) leaves a hidden temporary file;
+the next successful write of the same destination removes it.
 The temporary name lives in the destination's folder (so the final rename never crosses file
 systems), is hidden, and ends with the destination's own name, so libraries that look at the
 suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -98,6 +101,18 @@ def _commit(tmp: Path, dest: Path) -> None:
     else:
         os.replace(tmp, dest)
     _fsync_dir(dest.parent)
+    _remove_leftovers(dest)
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Remove what earlier writes of ``dest`` left behind when their process was killed
+    (SIGKILL, power loss) before it could clean up: the new file is in place, so they are stale.
+    """
+    pattern = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-" + re.escape(dest.name))
+    for leftover in dest.parent.glob(f"{TEMP_PREFIX}*"):
+        if pattern.fullmatch(leftover.name):
+            logger.info("removing %s, left by an interrupted write of %s", leftover.name, dest)
+            _remove(leftover)
 
 
 @contextmanager
