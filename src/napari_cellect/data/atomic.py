@@ -1,7 +1,8 @@
 """Atomic writes: write to a temporary sibling, then rename it over the destination.
 
 An interrupted export or autosave therefore never leaves a half-written file over a good one.
-A write killed before it could clean up (SIGKILL, power loss) leaves a hidden temporary file;
+A write that fails (a full disk, no permission) raises :class:`~napari_cellect.errors.WriteError`
+saying why and that the previous file is kept. A write killed before it could clean up (SIGKILL, power loss) leaves a hidden temporary file;
 the next successful write of the same destination removes it.
 The temporary name lives in the destination's folder (so the final rename never crosses file
 systems), is hidden, and ends with the destination's own name, so libraries that look at the
@@ -15,6 +16,7 @@ suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -24,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from napari_cellect.errors import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,9 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Pa
         if fsync:
             _fsync_tree(tmp)
         _commit(tmp, dest)
+    except OSError as error:
+        _remove(tmp)
+        raise _write_error(dest, error) from error
     except BaseException:
         _remove(tmp)
         raise
@@ -181,10 +188,14 @@ def atomic_write(
     tmp = temp_sibling(dest)
     exclusive = mode.replace("w", "x")  # O_EXCL: never clobber a file we did not create
     handle: IO[Any]
-    if binary:
-        handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
-    else:
-        handle = open(tmp, exclusive, encoding=encoding or "utf-8", newline=newline)  # noqa: SIM115
+    try:
+        if binary:
+            handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
+        else:
+            handle = open(tmp, exclusive, encoding=encoding or "utf-8",  # noqa: SIM115
+                          newline=newline)
+    except OSError as error:
+        raise _write_error(dest, error) from error
     try:
         with handle:
             yield handle
@@ -192,6 +203,31 @@ def atomic_write(
             if fsync:
                 os.fsync(handle.fileno())
         _commit(tmp, dest)
+    except OSError as error:
+        _remove(tmp)
+        raise _write_error(dest, error) from error
     except BaseException:
         _remove(tmp)
         raise
+
+
+#: errno -> what it means for the person saving
+_WRITE_REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                  errno.EROFS: "the disk is read-only"}
+
+
+def _write_error(dest: Path, error: OSError) -> WriteError:
+    """What went wrong, in words, and that the previous file (if any) is kept."""
+    if isinstance(error, WriteError):
+        return error
+    reason = _WRITE_REASONS.get(error.errno or -1, "the system refused")
+    detail = error.strerror or str(error) or type(error).__name__
+    kept = ("the previous file is kept unchanged" if dest.exists()
+            else "no file was written")
+    message = f"cannot write {dest}: {reason} ({detail}); {kept}"
+    if error.errno == errno.ENOSPC:
+        message += "; free some space or save elsewhere"
+    out = WriteError(message)
+    out.errno = error.errno
+    return out
