@@ -2,8 +2,9 @@
 
 An interrupted export or autosave therefore never leaves a half-written file over a good one.
 A write that fails (a full disk, no permission) raises :class:`~napari_cellect.errors.WriteError`
-saying why and that the previous file is kept. A write killed before it could clean up (SIGKILL, power loss) leaves a hidden temporary file;
-the next successful write of the same destination removes it.
+saying why and that the previous file is kept. A write killed before it could clean up (SIGKILL,
+power loss) leaves a hidden temporary file; the next successful write of the same destination
+removes it.
 The temporary name lives in the destination's folder (so the final rename never crosses file
 systems), is hidden, and ends with the destination's own name, so libraries that look at the
 suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
@@ -212,9 +213,10 @@ def atomic_write(
 
 
 #: errno -> what it means for the person saving
-_WRITE_REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                  errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-                  errno.EROFS: "the disk is read-only"}
+_WRITE_REASONS = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only"}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _WRITE_REASONS[errno.EDQUOT] = "the disk quota is used up"
 
 
 def _write_error(dest: Path, error: OSError) -> WriteError:
