@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cellect.data.annotations import read_csv
+from napari_cellect.data.annotations import read_csv, read_geff
 from napari_cellect.data.atomic import TEMP_PREFIX
-from napari_cellect.data.export import write_csv
+from napari_cellect.data.export import write_csv, write_geff
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import restore
 
@@ -52,16 +52,17 @@ for i in range(1_000_000):
 EXPORT_WRITER = """
 import sys
 import numpy as np
-from napari_cellect.data.export import write_csv
+from napari_cellect.data.export import write_csv, write_geff
 from napari_cellect.track.graph import TrackGraph
 
+write = {"csv": write_csv, "geff": write_geff}[sys.argv[3]]
 n = int(sys.argv[2])
 print("ready", flush=True)
 for version in range(1, 1_000_000):
     graph = TrackGraph.from_arrays(id=np.arange(n), t=np.arange(n) % 7, z=np.zeros(n),
                                    y=np.full(n, float(version)), x=np.arange(n, dtype=float),
                                    parent_id=np.full(n, -1))
-    write_csv(graph, sys.argv[1])
+    write(graph, sys.argv[1])
     print(version, flush=True)
 """
 
@@ -79,8 +80,8 @@ def run_and_kill(script: str, args: list[str], rng: random.Random, most: float) 
         time.sleep(rng.uniform(0.0, most))
     finally:
         child.send_signal(signal.SIGKILL)
-        out, _err = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, err
     numbers = [int(line) for line in out.split()]
     return numbers[-1] if numbers else 0
 
@@ -102,17 +103,19 @@ def test_killed_journal_writes_keep_every_edit_reported_done(tmp_path):
         assert len(history.done) == min(len(graph), history.max_length)
 
 
-@pytest.mark.parametrize("n_nodes", [50, 20_000])
-def test_killed_exports_leave_one_complete_version(tmp_path, n_nodes):
+@pytest.mark.parametrize(("fmt", "n_nodes"), [("csv", 50), ("csv", 20_000), ("geff", 500)])
+def test_killed_exports_leave_one_complete_version(tmp_path, fmt, n_nodes):
+    """A CSV is replaced by one rename; a GEFF folder by one atomic swap (Linux)."""
     rng = random.Random(n_nodes)
-    path = tmp_path / "tracks é.csv"
+    path = tmp_path / f"tracks é.{fmt}"
+    read, write = {"csv": (read_csv, write_csv), "geff": (read_geff, write_geff)}[fmt]
     on_disk = None  # the version the file holds: each writer starts again at version 1
     for kill in range(KILLS):
-        done = run_and_kill(EXPORT_WRITER, [str(path), str(n_nodes)], rng, most=1.0)
+        done = run_and_kill(EXPORT_WRITER, [str(path), str(n_nodes), fmt], rng, most=1.0)
         if not path.exists():
             assert on_disk is None and done == 0  # killed before its first write finished
             continue
-        graph = read_csv(path)
+        graph = read(path)
         assert len(graph) == n_nodes
         versions = np.unique(graph["y"])
         expected = {done, done + 1} if done else {on_disk, 1}
@@ -121,8 +124,7 @@ def test_killed_exports_leave_one_complete_version(tmp_path, n_nodes):
         leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
         assert all(name.startswith(TEMP_PREFIX) for name in leftovers), leftovers
     # the next write clears what killed writes left behind
-    write_csv(TrackGraph.from_arrays(id=[0], t=[0], z=[0.0], y=[0.0], x=[0.0], parent_id=[-1]),
-              path)
+    write(TrackGraph.from_arrays(id=[0], t=[0], z=[0.0], y=[0.0], x=[0.0], parent_id=[-1]), path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
