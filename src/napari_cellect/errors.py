@@ -36,6 +36,14 @@ class ModelError(CellectError):
     """A model bundle or checkpoint file that cannot be used."""
 
 
+class WriteError(CellectError, OSError):
+    """A file could not be written (disk full, no permission, read-only disk...).
+
+    Raised by the atomic writers (``data/atomic.py``), which keep the previous file; an OSError
+    too, so code that catches OSError around a save still does.
+    """
+
+
 class DeviceError(CellectError):
     """The requested compute device is not available."""
 

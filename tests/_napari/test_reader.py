@@ -11,6 +11,7 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._layer_data import SESSION_KEY
 from napari_cellect._napari._reader import get_reader, read_image, read_journal, read_tracks_file
 from napari_cellect.data.export import write_csv
+from napari_cellect.errors import InputError
 from napari_cellect.track import edits
 from napari_cellect.track.journal import journal_folder_for
 
@@ -101,3 +102,21 @@ def test_reopening_a_csv_with_a_journal_asks_and_restores(tmp_path, graph, monke
     assert get_reader(str(journal_folder_for(path))) is read_journal
     (_, jkw, _) = read_journal(str(journal_folder_for(path)))[-1]
     assert not jkw["metadata"][SESSION_KEY].graph.has(7)
+
+
+def test_napari_reader_refuses_bad_files_with_what_a_napari_user_can_do(tmp_path):
+    """The message names what a napari user can do (there is no option to pass); the bad
+    tracks file is left as it was and gets no journal."""
+    volume = tmp_path / "volume.tif"
+    tifffile.imwrite(volume, np.zeros((4, 8, 8), np.uint16), photometric="minisblack")
+    with pytest.raises(InputError, match="Save the file with its axes in the metadata") as info:
+        get_reader(str(volume))(str(volume))
+    assert "--axes" not in str(info.value) and "axes=" not in str(info.value)
+    bad = tmp_path / "tracks.csv"
+    bad.write_text("id,t,z,y,x,parent_id\n1,0,0,0,0,-1\n2,1,0,0,0,1\n3,1,0,0,0,1\n"
+                   "4,1,0,0,0,1\n")
+    before = bad.read_bytes()
+    with pytest.raises(InputError, match="id 1 has 3 children"):
+        get_reader(str(bad))(str(bad))
+    assert bad.read_bytes() == before
+    assert not journal_folder_for(bad).exists()

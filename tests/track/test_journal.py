@@ -75,3 +75,36 @@ def test_discard_removes_the_journal(tmp_path):
     journal.discard()
     assert not (tmp_path / "j").exists()
     history.do(edits.break_link, 5)  # no longer journalled, no error
+
+
+def test_a_full_disk_stops_the_journal_at_the_last_edit_it_could_write(tmp_path, monkeypatch,
+                                                                      caplog):
+    """Appending after a missing edit would replay something else: the journal keeps the
+    edits up to the failure, says so, and writes nothing more even once space is free."""
+    import errno
+    import os
+
+    from napari_cellect.track import journal as journal_module
+
+    folder = journal_folder_for(tmp_path / "tracks.csv")
+    history = History(make_graph())
+    journal = Journal(folder)
+    journal.start(history)
+    history.do(edits.link, 1, 4)
+    history.do(edits.approve_track, 5)
+    fsync = os.fsync
+
+    def no_space(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(journal_module.os, "fsync", no_space)
+    history.do(edits.delete_node, 2)  # the edit itself is made; its line is written, not synced
+    assert not history.graph.has(2)
+    last_written = snapshot(history.graph)
+    assert journal.error is not None and "No space left on device" in str(journal.error)
+    assert "edits made from now on are not autosaved" in caplog.text
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    history.do(edits.add_node, 2, (0.0, 9.0, 9.0))  # space again: still not appended
+    restored = restore(folder)
+    pd.testing.assert_frame_equal(snapshot(restored.graph), last_written)
+    assert len(restored.done) == 3

@@ -91,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.annotations import read_tracks
-    from napari_cellect.data.images import open_sequence
+    from napari_cellect.data.images import CLI_AXES, open_sequence
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
     from napari_cellect.track.corrections import (
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         bundle = ModelBundle.load_default()
     xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
-    sequence = open_sequence(args.images, axes=args.axes)
+    sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
     thresholds = bundle.thresholds
     config = CorrectionConfig(link_k=thresholds.link.k, merge_k=thresholds.merge.k)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_cellect.config import config_to_dict
     from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
-    from napari_cellect.data.images import open_sequence
+    from napari_cellect.data.images import CLI_AXES, open_sequence
     from napari_cellect.infer.device import resolve_device
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import ModelBundle
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("expected INPUT and -o/--output CSV (or --show-config)")
     _check_outputs(args)
     xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
-    images = open_sequence(args.input, axes=args.axes)
+    images = open_sequence(args.input, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
     if not z_ratio > 0:
         raise InputError(f"--z-ratio must be > 0, found {z_ratio}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from napari_cellect.cli import command_help
 from napari_cellect.data.annotations import read_tracks
-from napari_cellect.data.images import open_sequence
+from napari_cellect.data.images import CLI_AXES, open_sequence
 from napari_cellect.errors import InputError
 from napari_cellect.infer.device import DEVICE_CHOICES
 from napari_cellect.model.unet import preset_names
@@ -58,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         f"defaults (default {defaults.calibration_frames})")
     parser.add_argument("--z-ratio", type=float, metavar="R",
                         help="z spacing / xy spacing (default: from the image metadata)")
+    parser.add_argument("--axes", metavar="AXES",
+                        help="axes of TIFFs without metadata, e.g. TZYX (every series)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, metavar="N",
                         help=f"number of epochs (default {defaults.epochs})")
     parser.add_argument("--steps-per-epoch", type=int, default=defaults.steps_per_epoch,
@@ -90,8 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _sources(images: list[Path], annotations: list[Path], z_ratio: float | None, what: str
-             ) -> list[TrainSource]:
+def _sources(images: list[Path], annotations: list[Path], z_ratio: float | None, what: str,
+             axes: str | None = None) -> list[TrainSource]:
     if len(images) != len(annotations):
         raise InputError(
             f"expected one annotation file per {what} image series, found {len(images)} image "
@@ -99,7 +101,7 @@ def _sources(images: list[Path], annotations: list[Path], z_ratio: float | None,
         )
     sources = []
     for image_path, ann_path in zip(images, annotations):
-        sequence = open_sequence(image_path)
+        sequence = open_sequence(image_path, axes=axes, axes_option=CLI_AXES)
         ratio = float(z_ratio) if z_ratio is not None else sequence.z_ratio
         if not ratio > 0:
             raise InputError(f"expected a positive z ratio, found {ratio}", image_path)
@@ -125,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--z-ratio must be positive, found {args.z_ratio}")
     if bool(args.val_images) != bool(args.val_annotations):
         raise InputError("give --val-images and --val-annotations together")
-    train = _sources(args.images, args.annotations, args.z_ratio, "training")
-    val = _sources(args.val_images, args.val_annotations, args.z_ratio, "validation")
+    train = _sources(args.images, args.annotations, args.z_ratio, "training", args.axes)
+    val = _sources(args.val_images, args.val_annotations, args.z_ratio, "validation", args.axes)
     try:
         sampling = SamplingConfig(crop=tuple(args.crop))
         config = TrainConfig(

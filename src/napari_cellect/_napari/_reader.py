@@ -22,6 +22,7 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import ensure_controller_for_current_viewer
 from napari_cellect._napari._layer_data import Geometry, session_layer_data
 from napari_cellect._napari._session import TrackingSession
+from napari_cellect.data.images import AxesOption
 from napari_cellect.errors import CellectError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ ReaderFunction = Callable[[str], list[LayerData]]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 JOURNAL_SUFFIX = ".cellect-journal"
+#: napari's open dialog takes no axes: the person saves them in the file instead
+NAPARI_AXES = AxesOption(
+    spell=str,
+    lead="Save the file with its axes in the metadata (Fiji: Image > Hyperstacks > Re-order "
+         "Hyperstack, then File > Save As > Tiff):",
+    tail=", then open it again",
+)
 
 
 def get_reader(path: str | list[str]) -> ReaderFunction | None:
@@ -81,7 +89,7 @@ def read_image(path: str) -> list[LayerData]:
     """An Image layer (lazy dask) for a TIFF folder or a multi-frame TIFF."""
     from napari_cellect.data.images import open_sequence
 
-    sequence = open_sequence(path)
+    sequence = open_sequence(path, axes_option=NAPARI_AXES)
     data = sequence.data
     spatial = 3
     if data.shape[1] == 1:  # 2D+t: drop the Z axis of size 1

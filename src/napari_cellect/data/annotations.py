@@ -19,9 +19,11 @@ input. Positions are always voxels (z in slices).
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", ""})
 #: strings pandas would read as a missing value
 EMPTY = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "None"})
 CTC_TABLES = {"man_track.txt": "man_track", "res_track.txt": "mask"}
+#: largest id or frame read from a table: ids are parsed as float64, exact up to 2**53
+MAX_INT = 2**53
 
 
 def read_tracks(path: str | Path, z_ratio: float | None = None) -> TrackGraph:
@@ -115,17 +119,70 @@ def _read_table(path: Path, sep: str | None, header_prefix: str = "") -> pd.Data
     if sep is None:
         sep = "\t" if "\t" in header else "," if "," in header else r"\s+"
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False,
-                         encoding="utf-8-sig", engine="python" if len(sep) > 1 else "c")
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise InputError(f"cannot parse the table ({error})", path) from error
-    df.columns = [str(c).strip().lstrip(header_prefix).strip().lower() for c in df.columns]
+        with warnings.catch_warnings():
+            # index_col=False: a row longer than the header is an error, never an index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                             skip_blank_lines=False, encoding="utf-8-sig", index_col=False,
+                             engine="python" if len(sep) > 1 else "c")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path) from error
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as error:
+        raise _too_many_fields(path, sep) or InputError(
+            f"cannot parse the table ({str(error).strip()})", path) from error
+    names = [_column_name(c, header_prefix) for c in _header_fields(header, sep)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"column(s) {', '.join(repeated)} appear more than once in the header; "
+                         "expected each column once", path, 1)
+    df.columns = [_column_name(c, header_prefix) for c in df.columns]
     df = df.apply(lambda col: col.str.strip())
     lines = np.arange(len(df)) + 2  # line 1 is the header; blank lines are kept, then dropped
     blank = (df == "").all(axis=1).to_numpy()
     df = df.loc[~blank].reset_index(drop=True)
     df.attrs["lines"] = lines[~blank]
     return df
+
+
+def _column_name(raw: Any, header_prefix: str) -> str:
+    return str(raw).strip().lstrip(header_prefix).strip().strip('"').lower()
+
+
+def _header_fields(header: str, sep: str) -> list[str]:
+    if len(sep) == 1:
+        return next(csv.reader([header.lstrip("\ufeff")], delimiter=sep))
+    return re.split(sep, header.strip())
+
+
+def _not_utf8(path: Path) -> InputError:
+    """Where the first byte that is not UTF-8 is (line and byte), for a file saved in another
+    encoding (Excel's Latin-1, say) or not text at all."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        return InputError(f"expected UTF-8 text, found the byte 0x{raw[error.start]:02x} "
+                          f"(byte {error.start}); save the file as UTF-8 CSV", path, line)
+    return InputError("expected UTF-8 text; save the file as UTF-8 CSV", path)
+
+
+def _too_many_fields(path: Path, sep: str) -> InputError | None:
+    """The first row with more fields than the header, or None (regex separators: not looked
+    for)."""
+    if len(sep) != 1:
+        return None
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle, delimiter=sep)
+        width = None
+        for row in rows:
+            if width is None:
+                width = len(row) if row else None
+                continue
+            if len(row) > width:
+                return InputError(f"expected at most {width} fields per row (as in the header), "
+                                  f"found {len(row)}", path, rows.line_num)
+    return None
 
 
 def _require(df: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
@@ -145,16 +202,32 @@ def _numbers(df: pd.DataFrame, column: str, path: Path, *, integer: bool = False
     bad = np.isnan(values) & ~empty
     if required:
         bad |= empty
+    bad |= np.isinf(values)
     if integer:
-        bad |= ~np.isnan(values) & (values != np.round(values))
+        bad |= ~np.isnan(values) & ((values != np.round(values)) | (np.abs(values) > MAX_INT))
     if np.any(bad):
         row = int(np.flatnonzero(bad)[0])
         kind = "a whole number" if integer else "a number"
+        if np.isinf(values[row]):
+            kind = "a finite number"
+        elif integer and abs(values[row]) > MAX_INT:
+            kind = "a whole number of at most 2**53"
         raise InputError(f"column {column!r}: expected {kind}, found {raw.iloc[row]!r}"
                          + (f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""),
                          path, int(df.attrs["lines"][row]))
     values[empty] = default
     return values
+
+
+def _frame_numbers(df: pd.DataFrame, path: Path) -> np.ndarray:
+    """The ``t`` column: frame indices, whole numbers >= 0."""
+    t = _numbers(df, "t", path, integer=True).astype(np.int64)
+    negative = np.flatnonzero(t < 0)
+    if len(negative):
+        row = int(negative[0])
+        raise InputError(f"column 't': expected a frame index >= 0, found {t[row]}", path,
+                         int(df.attrs["lines"][row]))
+    return t
 
 
 def _booleans(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
@@ -224,7 +297,7 @@ def read_csv(path: str | Path) -> TrackGraph:
     _require(df, ("id", "t", "y", "x", "parent_id"), path)
     columns: dict[str, Any] = {
         "id": _numbers(df, "id", path, integer=True).astype(np.int64),
-        "t": _numbers(df, "t", path, integer=True).astype(np.int64),
+        "t": _frame_numbers(df, path),
         "z": _numbers(df, "z", path) if "z" in df else np.zeros(len(df)),
         "y": _numbers(df, "y", path),
         "x": _numbers(df, "x", path),
@@ -265,7 +338,7 @@ def read_linajea(path: str | Path, z_ratio: float = LINAJEA_Z_RATIO) -> TrackGra
     df = _read_table(path, sep=None, header_prefix="#")
     _require(df, ("t", "z", "y", "x", "cell_id", "parent_id"), path)
     ids = _numbers(df, "cell_id", path, integer=True).astype(np.int64)
-    t = _numbers(df, "t", path, integer=True).astype(np.int64)
+    t = _frame_numbers(df, path)
     parent = _numbers(df, "parent_id", path, integer=True).astype(np.int64)
     _check_links(ids, t, parent, df.attrs["lines"], path, id_name="cell_id")
     columns: dict[str, Any] = {

@@ -1,6 +1,10 @@
 """Atomic writes: write to a temporary sibling, then rename it over the destination.
 
 An interrupted export or autosave therefore never leaves a half-written file over a good one.
+A write that fails (a full disk, no permission) raises :class:`~napari_cellect.errors.WriteError`
+saying why and that the previous file is kept. A write killed before it could clean up (SIGKILL,
+power loss) leaves a hidden temporary file; the next successful write of the same destination
+removes it.
 The temporary name lives in the destination's folder (so the final rename never crosses file
 systems), is hidden, and ends with the destination's own name, so libraries that look at the
 suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
@@ -8,19 +12,26 @@ suffix (``np.save`` adds ``.npy``, tifffile, zarr) see the right extension.
 - :func:`atomic_write` gives an open file object (``mode="w"`` / ``"wb"``), or the temporary path
   when ``mode=None``.
 - :func:`atomic_path` gives a temporary path for writers that create a file *or a folder*
-  (tifffile, zarr, geff); a folder replaces an existing folder of the same name.
+  (tifffile, zarr, geff); a folder replaces an existing folder of the same name (in one atomic
+  swap on Linux).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
+import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from napari_cellect.errors import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +98,56 @@ def _commit(tmp: Path, dest: Path) -> None:
     if tmp.is_dir() and dest.exists():
         if not dest.is_dir():
             raise IsADirectoryError(f"cannot replace the file {dest} with a folder")
-        old = temp_sibling(dest)
-        os.replace(dest, old)
-        try:
-            os.replace(tmp, dest)
-        except BaseException:
-            os.replace(old, dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        if _exchange(tmp, dest):  # one atomic step: tmp now holds the old folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            old = temp_sibling(dest)
+            os.replace(dest, old)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old, dest)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
     _fsync_dir(dest.parent)
+    _remove_leftovers(dest)
+
+
+#: renameat2's flag that swaps two paths atomically (Linux >= 3.15, glibc >= 2.28)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step where the system can (Linux); False where it cannot,
+    and the caller falls back to two renames (a kill between them leaves ``b`` missing)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # not on this file system
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Remove what earlier writes of ``dest`` left behind when their process was killed
+    (SIGKILL, power loss) before it could clean up: the new file is in place, so they are stale.
+    """
+    pattern = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-" + re.escape(dest.name))
+    for leftover in dest.parent.glob(f"{TEMP_PREFIX}*"):
+        if pattern.fullmatch(leftover.name):
+            logger.info("removing %s, left by an interrupted write of %s", leftover.name, dest)
+            _remove(leftover)
 
 
 @contextmanager
@@ -124,6 +174,9 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Pa
         if fsync:
             _fsync_tree(tmp)
         _commit(tmp, dest)
+    except OSError as error:
+        _remove(tmp)
+        raise _write_error(dest, error) from error
     except BaseException:
         _remove(tmp)
         raise
@@ -166,10 +219,14 @@ def atomic_write(
     tmp = temp_sibling(dest)
     exclusive = mode.replace("w", "x")  # O_EXCL: never clobber a file we did not create
     handle: IO[Any]
-    if binary:
-        handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
-    else:
-        handle = open(tmp, exclusive, encoding=encoding or "utf-8", newline=newline)  # noqa: SIM115
+    try:
+        if binary:
+            handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
+        else:
+            handle = open(tmp, exclusive, encoding=encoding or "utf-8",  # noqa: SIM115
+                          newline=newline)
+    except OSError as error:
+        raise _write_error(dest, error) from error
     try:
         with handle:
             yield handle
@@ -177,6 +234,32 @@ def atomic_write(
             if fsync:
                 os.fsync(handle.fileno())
         _commit(tmp, dest)
+    except OSError as error:
+        _remove(tmp)
+        raise _write_error(dest, error) from error
     except BaseException:
         _remove(tmp)
         raise
+
+
+#: errno -> what it means for the person saving
+_WRITE_REASONS = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only"}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _WRITE_REASONS[errno.EDQUOT] = "the disk quota is used up"
+
+
+def _write_error(dest: Path, error: OSError) -> WriteError:
+    """What went wrong, in words, and that the previous file (if any) is kept."""
+    if isinstance(error, WriteError):
+        return error
+    reason = _WRITE_REASONS.get(error.errno or -1, "the system refused")
+    detail = error.strerror or str(error) or type(error).__name__
+    kept = ("the previous file is kept unchanged" if dest.exists()
+            else "no file was written")
+    message = f"cannot write {dest}: {reason} ({detail}); {kept}"
+    if error.errno == errno.ENOSPC:
+        message += "; free some space or save elsewhere"
+    out = WriteError(message)
+    out.errno = error.errno
+    return out

@@ -19,7 +19,7 @@ import logging
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,32 @@ CHANNEL_AXES = "CS"
 #: unit name -> micrometres, for OME physical sizes given in other units
 UNIT_TO_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0,
               "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+@dataclass(frozen=True)
+class AxesOption:
+    """How the interface in use lets a person say which axis is which.
+
+    Error messages about axes name it, so a command-line user reads ``--axes TYX`` and a Python
+    user ``axes='TYX'``.
+    """
+
+    spell: Callable[[str], str]
+    """An axes string as the interface takes it: ``"TYX"`` -> ``"axes='TYX'"``."""
+    lead: str = "Pass"
+    """The verb (or sentence) before the first choice."""
+    tail: str = ""
+    """Said after the choices."""
+
+    def say(self, *choices: tuple[str, str]) -> str:
+        """``Pass axes='TYX' (a 2D time series) or axes='ZYX' (a single volume)``."""
+        options = " or ".join(f"{self.spell(axes)}{f' ({what})' if what else ''}"
+                              for axes, what in choices)
+        return f"{self.lead} {options}{self.tail}"
+
+
+PYTHON_AXES = AxesOption(spell=lambda axes: f"axes={axes!r}")
+CLI_AXES = AxesOption(spell=lambda axes: f"--axes {axes}")
 
 
 @dataclass
@@ -74,7 +100,8 @@ class ImageSequence:
         return int(self.data.shape[0])
 
 
-def open_sequence(path: str | Path, axes: str | None = None) -> ImageSequence:
+def open_sequence(path: str | Path, axes: str | None = None, *,
+                  axes_option: AxesOption = PYTHON_AXES) -> ImageSequence:
     """Open an image time series without reading its pixels.
 
     Args:
@@ -83,6 +110,8 @@ def open_sequence(path: str | Path, axes: str | None = None) -> ImageSequence:
             axis of size 1), e.g. ``"TZYX"`` or ``"TYX"``. It overrides the file's own metadata.
             For a folder it describes one file (``"ZYX"``, ``"YX"``; a leading T is ignored).
             Needed for a 3D TIFF without axes metadata, which could be T,Y,X or Z,Y,X.
+        axes_option: how the caller's interface takes ``axes`` (:data:`CLI_AXES` for the
+            command line), so that error messages name the option the person can use.
 
     Raises:
         InputError: the path is missing or not an image series, the files of a folder differ
@@ -93,11 +122,11 @@ def open_sequence(path: str | Path, axes: str | None = None) -> ImageSequence:
         raise InputError("no such file or folder (expected a folder of TIFFs, a TIFF or a .zarr)",
                          path)
     if _is_zarr(path):
-        return _open_zarr(path, axes)
+        return _open_zarr(path, axes, axes_option)
     if path.is_dir():
-        return _open_tiff_folder(path, axes)
+        return _open_tiff_folder(path, axes, axes_option)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return _open_tiff_file(path, axes)
+        return _open_tiff_file(path, axes, axes_option)
     raise InputError(
         f"expected a folder of TIFFs, a .tif/.tiff file or a .zarr array, found a "
         f"'{path.suffix or 'no suffix'}' file", path)
@@ -121,7 +150,7 @@ def _parse_axes(axes: str, ndim: int, source: Path) -> str:
 
 
 def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence: bool,
-                  source: Path, default_3d: str | None = None) -> str:
+                  source: Path, option: AxesOption, default_3d: str | None = None) -> str:
     """Decide the axis letters (from T Z Y X C) of stored data.
 
     ``found`` is the file's own description (tifffile letters; Q/I mean unknown). ``sequence``
@@ -140,7 +169,8 @@ def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence:
         if unsupported:
             raise InputError(
                 f"unsupported axes {found!r} with shape {tuple(shape)}; expected only "
-                f"{', '.join(KNOWN_AXES)}. Pass axes= to say which axis is which", source)
+                f"{', '.join(KNOWN_AXES)}. {option.say(('TZYX', ''))} (the order of your file) "
+                "to say which axis is which", source)
         return letters
     # no usable metadata: decide by the number of dimensions
     if ndim == 3 and default_3d is not None:
@@ -152,25 +182,29 @@ def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence:
     if sequence and ndim == 3:
         raise InputError(
             f"cannot tell whether the 3 dimensions {tuple(shape)} are T,Y,X or Z,Y,X: the file "
-            "has no axes metadata. Pass axes='TYX' (a 2D time series) or axes='ZYX' (a single "
-            "volume)", source)
+            "has no axes metadata. "
+            + option.say(("TYX", "a 2D time series"), ("ZYX", "a single volume")), source)
     expected = "(T,Z,Y,X) or (T,Y,X)" if sequence else "(Z,Y,X) or (Y,X)"
     raise InputError(
         f"expected {expected} data, found {ndim} dimensions {tuple(shape)} without axes "
-        "metadata. Pass axes= (e.g. 'TZYX') to say which axis is which", source)
+        f"metadata. {option.say(('TZYX' if sequence else 'ZYX', ''))} (the order of your file) "
+        "to say which axis is which", source)
 
 
-def _check_axes(letters: str, shape: Sequence[int], sequence: bool, source: Path) -> None:
+def _check_axes(letters: str, shape: Sequence[int], sequence: bool, source: Path,
+                option: AxesOption) -> None:
     """Refuse multi-channel data, more than one time axis in a per-frame file, and no YX."""
     if "Y" not in letters or "X" not in letters:
         raise InputError(f"axes {letters!r} lack Y or X (shape {tuple(shape)})", source)
     sizes = dict(zip(letters, shape))
     if sizes.get("C", 1) > 1:
+        free = next((a for a in "TZ" if a not in letters), None)
+        hint = (f" If this axis is not a channel: {option.say((letters.replace('C', free), ''))}"
+                if free else "")
         raise InputError(
             f"the image has {sizes['C']} channels (axes {letters}, shape {tuple(shape)}); "
             "napari-cellect tracks one channel: save the nuclear channel on its own "
-            "(e.g. Fiji: Image > Color > Split Channels) and open that, or pass axes= if this "
-            "axis is not a channel", source)
+            f"(e.g. Fiji: Image > Color > Split Channels) and open that.{hint}", source)
     if not sequence and sizes.get("T", 1) > 1:
         raise InputError(
             f"expected one time point per file in a folder, found {sizes['T']} time points "
@@ -228,13 +262,46 @@ class _TiffHeader:
     scale: tuple[float, float, float] | None  # None: the file does not say
 
 
+#: what tifffile logs (and then reads on with what it could) when a file's structure is damaged;
+#: other errors it logs (odd metadata, a strange tag) leave the pixels readable
+_TIFF_DAMAGE = re.compile(r"corrupted|invalid (page |value )?offset|invalid offset to page|"
+                          r"invalid next page|missing data|incorrect Strip|does not match|"
+                          r"failed to reshape|circular reference")
+
+
+class _TifffileErrors(logging.Handler):
+    """Collects tifffile's reports of a damaged file: it logs them at ERROR level and goes on
+    with what it could read (fewer frames, one page) rather than raising."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if _TIFF_DAMAGE.search(message):
+            self.messages.append(message)
+
+
 def _read_header(path: Path) -> _TiffHeader:
-    """Series 0's axes, shape, dtype and voxel size, without reading pixel data."""
+    """Series 0's axes, shape, dtype and voxel size, without reading pixel data.
+
+    A file that tifffile finds damaged, or whose header places pixel data beyond the end of
+    the file (truncated, or a header claiming huge sizes), is refused here rather than read
+    as fewer frames or failing in the middle of a run.
+    """
+    errors = _TifffileErrors()
+    tifffile_logger = logging.getLogger("tifffile")
+    tifffile_logger.addHandler(errors)
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError("the TIFF holds no image", path)
             series = tif.series[0]
+            _check_data_extent(series, path)
+            if errors.messages:
+                raise InputError("the TIFF is damaged or truncated (tifffile: "
+                                 f"{_strip_file_name(errors.messages[0])})", path)
             if len(tif.series) > 1:
                 logger.info("%s holds %d image series; using the first", path, len(tif.series))
             return _TiffHeader(series.axes, tuple(series.shape), np.dtype(series.dtype),
@@ -243,6 +310,31 @@ def _read_header(path: Path) -> _TiffHeader:
         raise
     except (tifffile.TiffFileError, OSError, ValueError) as error:
         raise InputError(f"not a readable TIFF file ({error})", path) from error
+    finally:
+        tifffile_logger.removeHandler(errors)
+
+
+def _check_data_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Refuse a series whose pixel data would lie (partly) beyond the end of the file."""
+    size = path.stat().st_size
+    if series.dataoffset is not None:  # contiguous: one block of known size
+        end = int(series.dataoffset) + int(series.nbytes)
+    else:
+        end = max((int(o) + int(c) for page in series.pages if page is not None
+                   for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+    if end > size:
+        raise InputError(
+            f"the TIFF is truncated or its header is wrong: it describes {_describe(series)} "
+            f"with pixel data up to byte {end:,}, but the file has {size:,} bytes", path)
+
+
+def _describe(series: tifffile.TiffPageSeries) -> str:
+    return f"an image of shape {tuple(series.shape)} ({series.axes}, {np.dtype(series.dtype)})"
+
+
+def _strip_file_name(message: str) -> str:
+    """tifffile's messages start with the object's repr; the error already names the file."""
+    return re.sub(r"^<tifffile\.\w+ [^>]*>\s*", "", message)
 
 
 def _tiff_scale(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
@@ -301,10 +393,11 @@ def _final_scale(scale: tuple[float, float, float] | None, letters: str
     return (float(z), float(y), float(x))
 
 
-def _open_tiff_file(path: Path, axes: str | None) -> ImageSequence:
+def _open_tiff_file(path: Path, axes: str | None, option: AxesOption) -> ImageSequence:
     header = _read_header(path)
-    letters = _resolve_axes(header.axes, header.shape, axes, sequence=True, source=path)
-    _check_axes(letters, header.shape, sequence=True, source=path)
+    letters = _resolve_axes(header.axes, header.shape, axes, sequence=True, source=path,
+                            option=option)
+    _check_axes(letters, header.shape, sequence=True, source=path, option=option)
     frame_shape = _frame_shape(letters, header.shape)
     if "T" in letters:
         n_frames = header.shape[letters.index("T")]
@@ -356,11 +449,12 @@ def _list_frames(folder: Path) -> tuple[list[int], list[Path]]:
     return frames, [numbered[f] for f in frames]
 
 
-def _open_tiff_folder(folder: Path, axes: str | None) -> ImageSequence:
+def _open_tiff_folder(folder: Path, axes: str | None, option: AxesOption) -> ImageSequence:
     frames, files = _list_frames(folder)
     first = _read_header(files[0])
-    letters = _resolve_axes(first.axes, first.shape, axes, sequence=False, source=files[0])
-    _check_axes(letters, first.shape, sequence=False, source=files[0])
+    letters = _resolve_axes(first.axes, first.shape, axes, sequence=False, source=files[0],
+                            option=option)
+    _check_axes(letters, first.shape, sequence=False, source=files[0], option=option)
     for file in files[1:]:
         header = _read_header(file)
         if header.shape != first.shape:
@@ -390,7 +484,7 @@ def _is_zarr(path: Path) -> bool:
         path.is_dir() and any((path / m).exists() for m in markers))
 
 
-def _open_zarr(path: Path, axes: str | None) -> ImageSequence:
+def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequence:
     try:
         node = zarr.open(str(path), mode="r")
     except (OSError, ValueError, KeyError, TypeError) as error:  # zarr errors are ValueErrors
@@ -402,8 +496,9 @@ def _open_zarr(path: Path, axes: str | None) -> ImageSequence:
     if not found and isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
         found = "".join(str(d)[:1].upper() for d in attrs["_ARRAY_DIMENSIONS"])
     shape = tuple(int(n) for n in node.shape)
-    letters = _resolve_axes(found, shape, axes, sequence=True, source=path, default_3d="TYX")
-    _check_axes(letters, shape, sequence=True, source=path)
+    letters = _resolve_axes(found, shape, axes, sequence=True, source=path, option=option,
+                            default_3d="TYX")
+    _check_axes(letters, shape, sequence=True, source=path, option=option)
     data = da.from_zarr(node)
     stored = letters
     if "C" in letters:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellect.errors import Cancelled, InputError, ModelError
+from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
 from napari_cellect.infer.detect import DetectionConfig, finalize_detections, find_detections
 from napari_cellect.infer.device import autocast_context, resolve_device
 from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
@@ -43,11 +43,13 @@ from napari_cellect.infer.rescale import (
 )
 from napari_cellect.infer.tiling import (
     HeadStitcher,
+    TileGrid,
     TilingConfig,
     model_size_multiple,
     pad_volume,
     plan_tiles,
     predict_tiles,
+    smaller_tiling,
 )
 from napari_cellect.track.detections import DetectionCache, Detections, make_fingerprint
 
@@ -167,11 +169,56 @@ def predict_frame(
     The U-Net must already be on ``device``; it runs in eval mode (its mode is restored). Each
     tile's embedding map is read at the detections that tile owns and then dropped; only the
     small heads are stitched, and only when ``return_heads`` is set.
+
+    When the device runs out of memory the frame is tried again with tiles half the size in y
+    and x (a warning says so), down to the model's smallest tile; then DeviceError.
     """
     det_cfg = detection or DetectionConfig()
     tiling = tiling or TilingConfig()
     device = device or torch.device("cpu")
     grid = plan_tiles(pair.shape[-3:], tiling, model_size_multiple(unet), (min_depth, 1, 1))
+    while True:
+        try:
+            return _predict_frame_tiled(unet, pair, grid, tiling, t, z_ratio, det_cfg, device,
+                                        return_heads)
+        except torch.OutOfMemoryError as error:
+            tiling, grid = _after_out_of_memory(error, unet, pair, tiling, grid, min_depth,
+                                                device, t)
+
+
+def _after_out_of_memory(error: torch.OutOfMemoryError, unet: torch.nn.Module, pair: np.ndarray,
+                         tiling: TilingConfig, grid: TileGrid, min_depth: int,
+                         device: torch.device, t: int) -> tuple[TilingConfig, TileGrid]:
+    """Smaller tiles after the device ran out of memory (and says so), or DeviceError when the
+    tiles cannot get any smaller."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = smaller_tiling(tiling, grid)
+    new_grid = plan_tiles(pair.shape[-3:], smaller, model_size_multiple(unet), (min_depth, 1, 1))
+    if new_grid.tile_shape == grid.tile_shape:
+        raise DeviceError(
+            f"out of memory on {device} even with tiles of {_shape_text(grid.tile_shape)} "
+            f"voxels (frame {t}); free memory on the device (close other programs using it) or "
+            f"run on the CPU ({_first_line(error)})") from error
+    logger.warning(
+        "out of memory on %s with tiles of %s voxels (frame %d); retrying with tiles of %s",
+        device, _shape_text(grid.tile_shape), t, _shape_text(new_grid.tile_shape))
+    return smaller, new_grid
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else type(error).__name__
+
+
+def _predict_frame_tiled(unet: torch.nn.Module, pair: np.ndarray, grid: TileGrid,
+                         tiling: TilingConfig, t: int, z_ratio: float, det_cfg: DetectionConfig,
+                         device: torch.device, return_heads: bool) -> FramePrediction:
+    """One pass of :func:`predict_frame` over the tiles of ``grid``."""
     padded = pad_volume(pair, grid, tiling.pad_mode)
     stitcher = HeadStitcher(grid, tiling.heads_dtype) if return_heads else None
     parts = []

@@ -28,6 +28,7 @@ imported only to run a model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -137,6 +138,20 @@ def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: b
         (max(bounds[i], before), min(bounds[i + 1], before + size)) for i in range(count)
     ]
     return _AxisPlan(tile, padded, before, starts, owned)
+
+
+def smaller_tiling(config: TilingConfig, grid: TileGrid) -> TilingConfig:
+    """Tiling settings with tiles about half the size of ``grid``'s in y and x (in z once y and
+    x are down to a quarter of z's size or less), for a retry after running out of memory.
+    The overlap shrinks with the tile, to at most a quarter of it. :func:`plan_tiles` rounds
+    the tile up to the model's size multiple, so compare the grids to see whether it shrank."""
+    z, y, x = grid.tile_shape
+    if max(y, x) > z // 4 and max(y, x) > 1:
+        tile = (z, max(y // 2, 1), max(x // 2, 1))
+    else:
+        tile = (max(z // 2, 1), y, x)
+    overlap = tuple(min(o, t // 4) for o, t in zip(config.overlap, tile))
+    return dataclasses.replace(config, tile=tile, overlap=overlap)
 
 
 def plan_tiles(

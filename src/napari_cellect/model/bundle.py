@@ -2,7 +2,7 @@
 
 A bundle file is ``torch.save`` of a plain dict (so it loads with ``weights_only=True``)::
 
-    {"format": "napari-cellect-bundle", "version": 1,
+    {"format": "napari-cellect-bundle", "version": 1, "written_by": "napari-cellect 0.1.0",
      "unet_config": {...}, "merge_config": {...}, "link_config": {...},
      "thresholds": {...}, "normalization": {...}, "metadata": {...},
      "unet": state_dict, "merge": state_dict, "link": state_dict}
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from napari_cellect import __version__
 from napari_cellect.config import (
     NormalizationConfig,
     TrackingConfig,
@@ -174,6 +175,7 @@ class ModelBundle:
         return {
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
+            "written_by": f"napari-cellect {__version__}",
             "unet_config": self.unet_config.to_dict(),
             "merge_config": self.merge_config.to_dict(),
             "link_config": self.link_config.to_dict(),
@@ -341,10 +343,14 @@ def _check_envelope(data: Any, source: str) -> None:
     version = data.get("version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = isinstance(version, int) and version > max(SUPPORTED_VERSIONS)
-        hint = "; it was written by a newer napari-cellect, please upgrade" if newer else ""
+        writer = data.get("written_by")
+        by = f" by {writer}" if isinstance(writer, str) and writer else ""
+        hint = (f"; it was written{by or ' by a newer napari-cellect'}, newer than this "
+                f"napari-cellect {__version__}: upgrade napari-cellect to use it"
+                if newer else "")
         raise ModelError(
-            f"{source}: unsupported bundle version {version!r}; this napari-cellect reads "
-            f"version(s) {list(SUPPORTED_VERSIONS)}{hint}"
+            f"{source}: unsupported bundle version {version!r}; napari-cellect {__version__} "
+            f"reads bundle version(s) {list(SUPPORTED_VERSIONS)}{hint}"
         )
     missing = [key for key in _CONFIG_KEYS + _STATE_KEYS if key not in data]
     if missing:

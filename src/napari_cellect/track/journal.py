@@ -17,7 +17,7 @@ from typing import IO, Any
 import pandas as pd
 
 from napari_cellect.data.atomic import atomic_write
-from napari_cellect.errors import InputError
+from napari_cellect.errors import InputError, WriteError
 from napari_cellect.track.edits import Command, History, command_from_dict
 from napari_cellect.track.graph import TrackGraph
 
@@ -41,6 +41,8 @@ class Journal:
         self.folder = Path(folder)
         self._file: IO[str] | None = None
         self._history: History | None = None
+        #: why autosaving stopped (a full disk...), or None while it works
+        self.error: WriteError | None = None
 
     # -------------------------------------------------------------- writing
     def start(self, history: History, source: str | None = None) -> None:
@@ -73,9 +75,25 @@ class Journal:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(json.dumps(entry) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            self._stop(error)
+
+    def _stop(self, error: OSError) -> None:
+        """Stop autosaving after a failed append (a full disk...). Appending later edits after
+        a missing one would make the journal replay something else, so the journal stays the
+        edits up to the failure (a line cut short is ignored on restore)."""
+        self.error = WriteError(
+            f"autosave to {self.folder / EDITS_NAME} stopped: {error.strerror or error}; the "
+            "edits made from now on are not autosaved: save the tracks to keep them")
+        logger.error("%s", self.error)
+        try:
+            self.close()  # disconnects from the history first
+        except OSError:  # closing flushes again, into the same full disk
+            self._file = None
 
     def close(self) -> None:
         if self._history is not None:
