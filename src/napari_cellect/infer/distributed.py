@@ -23,7 +23,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from napari_cellect.track.detections import DetectionCache, Detections
 logger = logging.getLogger(__name__)
 
 #: seconds to wait for a scheduler to answer, and for it to have at least one worker
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
 WORKER_WAIT_S = 120.0
 #: how often a waiting client looks at ``should_stop``
 _POLL_S = 0.5
