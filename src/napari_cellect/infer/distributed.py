@@ -72,6 +72,8 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | str]:
 def connect(scheduler: Any) -> Iterator[Any]:
     """A dask Client for ``scheduler``: an existing Client (left open), ``'local:N'`` (a
     LocalCluster of N one-thread worker processes, closed on exit) or a scheduler address.
+    A client made here is not dask's default scheduler: frames this process reads itself
+    (division refinement) are read here, not through the cluster.
 
     Raises SchedulerError within :data:`CONNECT_TIMEOUT_S` seconds when the scheduler does not
     answer, and within :data:`WORKER_WAIT_S` when it has no worker.
@@ -84,12 +86,12 @@ def connect(scheduler: Any) -> Iterator[Any]:
     if kind == "local":
         with distributed.LocalCluster(
             n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:  # fmt: skip
             logger.info("started a LocalCluster of %d workers at %s", value, cluster.scheduler_address)
             yield client
         return
     try:
-        client = distributed.Client(value, timeout=CONNECT_TIMEOUT_S)
+        client = distributed.Client(value, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as err:
         raise SchedulerError(
             f"cannot reach the dask scheduler at {value} within {CONNECT_TIMEOUT_S:g} s ({err}); "
