@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import napari_cellect.infer.predict as predict_module
@@ -22,7 +23,7 @@ from napari_cellect.data.images import open_sequence
 from napari_cellect.data.synthetic import PRESETS, write_synthetic
 from napari_cellect.errors import Cancelled
 from napari_cellect.model.bundle import ModelBundle
-from napari_cellect.pipeline import track_images
+from napari_cellect.pipeline import make_labeler, track_images
 
 N_FRAMES = 10
 
@@ -102,6 +103,25 @@ def test_a_stopped_run_resumes_in_process(images, bundle, reference, unet_runs, 
     assert sorted(unet_runs) == list(range(N_FRAMES))
     write_csv(result.graph, tmp_path / "resumed.csv")
     assert read_tracks(tmp_path / "resumed.csv").to_dataframe().equals(reference)
+
+
+def test_a_resumed_run_gives_the_same_instance_masks(images, bundle, unet_runs, tmp_path):
+    seq = open_sequence(images)
+    whole = track_images(seq, bundle, z_ratio=seq.z_ratio, keep_foreground=True)
+    cache = tmp_path / "cache"
+    track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache)  # detections only
+    del unet_runs[:]
+    with pytest.raises(Cancelled):  # masks wanted now: frames cached without one run again
+        track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache, keep_foreground=True,
+                     should_stop=lambda: len(unet_runs) >= 3)  # fmt: skip
+    assert sorted(unet_runs) == [0, 1, 2]
+    resumed = track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache,
+                           keep_foreground=True)  # fmt: skip
+    assert sorted(unet_runs) == list(range(N_FRAMES))
+    labels = [make_labeler(r.graph, r.shape, z_ratio=seq.z_ratio, foreground=r.foreground)
+              for r in (whole, resumed)]  # fmt: skip
+    for t in range(N_FRAMES):
+        np.testing.assert_array_equal(labels[0](t), labels[1](t))
 
 
 def test_a_cache_from_another_model_or_other_settings_or_images_is_not_reused(

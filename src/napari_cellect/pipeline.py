@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
 from napari_cellect.track.detections import DetectionCache, Detections
@@ -55,28 +56,57 @@ class TrackingResult:
 
 
 class ForegroundStore:
-    """Per-frame boolean foreground masks, bit-packed in a temporary folder (not in memory)."""
+    """Per-frame boolean foreground masks of one frame shape, bit-packed on disk (not in
+    memory): in a temporary folder, or in ``folder`` (kept, so a resumed run finds them)."""
 
-    def __init__(self, folder: str | Path | None = None):
+    def __init__(self, shape: tuple[int, ...], folder: str | Path | None = None):
+        self.shape = tuple(int(s) for s in shape)
         self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
         self.folder = Path(folder if folder is not None else self._tmp.name)  # type: ignore[union-attr]
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._shapes: dict[int, tuple[int, ...]] = {}
+
+    def _path(self, t: int) -> Path:
+        return self.folder / f"fg{t:06d}.npy"
 
     def put(self, t: int, mask: np.ndarray) -> None:
-        self.put_packed(t, np.packbits(mask.ravel()), mask.shape)
+        self.put_packed(t, np.packbits(mask.ravel()))
 
-    def put_packed(self, t: int, bits: np.ndarray, shape: tuple[int, ...]) -> None:
+    def put_packed(self, t: int, bits: np.ndarray) -> None:
         """Store a mask already packed with ``np.packbits`` (as a dask worker sends it)."""
-        self._shapes[t] = tuple(shape)
-        np.save(self.folder / f"fg{t:06d}.npy", bits)
+        with atomic_write(self._path(t), mode="wb") as f:
+            np.save(f, bits)
+
+    def has(self, t: int) -> bool:
+        return self._path(t).is_file()
 
     def get(self, t: int) -> np.ndarray | None:
-        if t not in self._shapes:
+        if not self.has(t):
             return None
-        shape = self._shapes[t]
-        bits = np.load(self.folder / f"fg{t:06d}.npy")
-        return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
+        bits = np.load(self._path(t))
+        count = int(np.prod(self.shape))
+        return np.unpackbits(bits, count=count).astype(bool).reshape(self.shape)
+
+
+class _CacheWithForeground:
+    """A detection cache that counts a frame as done only when its foreground mask is kept
+    too (a run that makes instance masks predicts again the frames cached without one)."""
+
+    def __init__(self, cache: DetectionCache, foreground: ForegroundStore):
+        self.cache = cache
+        self.foreground = foreground
+        self.folder = cache.folder
+
+    def has(self, t: int) -> bool:
+        return self.cache.has(t) and self.foreground.has(t)
+
+    def frames(self) -> list[int]:
+        return [t for t in self.cache.frames() if self.foreground.has(t)]
+
+    def load(self, t: int) -> Detections:
+        return self.cache.load(t)
+
+    def save(self, det: Detections) -> Path:
+        return self.cache.save(det)
 
 
 def _image_data(images: Any) -> Any:
@@ -167,7 +197,14 @@ def iter_tracking(
     if cache_dir is not None:
         cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
                                      cell_radius=cell_radius)  # fmt: skip
-    foreground = ForegroundStore() if keep_foreground else None
+    frame_shape = tuple(int(s) for s in data.shape[1:])
+    foreground = None
+    if keep_foreground and cache is not None:  # kept with the detections, for a resumed run
+        folder = cache.folder / f"foreground-{cache.fingerprint[:16]}"
+        foreground = ForegroundStore(frame_shape, folder)
+        cache = _CacheWithForeground(cache, foreground)  # type: ignore[assignment]
+    elif keep_foreground:
+        foreground = ForegroundStore(frame_shape)
     merge_scorer = bundle.candidate_scorer("merge")
     link_scorer = bundle.candidate_scorer("link")
     frames: list[Detections] = []
@@ -176,7 +213,7 @@ def iter_tracking(
                     cache=cache, should_stop=should_stop)  # fmt: skip
     for dets, mask in _predictions(images, bundle, scheduler, keep_foreground, settings):
         if mask is not None and foreground is not None:
-            foreground.put_packed(dets.t, mask, tuple(int(s) for s in data.shape[1:]))
+            foreground.put_packed(dets.t, mask)
         merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
         raw.append(dets)
         frames.append(merged)

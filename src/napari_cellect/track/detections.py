@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -343,7 +344,8 @@ class DetectionCache:
         return path
 
     def clear(self) -> int:
-        """Delete every frame file in the folder (any fingerprint); returns how many."""
+        """Delete every frame file in the folder (any fingerprint), the manifest and the kept
+        foreground masks; returns how many frame files."""
         if not self.folder.is_dir():
             return 0
         removed = 0
@@ -351,5 +353,7 @@ class DetectionCache:
             if _FRAME_FILE.match(entry.name):
                 entry.unlink()
                 removed += 1
+        for kept in self.folder.glob("foreground-*"):  # the pipeline's masks kept beside
+            shutil.rmtree(kept, ignore_errors=True)
         (self.folder / self.MANIFEST).unlink(missing_ok=True)
         return removed
