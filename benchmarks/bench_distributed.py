@@ -2,11 +2,14 @@
 client's memory against the number of frames.
 
 ``speed``: one synthetic series written to a zarr store (workers read their own frames from
-it), tracked in this process with torch on all cores, then on a LocalCluster of ``--workers``
-one-thread worker processes (the scheduler's default ``OMP_NUM_THREADS=1`` per worker). The
-cluster's start-up is timed apart from the tracking. Also prints the per-frame costs that
-docs/scaling.md uses: U-Net per frame pair, merge and link per frame on the client, and the
-bytes one frame's detections take on the way back.
+it), tracked in this process (torch on 1 thread, then on all cores: the default), then on a
+LocalCluster of ``--workers`` one-thread worker processes (dask's default
+``OMP_NUM_THREADS=1`` per worker), the three interleaved ``--repeat`` times (best and median
+are printed: other jobs on a shared machine slow some runs). The cluster's start-up is timed
+apart from the tracking.
+Also prints the per-frame costs that docs/scaling.md uses: U-Net per frame pair, the client's
+work per frame (a re-run from a full detection cache: merge, division refinement, link), and
+the bytes one frame's detections take on the way back.
 
 ``memory``: the same on ``--frames-list`` series lengths (default 50 and 200 small frames),
 each run in a fresh child process, which reports its peak resident memory (ru_maxrss: the
@@ -82,43 +85,66 @@ def speed(args: argparse.Namespace) -> None:
     from napari_cellect.pipeline import track_images
 
     cores = os.cpu_count() or 1
-    torch.set_num_threads(cores)
+    bundle = ModelBundle.load_default()
+    local_1 = "local, torch on 1 thread"
+    local_n = f"local, torch on {cores} threads (the default)"
+    on_cluster = f"LocalCluster, {args.workers} one-thread workers"
+    times: dict[str, list[float]] = {local_1: [], local_n: [], on_cluster: []}
     with tempfile.TemporaryDirectory() as tmp:
         path = write_series(Path(tmp), args.frames, tuple(args.shape), seed=args.seed)
         seq = open_sequence(path)
-        bundle = ModelBundle.load_default()
-        start = time.perf_counter()
-        raw = list(predict_sequence(seq, bundle, z_ratio=2.0, device="cpu"))
-        unet_s = (time.perf_counter() - start) / args.frames
-        local_s, local = track(path)
-        client_s = local_s - unet_s * args.frames
+
+        def timed(name: str, **kwargs: object) -> object:
+            start = time.perf_counter()
+            result = track_images(seq, bundle, z_ratio=2.0, device="cpu", **kwargs)
+            times[name].append(time.perf_counter() - start)
+            return result
+
         start = time.perf_counter()
         with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                       processes=True, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:  # fmt: skip
             client.wait_for_workers(args.workers)
             startup_s = time.perf_counter() - start
-            start = time.perf_counter()
-            cluster_result = track_images(seq, bundle, z_ratio=2.0, device="cpu", scheduler=client)
-            cluster_s = time.perf_counter() - start
-        same, links, shift = compare(local.graph, cluster_result.graph)
-        per_frame_bytes = np.mean([len(pickle.dumps(d)) for d in raw])
-    print(f"{args.frames} frames of {tuple(args.shape)}, {cores} cores, {args.workers} workers; "
-          f"bit-identical tracks: {same}; same nodes and links: {links}; largest position "
-          f"difference {shift:.1e} px (torch on {cores} threads here, 1 per worker)")
-    print("| run | seconds | vs local |")
-    print("|---|---:|---:|")
-    print(f"| local (torch on {cores} threads) | {local_s:.1f} | 1.00 |")
-    print(f"| LocalCluster {args.workers} workers, tracking | {cluster_s:.1f} | "
-          f"{cluster_s / local_s:.2f} |")
-    print(f"| LocalCluster start-up (once) | {startup_s:.1f} | |")
-    print(f"| LocalCluster incl. start-up | {cluster_s + startup_s:.1f} | "
-          f"{(cluster_s + startup_s) / local_s:.2f} |")
+            for _ in range(args.repeat):  # interleaved, so a busy spell hits every kind
+                torch.set_num_threads(1)
+                timed(local_1)
+                torch.set_num_threads(cores)
+                local = timed(local_n)
+                remote = timed(on_cluster, scheduler=client)
+        torch.set_num_threads(1)  # the faster setting on a busy 2-core machine
+        cache = Path(tmp) / "cache"
+        track_images(seq, bundle, z_ratio=2.0, device="cpu", cache_dir=cache)
+        start = time.perf_counter()
+        track_images(seq, bundle, z_ratio=2.0, device="cpu", cache_dir=cache)
+        client_s = (time.perf_counter() - start) / args.frames
+        start = time.perf_counter()
+        raw = list(predict_sequence(seq, bundle, z_ratio=2.0, device="cpu"))
+        unet_1_s = (time.perf_counter() - start) / args.frames
+        torch.set_num_threads(cores)
+        start = time.perf_counter()
+        list(predict_sequence(seq, bundle, z_ratio=2.0, device="cpu"))
+        unet_s = (time.perf_counter() - start) / args.frames
+    same, links, shift = compare(local.graph, remote.graph)  # type: ignore[attr-defined]
+    per_frame_bytes = np.mean([len(pickle.dumps(d)) for d in raw])
+    base = min(times[local_n])
+    print(f"{args.frames} frames of {tuple(args.shape)}, {cores} cores, {args.workers} workers, "
+          f"best and median of {args.repeat} interleaved runs; bit-identical tracks: {same}; "
+          f"same nodes and links: {links}; largest position difference {shift:.1e} px (torch "
+          f"on {cores} threads locally, 1 per worker)")
+    print("| run | best (s) | median (s) | best vs local default |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        print(f"| {name} | {min(values):.1f} | {np.median(values):.1f} | "
+              f"{min(values) / base:.2f} |")
+    print(f"| LocalCluster start-up (once per run) | {startup_s:.1f} | | |")
     print()
     print("| per-frame cost | value |")
     print("|---|---:|")
-    print(f"| U-Net per frame pair (local, {cores} threads) | {unet_s:.2f} s |")
-    print(f"| merge + refine + link on the client, per frame | {client_s / args.frames:.3f} s |")
+    print(f"| U-Net per frame pair, torch on {cores} threads | {unet_s:.2f} s |")
+    print(f"| U-Net per frame pair, torch on 1 thread | {unet_1_s:.2f} s |")
+    print(f"| client per frame (merge, division refinement, link; torch on 1 thread) | "
+          f"{client_s:.3f} s |")
     print(f"| detections sent back per frame | {per_frame_bytes / 1024:.1f} KiB |")
 
 
@@ -174,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=613)
     parser.add_argument("--frames", type=int, default=12, help="speed: series length")
+    parser.add_argument("--repeat", type=int, default=3, help="speed: interleaved repeats")
     parser.add_argument("--frames-list", type=int, nargs="+", default=[50, 200],
                         help="memory: series lengths")  # fmt: skip
     parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),

@@ -87,7 +87,8 @@ def connect(scheduler: Any) -> Iterator[Any]:
         with distributed.LocalCluster(
             n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster, distributed.Client(cluster, set_as_default=False) as client:  # fmt: skip
-            logger.info("started a LocalCluster of %d workers at %s", value, cluster.scheduler_address)
+            logger.info("started a LocalCluster of %d workers at %s", value,
+                        cluster.scheduler_address)  # fmt: skip
             yield client
         return
     try:
@@ -111,6 +112,10 @@ def connect(scheduler: Any) -> Iterator[Any]:
 
 
 # ------------------------------------------------------------------------------ worker side
+
+
+#: where a worker opens the images: (path, axes, shape of the series)
+_Source = tuple[str, "str | None", tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ def _worker_images(path: str, axes: str | None) -> Any:
 
 
 def _predict_task(
-    blob: bytes, key: str, source: tuple[str, str | None, tuple[int, ...]] | None,
+    blob: bytes, key: str, source: _Source | None,
     pair: np.ndarray | None, t: int, settings: _Settings,
 ) -> tuple[Detections, np.ndarray | None]:  # fmt: skip
     """Runs on a worker: the Detections of frame ``t`` and its packed foreground mask."""
@@ -199,7 +204,8 @@ def _return(value: Any) -> Any:
 # ------------------------------------------------------------------------------ client side
 
 
-def _image_source(images: Any, shape: tuple[int, ...]) -> tuple[str, str | None, tuple[int, ...]] | None:
+def _image_source(images: Any, shape: tuple[int, ...]) -> _Source | None:
+    """``(path, axes, shape)`` a worker opens the images from; None for images in memory."""
     origin = getattr(images, "origin", None)
     if origin is None:
         return None
@@ -289,7 +295,10 @@ def predict_distributed(
                     raise Cancelled(f"prediction cancelled after {t} of {n_frames} frames")
                 collect()
                 submit_up_to(t + window)
-            yield arrived.pop(t) if t in arrived else (cache.load(t), None)  # type: ignore[union-attr]
+            if t in arrived:
+                yield arrived.pop(t)
+            else:
+                yield cache.load(t), None  # type: ignore[union-attr]
     finally:
         if running:
             client.cancel(list(running))

@@ -247,7 +247,9 @@ class DetectionCache:
                  parts: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
         self.parts = parts
-        self.fingerprint = str(fingerprint) if fingerprint or parts is None else fingerprint_of(parts)
+        if parts is not None and not fingerprint:
+            fingerprint = fingerprint_of(parts)
+        self.fingerprint = str(fingerprint)
         self._manifest_written = False
 
     def __repr__(self) -> str:
