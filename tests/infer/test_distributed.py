@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +125,10 @@ def test_cli_track_with_an_unreachable_scheduler_exits_2_with_one_line(sequence,
     assert code == 2
     assert len(err.splitlines()) == 1 and "cannot reach the dask scheduler" in err
     assert not out.exists()
+
+
+def test_without_dask_distributed_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
+    with pytest.raises(SchedulerError, match=r"pip install 'napari-cellect\[distributed\]'"):
+        with connect("local:1"):
+            pass
