@@ -193,3 +193,23 @@ def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, 
                  "-o", str(tmp_path / "tuned.pt")]) == 0  # fmt: skip
     assert seen and fingerprints(cache) == cached  # read, nothing predicted or rewritten
     assert not images.with_name(images.name + ".cellect-cache").exists()
+
+
+def test_zarr_in_masks_out_frame_by_frame(images, weights, tmp_path):
+    """A zarr series is tracked and its instance masks written to a zarr array, one chunk per
+    frame, with the track ids of the CSV."""
+    import zarr
+
+    from napari_cellect.data.images import open_sequence
+
+    series = open_sequence(images).data
+    source = zarr.open_array(str(tmp_path / "series.zarr"), mode="w", shape=series.shape,
+                             chunks=(1, 4, 32, 32), dtype=series.dtype)  # fmt: skip
+    source[:] = np.asarray(series)
+    out, masks = tmp_path / "tracks.csv", tmp_path / "masks.zarr"
+    assert track(tmp_path / "series.zarr", weights, out, "--labels", str(masks)) == 0
+    written = zarr.open_array(str(masks), mode="r")
+    assert written.shape == series.shape and written.chunks == (1, *series.shape[1:])
+    graph = read_tracks(out)
+    values = np.unique(written[:])
+    assert set(values[values > 0].tolist()) <= set(graph.track_ids().tolist())
