@@ -15,12 +15,14 @@ frame pairs that were in flight.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import io
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -248,8 +250,9 @@ def predict_distributed(
     if cached:
         logger.info("%d of %d frames already in %s", len(cached & set(range(n_frames))),
                     n_frames, cache.folder)  # type: ignore[union-attr]  # fmt: skip
+    run = uuid.uuid4().hex[:8]  # task keys of this run, unlike those of any other
     # a task (not scattered data), so the scheduler can make it again if its worker dies
-    model = client.submit(_return, blob, key=f"cellect-model-{key}", pure=False)
+    model = client.submit(_return, blob, key=f"cellect-model-{key[:12]}-{run}", pure=False)
     todo = [t for t in range(n_frames) if t not in cached]
     running: dict[Any, int] = {}
     arrived: dict[int, tuple[Detections, np.ndarray | None]] = {}
@@ -262,7 +265,7 @@ def predict_distributed(
                 nxt = min(t + 1, n_frames - 1)
                 pair = client.scatter(np.stack([np.asarray(data[t]), np.asarray(data[nxt])]))
             future = client.submit(_predict_task, model, key, source, pair, t, settings,
-                                   key=f"cellect-frame-{key[:12]}-{t}", pure=False)  # fmt: skip
+                                   key=f"cellect-frame-{t}-{run}", pure=False)  # fmt: skip
             running[future] = t
 
     def collect() -> None:
@@ -279,6 +282,11 @@ def predict_distributed(
                 raise SchedulerError(
                     f"frame pair {t}: every worker that ran it died ({err}); expected workers "
                     "with enough memory for one frame pair"
+                ) from err
+            except concurrent.futures.CancelledError as err:
+                raise SchedulerError(
+                    f"frame pair {t} was cancelled by the cluster ({err}): the scheduler may be "
+                    "gone; the frames done so far are in the cache, run again to resume"
                 ) from err
             future.release()
             if cache is not None:
