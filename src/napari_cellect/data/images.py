@@ -58,7 +58,8 @@ class ImageSequence:
         sources: the files the pixels come from (one per frame for a folder, else one).
         name: a short name for layers and output files.
         origin: the ``(path, axes)`` it was opened from, so another process (a dask worker)
-            can open the same series with :meth:`reopen`; None for a series built in memory.
+            can open the same series with ``open_sequence(*origin)``; None for a series built
+            in memory.
     """
 
     data: da.Array
@@ -67,12 +68,6 @@ class ImageSequence:
     sources: list[Path] = field(default_factory=list)
     name: str = ""
     origin: tuple[Path, str | None] | None = None
-
-    def reopen(self) -> ImageSequence:
-        """Open the same series again from its files (headers only, no pixels)."""
-        if self.origin is None:
-            raise InputError("this image series was not opened from a file; it cannot be reopened")
-        return open_sequence(*self.origin)
 
     @property
     def z_ratio(self) -> float:
