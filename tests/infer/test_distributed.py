@@ -7,6 +7,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +24,14 @@ from napari_cellect.pipeline import make_labeler, track_images  # noqa: E402
 
 #: nothing listens on the discard port of this machine
 UNREACHABLE = "tcp://127.0.0.1:9"
+#: a cluster run that takes longer is stopped (Cancelled), so a broken cluster fails, not hangs
+RUN_LIMIT_S = 300
+
+
+def within_limit():
+    """A ``should_stop`` that turns a hanging run into a Cancelled error."""
+    deadline = time.monotonic() + RUN_LIMIT_S
+    return lambda: time.monotonic() > deadline
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def test_a_local_cluster_gives_the_same_tracks_and_masks_as_a_local_run(
 ):
     config, seq = sequence
     result = track_images(seq, bundle, z_ratio=config.z_ratio, keep_foreground=True,
-                          scheduler=client)  # fmt: skip
+                          scheduler=client, should_stop=within_limit())  # fmt: skip
     _same_tracks(local_run, result)
     labels = [make_labeler(r.graph, r.shape, z_ratio=config.z_ratio, foreground=r.foreground)
               for r in (local_run, result)]  # fmt: skip
@@ -76,13 +85,14 @@ def test_a_local_cluster_gives_the_same_tracks_and_masks_as_a_local_run(
 def test_images_only_in_memory_travel_with_their_tasks(bundle, sequence, client, local_run):
     config, seq = sequence
     result = track_images(np.asarray(seq.data), bundle, z_ratio=config.z_ratio,
-                          scheduler=client)  # fmt: skip
+                          scheduler=client, should_stop=within_limit())  # fmt: skip
     _same_tracks(local_run, result)
 
 
 def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, client, local_run):
     config, seq = sequence
     killed: list[str] = []
+    too_long = within_limit()
 
     def kill_a_busy_worker() -> bool:
         busy = [addr for addr, keys in client.processing().items()
@@ -91,7 +101,7 @@ def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, c
             pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
             os.kill(pid, signal.SIGKILL)
             killed.append(busy[0])
-        return False
+        return too_long()
 
     result = track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client,
                           should_stop=kill_a_busy_worker)  # fmt: skip
@@ -132,3 +142,15 @@ def test_without_dask_distributed_the_error_says_how_to_install_it(monkeypatch):
     with pytest.raises(SchedulerError, match=r"pip install 'napari-cellect\[distributed\]'"):
         with connect("local:1"):
             pass
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_hang(bundle, sequence, monkeypatch):
+    import napari_cellect.infer.distributed as on_cluster
+
+    config, seq = sequence
+    monkeypatch.setattr(on_cluster, "WORKER_WAIT_S", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty, \
+            distributed.Client(empty) as client:  # fmt: skip
+        with pytest.raises(SchedulerError, match="no worker for 1 s"):
+            track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client,
+                         should_stop=within_limit())  # fmt: skip

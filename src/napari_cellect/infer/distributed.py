@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -256,6 +257,19 @@ def predict_distributed(
     todo = [t for t in range(n_frames) if t not in cached]
     running: dict[Any, int] = {}
     arrived: dict[int, tuple[Detections, np.ndarray | None]] = {}
+    idle_since: list[float] = []  # when the cluster was first seen without workers
+
+    def check_workers() -> None:
+        if client.nthreads():
+            idle_since.clear()
+            return
+        idle_since[:] = idle_since or [time.monotonic()]
+        if time.monotonic() - idle_since[0] > WORKER_WAIT_S:
+            raise SchedulerError(
+                f"the dask cluster has had no worker for {WORKER_WAIT_S:g} s; expected workers "
+                "to run the frame pairs (the frames done so far are in the cache: run again to "
+                "resume)"
+            )
 
     def submit_up_to(limit: int) -> None:
         while todo and todo[0] < limit:
@@ -273,6 +287,7 @@ def predict_distributed(
             finished = distributed.wait(list(running), timeout=_POLL_S,
                                         return_when="FIRST_COMPLETED").done  # fmt: skip
         except TimeoutError:
+            check_workers()
             return
         for future in finished:
             t = running.pop(future)
