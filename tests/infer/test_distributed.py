@@ -149,7 +149,7 @@ def test_a_cluster_without_workers_is_an_error_not_a_hang(bundle, sequence, monk
 
     config, seq = sequence
     monkeypatch.setattr(on_cluster, "WORKER_WAIT_S", 1.0)
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty, \
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty, \
             distributed.Client(empty) as client:  # fmt: skip
         with pytest.raises(SchedulerError, match="no worker for 1 s"):
             track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client,
