@@ -161,3 +161,55 @@ def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, 
     with pytest.raises(SystemExit) as done:
         main([*common, "-o", str(tmp_path / "c.pt"), "--cell-radius", "0"])
     assert done.value.code == 2
+
+
+def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, tmp_path,
+                                                                monkeypatch):  # fmt: skip
+    """Neither command is told where the cache is: ``cellect track`` keeps it beside its CSV,
+    ``cellect finetune --tracks`` that CSV reads it and predicts nothing."""
+    import napari_cellect._cli.finetune as finetune_cli
+
+    tracks = tmp_path / "tracks.csv"
+    assert track(images, weights, tracks) == 0
+    cache = tmp_path / "tracks.csv.cellect-cache"
+    cached = fingerprints(cache)
+    assert len(cached) == 3
+    df = pd.read_csv(tracks)
+    df["approved"] = (df["parent_id"] >= 0).astype(int)
+    df.to_csv(tracks, index=False)
+    seen: list = []
+
+    def fake_finetune(bundle, corrections, detections, **kwargs):  # training is not tested here
+        seen.append(detections)
+        bundle.metadata.record("finetune", n_positive_links=1, n_broken_links=0,
+                               n_candidate_negatives=1, n_divides=0, n_does_not_divide=0,
+                               n_duplicates=0, n_distinct=0, seconds=0.0, val_loss_before=None,
+                               val_loss_after=None)  # fmt: skip
+        return bundle
+
+    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune)
+    assert main(["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
+                 str(weights), "--device", "cpu", "--epochs", "1",
+                 "-o", str(tmp_path / "tuned.pt")]) == 0  # fmt: skip
+    assert seen and fingerprints(cache) == cached  # read, nothing predicted or rewritten
+    assert not images.with_name(images.name + ".cellect-cache").exists()
+
+
+def test_zarr_in_masks_out_frame_by_frame(images, weights, tmp_path):
+    """A zarr series is tracked and its instance masks written to a zarr array, one chunk per
+    frame, with the track ids of the CSV."""
+    import zarr
+
+    from napari_cellect.data.images import open_sequence
+
+    series = open_sequence(images).data
+    source = zarr.open_array(str(tmp_path / "series.zarr"), mode="w", shape=series.shape,
+                             chunks=(1, 4, 32, 32), dtype=series.dtype)  # fmt: skip
+    source[:] = np.asarray(series)
+    out, masks = tmp_path / "tracks.csv", tmp_path / "masks.zarr"
+    assert track(tmp_path / "series.zarr", weights, out, "--labels", str(masks)) == 0
+    written = zarr.open_array(str(masks), mode="r")
+    assert written.shape == series.shape and written.chunks == (1, *series.shape[1:])
+    graph = read_tracks(out)
+    values = np.unique(written[:])
+    assert set(values[values > 0].tolist()) <= set(graph.track_ids().tolist())

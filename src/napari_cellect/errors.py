@@ -67,3 +67,7 @@ class ContradictoryCorrections(CellectError, ValueError):
 
 class NotEnoughCorrections(CellectError, ValueError):
     """The corrections hold too little to learn from (the message says what is missing)."""
+
+
+class SchedulerError(CellectError):
+    """The dask.distributed scheduler cannot be reached, or the cluster cannot run the work."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
 from napari_cellect.track.detections import DetectionCache, Detections
@@ -55,24 +56,57 @@ class TrackingResult:
 
 
 class ForegroundStore:
-    """Per-frame boolean foreground masks, bit-packed in a temporary folder (not in memory)."""
+    """Per-frame boolean foreground masks of one frame shape, bit-packed on disk (not in
+    memory): in a temporary folder, or in ``folder`` (kept, so a resumed run finds them)."""
 
-    def __init__(self, folder: str | Path | None = None):
+    def __init__(self, shape: tuple[int, ...], folder: str | Path | None = None):
+        self.shape = tuple(int(s) for s in shape)
         self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
         self.folder = Path(folder if folder is not None else self._tmp.name)  # type: ignore[union-attr]
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._shapes: dict[int, tuple[int, ...]] = {}
+
+    def _path(self, t: int) -> Path:
+        return self.folder / f"fg{t:06d}.npy"
 
     def put(self, t: int, mask: np.ndarray) -> None:
-        self._shapes[t] = mask.shape
-        np.save(self.folder / f"fg{t:06d}.npy", np.packbits(mask.ravel()))
+        self.put_packed(t, np.packbits(mask.ravel()))
+
+    def put_packed(self, t: int, bits: np.ndarray) -> None:
+        """Store a mask already packed with ``np.packbits`` (as a dask worker sends it)."""
+        with atomic_write(self._path(t), mode="wb") as f:
+            np.save(f, bits)
+
+    def has(self, t: int) -> bool:
+        return self._path(t).is_file()
 
     def get(self, t: int) -> np.ndarray | None:
-        if t not in self._shapes:
+        if not self.has(t):
             return None
-        shape = self._shapes[t]
-        bits = np.load(self.folder / f"fg{t:06d}.npy")
-        return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(shape)
+        bits = np.load(self._path(t))
+        count = int(np.prod(self.shape))
+        return np.unpackbits(bits, count=count).astype(bool).reshape(self.shape)
+
+
+class _CacheWithForeground:
+    """A detection cache that counts a frame as done only when its foreground mask is kept
+    too (a run that makes instance masks predicts again the frames cached without one)."""
+
+    def __init__(self, cache: DetectionCache, foreground: ForegroundStore):
+        self.cache = cache
+        self.foreground = foreground
+        self.folder = cache.folder
+
+    def has(self, t: int) -> bool:
+        return self.cache.has(t) and self.foreground.has(t)
+
+    def frames(self) -> list[int]:
+        return [t for t in self.cache.frames() if self.foreground.has(t)]
+
+    def load(self, t: int) -> Detections:
+        return self.cache.load(t)
+
+    def save(self, det: Detections) -> Path:
+        return self.cache.save(det)
 
 
 def _image_data(images: Any) -> Any:
@@ -94,7 +128,7 @@ def open_detection_cache(
     come from files (an ImageSequence): an in-memory array has nothing that tells a stale cache
     from a good one.
     """
-    from napari_cellect.infer.predict import cache_fingerprint
+    from napari_cellect.infer.predict import cache_identity
 
     sources = [str(s) for s in getattr(images, "sources", None) or []]
     if not sources:
@@ -103,9 +137,17 @@ def open_detection_cache(
             f"in-memory {type(images).__name__}",
             cache_dir,
         )
-    fingerprint = cache_fingerprint(bundle, sources, z_ratio=z_ratio, tile=tile,
-                                    cell_radius=cell_radius)  # fmt: skip
-    return DetectionCache(cache_dir, fingerprint)
+    parts = cache_identity(bundle, sources, z_ratio=z_ratio, tile=tile, cell_radius=cell_radius)
+    cache = DetectionCache(cache_dir, parts=parts)
+    mismatch = cache.mismatch()
+    if mismatch is not None:
+        logger.warning("the detection cache %s was made with %s: not reused, its frames are "
+                       "predicted again", cache_dir, mismatch)  # fmt: skip
+    else:
+        done = len(cache.frames())
+        if done:
+            logger.info("resuming from %s: %d frame(s) already detected", cache_dir, done)
+    return cache
 
 
 def iter_tracking(
@@ -120,6 +162,7 @@ def iter_tracking(
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
     cell_radius: float | None = None,
+    scheduler: Any = None,
 ) -> Iterator[TrackingProgress]:
     """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
 
@@ -135,8 +178,11 @@ def iter_tracking(
         cell_radius: typical nucleus radius of the images (xy pixels): the frames are resized
             to the model's training size (:mod:`~napari_cellect.infer.rescale`); None: as they
             are.
+        scheduler: run the U-Net on a dask.distributed cluster (:mod:`~napari_cellect.infer.
+            distributed`): a scheduler address ``'tcp://HOST:PORT'``, ``'local:N'`` for a
+            LocalCluster of N workers, or a ``distributed.Client``. Merging, division
+            refinement and linking run here. None: everything in this process.
     """
-    from napari_cellect.infer.predict import predict_sequence
     from napari_cellect.model.bundle import ModelBundle
 
     if bundle is None:
@@ -151,27 +197,23 @@ def iter_tracking(
     if cache_dir is not None:
         cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
                                      cell_radius=cell_radius)  # fmt: skip
-    foreground = ForegroundStore() if keep_foreground else None
-
-    def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:
-        if foreground is not None:
-            foreground.put(t, np.argmax(heads["seg"], axis=0) == 1)
-
+    frame_shape = tuple(int(s) for s in data.shape[1:])
+    foreground = None
+    if keep_foreground and cache is not None:  # kept with the detections, for a resumed run
+        folder = cache.folder / f"foreground-{cache.fingerprint[:16]}"
+        foreground = ForegroundStore(frame_shape, folder)
+        cache = _CacheWithForeground(cache, foreground)  # type: ignore[assignment]
+    elif keep_foreground:
+        foreground = ForegroundStore(frame_shape)
     merge_scorer = bundle.candidate_scorer("merge")
     link_scorer = bundle.candidate_scorer("link")
     frames: list[Detections] = []
     raw: list[Detections] = []
-    for dets in predict_sequence(
-        data,
-        bundle,
-        z_ratio=z_ratio,
-        device=device,
-        tile=tile,
-        cache=cache,
-        should_stop=should_stop,
-        on_heads=on_heads if keep_foreground else None,
-        cell_radius=cell_radius,
-    ):
+    settings = dict(z_ratio=z_ratio, device=device, tile=tile, cell_radius=cell_radius,
+                    cache=cache, should_stop=should_stop)  # fmt: skip
+    for dets, mask in _predictions(images, bundle, scheduler, keep_foreground, settings):
+        if mask is not None and foreground is not None:
+            foreground.put_packed(dets.t, mask)
         merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
         raw.append(dets)
         frames.append(merged)
@@ -197,6 +239,30 @@ def iter_tracking(
     )  # fmt: skip
     shape = tuple(int(s) for s in data.shape[1:])
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
+
+
+def _predictions(
+    images: Any, bundle: Any, scheduler: Any, keep_foreground: bool, settings: dict[str, Any],
+) -> Iterator[tuple[Detections, np.ndarray | None]]:  # fmt: skip
+    """Each frame's raw detections and packed foreground mask (None where not kept), from the
+    U-Net here or on a dask cluster (connected for this stage only)."""
+    if scheduler is not None:
+        from napari_cellect.infer.distributed import connect, predict_distributed
+
+        with connect(scheduler) as client:
+            yield from predict_distributed(images, bundle, client,
+                                           keep_foreground=keep_foreground, **settings)
+        return
+    from napari_cellect.infer.predict import predict_sequence
+
+    masks: dict[int, np.ndarray] = {}
+
+    def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:
+        masks[t] = np.packbits(np.argmax(heads["seg"], axis=0) == 1)
+
+    for dets in predict_sequence(_image_data(images), bundle,
+                                 on_heads=on_heads if keep_foreground else None, **settings):
+        yield dets, masks.pop(dets.t, None)
 
 
 def _refine(

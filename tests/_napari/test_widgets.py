@@ -36,11 +36,11 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None, produced=None):
     gets each frame as the worker finishes it)."""
 
     def iter_tracking(images, bundle=None, *, z_ratio, device, tile, cache_dir, should_stop,
-                      keep_foreground=False, cell_radius=None):
+                      keep_foreground=False, cell_radius=None, scheduler=None):
         n = images.shape[0]
         if calls is not None:
             calls.append(dict(shape=images.shape, z_ratio=z_ratio, device=device, tile=tile,
-                              cell_radius=cell_radius))
+                              cell_radius=cell_radius, scheduler=scheduler))
         for t in range(n):
             if should_stop():
                 from napari_cellect.errors import Cancelled
@@ -93,7 +93,8 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
 
     assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
                           tile=tuple(TilingConfig().tile),  # the boxes start at the default
-                          cell_radius=None)]  # the radius field starts at "as trained"
+                          cell_radius=None,  # the radius field starts at "as trained"
+                          scheduler=None)]  # and the scheduler field empty: this machine
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
     assert "synthetic embryo tracks (running)" in seen_layers  # tracks before the masks
     names = [layer.name for layer in viewer.layers]
@@ -192,6 +193,36 @@ def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, 
     status = widget.status.text()
     assert "tracking failed" in status and "does not record the nucleus size" in status
     assert widget.cell_radius() == pytest.approx(7.5) and widget.run_button.isEnabled()
+
+
+def test_the_scheduler_typed_in_goes_to_the_run_and_bad_ones_are_refused(make_napari_viewer,
+                                                                          qtbot):
+    from napari_cellect.track.graph import TrackGraph
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 2, 16, 16), np.uint8), name="img")
+    truth = TrackGraph.from_arrays(id=[1, 2], t=[0, 1], z=[0.0] * 2, y=[5.0] * 2, x=[5.0] * 2,
+                                   parent_id=[-1, 1])  # fmt: skip
+    calls: list = []
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, calls=calls))
+    qtbot.keyClicks(widget.scheduler_edit, "localhost:8786")
+    widget.run()
+    assert not widget.running and calls == []
+    assert "expected an address like tcp://HOST:PORT or local:N" in widget.status.text()
+    widget.scheduler_edit.clear()
+    qtbot.keyClicks(widget.scheduler_edit, "tcp://10.1.2.3:8786")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    widget.scheduler_edit.clear()
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert [c["scheduler"] for c in calls] == ["tcp://10.1.2.3:8786", None]
+    # the real pipeline with a scheduler nobody runs: a clear error, within seconds
+    widget.tracking_function = None
+    qtbot.keyClicks(widget.scheduler_edit, "tcp://127.0.0.1:9")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in widget.status.text()
 
 
 @pytest.mark.slow

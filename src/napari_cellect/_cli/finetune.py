@@ -38,7 +38,8 @@ __all__ = ["add_parser", "load_pinned", "relink", "run"]
 
 logger = logging.getLogger(__name__)
 
-#: Suffix of the default detection cache folder, created beside the images.
+#: Suffix of the default detection cache folder: `cellect track` keeps one beside its output
+#: CSV, else one is created beside the images.
 CACHE_SUFFIX = ".cellect-cache"
 
 
@@ -65,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("-o", "--output", type=Path, required=True, metavar="TUNED",
         help="where to write the fine-tuned model (.pt)")
     add("--cache", type=Path, default=None, metavar="DIR",
-        help=f"detection cache folder (default: INPUT{CACHE_SUFFIX} beside the images)")
+        help=f"detection cache folder (default: the one `cellect track` left beside the tracks, "
+             f"CSV{CACHE_SUFFIX}, if there is one, else INPUT{CACHE_SUFFIX} beside the images)")
     add("--corrections", type=Path, default=None, metavar="PATH",
         help="a corrections.json saved by an editing session (or its journal folder)")
     add("--z-ratio", type=positive_float, default=None, metavar="R",
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     corrections.require_trainable()
     n_frames = int(sequence.data.shape[0])
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
-    cache_dir = args.cache if args.cache is not None else _default_cache(args.images)
+    cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
                                     args.tile, args.cell_radius)  # fmt: skip
     with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
@@ -170,7 +172,10 @@ def _frames_to_load(frames: np.ndarray, n_frames: int, tracks: Path) -> list[int
     return wanted[wanted < n_frames].tolist()
 
 
-def _default_cache(images: Path) -> Path:
+def _default_cache(images: Path, tracks: Path) -> Path:
+    beside_tracks = Path(tracks).with_name(Path(tracks).name + CACHE_SUFFIX)
+    if beside_tracks.is_dir():
+        return beside_tracks
     images = Path(images)
     return images.with_name(images.name + CACHE_SUFFIX)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from napari_cellect._cli._types import positive_float
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
+
+#: suffix of the default detection cache folder, beside the output CSV
+CACHE_SUFFIX = ".cellect-cache"
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="sliding-window tile size (default: the model's)")
     parser.add_argument("--cache", type=Path, metavar="DIR",
-                        help="keep detections there; re-runs and re-links skip the U-Net")
+                        help="detection cache: a re-run after an interruption, a re-link or a "
+                             "fine-tune skips the frame pairs already there (default: "
+                             f"CSV{CACHE_SUFFIX} beside the output CSV)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="keep no detection cache (the run cannot be resumed)")
+    parser.add_argument("--scheduler", metavar="ADDR",
+                        help="run the U-Net on a dask.distributed cluster: tcp://HOST:PORT of a "
+                             "running scheduler (the images must be on storage the workers see "
+                             "at the same path), or local:N for N local worker processes; "
+                             "needs pip install 'napari-cellect[distributed]'")
     parser.add_argument("--keep-approved", type=Path, metavar="CSV",
                         help="a corrected tracks CSV: its approved links are kept, the rest re-solved")
     parser.add_argument("--ctc", type=Path, metavar="DIR", help="also write CTC res_track.txt (+ masks)")
@@ -89,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
 
         keep = read_tracks(args.keep_approved)
     n_frames = images.data.shape[0]
-    with tqdm(total=n_frames, unit="frame", desc="tracking") as bar:
+    with _cluster(args.scheduler) as client, tqdm(total=n_frames, unit="frame",
+                                                  desc="tracking") as bar:  # fmt: skip
         result = track_images(
             images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-            cache_dir=args.cache, keep_approved=keep, cell_radius=args.cell_radius,
-            keep_foreground=args.labels is not None or args.ctc is not None,
+            cache_dir=cache_folder(args), keep_approved=keep, cell_radius=args.cell_radius,
+            scheduler=client, keep_foreground=args.labels is not None or args.ctc is not None,
             progress=lambda step: bar.update(1) if step.stage == "detect" else None,
         )  # fmt: skip
     graph = result.graph
@@ -113,6 +128,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(result.changed)} link(s) differ from {args.keep_approved} "
               "(column `changed` marks them for review)")
     return 0
+
+
+def _cluster(scheduler: str | None) -> contextlib.AbstractContextManager[Any]:
+    """A dask Client for --scheduler, connected before the run starts (so a wrong address
+    fails at once); no scheduler: nothing."""
+    if scheduler is None:
+        return contextlib.nullcontext()
+    from napari_cellect.infer.distributed import connect
+
+    return connect(scheduler)
+
+
+def cache_folder(args: argparse.Namespace) -> Path | None:
+    """The detection cache of this run: --cache, else CSV.cellect-cache beside the output."""
+    if args.no_cache:
+        if args.cache is not None:
+            raise InputError("expected --cache DIR or --no-cache, found both")
+        return None
+    if args.cache is not None:
+        return args.cache
+    return args.output.with_name(args.output.name + CACHE_SUFFIX)
 
 
 def _thresholds_help() -> str:

@@ -69,6 +69,7 @@ def tracking_job(
     should_stop: Callable[[], bool],
     cell_radius: float | None = None,
     max_label_bytes: int = MAX_LABEL_BYTES,
+    scheduler: str | None = None,
 ) -> Iterator[Any]:
     """The worker's generator: load the model, pass the pipeline's progress through, yield
     :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
@@ -80,16 +81,20 @@ def tracking_job(
 
     A run stopped through ``should_stop`` returns None (the pipeline raises ``Cancelled``; that
     is not an error to report).
+
+    ``scheduler`` (a dask scheduler address or ``local:N``) runs the U-Net on that cluster;
+    it is passed on only when set.
     """
     bundle = None
     if model_path:
         from napari_cellect.model.bundle import ModelBundle
 
         bundle = ModelBundle.load(model_path)
+    on_cluster = {"scheduler": scheduler} if scheduler else {}
     try:
         result = yield from tracking_function(
             images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
-            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius,
+            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius, **on_cluster,
         )
         if getattr(result, "graph", None) is not None:
             yield TracksReady(result.graph)

@@ -156,6 +156,11 @@ class TrackingWidget(QWidget):
         self.z_ratio.setValue(1.0)
         self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
         self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
+        self.scheduler_edit = QLineEdit()
+        self.scheduler_edit.setPlaceholderText("this machine")
+        self.scheduler_edit.setToolTip(
+            "optional: run the U-Net on a dask cluster, tcp://HOST:PORT of a running scheduler "
+            "or local:N for N worker processes here (needs dask.distributed)")
         self.tile_auto = QCheckBox("automatic")
         self.tile_auto.setChecked(True)
         self.tile_auto.setToolTip(TILE_HELP)
@@ -193,6 +198,7 @@ class TrackingWidget(QWidget):
         form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
         form.addRow("Block size (voxels)", self.tile_auto)
         form.addRow("", tile_row)
+        form.addRow("Scheduler", self.scheduler_edit)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -300,6 +306,16 @@ class TrackingWidget(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
+    def scheduler(self) -> str | None:
+        """The dask scheduler typed in (checked), or None to run here; raises InputError."""
+        from napari_cellect.infer.distributed import parse_scheduler
+
+        text = self.scheduler_edit.text().strip()
+        if not text:
+            return None
+        parse_scheduler(text)
+        return text
+
     def run(self) -> None:
         """Start tracking the chosen image layer in a worker thread."""
         from napari.qt.threading import create_worker
@@ -315,7 +331,8 @@ class TrackingWidget(QWidget):
             return
         try:
             images = as_tzyx(layer)
-        except ValueError as error:
+            scheduler = self.scheduler()
+        except ValueError as error:  # InputError is a ValueError
             self._show("error", str(error))
             return
         self._stop = threading.Event()
@@ -327,7 +344,7 @@ class TrackingWidget(QWidget):
         worker = create_worker(
             tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
             device=self.device_combo.currentText(), tile=self.tile(), should_stop=self._stop.is_set,
-            cell_radius=self._run_cell_radius,
+            cell_radius=self._run_cell_radius, scheduler=scheduler,
             _start_thread=False, _ignore_errors=True,  # errors: our handler + napari notification
         )
         worker.yielded.connect(self._on_progress)

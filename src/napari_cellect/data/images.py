@@ -83,6 +83,9 @@ class ImageSequence:
             start at 1); index ``i`` of ``data`` is frame ``frames[i]``.
         sources: the files the pixels come from (one per frame for a folder, else one).
         name: a short name for layers and output files.
+        origin: the ``(path, axes)`` it was opened from, so another process (a dask worker)
+            can open the same series with ``open_sequence(*origin)``; None for a series built
+            in memory.
     """
 
     data: da.Array
@@ -90,6 +93,7 @@ class ImageSequence:
     frames: list[int] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
     name: str = ""
+    origin: tuple[Path, str | None] | None = None
 
     @property
     def z_ratio(self) -> float:
@@ -122,14 +126,17 @@ def open_sequence(path: str | Path, axes: str | None = None, *,
         raise InputError("no such file or folder (expected a folder of TIFFs, a TIFF or a .zarr)",
                          path)
     if _is_zarr(path):
-        return _open_zarr(path, axes, axes_option)
-    if path.is_dir():
-        return _open_tiff_folder(path, axes, axes_option)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        return _open_tiff_file(path, axes, axes_option)
-    raise InputError(
-        f"expected a folder of TIFFs, a .tif/.tiff file or a .zarr array, found a "
-        f"'{path.suffix or 'no suffix'}' file", path)
+        sequence = _open_zarr(path, axes, axes_option)
+    elif path.is_dir():
+        sequence = _open_tiff_folder(path, axes, axes_option)
+    elif path.suffix.lower() in TIFF_SUFFIXES:
+        sequence = _open_tiff_file(path, axes, axes_option)
+    else:
+        raise InputError(
+            f"expected a folder of TIFFs, a .tif/.tiff file or a .zarr array, found a "
+            f"'{path.suffix or 'no suffix'}' file", path)
+    sequence.origin = (path.resolve(), axes)
+    return sequence
 
 
 # --------------------------------------------------------------------------------- axes

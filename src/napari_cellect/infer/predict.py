@@ -51,7 +51,12 @@ from napari_cellect.infer.tiling import (
     predict_tiles,
     smaller_tiling,
 )
-from napari_cellect.track.detections import DetectionCache, Detections, make_fingerprint
+from napari_cellect.track.detections import (
+    DetectionCache,
+    Detections,
+    fingerprint_of,
+    fingerprint_parts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +135,7 @@ def model_digest(unet: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_fingerprint(
+def cache_identity(
     bundle_or_model: Any,
     sources: Sequence[Any],
     *,
@@ -139,8 +144,9 @@ def cache_fingerprint(
     detection: DetectionConfig | None = None,
     normalization: NormalizationConfig | None = None,
     cell_radius: float | None = None,
-) -> str:
-    """The :class:`DetectionCache` fingerprint of a prediction run with these settings."""
+) -> dict[str, Any]:
+    """What makes a prediction run's detections (:func:`fingerprint_parts`): the model's
+    digest, the input files and the settings."""
     model = resolve_model(bundle_or_model, detection, normalization)
     config = {
         "z_ratio": float(z_ratio),
@@ -149,7 +155,13 @@ def cache_fingerprint(
         "detection": model.detection,
         "normalization": model.normalization,
     }
-    return make_fingerprint(model_digest(model.unet), sources, config)
+    return fingerprint_parts(model_digest(model.unet), sources, config)
+
+
+def cache_fingerprint(bundle_or_model: Any, sources: Sequence[Any], **settings: Any) -> str:
+    """The :class:`DetectionCache` fingerprint of a prediction run with these settings
+    (the keyword arguments of :func:`cache_identity`)."""
+    return fingerprint_of(cache_identity(bundle_or_model, sources, **settings))
 
 
 def predict_frame(

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,8 +194,9 @@ def _source_identity(source: Any) -> Any:
     return _jsonable(source)
 
 
-def make_fingerprint(model_digest: str, sources: Sequence[Any] = (), config: Any = None) -> str:
-    """Hash of what produced a set of detections: model digest, input sources and settings.
+def fingerprint_parts(model_digest: str, sources: Sequence[Any] = (), config: Any = None
+                      ) -> dict[str, Any]:
+    """What produced a set of detections, as JSON: model digest, input sources and settings.
 
     Args:
         model_digest: a digest of the model weights (for example :func:`file_digest` of the
@@ -203,14 +205,28 @@ def make_fingerprint(model_digest: str, sources: Sequence[Any] = (), config: Any
             JSON-able description of the input.
         config: settings (dataclasses, dicts, numbers) that change the detections.
     """
-    payload = {
+    return {
         "format": CACHE_FORMAT_VERSION,
         "model": str(model_digest),
         "sources": [_source_identity(s) for s in sources],
         "config": _jsonable(config),
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
+
+
+def fingerprint_of(parts: dict[str, Any]) -> str:
+    """SHA-256 of :func:`fingerprint_parts`: the fingerprint stored in every cache file."""
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_fingerprint(model_digest: str, sources: Sequence[Any] = (), config: Any = None) -> str:
+    """Hash of what produced a set of detections (see :func:`fingerprint_parts`)."""
+    return fingerprint_of(fingerprint_parts(model_digest, sources, config))
+
+
+#: what differs between two :func:`fingerprint_parts`, in words
+_PART_NAMES = {"format": "another cache format", "model": "another model",
+               "sources": "other images", "config": "other settings"}
 
 
 # --------------------------------------------------------------------------- cache
@@ -220,12 +236,21 @@ class DetectionCache:
     """One ``.npz`` per frame in ``folder``, valid only for one fingerprint.
 
     A frame file written under another fingerprint (other weights, inputs or settings) is
-    treated as absent and is overwritten by the next :meth:`save`.
+    treated as absent and is overwritten by the next :meth:`save`. With ``parts`` (the
+    :func:`fingerprint_parts` the fingerprint was made from) the cache also keeps a
+    ``cache.json`` manifest, so :meth:`mismatch` can say what changed since the cache was made.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], fingerprint: str = "") -> None:
+    MANIFEST = "cache.json"
+
+    def __init__(self, folder: str | os.PathLike[str], fingerprint: str = "",
+                 parts: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
+        self.parts = parts
+        if parts is not None and not fingerprint:
+            fingerprint = fingerprint_of(parts)
         self.fingerprint = str(fingerprint)
+        self._manifest_written = False
 
     def __repr__(self) -> str:
         return f"DetectionCache({str(self.folder)!r}, fingerprint={self.fingerprint[:12]!r})"
@@ -282,9 +307,33 @@ class DetectionCache:
                 f"expected a detection cache .npz file, could not read it: {err}", path
             ) from err
 
+    def mismatch(self) -> str | None:
+        """None when the folder's manifest is absent or matches this cache; else what differs,
+        in words (for example ``'another model, other settings'``)."""
+        try:
+            stored = json.loads((self.folder / self.MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(stored, dict) or stored.get("fingerprint") == self.fingerprint:
+            return None
+        mine = self.parts or {}
+        differ = [words for key, words in _PART_NAMES.items()
+                  if key in mine and stored.get("parts", {}).get(key) != _jsonable(mine[key])]
+        return ", ".join(differ) or "another model, other images or other settings"
+
+    def _write_manifest(self) -> None:
+        if self._manifest_written or self.parts is None:
+            return
+        text = json.dumps({"fingerprint": self.fingerprint, "parts": self.parts}, indent=1,
+                          sort_keys=True, default=str)
+        with atomic_write(self.folder / self.MANIFEST, mode="w") as f:
+            f.write(text)
+        self._manifest_written = True
+
     def save(self, det: Detections) -> Path:
         """Write one frame atomically; returns the file written."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
         path = self.path(det.t)
         with atomic_write(path, mode="wb") as f:
             np.savez(
@@ -297,7 +346,8 @@ class DetectionCache:
         return path
 
     def clear(self) -> int:
-        """Delete every frame file in the folder (any fingerprint); returns how many."""
+        """Delete every frame file in the folder (any fingerprint), the manifest and the kept
+        foreground masks; returns how many frame files."""
         if not self.folder.is_dir():
             return 0
         removed = 0
@@ -305,4 +355,7 @@ class DetectionCache:
             if _FRAME_FILE.match(entry.name):
                 entry.unlink()
                 removed += 1
+        for kept in self.folder.glob("foreground-*"):  # the pipeline's masks kept beside
+            shutil.rmtree(kept, ignore_errors=True)
+        (self.folder / self.MANIFEST).unlink(missing_ok=True)
         return removed
