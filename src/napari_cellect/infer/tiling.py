@@ -2,10 +2,15 @@
 
 Geometry (per axis):
 
-* The tile is rounded up to a multiple of the model's ``size_multiple``.
-* A volume smaller than the tile is padded (symmetrically, ``pad_mode``) up to the tile, or,
-  with ``pad_to_tile=False``, only up to the next multiple of ``size_multiple`` (the tile then
-  shrinks to the padded volume). Volumes with Z = 1 are padded like any other: nothing crashes.
+* The tile follows the volume (the default, ``pad_to_tile=False``): ``TilingConfig.tile`` sets
+  the largest tile by its voxel count (what bounds memory), and the plan takes, among the tile
+  shapes of at most that many voxels, the one whose tiles compute the fewest voxels in all,
+  each axis cut into equal tiles rounded up to the model's ``size_multiple`` (z into as many as
+  a fixed tile needs: it is never pooled, and thinner tiles would cut its context). So cost follows
+  the volume: a 1 x 314 x 345 frame is one 16 x 320 x 352 tile (not four 16 x 288 x 288 ones),
+  a 41 x 512 x 512 frame four 41 x 272 x 272 tiles. With ``pad_to_tile=True`` the tile is
+  ``TilingConfig.tile`` exactly (rounded up to the size multiple) and a smaller volume is
+  padded (symmetrically, ``pad_mode``) up to it. Volumes with Z = 1 are padded like any other.
   A volume thinner than the model's training crops (``NormalizationConfig.min_depth``: a 2D
   frame, a thin stack) is padded in z to that depth, centred and mirrored (a single slice
   repeated), exactly as training padded its crops: a 2D frame on its own, between zero padding,
@@ -28,6 +33,7 @@ imported only to run a model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+#: Most tiles one axis is cut into when the plan fits the tile to the volume.
+_MAX_TILES_PER_AXIS = 64
 
 #: Channels of the small heads that are stitched over the whole volume, in this order.
 SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
@@ -139,6 +148,58 @@ def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: b
     return _AxisPlan(tile, padded, before, starts, owned)
 
 
+def _axis_options(size: int, overlap: int, multiple: int, minimum: int) -> list[tuple[int, int]]:
+    """(tile, count) for cutting one axis into 1, 2, ... equal tiles, smallest tile last."""
+    floor = _round_up(max(minimum, 1), multiple)
+    options: list[tuple[int, int]] = []
+    for count in range(1, _MAX_TILES_PER_AXIS + 1):
+        tile = max(_round_up(-(-(size + (count - 1) * overlap) // count), multiple), floor)
+        if count > 1 and tile <= overlap:
+            break  # too small to keep the overlap
+        if options and tile >= options[-1][0]:
+            continue  # rounding gave no smaller tile
+        padded = max(size, tile)
+        stride = tile - min(overlap, tile - 1)
+        n = 1 if padded <= tile else math.ceil((padded - tile) / stride) + 1
+        options.append((tile, n))
+        if tile == floor:
+            break
+    return options
+
+
+def fitted_tile(
+    shape: tuple[int, int, int],
+    config: TilingConfig,
+    size_multiple: tuple[int, int, int],
+    min_shape: tuple[int, int, int],
+) -> tuple[int, int, int]:
+    """The tile shape that covers ``shape`` computing the fewest voxels, among those of at most
+    ``prod(config.tile)`` voxels (each axis rounded up to its multiple); fewer tiles break ties.
+    Where no shape is that small, the smallest one.
+
+    Z is cut into as many tiles as with a fixed tile (``config.tile[0]``), of equal size: it is
+    the anisotropic axis that the networks never pool, whose context thinner tiles would cut.
+    Y and X are fitted to the voxels left.
+    """
+    budget = math.prod(_round_up(t, m) for t, m in zip(config.tile, size_multiple))
+    z_cuts = len(_plan_axis(shape[0], config.tile[0], config.overlap[0], size_multiple[0],
+                            False, min_shape[0]).starts)  # fmt: skip
+    z_options = _axis_options(shape[0], config.overlap[0], size_multiple[0], min_shape[0])
+    per_axis = [[min(z_options, key=lambda option: abs(option[1] - z_cuts))]] + [
+        _axis_options(s, o, m, lo)
+        for s, o, m, lo in zip(shape[1:], config.overlap[1:], size_multiple[1:], min_shape[1:])
+    ]
+    best: tuple[tuple[int, ...], tuple[int, int, int]] | None = None
+    for choice in itertools.product(*per_axis):
+        voxels = math.prod(tile for tile, _ in choice)
+        tiles = math.prod(n for _, n in choice[1:])  # the same z cut for every choice
+        key = (0, tiles * voxels, tiles) if voxels <= budget else (1, voxels, tiles)
+        if best is None or key < best[0]:
+            best = (key, tuple(tile for tile, _ in choice))  # type: ignore[assignment]
+    assert best is not None
+    return best[1]  # type: ignore[return-value]
+
+
 def plan_tiles(
     shape: tuple[int, int, int],
     config: TilingConfig | None = None,
@@ -157,9 +218,10 @@ def plan_tiles(
         raise InputError(
             f"tiling: expected size_multiple and min_shape >= 1, found {multiple} and {minimum}"
         )
+    tile = cfg.tile if cfg.pad_to_tile else fitted_tile(shape, cfg, multiple, minimum)
     axes = [
         _plan_axis(s, t, o, m, cfg.pad_to_tile, lo)
-        for s, t, o, m, lo in zip(shape, cfg.tile, cfg.overlap, multiple, minimum)
+        for s, t, o, m, lo in zip(shape, tile, cfg.overlap, multiple, minimum)
     ]
     tile_shape = tuple(a.tile for a in axes)
     pad_before = tuple(a.before for a in axes)
