@@ -327,8 +327,8 @@ def model_size_multiple(model: Any) -> tuple[int, int, int]:
     return int_triple(getattr(model, "size_multiple", 1), "model.size_multiple")
 
 
-def unpack_output(output: Any) -> TileOutput:
-    """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch item 0."""
+def unpack_output(output: Any, item: int = 0) -> TileOutput:
+    """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch ``item``."""
     if isinstance(output, Mapping):
         heads = [output[name] for name in _HEAD_NAMES]
     elif all(hasattr(output, name) for name in _HEAD_NAMES):
@@ -340,7 +340,7 @@ def unpack_output(output: Any) -> TileOutput:
             "expected the U-Net to return (seg, centre, embedding, division, radius), "
             f"found {type(output).__name__}"
         )
-    return TileOutput(*(h[0] for h in heads))
+    return TileOutput(*(h[item] for h in heads))
 
 
 def _check_output(out: TileOutput, tile_shape: tuple[int, int, int]) -> None:
@@ -388,3 +388,34 @@ def predict_tiles(
         out = unpack_output(model(x))
         _check_output(out, tile.shape)
         yield tile, out
+
+
+def predict_batch(
+    model: torch.nn.Module,
+    volumes: np.ndarray,
+    grid: TileGrid,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+) -> list[TileOutput]:
+    """Run ``model`` once on a batch (B, C, Z, Y, X) of padded volumes that ``grid`` covers with
+    one tile each; one :class:`TileOutput` per volume, still on ``device``.
+
+    Call as :func:`predict_tiles`. Normalisation is per sample, so each output is what the
+    volume alone would give.
+    """
+    import torch
+
+    if len(grid) != 1 or tuple(volumes.shape[-3:]) != grid.padded_shape:
+        raise InputError(
+            f"tiling: expected a batch of volumes of shape (B, C, {grid.padded_shape}) that one "
+            f"tile covers, found {volumes.shape} and {len(grid)} tile(s)"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    output = model(x)
+    outs = [unpack_output(output, item) for item in range(len(volumes))]
+    for out in outs:
+        _check_output(out, grid.tile_shape)
+    return outs
