@@ -272,3 +272,37 @@ def test_batches_stay_within_the_tile_voxels(fake_unet):
     assert len(out) == 5 and [x.shape[0] for x in model.inputs] == [4, 1]
     with pytest.raises(InputError, match="one z ratio per volume"):
         predict_volumes(model, pairs, t=0, z_ratios=[1.0], tiling=tiling)
+
+
+def test_the_coarse_embedding_gives_the_embeddings_of_the_full_map():
+    """The compact U-Net leaves its embedding on its half-resolution grid during inference;
+    the detections, embeddings included, are those read from the full-resolution map."""
+    from napari_cellect.infer.predict import predict_frame
+    from napari_cellect.model.bundle import ModelBundle
+
+    unet = ModelBundle.random(preset="small", seed=0).unet.eval()
+    assert unet.embedding_stride == (1, 2, 2)
+    x = torch.randn(1, 2, 4, 32, 48)
+    with torch.inference_mode():
+        full, coarse = unet(x), unet(x, coarse_embedding=True)
+    assert coarse.embedding.shape[2:] == (4, 16, 24)
+    z, y, x_ = np.meshgrid(np.arange(4), np.arange(32), np.arange(48), indexing="ij")
+    torch.testing.assert_close(coarse.embedding[0][:, z // 1, y // 2, x_ // 2], full.embedding[0])
+
+    class FullResolution(torch.nn.Module):  # the same network, asked for the full map
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.size_multiple = inner, inner.size_multiple
+
+        def forward(self, x):
+            return self.inner(x)
+
+    rng = np.random.default_rng(0)
+    pair = rng.normal(size=(2, 4, 64, 64)).astype(np.float32)
+    cfg = DetectionConfig(threshold=0.0, foreground_threshold=0.0)
+    ours = predict_frame(unet, pair, t=0, z_ratio=2.0, detection=cfg).detections
+    reference = predict_frame(FullResolution(unet), pair, t=0, z_ratio=2.0,
+                              detection=cfg).detections  # fmt: skip
+    assert len(ours) > 0
+    np.testing.assert_array_equal(ours.positions, reference.positions)
+    np.testing.assert_array_equal(ours.embeddings, reference.embeddings)

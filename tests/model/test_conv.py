@@ -58,6 +58,7 @@ def test_gradients_match_torch_convolution():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch's flags() on a CPU build
 def test_other_dtypes_and_disabled_onednn_take_torch_own_path(monkeypatch):
     calls = spy_onednn(monkeypatch)
     conv = Conv3d(2, 2, 3, padding=1).double()

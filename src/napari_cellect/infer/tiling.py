@@ -343,12 +343,29 @@ def unpack_output(output: Any, item: int = 0) -> TileOutput:
     return TileOutput(*(h[item] for h in heads))
 
 
-def _check_output(out: TileOutput, tile_shape: tuple[int, int, int]) -> None:
+def embedding_stride(model: Any) -> tuple[int, int, int]:
+    """The grid step of a model's embedding (:attr:`UNet3D.embedding_stride`, default 1)."""
+    return int_triple(getattr(model, "embedding_stride", 1), "model.embedding_stride")
+
+
+def _run_model(model: Any, x: torch.Tensor) -> Any:
+    """The model's outputs for ``x``, with the embedding left on its own grid where the model
+    computes it coarser (it is read only at detections)."""
+    if embedding_stride(model) != (1, 1, 1):
+        return model(x, coarse_embedding=True)
+    return model(x)
+
+
+def _check_output(out: TileOutput, tile_shape: tuple[int, int, int],
+                  stride: tuple[int, int, int] = (1, 1, 1)) -> None:  # fmt: skip
     for name, head in zip(_HEAD_NAMES, out):
-        if head.ndim != 4 or tuple(head.shape[1:]) != tuple(tile_shape):
+        step = stride if name == "embedding" else (1, 1, 1)
+        expected = tuple(n // s for n, s in zip(tile_shape, step))
+        if head.ndim != 4 or tuple(head.shape[1:]) != expected:
+            where = "at the input resolution" if step == (1, 1, 1) else f"on a grid of step {step}"
             raise ModelError(
-                f"expected the U-Net's {name} head at the input resolution "
-                f"(C, {', '.join(map(str, tile_shape))}), found {tuple(head.shape)}"
+                f"expected the U-Net's {name} head {where} "
+                f"(C, {', '.join(map(str, expected))}), found {tuple(head.shape)}"
             )
     want = {"seg": 2, "centre": 2, "division": 2, "radius": 1}
     for name, minimum in want.items():
@@ -385,8 +402,8 @@ def predict_tiles(
         x = torch.from_numpy(window)[None].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        out = unpack_output(model(x))
-        _check_output(out, tile.shape)
+        out = unpack_output(_run_model(model, x))
+        _check_output(out, tile.shape, embedding_stride(model))
         yield tile, out
 
 
@@ -414,8 +431,8 @@ def predict_batch(
     x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    output = model(x)
+    output = _run_model(model, x)
     outs = [unpack_output(output, item) for item in range(len(volumes))]
     for out in outs:
-        _check_output(out, grid.tile_shape)
+        _check_output(out, grid.tile_shape, embedding_stride(model))
     return outs

@@ -57,7 +57,8 @@ DIVISION_CHANNELS = 2
 
 
 class UNetOutput(NamedTuple):
-    """What :class:`UNet3D` returns; every tensor is at the input's full ``(Z, Y, X)``."""
+    """What :class:`UNet3D` returns; every tensor is at the input's full ``(Z, Y, X)``
+    (the embedding on its own coarser grid when asked for ``coarse_embedding``)."""
 
     seg: Tensor
     """(B, 3, Z, Y, X) logits: background, nucleus, other. Use softmax / argmax."""
@@ -255,11 +256,21 @@ class UNet3D(nn.Module):
                 f"{self.size_multiple} along one axis"
             )
 
-    def forward(self, x: Tensor) -> UNetOutput:
-        self.check_input(x)
-        return self._forward(x)
+    @property
+    def embedding_stride(self) -> tuple[int, int, int]:
+        """(z, y, x) step of the grid the embedding is computed on, in input voxels."""
+        return (1, 1, 1)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    def forward(self, x: Tensor, *, coarse_embedding: bool = False) -> UNetOutput:
+        """The five heads of frame t. With ``coarse_embedding`` the embedding stays on the grid
+        it is computed on (:attr:`embedding_stride`); its value at input voxel ``v`` is at
+        ``v // embedding_stride``, the same value the full-resolution map (its nearest-neighbour
+        upsampling) holds at ``v``. Inference reads the embedding only at detections, so it
+        skips the upsampling of the largest head (a third of its memory)."""
+        self.check_input(x)
+        return self._forward(x, coarse_embedding)
+
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         raise NotImplementedError
 
     def n_parameters(self) -> int:
@@ -379,7 +390,11 @@ class CompactUNet3D(UNet3D):
         self.cen = CompactUNet(cen_in, cfg.cen_base_width, cfg.cen_depth, cfg, dropout=0.0)
         self.cen_out = Conv3d(cfg.cen_base_width, cfg.centre_levels, 1)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    @property
+    def embedding_stride(self) -> tuple[int, int, int]:
+        return tuple(self.config.stem)  # type: ignore[return-value]
+
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         cfg = self.config
         low = space_to_depth(x, cfg.stem)
         decoded = self.trunk(low)
@@ -405,7 +420,8 @@ class CompactUNet3D(UNet3D):
         if cfg.stem != (1, 1, 1):
             size = x.shape[2:]
             small = F.interpolate(small, size=size, mode="trilinear", align_corners=False)
-            embedding = F.interpolate(embedding, size=size, mode="nearest")
+            if not coarse_embedding:
+                embedding = F.interpolate(embedding, size=size, mode="nearest")
         # trilinear interpolation of values >= 0 stays >= 0, so the radius needs no re-clamp
         sizes = [SEG_CLASSES, cfg.centre_levels, DIVISION_CHANNELS, 1]
         seg, centre, division, radius = torch.split(small, sizes, dim=1)
@@ -581,7 +597,7 @@ class OriginalUNet3D(UNet3D, _IsenseeMixin):
         self.conv3d_f1 = _conv(trunk, cfg.embedding_dim, kernel=1)
         self.lnet = LNet3D(cfg)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         seg_layer, ds_sum, features = self._run_template(x)
         seg = seg_layer[:, :SEG_CLASSES]
         division = seg_layer[:, SEG_CLASSES : SEG_CLASSES + DIVISION_CHANNELS]
