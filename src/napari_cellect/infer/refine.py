@@ -103,10 +103,8 @@ def refine_divisions(
                               model.normalization)  # fmt: skip
         frame = out[target]
         here = np.flatnonzero(mothers_t == t)
-        # one box size per frame (that of its largest mother): equal crops go through the
-        # U-Net together
-        size = _box_size(float(radius[here].max()), z_ratio, cfg.reach, context)
-        boxes = [_box(positions[m], size, pair.shape[1:]) for m in here.tolist()]
+        boxes = [_box(positions[m], radius[m], pair.shape[1:], z_ratio, cfg.reach, context)
+                 for m in here.tolist()]  # fmt: skip
         merged = _merge_overlapping(boxes)
         found = _magnified(pair, model, [box for box, _ in merged], target, z_ratio, cfg.scale,
                            device, tiling)  # fmt: skip
@@ -120,19 +118,19 @@ def refine_divisions(
     return out, len(rows)
 
 
-def _box_size(radius: float, z_ratio: float, reach: float, context: np.ndarray) -> np.ndarray:
-    """Crop size (z, y, x) holding everything within ``reach`` radii of a centre, plus
-    context on each side."""
+def _box(
+    centre: np.ndarray, radius: float, shape: tuple[int, ...], z_ratio: float, reach: float,
+    context: np.ndarray,
+) -> tuple[slice, ...]:  # fmt: skip
+    """The crop (z, y, x slices) holding everything within ``reach`` radii, plus context.
+
+    Its size is exact: crops rounded up to shared sizes (so that more of them could share a
+    batch) lowered division F1 on the validation series (noisy 0.846 -> 0.800, fast 0.829 ->
+    0.750), so crops share a U-Net call only where their shapes happen to agree."""
     half = reach * radius / np.array([z_ratio, 1.0, 1.0]) + context
-    return (2 * np.ceil(half) + 1).astype(int)
-
-
-def _box(centre: np.ndarray, size: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """The crop of ``size`` centred on ``centre``, moved inside the volume where it would
-    cross an edge (cut only where the volume is smaller)."""
-    size = np.minimum(size, shape)
-    lo = np.clip(np.rint(centre).astype(int) - size // 2, 0, np.asarray(shape) - size)
-    return tuple(slice(int(a), int(a + n)) for a, n in zip(lo, size, strict=True))
+    lo = np.maximum(np.floor(centre - half), 0).astype(int)
+    hi = np.minimum(np.ceil(centre + half) + 1, shape).astype(int)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
 def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice, ...], list[int]]]:
