@@ -84,6 +84,21 @@ def test_a_bad_cell_radius_is_a_usage_error(value, images, weights, tmp_path, ca
     assert not (tmp_path / "t.csv").exists()
 
 
+@pytest.mark.parametrize("tile", [["0", "64", "64"], ["-3", "64", "64"], ["8", "x", "64"]])
+def test_a_bad_tile_is_a_usage_error_naming_the_option(tile, images, weights, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        track(images, weights, tmp_path / "t.csv", "--tile", *tile)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tile" in err and "expected a whole number" in err and "TilingConfig" not in err
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_tile_larger_than_the_frames_tracks_them(images, weights, tmp_path):
+    assert track(images, weights, tmp_path / "t.csv", "--tile", "100", "1000", "1000") == 0
+    assert_inside(read_tracks(tmp_path / "t.csv"), SHAPE)
+
+
 def test_a_model_without_a_reference_radius_refuses_a_cell_radius(images, tmp_path, capsys):
     weights = ModelBundle.random(preset="small", seed=0).save(tmp_path / "plain.pt")
     assert track(images, weights, tmp_path / "t.csv", "--cell-radius", "6") == 2

@@ -427,10 +427,11 @@ class TilingConfig(_FromAny):
     _what = "tiling settings"
 
     tile: tuple[int, int, int] = (48, 288, 288)
-    """Tile shape (Z, Y, X) in voxels; rounded up to the model's size multiple. The default cuts
-    a 41x512x512 embryo frame into 2x2 tiles (few voxels computed twice, about 1.5 GB of
-    activations for the ``small`` preset); use 32x256x256, what the original CELLECT network was
-    trained on, for ``cellect-original``."""
+    """Largest tile (Z, Y, X) in voxels. Its voxel count bounds a tile's memory (about 1.5 GB of
+    activations for the ``small`` preset at the default); each volume gets the tiles of at most
+    that many voxels that cover it computing the fewest voxels (``infer/tiling.py``): a
+    41x512x512 embryo frame four of 41x272x272, a 314x345 2D frame one. Use 32x256x256, what the
+    original CELLECT network was trained on, for ``cellect-original``."""
     overlap: tuple[int, int, int] = (8, 32, 32)
     """Overlap (Z, Y, X) between neighbouring tiles. Each tile's owned region stays
     ``overlap // 2`` away from its inner edges; make it at least twice the width of the
@@ -440,9 +441,9 @@ class TilingConfig(_FromAny):
     statistics), ``edge`` (repeat the border) or ``constant`` (zeros, i.e. the low percentile
     after normalisation)."""
     pad_to_tile: bool = False
-    """Pad small volumes up to the full tile. False pads only to the next size multiple: the
-    networks are fully convolutional with per-sample normalisation, and padding a 2D (Z = 1)
-    frame to a full tile would cost 32x the work."""
+    """Use ``tile`` exactly (rounded up to the model's size multiple) and pad small volumes up
+    to it. False fits the tiles to each volume: the networks are fully convolutional with
+    per-sample normalisation, and a full tile for a small frame is wasted work."""
     heads_dtype: HeadsDtype = "float16"
     """dtype of the stitched small-head maps (``float16`` halves their memory)."""
 

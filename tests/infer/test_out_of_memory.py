@@ -36,11 +36,11 @@ def limit_memory(monkeypatch, max_yx: int, seen: list[tuple[int, ...]]) -> None:
     """Every U-Net 'runs out of memory' on tiles larger than ``max_yx`` in y or x."""
     forward = UNet3D.forward
 
-    def forward_with_limit(self, x):
+    def forward_with_limit(self, x, **kwargs):
         seen.append(tuple(x.shape[-3:]))
         if max(x.shape[-2:]) > max_yx:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return forward(self, x)
+        return forward(self, x, **kwargs)
 
     monkeypatch.setattr(UNet3D, "forward", forward_with_limit)
 
@@ -87,3 +87,29 @@ def test_cellect_track_survives_out_of_memory(bundle, monkeypatch, caplog, tmp_p
     for t in (0, 1):  # (division refinement may predict crops of a frame again)
         assert f"tiles of 8x64x64 voxels (frame {t}); retrying with tiles of 8x32x32" in caplog.text
     assert (tmp_path / "tracks.csv").is_file()
+
+
+def test_a_batch_out_of_memory_is_predicted_one_by_one(bundle, monkeypatch, caplog):
+    """Division refinement's batched crops: a batch that does not fit is predicted volume by
+    volume (each with predict_frame's own retries), with the same detections."""
+    from napari_cellect.infer.predict import predict_volumes
+
+    volumes = [pair(), pair()[:, :, ::-1].copy()]
+    tiling = TilingConfig(tile=(8, 64, 128), overlap=(2, 8, 8))
+    expected = predict_volumes(bundle.unet, volumes, t=2, z_ratios=[1.0, 1.0], tiling=tiling)
+    forward = UNet3D.forward
+    batches: list[int] = []
+
+    def one_at_a_time(self, x, **kwargs):
+        batches.append(int(x.shape[0]))
+        if x.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        return forward(self, x, **kwargs)
+
+    monkeypatch.setattr(UNet3D, "forward", one_at_a_time)
+    with caplog.at_level(logging.WARNING, logger="napari_cellect.infer.predict"):
+        got = predict_volumes(bundle.unet, volumes, t=2, z_ratios=[1.0, 1.0], tiling=tiling)
+    assert batches == [2, 1, 1]
+    assert "with a batch of 2 volumes (frame 2); predicting them one by one" in caplog.text
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.positions, b.positions)

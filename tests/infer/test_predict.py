@@ -230,3 +230,79 @@ def test_image_sequence_input_and_default_heads_dtype(fake_unet, blobs):
                           return_heads=True).heads  # fmt: skip
     assert heads["centre"].dtype == np.float16 and heads["centre"].shape == (5, *SHAPE)
     assert heads["seg"].shape == (3, *SHAPE) and heads["radius"].shape == (1, *SHAPE)
+
+
+def test_volumes_of_one_shape_are_predicted_in_one_call_as_one_by_one(fake_unet, blobs):
+    """predict_volumes: equal-shaped volumes share U-Net calls and give what predict_frame
+    gives each alone; a volume of another shape gets its own call."""
+    from napari_cellect.infer.predict import predict_frame, predict_volumes
+
+    shapes = [(4, 32, 32)] * 3 + [(4, 40, 36)]
+    rng = np.random.default_rng(5)
+    pairs = []
+    for shape in shapes:
+        centres = [(2.0, *rng.uniform(8, s - 8, size=2)) for s in [min(shape[1:])] * 2]
+        frame = blobs(shape, centres, sigma_xy=2.0)
+        pairs.append(np.stack([frame, frame]).astype(np.float32))
+    z_ratios = [2.0, 2.0, 2.0, 1.5]
+    tiling = TilingConfig(tile=(4, 64, 64), overlap=(0, 8, 8))
+    alone_model = fake_unet(size_multiple=(1, 4, 4))
+    alone = [
+        predict_frame(alone_model, p, t=3, z_ratio=z, tiling=tiling).detections
+        for p, z in zip(pairs, z_ratios)
+    ]
+    model = fake_unet(size_multiple=(1, 4, 4))
+    together = predict_volumes(model, pairs, t=3, z_ratios=z_ratios, tiling=tiling)
+    assert model.calls == 2 and alone_model.calls == 4
+    assert [x.shape[0] for x in model.inputs] == [3, 1]
+    for a, b in zip(alone, together):
+        assert len(a) > 0 and b.t == 3
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.embeddings, b.embeddings)
+        np.testing.assert_array_equal(a.division, b.division)
+
+
+def test_batches_stay_within_the_tile_voxels(fake_unet):
+    from napari_cellect.infer.predict import predict_volumes
+
+    pairs = [np.zeros((2, 4, 32, 32), np.float32)] * 5
+    model = fake_unet(size_multiple=(1, 4, 4))
+    tiling = TilingConfig(tile=(4, 64, 64), overlap=(0, 8, 8))  # room for 4 volumes per call
+    out = predict_volumes(model, pairs, t=0, z_ratios=[1.0] * 5, tiling=tiling)
+    assert len(out) == 5 and [x.shape[0] for x in model.inputs] == [4, 1]
+    with pytest.raises(InputError, match="one z ratio per volume"):
+        predict_volumes(model, pairs, t=0, z_ratios=[1.0], tiling=tiling)
+
+
+def test_the_coarse_embedding_gives_the_embeddings_of_the_full_map():
+    """The compact U-Net leaves its embedding on its half-resolution grid during inference;
+    the detections, embeddings included, are those read from the full-resolution map."""
+    from napari_cellect.infer.predict import predict_frame
+    from napari_cellect.model.bundle import ModelBundle
+
+    unet = ModelBundle.random(preset="small", seed=0).unet.eval()
+    assert unet.embedding_stride == (1, 2, 2)
+    x = torch.randn(1, 2, 4, 32, 48)
+    with torch.inference_mode():
+        full, coarse = unet(x), unet(x, coarse_embedding=True)
+    assert coarse.embedding.shape[2:] == (4, 16, 24)
+    z, y, x_ = np.meshgrid(np.arange(4), np.arange(32), np.arange(48), indexing="ij")
+    torch.testing.assert_close(coarse.embedding[0][:, z // 1, y // 2, x_ // 2], full.embedding[0])
+
+    class FullResolution(torch.nn.Module):  # the same network, asked for the full map
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.size_multiple = inner, inner.size_multiple
+
+        def forward(self, x):
+            return self.inner(x)
+
+    rng = np.random.default_rng(0)
+    pair = rng.normal(size=(2, 4, 64, 64)).astype(np.float32)
+    cfg = DetectionConfig(threshold=0.0, foreground_threshold=0.0)
+    ours = predict_frame(unet, pair, t=0, z_ratio=2.0, detection=cfg).detections
+    reference = predict_frame(FullResolution(unet), pair, t=0, z_ratio=2.0,
+                              detection=cfg).detections  # fmt: skip
+    assert len(ours) > 0
+    np.testing.assert_array_equal(ours.positions, reference.positions)
+    np.testing.assert_array_equal(ours.embeddings, reference.embeddings)

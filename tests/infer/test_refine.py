@@ -104,3 +104,33 @@ def test_2d_series_keep_their_single_slice(fake_unet, blobs):
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(InputError, match=field):
         DivisionRefinementConfig(**{field: value})
+
+
+def test_the_crops_of_a_frame_go_through_the_u_net_together(fake_unet, blobs):
+    """Three dividing cells of one size far apart in one frame: their crops have one shape
+    and are one batch, and each pair of daughters is found."""
+    shape = (8, 48, 144)
+    mothers = np.array([[4.0, 24.0, 20.0], [4.0, 24.0, 72.0], [4.0, 24.0, 120.0]])
+    daughters = np.concatenate([mothers + [0, 0, -1.5], mothers + [0, 0, 1.5]])
+    first = blobs(shape, mothers, sigma_xy=2.0)
+    after = blobs(shape, daughters, sigma_xy=1.0)
+    images = np.stack([first, after, after]).astype(np.float32)
+    model = fake_unet()
+    raw = list(predict_sequence(images, model, z_ratio=1.0, device="cpu", tile=shape))
+    assert len(raw[1]) == 3
+    graph = TrackGraph.from_arrays(
+        id=[0, 1, 2, 3, 4, 5], t=[0, 0, 0, 1, 1, 1], z=mothers[:, 0].tolist() * 2,
+        y=mothers[:, 1].tolist() * 2, x=mothers[:, 2].tolist() * 2,
+        parent_id=[-1, -1, -1, 0, 1, 2], radius=[2.8, 2.8, 2.8, 3.0, 3.0, 3.0],
+        division_score=[0.9, 0.9, 0.9, 0.0, 0.0, 0.0],
+    )  # fmt: skip
+    calls_before = model.calls
+    tiling = TilingConfig(tile=(16, 128, 128), overlap=(2, 8, 8))  # room for three crops
+    out, n = refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
+                              tiling=tiling)  # fmt: skip
+    assert n == 3
+    batches = [x.shape[0] for x in model.inputs[calls_before:]]
+    assert batches == [3]
+    found = out[1].positions[np.argsort(out[1].positions[:, 2])]
+    expected = daughters[np.argsort(daughters[:, 2])]
+    np.testing.assert_allclose(found, expected, atol=0.5)

@@ -53,11 +53,44 @@ def test_owned_regions_partition_the_volume(shape, tile, overlap, multiple):
 
 
 def test_large_frame_tile_count():
-    grid = plan_tiles((41, 512, 512), TilingConfig(tile=(32, 256, 256)), (1, 16, 16))
+    fixed = TilingConfig(tile=(32, 256, 256), pad_to_tile=True)
+    grid = plan_tiles((41, 512, 512), fixed, (1, 16, 16))
     assert len(grid) == 2 * 3 * 3  # the original's 18 patches, with wider overlaps
     assert grid.padded_shape == (41, 512, 512)
     default = plan_tiles((41, 512, 512), TilingConfig(), (1, 16, 16))
     assert len(default) == 4  # the default tile cuts an embryo frame into 2 x 2
+    assert default.tile_shape == (41, 272, 272)  # equal halves, not 288 + a shifted 288
+
+
+def computed_voxels(grid) -> int:
+    return len(grid) * int(np.prod(grid.tile_shape))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 314, 345), (16, 128, 128), (41, 512, 512), (64, 512, 512), (100, 1024, 1024),
+     (5, 700, 90), (3, 40, 2000)],
+)
+def test_fitted_tiles_follow_the_volume(shape):
+    """Tiles of at most the configured voxel count, never more voxels computed than the
+    fixed tile would, and a partition of the volume."""
+    config = TilingConfig()
+    multiple, minimum = (1, 16, 16), (16, 1, 1)
+    fitted = plan_tiles(shape, config, multiple, minimum)
+    fixed = plan_tiles(shape, TilingConfig(pad_to_tile=True), multiple, minimum)
+    assert np.prod(fitted.tile_shape) <= np.prod(config.tile)
+    assert computed_voxels(fitted) <= computed_voxels(fixed)
+    assert all(n % m == 0 for n, m in zip(fitted.tile_shape[1:], multiple[1:]))
+    assert np.all(ownership_count(fitted) == 1)
+
+
+def test_a_2d_frame_a_little_larger_than_the_tile_is_one_tile():
+    """A 314 x 345 frame (padded to 16 slices) fits the default tile's voxel count: one tile
+    of 16 x 320 x 352, a third of the four 16 x 288 x 288 tiles a fixed tile computes."""
+    grid = plan_tiles((1, 314, 345), TilingConfig(), (1, 16, 16), min_shape=(16, 1, 1))
+    assert len(grid) == 1 and grid.tile_shape == (16, 320, 352)
+    fixed = plan_tiles((1, 314, 345), TilingConfig(pad_to_tile=True), (1, 16, 16), (16, 1, 1))
+    assert computed_voxels(fixed) >= 2.9 * computed_voxels(grid)
 
 
 def test_small_volume_and_z1_are_padded():
@@ -180,7 +213,7 @@ def test_tiled_and_whole_volume_detections_are_identical(fake_unet, blobs):
         tiling=TilingConfig(tile=shape, overlap=(0, 0, 0)),
     ).detections  # fmt: skip
     assert model.calls == 1
-    tiled_cfg = TilingConfig(tile=(8, 48, 48), overlap=(6, 24, 24))
+    tiled_cfg = TilingConfig(tile=(8, 48, 48), overlap=(6, 24, 24), pad_to_tile=True)
     assert len(plan_tiles(shape, tiled_cfg, (1, 4, 4))) == 27  # seams on every axis
     tiled = predict_frame(
         model, pair, t=0, z_ratio=z_ratio, detection=cfg, tiling=tiled_cfg
@@ -205,7 +238,8 @@ def test_stitched_heads_match_whole_volume_in_the_interior(fake_unet, blobs):
     ).heads  # fmt: skip
     tiled = predict_frame(
         model, pair, t=0, z_ratio=1.0,
-        tiling=TilingConfig(tile=(8, 32, 32), overlap=(0, 12, 12), heads_dtype="float32"),
+        tiling=TilingConfig(tile=(8, 32, 32), overlap=(0, 12, 12), heads_dtype="float32",
+                            pad_to_tile=True),
         return_heads=True,
     ).heads  # fmt: skip
     for name in ("seg", "centre", "division", "radius"):

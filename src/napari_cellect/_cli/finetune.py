@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"learning rate (default: {defaults.lr:g})")
     add("--axes", default=None, metavar="AXES",
         help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
-    add("--tile", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+    add("--tile", type=positive_int, nargs=3, default=None, metavar=("Z", "Y", "X"),
         help="sliding-window tile of the tracking run, so its detection cache is found "
              "(default: the model's)")
     add("--cell-radius", type=positive_float, default=None, metavar="R",

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from napari_cellect._cli._types import positive_float
+from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 
@@ -45,8 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "nuclei near it")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
-    parser.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="sliding-window tile size (default: the model's)")
+    parser.add_argument("--tile", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
+                        help="largest sliding-window tile; its voxel count bounds memory, and "
+                             "tiles are fitted to each frame (default: the model's)")
     parser.add_argument("--cache", type=Path, metavar="DIR",
                         help="detection cache: a re-run after an interruption, a re-link or a "
                              "fine-tune skips the frame pairs already there (default: "

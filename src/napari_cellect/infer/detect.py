@@ -310,6 +310,19 @@ def _read_at(head: np.ndarray | torch.Tensor, points: np.ndarray) -> np.ndarray:
     return head[:, points[:, 0], points[:, 1], points[:, 2]].T.astype(np.float32)
 
 
+def _grid_step(head: Any, shape: Sequence[int]) -> np.ndarray:
+    """The step (z, y, x) of the grid a head lies on within a volume of ``shape``: 1 at full
+    resolution; the U-Net may leave its embedding on a coarser grid (``coarse_embedding``)."""
+    grid = tuple(int(n) for n in head.shape[1:])
+    step = [n // g if g else 0 for n, g in zip(shape, grid)]
+    if any(s < 1 or s * g != n for s, g, n in zip(step, grid, shape)):
+        raise InputError(
+            f"embedding head: expected (E, Z, Y, X) at the centre map's size {tuple(shape)} or "
+            f"an integer step coarser, found {tuple(head.shape)}"
+        )
+    return np.asarray(step, np.int64)
+
+
 def find_detections(
     heads: Any,
     *,
@@ -325,8 +338,9 @@ def find_detections(
     Args:
         heads: the head maps without batch dimension, numpy or torch, as attributes or keys
             ``centre`` (L, Z, Y, X) logits (required), ``seg`` (classes, ...) logits,
-            ``division`` (2, ...) logits, ``radius`` (1, ...) and ``embedding`` (E, ...); the
-            optional ones may be missing or None.
+            ``division`` (2, ...) logits, ``radius`` (1, ...) and ``embedding`` (E, ...), which
+            may lie on a grid an integer step coarser (read at ``voxel // step``); the optional
+            ones may be missing or None.
         region, valid: see :func:`find_peaks` (tile-local slices).
         origin: volume coordinate of the maps' first voxel; added to the positions.
     """
@@ -358,7 +372,11 @@ def find_detections(
     k = len(peaks)
 
     embedding = head("embedding")
-    emb = _read_at(embedding, peaks) if embedding is not None else np.zeros((k, 0), np.float32)
+    emb = (
+        _read_at(embedding, peaks // _grid_step(embedding, logit.shape))
+        if embedding is not None
+        else np.zeros((k, 0), np.float32)
+    )
     radius_map = head("radius")
     radius = (
         np.maximum(_read_at(radius_map, peaks)[:, 0], 0.0)

@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +45,17 @@ from napari_cellect.infer.rescale import (
 )
 from napari_cellect.infer.tiling import (
     HeadStitcher,
+    Tile,
     TileGrid,
     TilingConfig,
     model_size_multiple,
     pad_volume,
     plan_tiles,
+    predict_batch,
     predict_tiles,
     smaller_tiling,
 )
+from napari_cellect.model.conv import bf16_convolutions, bf16_pays
 from napari_cellect.track.detections import (
     DetectionCache,
     Detections,
@@ -234,29 +239,108 @@ def _predict_frame_tiled(unet: torch.nn.Module, pair: np.ndarray, grid: TileGrid
     padded = pad_volume(pair, grid, tiling.pad_mode)
     stitcher = HeadStitcher(grid, tiling.heads_dtype) if return_heads else None
     parts = []
+    with _evaluating(unet, device):
+        tiles = predict_tiles(unet, padded, grid, device, channels_last=device.type == "cpu")
+        for tile, out in tiles:
+            parts.append(_tile_detections(out, tile, z_ratio, det_cfg, t))
+            if stitcher is not None:
+                stitcher.add(tile, out._asdict())
+    dets = finalize_detections(parts, shape=grid.shape, z_ratio=z_ratio, config=det_cfg)
+    return FramePrediction(dets, stitcher.result() if stitcher is not None else None)
+
+
+def predict_volumes(
+    unet: torch.nn.Module,
+    pairs: Sequence[np.ndarray],
+    *,
+    t: int,
+    z_ratios: Sequence[float],
+    detection: DetectionConfig | None = None,
+    tiling: TilingConfig | None = None,
+    device: torch.device | None = None,
+    min_depth: int = 1,
+) -> list[Detections]:
+    """Detections of several normalised volumes (2, Z, Y, X) of frame ``t``, as
+    :func:`predict_frame` gives them one by one, with fewer U-Net calls.
+
+    Volumes of one shape (and z ratio) that one tile covers go through the U-Net together, in
+    batches of at most the voxels of ``tiling.tile``; the others are predicted one by one.
+    Division refinement predicts its many small crops of a frame this way.
+    """
+    det_cfg = detection or DetectionConfig()
+    tiling = tiling or TilingConfig()
+    device = device or torch.device("cpu")
+    if len(z_ratios) != len(pairs):
+        raise InputError(f"expected one z ratio per volume, found {len(z_ratios)} for "
+                         f"{len(pairs)} volumes")  # fmt: skip
+    groups: dict[tuple[tuple[int, ...], float], list[int]] = {}
+    for i, (pair, z_ratio) in enumerate(zip(pairs, z_ratios)):
+        groups.setdefault((tuple(pair.shape[-3:]), float(z_ratio)), []).append(i)
+    budget = math.prod(tiling.tile)
+    found: dict[int, Detections] = {}
+    for (shape, z_ratio), members in groups.items():
+        grid = plan_tiles(shape, tiling, model_size_multiple(unet), (min_depth, 1, 1))
+        if len(grid) > 1:
+            for i in members:
+                found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio, detection=det_cfg,
+                                         tiling=tiling, device=device,
+                                         min_depth=min_depth).detections  # fmt: skip
+            continue
+        (tile,) = grid.tiles
+        per_call = max(1, budget // math.prod(grid.tile_shape))
+        for start in range(0, len(members), per_call):
+            chunk = members[start : start + per_call]
+            batch = np.stack([pad_volume(pairs[i], grid, tiling.pad_mode) for i in chunk])
+            try:
+                with _evaluating(unet, device):
+                    outs = predict_batch(unet, batch, grid, device,
+                                         channels_last=device.type == "cpu")  # fmt: skip
+                    for i, out in zip(chunk, outs):
+                        part = _tile_detections(out, tile, z_ratio, det_cfg, t)
+                        found[i] = finalize_detections([part], shape=grid.shape,
+                                                       z_ratio=z_ratio, config=det_cfg)  # fmt: skip
+            except torch.OutOfMemoryError:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                logger.warning("out of memory on %s with a batch of %d volumes (frame %d); "
+                               "predicting them one by one", device, len(chunk), t)  # fmt: skip
+                for i in chunk:
+                    found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio,
+                                             detection=det_cfg, tiling=tiling, device=device,
+                                             min_depth=min_depth).detections  # fmt: skip
+    return [found[i] for i in range(len(pairs))]
+
+
+@contextmanager
+def _evaluating(unet: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """The U-Net in eval mode (its mode restored after), under inference mode, with autocast on
+    a GPU and bfloat16 convolutions on a CPU where they pay (:func:`cpu_bf16`)."""
     was_training = unet.training
     unet.eval()
     try:
-        with torch.inference_mode(), autocast_context(device):
-            tiles = predict_tiles(unet, padded, grid, device, channels_last=device.type == "cpu")
-            for tile, out in tiles:
-                parts.append(
-                    find_detections(
-                        out,
-                        z_ratio=z_ratio,
-                        config=det_cfg,
-                        t=t,
-                        region=tile.owned,
-                        valid=tile.valid,
-                        origin=tile.origin,
-                    )
-                )
-                if stitcher is not None:
-                    stitcher.add(tile, out._asdict())
+        with torch.inference_mode(), autocast_context(device), \
+                bf16_convolutions(device.type == "cpu" and cpu_bf16()):  # fmt: skip
+            yield
     finally:
         unet.train(was_training)
-    dets = finalize_detections(parts, shape=grid.shape, z_ratio=z_ratio, config=det_cfg)
-    return FramePrediction(dets, stitcher.result() if stitcher is not None else None)
+
+
+def cpu_bf16() -> bool:
+    """Whether CPU inference computes the U-Net's convolutions in bfloat16: on CPUs with AMX
+    (:func:`~napari_cellect.model.conv.bf16_pays`), unless the environment variable
+    ``CELLECT_CPU_BF16`` is ``0`` (float32 everywhere)."""
+    setting = os.environ.get("CELLECT_CPU_BF16", "auto").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return bf16_pays()
+
+
+def _tile_detections(
+    out: Any, tile: Tile, z_ratio: float, config: DetectionConfig, t: int
+) -> Detections:
+    """The detections one tile owns, in volume coordinates."""
+    return find_detections(out, z_ratio=z_ratio, config=config, t=t, region=tile.owned,
+                           valid=tile.valid, origin=tile.origin)  # fmt: skip
 
 
 class _FrameReader:

@@ -27,7 +27,7 @@ import torch
 from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import Cancelled
 from napari_cellect.infer.normalize import normalize_pair
-from napari_cellect.infer.predict import predict_frame, resolve_model
+from napari_cellect.infer.predict import predict_volumes, resolve_model
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
@@ -105,10 +105,13 @@ def refine_divisions(
         here = np.flatnonzero(mothers_t == t)
         boxes = [_box(positions[m], radius[m], pair.shape[1:], z_ratio, cfg.reach, context)
                  for m in here.tolist()]  # fmt: skip
-        for box, members in _merge_overlapping(boxes):
-            found = _magnified(pair, model, box, target, z_ratio, cfg.scale, device, tiling)
+        merged = _merge_overlapping(boxes)
+        found = _magnified(pair, model, [box for box, _ in merged], target, z_ratio, cfg.scale,
+                           device, tiling)  # fmt: skip
+        for (_, members), crop_found in zip(merged, found, strict=True):
             for m in here[members].tolist():
-                frame = _replace_near(frame, found, positions[m], radius[m], z_ratio, cfg.reach)
+                frame = _replace_near(frame, crop_found, positions[m], radius[m], z_ratio,
+                                      cfg.reach)  # fmt: skip
         out[target] = frame
     logger.info("division refinement: %d predicted mother(s) in %d frame(s) looked at again",
                 len(rows), len(np.unique(mothers_t)))  # fmt: skip
@@ -119,7 +122,11 @@ def _box(
     centre: np.ndarray, radius: float, shape: tuple[int, ...], z_ratio: float, reach: float,
     context: np.ndarray,
 ) -> tuple[slice, ...]:  # fmt: skip
-    """The crop (z, y, x slices) holding everything within ``reach`` radii, plus context."""
+    """The crop (z, y, x slices) holding everything within ``reach`` radii, plus context.
+
+    Its size is exact: crops rounded up to shared sizes (so that more of them could share a
+    batch) lowered division F1 on the validation series (noisy 0.846 -> 0.800, fast 0.829 ->
+    0.750), so crops share a U-Net call only where their shapes happen to agree."""
     half = reach * radius / np.array([z_ratio, 1.0, 1.0]) + context
     lo = np.maximum(np.floor(centre - half), 0).astype(int)
     hi = np.minimum(np.ceil(centre + half) + 1, shape).astype(int)
@@ -149,22 +156,28 @@ def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice
 
 
 def _magnified(
-    pair: np.ndarray, model: Any, box: tuple[slice, ...], t: int, z_ratio: float, scale: float,
-    device: torch.device, tiling: TilingConfig,
-) -> Detections:  # fmt: skip
-    """Detections of the crop ``box`` of ``pair``, predicted magnified ``scale`` times, in frame
-    pixels."""
-    crop = pair[(slice(None), *box)]
-    zoomed = np.maximum(np.rint(np.array(crop.shape[1:]) * scale), 1).astype(int)
-    if pair.shape[1] == 1:  # 2D+t: a single slice stays one slice
-        zoomed[0] = 1
-    zoomed_shape = tuple(zoomed.tolist())
-    factors = resize_factors(crop.shape, zoomed_shape)
-    crop = resize(crop, zoomed_shape)
-    dets = predict_frame(model.unet, crop, t=t, z_ratio=grid_z_ratio(z_ratio, factors),
-                         detection=model.detection, tiling=tiling, device=device,
-                         min_depth=model.normalization.min_depth).detections  # fmt: skip
-    return detections_to_original(dets, factors, origin=[b.start for b in box])
+    pair: np.ndarray, model: Any, boxes: list[tuple[slice, ...]], t: int, z_ratio: float,
+    scale: float, device: torch.device, tiling: TilingConfig,
+) -> list[Detections]:  # fmt: skip
+    """Detections of each crop ``box`` of ``pair``, predicted magnified ``scale`` times, in
+    frame pixels; crops of one shape go through the U-Net in one batch."""
+    crops, factors = [], []
+    for box in boxes:
+        crop = pair[(slice(None), *box)]
+        zoomed = np.maximum(np.rint(np.array(crop.shape[1:]) * scale), 1).astype(int)
+        if pair.shape[1] == 1:  # 2D+t: a single slice stays one slice
+            zoomed[0] = 1
+        zoomed_shape = tuple(zoomed.tolist())
+        factors.append(resize_factors(crop.shape, zoomed_shape))
+        crops.append(resize(crop, zoomed_shape))
+    found = predict_volumes(model.unet, crops, t=t,
+                            z_ratios=[grid_z_ratio(z_ratio, f) for f in factors],
+                            detection=model.detection, tiling=tiling, device=device,
+                            min_depth=model.normalization.min_depth)  # fmt: skip
+    return [
+        detections_to_original(dets, f, origin=[b.start for b in box])
+        for dets, f, box in zip(found, factors, boxes, strict=True)
+    ]
 
 
 def _replace_near(

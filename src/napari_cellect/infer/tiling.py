@@ -2,10 +2,15 @@
 
 Geometry (per axis):
 
-* The tile is rounded up to a multiple of the model's ``size_multiple``.
-* A volume smaller than the tile is padded (symmetrically, ``pad_mode``) up to the tile, or,
-  with ``pad_to_tile=False``, only up to the next multiple of ``size_multiple`` (the tile then
-  shrinks to the padded volume). Volumes with Z = 1 are padded like any other: nothing crashes.
+* The tile follows the volume (the default, ``pad_to_tile=False``): ``TilingConfig.tile`` sets
+  the largest tile by its voxel count (what bounds memory), and the plan takes, among the tile
+  shapes of at most that many voxels, the one whose tiles compute the fewest voxels in all,
+  each axis cut into equal tiles rounded up to the model's ``size_multiple`` (z into as many as
+  a fixed tile needs: it is never pooled, and thinner tiles would cut its context). So cost follows
+  the volume: a 1 x 314 x 345 frame is one 16 x 320 x 352 tile (not four 16 x 288 x 288 ones),
+  a 41 x 512 x 512 frame four 41 x 272 x 272 tiles. With ``pad_to_tile=True`` the tile is
+  ``TilingConfig.tile`` exactly (rounded up to the size multiple) and a smaller volume is
+  padded (symmetrically, ``pad_mode``) up to it. Volumes with Z = 1 are padded like any other.
   A volume thinner than the model's training crops (``NormalizationConfig.min_depth``: a 2D
   frame, a thin stack) is padded in z to that depth, centred and mirrored (a single slice
   repeated), exactly as training padded its crops: a 2D frame on its own, between zero padding,
@@ -29,6 +34,7 @@ imported only to run a model.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -44,6 +50,9 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+#: Most tiles one axis is cut into when the plan fits the tile to the volume.
+_MAX_TILES_PER_AXIS = 64
 
 #: Channels of the small heads that are stitched over the whole volume, in this order.
 SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
@@ -154,6 +163,60 @@ def smaller_tiling(config: TilingConfig, grid: TileGrid) -> TilingConfig:
     return dataclasses.replace(config, tile=tile, overlap=overlap)
 
 
+def _axis_options(size: int, overlap: int, multiple: int, minimum: int) -> list[tuple[int, int]]:
+    """(tile, count) for cutting one axis into 1, 2, ... equal tiles, smallest tile last. No
+    tile is thinner than twice the overlap (where the axis is longer): its owned core would be
+    narrower than the context on its sides."""
+    floor = _round_up(max(minimum, min(size, 2 * overlap + 1), 1), multiple)
+    options: list[tuple[int, int]] = []
+    for count in range(1, _MAX_TILES_PER_AXIS + 1):
+        tile = max(_round_up(-(-(size + (count - 1) * overlap) // count), multiple), floor)
+        if count > 1 and tile <= overlap:
+            break  # too small to keep the overlap
+        if options and tile >= options[-1][0]:
+            continue  # rounding gave no smaller tile
+        padded = max(size, tile)
+        stride = tile - min(overlap, tile - 1)
+        n = 1 if padded <= tile else math.ceil((padded - tile) / stride) + 1
+        options.append((tile, n))
+        if tile == floor:
+            break
+    return options
+
+
+def fitted_tile(
+    shape: tuple[int, int, int],
+    config: TilingConfig,
+    size_multiple: tuple[int, int, int],
+    min_shape: tuple[int, int, int],
+) -> tuple[int, int, int]:
+    """The tile shape that covers ``shape`` computing the fewest voxels, among those of at most
+    ``prod(config.tile)`` voxels (each axis rounded up to its multiple); fewer tiles break ties.
+    Where no shape is that small, the smallest one.
+
+    Z is cut into as many tiles as with a fixed tile (``config.tile[0]``), of equal size: it is
+    the anisotropic axis that the networks never pool, whose context thinner tiles would cut.
+    Y and X are fitted to the voxels left.
+    """
+    budget = math.prod(_round_up(t, m) for t, m in zip(config.tile, size_multiple))
+    z_cuts = len(_plan_axis(shape[0], config.tile[0], config.overlap[0], size_multiple[0],
+                            False, min_shape[0]).starts)  # fmt: skip
+    z_options = _axis_options(shape[0], config.overlap[0], size_multiple[0], min_shape[0])
+    per_axis = [[min(z_options, key=lambda option: abs(option[1] - z_cuts))]] + [
+        _axis_options(s, o, m, lo)
+        for s, o, m, lo in zip(shape[1:], config.overlap[1:], size_multiple[1:], min_shape[1:])
+    ]
+    best: tuple[tuple[int, ...], tuple[int, int, int]] | None = None
+    for choice in itertools.product(*per_axis):
+        voxels = math.prod(tile for tile, _ in choice)
+        tiles = math.prod(n for _, n in choice[1:])  # the same z cut for every choice
+        key = (0, tiles * voxels, tiles) if voxels <= budget else (1, voxels, tiles)
+        if best is None or key < best[0]:
+            best = (key, tuple(tile for tile, _ in choice))  # type: ignore[assignment]
+    assert best is not None
+    return best[1]  # type: ignore[return-value]
+
+
 def plan_tiles(
     shape: tuple[int, int, int],
     config: TilingConfig | None = None,
@@ -172,9 +235,10 @@ def plan_tiles(
         raise InputError(
             f"tiling: expected size_multiple and min_shape >= 1, found {multiple} and {minimum}"
         )
+    tile = cfg.tile if cfg.pad_to_tile else fitted_tile(shape, cfg, multiple, minimum)
     axes = [
         _plan_axis(s, t, o, m, cfg.pad_to_tile, lo)
-        for s, t, o, m, lo in zip(shape, cfg.tile, cfg.overlap, multiple, minimum)
+        for s, t, o, m, lo in zip(shape, tile, cfg.overlap, multiple, minimum)
     ]
     tile_shape = tuple(a.tile for a in axes)
     pad_before = tuple(a.before for a in axes)
@@ -280,8 +344,8 @@ def model_size_multiple(model: Any) -> tuple[int, int, int]:
     return int_triple(getattr(model, "size_multiple", 1), "model.size_multiple")
 
 
-def unpack_output(output: Any) -> TileOutput:
-    """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch item 0."""
+def unpack_output(output: Any, item: int = 0) -> TileOutput:
+    """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch ``item``."""
     if isinstance(output, Mapping):
         heads = [output[name] for name in _HEAD_NAMES]
     elif all(hasattr(output, name) for name in _HEAD_NAMES):
@@ -293,15 +357,32 @@ def unpack_output(output: Any) -> TileOutput:
             "expected the U-Net to return (seg, centre, embedding, division, radius), "
             f"found {type(output).__name__}"
         )
-    return TileOutput(*(h[0] for h in heads))
+    return TileOutput(*(h[item] for h in heads))
 
 
-def _check_output(out: TileOutput, tile_shape: tuple[int, int, int]) -> None:
+def embedding_stride(model: Any) -> tuple[int, int, int]:
+    """The grid step of a model's embedding (:attr:`UNet3D.embedding_stride`, default 1)."""
+    return int_triple(getattr(model, "embedding_stride", 1), "model.embedding_stride")
+
+
+def _run_model(model: Any, x: torch.Tensor) -> Any:
+    """The model's outputs for ``x``, with the embedding left on its own grid where the model
+    computes it coarser (it is read only at detections)."""
+    if embedding_stride(model) != (1, 1, 1):
+        return model(x, coarse_embedding=True)
+    return model(x)
+
+
+def _check_output(out: TileOutput, tile_shape: tuple[int, int, int],
+                  stride: tuple[int, int, int] = (1, 1, 1)) -> None:  # fmt: skip
     for name, head in zip(_HEAD_NAMES, out):
-        if head.ndim != 4 or tuple(head.shape[1:]) != tuple(tile_shape):
+        step = stride if name == "embedding" else (1, 1, 1)
+        expected = tuple(n // s for n, s in zip(tile_shape, step))
+        if head.ndim != 4 or tuple(head.shape[1:]) != expected:
+            where = "at the input resolution" if step == (1, 1, 1) else f"on a grid of step {step}"
             raise ModelError(
-                f"expected the U-Net's {name} head at the input resolution "
-                f"(C, {', '.join(map(str, tile_shape))}), found {tuple(head.shape)}"
+                f"expected the U-Net's {name} head {where} "
+                f"(C, {', '.join(map(str, expected))}), found {tuple(head.shape)}"
             )
     want = {"seg": 2, "centre": 2, "division": 2, "radius": 1}
     for name, minimum in want.items():
@@ -338,6 +419,37 @@ def predict_tiles(
         x = torch.from_numpy(window)[None].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        out = unpack_output(model(x))
-        _check_output(out, tile.shape)
+        out = unpack_output(_run_model(model, x))
+        _check_output(out, tile.shape, embedding_stride(model))
         yield tile, out
+
+
+def predict_batch(
+    model: torch.nn.Module,
+    volumes: np.ndarray,
+    grid: TileGrid,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+) -> list[TileOutput]:
+    """Run ``model`` once on a batch (B, C, Z, Y, X) of padded volumes that ``grid`` covers with
+    one tile each; one :class:`TileOutput` per volume, still on ``device``.
+
+    Call as :func:`predict_tiles`. Normalisation is per sample, so each output is what the
+    volume alone would give.
+    """
+    import torch
+
+    if len(grid) != 1 or tuple(volumes.shape[-3:]) != grid.padded_shape:
+        raise InputError(
+            f"tiling: expected a batch of volumes of shape (B, C, {grid.padded_shape}) that one "
+            f"tile covers, found {volumes.shape} and {len(grid)} tile(s)"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    output = _run_model(model, x)
+    outs = [unpack_output(output, item) for item in range(len(volumes))]
+    for out in outs:
+        _check_output(out, grid.tile_shape, embedding_stride(model))
+    return outs

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from napari_cellect.config import config_from_dict, config_to_dict
 from napari_cellect.errors import InputError, ModelError
+from napari_cellect.model.conv import Conv3d
 
 ARCHITECTURES = ("compact", "cellect-original")
 NORMS = ("group", "instance", "batch", "none")
@@ -56,7 +57,8 @@ DIVISION_CHANNELS = 2
 
 
 class UNetOutput(NamedTuple):
-    """What :class:`UNet3D` returns; every tensor is at the input's full ``(Z, Y, X)``."""
+    """What :class:`UNet3D` returns; every tensor is at the input's full ``(Z, Y, X)``
+    (the embedding on its own coarser grid when asked for ``coarse_embedding``)."""
 
     seg: Tensor
     """(B, 3, Z, Y, X) logits: background, nucleus, other. Use softmax / argmax."""
@@ -254,11 +256,21 @@ class UNet3D(nn.Module):
                 f"{self.size_multiple} along one axis"
             )
 
-    def forward(self, x: Tensor) -> UNetOutput:
-        self.check_input(x)
-        return self._forward(x)
+    @property
+    def embedding_stride(self) -> tuple[int, int, int]:
+        """(z, y, x) step of the grid the embedding is computed on, in input voxels."""
+        return (1, 1, 1)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    def forward(self, x: Tensor, *, coarse_embedding: bool = False) -> UNetOutput:
+        """The five heads of frame t. With ``coarse_embedding`` the embedding stays on the grid
+        it is computed on (:attr:`embedding_stride`); its value at input voxel ``v`` is at
+        ``v // embedding_stride``, the same value the full-resolution map (its nearest-neighbour
+        upsampling) holds at ``v``. Inference reads the embedding only at detections, so it
+        skips the upsampling of the largest head (a third of its memory)."""
+        self.check_input(x)
+        return self._forward(x, coarse_embedding)
+
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         raise NotImplementedError
 
     def n_parameters(self) -> int:
@@ -281,9 +293,9 @@ def _norm(kind: str, channels: int, group_size: int) -> nn.Module:
     return nn.Identity()
 
 
-def _conv(c_in: int, c_out: int, kernel: int = 3, bias: bool = False) -> nn.Conv3d:
+def _conv(c_in: int, c_out: int, kernel: int = 3, bias: bool = False) -> Conv3d:
     """A same-padding conv; bias-free by default because a normalisation follows."""
-    return nn.Conv3d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
+    return Conv3d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
 
 
 def space_to_depth(x: Tensor, factor: tuple[int, int, int]) -> Tensor:
@@ -331,7 +343,7 @@ class CompactUNet(nn.Module):
         for level, width in enumerate(widths):
             c_prev = c_in if level == 0 else width
             if level > 0:
-                self.down.append(nn.Conv3d(widths[level - 1], width, pool, stride=pool, bias=False))
+                self.down.append(Conv3d(widths[level - 1], width, pool, stride=pool, bias=False))
             self.enc.append(ResBlock(c_prev, width, cfg, dropout))
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
@@ -369,16 +381,20 @@ class CompactUNet3D(UNet3D):
         self.trunk = CompactUNet(IN_CHANNELS * stem_voxels, cfg.base_width, cfg.depth, cfg, cfg.dropout)
         width = cfg.base_width
         # segmentation (3) + division (2) + radius (1) + trunk centre logits (L), one 1x1 conv
-        self.heads = nn.Conv3d(width, SEG_CLASSES + DIVISION_CHANNELS + 1 + cfg.centre_levels, 1)
+        self.heads = Conv3d(width, SEG_CLASSES + DIVISION_CHANNELS + 1 + cfg.centre_levels, 1)
         # the embedding sees the two finest decoder levels (more context than the finest alone)
         coarse = self.trunk.widths[1] if cfg.depth > 1 else 0
-        self.embed = nn.Conv3d(width + coarse, cfg.embedding_dim, 1)
+        self.embed = Conv3d(width + coarse, cfg.embedding_dim, 1)
         # CEN: seg logits + softmax + the 2 input channels (average-pooled to the stem resolution)
         cen_in = 2 * SEG_CLASSES + IN_CHANNELS
         self.cen = CompactUNet(cen_in, cfg.cen_base_width, cfg.cen_depth, cfg, dropout=0.0)
-        self.cen_out = nn.Conv3d(cfg.cen_base_width, cfg.centre_levels, 1)
+        self.cen_out = Conv3d(cfg.cen_base_width, cfg.centre_levels, 1)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    @property
+    def embedding_stride(self) -> tuple[int, int, int]:
+        return tuple(self.config.stem)  # type: ignore[return-value]
+
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         cfg = self.config
         low = space_to_depth(x, cfg.stem)
         decoded = self.trunk(low)
@@ -404,7 +420,8 @@ class CompactUNet3D(UNet3D):
         if cfg.stem != (1, 1, 1):
             size = x.shape[2:]
             small = F.interpolate(small, size=size, mode="trilinear", align_corners=False)
-            embedding = F.interpolate(embedding, size=size, mode="nearest")
+            if not coarse_embedding:
+                embedding = F.interpolate(embedding, size=size, mode="nearest")
         # trilinear interpolation of values >= 0 stays >= 0, so the radius needs no re-clamp
         sizes = [SEG_CLASSES, cfg.centre_levels, DIVISION_CHANNELS, 1]
         seg, centre, division, radius = torch.split(small, sizes, dim=1)
@@ -466,13 +483,13 @@ class _IsenseeMixin:
                 setattr(self, f"conv3d_c{level}s2", shortcut)
             elif residual_down:
                 # `con7`: strided 3x3x3 conv -> 3x3x3 conv, plus a strided 1x1x1 projection
-                down = nn.Conv3d(w[k - 1], w[k], 3, stride=pool, padding=1, bias=False)
+                down = Conv3d(w[k - 1], w[k], 3, stride=pool, padding=1, bias=False)
                 setattr(self, f"conv3d_c{level}", down)
                 setattr(self, f"conv3d_c{level}s1", _conv(w[k], w[k]))
-                shortcut = nn.Conv3d(w[k - 1], w[k], 1, stride=pool, bias=False)
+                shortcut = Conv3d(w[k - 1], w[k], 1, stride=pool, bias=False)
                 setattr(self, f"conv3d_c{level}s2", shortcut)
             else:  # CEN: one strided 3x3x3 conv
-                down = nn.Conv3d(w[k - 1], w[k], 3, stride=pool, padding=1, bias=False)
+                down = Conv3d(w[k - 1], w[k], 3, stride=pool, padding=1, bias=False)
                 setattr(self, f"conv3d_c{level}", down)
             block = nn.Sequential(_inorm(w[k]), _lrelu(), _conv(w[k], w[k]))
             setattr(self, f"norm_lrelu_conv_c{level}", block)
@@ -580,7 +597,7 @@ class OriginalUNet3D(UNet3D, _IsenseeMixin):
         self.conv3d_f1 = _conv(trunk, cfg.embedding_dim, kernel=1)
         self.lnet = LNet3D(cfg)
 
-    def _forward(self, x: Tensor) -> UNetOutput:
+    def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         seg_layer, ds_sum, features = self._run_template(x)
         seg = seg_layer[:, :SEG_CLASSES]
         division = seg_layer[:, SEG_CLASSES : SEG_CLASSES + DIVISION_CHANNELS]
