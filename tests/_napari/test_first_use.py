@@ -95,6 +95,8 @@ def test_a_dropped_tiff_opens_without_asking_and_keeps_its_voxel_size(
 def test_our_tiff_folder_and_tracks_csv_open_without_asking_once_the_plugin_is_open(
     make_napari_viewer, tmp_path, no_reader_dialog, graph
 ):
+    from napari.utils.notifications import notification_manager
+
     from napari_cellect._napari._controller import controller_for
     from napari_cellect.data.export import write_csv
 
@@ -112,6 +114,13 @@ def test_our_tiff_folder_and_tracks_csv_open_without_asking_once_the_plugin_is_o
     session = controller_for(viewer).session
     assert session is not None and session.source == tracks and len(session.graph) == len(graph)
     assert len(viewer.layers) == 3
+    broken = tmp_path / "broken_tracks.csv"  # ours by its columns, but not readable
+    broken.write_text("id,t,z,y,x,parent_id\n1,0,0,north,5,-1\n")
+    drop(viewer, broken)
+    assert len(viewer.layers) == 3
+    said = notification_manager.records[-1].message
+    assert said.startswith(f"Could not open {broken}: ")
+    assert "column 'y': expected a number, found 'north'" in said
 
 
 def test_other_files_and_a_napari_without_the_plugin_open_still_ask(

@@ -61,9 +61,8 @@ class DropOpener(QObject):
             pass
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
-        if event is None or event.type() != QEvent.Type.Drop:
+        if not isinstance(event, QDropEvent) or event.type() != QEvent.Type.Drop:
             return False
-        assert isinstance(event, QDropEvent)
         path = _single_local_path(event)
         viewer = self._viewer_ref()
         if (viewer is None or path is None or QGuiApplication.keyboardModifiers() & NAPARI_MODIFIERS

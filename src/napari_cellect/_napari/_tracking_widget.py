@@ -36,13 +36,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cellect._napari import _dialogs
-from napari_cellect._napari._centres_preview import CentresPreview
 from napari_cellect._napari._cell_radius import (
     CELL_RADIUS_HELP,
     CELL_RADIUS_LABEL,
     CellRadiusSpinBox,
     radius_tooltip,
 )
+from napari_cellect._napari._centres_preview import CentresPreview
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
