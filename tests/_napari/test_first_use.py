@@ -144,7 +144,8 @@ def test_other_files_and_a_napari_without_the_plugin_open_still_ask(
 
 def test_a_adds_only_where_the_pointer_is_on_the_canvas(make_napari_viewer, qtbot):
     from qtpy.QtCore import QEvent
-    
+    from qtpy.QtWidgets import QApplication
+
     from napari_cellect._napari._controller import controller_for
     from napari_cellect._napari._editor_widget import EditorWidget
 
