@@ -17,12 +17,51 @@ pytestmark = pytest.mark.gui
 
 
 def drop(viewer, path) -> None:
-    """Drop ``path`` on the viewer as a file manager does."""
+    """Drop ``path`` on the viewer as a file manager does.
+
+    Qt delivers a drop event only during a real drag (to the drag manager's current target), so
+    this does what that delivery does: the plugin's event filter on napari's viewer widget, if
+    installed, sees the event first; unless it takes it, napari's ``dropEvent`` handles it.
+    """
+    from napari_cellect._napari._controller import controller_for
+
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
-    viewer.window._qt_viewer.dropEvent(event)
+    qt_viewer = viewer.window._qt_viewer
+    controller = controller_for(viewer, create=False)
+    opener = getattr(controller, "drop_opener", None)
+    if opener is None or not opener.eventFilter(qt_viewer, event):
+        qt_viewer.dropEvent(event)
+
+
+@pytest.fixture
+def reader_dialogs(monkeypatch):
+    """What napari's 'Choose reader' dialogs offered: (path, choices, pre-selected); each is
+    cancelled."""
+    from napari._qt.dialogs import qt_reader_dialog
+
+    asked: list[tuple[str, list[str], str]] = []
+
+    def record(dialog):
+        buttons = dialog.reader_btn_group.buttons()
+        asked.append((dialog._current_file, [b.text() for b in buttons],
+                      dialog._get_plugin_choice()))
+        return "", False
+
+    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", record)
+    return asked
+
+
+def tiff_folder(folder, n_frames=3):
+    """A folder of per-time (Z, Y, X) TIFFs with a z step of 2.5 pixels."""
+    folder.mkdir()
+    for t in range(n_frames):
+        tifffile.imwrite(folder / f"embryo_t{t}.tif", np.full((4, 16, 16), t, np.uint8),
+                         imagej=True, resolution=(1.0, 1.0),
+                         metadata={"spacing": 2.5, "axes": "ZYX"})
+    return folder
 
 
 @pytest.fixture
@@ -51,6 +90,56 @@ def test_a_dropped_tiff_opens_without_asking_and_keeps_its_voxel_size(
     viewer.window.add_dock_widget(widget)
     assert widget.z_ratio.value() == pytest.approx(2.5)
     assert "embryo.tif" in widget.z_ratio.toolTip()
+
+
+def test_our_tiff_folder_and_tracks_csv_open_without_asking_once_the_plugin_is_open(
+    make_napari_viewer, tmp_path, no_reader_dialog, graph
+):
+    from napari.utils.notifications import notification_manager
+
+    from napari_cellect._napari._controller import controller_for
+    from napari_cellect.data.export import write_csv
+
+    folder = tiff_folder(tmp_path / "embryo")
+    tracks = tmp_path / "embryo_tracks.csv"
+    write_csv(graph, tracks)
+    viewer = make_napari_viewer()
+    viewer.window.add_dock_widget(TrackingWidget(viewer))
+    drop(viewer, folder)
+    assert [layer.name for layer in viewer.layers] == ["embryo"]
+    image = viewer.layers["embryo"]
+    assert image.data.shape == (3, 4, 16, 16)
+    assert tuple(image.scale) == pytest.approx((1.0, 2.5, 1.0, 1.0))  # our reader: voxel size
+    drop(viewer, tracks)
+    session = controller_for(viewer).session
+    assert session is not None and session.source == tracks and len(session.graph) == len(graph)
+    assert len(viewer.layers) == 3
+    broken = tmp_path / "broken_tracks.csv"  # ours by its columns, but not readable
+    broken.write_text("id,t,z,y,x,parent_id\n1,0,0,north,5,-1\n")
+    drop(viewer, broken)
+    assert len(viewer.layers) == 3
+    said = notification_manager.records[-1].message
+    assert said.startswith(f"Could not open {broken}: ")
+    assert "column 'y': expected a number, found 'north'" in said
+
+
+def test_other_files_and_a_napari_without_the_plugin_open_still_ask(
+    make_napari_viewer, tmp_path, graph, reader_dialogs
+):
+    from napari_cellect.data.export import write_csv
+
+    tracks = tmp_path / "embryo_tracks.csv"
+    write_csv(graph, tracks)
+    other = tmp_path / "measurements.csv"
+    other.write_text("a,b\n1,2\n")
+    viewer = make_napari_viewer()
+    drop(viewer, tracks)  # before any CELLECT tool is open napari asks; ours comes first, chosen
+    assert reader_dialogs == [(str(tracks), ["CELLECT tracking", "napari builtins"],
+                               "CELLECT tracking")]
+    viewer.window.add_dock_widget(TrackingWidget(viewer))
+    drop(viewer, other)  # not ours: napari's question as before
+    assert [path for path, _, _ in reader_dialogs] == [str(tracks), str(other)]
+    assert len(viewer.layers) == 0
 
 
 def test_a_adds_only_where_the_pointer_is_on_the_canvas(make_napari_viewer, qtbot):

@@ -84,7 +84,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
     widget.worker.yielded.connect(
-        lambda p: seen_preview.append(len(widget._preview.data) if widget._preview else 0))
+        lambda p: seen_preview.append(len(widget._preview.points()) if widget._preview else 0))
     widget.worker.yielded.connect(
         lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
@@ -118,6 +118,54 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     assert widget.progress.value() == widget.progress.maximum()
     assert "cells" in widget.status.text()
     assert result.journal is not None and (result.journal_folder / "base.csv").is_file()
+
+
+def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
+    make_napari_viewer, qtbot
+):
+    """Each finished frame's centres join the preview without napari restyling the points shown
+    before (no data event: rows reserved ahead are filled in place), and the result's layers
+    take the previews' place."""
+    viewer = make_napari_viewer()
+    controller = open_sample(viewer)
+    truth = controller.session.graph
+    truth_labels = controller.bound.labels.data.copy()
+    for name in ("embryo ground truth labels", "embryo ground truth tracks",
+                 "embryo ground truth centres"):
+        viewer.layers.remove(name)
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, truth_labels, 0.02))
+    viewer.window.add_dock_widget(widget)
+    rebuilt: list = []  # napari data events: the layer's points set anew
+    previews: list = []
+
+    def watch(event):
+        if event.value.name == "synthetic embryo centres (running)":
+            previews.append(event.value)
+            event.value.events.data.connect(rebuilt.append)
+
+    shown: list[np.ndarray] = []  # the points the preview shows after each frame
+
+    def record(progress):
+        if getattr(progress, "stage", "") == "detect":
+            layer = previews[-1]
+            shown.append(layer.data[layer.shown].copy())
+
+    viewer.layers.events.inserted.connect(watch)
+    widget.run_button.click()
+    widget.worker.yielded.connect(record)  # after the widget's own handler
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+
+    per_frame = [len(truth.frame(t)) for t in range(int(truth["t"].max()) + 1)]
+    assert [len(points) for points in shown] == list(np.cumsum(per_frame))
+    for t, points in enumerate(shown):  # frame t's centres, in the image's voxels
+        np.testing.assert_allclose(points[points[:, 0] == t][:, 1:],
+                                   truth.positions(truth.frame(t)))
+    assert len(previews) == 1 and rebuilt == []
+    assert tuple(previews[0].scale) == tuple(viewer.layers["synthetic embryo"].scale)
+    names = [layer.name for layer in viewer.layers]  # the previews gone, the result in place
+    assert names == ["synthetic embryo", "synthetic embryo tracked labels",
+                     "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
+    assert len(viewer.layers["synthetic embryo tracked centres"].data) == len(truth)
 
 
 def test_cancel_stops_within_one_frame_pair(make_napari_viewer, qtbot):

@@ -107,6 +107,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         self._callbacks = binding_callbacks(self)
         #: asks before the viewer's window closes with unsaved edits (set by controller_for)
         self.close_guard: Any = None
+        #: opens a dropped folder of TIFFs or tracks file of ours without asking (idem)
+        self.drop_opener: Any = None
         bind(viewer, self._callbacks)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -290,6 +292,9 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         if self.close_guard is not None:
             self.close_guard.remove()
             self.close_guard = None
+        if self.drop_opener is not None:
+            self.drop_opener.remove()
+            self.drop_opener = None
         for bound in list(self._bound):
             self._unbind(bound)
         viewer = self._viewer_ref()
@@ -534,8 +539,10 @@ def controller_for(viewer: napari.Viewer, create: bool = True) -> CellectControl
         return None
     controller = CellectController(viewer)
     from napari_cellect._napari._close_guard import install_close_guard
+    from napari_cellect._napari._drop_opener import install_drop_opener
 
     controller.close_guard = install_close_guard(viewer, controller)
+    controller.drop_opener = install_drop_opener(viewer)
     key = id(viewer)
     _REGISTRY[key] = (weakref.ref(viewer, lambda _ref, k=key: _REGISTRY.pop(k, None)), controller)
     return controller

@@ -42,6 +42,7 @@ from napari_cellect._napari._cell_radius import (
     CellRadiusSpinBox,
     radius_tooltip,
 )
+from napari_cellect._napari._centres_preview import CentresPreview
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
@@ -64,7 +65,7 @@ from napari_cellect.track.journal import Journal, journal_folder_for
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Points, Tracks
+    from napari.layers import Image, Tracks
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class TrackingWidget(QWidget):
         self.worker: Any = None
         self.result_session: TrackingSession | None = None
         self._stop = threading.Event()
-        self._preview: Points | None = None
+        self._preview: CentresPreview | None = None
         self._tracks_preview: Tracks | None = None
         self._started = 0.0
         self._run_layer: Image | None = None
@@ -394,9 +395,10 @@ class TrackingWidget(QWidget):
             done=done, total=total) + left)
         detections = getattr(progress, "detections", None)
         if detections is not None and len(getattr(detections, "positions", ())):
-            self._show_centres(detections)
+            self._show_centres(detections, total)
 
-    def _show_centres(self, detections: Any) -> None:
+    def _show_centres(self, detections: Any, frames: int) -> None:
+        """One more frame's centres (``frames``: the run's number of frames)."""
         layer = self._run_layer
         if layer is None:
             return
@@ -405,14 +407,15 @@ class TrackingWidget(QWidget):
         coords = np.column_stack([np.full(len(positions), float(detections.t)), positions])
         if geometry.spatial_ndim == 2:
             coords = np.delete(coords, 1, axis=1)
-        if self._preview is None or self._preview not in self.viewer.layers:
-            self._preview = self.viewer.add_points(
-                coords, name=f"{layer.name} centres (running)", scale=geometry.layer_scale,
+        if self._preview is None or self._preview.layer not in self.viewer.layers:
+            self._preview = CentresPreview.create(
+                self.viewer, coords, expected=len(coords) * frames,
+                name=f"{layer.name} centres (running)", scale=geometry.layer_scale,
                 face_color=PREVIEW_COLOR, size=PREVIEW_SIZE,
             )
             self.viewer.layers.selection.active = layer
         else:
-            self._preview.data = np.concatenate([self._preview.data, coords])
+            self._preview.append(coords)
 
     def _show_tracks(self, graph: Any) -> None:
         """The linked tracks, shown while the masks are segmented (the result replaces them)."""
@@ -500,7 +503,8 @@ class TrackingWidget(QWidget):
         self.progress_label.setText("")  # the status line says how the run ended
 
     def _remove_preview(self) -> None:
-        for preview in (self._preview, self._tracks_preview):
+        centres = self._preview.layer if self._preview is not None else None
+        for preview in (centres, self._tracks_preview):
             if preview is not None and preview in self.viewer.layers:
                 self.viewer.layers.remove(preview)
         self._preview = self._tracks_preview = None
