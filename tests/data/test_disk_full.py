@@ -89,8 +89,9 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
         write_csv(graph(), tmp_path / "tracks.csv")
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["no cache", "cache beside the output"])
 def test_cellect_track_on_a_full_disk_prints_one_line_and_keeps_the_old_tracks(
-        tmp_path, monkeypatch, capsys):
+        cache, tmp_path, monkeypatch, capsys):
     import tifffile
 
     from napari_cellect.cli import main
@@ -105,12 +106,18 @@ def test_cellect_track_on_a_full_disk_prints_one_line_and_keeps_the_old_tracks(
     before = out.read_bytes()
     full_disk(monkeypatch)
     code = main(["track", str(images), "-o", str(out), "--weights", str(weights), "--device",
-                 "cpu"])
+                 "cpu", *([] if cache else ["--no-cache"])])
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if "error" in line]
-    assert lines == [f"cellect track: error: cannot write {out}: the disk is full (No space left "
-                     "on device); the previous file is kept unchanged; free some space or save "
-                     "elsewhere"]
+    if cache:  # the detection cache is the first thing written
+        manifest = tmp_path / "tracks.csv.cellect-cache" / "cache.json"
+        assert lines == [f"cellect track: error: cannot write {manifest}: the disk is full (No "
+                         "space left on device); no file was written; free some space or save "
+                         "elsewhere"]
+    else:
+        assert lines == [f"cellect track: error: cannot write {out}: the disk is full (No space "
+                         "left on device); the previous file is kept unchanged; free some space "
+                         "or save elsewhere"]
     assert out.read_bytes() == before
     assert leftovers(tmp_path) == []
