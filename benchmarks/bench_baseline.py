@@ -31,8 +31,8 @@ from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_accuracy import CASES  # noqa: E402
-from classical_baseline import (  # noqa: E402
+from bench_accuracy import CASES
+from classical_baseline import (
     BaselineConfig,
     detect_series,
     link_laptrack,
@@ -48,7 +48,7 @@ SHRINK = {"large": {"shape": (21, 128, 128), "n_cells": 12}}
 KEYS = ("det_f1", "link_f1", "div_f1", "tra")
 
 
-def case_config(synth_args: list[str], frames: int, small: bool = False):  # noqa: ANN201
+def case_config(synth_args: list[str], frames: int, small: bool = False):
     """The SyntheticConfig of a ``bench_accuracy`` case (``--preset P --seed S [--z-ratio Z]``)."""
     opts = dict(zip(synth_args[::2], synth_args[1::2], strict=True))
     preset = opts["--preset"]
@@ -62,7 +62,7 @@ def case_config(synth_args: list[str], frames: int, small: bool = False):  # noq
     return dataclasses.replace(PRESETS[preset], **changes)
 
 
-def run_case(config, trackers: dict) -> dict[str, tuple[dict, float]]:  # noqa: ANN001
+def run_case(config, trackers: dict) -> dict[str, tuple[dict, float]]:
     """Scores (``evaluate(...).to_dict()``) and seconds of each tracker on one series."""
     seq = generate(config)
     out = {}
@@ -75,13 +75,13 @@ def run_case(config, trackers: dict) -> dict[str, tuple[dict, float]]:  # noqa: 
 
 
 @functools.cache
-def default_bundle():  # noqa: ANN201
+def default_bundle():
     from napari_cellect.model.bundle import ModelBundle
 
     return ModelBundle.load_default()
 
 
-def ours(images: np.ndarray, z_ratio: float):  # noqa: ANN201
+def ours(images: np.ndarray, z_ratio: float):
     from napari_cellect.pipeline import track_images
 
     return track_images(images, default_bundle(), z_ratio=z_ratio).graph
@@ -117,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two cases, 4 frames of 16x64x64")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--tune", action="store_true",
-                        help="choose the baseline's threshold on the validation series")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose the baseline's threshold on the validation series",
+    )
     args = parser.parse_args(argv)
     if args.tune:
         tune(args.frames)

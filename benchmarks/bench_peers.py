@@ -29,7 +29,7 @@ Sizes where a peer took longer than ``--budget`` seconds at the previous size ar
 marked so. Times are the best of ``--repeat`` runs (one run for the peers above 1,000 cells).
 
 Run: ``python benchmarks/bench_peers.py`` (peers from ``benchmarks/requirements-peers.txt``;
-``--quick`` for 100 and 1,000 cells, ``--sizes 100 1000 10000 100000`` to choose,
+``--quick`` for 100 and 1,000 cells on 3 frames, ``--sizes 100 1000 10000 100000`` to choose,
 ``--pipeline`` for our full pipeline against the classical LoG + laptrack baseline on synthetic
 images, see ``benchmarks/bench_baseline.py``).
 """
@@ -56,7 +56,7 @@ from napari_cellect.track.link import link_sequence
 from napari_cellect.track.scoring_protocol import GeometricScorer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_link import DIVIDING, JITTER, MOTION, RADIUS, SPACING, Z_RATIO  # noqa: E402
+from bench_link import DIVIDING, JITTER, MOTION, RADIUS, SPACING, Z_RATIO
 
 MISSED = 0.01
 DAUGHTER_OFFSET = 4.0
@@ -97,13 +97,14 @@ def make_sequence(n: int, frames: int = FRAMES, motion: float = MOTION, seed: in
     rng = np.random.default_rng(seed)
     m = int(np.ceil(n ** (1 / 3)))
     lattice = np.stack(np.meshgrid(*[np.arange(m)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    pos = lattice[rng.permutation(len(lattice))[:n]] * SPACING + rng.uniform(-JITTER, JITTER, (n, 3))
+    pos = lattice[rng.permutation(len(lattice))[:n]] * SPACING
+    pos = pos + rng.uniform(-JITTER, JITTER, (n, 3))
     last_row = np.full(n, -1)  # row of each cell's latest detected node
     newborn = np.zeros(n, bool)
     dets, parents, rows = [], [], 0
     for t in range(frames):
         n_cells = len(pos)
-        dividing = (rng.random(n_cells) < DIVIDING) & ~newborn if t < frames - 1 else np.zeros(n_cells, bool)
+        dividing = (rng.random(n_cells) < DIVIDING) & ~newborn & (t < frames - 1)
         missed = (rng.random(n_cells) < MISSED) & ~dividing & ~newborn
         if t in (0, frames - 1):
             missed[:] = False
@@ -152,7 +153,7 @@ GAP_CUTOFF = LINK_CUTOFF * math.sqrt(2)
 SPLIT_CUTOFF = DAUGHTER_OFFSET + LINK_CUTOFF
 
 
-def laptrack_tracker():  # noqa: ANN201 (laptrack is optional)
+def laptrack_tracker():
     """LapTrack with splitting and one-frame gap closing; costs are squared distances and the
     alternative (start/end) costs laptrack's own estimate (1.05 x 90th percentile)."""
     from laptrack import LapTrack
@@ -191,8 +192,8 @@ def motile_graph(seq: Sequence) -> nx.DiGraph:
         for step, cutoff, gap in ((1, LINK_CUTOFF, 0.0), (2, GAP_CUTOFF, 1.0)):
             if f + step >= len(seq.frames):
                 continue
-            dist, idx = cKDTree(seq.scaled(f + step)).query(seq.scaled(f), k=MOTILE_K,
-                                                            distance_upper_bound=cutoff)  # fmt: skip
+            tree = cKDTree(seq.scaled(f + step))
+            dist, idx = tree.query(seq.scaled(f), k=MOTILE_K, distance_upper_bound=cutoff)
             src, col = np.nonzero(np.isfinite(dist))
             for s, j in zip(src, col, strict=True):
                 graph.add_edge(int(offsets[f] + s), int(offsets[f + step] + idx[s, j]),
@@ -205,8 +206,15 @@ def track_motile(seq: Sequence, time_limit: float) -> TrackGraph:
     installed here), its default optimality gap, one thread."""
     import motile
     from motile.constraints import MaxChildren, MaxParents
-    from motile.costs import (EdgeDistanceCost, EdgeSelectedCost, EdgeSplitCost, NodeAppearCost,
-                              NodeDisappearCost, NodeSelectedCost, NodeSplitCost)  # fmt: skip
+    from motile.costs import (
+        EdgeDistanceCost,
+        EdgeSelectedCost,
+        EdgeSplitCost,
+        NodeAppearCost,
+        NodeDisappearCost,
+        NodeSelectedCost,
+        NodeSplitCost,
+    )
 
     solver = motile.Solver(motile.TrackGraph(motile_graph(seq), frame_attribute="t"))
     solver.add_cost(NodeSelectedCost(constant=-1000.0))  # every detection is a cell
@@ -222,7 +230,7 @@ def track_motile(seq: Sequence, time_limit: float) -> TrackGraph:
     return seq.graph(_parents_from_edges(seq, solver.get_selected_subgraph().edges))
 
 
-def _parents_from_edges(seq: Sequence, edges) -> np.ndarray:  # noqa: ANN001
+def _parents_from_edges(seq: Sequence, edges) -> np.ndarray:
     """Parent row of every node from (parent, child) edges; laptrack's nodes are
     ``(frame, index)`` pairs, motile's our rows."""
     offsets = seq.offsets
@@ -246,24 +254,35 @@ def best_of(fn: Callable[[], TrackGraph], repeat: int) -> tuple[float, TrackGrap
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 and 1,000 cells only")
+    parser.add_argument("--quick", action="store_true", help="100 and 1,000 cells, 3 frames")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000, 10_000, 100_000])
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--seed", type=int, default=0, help="seed of the detections")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--budget", type=float, default=300.0,
-                        help="skip a peer's larger sizes once one run took longer (s)")
-    parser.add_argument("--time-limit", type=float, default=300.0,
-                        help="motile's ILP time limit per solve (s)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=300.0,
+        help="skip a peer's larger sizes once one run took longer (s)",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=300.0, help="motile's ILP time limit per solve (s)"
+    )
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=list(TOOLS))
-    parser.add_argument("--pipeline", action="store_true",
-                        help="run bench_baseline.py instead (our pipeline vs LoG + laptrack)")
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="run bench_baseline.py instead (our pipeline vs LoG + laptrack)",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.pipeline:
         from bench_baseline import main as baseline
 
         return baseline(rest + (["--quick"] if args.quick else []))
     sizes = [100, 1_000] if args.quick else args.sizes
+    if args.quick:  # under a minute: motile only at 100 cells, on 3 frames
+        args.frames, args.repeat = 3, 1
+        args.time_limit, args.budget = min(args.time_limit, 20.0), min(args.budget, 5.0)
     warm_up = make_sequence(20, 3, seed=args.seed + 1)
     over_budget: dict[str, int] = {}
     print(f"{args.frames} frames per sequence; times: best of {args.repeat} (peers: 1 run "
@@ -283,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             run = TOOLS[tool]
             repeat = args.repeat if tool.startswith("ours") or n <= 1_000 else 1
             run(warm_up, args)  # imports and first-call costs are not timed
-            seconds, graph = best_of(lambda run=run: run(seq, args), repeat)
+            seconds, graph = best_of(lambda run=run, seq=seq: run(seq, args), repeat)
             s = evaluate(graph, seq.truth, z_ratio=Z_RATIO)
             ours_s = seconds if tool == "ours" else ours_s
             ratio = f"{seconds / ours_s:.1f}x" if ours_s and not tool.startswith("ours") else ""

@@ -8,8 +8,8 @@ cells. The radius is given, or estimated per series as the one whose response pe
 
 Linking: laptrack's ``LapTrack`` (Jaqaman et al. 2008) with splitting and one-frame gap closing,
 on positions in isotropic units, cutoffs in radii (:class:`BaselineConfig`). The result is a
-:class:`~napari_cellect.track.graph.TrackGraph`, scored with :func:`napari_cellect.evaluate.evaluate`
-exactly like our tracker.
+:class:`~napari_cellect.track.graph.TrackGraph`, scored with
+:func:`napari_cellect.evaluate.evaluate` exactly like our tracker.
 
 Needs ``laptrack`` (``benchmarks/requirements-peers.txt``). Used by ``bench_baseline.py``; the
 generalisation benchmark can import :func:`track_classical` the same way.
@@ -65,7 +65,9 @@ def log_response(volume: np.ndarray, radius: float, z_ratio: float) -> np.ndarra
     return -(sigma**2) * ndi.gaussian_laplace(volume, (sigma / z_ratio, sigma, sigma))
 
 
-def estimate_radius(volume: np.ndarray, z_ratio: float, radii: Sequence[float] = range(3, 16)) -> float:
+def estimate_radius(
+    volume: np.ndarray, z_ratio: float, radii: Sequence[float] = range(3, 16)
+) -> float:
     """The radius whose LoG response has the highest 99.9th percentile on ``volume``."""
     v = normalise(volume)
     peaks = [np.percentile(log_response(v, r, z_ratio), 99.9) for r in radii]
@@ -80,8 +82,8 @@ def detect_peaks(
     v = normalise(volume)
     best = np.max([log_response(v, radius * s, z_ratio) for s in scales], axis=0)
     half = max(radius / 2.0, 1.0)
-    size = (max(int(round(2 * half / z_ratio)) + 1, 1) if v.shape[0] > 1 else 1,
-            int(round(2 * half)) + 1, int(round(2 * half)) + 1)  # fmt: skip
+    size = (max(round(2 * half / z_ratio) + 1, 1) if v.shape[0] > 1 else 1,
+            round(2 * half) + 1, round(2 * half) + 1)  # fmt: skip
     peak = (best == ndi.maximum_filter(best, size=size, mode="nearest")) & (best > 0)
     positions = np.argwhere(peak).astype(np.float64)
     return positions, best[peak]
