@@ -4,7 +4,8 @@ The test series are those of ``bench_accuracy.py`` (presets with seeds 501-508, 
 else), shortened to ``--frames`` frames (the ``large`` case also cropped, see ``SHRINK``) so that
 both trackers run in a few minutes on a small CPU. Our tracker is
 :func:`napari_cellect.pipeline.track_images` with the bundled default model; the baseline is
-``classical_baseline.track_classical`` with the radius estimated on the first frame. Both are
+``classical_baseline.track_classical`` given the nominal nucleus radius (the middle of the
+preset's ``radius_range``: information our tracker does not get). Both are
 scored against the ground truth with :func:`napari_cellect.evaluate.evaluate` (det/link/div F1
 and TRA) and timed (wall clock, whole series; the model is loaded once beforehand, on CPU).
 
@@ -62,13 +63,19 @@ def case_config(synth_args: list[str], frames: int, small: bool = False):
     return dataclasses.replace(PRESETS[preset], **changes)
 
 
+def nominal_radius(config) -> float:
+    """The middle of the preset's nucleus radius range (xy pixels)."""
+    return float(np.mean(config.radius_range))
+
+
 def run_case(config, trackers: dict) -> dict[str, tuple[dict, float]]:
-    """Scores (``evaluate(...).to_dict()``) and seconds of each tracker on one series."""
+    """Scores (``evaluate(...).to_dict()``) and seconds of each tracker on one series; a
+    tracker is called as ``track(images, z_ratio, radius)``."""
     seq = generate(config)
     out = {}
     for name, track in trackers.items():
         start = time.perf_counter()
-        graph = track(seq.images, config.z_ratio)
+        graph = track(seq.images, config.z_ratio, nominal_radius(config))
         seconds = time.perf_counter() - start
         out[name] = (evaluate(graph, seq.graph, z_ratio=config.z_ratio).to_dict(), seconds)
     return out
@@ -81,7 +88,8 @@ def default_bundle():
     return ModelBundle.load_default()
 
 
-def ours(images: np.ndarray, z_ratio: float):
+def ours(images: np.ndarray, z_ratio: float, radius: float | None = None):
+    """Our pipeline with the default model; like ``cellect track``, it is not told the radius."""
     from napari_cellect.pipeline import track_images
 
     return track_images(images, default_bundle(), z_ratio=z_ratio).graph
@@ -95,7 +103,8 @@ def tune(frames: int) -> float:
         config = dataclasses.replace(PRESETS[preset], seed=seed, frames=frames)
         seq = generate(config)
         base = BaselineConfig()
-        radius, peaks = detect_series(seq.images, config.z_ratio, None, base.scales)
+        radius = nominal_radius(config)
+        peaks = detect_series(seq.images, config.z_ratio, radius, base.scales)
         for t in THRESHOLDS:
             positions = [pos[response >= t] for pos, response in peaks]
             graph = link_laptrack(positions, radius, config.z_ratio, base)
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cases = [c for c in CASES if c[0] in ("default", "2D+t")] if args.quick else CASES
     frames = 4 if args.quick else args.frames
-    trackers = {"ours": ours, "LoG + laptrack": lambda im, z: track_classical(im, z)}
+    trackers = {"ours": ours, "LoG + laptrack": track_classical}
     # load the model once before timing, so no case pays for it
     ours(generate(case_config(CASES[0][1], 2, small=True)).images, 1.0)
     print(f"{frames} frames per series\n")
