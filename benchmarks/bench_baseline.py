@@ -10,8 +10,8 @@ scored against the ground truth with :func:`napari_cellect.evaluate.evaluate` (d
 and TRA) and timed (wall clock, whole series; the model is loaded once beforehand, on CPU).
 
 The baseline's detection threshold is chosen with ``--tune`` on the validation series (the
-training script's and threshold tuner's: seeds 301-306 and 309), never on the test seeds: the
-threshold of the best mean TRA becomes ``classical_baseline.DEFAULT_THRESHOLD``.
+training script's and threshold tuner's: seeds 301-303, 305, 306 and 309), never on the test
+seeds: the threshold of the best mean TRA becomes ``classical_baseline.DEFAULT_THRESHOLD``.
 
 Run: ``python benchmarks/bench_baseline.py`` (``--quick``: two cases of 4 small frames;
 ``--tune`` to choose the threshold again). Needs ``benchmarks/requirements-peers.txt``.
