@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ from napari_cellect.track.link import link_sequence
 from napari_cellect.track.scoring_protocol import GeometricScorer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_link import DIVIDING, JITTER, MOTION, RADIUS, SPACING, Z_RATIO
+from bench_link import DIVIDING, JITTER, MOTION, RADIUS, SPACING, Z_RATIO, best_of
 
 MISSED = 0.01
 DAUGHTER_OFFSET = 4.0
@@ -244,15 +243,6 @@ def _parents_from_edges(seq: Sequence, edges) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- the bench
-def best_of(fn: Callable[[], TrackGraph], repeat: int) -> tuple[float, TrackGraph]:
-    best, out = math.inf, None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 cells, 3 frames")
