@@ -68,32 +68,3 @@ def test_other_dtypes_and_disabled_onednn_take_torch_own_path(monkeypatch):
         Conv3d(2, 2, 3, padding=1)(torch.randn(1, 2, 4, 8, 8))
     assert calls == []
 
-
-def test_bf16_convolutions_round_inputs_and_weights_only_at_inference():
-    torch.manual_seed(2)
-    conv = Conv3d(8, 8, 3, padding=1, bias=True)
-    x = torch.randn(1, 8, 16, 24, 24)
-    reference = F.conv3d(x, conv.weight, conv.bias, 1, 1).detach()
-    with conv_module.bf16_convolutions():
-        trained = conv(x)  # gradients on: float32, exactly
-        with torch.inference_mode():
-            fast = conv(x)
-    with torch.inference_mode():
-        plain = conv(x)
-    torch.testing.assert_close(trained.detach(), reference, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(plain, reference, rtol=1e-4, atol=1e-5)
-    assert fast.dtype == torch.float32 and not torch.equal(fast, plain)
-    torch.testing.assert_close(fast, reference, rtol=0.05, atol=0.05)
-
-
-def test_cpu_bf16_follows_the_cpu_and_the_environment(monkeypatch):
-    from napari_cellect.infer import predict
-
-    monkeypatch.setattr(predict, "bf16_pays", lambda: True)
-    monkeypatch.delenv("CELLECT_CPU_BF16", raising=False)
-    assert predict.cpu_bf16()
-    monkeypatch.setenv("CELLECT_CPU_BF16", "0")
-    assert not predict.cpu_bf16()
-    monkeypatch.setenv("CELLECT_CPU_BF16", "auto")
-    monkeypatch.setattr(predict, "bf16_pays", lambda: False)
-    assert not predict.cpu_bf16()

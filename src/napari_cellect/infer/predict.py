@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,7 +54,6 @@ from napari_cellect.infer.tiling import (
     predict_tiles,
     smaller_tiling,
 )
-from napari_cellect.model.conv import bf16_convolutions, bf16_pays
 from napari_cellect.track.detections import (
     DetectionCache,
     Detections,
@@ -313,26 +311,15 @@ def predict_volumes(
 
 @contextmanager
 def _evaluating(unet: torch.nn.Module, device: torch.device) -> Iterator[None]:
-    """The U-Net in eval mode (its mode restored after), under inference mode, with autocast on
-    a GPU and bfloat16 convolutions on a CPU where they pay (:func:`cpu_bf16`)."""
+    """The U-Net in eval mode (its mode restored after), under inference mode and, on a GPU,
+    autocast."""
     was_training = unet.training
     unet.eval()
     try:
-        with torch.inference_mode(), autocast_context(device), \
-                bf16_convolutions(device.type == "cpu" and cpu_bf16()):  # fmt: skip
+        with torch.inference_mode(), autocast_context(device):
             yield
     finally:
         unet.train(was_training)
-
-
-def cpu_bf16() -> bool:
-    """Whether CPU inference computes the U-Net's convolutions in bfloat16: on CPUs with AMX
-    (:func:`~napari_cellect.model.conv.bf16_pays`), unless the environment variable
-    ``CELLECT_CPU_BF16`` is ``0`` (float32 everywhere)."""
-    setting = os.environ.get("CELLECT_CPU_BF16", "auto").strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return bf16_pays()
 
 
 def _tile_detections(
