@@ -55,6 +55,7 @@ def autosave_stopped_text(error: BaseException) -> str:
     return (f"{said[:1].upper()}{said[1:]}. Your edits are still in the viewer: in Edit tracks, "
             "Save as... writes them to another disk, and Autosave folder... autosaves there.")
 
+
 #: layer roles, in the order their layers are added
 ROLES = ("labels", "tracks", "centres")
 
