@@ -48,6 +48,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def autosave_stopped_text(error: BaseException) -> str:
+    """What the person editing is told when the journal could not be written."""
+    said = str(error)
+    return (f"{said[:1].upper()}{said[1:]}. Your edits are still in the viewer: in Edit tracks, "
+            "Save as... writes them to another disk, and Autosave folder... autosaves there.")
+
+
 #: layer roles, in the order their layers are added
 ROLES = ("labels", "tracks", "centres")
 
@@ -73,6 +81,8 @@ class BoundSession:
     highlight_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: callables that undo each connection made when binding
     disconnects: list[Callable[[], None]] = field(default_factory=list)
+    #: the journal's write error already told to the person (said once, when it happens)
+    autosave_error_told: BaseException | None = None
 
     def layers(self) -> list[Layer]:
         return [layer for layer in (self.points, self.tracks, self.labels) if layer is not None]
@@ -355,6 +365,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             return None
         description = getattr(command, "description", command.name)
         self._report("info", description)
+        self._tell_if_autosave_stopped(bound)
         return command
 
     def do(self, action: Callable[..., Command], *args: Any, **kwargs: Any) -> Command | None:
@@ -403,6 +414,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             command = bound.session.history.undo()
         self._follow_highlight(bound, command, "undo")
         self._report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
+        self._tell_if_autosave_stopped(bound)
 
     def redo(self) -> None:
         bound = self._require()
@@ -412,6 +424,17 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             command = bound.session.history.redo()
         self._follow_highlight(bound, command, "redo")
         self._report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
+        self._tell_if_autosave_stopped(bound)
+
+    def _tell_if_autosave_stopped(self, bound: BoundSession) -> None:
+        """Say so, once, right after the edit whose autosave failed (a full disk...): the
+        journal stops there (``Journal.error``) and later edits live only in the viewer."""
+        journal = bound.session.journal
+        error = journal.error if journal is not None else None
+        if error is None or error is bound.autosave_error_told:
+            return
+        bound.autosave_error_told = error
+        self._report("error", autosave_stopped_text(error))
 
     def _require(self) -> BoundSession | None:
         if self._active is None:

@@ -11,7 +11,9 @@ Once the plugin is active in a viewer (its controller exists: a CELLECT widget, 
 was opened), this event filter on napari's viewer widget opens a drop of exactly one folder or
 CSV that :func:`get_reader` recognises with our reader. Everything else goes to napari as
 before: other files (single TIFFs included), several paths, a drop with Alt (napari's 'choose
-a reader') or Shift (stack), and paths the user's settings give a reader for.
+a reader') or Shift (stack), and paths the user's settings give a reader for. A single TIFF
+that is not readable, damaged or truncated is refused with our reader's message instead (napari's
+reader would fail with a traceback, or read a truncated stack as fewer frames).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QDropEvent, QGuiApplication
 
-from napari_cellect._napari._reader import get_reader
+from napari_cellect._napari._reader import TIFF_SUFFIXES, get_reader
 
 PLUGIN_NAME = "napari-cellect"
 #: held during a drop, these ask napari for its own handling (choose a reader, stack)
@@ -66,8 +68,10 @@ class DropOpener(QObject):
         path = _single_local_path(event)
         viewer = self._viewer_ref()
         if (viewer is None or path is None or QGuiApplication.keyboardModifiers() & NAPARI_MODIFIERS
-                or not ours(path) or _user_prefers_a_reader(path)):
+                or _user_prefers_a_reader(path)):
             return False
+        if not ours(path):
+            return self._refuse_damaged_tiff(path, event)
         event.acceptProposedAction()
         try:
             viewer.open(str(path), plugin=PLUGIN_NAME)
@@ -76,6 +80,26 @@ class DropOpener(QObject):
 
             show_error(f"Could not open {path}: {getattr(error, 'original_error', None) or error}")
         return True
+
+    @staticmethod
+    def _refuse_damaged_tiff(path: Path, event: QDropEvent) -> bool:
+        """Say why a dropped TIFF file cannot be read (not a TIFF, damaged, truncated), as our
+        reader would, instead of letting napari's reader fail with a traceback or read a cut
+        file as fewer frames; a readable one goes to napari."""
+        from napari_cellect.data.images import check_tiff
+        from napari_cellect.errors import InputError
+
+        if not (path.is_file() and path.suffix.lower() in TIFF_SUFFIXES):
+            return False
+        try:
+            check_tiff(path)
+        except InputError as error:
+            from napari.utils.notifications import show_error
+
+            event.acceptProposedAction()
+            show_error(f"Could not open {path}: {error}")
+            return True
+        return False
 
 
 def _single_local_path(event: QDropEvent) -> Path | None:

@@ -25,7 +25,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cellect._napari import _dialogs
-from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._controller import (
+    CellectController,
+    autosave_stopped_text,
+    controller_for,
+)
 from napari_cellect._napari._keybindings import KEYBINDINGS
 from napari_cellect._napari._layer_data import Geometry
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
@@ -158,8 +162,13 @@ class EditorWidget(QWidget):
             f"<b>{session.name}</b>: {len(graph)} nodes, {n_tracks} tracks, "
             f"{len(graph.divisions())} divisions - {where}{dirty}")
         journal = session.journal_folder
-        self.journal_label.setText(
-            f"Autosave: {journal}" if journal else "Autosave: starts at the first edit")
+        stopped = session.journal.error if session.journal is not None else None
+        self.journal_label.setStyleSheet(ERROR_STYLE if stopped else "")
+        if stopped is not None:  # stays in view while later edits' messages replace the last one
+            self.journal_label.setText(autosave_stopped_text(stopped))
+        else:
+            self.journal_label.setText(
+                f"Autosave: {journal}" if journal else "Autosave: starts at the first edit")
 
     def _on_selection_changed(self, ids: tuple[int, ...]) -> None:
         graph = self.controller.graph

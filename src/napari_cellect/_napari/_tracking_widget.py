@@ -95,6 +95,18 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _why_untrackable(layer: Image) -> str:
+    """Why an image layer is not offered for tracking (RGB, or not a time series)."""
+    if layer.rgb:
+        return (f"'{layer.name}' is an RGB image: track its nuclear channel on its own "
+                "(right-click the layer, Split RGB)")
+    if layer.ndim == 2:
+        return (f"'{layer.name}' is a single 2D image (Y, X) without a time axis: open a time "
+                "series, (T, Y, X) or (T, Z, Y, X)")
+    return (f"'{layer.name}' has {layer.ndim} dimensions: expected (T, Z, Y, X) or (T, Y, X); "
+            "save each channel on its own")
+
+
 def _what_was_said(warnings: list[str], found: bool) -> str:
     """The warnings the core logged during a run, as a line under the result (an empty image
     says why nothing was found)."""
@@ -133,6 +145,8 @@ class TrackingWidget(QWidget):
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
         #: the warnings the core logs during a run, shown with the result
         self._warnings = WarningCollector()
+        #: the status line's why-no-layer-can-be-tracked text, cleared once it no longer holds
+        self._layers_said = ""
         self._build()
         self._connect_viewer()
         self._refresh_layers()
@@ -248,8 +262,24 @@ class TrackingWidget(QWidget):
         has_image = self.image_combo.count() > 0
         self.run_button.setEnabled(has_image and not self.running)
         self.run_button.setToolTip("Track the cells of the chosen image" if has_image else
-                                   "Open an image first (T, Z, Y, X) or (T, Y, X): there is "
-                                   "nothing to track")
+                                   self._nothing_to_track())
+        said = self._nothing_to_track() if not has_image and self._untrackable_layers() else ""
+        if said or (self._layers_said and self.status.text() == self._layers_said):  # stale: gone
+            self._show("error", said)
+        self._layers_said = said
+
+    def _untrackable_layers(self) -> list[Image]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and layer not in self._image_layers()]
+
+    def _nothing_to_track(self) -> str:
+        """Why no image layer can be tracked: none is open, or what is wrong with each."""
+        reasons = [_why_untrackable(layer) for layer in self._untrackable_layers()]
+        if not reasons:
+            return "Open an image first (T, Z, Y, X) or (T, Y, X): there is nothing to track"
+        return "\n".join(reasons)
 
     def image_layer(self) -> Image | None:
         name = self.image_combo.currentText() if hasattr(self, "image_combo") else ""
@@ -325,7 +355,8 @@ class TrackingWidget(QWidget):
             return
         layer = self.image_layer()
         if layer is None:
-            self._show("error", "choose an image layer (T, Z, Y, X) or (T, Y, X) to track")
+            self._show("error", self._nothing_to_track() if self._untrackable_layers() else
+                       "choose an image layer (T, Z, Y, X) or (T, Y, X) to track")
             return
         if self.model_combo.currentData() == "file" and self.model_file() is None:
             self._show("error", "choose a model file, or use the bundled default model")

@@ -139,6 +139,15 @@ def open_sequence(path: str | Path, axes: str | None = None, *,
     return sequence
 
 
+def check_tiff(path: str | Path) -> None:
+    """Refuse a TIFF that is not readable or is damaged or truncated, reading its header only.
+
+    Raises:
+        InputError: as :func:`open_sequence` says it for such a file.
+    """
+    _read_header(Path(path))
+
+
 # --------------------------------------------------------------------------------- axes
 
 
