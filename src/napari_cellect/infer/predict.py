@@ -276,13 +276,17 @@ def predict_volumes(
         groups.setdefault((tuple(pair.shape[-3:]), float(z_ratio)), []).append(i)
     budget = math.prod(tiling.tile)
     found: dict[int, Detections] = {}
+
+    def one_by_one(indices: Sequence[int], z_ratio: float) -> None:
+        for i in indices:
+            found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio, detection=det_cfg,
+                                     tiling=tiling, device=device,
+                                     min_depth=min_depth).detections  # fmt: skip
+
     for (shape, z_ratio), members in groups.items():
         grid = plan_tiles(shape, tiling, model_size_multiple(unet), (min_depth, 1, 1))
         if len(grid) > 1:
-            for i in members:
-                found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio, detection=det_cfg,
-                                         tiling=tiling, device=device,
-                                         min_depth=min_depth).detections  # fmt: skip
+            one_by_one(members, z_ratio)
             continue
         (tile,) = grid.tiles
         per_call = max(1, budget // math.prod(grid.tile_shape))
@@ -302,10 +306,7 @@ def predict_volumes(
                     torch.cuda.empty_cache()
                 logger.warning("out of memory on %s with a batch of %d volumes (frame %d); "
                                "predicting them one by one", device, len(chunk), t)  # fmt: skip
-                for i in chunk:
-                    found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio,
-                                             detection=det_cfg, tiling=tiling, device=device,
-                                             min_depth=min_depth).detections  # fmt: skip
+                one_by_one(chunk, z_ratio)
     return [found[i] for i in range(len(pairs))]
 
 

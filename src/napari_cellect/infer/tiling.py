@@ -407,20 +407,14 @@ def predict_tiles(
     Call under ``torch.inference_mode()`` and, on a GPU, :func:`autocast_context`. The outputs
     stay on ``device``; the caller reads what it needs before asking for the next tile.
     """
-    import torch
-
     if tuple(padded.shape[-3:]) != grid.padded_shape:
         raise InputError(
             f"tiling: expected a padded volume of shape (C, {grid.padded_shape}), "
             f"found {padded.shape}"
         )
     for tile in grid:
-        window = np.ascontiguousarray(padded[(slice(None), *tile.window)], dtype=np.float32)
-        x = torch.from_numpy(window)[None].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        out = unpack_output(_run_model(model, x))
-        _check_output(out, tile.shape, embedding_stride(model))
+        window = padded[(slice(None), *tile.window)]
+        (out,) = _forward(model, window[None], tile.shape, device, channels_last)
         yield tile, out
 
 
@@ -438,18 +432,31 @@ def predict_batch(
     Call as :func:`predict_tiles`. Normalisation is per sample, so each output is what the
     volume alone would give.
     """
-    import torch
-
     if len(grid) != 1 or tuple(volumes.shape[-3:]) != grid.padded_shape:
         raise InputError(
             f"tiling: expected a batch of volumes of shape (B, C, {grid.padded_shape}) that one "
             f"tile covers, found {volumes.shape} and {len(grid)} tile(s)"
         )
-    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
+    return _forward(model, volumes, grid.tile_shape, device, channels_last)
+
+
+def _forward(
+    model: torch.nn.Module,
+    volumes: np.ndarray,
+    tile_shape: tuple[int, int, int],
+    device: torch.device,
+    channels_last: bool,
+) -> list[TileOutput]:
+    """One model call on a batch (B, C, Z, Y, X) of tiles; their checked outputs."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32))
+    x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     output = _run_model(model, x)
+    stride = embedding_stride(model)
     outs = [unpack_output(output, item) for item in range(len(volumes))]
     for out in outs:
-        _check_output(out, grid.tile_shape, embedding_stride(model))
+        _check_output(out, tile_shape, stride)
     return outs
