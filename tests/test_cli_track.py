@@ -118,6 +118,21 @@ def test_show_config_prints_the_reference_radius(weights, capsys):
     assert json.loads(capsys.readouterr().out)["normalization"]["reference_radius"] == default
 
 
+def fake_finetune(seen: list):
+    """A stand-in for ``finetune`` (training is not tested here) that keeps the detections it
+    is given in ``seen``."""
+
+    def finetune(bundle, corrections, detections, **kwargs):
+        seen.append(detections)
+        bundle.metadata.record("finetune", n_positive_links=1, n_broken_links=0,
+                               n_candidate_negatives=1, n_divides=0, n_does_not_divide=0,
+                               n_duplicates=0, n_distinct=0, seconds=0.0, val_loss_before=None,
+                               val_loss_after=None)  # fmt: skip
+        return bundle
+
+    return finetune
+
+
 def test_a_cache_made_at_another_radius_is_not_reused(images, weights, tmp_path):
     cache = tmp_path / "cache"
     out = tmp_path / "t.csv"
@@ -149,16 +164,7 @@ def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, 
     assert df["approved"].any(), "the random model links something in 3 frames"
     df.to_csv(tracks, index=False)
     seen: list[list] = []
-
-    def fake_finetune(bundle, corrections, detections, **kwargs):  # training is not tested here
-        seen.append(detections)
-        bundle.metadata.record("finetune", n_positive_links=1, n_broken_links=0,
-                               n_candidate_negatives=1, n_divides=0, n_does_not_divide=0,
-                               n_duplicates=0, n_distinct=0, seconds=0.0, val_loss_before=None,
-                               val_loss_after=None)  # fmt: skip
-        return bundle
-
-    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune)
+    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune(seen))
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
               str(weights), "--cache", str(cache), "--device", "cpu", "--epochs", "1"]  # fmt: skip
     assert main([*common, "-o", str(tmp_path / "a.pt"), "--cell-radius", "6"]) == 0
@@ -193,16 +199,7 @@ def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, 
     df["approved"] = (df["parent_id"] >= 0).astype(int)
     df.to_csv(tracks, index=False)
     seen: list = []
-
-    def fake_finetune(bundle, corrections, detections, **kwargs):  # training is not tested here
-        seen.append(detections)
-        bundle.metadata.record("finetune", n_positive_links=1, n_broken_links=0,
-                               n_candidate_negatives=1, n_divides=0, n_does_not_divide=0,
-                               n_duplicates=0, n_distinct=0, seconds=0.0, val_loss_before=None,
-                               val_loss_after=None)  # fmt: skip
-        return bundle
-
-    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune)
+    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune(seen))
     assert main(["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
                  str(weights), "--device", "cpu", "--epochs", "1",
                  "-o", str(tmp_path / "tuned.pt")]) == 0  # fmt: skip

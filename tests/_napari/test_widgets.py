@@ -64,14 +64,21 @@ def open_sample(viewer):
     return controller
 
 
-def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
+def sample_image_and_truth(viewer):
+    """The sample's image alone in the viewer, and its ground truth (graph, labels) to fake a
+    tracking result with."""
     controller = open_sample(viewer)
     truth = controller.session.graph
     truth_labels = controller.bound.labels.data.copy()
     for name in ("embryo ground truth labels", "embryo ground truth tracks",
                  "embryo ground truth centres"):
         viewer.layers.remove(name)
+    return truth, truth_labels
+
+
+def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    truth, truth_labels = sample_image_and_truth(viewer)
     calls: list = []
     fake = fake_pipeline(truth, truth_labels, 0.02, calls)
     widget = TrackingWidget(viewer, tracking_function=fake)
@@ -101,7 +108,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     assert names == ["synthetic embryo", "synthetic embryo tracked labels",
                      "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
     result = widget.result_session
-    assert controller.session is result and len(result.graph) == len(truth)
+    assert controller_for(viewer).session is result and len(result.graph) == len(truth)
     points = viewer.layers["synthetic embryo tracked centres"]
     assert set(points.features.columns) >= {"id", "track_id", "score", "radius", "division_score",
                                             "approved"}
@@ -127,12 +134,7 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
     before (no data event: rows reserved ahead are filled in place), and the result's layers
     take the previews' place."""
     viewer = make_napari_viewer()
-    controller = open_sample(viewer)
-    truth = controller.session.graph
-    truth_labels = controller.bound.labels.data.copy()
-    for name in ("embryo ground truth labels", "embryo ground truth tracks",
-                 "embryo ground truth centres"):
-        viewer.layers.remove(name)
+    truth, truth_labels = sample_image_and_truth(viewer)
     widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, truth_labels, 0.02))
     viewer.window.add_dock_widget(widget)
     rebuilt: list = []  # napari data events: the layer's points set anew

@@ -117,12 +117,18 @@ def test_ctc_ground_truth_markers_round_trip(tmp_path, graph):
     assert back["division_score"][back["t"] == 2].tolist() == [1.0]
 
 
-def test_ctc_masks_from_label_array_and_callable(tmp_path, graph):
-    labels = np.zeros(SHAPE, np.uint32)
+def painted_labels(graph, dtype) -> np.ndarray:
+    """Label masks of ``SHAPE`` with each node a 1 x 3 x 3 patch of its track id."""
+    labels = np.zeros(SHAPE, dtype)
     track = graph.track_ids()
     for row in range(len(graph)):
         z, y, x = graph.positions()[row].astype(int)
         labels[graph["t"][row], z, y - 1:y + 2, x - 1:x + 2] = track[row]
+    return labels
+
+
+def test_ctc_masks_from_label_array_and_callable(tmp_path, graph):
+    labels = painted_labels(graph, np.uint32)
     labels[1, 0, 0, 0] = 99  # a label with no node: dropped
     folder = write_ctc(graph, tmp_path / "res", labels=labels).folder
     mask5 = tifffile.imread(folder / "mask005.tif")
@@ -138,11 +144,8 @@ def test_ctc_masks_from_label_array_and_callable(tmp_path, graph):
 
 
 def test_ctc_nodes_without_mask_pixels_become_markers_on_background(tmp_path, graph):
-    labels = np.zeros(SHAPE, np.uint16)
+    labels = painted_labels(graph, np.uint16)
     track = graph.track_ids()
-    for row in range(len(graph)):
-        z, y, x = graph.positions()[row].astype(int)
-        labels[graph["t"][row], z, y - 1:y + 2, x - 1:x + 2] = track[row]
     missed = graph.index_of([1, 3])
     for row in missed:  # the segmentation missed node 1, and node 3 lies under node 4's cell
         labels[graph["t"][row]][labels[graph["t"][row]] == track[row]] = 0
