@@ -15,19 +15,19 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
 from napari_cellect._napari import _dialogs
+from napari_cellect._napari._qt_utils import ParentEventFilter
 
 if TYPE_CHECKING:
     from napari_cellect._napari._controller import CellectController
     from napari_cellect._napari._session import TrackingSession
 
 
-class CloseGuard(QObject):
+class CloseGuard(ParentEventFilter):
     """Intercepts the main window's close event while sessions hold unsaved edits."""
 
     def __init__(self, window: QObject, controller: CellectController):
         super().__init__(window)
         self._controller = controller
-        window.installEventFilter(self)
 
     def _by_person(self) -> bool:
         """False when a script closes the viewer (``viewer.close()`` closes the canvas before
@@ -38,15 +38,6 @@ class CloseGuard(QObject):
             return bool(canvas.isVisible())
         except (AttributeError, RuntimeError):  # torn down already
             return False
-
-    def remove(self) -> None:
-        """Stop guarding (the window may already be gone)."""
-        try:
-            window = self.parent()
-            if window is not None:
-                window.removeEventFilter(self)
-        except RuntimeError:  # the C++ window was deleted first
-            pass
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
         if event is None or event.type() != QEvent.Type.Close or not self._by_person():

@@ -25,6 +25,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QDropEvent, QGuiApplication
 
+from napari_cellect._napari._qt_utils import ParentEventFilter
 from napari_cellect._napari._reader import TIFF_SUFFIXES, get_reader
 
 PLUGIN_NAME = "napari-cellect"
@@ -45,22 +46,12 @@ def _user_prefers_a_reader(path: Path) -> bool:
     return get_preferred_reader(str(path)) is not None
 
 
-class DropOpener(QObject):
+class DropOpener(ParentEventFilter):
     """Event filter: drops of one path of ours open with our reader, with no dialog."""
 
     def __init__(self, qt_viewer: QObject, viewer: Any):
         super().__init__(qt_viewer)
         self._viewer_ref = weakref.ref(viewer)
-        qt_viewer.installEventFilter(self)
-
-    def remove(self) -> None:
-        """Stop filtering (the viewer widget may already be gone)."""
-        try:
-            watched = self.parent()
-            if watched is not None:
-                watched.removeEventFilter(self)
-        except RuntimeError:  # the C++ widget was deleted first
-            pass
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
         if not isinstance(event, QDropEvent) or event.type() != QEvent.Type.Drop:

@@ -56,6 +56,23 @@ def disconnect_on_destroy(widget: QObject, pairs: Sequence[tuple[Any, Callable[.
     widget.destroyed.connect(disconnect)
 
 
+class ParentEventFilter(QObject):
+    """An event filter on its parent, installed when it is made; :meth:`remove` takes it off
+    (the parent may already be gone)."""
+
+    def __init__(self, parent: QObject):
+        super().__init__(parent)
+        parent.installEventFilter(self)
+
+    def remove(self) -> None:
+        try:
+            watched = self.parent()
+            if watched is not None:
+                watched.removeEventFilter(self)
+        except RuntimeError:  # the C++ object was deleted first
+            pass
+
+
 class _VerticalScrollArea(QScrollArea):
     """Scrolls up and down only: as wide as its content needs, as short as
     :data:`DOCK_MIN_HEIGHT`."""
