@@ -99,8 +99,11 @@ def test_killed_journal_writes_keep_every_edit_reported_done(tmp_path):
         assert (np.diff(graph.ids[order]) == 1).all()  # one node per edit, in order
         np.testing.assert_array_equal(graph["y"][order], np.arange(len(graph), dtype=float))
         np.testing.assert_array_equal(graph["t"][order], np.arange(len(graph)) % 5)
-        # the undo history came back too (as long as History keeps it)
-        assert len(history.done) == min(len(graph), history.max_length)
+        # the undo history came back too (as long as History keeps it); killed between an undo
+        # and its redo, the last edit waits on the redo stack
+        undone = len(history.undone)
+        assert undone <= 1
+        assert len(history.done) + undone == min(len(graph) + undone, history.max_length)
 
 
 @pytest.mark.parametrize(("fmt", "n_nodes"), [("csv", 50), ("csv", 20_000), ("geff", 500)])

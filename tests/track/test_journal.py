@@ -40,6 +40,8 @@ def test_restore_replays_edits_undo_and_redo(tmp_path):
     restored = restore(folder)
     pd.testing.assert_frame_equal(snapshot(restored.graph), snapshot(history.graph))
     assert len(restored.done) == len(history.done) == 3
+    assert [c.description for c in restored.undone] == [c.description for c in history.undone]
+    assert len(restored.undone) == 1
     # the restored history can keep undoing to the original graph
     while restored.can_undo:
         restored.undo()

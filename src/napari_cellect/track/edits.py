@@ -403,6 +403,11 @@ class History:
         """The commands currently applied, oldest first."""
         return list(self._undo)
 
+    @property
+    def undone(self) -> list[Command]:
+        """The commands undone and not yet redone, the next to redo last."""
+        return list(self._redo)
+
     def execute(self, command: Command) -> Command:
         command.apply(self.graph)
         self._undo.append(command)
