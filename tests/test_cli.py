@@ -69,3 +69,12 @@ def test_light_command_parsers_import_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_demo_without_napari_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "napari", None)  # import napari -> ImportError
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    assert main(["demo", str(tmp_path / "demo")]) != 0
+    err = capsys.readouterr().err
+    assert "napari is not installed" in err and "--headless" in err
+    assert not (tmp_path / "demo").exists()  # nothing generated or tracked first

@@ -38,3 +38,16 @@ def test_data_and_track_import_no_torch():
     modules = _core_modules(("napari_cellect.data", "napari_cellect.track"))
     assert any(m.startswith("napari_cellect.track.") for m in modules)
     assert _imported_after(modules, ("torch",)) == []
+
+
+def test_a_headless_install_requires_no_gui_toolkit():
+    """``pip install napari-cellect`` (no extras) brings no napari and no Qt; the plugin's
+    packages come with the ``napari`` extra, which ``all`` includes."""
+    from importlib.metadata import requires
+
+    requirements = requires("napari-cellect") or []
+    base = [r for r in requirements if "extra ==" not in r]
+    plugin = [r for r in requirements if 'extra == "napari"' in r]
+    assert base and not [r for r in base if r.split(">")[0].split("[")[0].strip() in GUI]
+    assert {r.split(">")[0].strip() for r in plugin} >= {"napari", "magicgui", "qtpy", "superqt"}
+    assert any("napari-cellect[napari]" in r and 'extra == "all"' in r for r in requirements)

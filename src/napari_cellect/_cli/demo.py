@@ -7,11 +7,13 @@ against the ground truth, writes everything to OUT and opens it in napari (unles
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import dataclasses
 import json
 from pathlib import Path
 
 from napari_cellect.cli import command_help
+from napari_cellect.errors import CellectError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.headless and importlib.util.find_spec("napari") is None:
+        raise CellectError(
+            "napari is not installed, so the result cannot be shown: install it with "
+            "pip install 'napari-cellect[all]', or pass --headless"
+        )
     from napari_cellect.data.annotations import read_tracks
     from napari_cellect.data.export import write_csv
     from napari_cellect.data.images import open_sequence
