@@ -18,7 +18,9 @@ import numpy as np
 
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
+from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
+from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import DetectionCache, Detections
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
@@ -159,6 +161,7 @@ def iter_tracking(
     tile: Sequence[int] | None = None,
     cache_dir: str | Path | None = None,
     keep_approved: TrackGraph | None = None,
+    corrections: CorrectionSet | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
     cell_radius: float | None = None,
@@ -172,7 +175,10 @@ def iter_tracking(
             never runs the U-Net again.
         keep_approved: a corrected graph: its approved links and nodes (also hand-added ones)
             are kept with their ids and only the rest is solved again; the result's
-            ``changed`` lists the links that differ from it.
+            ``changed`` lists the links that differ from it
+            (:func:`~napari_cellect.track.relink.relink_keeping_work`).
+        corrections: with ``keep_approved``, the corrections made on it (broken links, deleted
+            detections, division labels), so re-linking keeps them too.
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
         cell_radius: typical nucleus radius of the images (xy pixels): the frames are resized
@@ -225,9 +231,11 @@ def iter_tracking(
                                          should_stop)  # fmt: skip
     changed = None
     if keep_approved is not None:
-        from napari_cellect.train.finetune import relink
+        from napari_cellect.track.relink import relink_keeping_work
 
-        graph, changed = relink(raw, bundle, keep_approved, bundle.thresholds.link, z_ratio)
+        relinked = relink_keeping_work(raw, bundle, keep_approved, z_ratio,
+                                       corrections=corrections)
+        graph, changed = relinked.graph, relinked.changed
     elif unrefined is not None:
         graph = unrefined
     else:
@@ -298,18 +306,11 @@ def track_images(
     images: Any,
     bundle: Any = None,
     *,
-    progress: Callable[[TrackingProgress], None] | None = None,
+    progress: OnStep[TrackingProgress] | None = None,
     **kwargs: Any,
 ) -> TrackingResult:
     """Run :func:`iter_tracking` to the end and return its result; ``progress`` sees each step."""
-    gen = iter_tracking(images, bundle, **kwargs)
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step)
+    return run_to_end(iter_tracking(images, bundle, **kwargs), progress)
 
 
 def make_labeler(

@@ -6,9 +6,6 @@ The tracks CSV's ``approved`` column marks what a person confirmed (see
 the detections they deleted and the divisions they marked. The detections of the corrected
 frames come from the detection cache; frames not cached yet are predicted once and cached. The
 tuned model is written to a new file: the starting bundle is never overwritten.
-
-For ``cellect track --keep-approved`` this module re-exports :func:`load_pinned` and
-:func:`relink` from :mod:`napari_cellect.train.finetune`.
 """
 
 from __future__ import annotations
@@ -25,15 +22,7 @@ from tqdm import tqdm
 from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
-from napari_cellect.train.finetune import (
-    FinetuneConfig,
-    FinetuneProgress,
-    finetune,
-    load_pinned,
-    relink,
-)
-
-__all__ = ["add_parser", "load_pinned", "relink", "run"]
+from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune
 
 
 logger = logging.getLogger(__name__)
@@ -199,7 +188,7 @@ def _cached_detections(
     with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
         return list(predict_sequence(
             sequence.data, bundle, z_ratio=z_ratio, device=device, tile=tile, cache=cache,
-            frames=frames, progress=lambda done, total: bar.update(1), cell_radius=cell_radius,
+            frames=frames, progress=lambda _step: bar.update(1), cell_radius=cell_radius,
         ))  # fmt: skip
 
 
