@@ -38,3 +38,15 @@ def test_data_and_track_import_no_torch():
     modules = _core_modules(("napari_cellect.data", "napari_cellect.track"))
     assert any(m.startswith("napari_cellect.track.") for m in modules)
     assert _imported_after(modules, ("torch",)) == []
+
+
+def test_the_session_is_core():
+    """The interactive loop (session, corrections, jobs) runs without napari or Qt."""
+    modules = _core_modules(("napari_cellect.session",))
+    assert {"napari_cellect.session.tracking_session", "napari_cellect.session.jobs"} <= set(modules)
+    assert _imported_after(modules, GUI) == []
+
+
+def test_matching_and_relinking_import_no_torch():
+    modules = ["napari_cellect.track.matching", "napari_cellect.track.relink"]
+    assert _imported_after(modules, ("torch",)) == []
