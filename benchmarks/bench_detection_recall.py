@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_finetune  # noqa: E402  (the shifted sequences are defined there)
 
 from napari_cellect.data.synthetic import generate  # noqa: E402
-from napari_cellect.evaluate import match_nodes  # noqa: E402
+from napari_cellect.track.matching import match_nodes  # noqa: E402
 from napari_cellect.infer.predict import predict_sequence  # noqa: E402
 from napari_cellect.model.bundle import ModelBundle  # noqa: E402
 from napari_cellect.track.detections import Detections  # noqa: E402

@@ -105,11 +105,11 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    import napari_cellect._napari._session as session_module
+    import napari_cellect.session.tracking_session as session_module
     from napari_cellect._napari._controller import controller_for
-    from napari_cellect._napari._layer_data import Geometry
+    from napari_cellect.session import Geometry
     from napari_cellect._napari._lineage_widget import LineageWidget
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
     from napari_cellect.track import edits
 
     journal_root = Path(tempfile.mkdtemp(prefix="bench-journal-"))

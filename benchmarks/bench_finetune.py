@@ -42,7 +42,7 @@ import torch
 
 from napari_cellect.data.synthetic import SyntheticConfig, generate
 from napari_cellect.errors import ModelError
-from napari_cellect.evaluate import evaluate, match_nodes
+from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.track import edits
 from napari_cellect.track.corrections import (
@@ -54,7 +54,8 @@ from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.review import LINK, ReviewConfig, ReviewQueue
-from napari_cellect.train.finetune import FinetuneConfig, finetune, relink
+from napari_cellect.track.relink import relink
+from napari_cellect.train.finetune import FinetuneConfig, finetune
 
 #: Share of the frames whose links are corrected.
 CORRECTED_FRACTION = 0.2

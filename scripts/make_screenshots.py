@@ -65,7 +65,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QScrollArea
 
-    import napari_cellect._napari._session as session_module
+    import napari_cellect.session.tracking_session as session_module
     from napari_cellect._napari._controller import controller_for
     from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
 

@@ -9,15 +9,9 @@ import pandas as pd
 import pytest
 
 from napari_cellect.errors import InputError
-from napari_cellect.evaluate import (
-    HEADLINE_KEYS,
-    MatchSettings,
-    Scores,
-    default_max_dist,
-    evaluate,
-    match_nodes,
-)
+from napari_cellect.evaluate import HEADLINE_KEYS, Scores, evaluate
 from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.matching import MatchSettings, default_max_dist, match_nodes
 
 # ------------------------------------------------------------------------------------ helpers
 

@@ -40,6 +40,18 @@ def test_data_and_track_import_no_torch():
     assert _imported_after(modules, ("torch",)) == []
 
 
+def test_the_session_is_core():
+    """The interactive loop (session, corrections, jobs) runs without napari or Qt."""
+    modules = _core_modules(("napari_cellect.session",))
+    assert {"napari_cellect.session.tracking_session", "napari_cellect.session.jobs"} <= set(modules)
+    assert _imported_after(modules, GUI) == []
+
+
+def test_matching_and_relinking_import_no_torch():
+    modules = ["napari_cellect.track.matching", "napari_cellect.track.relink"]
+    assert _imported_after(modules, ("torch",)) == []
+
+
 def test_a_headless_install_requires_no_gui_toolkit():
     """``pip install napari-cellect`` (no extras) brings no napari and no Qt; the plugin's
     packages come with the ``napari`` extra, which ``all`` includes."""

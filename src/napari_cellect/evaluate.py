@@ -2,8 +2,8 @@
 
 Everything works on *point* graphs (one node per cell per frame, edges through ``parent_id``):
 
-1. **Matching.** In every frame, predicted and GT nodes are paired one-to-one by the Hungarian
-   algorithm on the candidate pairs within ``max_dist`` (inclusive, xy pixels) in scaled space
+1. **Matching** (:func:`~napari_cellect.track.matching.match_nodes`). In every frame,
+   predicted and GT nodes are paired one-to-one by the Hungarian algorithm on the candidate pairs within ``max_dist`` (inclusive, xy pixels) in scaled space
    ``(z * z_ratio, y, x)``. The assignment minimises the summed distance plus a fixed cost per
    unmatched node (4 x ``max_dist``, more than any match distance), so it first maximises the
    number of matches and then their closeness, like traccuracy's earlier scipy ``PointMatcher``.
@@ -65,13 +65,10 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from napari_cellect.errors import InputError
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
+from napari_cellect.track.matching import DEFAULT_MATCH, MatchSettings, NodeMatching, match_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -102,35 +99,7 @@ class AOGMWeights:
     """Relabelling a found edge as division vs continuation."""
 
 
-@dataclass(frozen=True)
-class MatchSettings:
-    """How points are paired when no explicit ``max_dist`` is given, and the assignment cost."""
-
-    radius_fraction: float = 0.5
-    """Default ``max_dist`` as a fraction of the median finite GT radius (xy pixels)."""
-    fallback_max_dist: float = 6.0
-    """Default ``max_dist`` (xy pixels) when the GT has no finite radii."""
-    unmatched_cost: float = 4.0
-    """Cost of leaving a node unmatched, in units of ``max_dist``. Above 1/2 every candidate pair
-    is cheaper than leaving both nodes alone; well above it (the default), the assignment
-    maximises the number of matches first. 0.5 reproduces traccuracy 0.4.3's PointMatcher."""
-
-
 CTC_WEIGHTS = AOGMWeights()
-DEFAULT_MATCH = MatchSettings()
-
-
-@dataclass(frozen=True)
-class NodeMatching:
-    """A one-to-one pairing of GT and predicted rows (``-1`` where a node is unmatched)."""
-
-    gt_to_pred: np.ndarray
-    pred_to_gt: np.ndarray
-    max_dist: float
-
-    @property
-    def n_matched(self) -> int:
-        return int(np.count_nonzero(self.gt_to_pred >= 0))
 
 
 @dataclass
@@ -188,51 +157,6 @@ class Scores:
 # ---------------------------------------------------------------------------------------- public
 
 
-def default_max_dist(gt: TrackGraph, settings: MatchSettings = DEFAULT_MATCH) -> float:
-    """Half the median finite GT radius (xy pixels), or the fallback when no radius is known."""
-    radius = np.asarray(gt["radius"], dtype=np.float64) if len(gt) else np.empty(0)
-    known = radius[np.isfinite(radius) & (radius > 0)]
-    if len(known) == 0:
-        return settings.fallback_max_dist
-    return float(settings.radius_fraction * np.median(known))
-
-
-def match_nodes(
-    pred: TrackGraph,
-    gt: TrackGraph,
-    *,
-    z_ratio: float = 1.0,
-    max_dist: float | None = None,
-    settings: MatchSettings = DEFAULT_MATCH,
-) -> NodeMatching:
-    """Pair predicted and GT nodes frame by frame (Hungarian, within ``max_dist`` scaled pixels)."""
-    _check_positive("z_ratio", z_ratio)
-    if max_dist is None:
-        max_dist = default_max_dist(gt, settings)
-    _check_positive("max_dist", max_dist)
-    _check_positive("settings.unmatched_cost", settings.unmatched_cost)
-    gt_to_pred = np.full(len(gt), -1, dtype=np.int64)
-    pred_to_gt = np.full(len(pred), -1, dtype=np.int64)
-    if len(gt) == 0 or len(pred) == 0:
-        return NodeMatching(gt_to_pred, pred_to_gt, float(max_dist))
-    # frames are spread apart along a 4th axis by more than max_dist, so one tree serves them all
-    frame_step = 2.0 * max_dist + 1.0
-    gt_tree = cKDTree(_scaled_points(gt, z_ratio, frame_step, "ground truth"))
-    pred_tree = cKDTree(_scaled_points(pred, z_ratio, frame_step, "prediction"))
-    pairs = gt_tree.sparse_distance_matrix(pred_tree, max_dist, output_type="ndarray")
-    gi, pj = _assign(
-        pairs["i"].astype(np.int64),
-        pairs["j"].astype(np.int64),
-        pairs["v"].astype(np.float64),
-        len(gt),
-        len(pred),
-        unmatched_cost=settings.unmatched_cost * max_dist,
-    )
-    gt_to_pred[gi] = pj
-    pred_to_gt[pj] = gi
-    return NodeMatching(gt_to_pred, pred_to_gt, float(max_dist))
-
-
 def evaluate(
     pred: TrackGraph,
     gt: TrackGraph,
@@ -250,7 +174,7 @@ def evaluate(
         gt: the ground truth; must hold at least one node.
         z_ratio: z spacing / xy spacing; distances are measured in ``(z * z_ratio, y, x)``.
         max_dist: largest match distance in xy pixels (inclusive); default
-            :func:`default_max_dist`.
+            :func:`~napari_cellect.track.matching.default_max_dist`.
         division_tolerance: how many frames a predicted division may be early or late.
 
     Raises:
@@ -269,67 +193,6 @@ def evaluate(
     links = _score_links(gt_top, pred_top, matching)
     divisions = _score_divisions(gt_top, pred_top, matching, int(division_tolerance), links)
     return _assemble(gt_top, pred_top, matching, links, divisions, weights)
-
-
-# ------------------------------------------------------------------------------------ matching
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-
-
-def _scaled_points(graph: TrackGraph, z_ratio: float, frame_step: float, what: str) -> np.ndarray:
-    """(N, 4) points ``(t * frame_step, z * z_ratio, y, x)``."""
-    pos = graph.positions().astype(np.float64)
-    bad = ~np.all(np.isfinite(pos), axis=1)
-    if np.any(bad):
-        shown = ", ".join(str(int(i)) for i in graph.ids[bad][:10])
-        raise InputError(f"the {what} has nodes with non-finite coordinates (ids {shown})")
-    pos[:, 0] *= z_ratio
-    t = graph["t"].astype(np.float64)[:, None] * frame_step
-    return np.hstack([t, pos])
-
-
-def _assign(
-    gi: np.ndarray,
-    pj: np.ndarray,
-    dist: np.ndarray,
-    n_gt: int,
-    n_pred: int,
-    *,
-    unmatched_cost: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Min-cost one-to-one assignment on candidate pairs; returns matched (gt, pred) rows.
-
-    Minimising ``sum(dist of matches) + unmatched_cost * (unmatched nodes)`` equals minimising
-    ``sum(dist - 2 * unmatched_cost)`` over matches. Inside a component that is a rectangular
-    assignment where non-candidate cells cost 0 (= leave both unmatched).
-    """
-    if len(gi) == 0:
-        return gi, pj
-    n_nodes = n_gt + n_pred
-    adjacency = coo_matrix((np.ones(len(gi)), (gi, n_gt + pj)), shape=(n_nodes, n_nodes))
-    _, labels = connected_components(adjacency, directed=False)
-    component = labels[gi]
-    pairs_in_component = np.bincount(component)[component]
-    single = pairs_in_component == 1
-    worth = dist < 2.0 * unmatched_cost  # always, unless unmatched_cost <= max_dist / 2
-    out_g, out_p = [gi[single & worth]], [pj[single & worth]]
-    multi = np.flatnonzero(~single)
-    if len(multi):
-        multi = multi[np.argsort(component[multi], kind="stable")]
-        bounds = np.flatnonzero(np.diff(component[multi])) + 1
-        for group in np.split(multi, bounds):
-            g_rows, g_local = np.unique(gi[group], return_inverse=True)
-            p_rows, p_local = np.unique(pj[group], return_inverse=True)
-            cost = np.zeros((len(g_rows), len(p_rows)))
-            cost[g_local, p_local] = dist[group] - 2.0 * unmatched_cost
-            r, c = linear_sum_assignment(cost)
-            keep = cost[r, c] < 0
-            out_g.append(g_rows[r[keep]])
-            out_p.append(p_rows[c[keep]])
-    return np.concatenate(out_g), np.concatenate(out_p)
 
 
 # ------------------------------------------------------------------------------------ topology
@@ -566,8 +429,8 @@ def _assemble(
     w: AOGMWeights,
 ) -> Scores:
     n_gt, n_pred = len(gt.t), len(pred.t)
-    node_tp = matching.n_matched
-    node_fp, node_fn = n_pred - node_tp, n_gt - node_tp
+    nodes = matching.counts()
+    node_tp, node_fp, node_fn = nodes.tp, nodes.fp, nodes.fn
     edge_fp, edge_fn = pred.n_edges - links.tp, gt.n_edges - links.tp
     div_fp, div_fn = divisions.n_pred - divisions.tp, divisions.n_gt - divisions.tp
     non_split = 0  # one-to-one matching never maps a prediction to several GT nodes
@@ -606,6 +469,5 @@ def _assemble(
 
 
 __all__ = [
-    "CTC_WEIGHTS", "DEFAULT_MATCH", "HEADLINE_KEYS", "AOGMWeights", "MatchSettings",
-    "NodeMatching", "Scores", "default_max_dist", "evaluate", "match_nodes",
+    "CTC_WEIGHTS", "HEADLINE_KEYS", "AOGMWeights", "Scores", "evaluate",
 ]  # fmt: skip

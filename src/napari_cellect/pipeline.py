@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import numpy as np
 
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
+from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
+from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import DetectionCache, Detections
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
@@ -159,6 +161,7 @@ def iter_tracking(
     tile: Sequence[int] | None = None,
     cache_dir: str | Path | None = None,
     keep_approved: TrackGraph | None = None,
+    corrections: CorrectionSet | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
     cell_radius: float | None = None,
@@ -172,7 +175,10 @@ def iter_tracking(
             never runs the U-Net again.
         keep_approved: a corrected graph: its approved links and nodes (also hand-added ones)
             are kept with their ids and only the rest is solved again; the result's
-            ``changed`` lists the links that differ from it.
+            ``changed`` lists the links that differ from it
+            (:func:`~napari_cellect.track.relink.relink_keeping_work`).
+        corrections: with ``keep_approved``, the corrections made on it (broken links, deleted
+            detections, division labels), so re-linking keeps them too.
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
         cell_radius: typical nucleus radius of the images (xy pixels): the frames are resized
@@ -205,16 +211,15 @@ def iter_tracking(
         cache = _CacheWithForeground(cache, foreground)  # type: ignore[assignment]
     elif keep_foreground:
         foreground = ForegroundStore(frame_shape)
-    merge_scorer = bundle.candidate_scorer("merge")
     link_scorer = bundle.candidate_scorer("link")
     frames: list[Detections] = []
     raw: list[Detections] = []
     settings = dict(z_ratio=z_ratio, device=device, tile=tile, cell_radius=cell_radius,
                     cache=cache, should_stop=should_stop)  # fmt: skip
-    for dets, mask in _predictions(images, bundle, scheduler, keep_foreground, settings):
+    predictions = _predictions(images, bundle, scheduler, keep_foreground, settings)
+    for dets, merged, mask in _merged(predictions, bundle, z_ratio):
         if mask is not None and foreground is not None:
             foreground.put_packed(dets.t, mask)
-        merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
         raw.append(dets)
         frames.append(merged)
         yield TrackingProgress("detect", len(frames), n_frames, merged)
@@ -225,9 +230,11 @@ def iter_tracking(
                                          should_stop)  # fmt: skip
     changed = None
     if keep_approved is not None:
-        from napari_cellect.train.finetune import relink
+        from napari_cellect.track.relink import relink_keeping_work
 
-        graph, changed = relink(raw, bundle, keep_approved, bundle.thresholds.link, z_ratio)
+        relinked = relink_keeping_work(raw, bundle, keep_approved, z_ratio,
+                                       corrections=corrections)
+        graph, changed = relinked.graph, relinked.changed
     elif unrefined is not None:
         graph = unrefined
     else:
@@ -239,6 +246,49 @@ def iter_tracking(
     )  # fmt: skip
     shape = tuple(int(s) for s in data.shape[1:])
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
+
+
+def iter_detect(
+    images: Any,
+    bundle: Any,
+    *,
+    z_ratio: float,
+    device: str = "auto",
+    tile: Sequence[int] | None = None,
+    cache: DetectionCache | None = None,
+    frames: Sequence[int] | None = None,
+    cell_radius: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[TrackingProgress, None, list[Detections]]:
+    """Predict and merge ``frames`` (default all) as a tracking run does, without linking.
+
+    Yields a ``TrackingProgress("detect", ...)`` with the merged detections of each frame;
+    returns the raw (unmerged) detections, what fine-tuning and re-linking take. Frames in
+    ``cache`` are loaded, the others predicted and saved to it.
+    """
+    from napari_cellect.infer.predict import predict_sequence
+
+    data = _image_data(images)
+    total = len(frames) if frames is not None else int(data.shape[0])
+    predictions = predict_sequence(data, bundle, z_ratio=z_ratio, device=device, tile=tile,
+                                   cache=cache, frames=frames, cell_radius=cell_radius,
+                                   should_stop=should_stop)  # fmt: skip
+    raw: list[Detections] = []
+    for dets, merged, _ in _merged(((d, None) for d in predictions), bundle, z_ratio):
+        raw.append(dets)
+        yield TrackingProgress("detect", len(raw), total, merged)
+    return raw
+
+
+def _merged(
+    predictions: Iterator[tuple[Detections, np.ndarray | None]], bundle: Any, z_ratio: float
+) -> Iterator[tuple[Detections, Detections, np.ndarray | None]]:
+    """Each frame's raw detections, merged detections (the model's merge scorer and
+    threshold) and foreground mask."""
+    merge_scorer = bundle.candidate_scorer("merge")
+    for dets, mask in predictions:
+        merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
+        yield dets, merged, mask
 
 
 def _predictions(
@@ -298,18 +348,11 @@ def track_images(
     images: Any,
     bundle: Any = None,
     *,
-    progress: Callable[[TrackingProgress], None] | None = None,
+    progress: OnStep[TrackingProgress] | None = None,
     **kwargs: Any,
 ) -> TrackingResult:
     """Run :func:`iter_tracking` to the end and return its result; ``progress`` sees each step."""
-    gen = iter_tracking(images, bundle, **kwargs)
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step)
+    return run_to_end(iter_tracking(images, bundle, **kwargs), progress)
 
 
 def make_labeler(

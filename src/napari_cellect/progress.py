@@ -5,14 +5,19 @@ generator: it yields steps that satisfy :class:`Step` and *returns* its result, 
 ``StopIteration.value``. The command line runs it with :func:`run_to_end` and a callback that
 prints; the widgets run the same generator in a worker thread and cancel by no longer asking for
 the next step (the generator is closed, so its ``finally`` blocks run).
+
+Work that reports from inside a loop it does not own (linking, prediction) takes an
+:data:`OnStep` callback instead and calls it with a :class:`Progress`; a callback that raises
+(say :class:`~napari_cellect.errors.Cancelled`) stops the work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Step", "run_to_end"]
+__all__ = ["OnStep", "Progress", "Step", "run_to_end"]
 
 
 @runtime_checkable
@@ -30,12 +35,24 @@ class Step(Protocol):
     def total(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A plain :class:`Step`, for work that has nothing more to report."""
+
+    stage: str
+    done: int
+    total: int
+
+
 StepT = TypeVar("StepT", bound=Step)
 Result = TypeVar("Result")
 
+#: The one progress callback type: called with each step (``OnStep[TrainProgress]`` and so on).
+OnStep = Callable[[StepT], None]
+
 
 def run_to_end(
-    work: Generator[StepT, None, Result], on_step: Callable[[StepT], None] | None = None
+    work: Generator[StepT, None, Result], on_step: OnStep[StepT] | None = None
 ) -> Result:
     """Drive ``work`` to its end, handing each step to ``on_step``; return what it returns."""
     while True:

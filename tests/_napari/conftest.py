@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cellect._napari import _session
+from napari_cellect.session import tracking_session as _session
 from napari_cellect.track.graph import TrackGraph
 
 

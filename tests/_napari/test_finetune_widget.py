@@ -21,9 +21,10 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneWidget
-from napari_cellect._napari._graph_replace import replace_command
-from napari_cellect._napari._layer_data import Geometry, PointsStyle
-from napari_cellect._napari._session import TrackingSession
+from napari_cellect.session.graph_replace import replace_command
+from napari_cellect.session import Geometry
+from napari_cellect._napari._layer_data import PointsStyle
+from napari_cellect.session import TrackingSession
 from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History

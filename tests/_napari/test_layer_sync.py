@@ -24,7 +24,7 @@ from napari_cellect._napari._layer_data import (
     points_layer_data,
     tracks_layer_data,
 )
-from napari_cellect._napari._session import TrackingSession
+from napari_cellect.session import TrackingSession
 from napari_cellect._napari._thumbnails import ThumbnailUpdates
 
 SCALE = (2.0, 1.0, 1.0)

@@ -11,8 +11,8 @@ from napari.utils.key_bindings import KeymapHandler
 
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._keybindings import KEYBINDINGS
-from napari_cellect._napari._layer_data import Geometry
-from napari_cellect._napari._session import TrackingSession
+from napari_cellect.session import Geometry
+from napari_cellect.session import TrackingSession
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import MARGIN_COLUMN
 

@@ -8,11 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_cellect._napari._tracking_job import (
-    TrackingOutput,
-    model_reference_radius,
-    tracking_job,
-)
+from napari_cellect._napari._tracking_job import model_reference_radius
+from napari_cellect.session.jobs import TrackingOutput, tracking_job
 from napari_cellect.errors import Cancelled, ModelError
 
 

@@ -68,13 +68,13 @@ def test_every_pair_runs_once_and_last_frame_pairs_with_itself(fake_unet, blobs)
     model = fake_unet()
     source = CountingArray(images)
     done = []
-    dets = run(source, model, progress=lambda i, n: done.append((i, n)))
+    dets = run(source, model, progress=lambda step: done.append((step.stage, step.done, step.total)))
     assert [d.t for d in dets] == [0, 1, 2, 3]
     assert model.calls == 4
     pairs = [(frame_of(x, 0, images), frame_of(x, 1, images)) for x in model.inputs]
     assert pairs == [(0, 1), (1, 2), (2, 3), (3, 3)]
     assert sorted(source.reads) == [0, 1, 2, 3]  # each frame read once, lazily
-    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert done == [("detect", 1, 4), ("detect", 2, 4), ("detect", 3, 4), ("detect", 4, 4)]
     for d, centres in zip(dets, truth):
         assert len(d) == 2
         d_min = np.linalg.norm(d.positions[:, None] - centres[None], axis=2).min(axis=0)

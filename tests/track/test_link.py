@@ -187,11 +187,11 @@ def test_node_ids_progress_and_margin_column():
         LinkingConfig(gap_closing=True),
         Z_RATIO,
         node_ids=[[100, 101], [200, 201], [300, 301]],
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda step: calls.append((step.stage, step.done, step.total)),
     )
     assert graph.ids.tolist() == [100, 101, 200, 201, 300, 301]
     assert graph.parent_of(300) == 200 and graph.parent_of(201) == 101
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls == [("link", 1, 3), ("link", 2, 3), ("link", 3, 3)]
     assert MARGIN_COLUMN in graph.columns
     margins = graph[MARGIN_COLUMN]
     assert np.all(np.isnan(margins[:2])) and np.all(margins[2:] > 0.5)

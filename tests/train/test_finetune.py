@@ -16,12 +16,12 @@ import pytest
 import tifffile
 import torch
 
-from napari_cellect.train.finetune import load_pinned
 from napari_cellect.cli import main
 from napari_cellect.config import MergeConfig
 from napari_cellect.data.export import write_csv
 from napari_cellect.errors import Cancelled
 from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.progress import Progress
 from napari_cellect.track import edits
 from napari_cellect.track.corrections import (
     NotEnoughCorrections,
@@ -34,12 +34,8 @@ from napari_cellect.track.edits import History
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
 from napari_cellect.track.merge import merge_duplicates
-from napari_cellect.train.finetune import (
-    CHANGED_COLUMN,
-    FinetuneConfig,
-    finetune,
-    relink,
-)
+from napari_cellect.track.relink import CHANGED_COLUMN, load_pinned, relink
+from napari_cellect.train.finetune import FinetuneConfig, finetune
 
 E = 8  # embedding length
 ROWS, PER = 2, 5  # conveyor rows and cells per row
@@ -307,7 +303,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     predicted: list[int] = []
 
     def fake_predict(images, bundle, *, z_ratio, device, cache, frames, progress=None, **kw):
-        for t in frames:  # the U-Net's stand-in: the conveyor's detections
+        for done, t in enumerate(frames, 1):  # the U-Net's stand-in: the conveyor's detections
             if cache.has(t):
                 det = cache.load(t)
             else:
@@ -315,7 +311,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
                 cache.save(det)
                 predicted.append(t)
             if progress is not None:
-                progress(1, len(frames))
+                progress(Progress("detect", done, len(frames)))
             yield det
 
     monkeypatch.setattr(predict_module, "predict_sequence", fake_predict)

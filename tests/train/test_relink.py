@@ -18,8 +18,8 @@ from napari_cellect.track.correction_set import CorrectionSet
 from napari_cellect.track.corrections import build_corrections
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.relink import CHANGED_COLUMN, no_division_ids, relink
 from napari_cellect.track.scoring_protocol import GeometricScorer
-from napari_cellect.train.relink import CHANGED_COLUMN, no_division_ids, relink
 
 Z_RATIO = 1.0
 E = 4  # embedding length
@@ -125,7 +125,7 @@ def test_a_node_marked_not_dividing_keeps_one_child():
 
 def test_not_dividing_label_against_two_approved_children_keeps_the_approved_links(caplog):
     graph = _graph({NEAR: MOTHER, FAR: MOTHER, OTHER_CHILD: OTHER}, {NEAR, FAR})
-    with caplog.at_level(logging.WARNING, logger="napari_cellect.train.relink"):
+    with caplog.at_level(logging.WARNING, logger="napari_cellect.track.relink"):
         assert no_division_ids(graph, _labels({MOTHER: False})).tolist() == []
     assert "two approved children" in caplog.text
     assert _relink(graph, _labels({MOTHER: False})).children_of(MOTHER).tolist() == [NEAR, FAR]

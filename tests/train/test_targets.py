@@ -7,14 +7,13 @@ import pytest
 
 from napari_cellect.errors import InputError
 from napari_cellect.track.graph import TrackGraph
+from napari_cellect.track.matching import MatchConfig, match_detections
 from napari_cellect.train.targets import (
     NUCLEUS,
     OTHER,
     AnnotationIndex,
-    MatchConfig,
     TargetConfig,
     jittered_cells,
-    match_detections,
     pair_targets,
     render_cells,
 )

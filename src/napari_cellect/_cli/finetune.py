@@ -6,9 +6,6 @@ The tracks CSV's ``approved`` column marks what a person confirmed (see
 the detections they deleted and the divisions they marked. The detections of the corrected
 frames come from the detection cache; frames not cached yet are predicted once and cached. The
 tuned model is written to a new file: the starting bundle is never overwritten.
-
-For ``cellect track --keep-approved`` this module re-exports :func:`load_pinned` and
-:func:`relink` from :mod:`napari_cellect.train.finetune`.
 """
 
 from __future__ import annotations
@@ -25,15 +22,7 @@ from tqdm import tqdm
 from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
-from napari_cellect.train.finetune import (
-    FinetuneConfig,
-    FinetuneProgress,
-    finetune,
-    load_pinned,
-    relink,
-)
-
-__all__ = ["add_parser", "load_pinned", "relink", "run"]
+from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune
 
 
 logger = logging.getLogger(__name__)
@@ -92,15 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_cellect.data.annotations import read_tracks
     from napari_cellect.data.images import CLI_AXES, open_sequence
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
-    from napari_cellect.track.corrections import (
-        CorrectionConfig,
-        build_corrections,
-        load_corrections,
-    )
+    from napari_cellect.session import TrackingSession
+    from napari_cellect.session.tracking_session import correction_config
+    from napari_cellect.track.corrections import load_corrections
 
     start_path = Path(args.weights) if args.weights is not None else DEFAULT_BUNDLE_PATH
     if _same_file(args.output, start_path):
@@ -111,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.output.parent.is_dir():
         raise InputError(f"the output folder {args.output.parent} does not exist", args.output)
-    graph = read_tracks(args.tracks)
     if args.weights is not None:
         bundle = ModelBundle.load(args.weights)
     else:
@@ -119,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
     xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
     sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
-    thresholds = bundle.thresholds
-    config = CorrectionConfig(link_k=thresholds.link.k, merge_k=thresholds.merge.k)
-    corrections = build_corrections(graph, z_ratio=z_ratio, config=config, source=str(args.tracks))
+    # the session's rule: the file's approved links over the saved corrections they override
+    session = TrackingSession.read_tracks(args.tracks, z_ratio=z_ratio)
     if args.corrections is not None:
-        corrections = corrections.combine(load_corrections(args.corrections))
+        session.stored_corrections = load_corrections(args.corrections)
+    corrections = session.corrections(correction_config(bundle))
     corrections.require_trainable()
     n_frames = int(sequence.data.shape[0])
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
@@ -187,8 +172,8 @@ def _cached_detections(
     """Detections of ``frames`` from the cache; the missing ones are predicted and cached
     (with the tracking run's ``tile`` and ``cell_radius``, which are part of the cache's
     fingerprint)."""
-    from napari_cellect.infer.predict import predict_sequence
-    from napari_cellect.pipeline import open_detection_cache
+    from napari_cellect.pipeline import iter_detect, open_detection_cache
+    from napari_cellect.progress import run_to_end
 
     cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
                                  cell_radius=cell_radius)  # fmt: skip
@@ -197,10 +182,9 @@ def _cached_detections(
     if todo:
         logger.info("predicting %d uncached frame(s) into %s", len(todo), cache_dir)
     with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
-        return list(predict_sequence(
-            sequence.data, bundle, z_ratio=z_ratio, device=device, tile=tile, cache=cache,
-            frames=frames, progress=lambda done, total: bar.update(1), cell_radius=cell_radius,
-        ))  # fmt: skip
+        steps = iter_detect(sequence, bundle, z_ratio=z_ratio, device=device, tile=tile,
+                            cache=cache, frames=frames, cell_radius=cell_radius)
+        return run_to_end(steps, lambda _step: bar.update(1))
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -107,18 +107,13 @@ def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
 
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.synthetic import iter_write_synthetic
+    from napari_cellect.progress import run_to_end
 
     config = config_from_args(args)
     out: Path = args.out
     steps = iter_write_synthetic(out, config, overwrite=args.overwrite, labels=args.labels)
     with tqdm(total=config.frames, desc="synth", unit="frame", disable=None) as bar:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                paths = done.value
-                break
-            bar.update(1)
+        paths = run_to_end(steps, lambda _step: bar.update(1))
     summary = paths.summary
     z, y, x = config.shape
     print(

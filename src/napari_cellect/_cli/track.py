@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import make_labeler, track_images
+    from napari_cellect.session.tracking_session import correction_config
 
     resolve_device(args.device)  # fail before the long run starts
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
@@ -98,17 +99,19 @@ def run(args: argparse.Namespace) -> int:
     z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
     if not z_ratio > 0:
         raise InputError(f"--z-ratio must be > 0, found {z_ratio}")
-    keep = None
-    if args.keep_approved is not None:
-        from napari_cellect.data.annotations import read_tracks
+    keep = corrections = None
+    if args.keep_approved is not None:  # re-linked by the session's rule, with its corrections
+        from napari_cellect.session import TrackingSession
 
-        keep = read_tracks(args.keep_approved)
+        session = TrackingSession.read_tracks(args.keep_approved, z_ratio=z_ratio)
+        keep, corrections = session.graph, session.corrections(correction_config(bundle))
     n_frames = images.data.shape[0]
     with _cluster(args.scheduler) as client, tqdm(total=n_frames, unit="frame",
                                                   desc="tracking") as bar:  # fmt: skip
         result = track_images(
             images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-            cache_dir=cache_folder(args), keep_approved=keep, cell_radius=args.cell_radius,
+            cache_dir=cache_folder(args), keep_approved=keep, corrections=corrections,
+            cell_radius=args.cell_radius,
             scheduler=client, keep_foreground=args.labels is not None or args.ctc is not None,
             progress=lambda step: bar.update(1) if step.stage == "detect" else None,
         )  # fmt: skip

@@ -3,10 +3,12 @@
 napari loads the pieces through the npe2 manifest (``napari.yaml``): the reader and writers,
 the sample data and five dock widgets (Track cells, Edit tracks, Lineage view, Export tracks,
 Fine-tune).
-From Python, :func:`controller_for` gives a viewer's track editor and :class:`TrackingSession`
-wraps a TrackGraph with its undo history and autosave journal::
+From Python, :func:`controller_for` gives a viewer's track editor, which shows
+:class:`napari_cellect.session.TrackingSession` objects (a TrackGraph with its undo history and
+autosave journal)::
 
-    from napari_cellect._napari import TrackingSession, controller_for
+    from napari_cellect._napari import controller_for
+    from napari_cellect.session import TrackingSession
 
     controller = controller_for(viewer)
     controller.add_session(TrackingSession.from_graph(graph, name="result"))
@@ -22,7 +24,6 @@ from typing import Any
 _EXPORTS = {
     "CellectController": "._controller",
     "controller_for": "._controller",
-    "TrackingSession": "._session",
     "KEYBINDINGS": "._keybindings",
     "TrackingWidget": "._tracking_widget",
     "EditorWidget": "._editor_widget",

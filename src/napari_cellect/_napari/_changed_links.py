@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 if TYPE_CHECKING:
     from napari_cellect._napari._controller import CellectController
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
     from napari_cellect.track.edits import Command
 
 #: most links listed (all of them are highlighted in the viewer)

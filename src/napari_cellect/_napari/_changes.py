@@ -56,10 +56,6 @@ class ChangeSet:
         """Edges, nodes or times changed, so track ids and the lineage may differ."""
         return self.rows_changed or "link" in self.kinds or "t" in self.columns
 
-    @property
-    def changed_ids(self) -> np.ndarray:
-        return np.unique(np.concatenate(self.ids)) if self.ids else np.zeros(0, np.int64)
-
     def __bool__(self) -> bool:
         return bool(self.kinds)
 

@@ -19,7 +19,7 @@ from napari_cellect._napari._qt_utils import ParentEventFilter
 
 if TYPE_CHECKING:
     from napari_cellect._napari._controller import CellectController
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 
 class CloseGuard(ParentEventFilter):

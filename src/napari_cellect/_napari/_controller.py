@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Labels, Layer, Points, Tracks
 
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 logger = logging.getLogger(__name__)
 

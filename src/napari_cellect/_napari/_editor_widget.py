@@ -31,9 +31,9 @@ from napari_cellect._napari._controller import (
     controller_for,
 )
 from napari_cellect._napari._keybindings import KEYBINDINGS
-from napari_cellect._napari._layer_data import Geometry
+from napari_cellect.session import Geometry
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
-from napari_cellect._napari._session import TrackingSession
+from napari_cellect.session import TrackingSession
 from napari_cellect.track.graph import TrackGraph
 
 if TYPE_CHECKING:

@@ -26,11 +26,12 @@ from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect.errors import CellectError
+from napari_cellect.session.export import export_session
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 
 @dataclass(frozen=True)
@@ -49,49 +50,6 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("ctc", "Cell Tracking Challenge (res_track.txt + masks)", "_RES", True, ""),
     ExportFormat("geff", "GEFF (zarr)", ".geff", False, "GEFF (*.geff *.zarr)"),
 )
-
-
-def export_session(session: TrackingSession, fmt: str, path: str | Path,
-                   labels: Any = None) -> tuple[Path, str]:
-    """Write ``session`` in format ``fmt`` (``csv``, ``ctc`` or ``geff``) to ``path``.
-
-    Returns the path written and a note for the user about what the export could not keep as
-    it was ("" when everything was kept)."""
-    from napari_cellect.data.export import write_csv, write_ctc, write_geff
-
-    path = Path(path)
-    graph = session.graph
-    z_ratio = session.geometry.z_ratio
-    if fmt == "csv":
-        write_csv(graph, path)
-        return path, ""
-    if fmt == "geff":
-        write_geff(graph, path, z_ratio=z_ratio)
-        return path, ""
-    if fmt == "ctc":
-        shape = None if labels is not None else session.image_shape
-        written = write_ctc(graph, path, labels=labels, shape=shape, z_ratio=z_ratio)
-        return written.folder, _ctc_note(written.marked, written.left_out,
-                                         labels is not None or shape is not None)
-    raise ValueError(f"unknown export format {fmt!r}; expected one of csv, ctc, geff")
-
-
-def _ctc_note(marked: Any, left_out: Any, masks: bool) -> str:
-    """What a CTC export changed or left out, in words (ids shown: the first few)."""
-    def some(ids: Any) -> str:
-        shown = ", ".join(str(int(i)) for i in ids[:5])
-        return shown + (", ..." if len(ids) > 5 else "")
-
-    notes = []
-    if not masks:
-        notes.append("no masks written (no Labels layer and no image size): res_track.txt only")
-    if len(marked):
-        notes.append(f"{len(marked)} node(s) had no pixels in the Labels layer and were written "
-                     f"as round markers of their radius (ids {some(marked)})")
-    if len(left_out):
-        notes.append(f"{len(left_out)} node(s) lie outside the image and are NOT in the masks "
-                     f"(ids {some(left_out)})")
-    return "; ".join(notes)
 
 
 class ExportWidget(QWidget):

@@ -51,14 +51,6 @@ from napari_cellect._napari._cell_radius import (
 )
 from napari_cellect._napari._changed_links import ChangedLinks
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._finetune_job import (
-    DetectOutput,
-    RelinkOutput,
-    detect_job,
-    finetune_job,
-    load_model,
-    relink_job,
-)
 from napari_cellect._napari._model_files import (
     describe_model,
     has_model,
@@ -69,12 +61,13 @@ from napari_cellect._napari._model_files import (
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError, ContradictoryCorrections
+from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job, finetune_job
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
     from napari_cellect.track.edits import Command
     from napari_cellect.train.finetune import FinetuneConfig
 
@@ -366,16 +359,10 @@ class FinetuneWidget(QWidget):
         if session is None:
             return
         try:
-            corrections = session.corrections()
-            corrections.require_trainable()
+            corrections = session.prepare_finetune()
         except CellectError as error:
             self._error(str(error))
             return
-        try:
-            session.ensure_journal()
-        except OSError as error:
-            logger.warning("no journal folder for the corrections: %s", error)
-        session.save_corrections()
         self._relink_after = self.relink_after.isChecked()
         worker = create_worker(
             finetune_job, session.model, session.model_path, corrections, session.detections,
@@ -405,9 +392,7 @@ class FinetuneWidget(QWidget):
         if tuned is None or session is None:
             return  # cancelled: _on_finished says so
         self._succeeded = True
-        session.model = tuned
-        session.model_tuned = True
-        session.model_saved_as = None
+        session.use_tuned_model(tuned)
         self.progress.setValue(self.progress.maximum())
         self._show("info", f"fine-tuned: {model_name(tuned)} is now the model of "
                            f"{session.name} (Save model... keeps it)")
@@ -421,31 +406,26 @@ class FinetuneWidget(QWidget):
         if session is None:
             return
         try:
-            corrections = session.corrections()
+            job = session.relink_job(should_stop=self._stop.is_set)
         except CellectError as error:
             self._error(str(error))
             return
-        worker = create_worker(
-            _relink_with_model, session.detections, session.model, session.model_path,
-            session.graph.copy(), z_ratio=session.anisotropy, corrections=corrections,
-            should_stop=self._stop.is_set, _start_thread=False, _ignore_errors=True,
-        )
+        worker = create_worker(lambda: (yield from job), _start_thread=False,
+                               _ignore_errors=True)
         worker.returned.connect(self._on_relinked)
         self._start(worker, "relink", session, "re-linking (approved links are kept)...")
 
-    def _on_relinked(self, result: tuple[RelinkOutput | None, Any] | None) -> None:
+    def _on_relinked(self, output: RelinkOutput | None) -> None:
         session = self._job_session
-        output, model = result if result is not None else (None, None)
         if output is None or session is None:
             return  # cancelled: _on_finished says so
-        if session.model is None:
-            session.model = model  # the default model, loaded once
         done = session.history.done
         if (done[-1] if done else None) is not self._job_top:
             self._error("the tracks were edited while re-linking, so the result was not applied; "
                         "press Re-link again")
             return
-        command = self.controller.execute(output.command, session=session)
+        command = session.apply_relink(
+            output, lambda edit: self.controller.execute(edit, session=session))
         if command is None:
             return
         self._succeeded = True
@@ -503,11 +483,7 @@ class FinetuneWidget(QWidget):
         if output is None or session is None:
             return  # cancelled: _on_finished says so
         self._succeeded = True
-        session.detections = output.detections
-        session.z_ratio = z_ratio
-        session.cell_radius = cell_radius
-        if session.model is None:
-            session.model = output.model
+        session.use_detections(output, z_ratio, cell_radius)
         n = sum(len(d) for d in output.detections)
         self._show("info", f"{n} detections in {len(output.detections)} frames: ready to "
                            "fine-tune")
@@ -620,14 +596,6 @@ class FinetuneWidget(QWidget):
             self._relink_after = False
             if self.controller.session is self._job_session:
                 self.relink()
-
-
-def _relink_with_model(
-    detections: Any, model: Any, model_path: Path | None, graph: Any, **kwargs: Any
-) -> tuple[RelinkOutput | None, Any]:
-    """The re-link worker: loads the model when the session has none yet (the default)."""
-    bundle = load_model(model, model_path)
-    return relink_job(detections, bundle, graph, **kwargs), bundle
 
 
 def _plural(n: int, word: str) -> str:

@@ -46,7 +46,7 @@ from napari_cellect._napari._tracks_update import set_tracks
 if TYPE_CHECKING:
     from napari.layers import Labels, Layer, Points, Tracks
 
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 logger = logging.getLogger(__name__)
 

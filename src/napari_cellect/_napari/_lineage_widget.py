@@ -50,7 +50,7 @@ from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_con
 if TYPE_CHECKING:
     import napari
 
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 
 class LineageStyle:

@@ -10,7 +10,7 @@ import napari_cellect
 from napari_cellect.errors import InputError
 
 if TYPE_CHECKING:
-    from napari_cellect._napari._session import TrackingSession
+    from napari_cellect.session import TrackingSession
 
 logger = logging.getLogger(__name__)
 

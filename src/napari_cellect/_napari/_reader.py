@@ -20,8 +20,9 @@ from typing import Any
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import ensure_controller_for_current_viewer
-from napari_cellect._napari._layer_data import Geometry, session_layer_data
-from napari_cellect._napari._session import TrackingSession
+from napari_cellect.session import Geometry
+from napari_cellect._napari._layer_data import session_layer_data
+from napari_cellect.session import TrackingSession
 from napari_cellect.data.images import AxesOption
 from napari_cellect.errors import CellectError
 

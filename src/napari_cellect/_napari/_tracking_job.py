@@ -1,8 +1,6 @@
-"""The tracking worker's side: the generator a thread runs, and image-layer helpers.
+"""Image-layer helpers of the tracking widgets (the worker's generator is
+:func:`napari_cellect.session.jobs.tracking_job`).
 
-No Qt here. :func:`tracking_job` runs the pipeline generator (``iter_tracking``, or any function
-with its signature), passes its progress records through, then builds the instance masks from
-the foreground the pipeline kept, frame by frame, still in the worker thread.
 :func:`model_reference_radius` tells the widget the nucleus size a model was trained on.
 """
 
@@ -10,125 +8,19 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_cellect._napari._layer_data import Geometry
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect.errors import Cancelled, CellectError
+from napari_cellect.errors import CellectError
+from napari_cellect.session.geometry import Geometry
 
 if TYPE_CHECKING:
     from napari.layers import Image
 
 logger = logging.getLogger(__name__)
-
-#: largest in-memory label volume built after tracking (bytes); above it, no Labels layer
-MAX_LABEL_BYTES = 2**31
-
-TrackingFunction = Callable[..., Iterator[Any]]
-
-
-def default_tracking_function() -> TrackingFunction:
-    """``napari_cellect.pipeline.iter_tracking``, imported when a run starts (it needs torch)."""
-    from napari_cellect.pipeline import iter_tracking
-
-    return iter_tracking
-
-
-@dataclass(frozen=True)
-class TrackingOutput:
-    """What the worker returns: the pipeline's result and the instance masks (or None), and
-    the model it ran with when one was loaded from a file (None: the bundled default)."""
-
-    result: Any
-    labels: np.ndarray | None
-    model: Any = None
-
-
-@dataclass(frozen=True)
-class TracksReady:
-    """Yielded by :func:`tracking_job` once the pipeline has linked, before the masks are
-    segmented: the tracks can be shown while the masks are still being made."""
-
-    graph: Any
-    stage: ClassVar[str] = "tracks"
-
-
-def tracking_job(
-    tracking_function: TrackingFunction,
-    images: Any,
-    model_path: str | None,
-    *,
-    z_ratio: float,
-    device: str,
-    tile: tuple[int, int, int] | None,
-    should_stop: Callable[[], bool],
-    cell_radius: float | None = None,
-    max_label_bytes: int = MAX_LABEL_BYTES,
-    scheduler: str | None = None,
-) -> Iterator[Any]:
-    """The worker's generator: load the model, pass the pipeline's progress through, yield
-    :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
-    in the worker thread).
-
-    ``cell_radius`` (xy pixels, None: as trained) goes to the pipeline, which resizes the
-    frames to the model's training nucleus size; a model that does not record that size makes
-    the pipeline raise InputError, reported like any other error.
-
-    A run stopped through ``should_stop`` returns None (the pipeline raises ``Cancelled``; that
-    is not an error to report).
-
-    ``scheduler`` (a dask scheduler address or ``local:N``) runs the U-Net on that cluster;
-    it is passed on only when set.
-    """
-    bundle = None
-    if model_path:
-        from napari_cellect.model.bundle import ModelBundle
-
-        bundle = ModelBundle.load(model_path)
-    on_cluster = {"scheduler": scheduler} if scheduler else {}
-    try:
-        result = yield from tracking_function(
-            images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
-            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius, **on_cluster,
-        )
-        if getattr(result, "graph", None) is not None:
-            yield TracksReady(result.graph)
-        labels = getattr(result, "labels", None)
-        if labels is None and result is not None:
-            labels = yield from _segment(result, images.shape, z_ratio, should_stop,
-                                         max_label_bytes)
-    except Cancelled:
-        return None
-    return TrackingOutput(result, None if labels is None else np.asarray(labels), bundle)
-
-
-def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
-             should_stop: Callable[[], bool], max_label_bytes: int) -> Iterator[Any]:
-    """Instance masks of every frame, from the foreground the pipeline kept (or spheres)."""
-    from napari_cellect.pipeline import TrackingProgress, make_labeler
-    from napari_cellect.segment import label_dtype
-
-    graph = result.graph
-    n_frames = int(shape[0])
-    frame_shape = tuple(int(n) for n in shape[1:])
-    dtype = label_dtype(int(graph.track_ids().max()) if len(graph) else 0)
-    if n_frames * int(np.prod(frame_shape)) * dtype.itemsize > max_label_bytes:
-        logger.info("no Labels layer: the masks would take more than %d bytes", max_label_bytes)
-        return None
-    labeler = make_labeler(graph, frame_shape, z_ratio=z_ratio,  # type: ignore[arg-type]
-                           foreground=getattr(result, "foreground", None))
-    labels = np.zeros((n_frames, *frame_shape), dtype=dtype)
-    for t in range(n_frames):
-        if should_stop():
-            raise Cancelled(f"segmentation cancelled after {t} of {n_frames} frames")
-        labels[t] = labeler(t)
-        yield TrackingProgress("labels", t + 1, n_frames)
-    return labels
 
 
 def model_reference_radius(model_path: str | None) -> float | None:

@@ -13,6 +13,7 @@ pass their own generator with the same signature.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -47,18 +48,20 @@ from napari_cellect._napari._controller import CellectController, controller_for
 from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
-from napari_cellect._napari._session import TrackingSession
 from napari_cellect._napari._tracking_job import (
-    TrackingFunction,
-    TrackingOutput,
-    TracksReady,
     WarningCollector,
     as_tzyx,
-    default_tracking_function,
     geometry_of,
     image_path,
     model_reference_radius,
     tiff_z_ratio,
+)
+from napari_cellect.session import TrackingSession
+from napari_cellect.session.jobs import (
+    TrackingFunction,
+    TrackingOutput,
+    TracksReady,
+    default_tracking_function,
     tracking_job,
 )
 from napari_cellect.track.journal import Journal, journal_folder_for
@@ -478,18 +481,11 @@ class TrackingWidget(QWidget):
             labels = np.array(labels)  # writable, in memory: edits relabel it in place
             if geometry.spatial_ndim == 2 and labels.ndim == 4:
                 labels = labels[:, 0]
-        name = f"{layer.name} tracked"
-        result = output.result
-        model_file = self._run_model_file
-        session = TrackingSession.from_graph(
-            graph, name=name, geometry=geometry, labels=labels,
+        session = TrackingSession.from_tracking(
+            dataclasses.replace(output, labels=labels), z_ratio=float(self.z_ratio.value()),
+            model_path=self._run_model_file, name=f"{layer.name} tracked", geometry=geometry,
             image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
-            journal_folder=self._journal_folder(layer),
-            # kept for fine-tuning and re-linking (the U-Net never runs again for them)
-            detections=list(getattr(result, "raw_detections", None) or []) or None,
-            z_ratio=getattr(result, "z_ratio", None) or float(self.z_ratio.value()),
-            model=output.model, model_path=Path(model_file) if model_file else None,
-            cell_radius=self._run_cell_radius,
+            journal_folder=self._journal_folder(layer), cell_radius=self._run_cell_radius,
         )
         try:
             session.ensure_journal()

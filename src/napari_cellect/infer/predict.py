@@ -34,6 +34,7 @@ from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
 from napari_cellect.infer.detect import DetectionConfig, finalize_detections, find_detections
 from napari_cellect.infer.device import autocast_context, resolve_device
 from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
+from napari_cellect.progress import OnStep, Progress
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
@@ -63,7 +64,6 @@ from napari_cellect.track.detections import (
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 HeadsCallback = Callable[[int, dict[str, np.ndarray]], None]
 
 
@@ -385,7 +385,7 @@ def predict_sequence(
     tile: TilingConfig | Sequence[int] | None = None,
     cache: DetectionCache | None = None,
     frames: Iterable[int] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: OnStep[Progress] | None = None,
     should_stop: Callable[[], bool] | None = None,
     detection: DetectionConfig | None = None,
     normalization: NormalizationConfig | None = None,
@@ -403,7 +403,7 @@ def predict_sequence(
         tile: tiling settings, or just a tile shape (Z, Y, X).
         cache: frames it holds are loaded instead of predicted; new ones are saved to it.
         frames: the frames to process (default all), yielded in increasing order.
-        progress: called as ``progress(done, total)`` after each frame.
+        progress: called with a ``Progress("detect", done, total)`` after each frame.
         should_stop: checked before each frame pair; True raises Cancelled.
         detection, normalization: override the bundle's settings.
         on_heads: called as ``on_heads(t, heads)`` with the stitched small-head maps
@@ -450,7 +450,7 @@ def _run(
     tiling: TilingConfig,
     device: torch.device,
     cache: DetectionCache | None,
-    progress: ProgressCallback | None,
+    progress: OnStep[Progress] | None,
     should_stop: Callable[[], bool] | None,
     on_heads: HeadsCallback | None = None,
     scale: float = 1.0,
@@ -474,7 +474,7 @@ def _run(
             if cache is not None:
                 cache.save(dets)
         if progress is not None:
-            progress(done + 1, len(todo))
+            progress(Progress("detect", done + 1, len(todo)))
         yield dets
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_cellect.config import LinkingConfig
 from napari_cellect.errors import GraphError, InputError
+from napari_cellect.progress import OnStep, Progress
 from napari_cellect.track.assignment import AssignmentProblem, solve_assignment
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
@@ -41,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Extra TrackGraph column: uncertainty of each node's incoming link (see :class:`FrameLinks`).
 MARGIN_COLUMN = "link_margin"
-
-#: Progress callback: ``progress(done, total)`` after each frame pair (raise to cancel).
-ProgressCallback = Callable[[int, int], None]
-
 
 @dataclass(frozen=True)
 class FrameLinks:
@@ -164,7 +161,7 @@ def link_sequence(
     z_ratio: float,
     pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None = None,
     node_ids: Sequence[np.ndarray] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: OnStep[Progress] | None = None,
     *,
     no_division: np.ndarray | Sequence[int] | None = None,
 ) -> TrackGraph:
@@ -180,7 +177,7 @@ def link_sequence(
             Children of pinned edges are marked ``approved``.
         node_ids: one id array per frame (ids must be unique and >= 0); default 0, 1, 2, ...
             in frame order.
-        progress: called as ``progress(done, total)`` after each linking step.
+        progress: called with a ``Progress("link", done, total)`` after each linking step.
         no_division: node ids that must not divide: each may get at most one child (pinned or
             not), whatever the scorer's ``p_divide`` says; a cell that would have taken a second
             child keeps its best one and the other cell is linked elsewhere or starts a track.
@@ -252,7 +249,7 @@ def link_sequence(
         division_score[a0:b0] = links.p_divide
         done += 1
         if progress is not None:
-            progress(done, n_steps)
+            progress(Progress("link", done, n_steps))
     if frames:
         division_score[offsets[-2] : offsets[-1]] = frames[-1].division[:, 0]
 
@@ -264,7 +261,7 @@ def link_sequence(
                        scorer, config, z_ratio)  # fmt: skip
             done += 1
             if progress is not None:
-                progress(done, n_steps)
+                progress(Progress("link", done, n_steps))
 
     return TrackGraph.from_arrays(
         id=ids,

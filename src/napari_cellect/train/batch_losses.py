@@ -28,12 +28,8 @@ from napari_cellect.train.losses import (
     radius_loss,
     segmentation_loss,
 )
-from napari_cellect.train.targets import (
-    NUCLEUS,
-    FrameCells,
-    jittered_cells,
-    match_detections,
-)
+from napari_cellect.track.matching import match_detections
+from napari_cellect.train.targets import NUCLEUS, FrameCells, jittered_cells
 
 # =============================================================================== helpers
 

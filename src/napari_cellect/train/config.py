@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +15,9 @@ from napari_cellect.config import (
 from napari_cellect.errors import InputError
 from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.train.data import AugmentConfig, SamplingConfig
+from napari_cellect.track.matching import MatchConfig
 from napari_cellect.train.losses import LossConfig
-from napari_cellect.train.targets import MatchConfig, TargetConfig
+from napari_cellect.train.targets import TargetConfig
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ class TrainConfig:
 
 @dataclass
 class TrainProgress:
-    """What the progress callback receives (after every step and every validation)."""
+    """What the progress callback receives (after every step and every validation); a
+    :class:`~napari_cellect.progress.Step`."""
 
     phase: str
     """``train``, ``validate``, ``calibrate`` or ``done``."""
@@ -153,5 +154,16 @@ class TrainProgress:
     metrics: dict[str, float] = field(default_factory=dict)
     """Validation metrics (``f1``, ``threshold``, ``link_accuracy``, ``score``)."""
 
+    # the progress.Step view: optimiser steps done of all steps, in a phase
+    @property
+    def stage(self) -> str:
+        return self.phase
 
-ProgressCallback = Callable[[TrainProgress], None]
+    @property
+    def done(self) -> int:
+        return self.step
+
+    @property
+    def total(self) -> int:
+        return self.total_steps
+

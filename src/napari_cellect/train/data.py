@@ -552,10 +552,6 @@ class Batch:
     def size(self) -> int:
         return len(self.samples)
 
-    def pass_targets(self) -> list[PairTargets]:
-        """The 2B PairTargets in the order of ``x``."""
-        return [s.targets.a for s in self.samples] + [s.targets.b for s in self.samples]
-
 
 def collate(samples: Sequence[TrainSample]) -> Batch:
     """Stack samples into a :class:`Batch` (numpy; the training loop moves it to the device)."""

@@ -1,11 +1,9 @@
-"""Fine-tuning the link and merge scorers from corrections, and re-linking that keeps them.
+"""Fine-tuning the link and merge scorers from corrections.
 
 Module layout: :mod:`~napari_cellect.train.finetune_config` (settings),
 :mod:`~napari_cellect.train.finetune_rows` (training rows from corrections and cached
-detections), :mod:`~napari_cellect.train.finetune_losses` (losses and phases),
-:mod:`~napari_cellect.train.node_matching` (nodes against detections, synthetic detections),
-:mod:`~napari_cellect.train.relink` (re-linking that keeps approved links); this module holds
-the training loop.
+detections), :mod:`~napari_cellect.train.finetune_losses` (losses and phases); this module holds
+the training loop. Re-linking with the tuned model is :mod:`napari_cellect.track.relink`.
 
 **Training.** Adam with a small learning rate, a few short epochs of random mini-batches, a
 held-out part of the rows (``validation_fraction``, at least one row) for early stopping (the
@@ -39,31 +37,14 @@ from napari_cellect.errors import Cancelled, InputError
 from napari_cellect.infer.device import resolve_device
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.pair_scorer import BaseScorer
+from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
-from napari_cellect.train.finetune_config import (
-    FinetuneConfig,
-    FinetuneProgress,
-    ProgressCallback,
-)
+from napari_cellect.train.finetune_config import FinetuneConfig, FinetuneProgress
 from napari_cellect.train.finetune_losses import TrainingPhase, loss_terms, training_phases
 from napari_cellect.train.finetune_rows import TrainingData, build_training_data
-from napari_cellect.train.node_matching import synthetic_detections
-from napari_cellect.train.relink import CHANGED_COLUMN, load_pinned, relink
 
-__all__ = [
-    "CHANGED_COLUMN",
-    "FinetuneConfig",
-    "FinetuneProgress",
-    "ProgressCallback",
-    "TrainingData",
-    "build_training_data",
-    "finetune",
-    "iter_finetune",
-    "load_pinned",
-    "relink",
-    "synthetic_detections",
-]
+__all__ = ["FinetuneConfig", "FinetuneProgress", "finetune", "iter_finetune"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +193,7 @@ def finetune(
     z_ratio: float,
     config: FinetuneConfig | None = None,
     linking: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: OnStep[FinetuneProgress] | None = None,
     should_stop: Callable[[], bool] | None = None,
     source: str | None = None,
 ) -> ModelBundle:
@@ -237,13 +218,7 @@ def finetune(
     """
     runner = iter_finetune(bundle, corrections, detections, z_ratio=z_ratio, config=config,
                            linking=linking, should_stop=should_stop, source=source)  # fmt: skip
-    while True:
-        try:
-            report = next(runner)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(report)
+    return run_to_end(runner, progress)
 
 
 @contextmanager

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from napari_cellect.errors import InputError
-from napari_cellect.train.targets import MatchConfig
+from napari_cellect.track.matching import MatchConfig
 
 
 @dataclass(frozen=True)
@@ -106,5 +105,12 @@ class FinetuneProgress:
     stage: str = ""
     """``links and merges`` or ``divisions`` (see :func:`finetune`)."""
 
+    # the progress.Step view: epochs done of all epochs
+    @property
+    def done(self) -> int:
+        return self.epoch
 
-ProgressCallback = Callable[[FinetuneProgress], None]
+    @property
+    def total(self) -> int:
+        return self.epochs
+

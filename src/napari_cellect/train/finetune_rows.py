@@ -7,7 +7,7 @@ inference does. Each frame's detections are merged with the *starting* merge sco
 (:func:`~napari_cellect.track.merge.merge_duplicates`, as the tracking run that the person
 corrected did); the nodes of the :class:`~napari_cellect.track.corrections.CorrectionSet` are
 matched to the merged detections one-to-one (Hungarian within a radius,
-:func:`~napari_cellect.train.targets.match_detections`). An approved node that matches no
+:func:`~napari_cellect.track.matching.match_detections`). An approved node that matches no
 detection (placed by hand, or moved) becomes a **synthetic detection** at the node's own position
 and radius, with the embedding of the nearest detection of its frame and division probabilities
 0 (unknown). Reading the U-Net embedding at the position would need the images and a U-Net pass;
@@ -47,14 +47,10 @@ from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.link import LinkingConfig
 from napari_cellect.track.merge import MergeConfig, merge_duplicates
+from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
+from napari_cellect.track.relink import synthetic_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates, scaled
 from napari_cellect.train.finetune_config import FinetuneConfig
-from napari_cellect.train.node_matching import (
-    match_to_detections,
-    synthetic_detections,
-    table_positions,
-)
-from napari_cellect.train.targets import MatchConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ without the original's bugs listed in §8 item 11):
   does. (2) Once the validation detection F1 reaches :attr:`TrainConfig.detector_ready_f1`,
   also on the *detections of the one peak finder* (:func:`napari_cellect.infer.detect.detect`)
   in each crop, matched to the annotations one-to-one by the Hungarian algorithm within a
-  radius (:func:`~napari_cellect.train.targets.match_detections`); unmatched detections within a
+  radius (:func:`~napari_cellect.track.matching.match_detections`); unmatched detections within a
   cell's gate are duplicates of it, the others false positives (negatives as candidates, never
   queries). Candidates are the k nearest detections in scaled space, exactly as merging and
   linking choose them, and features come from :func:`napari_cellect.model.pair_scorer.pair_features`
@@ -65,6 +65,7 @@ from napari_cellect.infer.predict import resolve_model
 from napari_cellect.model.bundle import BundleMetadata, ModelBundle, load_checked
 from napari_cellect.model.pair_scorer import PairScorerConfig, build_scorer
 from napari_cellect.model.unet import UNet3D, unet_preset
+from napari_cellect.progress import OnStep
 from napari_cellect.train.batch_losses import (  # noqa: F401  (_BatchReader: re-exported)
     BatchLossesMixin,
     _BatchReader,
@@ -76,7 +77,7 @@ from napari_cellect.train.checkpoint import (
     CheckpointMixin,
     load_checkpoint,
 )
-from napari_cellect.train.config import ProgressCallback, TrainConfig, TrainProgress
+from napari_cellect.train.config import TrainConfig, TrainProgress
 from napari_cellect.train.data import Sampler, TrainSample, as_source, collate
 from napari_cellect.train.sample_pool import SamplePool
 from napari_cellect.train.validation import ValidationMixin
@@ -84,7 +85,6 @@ from napari_cellect.train.validation import ValidationMixin
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "ProgressCallback",
     "TrainConfig",
     "TrainProgress",
     "Trainer",
@@ -124,7 +124,7 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         val_sources: Sequence[Any] | None,
         config: TrainConfig | None = None,
         *,
-        progress: ProgressCallback | None = None,
+        progress: OnStep[TrainProgress] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
@@ -413,7 +413,7 @@ def fit(
     train_sources: Sequence[Any],
     val_sources: Sequence[Any] | None = None,
     config: TrainConfig | None = None,
-    progress: ProgressCallback | None = None,
+    progress: OnStep[TrainProgress] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: str | Path | None = None,
     checkpoint: str | Path | None = None,

@@ -45,8 +45,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
 from napari_cellect.errors import InputError
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
@@ -418,9 +416,6 @@ class PairTargets:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.seg.shape)  # type: ignore[return-value]
 
-    def nucleus_mask(self) -> np.ndarray:
-        return self.seg == NUCLEUS
-
 
 def pair_targets(
     index: AnnotationIndex,
@@ -509,87 +504,6 @@ def crop_slices(origin: tuple[int, int, int], shape: tuple[int, int, int],
 
 
 # ------------------------------------------------------------- detections <-> annotations
-
-
-@dataclass(frozen=True)
-class MatchConfig:
-    """When a detection counts as an annotated cell."""
-
-    radius_factor: float = 0.75
-    """A detection matches a cell when their scaled distance is below this times the cell's
-    annotated radius..."""
-    min_distance: float = 2.0
-    """...or below this many xy pixels, whichever is larger."""
-
-    def gate(self, radius: np.ndarray) -> np.ndarray:
-        return np.maximum(self.radius_factor * np.asarray(radius, np.float64), self.min_distance)
-
-
-@dataclass
-class Matching:
-    """Detections matched to annotated cells."""
-
-    primary: np.ndarray
-    """(N,) int64 cell index of each detection under one-to-one (Hungarian) matching, -1 none."""
-    owner: np.ndarray
-    """(N,) int64 cell each detection belongs to: its primary cell, else the nearest cell
-    within the gate (a duplicate detection of that cell), else -1 (a false positive)."""
-
-    @property
-    def n_matched(self) -> int:
-        return int(np.count_nonzero(self.primary >= 0))
-
-
-def match_detections(
-    det_positions: np.ndarray,
-    cell_positions: np.ndarray,
-    cell_radius: np.ndarray,
-    z_ratio: float,
-    config: MatchConfig | None = None,
-) -> Matching:
-    """Match detections to annotated cells in scaled space ``(z * z_ratio, y, x)``.
-
-    One-to-one matching minimises the total distance (Hungarian algorithm,
-    :func:`scipy.optimize.linear_sum_assignment`) over the pairs within each cell's gate
-    (:class:`MatchConfig`); it counts true positives. Unmatched detections within a gate are
-    duplicates of that cell (``owner``), the targets of the merge scorer.
-    """
-    cfg = config or MatchConfig()
-    det = np.asarray(det_positions, np.float64).reshape(-1, 3) * np.array([z_ratio, 1.0, 1.0])
-    cells = np.asarray(cell_positions, np.float64).reshape(-1, 3) * np.array([z_ratio, 1.0, 1.0])
-    n, m = len(det), len(cells)
-    primary = np.full(n, -1, dtype=np.int64)
-    owner = np.full(n, -1, dtype=np.int64)
-    if n == 0 or m == 0:
-        return Matching(primary, owner)
-    gate = cfg.gate(cell_radius)
-    # candidate pairs within the largest gate (sparse), then each cell's own gate
-    pairs = cKDTree(cells).query_ball_point(det, r=float(gate.max()))
-    d_idx = np.repeat(np.arange(n), [len(p) for p in pairs])
-    c_idx = np.fromiter((c for p in pairs for c in p), dtype=np.int64, count=len(d_idx))
-    if len(d_idx) == 0:
-        return Matching(primary, owner)
-    dist = np.linalg.norm(det[d_idx] - cells[c_idx], axis=1)
-    ok = dist < gate[c_idx]
-    d_idx, c_idx, dist = d_idx[ok], c_idx[ok], dist[ok]
-    if len(d_idx) == 0:
-        return Matching(primary, owner)
-    # owner: nearest cell within its gate
-    order = np.lexsort((dist, d_idx))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = d_idx[order][1:] != d_idx[order][:-1]
-    owner[d_idx[order][first]] = c_idx[order][first]
-    # one-to-one: Hungarian on the dense block of the detections and cells that have a pair
-    rows, d_local = np.unique(d_idx, return_inverse=True)
-    cols, c_local = np.unique(c_idx, return_inverse=True)
-    big = float(gate.max()) * 10.0 + 1.0
-    cost = np.full((len(rows), len(cols)), big)
-    cost[d_local, c_local] = dist
-    r, c = linear_sum_assignment(cost)
-    real = cost[r, c] < big
-    primary[rows[r[real]]] = cols[c[real]]
-    owner[rows[r[real]]] = cols[c[real]]
-    return Matching(primary, owner)
 
 
 def jittered_cells(

@@ -28,11 +28,11 @@ from napari_cellect.model.pair_scorer import BaseScorer
 from napari_cellect.model.scoring import ModelScorer
 from napari_cellect.model.unet import UNet3D
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
 from napari_cellect.train.batch_losses import clip_voxels
 from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import Sampler, TrainSample, collate, next_frame
-from napari_cellect.train.targets import match_detections
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class ValidationMixin:
         return [np.asarray(mask[tt] if len(mask.shape) == 4 else mask, bool) for tt in (t, t + 1)]
 
     def _detection_counts(self, predictions: list[dict[str, Any]], threshold: float
-                          ) -> tuple[int, int, int]:
-        tp = fp = fn = 0
+                          ) -> DetectionCounts:
+        counts = DetectionCounts()
         for item in predictions:
             for (dets, cells), mask in zip(item["frames"], item["mask"]):
                 pos = dets.positions[dets.score >= threshold]
@@ -155,17 +155,14 @@ class ValidationMixin:
                     pos = pos[mask[vox[:, 0], vox[:, 1], vox[:, 2]]]
                 m = match_detections(pos, cells.positions, cells.radius, item["z_ratio"],
                                      self.config.match)  # fmt: skip
-                tp += m.n_matched
-                fp += len(pos) - m.n_matched
-                fn += len(cells) - m.n_matched
-        return tp, fp, fn
+                counts += m.counts(len(cells))
+        return counts
 
     def _threshold_f1(self, predictions: list[dict[str, Any]]) -> tuple[float, float]:
         """(best F1, its threshold) over the grid."""
         best = (0.0, float(self.bundle.thresholds.detection.threshold))
         for threshold in self.config.threshold_grid:
-            tp, fp, fn = self._detection_counts(predictions, threshold)
-            f1 = 2 * tp / max(1, 2 * tp + fp + fn)
+            f1 = self._detection_counts(predictions, threshold).f1
             if f1 > best[0] + 1e-12:
                 best = (f1, threshold)
         return best

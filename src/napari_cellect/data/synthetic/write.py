@@ -18,6 +18,7 @@ from napari_cellect.data.atomic import atomic_write
 from napari_cellect.data.export import write_csv, write_ctc
 from napari_cellect.data.synthetic.sequence import simulate
 from napari_cellect.errors import InputError
+from napari_cellect.progress import Progress, run_to_end
 from napari_cellect.track.graph import TrackGraph
 
 if TYPE_CHECKING:
@@ -77,8 +78,9 @@ def iter_write_synthetic(
     *,
     overwrite: bool = False,
     labels: bool = False,
-) -> Generator[int, None, SyntheticPaths]:
-    """Write a synthetic dataset frame by frame, yielding the number of frames written.
+) -> Generator[Progress, None, SyntheticPaths]:
+    """Write a synthetic dataset frame by frame, yielding a ``Progress("write", frames
+    written, frames)`` after each.
 
     Layout under ``out_dir``: ``images/t000.tif ...`` (ZYX uint16, ImageJ spacing = z_ratio),
     ``tracks.csv`` (our CSV), ``01_GT/TRA/`` (CTC ground truth), optionally ``labels/t000.tif``
@@ -112,7 +114,7 @@ def iter_write_synthetic(
         if mask is not None:
             _write_tiff(label_dir / names[t], mask, z_ratio)
             paths.labels.append(label_dir / names[t])
-        yield t + 1
+        yield Progress("write", t + 1, config.frames)
 
     paths.summary = summarise(sim.tracks, graph)
     metadata = {
@@ -140,12 +142,7 @@ def write_synthetic(
     labels: bool = False,
 ) -> SyntheticPaths:
     """Write a synthetic dataset (see :func:`iter_write_synthetic`) and return its paths."""
-    steps = iter_write_synthetic(out_dir, config, overwrite=overwrite, labels=labels)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(iter_write_synthetic(out_dir, config, overwrite=overwrite, labels=labels))
 
 
 def summarise(tracks: pd.DataFrame, graph: TrackGraph | None = None) -> dict[str, int]:

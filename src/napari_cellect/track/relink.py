@@ -1,34 +1,44 @@
 """Re-linking that keeps the corrections.
 
-**Re-linking.** :func:`relink` tracks the cached detections again with the tuned model while
-keeping every approved link, approved track start and approved (possibly hand-placed) node, and
-marks what changed for review; :func:`load_pinned` reads the approved links of a tracks file.
-A parent whose one child a person approved (and that has no other), or that a person marked as
-not dividing, gets no second child from re-linking (:func:`no_division_ids`).
+:func:`relink` tracks the cached detections again with the (tuned) model while keeping every
+approved link, approved track start and approved (possibly hand-placed) node, and marks what
+changed for review; :func:`load_pinned` reads the approved links of a tracks file. A parent
+whose one child a person approved (and that has no other), or that a person marked as not
+dividing, gets no second child from re-linking (:func:`no_division_ids`).
+
+:func:`relink_keeping_work` is the rule the session, the Fine-tune widget and
+``cellect track --keep-approved`` all follow: :func:`relink`, then the division scores a person
+set stay, and nodes that no changed link touches keep their old values, so a re-link changes
+only what it re-linked.
+
+An approved node that matches no detection (placed by hand, or moved) becomes a synthetic
+detection (:func:`synthetic_detections`); fine-tuning
+(:mod:`napari_cellect.train.finetune_rows`) inserts the same ones, so training and re-linking
+see the same inputs. No torch here: the model is only asked for its candidate scorers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_cellect.errors import InputError
-from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.progress import OnStep, Progress
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.link import LinkingConfig, link_sequence
+from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
 from napari_cellect.track.merge import MergeConfig, merge_duplicates
-from napari_cellect.train.node_matching import (
-    match_to_detections,
-    synthetic_detections,
-    table_positions,
-)
-from napari_cellect.train.targets import MatchConfig
+from napari_cellect.track.scoring_protocol import nearest_candidates
+
+if TYPE_CHECKING:
+    from napari_cellect.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +56,7 @@ def relink(
     corrections: CorrectionSet | None = None,
     merge: bool = True,
     match: MatchConfig | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnStep[Progress] | None = None,
 ) -> tuple[TrackGraph, np.ndarray]:
     """Link the detections again with ``bundle``, keeping every approved link and node.
 
@@ -66,7 +76,8 @@ def relink(
 
     Returns ``(new graph, changed links)``: the (L, 2) ``(parent, child)`` links of the new graph
     that the old one lacks. The new graph's extra column ``changed`` is True where a node's
-    incoming link differs from before (or the node is new).
+    incoming link differs from before (or the node is new). ``progress`` sees the linking
+    steps (a callback that raises stops the run).
     """
     match = match or MatchConfig()
     if not (np.isfinite(z_ratio) and z_ratio > 0):
@@ -145,6 +156,73 @@ def relink(
     return _mark_changed(new_graph, graph)
 
 
+@dataclass(frozen=True)
+class Relinked:
+    """A re-link: the new tracks and the links that differ from the old ones."""
+
+    graph: TrackGraph
+    changed: np.ndarray
+    """(L, 2) ``(parent, child)`` links of the new tracks that the old ones lack."""
+    removed: np.ndarray
+    """(L, 2) ``(parent, child)`` links of the old tracks that the new ones lack."""
+
+
+def relink_keeping_work(
+    detections: Sequence[Detections],
+    bundle: ModelBundle,
+    graph: TrackGraph,
+    z_ratio: float,
+    *,
+    corrections: CorrectionSet | None = None,
+    progress: OnStep[Progress] | None = None,
+) -> Relinked:
+    """Re-link ``graph`` (not modified) with ``bundle`` and its linking thresholds, keeping
+    everything a person did.
+
+    :func:`relink` (approved links and nodes kept, deleted detections stay deleted, divisions a
+    person ruled out stay ruled out); then the division scores a person set (the nodes the
+    corrections label as dividing or not) are kept, where the linker would put the model's
+    prediction, and nodes that no changed link touches keep their old values (position,
+    scores, link margin...), so the review queue moves only where the links changed.
+    """
+    new, changed = relink(detections, bundle, graph, None, z_ratio, corrections=corrections,
+                          progress=progress)
+    if corrections is not None and len(corrections.division_nodes):
+        marked = corrections.division_nodes[np.isin(corrections.division_nodes, new.ids)
+                                            & np.isin(corrections.division_nodes, graph.ids)]
+        if len(marked):
+            new.set_values("division_score", marked,
+                           graph["division_score"][graph.index_of(marked)])
+    removed = _missing_links(graph, new)
+    _keep_untouched(graph, new, np.concatenate([changed, removed]))
+    return Relinked(new, changed, removed)
+
+
+def _missing_links(old: TrackGraph, new: TrackGraph) -> np.ndarray:
+    """The ``(parent, child)`` links of ``old`` that ``new`` lacks (say a gap a deletion
+    bridged that the linker does not make again)."""
+    edges = old.edges().reshape(-1, 2)
+    if len(edges) == 0:
+        return edges
+    kept = np.isin(edges[:, 1], new.ids)
+    same = np.zeros(len(edges), bool)
+    same[kept] = new["parent_id"][new.index_of(edges[kept, 1])] == edges[kept, 0]
+    return edges[~same]
+
+
+def _keep_untouched(old: TrackGraph, new: TrackGraph, links: np.ndarray) -> None:
+    """Nodes of both graphs that none of ``links`` touches keep their old values."""
+    touched = np.unique(links.reshape(-1))
+    ids = new.ids[np.isin(new.ids, old.ids) & ~np.isin(new.ids, touched)]
+    if len(ids) == 0:
+        return
+    rows = old.index_of(ids)
+    for column in new.columns:
+        if column in ("id", "parent_id", "t", CHANGED_COLUMN) or column not in old.columns:
+            continue
+        new.set_values(column, ids, np.asarray(old[column])[rows])
+
+
 def no_division_ids(graph: TrackGraph, corrections: CorrectionSet | None = None) -> np.ndarray:
     """Ids of the nodes of ``graph`` that re-linking must not let divide.
 
@@ -174,6 +252,33 @@ def no_division_ids(graph: TrackGraph, corrections: CorrectionSet | None = None)
                        "children; the approved links are kept", clash[:10].tolist())  # fmt: skip
         out = np.setdiff1d(out, clash)
     return out.astype(np.int64)
+
+
+def synthetic_detections(
+    dets: Detections, positions: np.ndarray, radius: np.ndarray, z_ratio: float, embedding_dim: int
+) -> Detections:
+    """Detections for nodes the detector did not find: the nodes' positions and radii (the
+    nearest detection's radius where a node has none), the nearest detection's embedding,
+    division probabilities 0 and score 1."""
+    n = len(positions)
+    positions = np.asarray(positions, np.float64).reshape(-1, 3)
+    if len(dets):
+        nearest = nearest_candidates(positions, dets.positions, 1, z_ratio)[0][:, 0]
+        embeddings = dets.embeddings[nearest]
+        fallback = dets.radius[nearest].astype(np.float64)
+    else:
+        embeddings = np.zeros((n, embedding_dim), np.float32)
+        fallback = np.full(n, np.nan)
+    radius = np.asarray(radius, np.float64)
+    radius = np.where(np.isfinite(radius) & (radius > 0), radius, fallback)
+    return Detections(
+        t=dets.t,
+        positions=positions,
+        embeddings=embeddings,
+        radius=np.nan_to_num(radius, nan=0.0),
+        division=np.zeros((n, 2), np.float32),
+        score=np.ones(n, np.float32),
+    )
 
 
 def load_pinned(csv_path: str | os.PathLike[str]) -> tuple[TrackGraph, np.ndarray]:

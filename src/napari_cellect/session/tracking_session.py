@@ -1,7 +1,12 @@
 """A tracking session: one TrackGraph with its undo history, autosave journal and metadata.
 
-The session is what the reader, the sample, the tracking widget and the export widget hand
-around; the per-viewer controller binds it to layers. It imports neither Qt nor napari.
+The session owns the interactive loop: track (:meth:`TrackingSession.from_tracking` on the
+result of :func:`~napari_cellect.session.jobs.tracking_job`), edit with undo (``history``),
+collect corrections (:meth:`~TrackingSession.corrections`), fine-tune
+(:meth:`~TrackingSession.iter_finetune`), re-link keeping approved work
+(:meth:`~TrackingSession.iter_relink`) and export (:meth:`~TrackingSession.export`). The
+widgets, ``cellect finetune`` and ``cellect track --keep-approved`` all go through it; the
+per-viewer controller binds it to layers. It imports neither Qt nor napari.
 
 Autosave: the journal is started lazily, just before the first edit, so opening a file writes
 nothing. It lives beside the tracks file (``journal_folder_for``), beside the image the tracks
@@ -12,7 +17,7 @@ correctly); closing a session that has no unsaved edits deletes it.
 Learning from corrections: a tracking result keeps the per-frame detections it was linked from
 and the model that made it, so fine-tuning and re-linking never run the U-Net again; the
 corrections are built from the graph and the history and kept beside the journal
-(:mod:`._corrections_store`).
+(:mod:`.corrections_store`).
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_cellect._napari._corrections_store import load_stored, needs_file, newer_wins
-from napari_cellect._napari._layer_data import Geometry
-from napari_cellect.errors import CellectError
+from napari_cellect.errors import CellectError, InputError
+from napari_cellect.progress import Step
+from napari_cellect.session.corrections_store import load_stored, needs_file, newer_wins
+from napari_cellect.session.geometry import Geometry
 from napari_cellect.track.corrections import (
+    CorrectionConfig,
     CorrectionSet,
     build_corrections,
     corrections_from_history,
@@ -41,12 +48,21 @@ from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import Journal, journal_folder_for, restore
 
 if TYPE_CHECKING:
+    from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.session.jobs import DetectOutput, RelinkOutput, TrackingOutput
     from napari_cellect.track.detections import Detections
+    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
 
 logger = logging.getLogger(__name__)
 
 #: a callback asked whether to restore an existing journal (gets the journal folder)
 AskRestore = Callable[[Path], bool]
+
+
+def correction_config(bundle: ModelBundle) -> CorrectionConfig:
+    """Correction labels with as many candidate negatives as ``bundle``'s scorers look at."""
+    thresholds = bundle.thresholds
+    return CorrectionConfig(link_k=thresholds.link.k, merge_k=thresholds.merge.k)
 
 
 def default_journal_root() -> Path:
@@ -116,6 +132,30 @@ class TrackingSession:
         session = cls(graph=graph, history=History(graph), **kwargs)  # type: ignore[arg-type]
         session._saved_top = None
         return session
+
+    @classmethod
+    def from_tracking(cls, output: TrackingOutput, *, z_ratio: float,
+                      model_path: str | Path | None = None, **kwargs: Any) -> TrackingSession:
+        """A session around a tracking run's result, keeping its raw detections and model for
+        fine-tuning and re-linking (the U-Net never runs again for them)."""
+        result = output.result
+        return cls.from_graph(
+            result.graph, labels=output.labels,
+            detections=list(getattr(result, "raw_detections", None) or []) or None,
+            z_ratio=getattr(result, "z_ratio", None) or float(z_ratio), model=output.model,
+            model_path=Path(model_path) if model_path else None, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def read_tracks(cls, path: str | os.PathLike[str], **kwargs: Any) -> TrackingSession:
+        """A session on a tracks file and the corrections saved beside it, that writes nothing:
+        its journal (if any) is neither restored nor touched (for the command line)."""
+        from napari_cellect.data.annotations import read_tracks
+
+        path = Path(path)
+        kwargs.setdefault("name", _stem(path))
+        return cls.from_graph(read_tracks(path), source=path,
+                              stored_corrections=load_stored(journal_folder_for(path)), **kwargs)
 
     @classmethod
     def open_tracks(
@@ -229,7 +269,7 @@ class TrackingSession:
         """z spacing / xy spacing of the detections (or of the layers)."""
         return float(self.z_ratio) if self.z_ratio else self.geometry.z_ratio
 
-    def corrections(self) -> CorrectionSet:
+    def corrections(self, config: CorrectionConfig | None = None) -> CorrectionSet:
         """Training labels from this session's edits, over the stored ones they override.
 
         Raises:
@@ -237,7 +277,7 @@ class TrackingSession:
         """
         current = build_corrections(
             self.graph, corrections_from_history(self.history), z_ratio=self.anisotropy,
-            source=str(self.source or self.name),
+            config=config, source=str(self.source or self.name),
         )  # fmt: skip
         if self.stored_corrections is None:
             return current
@@ -261,6 +301,95 @@ class TrackingSession:
         except (CellectError, OSError) as error:
             logger.warning("corrections not saved: %s", error)
             return None
+
+    # ------------------------------------------------------------------ the loop
+    def use_detections(self, output: DetectOutput, z_ratio: float,
+                       cell_radius: float | None = None) -> None:
+        """Keep the raw detections of a detection run (for tracks read from a file)."""
+        self.detections = output.detections
+        self.z_ratio = z_ratio
+        self.cell_radius = cell_radius
+        if self.model is None:
+            self.model = output.model
+
+    def use_tuned_model(self, tuned: ModelBundle) -> None:
+        """Make a fine-tuned model this session's model (not saved yet)."""
+        self.model = tuned
+        self.model_tuned = True
+        self.model_saved_as = None
+
+    def prepare_finetune(self) -> CorrectionSet:
+        """The corrections to fine-tune on, checked, and saved beside the journal first.
+
+        Raises:
+            NotEnoughCorrections, ContradictoryCorrections: what is missing or contradictory.
+        """
+        corrections = self.corrections()
+        corrections.require_trainable()
+        try:
+            self.ensure_journal()
+        except OSError as error:
+            logger.warning("no journal folder for the corrections: %s", error)
+        self.save_corrections()
+        return corrections
+
+    def iter_finetune(
+        self, config: FinetuneConfig | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[FinetuneProgress, None, ModelBundle | None]:
+        """Fine-tune the model on this session's corrections; yields ``FinetuneProgress``,
+        makes the tuned model the session's and returns it (None: cancelled)."""
+        from napari_cellect.session.jobs import finetune_job
+
+        corrections = self.prepare_finetune()
+        tuned = yield from finetune_job(
+            self.model, self.model_path, corrections, self._detections(), z_ratio=self.anisotropy,
+            config=config, should_stop=should_stop, source=str(self.source or self.name),
+        )  # fmt: skip
+        if tuned is not None:
+            self.use_tuned_model(tuned)
+        return tuned
+
+    def relink_job(self, should_stop: Callable[[], bool] = lambda: False
+                   ) -> Generator[Step, None, RelinkOutput | None]:
+        """The re-link of this session's tracks (a snapshot) with its model, keeping approved
+        work and the corrections; applies nothing (see :meth:`apply_relink`)."""
+        from napari_cellect.session.jobs import relink_job
+
+        return relink_job(self._detections(), self.model, self.model_path, self.graph.copy(),
+                          z_ratio=self.anisotropy, corrections=self.corrections(),
+                          should_stop=should_stop)  # fmt: skip
+
+    def apply_relink(self, output: RelinkOutput,
+                     execute: Callable[[Command], Command | None] | None = None) -> Command | None:
+        """Apply a re-link as one undoable edit (through ``execute``, default the history)."""
+        if self.model is None:
+            self.model = output.model  # the default model, loaded once
+        if execute is None:
+            self.ensure_journal()  # autosave from the first edit on, as the controller does
+            execute = self.history.execute
+        return execute(output.command)
+
+    def iter_relink(self, should_stop: Callable[[], bool] = lambda: False
+                    ) -> Generator[Step, None, RelinkOutput | None]:
+        """:meth:`relink_job` and :meth:`apply_relink` in one (None: cancelled)."""
+        output = yield from self.relink_job(should_stop)
+        if output is not None:
+            self.apply_relink(output)
+        return output
+
+    def export(self, fmt: str, path: str | os.PathLike[str], labels: Any = None
+               ) -> tuple[Path, str]:
+        """Write the tracks as ``csv``, ``ctc`` or ``geff`` (see
+        :func:`~napari_cellect.session.export.export_session`)."""
+        from napari_cellect.session.export import export_session
+
+        return export_session(self, fmt, path, labels if labels is not None else self.labels)
+
+    def _detections(self) -> list[Detections]:
+        if not self.detections:
+            raise InputError("this session has no detections: track the images, or detect "
+                               "on the image the tracks belong to, first")
+        return self.detections
 
     def close(self) -> None:
         """Stop autosaving; the journal is deleted unless it holds unsaved edits."""

@@ -1,0 +1,281 @@
+"""The long steps of a session, as generators a worker thread (or :func:`~napari_cellect.
+progress.run_to_end`) runs: track, detect, fine-tune, re-link. No Qt here.
+
+Each job is cancelled through a ``should_stop`` callable; a cancelled job returns None (the core
+raises :class:`~napari_cellect.errors.Cancelled`, which is not an error to report). Nothing here
+changes a session: the caller applies the result (``TrackingSession.from_tracking``,
+``use_detections``, ``use_tuned_model``, ``apply_relink``), on the main thread in the widgets, so
+a cancelled or failed job leaves the session's model and tracks unchanged.
+
+Only detection runs the U-Net, so only it takes the nucleus radius (``cell_radius``): the
+detections come back in the frame's pixels, which is what fine-tuning and re-linking work on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from napari_cellect.errors import Cancelled
+from napari_cellect.progress import Progress, Step
+from napari_cellect.session.graph_replace import replace_command
+
+if TYPE_CHECKING:
+    from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.track.corrections import CorrectionSet
+    from napari_cellect.track.detections import Detections
+    from napari_cellect.track.edits import Compound
+    from napari_cellect.track.graph import TrackGraph
+    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(model: ModelBundle | None, model_path: Path | str | None) -> ModelBundle:
+    """``model`` itself, else the bundle file ``model_path``, else the bundled default."""
+    if model is not None:
+        return model
+    from napari_cellect.model.bundle import ModelBundle
+
+    return ModelBundle.load(model_path) if model_path else ModelBundle.load_default()
+
+
+# ------------------------------------------------------------------------------- tracking
+
+
+#: largest in-memory label volume built after tracking (bytes); above it, no Labels layer
+MAX_LABEL_BYTES = 2**31
+
+TrackingFunction = Callable[..., Iterator[Any]]
+
+
+def default_tracking_function() -> TrackingFunction:
+    """``napari_cellect.pipeline.iter_tracking``, imported when a run starts (it needs torch)."""
+    from napari_cellect.pipeline import iter_tracking
+
+    return iter_tracking
+
+
+@dataclass(frozen=True)
+class TrackingOutput:
+    """What the worker returns: the pipeline's result and the instance masks (or None), and
+    the model it ran with when one was loaded from a file (None: the bundled default)."""
+
+    result: Any
+    labels: np.ndarray | None
+    model: Any = None
+
+
+@dataclass(frozen=True)
+class TracksReady:
+    """Yielded by :func:`tracking_job` once the pipeline has linked, before the masks are
+    segmented: the tracks can be shown while the masks are still being made."""
+
+    graph: Any
+    stage: ClassVar[str] = "tracks"
+    done: ClassVar[int] = 1
+    total: ClassVar[int] = 1
+
+
+def tracking_job(
+    tracking_function: TrackingFunction,
+    images: Any,
+    model_path: str | None,
+    *,
+    z_ratio: float,
+    device: str,
+    tile: tuple[int, int, int] | None,
+    should_stop: Callable[[], bool],
+    cell_radius: float | None = None,
+    max_label_bytes: int = MAX_LABEL_BYTES,
+    scheduler: str | None = None,
+) -> Iterator[Any]:
+    """The worker's generator: load the model, pass the pipeline's progress through, yield
+    :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
+    in the worker thread).
+
+    ``cell_radius`` (xy pixels, None: as trained) goes to the pipeline, which resizes the
+    frames to the model's training nucleus size; a model that does not record that size makes
+    the pipeline raise InputError, reported like any other error.
+
+    A run stopped through ``should_stop`` returns None (the pipeline raises ``Cancelled``; that
+    is not an error to report).
+
+    ``scheduler`` (a dask scheduler address or ``local:N``) runs the U-Net on that cluster;
+    it is passed on only when set.
+    """
+    bundle = None
+    if model_path:
+        from napari_cellect.model.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model_path)
+    on_cluster = {"scheduler": scheduler} if scheduler else {}
+    try:
+        result = yield from tracking_function(
+            images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
+            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius, **on_cluster,
+        )
+        if getattr(result, "graph", None) is not None:
+            yield TracksReady(result.graph)
+        labels = getattr(result, "labels", None)
+        if labels is None and result is not None:
+            labels = yield from _segment(result, images.shape, z_ratio, should_stop,
+                                         max_label_bytes)
+    except Cancelled:
+        return None
+    return TrackingOutput(result, None if labels is None else np.asarray(labels), bundle)
+
+
+def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
+             should_stop: Callable[[], bool], max_label_bytes: int) -> Iterator[Any]:
+    """Instance masks of every frame, from the foreground the pipeline kept (or spheres)."""
+    from napari_cellect.pipeline import TrackingProgress, make_labeler
+    from napari_cellect.segment import label_dtype
+
+    graph = result.graph
+    n_frames = int(shape[0])
+    frame_shape = tuple(int(n) for n in shape[1:])
+    dtype = label_dtype(int(graph.track_ids().max()) if len(graph) else 0)
+    if n_frames * int(np.prod(frame_shape)) * dtype.itemsize > max_label_bytes:
+        logger.info("no Labels layer: the masks would take more than %d bytes", max_label_bytes)
+        return None
+    labeler = make_labeler(graph, frame_shape, z_ratio=z_ratio,  # type: ignore[arg-type]
+                           foreground=getattr(result, "foreground", None))
+    labels = np.zeros((n_frames, *frame_shape), dtype=dtype)
+    for t in range(n_frames):
+        if should_stop():
+            raise Cancelled(f"segmentation cancelled after {t} of {n_frames} frames")
+        labels[t] = labeler(t)
+        yield TrackingProgress("labels", t + 1, n_frames)
+    return labels
+
+
+# ------------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class DetectOutput:
+    """Raw (unmerged) per-frame detections of an image, and the model that found them."""
+
+    detections: list[Detections]
+    model: ModelBundle
+
+
+def detect_job(
+    images: Any,
+    model: ModelBundle | None,
+    model_path: Path | None,
+    *,
+    z_ratio: float,
+    device: str,
+    should_stop: Callable[[], bool],
+    cell_radius: float | None = None,
+) -> Iterator[Any]:
+    """Detect in every frame, as the tracking pipeline does, without linking: tracks read from
+    a file get the raw detections fine-tuning needs (the merged ones are shown). Yields the
+    pipeline's ``TrackingProgress``; returns a :class:`DetectOutput`, or None when cancelled.
+
+    ``cell_radius`` (xy pixels, None: as trained) resizes the frames to the model's training
+    nucleus size, as in tracking; a model that does not record that size raises InputError."""
+    from napari_cellect.pipeline import iter_detect
+
+    base = load_model(model, model_path)
+    try:
+        frames = yield from iter_detect(images, base, z_ratio=z_ratio, device=device,
+                                        should_stop=should_stop, cell_radius=cell_radius)
+    except Cancelled:
+        logger.info("detection cancelled")
+        return None
+    return DetectOutput(frames, base)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def finetune_job(
+    model: ModelBundle | None,
+    model_path: Path | None,
+    corrections: CorrectionSet,
+    detections: Sequence[Detections],
+    *,
+    z_ratio: float,
+    config: FinetuneConfig | None,
+    should_stop: Callable[[], bool],
+    source: str | None = None,
+) -> Generator[FinetuneProgress, None, ModelBundle | None]:
+    """Yields the core's ``FinetuneProgress`` records; returns the tuned ModelBundle, or None
+    when cancelled. ``model`` is never modified (the core tunes a copy)."""
+    from napari_cellect.train.finetune import iter_finetune
+
+    base = load_model(model, model_path)
+    try:
+        tuned = yield from iter_finetune(
+            base, corrections, detections, z_ratio=z_ratio, config=config,
+            should_stop=should_stop, source=source,
+        )  # fmt: skip
+    except Cancelled:
+        logger.info("fine-tuning cancelled; the model in use is unchanged")
+        return None
+    return tuned
+
+
+# ------------------------------------------------------------------------------ re-linking
+
+
+@dataclass(frozen=True)
+class RelinkOutput:
+    """A re-link: the new tracks, the links they changed and the edit that applies them."""
+
+    graph: TrackGraph
+    changed: np.ndarray
+    """(L, 2) ``(parent, child)`` links of the new tracks that the old ones lack."""
+    removed: np.ndarray
+    """(L, 2) ``(parent, child)`` links of the old tracks that the new ones lack."""
+    command: Compound
+    """Turns the tracks re-linking started from into ``graph`` (one undoable edit)."""
+    model: ModelBundle
+    """The model that re-linked."""
+
+
+def relink_job(
+    detections: Sequence[Detections],
+    model: ModelBundle | None,
+    model_path: Path | None,
+    graph: TrackGraph,
+    *,
+    z_ratio: float,
+    corrections: CorrectionSet | None,
+    should_stop: Callable[[], bool],
+) -> Generator[Step, None, RelinkOutput | None]:
+    """Re-link ``graph`` (a snapshot, not the session's graph) with the model, keeping every
+    approved link and node and the division labels a person set
+    (:func:`~napari_cellect.track.relink.relink_keeping_work`); None when cancelled.
+
+    The detections are the raw (unmerged) ones of the tracking run: re-linking merges them with
+    the (possibly tuned) merge scorer, as the tracker does.
+    """
+    from napari_cellect.track.relink import relink_keeping_work
+
+    bundle = load_model(model, model_path)
+    yield Progress("relink", 0, 1)
+
+    def stop_if_asked(_step: Step) -> None:
+        if should_stop():
+            raise Cancelled("re-linking cancelled; the tracks are unchanged")
+
+    try:
+        out = relink_keeping_work(detections, bundle, graph, z_ratio, corrections=corrections,
+                                  progress=stop_if_asked)
+    except Cancelled:
+        logger.info("re-linking cancelled")
+        return None
+    yield Progress("relink", 1, 1)
+    n = len(out.changed) + len(out.removed)
+    description = f"re-link with {bundle.metadata.name} ({n} link{'' if n == 1 else 's'} changed)"
+    return RelinkOutput(out.graph, out.changed, out.removed,
+                        replace_command(graph, out.graph, description), bundle)
