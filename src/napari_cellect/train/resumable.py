@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 
 class ChunkStop:
     """``should_stop`` for a Trainer: True at the first chunk boundary once ``max_steps`` more
-    steps are done, ``minutes`` have passed or :meth:`request` was called; at once after
-    :meth:`request` ``(now=True)``. ``step`` reads the trainer's optimiser step count."""
+    steps are done, ``minutes`` have passed, the step count reached ``until`` (e.g. the end of a
+    round of training data) or :meth:`request` was called; at once after :meth:`request`
+    ``(now=True)``. ``step`` reads the trainer's optimiser step count (rebind it to go on with
+    another trainer)."""
 
     def __init__(self, step: Callable[[], int], steps_per_chunk: int,
                  max_steps: int | None = None, minutes: float | None = None):  # fmt: skip
@@ -39,6 +41,7 @@ class ChunkStop:
         self.start = step()
         self.max_steps = max_steps
         self.deadline = math.inf if minutes is None else time.monotonic() + 60 * minutes
+        self.until: int | None = None
         self.requested = False
         self.now = False
 
@@ -55,7 +58,9 @@ class ChunkStop:
             return "stop requested"
         if self.max_steps is not None and self.step() - self.start >= self.max_steps:
             return f"{self.max_steps} steps done"
-        return "time is up" if time.monotonic() >= self.deadline else ""
+        if time.monotonic() >= self.deadline:
+            return "time is up"
+        return "until reached" if self.until is not None and self.step() >= self.until else ""
 
     def __call__(self) -> bool:
         if self.now:
