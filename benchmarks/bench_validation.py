@@ -33,6 +33,28 @@ from napari_cellect.model.bundle import ModelBundle  # noqa: E402
 from napari_cellect.pipeline import track_images  # noqa: E402
 
 
+#: the validation series: the training script's and the threshold tuner's
+SERIES = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS
+
+
+def score_series(bundle: ModelBundle, series: list[tuple[str, int]] | None = None,
+                 device: str = "cpu", verbose: bool = True) -> dict[str, dict[str, float]]:
+    """Track each validation series with ``bundle``; {"preset seed": {det_f1, link_f1,
+    div_f1}} (a table row printed per series when ``verbose``)."""
+    rows = {}
+    for preset, seed in series or SERIES:
+        config = train_default._config(preset, seed, quick=False)
+        seq = generate(config)
+        started = time.perf_counter()
+        result = track_images(seq.images, bundle, z_ratio=config.z_ratio, device=device)
+        s = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio)
+        rows[f"{preset} {seed}"] = {"det_f1": s.det_f1, "link_f1": s.link_f1, "div_f1": s.div_f1}
+        if verbose:
+            print(f"| {preset} {seed} | {s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | "
+                  f"{time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
+    return rows
+
+
 def _load(path: str) -> ModelBundle:
     return ModelBundle.load_default() if path == "default" else ModelBundle.load(path)
 
@@ -52,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle.thresholds = _load(args.thresholds_from).thresholds
     if args.min_depth is not None:
         bundle.normalization = dataclasses.replace(bundle.normalization, min_depth=args.min_depth)
-    series = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS
+    series = SERIES
     if args.series:
         series = [(name, int(seed)) for name, seed in (s.split(":") for s in args.series)]
         if any(seed >= 400 for _, seed in series):
@@ -62,17 +84,8 @@ def main(argv: list[str] | None = None) -> int:
           + f", min_depth {bundle.normalization.min_depth}")  # fmt: skip
     print("| series | det F1 | link F1 | div F1 | seconds |")
     print("|---|---|---|---|---|")
-    scores = []
-    for preset, seed in series:
-        config = train_default._config(preset, seed, quick=False)
-        seq = generate(config)
-        started = time.perf_counter()
-        result = track_images(seq.images, bundle, z_ratio=config.z_ratio, device=args.device)
-        s = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio)
-        scores.append((s.det_f1, s.link_f1, s.div_f1))
-        print(f"| {preset} {seed} | {s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | "
-              f"{time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
-    mean = np.mean(scores, axis=0)
+    rows = score_series(bundle, series, args.device)
+    mean = np.mean([list(row.values()) for row in rows.values()], axis=0)
     print(f"| mean | {mean[0]:.3f} | {mean[1]:.3f} | {mean[2]:.3f} | |")
     return 0
 

@@ -24,6 +24,12 @@ centre lies in the volume, z in slices): a cell whose centre leaves the volume e
 cell that (re-)enters starts a new root track, and the mother's last frame before a division has
 ``division_score`` 1.
 
+Training also draws from a far wider distribution, :func:`sample_wide_config` (2D or 1-64
+slices, anisotropy 1-10, elongated, lobed and touching nuclei, dim nuclei, background structures
+and debris, motion regimes, divisions with or without condensation or brightening, large
+nuclei that never divide); every such effect is off in the presets, which give the same pixels
+as before it existed (its draws come from their own streams).
+
 Modules: :mod:`.config` (parameters, presets, randomised configs), :mod:`.geometry` (the embryo),
 :mod:`.simulation` (the cells, frame by frame), :mod:`.render` (image formation),
 :mod:`.sequence` (ground truth, :func:`simulate`, :func:`generate`), :mod:`.write` (datasets on
@@ -42,6 +48,8 @@ _EXPORTS = {
     "PRESETS": ".config",
     "ConfigRanges": ".config",
     "sample_config": ".config",
+    "WideRanges": ".config",
+    "sample_wide_config": ".config",
     "EmbryoGeometry": ".geometry",
     "embryo_geometry": ".geometry",
     "cells_for_density": ".geometry",

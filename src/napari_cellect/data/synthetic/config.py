@@ -84,6 +84,18 @@ class SyntheticConfig:
     texture_drift: float = 0.03
     #: lowest texture factor, so dark speckles never punch holes into a nucleus
     texture_floor: float = 0.35
+    #: range of the elongation (long / short semi-axis) each interphase nucleus draws; (1, 1)
+    #: leaves only ``shape_irregularity``
+    elongation: tuple[float, float] = (1.0, 1.0)
+    #: amplitude of a lobed, irregular outline (random symmetric bumps of the surface, so the
+    #: centre of mass stays at the nucleus centre); 0 = smooth ellipsoids
+    lobes: float = 0.0
+    #: brightness of a nuclear rim (peripheral chromatin) relative to the mean nuclear intensity
+    rim: float = 0.0
+    #: fraction of nuclei that are much dimmer than ``brightness_range``
+    dim_fraction: float = 0.0
+    #: brightness factor of a dim nucleus (drawn uniformly per nucleus)
+    dim_factor: tuple[float, float] = (0.15, 0.4)
 
     # ---- motion
     #: rms random-walk step in physical pixels per frame
@@ -127,6 +139,16 @@ class SyntheticConfig:
     daughter_brightness: float = 1.4
     #: per-frame relaxation of the radius towards the cell's target and of the daughter boost
     growth_rate: float = 0.2
+    #: share of mitoses whose mother condenses into a metaphase plate (the others keep their
+    #: interphase shape until they split)
+    condensation_probability: float = 1.0
+    #: share of mitoses whose mother brightens (``mitosis_brightness``) and whose daughters start
+    #: bright (``daughter_brightness``)
+    brightening_probability: float = 1.0
+    #: relative spread of the distance between sisters at birth (std of a log-normal factor)
+    separation_jitter: float = 0.0
+    #: largest relative size difference between two sisters (0 = equal sizes)
+    daughter_asymmetry: float = 0.0
     #: expected number of new cells appearing per frame anywhere in the embryo
     appear_rate: float = 0.0
     #: probability per cell and frame of disappearing (cell death, loss of signal)
@@ -139,6 +161,25 @@ class SyntheticConfig:
     distractor_radius: float = 0.45
     #: distractor brightness as a fraction of the brightest nucleus
     distractor_brightness: float = 1.2
+    #: number of untracked debris blobs of any size and brightness (irregular when ``lobes``)
+    debris: int = 0
+    #: debris radius range as a fraction of the smallest nuclear radius
+    debris_radius: tuple[float, float] = (0.3, 1.2)
+    #: debris brightness range as a fraction of the dimmest nucleus
+    debris_brightness: tuple[float, float] = (0.2, 1.5)
+    #: brightness (intensity units) of a static network of thin background structures
+    #: (membranes, yolk boundaries); 0 = none
+    structures: float = 0.0
+    #: length scale (physical pixels) of the background structures' network
+    structure_scale: float = 12.0
+
+    # ---- explicit negatives
+    #: fraction of cells that are large (``giant_factor`` x their radius) and never divide
+    giant_fraction: float = 0.0
+    #: radius factor range of those large, non-dividing nuclei
+    giant_factor: tuple[float, float] = (1.4, 1.9)
+    #: pairs of touching, unrelated nuclei placed at t = 0 (not sisters: no division)
+    doublets: int = 0
 
     # ---- optics
     #: Gaussian PSF std in xy pixels
@@ -253,12 +294,32 @@ def _config_problems(c: SyntheticConfig) -> list[str]:
         len(c.embryo_axes) == 3 and all(a > 0 for a in c.embryo_axes),
         f"embryo_axes must be three positive fractions, found {c.embryo_axes}",
     )
-    for name in ("radius_range", "brightness_range", "speckle_size"):
+    for name in ("radius_range", "brightness_range", "speckle_size", "debris_radius",
+                 "debris_brightness"):
         lo_hi = getattr(c, name)
         need(
             len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1],
             f"{name} must be (low, high) with 0 < low <= high, found {lo_hi}",
         )
+    for name, low in (("elongation", 1.0), ("giant_factor", 1.0)):
+        lo_hi = getattr(c, name)
+        need(
+            len(lo_hi) == 2 and low <= lo_hi[0] <= lo_hi[1],
+            f"{name} must be (low, high) with {low} <= low <= high, found {lo_hi}",
+        )
+    need(
+        len(c.dim_factor) == 2 and 0 < c.dim_factor[0] <= c.dim_factor[1] <= 1,
+        f"dim_factor must be (low, high) with 0 < low <= high <= 1, found {c.dim_factor}",
+    )
+    for name in ("dim_fraction", "giant_fraction", "condensation_probability",
+                 "brightening_probability"):
+        need(0 <= getattr(c, name) <= 1, f"{name} must be in [0, 1], found {getattr(c, name)}")
+    need(0 <= c.lobes <= 0.5, f"lobes must be in [0, 0.5], found {c.lobes}")
+    need(
+        0 <= c.daughter_asymmetry < 1,
+        f"daughter_asymmetry must be in [0, 1), found {c.daughter_asymmetry}",
+    )
+    need(c.structure_scale > 0, f"structure_scale must be > 0, found {c.structure_scale}")
     need(0 <= c.persistence < 1, f"persistence must be in [0, 1), found {c.persistence}")
     need(0 <= c.division_rate <= 1, f"division_rate must be in [0, 1], found {c.division_rate}")
     need(0 <= c.disappear_rate <= 1, f"disappear_rate must be in [0, 1], found {c.disappear_rate}")
@@ -443,3 +504,172 @@ def sample_config(
     )
     n = cells_for_density(config, uni(r.packing))
     return dataclasses.replace(config, n_cells=max(1, n))
+
+
+@dataclass(frozen=True)
+class WideRanges:
+    """Ranges of :func:`sample_wide_config`, the far wider training distribution (uniform
+    draws unless stated). Nucleus sizes stay around the model's scale: the median radius of a
+    series is drawn log-uniformly from ``radius_median`` and nuclei of one frame spread by up
+    to ``radius_spread``; other sizes (2-30 px) reach the model rescaled to its reference
+    radius at inference (``--cell-radius`` or the automatic estimate)."""
+
+    #: probability of a 2D+t series (one slice)
+    planar_probability: float = 0.2
+    #: slices of a 3D series (log-uniform, whole numbers)
+    z_slices: tuple[int, int] = (4, 64)
+    #: largest voxel count of a frame; y and x shrink for deep stacks to stay below it
+    max_voxels: int = 500_000
+    #: smallest and largest y / x size of a frame
+    yx_size: tuple[int, int] = (64, 192)
+    #: anisotropy (z spacing / xy spacing), log-uniform
+    z_ratio: tuple[float, float] = (1.0, 10.0)
+    #: largest physical depth (slices x z_ratio) as a multiple of the y / x size: strongly
+    #: anisotropic stacks have fewer slices
+    max_depth_ratio: float = 3.0
+    #: most nuclei in the field of view at t = 0 (keeps a series' simulation short)
+    max_cells: int = 200
+    #: median nuclear radius of a series (log-uniform, xy pixels)
+    radius_median: tuple[float, float] = (3.5, 9.0)
+    #: largest / smallest nucleus of a series
+    radius_spread: tuple[float, float] = (1.15, 2.3)
+    #: fraction of the embryo filled by nuclei at t = 0
+    packing: tuple[float, float] = (0.03, 0.3)
+    #: probability of each optional appearance effect (elongation, lobes, rim, dim nuclei,
+    #: background structures, large non-dividing nuclei)
+    optional_probability: float = 0.5
+    elongation: tuple[float, float] = (1.2, 2.2)
+    lobes: tuple[float, float] = (0.05, 0.3)
+    shape_irregularity: tuple[float, float] = (0.04, 0.25)
+    texture: tuple[float, float] = (0.0, 0.8)
+    speckles: tuple[int, int] = (3, 30)
+    rim: tuple[float, float] = (0.2, 0.8)
+    dim_fraction: tuple[float, float] = (0.05, 0.3)
+    #: background structures' brightness as a fraction of the dimmest nucleus
+    structures: tuple[float, float] = (0.1, 0.6)
+    #: background structures' scale in median nuclear radii
+    structure_scale: tuple[float, float] = (1.5, 5.0)
+    max_debris: int = 8
+    psf_sigma_xy: tuple[float, float] = (0.5, 2.5)
+    psf_z_factor: tuple[float, float] = (1.5, 5.0)
+    #: noise scale, log-uniform
+    noise: tuple[float, float] = (0.2, 6.0)
+    bleach_rate: tuple[float, float] = (0.0, 0.04)
+    flicker: tuple[float, float] = (0.0, 0.05)
+    #: motion regimes, drawn with equal probability: (speed range log-uniform, persistence
+    #: range, rotation and drift allowed)
+    motion: tuple[tuple[tuple[float, float], tuple[float, float], bool], ...] = (
+        ((0.1, 0.6), (0.3, 0.8), False),  # nearly still
+        ((0.5, 3.0), (0.0, 0.3), False),  # Brownian jitter
+        ((0.5, 3.0), (0.8, 0.95), True),  # smooth, directed, with tissue flow
+        ((2.5, 6.0), (0.5, 0.9), True),  # fast
+    )
+    # ---- division appearance
+    division_rate: tuple[float, float] = (0.02, 0.15)
+    min_cycle: tuple[int, int] = (4, 15)
+    mitosis_frames: tuple[int, int] = (1, 3)
+    condensation_probability: tuple[float, float] = (0.0, 1.0)
+    brightening_probability: tuple[float, float] = (0.0, 1.0)
+    mitosis_brightness: tuple[float, float] = (1.0, 2.2)
+    plate_thickness: tuple[float, float] = (0.3, 0.7)
+    plate_width: tuple[float, float] = (0.9, 1.4)
+    daughter_separation: tuple[float, float] = (0.7, 2.5)
+    separation_jitter: tuple[float, float] = (0.0, 0.3)
+    daughter_radius_factor: tuple[float, float] = (0.5, 1.0)
+    daughter_asymmetry: tuple[float, float] = (0.0, 0.25)
+    daughter_brightness: tuple[float, float] = (1.0, 1.8)
+    daughter_speed: tuple[float, float] = (0.2, 1.5)
+    # ---- explicit negatives
+    giant_fraction: tuple[float, float] = (0.03, 0.15)
+    #: touching unrelated pairs per cell of the field of view
+    doublet_fraction: tuple[float, float] = (0.0, 0.15)
+    #: below 1 nuclei touch and overlap a little
+    contact_distance: tuple[float, float] = (0.75, 1.05)
+
+
+def sample_wide_config(
+    seed: int, base: SyntheticConfig | None = None, ranges: WideRanges | None = None
+) -> SyntheticConfig:
+    """A config of the far wider training distribution: :func:`sample_config`'s draws, then
+    from their own stream the frame shape (2D or 1-64 slices), anisotropy 1-10, nucleus size
+    and shape (elongated, lobed, touching), texture, dim nuclei, background structures and
+    debris, optics, noise, bleaching, a motion regime, the division appearance (with or
+    without condensation or brightening; daughters at various distances and sizes) and the
+    explicit negatives (large nuclei that never divide, touching unrelated pairs). Keeps
+    ``base``'s frames; :func:`sample_config` itself stays as it was (validation seeds use it)."""
+    base = base or SyntheticConfig()
+    w = ranges or WideRanges()
+    rng = np.random.default_rng([seed, streams.SAMPLE_WIDE])
+
+    def uni(lo_hi: tuple[float, float]) -> float:
+        return float(rng.uniform(*lo_hi))
+
+    def log_uni(lo_hi: tuple[float, float]) -> float:
+        return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
+
+    def integer(lo_hi: tuple[int, int]) -> int:
+        return int(rng.integers(lo_hi[0], lo_hi[1] + 1))
+
+    def optional(value: float) -> float:
+        return value if rng.random() < w.optional_probability else 0.0
+
+    if rng.random() < w.planar_probability:
+        z = 1
+    else:
+        z = int(round(log_uni((float(w.z_slices[0]), float(w.z_slices[1])))))
+    yx = int(np.clip(math.sqrt(w.max_voxels / z), *w.yx_size)) // 16 * 16
+    z_ratio = round(log_uni(w.z_ratio), 2)
+    if z > 1:
+        z = max(w.z_slices[0], min(z, int(w.max_depth_ratio * yx / z_ratio)))
+    shape = (z, yx, yx)
+    r_median = log_uni(w.radius_median)
+    spread = math.sqrt(uni(w.radius_spread))
+    speed, persistence, flow = w.motion[int(rng.integers(len(w.motion)))]
+    min_cycle = integer(w.min_cycle)
+    psf_xy = uni(w.psf_sigma_xy)
+    config = sample_config(seed, dataclasses.replace(base, shape=shape))
+    elongation_high = optional(uni(w.elongation))
+    config = dataclasses.replace(
+        config,
+        z_ratio=1.0 if z == 1 else z_ratio,
+        depth_attenuation=0.0 if z == 1 else config.depth_attenuation,
+        radius_range=(r_median / spread, r_median * spread),
+        shape_irregularity=uni(w.shape_irregularity),
+        elongation=(1.0, max(1.0, elongation_high)),
+        lobes=optional(uni(w.lobes)),
+        rim=optional(uni(w.rim)),
+        texture=uni(w.texture),
+        speckles=integer(w.speckles),
+        dim_fraction=optional(uni(w.dim_fraction)),
+        structures=optional(uni(w.structures)) * config.brightness_range[0],
+        structure_scale=uni(w.structure_scale) * r_median,
+        debris=integer((0, w.max_debris)),
+        psf_sigma_xy=psf_xy,
+        psf_sigma_z=psf_xy * uni(w.psf_z_factor),
+        noise=log_uni(w.noise),
+        bleach_rate=uni(w.bleach_rate),
+        flicker=uni(w.flicker),
+        speed=log_uni(speed),
+        persistence=uni(persistence),
+        rotation_speed=config.rotation_speed if flow else 0.0,
+        drift_speed=config.drift_speed if flow else 0.0,
+        division_rate=uni(w.division_rate),
+        min_cycle=min_cycle,
+        mitosis_frames=min(integer(w.mitosis_frames), min_cycle - 1),
+        condensation_probability=uni(w.condensation_probability),
+        brightening_probability=uni(w.brightening_probability),
+        mitosis_brightness=uni(w.mitosis_brightness),
+        plate_thickness=uni(w.plate_thickness),
+        plate_width=uni(w.plate_width),
+        daughter_separation=uni(w.daughter_separation),
+        separation_jitter=uni(w.separation_jitter),
+        daughter_radius_factor=uni(w.daughter_radius_factor),
+        daughter_asymmetry=uni(w.daughter_asymmetry),
+        daughter_brightness=uni(w.daughter_brightness),
+        daughter_speed=uni(w.daughter_speed),
+        giant_fraction=optional(uni(w.giant_fraction)),
+        contact_distance=uni(w.contact_distance),
+    )
+    n = min(max(1, cells_for_density(config, uni(w.packing))), w.max_cells)
+    doublets = int(round(uni(w.doublet_fraction) * n))
+    return dataclasses.replace(config, n_cells=n, doublets=doublets)

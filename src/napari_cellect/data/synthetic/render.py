@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 #: smooth fields (background, illumination, autofluorescence) never drop below this fraction
 #: of their mean level
 _FIELD_FLOOR = 0.1
+#: width of the background structures' lines, as a fraction of the field's std
+_STRUCTURE_WIDTH = 0.12
+#: where the nuclear rim peaks and how wide it is (normalised nucleus radius)
+_RIM_AT, _RIM_WIDTH = 0.85, 0.15
+#: a lobed outline never shrinks below this fraction of the ellipsoid's radius
+_LOBE_FLOOR = 0.4
 
 
 def _smooth_field(
@@ -54,6 +60,7 @@ class _StaticFields:
     background: np.ndarray  # additive, (Z, Y, X)
     illumination: np.ndarray  # multiplicative on the signal, incl. depth attenuation
     autofluorescence: np.ndarray  # cytoplasm signal before the embryo mask
+    structures: np.ndarray | None = None  # thin static network added to the signal
 
 
 def _static_fields(config: SyntheticConfig) -> _StaticFields:
@@ -70,7 +77,13 @@ def _static_fields(config: SyntheticConfig) -> _StaticFields:
         depth = np.exp(np.log(1 - config.depth_attenuation) * np.linspace(0, 1, shape[0]))
         illumination *= depth.astype(np.float32)[:, None, None]
     autofluorescence = positive(config.autofluorescence, config.autofluorescence_variation)
-    return _StaticFields(background, illumination, autofluorescence)
+    structures = None
+    if config.structures > 0:  # drawn last, so the fields above stay those of older versions
+        f = _smooth_field(shape, spacing, config.structure_scale, rng)
+        structures = (config.structures * np.exp(-((f / _STRUCTURE_WIDTH) ** 2))).astype(
+            np.float32
+        )
+    return _StaticFields(background, illumination, autofluorescence, structures)
 
 
 def _embryo_mask(
@@ -107,7 +120,11 @@ def _render_nuclei(
     for i in range(len(frame.uid)):
         semi = frame.semi[i]
         mean_semi = float(np.mean(semi))
+        lobes = frame.lobe_amps[i]
+        lobed = bool(np.any(lobes))
         reach = float(np.max(semi)) * (1 + 6 * edge / mean_semi)
+        if lobed:
+            reach *= 1 + float(np.abs(lobes).sum())
         centre = frame.physical[i] / spacing
         lo = np.maximum(np.floor(centre - reach / spacing), 0).astype(int)
         hi = np.minimum(np.ceil(centre + reach / spacing), shape - 1).astype(int)
@@ -123,8 +140,12 @@ def _render_nuclei(
         rot = frame.rotation[i]
         u = [(rot[k, 0] * dz + rot[k, 1] * dy + rot[k, 2] * dx) / semi[k] for k in range(3)]
         rho = np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2)
+        if lobed:
+            rho = rho / _lobe_factor(u, rho, frame.lobe_dirs[i], lobes)
         body = special.expit((1 - rho) * (mean_semi / edge))
         value = body * frame.intensity[i]
+        if config.rim > 0:
+            value = value * (1 + config.rim * np.exp(-(((rho - _RIM_AT) / _RIM_WIDTH) ** 2)))
         amp = frame.speckle_amp[i]
         if len(amp) and np.any(amp):
             sp = frame.speckle_pos[i][:, :, None, None, None]
@@ -138,6 +159,19 @@ def _render_nuclei(
             inside = (body > 0.5) & (body > best[box])
             best[box][inside] = body[inside]
             labels[box][inside] = label_values[i]
+
+
+def _lobe_factor(
+    u: list[np.ndarray], rho: np.ndarray, dirs: np.ndarray, amps: np.ndarray
+) -> np.ndarray:
+    """Radial scale of a lobed outline: 1 + sum of 2nd and 4th order Legendre bumps about each
+    direction. Even orders only, so the outline stays centred on the nucleus centre."""
+    inv = 1 / np.maximum(rho, 1e-6)
+    factor = np.ones_like(rho)
+    for d, (a2, a4) in zip(dirs, amps, strict=True):
+        s2 = ((d[0] * u[0] + d[1] * u[1] + d[2] * u[2]) * inv) ** 2
+        factor += a2 * (1.5 * s2 - 0.5) + a4 * (35 * s2 * s2 - 30 * s2 + 3) / 8
+    return np.maximum(factor, _LOBE_FLOOR)
 
 
 class Renderer:
@@ -166,6 +200,8 @@ class Renderer:
             dtype = np.uint16 if small else np.uint32
             labels = np.zeros(c.shape, dtype)
         _render_nuclei(c, frame, signal, labels, label_values)
+        if self.fields.structures is not None:
+            signal += self.fields.structures
         if c.autofluorescence > 0:
             mask = _embryo_mask(c, self.geometry, frame.embryo_centre)
             signal += self.fields.autofluorescence * mask

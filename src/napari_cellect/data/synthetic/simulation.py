@@ -45,6 +45,10 @@ _SPECKLE_EXTENT = 0.85
 _BRIGHTNESS_SLACK = (0.7, 1.3)
 #: candidate cycle lengths per initial cell for the length-biased draw of its cycle
 _LENGTH_BIAS_CANDIDATES = 8
+#: random directions per nucleus that shape its lobed outline (``lobes``)
+_LOBE_DIRECTIONS = 2
+#: size spread of the partner of a touching doublet (factors on the first nucleus's radius)
+_DOUBLET_SIZE = (0.85, 1.15)
 
 
 @dataclass
@@ -69,6 +73,11 @@ class _Cells:
     speckle_amp: np.ndarray  # (n, K) speckle amplitudes (relative)
     speckle_sigma: np.ndarray  # (n, K) speckle sizes (normalised)
     mother: np.ndarray  # int64 mother's uid in the birth frame, else -1
+    lobe_dirs: np.ndarray  # (n, J, 3) directions of the outline's bumps (nucleus frame)
+    lobe_amps: np.ndarray  # (n, J, 2) amplitudes of the 2nd and 4th order bumps
+    condenses: np.ndarray  # bool: its mitosis shows a metaphase plate
+    brightens: np.ndarray  # bool: its mitosis brightens (mother and newborn daughters)
+    giant: np.ndarray  # bool: a large nucleus that never divides (a negative)
 
     def __len__(self) -> int:
         return len(self.uid)
@@ -106,6 +115,8 @@ class FrameCells:
     speckle_sigma: np.ndarray
     mother: np.ndarray
     divides: np.ndarray
+    lobe_dirs: np.ndarray
+    lobe_amps: np.ndarray
     embryo_centre: np.ndarray
     node_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
@@ -116,6 +127,8 @@ class Simulator:
     def __init__(self, config: SyntheticConfig) -> None:
         self.c = config
         self.rng = np.random.default_rng([config.seed, streams.SIMULATION])
+        #: the per-cell draws of the wider appearance, apart from ``rng`` (see streams)
+        self.look = np.random.default_rng([config.seed, streams.APPEARANCE])
         self.geometry = embryo_geometry(config)
         self.dims = dim_mask(config)
         self.planar = config.is_2d
@@ -206,7 +219,7 @@ class Simulator:
         brightness: np.ndarray,
         *,
         tracked: bool = True,
-        boost: float = 1.0,
+        boost: float | np.ndarray = 1.0,
         mother: np.ndarray | None = None,
         vel: np.ndarray | None = None,
     ) -> _Cells:
@@ -214,6 +227,15 @@ class Simulator:
         k = c.speckles
         shape = np.exp(rng.normal(0, c.shape_irregularity, (n, 3)))
         shape /= np.prod(shape, axis=1, keepdims=True) ** (1 / 3)
+        look, n_dirs = self.look, _LOBE_DIRECTIONS
+        elongation = look.uniform(*c.elongation, n)
+        lobe_dirs = unit_vectors(look, n * n_dirs, False).reshape(n, n_dirs, 3)
+        lobe_amps = look.uniform(-1.0, 1.0, (n, n_dirs, 2)) * c.lobes
+        condenses = look.random(n) < c.condensation_probability
+        brightens = look.random(n) < c.brightening_probability
+        if c.elongation[1] > 1:
+            shape[:, 0] *= elongation
+            shape /= np.prod(shape, axis=1, keepdims=True) ** (1 / 3)
         speckle_pos = unit_vectors(rng, n * k, self.planar).reshape(n, k, 3)
         speckle_pos *= _SPECKLE_EXTENT * rng.random((n, k, 1)) ** (1 / 3)
         uid = np.arange(self.next_uid, self.next_uid + n, dtype=np.int64)
@@ -237,15 +259,26 @@ class Simulator:
             speckle_amp=rng.uniform(-1, 1, (n, k)) * (c.texture if tracked else 0.0),
             speckle_sigma=rng.uniform(*c.speckle_size, (n, k)),
             mother=np.full(n, -1, dtype=np.int64) if mother is None else mother,
+            lobe_dirs=lobe_dirs,
+            lobe_amps=lobe_amps,
+            condenses=condenses,
+            brightens=brightens,
+            giant=np.zeros(n, dtype=bool),
         )
 
     def _random_cells(self, n: int, fov: list[bool | None], existing: _Cells | None) -> _Cells:
         c = self.c
         radius = self.rng.uniform(*c.radius_range, n)
+        giant = self.look.random(n) < c.giant_fraction
+        radius[giant] *= self.look.uniform(*c.giant_factor, n)[giant]
         pos, keep = self._place(radius, fov, existing)
         brightness = self.rng.uniform(*c.brightness_range, n)
+        dim = self.look.random(n) < c.dim_fraction
+        brightness[dim] *= self.look.uniform(*c.dim_factor, n)[dim]
         cells = self._new_cells(pos[keep], radius[keep], radius[keep], brightness[keep])
         cells.vel = self._velocity_noise(len(cells)) * (c.speed / math.sqrt(self.dims.sum()))
+        cells.giant = giant[keep]
+        cells.cycle[cells.giant] = _NEVER
         return cells
 
     def initial(self) -> _Cells:
@@ -263,6 +296,8 @@ class Simulator:
                 placed_inside, c.n_cells,
             )  # fmt: skip
         self._randomise_cycle_phase(cells)
+        if c.doublets:
+            cells = cells.concat(self._doublet_partners(cells))
         if c.distractors:
             r = c.distractor_radius * c.radius_range[0]
             pos, keep = self._place(np.full(c.distractors, r), [True] * c.distractors, cells)
@@ -272,9 +307,31 @@ class Simulator:
                 tracked=False,
             )  # fmt: skip
             cells = cells.concat(extra)
+        if c.debris:
+            r = self.rng.uniform(*c.debris_radius, c.debris) * c.radius_range[0]
+            pos, keep = self._place(r, [True] * c.debris, cells)
+            brightness = self.rng.uniform(*c.debris_brightness, c.debris) * c.brightness_range[0]
+            cells = cells.concat(
+                self._new_cells(pos[keep], r[keep], r[keep], brightness[keep], tracked=False)
+            )
         for _ in range(3):
             self._relax(cells)
         return cells
+
+    def _doublet_partners(self, cells: _Cells) -> _Cells:
+        """A touching, unrelated partner beside ``doublets`` cells of the field of view: two
+        nuclei in contact that are no division (a negative for the division head)."""
+        c = self.c
+        candidates = np.flatnonzero(self._in_fov(cells.pos) & ~cells.giant)
+        k = min(c.doublets, len(candidates))
+        first = cells.take(self.rng.choice(candidates, k, replace=False))
+        radius = first.radius * self.rng.uniform(*_DOUBLET_SIZE, k)
+        direction = unit_vectors(self.rng, k, self.planar)
+        pos = first.pos + direction * ((first.radius + radius) * c.contact_distance)[:, None]
+        brightness = first.brightness * np.exp(self.rng.normal(0, c.brightness_inheritance, k))
+        partners = self._new_cells(pos, radius, radius, brightness, vel=first.vel.copy())
+        self._randomise_cycle_phase(partners)
+        return partners
 
     def _randomise_cycle_phase(self, cells: _Cells) -> None:
         """Give cells the cycle lengths and ages of a population caught at a random moment.
@@ -292,6 +349,7 @@ class Simulator:
         pick = np.minimum((self.rng.random((n, 1)) > weights).sum(axis=1), k - 1)
         cells.cycle = candidates[np.arange(n), pick].astype(np.int64)
         cells.age = (self.rng.random(n) * cells.cycle).astype(np.int64)
+        cells.cycle[cells.giant] = _NEVER
 
     def _fov_fraction(self) -> float:
         """Fraction of the embryo region open to cell centres that lies in the field of view
@@ -389,9 +447,15 @@ class Simulator:
         c, rng, n = self.c, self.rng, len(mothers)
         if n == 0:
             return mothers
-        offset = mothers.axis * (c.daughter_separation * mothers.radius / 2)[:, None]
+        separation = c.daughter_separation * mothers.radius / 2
+        if c.separation_jitter > 0:
+            separation = separation * np.exp(self.look.normal(0, c.separation_jitter, n))
+        offset = mothers.axis * separation[:, None]
         pos = np.concatenate([mothers.pos + offset, mothers.pos - offset])
         radius = np.tile(mothers.radius * c.daughter_radius_factor, 2)
+        if c.daughter_asymmetry > 0:
+            unequal = self.look.uniform(0, c.daughter_asymmetry, n)
+            radius = radius * np.concatenate([1 + unequal, 1 - unequal])
         lo, hi = c.radius_range
         jitter = np.exp(rng.normal(0, c.radius_inheritance, 2 * n))
         target = np.clip(np.tile(mothers.target_radius, 2) * jitter, lo, hi)
@@ -402,7 +466,7 @@ class Simulator:
         brightness = np.clip(brightness, lo_b * _BRIGHTNESS_SLACK[0], hi_b * _BRIGHTNESS_SLACK[1])
         daughters = self._new_cells(
             pos, radius, target, brightness,
-            boost=c.daughter_brightness,
+            boost=np.where(np.tile(mothers.brightens, 2), c.daughter_brightness, 1.0),
             mother=np.tile(mothers.uid, 2),
             vel=np.tile(mothers.vel, (2, 1))
             + np.concatenate([mothers.axis, -mothers.axis]) * c.daughter_speed,
@@ -458,16 +522,18 @@ class Simulator:
         mitotic = cells.tracked & (to_division <= c.mitosis_frames)
         # condensation grows from 1/mitosis_frames to 1 in the last frame before division
         cond = np.where(mitotic, (c.mitosis_frames - to_division + 1) / c.mitosis_frames, 0.0)
+        plate_cells = mitotic & cells.condenses
         semi = cells.radius[:, None] * cells.shape
         rotation = cells.rotation.copy()
-        if np.any(mitotic):
+        if np.any(plate_cells):
             plate = np.array([c.plate_thickness, c.plate_width, c.plate_width])
-            k = cond[mitotic, None]
-            semi[mitotic] = cells.radius[mitotic, None] * ((1 - k) + k * plate[None, :])
-            rotation[mitotic] = spindle_frames(cells.axis[mitotic], self.planar)
-        mitosis = 1 + (c.mitosis_brightness - 1) * cond
+            k = cond[plate_cells, None]
+            semi[plate_cells] = cells.radius[plate_cells, None] * ((1 - k) + k * plate[None, :])
+            rotation[plate_cells] = spindle_frames(cells.axis[plate_cells], self.planar)
+        mitosis = 1 + (c.mitosis_brightness - 1) * cond * cells.brightens
         intensity = cells.brightness * np.exp(cells.fluct) * cells.boost * mitosis
-        amp = cells.speckle_amp * (1 + cond)[:, None]
+        condensed = cond * cells.condenses
+        amp = cells.speckle_amp * (1 + condensed)[:, None]
         physical = cells.pos.copy()
         position = physical / c.spacing[None, :]
         if c.is_2d:
@@ -486,6 +552,8 @@ class Simulator:
             speckle_sigma=cells.speckle_sigma.astype(np.float32),
             mother=cells.mother.copy(),
             divides=cells.tracked & (to_division == 1),
+            lobe_dirs=cells.lobe_dirs.astype(np.float32),
+            lobe_amps=(cells.lobe_amps * (1 - condensed)[:, None, None]).astype(np.float32),
             embryo_centre=self.geometry.centre + self.t * self.geometry.drift,
             node_id=np.full(n, -1, dtype=np.int64),
         )

@@ -15,3 +15,9 @@ FIELDS = 3
 NOISE = 4
 #: :func:`~napari_cellect.data.synthetic.config.sample_config`
 SAMPLE = 5
+#: per-cell draws of the wider appearance (elongation, lobes, dim and large nuclei, division
+#: appearance) in :mod:`.simulation`: apart from SIMULATION, so that presets that do not use
+#: them give the same sequences as before they existed
+APPEARANCE = 6
+#: :func:`~napari_cellect.data.synthetic.config.sample_wide_config`
+SAMPLE_WIDE = 7
