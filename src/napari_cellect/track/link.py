@@ -5,7 +5,9 @@ nearest cells of the second (:class:`~napari_cellect.track.scoring_protocol.Cand
 candidates that are too far or too unlikely are dropped, and one exact min-cost assignment
 (:mod:`napari_cellect.track.assignment`) picks the links with costs ``-log p_match``, a second
 child only where ``p_divide`` clears ``division_threshold`` (at an extra ``-log p_divide``), and
-constant appear/disappear costs (all in :class:`LinkingConfig`). This replaces CELLECT's greedy,
+constant appear/disappear costs (all in :class:`LinkingConfig`), and only into two children that
+are a plausible pair of daughters (:mod:`napari_cellect.track.division_geometry`; a nucleus split
+in two by the detector is no division). This replaces CELLECT's greedy,
 order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing then joins a track
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
