@@ -124,17 +124,6 @@ def test_the_rule_is_relative_to_the_mother_radius():
             assert ok.tolist() == [expected]
 
 
-def test_the_best_plausible_pair_is_chosen_among_several_candidates():
-    """A small fragment next to the mother and two daughters farther out: the mother divides into
-    the daughters even though the fragment is its nearest (best-scored) candidate."""
-    z, y, x = MOTHER_AT
-    positions = [[z, y, x + 0.1 * R_MOTHER], [z, y, x - 0.7 * R_MOTHER], [z, y, x + 0.7 * R_MOTHER]]
-    frame = _det(1, positions, [0.35 * R_MOTHER, 0.8 * R_MOTHER, 0.8 * R_MOTHER])
-    links = link_frame_pair(_mother(), frame, SureScorer(), LinkingConfig(), Z_RATIO)
-    children = sorted(links.dst_idx[links.src_idx == 0].tolist())
-    assert children == [1, 2]
-
-
 def test_a_pinned_child_is_kept_whatever_the_geometry():
     fragments = _pair(-0.2 * R_MOTHER, 0.2 * R_MOTHER, 0.5 * R_MOTHER, 0.5 * R_MOTHER)
     links = link_frame_pair(_mother(), fragments, None, LinkingConfig(), Z_RATIO,

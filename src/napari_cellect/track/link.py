@@ -133,17 +133,15 @@ def link_frame_pair(
     if no_division is not None:
         division_cost[no_division] = np.inf
     fixed = np.zeros(n_a, np.int64) if fixed_children is None else np.asarray(fixed_children)
-    second_ok, best_pair = _second_child_ok(det_a, det_b, cands, pinned_arr, fixed, division_cost,
-                                            config, z_ratio)  # fmt: skip
-    keep = np.ones(len(edge_src), bool)
-
-    def solve(division_cost: np.ndarray, keep: np.ndarray) -> AssignmentResult:
-        return solve_assignment(AssignmentProblem(
+    second_ok = _second_child_ok(det_a, det_b, cands, pinned_arr, fixed, division_cost, config,
+                                 z_ratio)  # fmt: skip
+    while True:
+        result = solve_assignment(AssignmentProblem(
             n_sources=n_a,
             n_targets=n_b,
-            edge_src=edge_src[keep],
-            edge_dst=cands.cand_idx[edge_src, edge_col][keep],
-            edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64))[keep],
+            edge_src=edge_src,
+            edge_dst=cands.cand_idx[edge_src, edge_col],
+            edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
             division_cost=division_cost,
             appear_cost=config.appear_cost,
             disappear_cost=config.disappear_cost,
@@ -151,27 +149,17 @@ def link_frame_pair(
             pinned_dst=pinned_arr[:, 1],
             fixed_children=fixed_children,
             fixed_parent=fixed_parent,
-            second_child_ok=second_ok[edge_src, edge_col][keep],
+            second_child_ok=second_ok[edge_src, edge_col],
         ))  # fmt: skip
-
-    result = solve(division_cost, keep)
-    while True:
         # second_ok only says that each child pairs plausibly with *some* other candidate: a
-        # mother whose two chosen children are no plausible pair together either loses its
-        # second child or keeps only the two members of its best pair, whichever costs less
+        # mother whose two chosen children are no plausible pair together loses its second
+        # child, and all is solved again (restricting it to its best plausible pair instead
+        # kept far more false divisions among the many fragments of split nuclei)
         wrong = _implausible_divisions(det_a, det_b, result, fixed, config, z_ratio)
         if len(wrong) == 0:
             break
-        no_second = division_cost.copy()
-        no_second[wrong] = np.inf
-        only_pair = keep & ~(np.isin(edge_src, wrong)
-                             & (edge_col != best_pair[edge_src, 0])
-                             & (edge_col != best_pair[edge_src, 1]))  # fmt: skip
-        first, second = solve(no_second, keep), solve(division_cost, only_pair)
-        if first.cost <= second.cost:
-            result, division_cost = first, no_second
-        else:
-            result, keep = second, only_pair
+        division_cost = division_cost.copy()
+        division_cost[wrong] = np.inf
     score, margin = _link_scores(cands, result.src, result.dst)
     return FrameLinks(
         src_idx=result.src,
@@ -349,16 +337,14 @@ def _second_child_ok(
     division_cost: np.ndarray,
     config: LinkingConfig,
     z_ratio: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """(n_a, k) True where candidate ``c`` of cell ``i`` may be its second child: it forms a
     plausible daughter pair (:func:`plausible_daughters`) with another allowed candidate of
     ``i``. A cell that already has a child (pinned here, or a pinned skip edge) is not tested:
-    its first child is a person's word. Also (n_a, 2) the candidate columns of each cell's most
-    likely plausible pair (highest product of ``p_match``), -1 where it has none."""
+    its first child is a person's word."""
     allowed = cands.allowed
-    best = np.full((len(det_a), 2), -1, np.int64)
     if not config.division_geometry:
-        return allowed, best
+        return allowed
     has_child = (fixed_children > 0) | np.isin(np.arange(len(det_a)), pinned[:, 0])
     ok = np.where(has_child[:, None], allowed, False)
     idx = cands.cand_idx
@@ -367,14 +353,8 @@ def _second_child_ok(
     pair &= ~np.eye(idx.shape[1], dtype=bool)[None]
     i, a, b = np.nonzero(pair)
     good = plausible_daughters(det_a, det_b, i, idx[i, a], idx[i, b], config, z_ratio)
-    i, a, b = i[good], a[good], b[good]
-    ok[i, a] = True
-    order = np.lexsort((-cands.p_match[i, a] * cands.p_match[i, b], i))
-    first = np.ones(len(order), bool)
-    first[1:] = i[order][1:] != i[order][:-1]
-    top = order[first]
-    best[i[top], 0], best[i[top], 1] = a[top], b[top]
-    return ok, best
+    ok[i[good], a[good]] = True
+    return ok
 
 
 def _implausible_divisions(
