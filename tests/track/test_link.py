@@ -10,6 +10,7 @@ import pytest
 
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.link import (
     MARGIN_COLUMN,
     LinkingConfig,
@@ -230,7 +231,8 @@ def test_random_sequences_keep_graph_invariants():
 
 
 def _brute_force_pair(det_a, det_b, config, z_ratio) -> float:
-    """Optimum of the frame-pair objective built straight from the scorer's probabilities."""
+    """Optimum of the frame-pair objective built straight from the scorer's probabilities; with
+    ``config.division_geometry``, a division only into a plausible daughter pair."""
     scorer = GeometricScorer.for_link()
     cand, dist = nearest_candidates(det_a.positions, det_b.positions, config.k, z_ratio)
     s = scorer.score(det_a, det_b, cand, z_ratio)
@@ -255,26 +257,59 @@ def _brute_force_pair(det_a, det_b, config, z_ratio) -> float:
                     ok = False
                     break
                 total += -np.log(max(s.p_divide[i], config.min_probability))
+                kids = [j for j, (p, _) in enumerate(choice) if p == i]
+                ok = bool(plausible_daughters(det_a, det_b, [i], [kids[0]], [kids[1]], config,
+                                              z_ratio)[0])  # fmt: skip
+                if not ok:
+                    break
         if ok:
             best = min(best, total)
     return best
 
 
+def _random_pair(rng):
+    n_a, n_b = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    det_a = _det(0, rng.uniform(0, 12, (n_a, 3)), emb=1 + 0.3 * rng.normal(size=(n_a, 4)),
+                 division=rng.uniform(0, 1, (n_a, 2)).astype(np.float32))  # fmt: skip
+    det_b = _det(1, rng.uniform(0, 12, (n_b, 3)), emb=1 + 0.3 * rng.normal(size=(n_b, 4)),
+                 division=rng.uniform(0, 1, (n_b, 2)).astype(np.float32))  # fmt: skip
+    return det_a, det_b
+
+
 def test_frame_pair_is_optimal_against_brute_force():
     rng = np.random.default_rng(11)
-    config = LinkingConfig(k=3, link_threshold=0.05, appear_cost=1.5, disappear_cost=1.0)
+    config = LinkingConfig(k=3, link_threshold=0.05, appear_cost=1.5, disappear_cost=1.0,
+                           division_geometry=False)  # fmt: skip
     n_divisions = 0
     for _ in range(40):
-        n_a, n_b = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-        det_a = _det(0, rng.uniform(0, 12, (n_a, 3)), emb=1 + 0.3 * rng.normal(size=(n_a, 4)),
-                     division=rng.uniform(0, 1, (n_a, 2)).astype(np.float32))  # fmt: skip
-        det_b = _det(1, rng.uniform(0, 12, (n_b, 3)), emb=1 + 0.3 * rng.normal(size=(n_b, 4)),
-                     division=rng.uniform(0, 1, (n_b, 2)).astype(np.float32))  # fmt: skip
+        det_a, det_b = _random_pair(rng)
         links = link_frame_pair(det_a, det_b, None, config, Z_RATIO)
         assert links.cost == pytest.approx(_brute_force_pair(det_a, det_b, config, Z_RATIO))
         assert len(np.unique(links.dst_idx)) == len(links.dst_idx)
         n_divisions += int(links.is_division.sum()) // 2
     assert n_divisions > 5  # the random cases do include divisions
+
+
+def test_division_geometry_keeps_the_frame_pair_near_optimal():
+    """With the daughter-pair test the solver's repair (a mother whose two chosen children are no
+    plausible pair loses its second child) is a heuristic: every division it makes passes the
+    test, its cost is never below the true optimum and equals it in nearly every case."""
+    rng = np.random.default_rng(12)
+    config = LinkingConfig(k=3, link_threshold=0.05, appear_cost=1.5, disappear_cost=1.0)
+    n_optimal, n_divisions, n_cases = 0, 0, 60
+    for _ in range(n_cases):
+        det_a, det_b = _random_pair(rng)
+        links = link_frame_pair(det_a, det_b, None, config, Z_RATIO)
+        best = _brute_force_pair(det_a, det_b, config, Z_RATIO)
+        assert links.cost >= best - 1e-6
+        n_optimal += links.cost == pytest.approx(best)
+        mothers = np.unique(links.src_idx[links.is_division])
+        for m in mothers:
+            kids = links.dst_idx[links.src_idx == m]
+            assert plausible_daughters(det_a, det_b, [m], [kids[0]], [kids[1]], config, Z_RATIO)
+        n_divisions += len(mothers)
+    assert n_divisions >= 3
+    assert n_optimal >= 0.9 * n_cases
 
 
 def test_config_from_bundle_objects():
@@ -409,7 +444,9 @@ def test_no_division_on_random_sequences():
     n_forbidden = 0
     for _ in range(4):
         frames = _random_frames(rng, 4, int(rng.integers(8, 25)), dividing=0.4)
-        config = LinkingConfig(gap_closing=True)
+        # the exact optimum (the daughter-pair repair is a heuristic whose path may change when
+        # other cells are forbidden to divide)
+        config = LinkingConfig(gap_closing=True, division_geometry=False)
         default = link_sequence(frames, None, config, Z_RATIO)
         mothers = default.divisions()
         forbidden = mothers[::2]

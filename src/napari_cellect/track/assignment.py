@@ -5,7 +5,8 @@ later frame), candidate edges with costs, and per-node costs. A solution is a se
 
 - every target has at most one parent,
 - every source has at most two children, a second child only where its ``division_cost`` is
-  finite,
+  finite and through an edge that ``second_child_ok`` allows (the linker allows the daughters of
+  a geometrically plausible pair only, ``track/division_geometry.py``),
 - every pinned edge is present.
 
 It minimises (see :func:`assignment_cost`)::
@@ -22,7 +23,8 @@ This is solved exactly as one sparse minimum-weight perfect matching
   only where a division is allowed), then one *appear* row per target;
 - columns: the targets, then one *disappear* column per slot.
 
-A slot-target entry costs the edge cost (plus the division cost on slot 1); a slot's own
+A slot-target entry costs the edge cost (plus the division cost on slot 1; slot 1 reaches only
+the edges that ``second_child_ok`` allows); a slot's own
 disappear column costs ``disappear_cost`` on slot 0 and nothing on slot 1; a target's appear row
 costs ``appear_cost`` on that target. Appear rows also reach, at zero cost, the disappear column
 of every slot that reaches their target (the transposed pattern of the edge block), which keeps a
@@ -70,6 +72,10 @@ class AssignmentProblem:
     """(n_sources,) children a source already has outside this problem (e.g. a pinned skip edge)."""
     fixed_parent: np.ndarray | None = None
     """(n_targets,) True where a target already has a parent outside this problem."""
+    second_child_ok: np.ndarray | None = None
+    """(E,) True where the edge may give its source a second child; None allows every edge.
+    A source with two children needs at least one such edge among its unpinned ones (its
+    second slot's edge)."""
 
     def __post_init__(self) -> None:
         n_s, n_t = int(self.n_sources), int(self.n_targets)
@@ -85,17 +91,20 @@ class AssignmentProblem:
                           else np.asarray(self.fixed_children, dtype=np.int64).ravel())  # fmt: skip
         fixed_parent = (np.zeros(n_t, bool) if self.fixed_parent is None
                         else np.asarray(self.fixed_parent, dtype=bool).ravel())  # fmt: skip
+        second_ok = (np.ones(len(self.edge_src), bool) if self.second_child_ok is None
+                     else np.asarray(self.second_child_ok, dtype=bool).ravel())  # fmt: skip
         object.__setattr__(self, "fixed_children", fixed_children)
         object.__setattr__(self, "fixed_parent", fixed_parent)
+        object.__setattr__(self, "second_child_ok", second_ok)
         self._validate()
 
     def _validate(self) -> None:
         n_s, n_t = self.n_sources, self.n_targets
         e = len(self.edge_src)
-        if len(self.edge_dst) != e or len(self.edge_cost) != e:
+        if len(self.edge_dst) != e or len(self.edge_cost) != e or len(self.second_child_ok) != e:
             raise InputError(
-                f"edge_src, edge_dst and edge_cost must have one length; got {e}, "
-                f"{len(self.edge_dst)}, {len(self.edge_cost)}"
+                f"edge_src, edge_dst, edge_cost and second_child_ok must have one length; got "
+                f"{e}, {len(self.edge_dst)}, {len(self.edge_cost)}, {len(self.second_child_ok)}"
             )
         if len(self.pinned_src) != len(self.pinned_dst):
             raise InputError(
@@ -175,13 +184,14 @@ def solve_assignment(problem: AssignmentProblem) -> AssignmentResult:
     target_col = np.where(~taken, np.cumsum(~taken) - 1, -1)
     n_cols_t = int((~taken).sum())
 
-    edge_src, edge_dst, edge_cost = _unique_edges(problem)
+    edge_src, edge_dst, edge_cost, second_ok = _unique_edges(problem)
     keep = ~taken[edge_dst] & (free_slots[edge_src] > 0)
     edge_src, edge_dst, edge_cost = edge_src[keep], edge_dst[keep], edge_cost[keep]
+    second_ok = second_ok[keep]
 
     # Slot -> target entries.
     e0 = slot0_row[edge_src] >= 0
-    e1 = slot1_row[edge_src] >= 0
+    e1 = (slot1_row[edge_src] >= 0) & second_ok
     slot_rows = np.concatenate([slot0_row[edge_src[e0]], slot1_row[edge_src[e1]]])
     slot_cols = np.concatenate([target_col[edge_dst[e0]], target_col[edge_dst[e1]]])
     slot_w = np.concatenate(
@@ -248,7 +258,8 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
 
     Invalid means: a target with two parents, a target whose parent is fixed outside, a missing
     pinned edge, an edge that is not a candidate, more than two children, or a second child where
-    ``division_cost`` is ``inf``.
+    ``division_cost`` is ``inf`` or through unpinned edges none of which ``second_child_ok``
+    allows.
     """
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
@@ -260,7 +271,7 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
     if not np.all(np.isin(pinned_key, key)):
         return float("inf")
     free = ~np.isin(key, pinned_key)
-    edge_src, edge_dst, edge_cost = _unique_edges(problem)
+    edge_src, edge_dst, edge_cost, second_ok = _unique_edges(problem)
     edge_key = edge_src * n_t + edge_dst
     order = np.argsort(edge_key)
     pos = np.searchsorted(edge_key[order], key[free])
@@ -271,6 +282,9 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
     elif not np.all(edge_key[order][pos] == key[free]):
         return float("inf")
     total = float(edge_cost[order][pos].sum()) if np.any(free) else 0.0
+    n_second_ok = np.zeros(n_s, np.int64)
+    if np.any(free):
+        np.add.at(n_second_ok, src[free], second_ok[order][pos].astype(np.int64))
 
     used = problem.used_children
     n_free = np.bincount(src[free], minlength=n_s)
@@ -278,7 +292,7 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
         return float("inf")
     second = n_free > 0
     second &= used + n_free == 2  # the free edges brought the source to two children
-    if np.any(second & ~np.isfinite(problem.division_cost)):
+    if np.any(second & (~np.isfinite(problem.division_cost) | (n_second_ok == 0))):
         return float("inf")
     total += float(problem.division_cost[second].sum())
     total += float(problem.disappear_cost[(used + n_free) == 0].sum())
@@ -288,14 +302,19 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
     return total
 
 
-def _unique_edges(problem: AssignmentProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate edges with repeats removed, keeping the cheapest cost of each pair."""
+def _unique_edges(
+    problem: AssignmentProblem,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate edges with repeats removed, keeping the cheapest cost of each pair; a pair may
+    be a second child when any of its repeats may."""
     src, dst, cost = problem.edge_src, problem.edge_dst, problem.edge_cost
+    second_ok = problem.second_child_ok
     if len(src) == 0:
-        return src, dst, cost
+        return src, dst, cost, second_ok
     key = src * problem.n_targets + dst
     order = np.lexsort((cost, key))
     first = np.ones(len(order), bool)
     first[1:] = key[order][1:] != key[order][:-1]
     sel = order[first]
-    return src[sel], dst[sel], cost[sel]
+    any_ok = np.logical_or.reduceat(second_ok[order], np.flatnonzero(first))
+    return src[sel], dst[sel], cost[sel], any_ok

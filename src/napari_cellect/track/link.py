@@ -5,7 +5,9 @@ nearest cells of the second (:class:`~napari_cellect.track.scoring_protocol.Cand
 candidates that are too far or too unlikely are dropped, and one exact min-cost assignment
 (:mod:`napari_cellect.track.assignment`) picks the links with costs ``-log p_match``, a second
 child only where ``p_divide`` clears ``division_threshold`` (at an extra ``-log p_divide``), and
-constant appear/disappear costs (all in :class:`LinkingConfig`). This replaces CELLECT's greedy,
+constant appear/disappear costs (all in :class:`LinkingConfig`), and only into two children that
+are a plausible pair of daughters (:mod:`napari_cellect.track.division_geometry`; a nucleus split
+in two by the detector is no division). This replaces CELLECT's greedy,
 order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing then joins a track
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
@@ -29,8 +31,9 @@ import numpy as np
 from napari_cellect.config import LinkingConfig
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.progress import OnStep, Progress
-from napari_cellect.track.assignment import AssignmentProblem, solve_assignment
+from napari_cellect.track.assignment import AssignmentProblem, AssignmentResult, solve_assignment
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.scoring_protocol import (
     CandidateScorer,
@@ -126,21 +129,34 @@ def link_frame_pair(
     division_cost = np.where(cands.p_divide >= config.division_threshold, -np.log(p_div), np.inf)
     if no_division is not None:
         division_cost[no_division] = np.inf
-    problem = AssignmentProblem(
-        n_sources=n_a,
-        n_targets=n_b,
-        edge_src=edge_src,
-        edge_dst=cands.cand_idx[edge_src, edge_col],
-        edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
-        division_cost=division_cost,
-        appear_cost=config.appear_cost,
-        disappear_cost=config.disappear_cost,
-        pinned_src=pinned_arr[:, 0],
-        pinned_dst=pinned_arr[:, 1],
-        fixed_children=fixed_children,
-        fixed_parent=fixed_parent,
-    )
-    result = solve_assignment(problem)
+    fixed = np.zeros(n_a, np.int64) if fixed_children is None else np.asarray(fixed_children)
+    second_ok = _second_child_ok(det_a, det_b, cands, pinned_arr, fixed, division_cost, config,
+                                 z_ratio)  # fmt: skip
+    while True:
+        result = solve_assignment(AssignmentProblem(
+            n_sources=n_a,
+            n_targets=n_b,
+            edge_src=edge_src,
+            edge_dst=cands.cand_idx[edge_src, edge_col],
+            edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
+            division_cost=division_cost,
+            appear_cost=config.appear_cost,
+            disappear_cost=config.disappear_cost,
+            pinned_src=pinned_arr[:, 0],
+            pinned_dst=pinned_arr[:, 1],
+            fixed_children=fixed_children,
+            fixed_parent=fixed_parent,
+            second_child_ok=second_ok[edge_src, edge_col],
+        ))  # fmt: skip
+        # second_ok only says that each child pairs plausibly with *some* other candidate: a
+        # mother whose two chosen children are no plausible pair together loses its second
+        # child, and all is solved again (restricting it to its best plausible pair instead
+        # kept far more false divisions among the many fragments of split nuclei)
+        wrong = _implausible_divisions(det_a, det_b, result, fixed, config, z_ratio)
+        if len(wrong) == 0:
+            break
+        division_cost = division_cost.copy()
+        division_cost[wrong] = np.inf
     score, margin = _link_scores(cands, result.src, result.dst)
     return FrameLinks(
         src_idx=result.src,
@@ -307,6 +323,58 @@ def _score_candidates(
     allowed = (cand_idx >= 0) & (dist <= gate[:, None])
     allowed &= scores.p_match >= config.link_threshold
     return _Candidates(cand_idx, scores.p_match, allowed, scores.p_divide)
+
+
+def _second_child_ok(
+    det_a: Detections,
+    det_b: Detections,
+    cands: _Candidates,
+    pinned: np.ndarray,
+    fixed_children: np.ndarray,
+    division_cost: np.ndarray,
+    config: LinkingConfig,
+    z_ratio: float,
+) -> np.ndarray:
+    """(n_a, k) True where candidate ``c`` of cell ``i`` may be its second child: it forms a
+    plausible daughter pair (:func:`plausible_daughters`) with another allowed candidate of
+    ``i``. A cell that already has a child (pinned here, or a pinned skip edge) is not tested:
+    its first child is a person's word."""
+    allowed = cands.allowed
+    if not config.division_geometry:
+        return allowed
+    has_child = (fixed_children > 0) | np.isin(np.arange(len(det_a)), pinned[:, 0])
+    ok = np.where(has_child[:, None], allowed, False)
+    idx = cands.cand_idx
+    free = np.isfinite(division_cost) & ~has_child
+    pair = free[:, None, None] & allowed[:, :, None] & allowed[:, None, :]
+    pair &= ~np.eye(idx.shape[1], dtype=bool)[None]
+    i, a, b = np.nonzero(pair)
+    good = plausible_daughters(det_a, det_b, i, idx[i, a], idx[i, b], config, z_ratio)
+    ok[i[good], a[good]] = True
+    return ok
+
+
+def _implausible_divisions(
+    det_a: Detections,
+    det_b: Detections,
+    result: AssignmentResult,
+    fixed_children: np.ndarray,
+    config: LinkingConfig,
+    z_ratio: float,
+) -> np.ndarray:
+    """Cells of ``det_a`` whose two children, both chosen here by the solver, are no plausible
+    daughter pair."""
+    if not config.division_geometry:
+        return np.zeros(0, np.int64)
+    free = ~result.pinned & (fixed_children[result.src] == 0)
+    n_free = np.bincount(result.src[free], minlength=len(det_a))
+    here = free & (n_free[result.src] == 2)
+    src, dst = result.src[here], result.dst[here]
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    mothers = src[0::2]
+    good = plausible_daughters(det_a, det_b, mothers, dst[0::2], dst[1::2], config, z_ratio)
+    return mothers[~good]
 
 
 def _link_scores(
