@@ -229,7 +229,7 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
     model, weights, before = session.model, state(session.model), table(session.graph)
     epochs: list[int] = []
     widget.fine_tune()
-    widget.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
     qtbot.waitUntil(lambda: len(epochs) >= 2, timeout=WAIT_MS)
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)

@@ -90,9 +90,9 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     seen_preview, seen_layers = [], set()
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
-    widget.worker.yielded.connect(
+    widget.jobs.worker.yielded.connect(
         lambda p: seen_preview.append(len(widget._preview.points()) if widget._preview else 0))
-    widget.worker.yielded.connect(
+    widget.jobs.worker.yielded.connect(
         lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
@@ -154,7 +154,7 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
 
     viewer.layers.events.inserted.connect(watch)
     widget.run_button.click()
-    widget.worker.yielded.connect(record)  # after the widget's own handler
+    widget.jobs.worker.yielded.connect(record)  # after the widget's own handler
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
     per_frame = [len(truth.frame(t)) for t in range(int(truth["t"].max()) + 1)]

@@ -32,7 +32,12 @@ from napari_cellect._napari._controller import (
 )
 from napari_cellect._napari._keybindings import KEYBINDINGS
 from napari_cellect._napari._layer_data import Geometry
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
+from napari_cellect._napari._qt_utils import (
+    ERROR_STYLE,
+    disconnect_on_destroy,
+    scrolled_content,
+    show_status,
+)
 from napari_cellect._napari._session import TrackingSession
 from napari_cellect.track.graph import TrackGraph
 
@@ -41,7 +46,6 @@ if TYPE_CHECKING:
 
 #: buttons per row in the action grid
 BUTTON_COLUMNS = 3
-ERROR_STYLE = "color: #ff7070;"
 
 
 class EditorWidget(QWidget):
@@ -187,8 +191,7 @@ class EditorWidget(QWidget):
         self.selection_label.setText("Selected: " + "; ".join(parts) + more)
 
     def _on_message(self, level: str, text: str) -> None:
-        self.message_label.setStyleSheet(ERROR_STYLE if level != "info" else "")
-        self.message_label.setText(text)
+        show_status(self.message_label, level, text)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path | None = None) -> Path | None:
