@@ -20,7 +20,7 @@ import torch
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
-from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneWidget
+from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneState, FinetuneWidget
 from napari_cellect._napari._graph_replace import replace_command
 from napari_cellect._napari._layer_data import Geometry, PointsStyle
 from napari_cellect._napari._session import TrackingSession
@@ -240,6 +240,68 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
     assert widget.finetune_button.isEnabled()
 
 
+def enabled(widget: FinetuneWidget) -> dict[str, bool]:
+    """Which of the widget's buttons can be pressed."""
+    buttons = {"fine-tune": widget.finetune_button, "re-link": widget.relink_button,
+               "cancel": widget.cancel_button, "model": widget.model_button,
+               "radius": widget.cell_radius_spin}
+    return {name: button.isEnabled() for name, button in buttons.items()}
+
+
+def allows(*names: str) -> dict[str, bool]:
+    return {name: name in names for name in ("fine-tune", "re-link", "cancel", "model", "radius")}
+
+
+@pytest.mark.gui
+def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
+    """Ready -> fine-tuning -> cancelling -> ready -> re-linking -> ready; a contradiction and
+    no tracks at all, each with its buttons, through the real widget."""
+    viewer, controller, session, _ = tracked
+    widget = FinetuneWidget(viewer, config=ENDLESS)
+    viewer.window.add_dock_widget(widget)
+    widget.relink_after.setChecked(False)
+    assert widget.state is FinetuneState.READY
+    assert enabled(widget) == allows("fine-tune", "re-link", "model", "radius")
+    correct(controller, session.graph)
+    epochs: list[int] = []
+    widget.finetune_button.click()
+    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
+    widget.update_counts()  # an edit during the run recounts, and keeps what is running
+    assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=WAIT_MS)
+    widget.cancel_button.click()
+    assert widget.state is FinetuneState.CANCELLING and enabled(widget) == allows()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY
+    assert enabled(widget) == allows("fine-tune", "re-link", "model", "radius")
+
+    widget.relink_button.click()
+    assert widget.state is FinetuneState.RELINKING and enabled(widget) == allows("cancel")
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY and widget.relink_command is not None
+    assert not notifications, notifications
+
+    graph = session.graph  # a node marked dividing whose single child is approved
+    mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
+    controller.select([mother])
+    controller.toggle_division()
+    controller.select([int(graph.children_of(mother)[0])])
+    controller.approve_selected()
+    widget.update_counts()
+    assert widget.state is FinetuneState.CONTRADICTION
+    assert enabled(widget) == allows("model", "radius")
+    assert "contradict each other" in widget.finetune_button.toolTip()
+    controller.undo()  # the approval
+    controller.undo()  # the division mark
+    widget.update_counts()
+    assert widget.state is FinetuneState.READY
+
+    viewer.layers.clear()
+    assert widget.state is FinetuneState.NO_TRACKS and enabled(widget) == allows()
+    assert "open or compute tracks first" in widget.relink_button.toolTip()
+
+
 @pytest.mark.gui
 def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     viewer, controller, session, _ = tracked
@@ -331,6 +393,7 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
 
     viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
+    assert widget.state is FinetuneState.NO_DETECTIONS
     assert "detect cells first" in widget.finetune_button.toolTip()
     widget.fine_tune()  # called anyway: said clearly, nothing runs
     assert not widget.running and notifications[-1] == NO_DETECTIONS
@@ -343,7 +406,9 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     assert widget.detect_button.isEnabled() and "model.pt" in widget.model_label.text()
     before = table(session.graph)
     widget.detect_button.click()
+    assert widget.state is FinetuneState.DETECTING and enabled(widget) == allows("cancel")
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY
     assert session.detections is not None and len(session.detections) == 4
     assert session.z_ratio == pytest.approx(2.0) and session.model is not None
     pd.testing.assert_frame_equal(table(session.graph), before)  # the tracks are not changed
