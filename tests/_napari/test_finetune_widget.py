@@ -98,10 +98,10 @@ def correct(controller, graph) -> tuple[list[int], int]:
     children = [int(i) for i in graph.ids[graph["parent_id"] >= 0]]
     approved = children[:3]
     controller.select(approved)
-    controller.approve_selected()
+    controller.edits.approve_selected()
     broken = children[-1]
     controller.select([broken])
-    controller.break_selected()
+    controller.edits.break_selected()
     return approved, broken
 
 
@@ -195,7 +195,7 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
     middle = next(int(i) for i in graph.ids if graph.parent_of(int(i)) >= 0
                   and len(graph.children_of(int(i))) == 1)
     controller.select([middle])
-    controller.delete_selected()
+    controller.edits.delete_selected()
     widget.update_counts()
     review_before = widget.review_label.text()
     before, edges_before = table(graph), edge_set(graph)
@@ -285,9 +285,9 @@ def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
     graph = session.graph  # a node marked dividing whose single child is approved
     mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
     controller.select([mother])
-    controller.toggle_division()
+    controller.edits.toggle_division()
     controller.select([int(graph.children_of(mother)[0])])
-    controller.approve_selected()
+    controller.edits.approve_selected()
     widget.update_counts()
     assert widget.state is FinetuneState.CONTRADICTION
     assert enabled(widget) == allows("model", "radius")
@@ -315,9 +315,9 @@ def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
     child = int(graph.children_of(mother)[0])
     controller.select([mother])
-    controller.toggle_division()
+    controller.edits.toggle_division()
     controller.select([child])
-    controller.approve_selected()
+    controller.edits.approve_selected()
     widget.update_counts()
     assert "contradict" in widget.counts_label.text()
     widget.fine_tune()

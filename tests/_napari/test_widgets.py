@@ -347,7 +347,7 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
     viewer.window.remove_dock_widget(widget)
     widget.deleteLater()
     qtbot.waitUntil(lambda: len(controller.selection_changed) == 0, timeout=5000)
-    controller.approve_selected()
+    controller.edits.approve_selected()
 
 
 def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_path):
@@ -404,9 +404,9 @@ def test_journal_restores_edits_of_a_viewer_closed_without_saving(
     controller = controller_for(first, create=False)
     assert controller is not None and controller.session.source == path
     controller.select([7])
-    controller.break_selected()
+    controller.edits.break_selected()
     controller.select([2])
-    controller.approve_selected()
+    controller.edits.approve_selected()
     expected = controller.session.graph.to_dataframe().sort_values("id").reset_index(drop=True)
     first.close()  # no save
 
@@ -464,9 +464,9 @@ def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer,
     child = int(graph.ids[graph["parent_id"] >= 0][0])
     controller.select([child])
     assert f"node {child}" in widget.selection_label.text()
-    widget.buttons["break_selected"].click()
+    widget.buttons["edits.break_selected"].click()
     assert graph.parent_of(child) == -1 and "break link" in widget.message_label.text()
-    widget.buttons["link_selected"].click()  # one node selected: refused, said in red
+    widget.buttons["edits.link_selected"].click()  # one node selected: refused, said in red
     assert "select 2 nodes" in widget.message_label.text()
 
     target = tmp_path / "saved.csv"

@@ -73,7 +73,7 @@ class EditorWidget(QWidget):
         for k, binding in enumerate(KEYBINDINGS):
             button = QPushButton(binding.name)
             button.setToolTip(f"{binding.description} [{binding.key_text}]")
-            button.clicked.connect(getattr(self.controller, binding.method))
+            button.clicked.connect(binding.action(self.controller))
             grid.addWidget(button, k // BUTTON_COLUMNS, k % BUTTON_COLUMNS)
             self.buttons[binding.method] = button
 
@@ -156,7 +156,7 @@ class EditorWidget(QWidget):
             self.journal_label.setText("")
             self.review_label.setText("")
             return
-        self.review_label.setText(f"To review: {self.controller.review_count()} uncertain links "
+        self.review_label.setText(f"To review: {self.controller.review.count()} uncertain links "
                                   "and divisions (N: next, Shift+N: back)")
         graph = session.graph
         n_tracks = len(set(graph.track_ids().tolist())) if len(graph) else 0

@@ -350,7 +350,7 @@ class FinetuneWidget(QWidget):
                 f"{_plural(n_div, 'division label')} ({counts['divides']} dividing)")
             self.counts_label.setToolTip("\n".join(f"{k.replace('_', ' ')}: {v}"
                                                    for k, v in counts.items()))
-        count = self.controller.review_count()
+        count = self.controller.review.count()
         self.review_label.setText(
             f"Uncertain links and divisions not reviewed: {count} "
             "(N: jump to the next, Shift+N: back)")
