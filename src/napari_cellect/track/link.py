@@ -6,7 +6,7 @@ candidates that are too far or too unlikely are dropped, and one exact min-cost 
 (:mod:`napari_cellect.track.assignment`) picks the links with costs ``-log p_match``, a second
 child only where ``p_divide`` clears ``division_threshold`` (at an extra ``-log p_divide``), and
 constant appear/disappear costs (all in :class:`LinkingConfig`). This replaces CELLECT's greedy,
-order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing then joins a track
+order-dependent loop (docs/method.md §7.1, §10 item 4). Optional gap closing then joins a track
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
 Pinned edges (usually the links a person approved) are kept exactly, whatever the scorer says.
