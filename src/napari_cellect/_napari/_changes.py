@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 from psygnal import Signal
 
 from napari_cellect.track.graph import GraphChange, TrackGraph
@@ -29,13 +28,11 @@ class ChangeSet:
 
     kinds: set[str] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
-    ids: list[np.ndarray] = field(default_factory=list)
 
     def add(self, change: GraphChange) -> None:
         self.kinds.add(change.kind)
         if change.column is not None:
             self.columns.add(change.column)
-        self.ids.append(np.asarray(change.ids))
 
     @classmethod
     def everything(cls) -> ChangeSet:
@@ -55,10 +52,6 @@ class ChangeSet:
     def structure_changed(self) -> bool:
         """Edges, nodes or times changed, so track ids and the lineage may differ."""
         return self.rows_changed or "link" in self.kinds or "t" in self.columns
-
-    @property
-    def changed_ids(self) -> np.ndarray:
-        return np.unique(np.concatenate(self.ids)) if self.ids else np.zeros(0, np.int64)
 
     def __bool__(self) -> bool:
         return bool(self.kinds)

@@ -619,10 +619,6 @@ class FinetuneWidget(QWidget):
         if self.jobs.start(function, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
             self._set_state(state)
 
-    def cancel(self) -> None:
-        """Stop the running job; the model and the tracks stay as they were."""
-        self.jobs.cancel()
-
     def _on_job_finished(self, _outcome: Outcome) -> None:
         self._update_controls()
         self.update_counts()

@@ -386,10 +386,6 @@ class TrackingWidget(QWidget):
         )
         self.run_button.setEnabled(False)
 
-    def cancel(self) -> None:
-        """Stop the run within one frame pair."""
-        self.jobs.cancel()
-
     def _on_progress(self, progress: Any) -> None:
         if isinstance(progress, TracksReady):
             self._show_tracks(progress.graph)
