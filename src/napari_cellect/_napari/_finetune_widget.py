@@ -493,11 +493,9 @@ class FinetuneWidget(QWidget):
 
     def _on_relinked(
         self, session: TrackingSession, top: Command | None,
-        result: tuple[RelinkOutput | None, Any],
+        result: tuple[RelinkOutput, Any],
     ) -> bool:
         output, model = result
-        if output is None:
-            return False  # cancelled inside the core
         if session.model is None:
             session.model = model  # the default model, loaded once
         done = session.history.done
@@ -626,10 +624,12 @@ class FinetuneWidget(QWidget):
 
 def _relink_with_model(
     detections: Any, model: Any, model_path: Path | None, graph: Any, **kwargs: Any
-) -> tuple[RelinkOutput | None, Any]:
-    """The re-link worker: loads the model when the session has none yet (the default)."""
+) -> tuple[RelinkOutput, Any] | None:
+    """The re-link worker: loads the model when the session has none yet (the default);
+    None when cancelled."""
     bundle = load_model(model, model_path)
-    return relink_job(detections, bundle, graph, **kwargs), bundle
+    output = relink_job(detections, bundle, graph, **kwargs)
+    return None if output is None else (output, bundle)
 
 
 def _error_text(what: str, error: BaseException) -> str:
