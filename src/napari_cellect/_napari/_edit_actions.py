@@ -53,8 +53,9 @@ class EditActions:
         if self.controller.require() is None:
             return None
         if len(self.controller.selection) < n:
-            self.controller.report("error", f"{what}: select {n} node{'s' if n > 1 else ''} first "
-                                  f"({len(self.controller.selection)} selected)")
+            selected = len(self.controller.selection)
+            self.controller.report("error", f"{what}: select {n} node{'s' if n > 1 else ''} "
+                                            f"first ({selected} selected)")
             return None
         return self.controller.selection
 
@@ -108,9 +109,9 @@ class EditActions:
         bound = self.controller.require()
         if bound is None or bound.points is None:
             return
-        if not self.controller.viewer.mouse_over_canvas:  # the cursor position is where it last left
-            self.controller.report("error", "A adds a node where the pointer is on the image: move the "
-                                  "pointer over the canvas and press A again")
+        if not self.controller.viewer.mouse_over_canvas:  # the cursor stays where it last left
+            self.controller.report("error", "A adds a node where the pointer is on the image: "
+                                            "move the pointer over the canvas and press A again")
             return
         self.add_at_world(self.controller.viewer.cursor.position)
 
@@ -153,10 +154,10 @@ class EditActions:
             return
         children = graph.children_of(node)
         if not divides and len(children) == 1:
-            self.controller.report("warning", f"node {node} is marked dividing but has one child "
-                                    f"({int(children[0])}): link its other daughter (select both, "
-                                    "L). Approving the track as it is would contradict the mark; "
-                                    "Ctrl+Z undoes it")
+            self.controller.report("warning", f"node {node} is marked dividing but has one "
+                                              f"child ({int(children[0])}): link its other "
+                                              "daughter (select both, L). Approving the track as "
+                                              "it is would contradict the mark; Ctrl+Z undoes it")
         else:
             self._warn_contradictions()
 
@@ -169,8 +170,8 @@ class EditActions:
         try:
             session.corrections()
         except ContradictoryCorrections as error:
-            self.controller.report("warning", f"this edit contradicts an earlier one: {error.conflicts[0]}"
-                                    " (Ctrl+Z undoes it)")
+            self.controller.report("warning", "this edit contradicts an earlier one: "
+                                              f"{error.conflicts[0]} (Ctrl+Z undoes it)")
         except CellectError:
             pass  # other problems are reported where the corrections are used
 

@@ -116,7 +116,8 @@ class ReviewNavigation:
         item = state.queue.next(after=state.current) or state.queue.next()
         if item is None:
             state.current = None
-            self.controller.report("info", "nothing left to review: every link and division is approved")
+            self.controller.report("info", "nothing left to review: every link and division is "
+                                           "approved")
             return
         if state.current is not None and item != state.current:
             state.trail = [*(state.trail or []), state.current]
@@ -152,8 +153,9 @@ class ReviewNavigation:
         self.controller.select(targets)
         self.controller.go_to(targets[0])
         left = self.count()
-        self.controller.report("info", f"review: {what} at t={graph.node(targets[0])['t']} (certainty "
-                             f"{item.margin:+.2f}); {left} uncertain left")
+        t = graph.node(targets[0])["t"]
+        self.controller.report("info", f"review: {what} at t={t} (certainty {item.margin:+.2f}); "
+                                       f"{left} uncertain left")
 
 
 def _division_threshold(model: Any) -> float:

@@ -16,9 +16,9 @@ Both scorer classes take the feature dict of :func:`pair_features` and return
   division logits permutation-invariant, so the order of the candidates cannot be learned as a
   shortcut (the original flattens the candidates in distance order and relies on random shuffles
   during training). It works with any number of candidates and honours a validity mask.
-- :class:`OriginalEXNet`: the original CELLECT ``EXNet`` (docs/method.md §5.4), parameter names and shapes exactly
-  as the ``EN+`` / ``EX+`` checkpoints, fed with the features of docs/method.md §5.1 in the original order, so
-  imported original scorers run in our pipeline.
+- :class:`OriginalEXNet`: the original CELLECT ``EXNet`` (docs/method.md §5.4), parameter
+  names and shapes exactly as the ``EN+`` / ``EX+`` checkpoints, fed with the features of
+  docs/method.md §5.1 in the original order, so imported original scorers run in our pipeline.
 
 ``model/scoring.py`` (``ModelScorer``) puts either behind the numpy ``CandidateScorer``
 protocol of ``track/scoring_protocol.py`` that merging and linking call.
