@@ -162,7 +162,7 @@ def main() -> None:
     def on_one(method: str) -> Callable[[], Callable[[], None]]:
         def setup() -> Callable[[], None]:
             controller.select([one_child_node()])
-            return getattr(controller, method)
+            return getattr(controller.edits, method)
         return setup
 
     def setup_link() -> Callable[[], None]:
@@ -170,7 +170,7 @@ def main() -> None:
         child = int(graph.children_of(node)[0])
         controller.do(edits.break_link, child)
         controller.select([node, child])
-        return controller.link_selected
+        return controller.edits.link_selected
 
     def setup_swap() -> Callable[[], None]:
         rows = mid[graph["parent_id"][mid] >= 0]
@@ -178,12 +178,12 @@ def main() -> None:
         while graph.parent_of(a) == graph.parent_of(b):
             b = pick(rows)
         controller.select([a, b])
-        return controller.swap_selected
+        return controller.edits.swap_selected
 
     def setup_add() -> Callable[[], None]:
         controller.select([])
         world = np.asarray(viewer.dims.point, dtype=float)
-        return lambda: controller.add_at_world(world)
+        return lambda: controller.edits.add_at_world(world)
 
     actions: list[tuple[str, Callable[[], Callable[[], None]]]] = [
         ("approve link (Y)", on_one("approve_selected")),

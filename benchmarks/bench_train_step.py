@@ -42,9 +42,9 @@ def _sync(device: torch.device) -> None:
 def _network_step(trainer: Trainer, batches: list, use_detections: bool) -> float:
     """Mean seconds of losses + backward + optimiser step over ``batches`` (after one warm-up)."""
     rng = np.random.default_rng(0)
-    trainer._set_train(True)
-    detector_ready = trainer.detector_ready
-    trainer.detector_ready = use_detections
+    trainer.bundle.train(True)
+    detector_ready = trainer.loop.detector_ready
+    trainer.loop.detector_ready = use_detections
     times = []
     for i, samples in enumerate(batches):
         _sync(trainer.device)
@@ -53,7 +53,7 @@ def _network_step(trainer: Trainer, batches: list, use_detections: bool) -> floa
         _sync(trainer.device)
         if i:
             times.append(time.perf_counter() - started)
-    trainer.detector_ready = detector_ready
+    trainer.loop.detector_ready = detector_ready
     return float(np.mean(times))
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for workers in sorted({0, args.workers}):
         trainer.pool.close()
         trainer.pool = SamplePool(trainer.sampler, workers)
-        trainer.detector_ready = True
+        trainer.loop.detector_ready = True
         steps = range(args.steps + workers // max(1, args.batch_size) + 2)
         rng_loss = np.random.default_rng(2)
         times = []

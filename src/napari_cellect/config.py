@@ -113,7 +113,7 @@ class NormalizationConfig(_FromAny):
     the true intensity change between t and t+1.
 
     - ``percentile`` (our models): ``(v - p_low) / (p_high - p_low)``, percentiles over the pair.
-    - ``cellect-log`` (imported original weights, cellect-method.md §1.1): clip to
+    - ``cellect-log`` (imported original weights, docs/method.md §2.2): clip to
       [``clip_low``, ``clip_high``], zero values below ``zero_below``, raise everything below the
       smallest positive value m to it, then ``log1p(enhance * (v - m) + offset)`` (or without
       ``- m`` when ``subtract_minimum`` is off, as the original CLI). The original network was
@@ -433,7 +433,7 @@ class TrackingConfig:
     @classmethod
     def cellect_original(cls) -> TrackingConfig:
         """For imported original weights: the original's rules where they map onto ours
-        (cellect-method.md §1.4, §3.4, §4.1): peaks where the top centre level wins (ordinal
+        (docs/method.md §4, §6, §7.1): peaks where the top centre level wins (ordinal
         p > 0.5), merge at P > 0.6 within max(5, 0.6 r), links within 6 x max(r, 5), link
         threshold 0.1, divisions at P(divides) >= 0.5."""
         return cls(

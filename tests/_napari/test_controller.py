@@ -276,8 +276,8 @@ def test_empty_session_grows_a_tracks_layer(model_viewer):
     session = TrackingSession.from_graph(TrackGraph(), name="manual", geometry=Geometry(3, SCALE))
     controller.add_session(session)
     assert [layer.name for layer in model_viewer.layers] == ["manual centres"]
-    controller.add_at_world((0.0, 2.0, 5.0, 5.0))
-    controller.add_at_world((1.0, 2.0, 6.0, 6.0))  # linked to the selected new node
+    controller.edits.add_at_world((0.0, 2.0, 5.0, 5.0))
+    controller.edits.add_at_world((1.0, 2.0, 6.0, 6.0))  # linked to the selected new node
     assert session.graph.parent_of(2) == 1
     assert [layer.name for layer in model_viewer.layers] == ["manual tracks", "manual centres"]
     assert model_viewer.layers.selection.active is model_viewer.layers["manual centres"]
@@ -288,7 +288,7 @@ def test_dragging_points_is_one_undoable_move(setup):
 
     points, graph = setup.bound.points, setup.graph
     before = snapshot(graph)
-    drag = setup.controller._on_points_drag
+    drag = setup.controller.point_tools.on_drag
     event = SimpleNamespace(type="mouse_press")
     gesture = drag(points, event)
     next(gesture)  # press

@@ -20,11 +20,10 @@ import torch
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
-from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneWidget
-from napari_cellect.session.graph_replace import replace_command
-from napari_cellect.session import Geometry
+from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneState, FinetuneWidget
 from napari_cellect._napari._layer_data import PointsStyle
-from napari_cellect.session import TrackingSession
+from napari_cellect.session import Geometry, TrackingSession
+from napari_cellect.session.graph_replace import replace_command
 from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History
@@ -99,10 +98,10 @@ def correct(controller, graph) -> tuple[list[int], int]:
     children = [int(i) for i in graph.ids[graph["parent_id"] >= 0]]
     approved = children[:3]
     controller.select(approved)
-    controller.approve_selected()
+    controller.edits.approve_selected()
     broken = children[-1]
     controller.select([broken])
-    controller.break_selected()
+    controller.edits.break_selected()
     return approved, broken
 
 
@@ -196,7 +195,7 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
     middle = next(int(i) for i in graph.ids if graph.parent_of(int(i)) >= 0
                   and len(graph.children_of(int(i))) == 1)
     controller.select([middle])
-    controller.delete_selected()
+    controller.edits.delete_selected()
     widget.update_counts()
     review_before = widget.review_label.text()
     before, edges_before = table(graph), edge_set(graph)
@@ -230,7 +229,7 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
     model, weights, before = session.model, state(session.model), table(session.graph)
     epochs: list[int] = []
     widget.fine_tune()
-    widget.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
     qtbot.waitUntil(lambda: len(epochs) >= 2, timeout=WAIT_MS)
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
@@ -239,6 +238,68 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
     pd.testing.assert_frame_equal(table(session.graph), before)
     assert "cancelled" in widget.message_label.text() and not notifications
     assert widget.finetune_button.isEnabled()
+
+
+def enabled(widget: FinetuneWidget) -> dict[str, bool]:
+    """Which of the widget's buttons can be pressed."""
+    buttons = {"fine-tune": widget.finetune_button, "re-link": widget.relink_button,
+               "cancel": widget.cancel_button, "model": widget.model_button,
+               "radius": widget.cell_radius_spin}
+    return {name: button.isEnabled() for name, button in buttons.items()}
+
+
+def allows(*names: str) -> dict[str, bool]:
+    return {name: name in names for name in ("fine-tune", "re-link", "cancel", "model", "radius")}
+
+
+@pytest.mark.gui
+def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
+    """Ready -> fine-tuning -> cancelling -> ready -> re-linking -> ready; a contradiction and
+    no tracks at all, each with its buttons, through the real widget."""
+    viewer, controller, session, _ = tracked
+    widget = FinetuneWidget(viewer, config=ENDLESS)
+    viewer.window.add_dock_widget(widget)
+    widget.relink_after.setChecked(False)
+    assert widget.state is FinetuneState.READY
+    assert enabled(widget) == allows("fine-tune", "re-link", "model", "radius")
+    correct(controller, session.graph)
+    epochs: list[int] = []
+    widget.finetune_button.click()
+    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
+    widget.update_counts()  # an edit during the run recounts, and keeps what is running
+    assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=WAIT_MS)
+    widget.cancel_button.click()
+    assert widget.state is FinetuneState.CANCELLING and enabled(widget) == allows()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY
+    assert enabled(widget) == allows("fine-tune", "re-link", "model", "radius")
+
+    widget.relink_button.click()
+    assert widget.state is FinetuneState.RELINKING and enabled(widget) == allows("cancel")
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY and widget.relink_command is not None
+    assert not notifications, notifications
+
+    graph = session.graph  # a node marked dividing whose single child is approved
+    mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
+    controller.select([mother])
+    controller.edits.toggle_division()
+    controller.select([int(graph.children_of(mother)[0])])
+    controller.edits.approve_selected()
+    widget.update_counts()
+    assert widget.state is FinetuneState.CONTRADICTION
+    assert enabled(widget) == allows("model", "radius")
+    assert "contradict each other" in widget.finetune_button.toolTip()
+    controller.undo()  # the approval
+    controller.undo()  # the division mark
+    widget.update_counts()
+    assert widget.state is FinetuneState.READY
+
+    viewer.layers.clear()
+    assert widget.state is FinetuneState.NO_TRACKS and enabled(widget) == allows()
+    assert "open or compute tracks first" in widget.relink_button.toolTip()
 
 
 @pytest.mark.gui
@@ -254,9 +315,9 @@ def test_errors_from_the_core_are_shown_and_notified(tracked, notifications):
     mother = next(int(i) for i in graph.ids if len(graph.children_of(int(i))) == 1)
     child = int(graph.children_of(mother)[0])
     controller.select([mother])
-    controller.toggle_division()
+    controller.edits.toggle_division()
     controller.select([child])
-    controller.approve_selected()
+    controller.edits.approve_selected()
     widget.update_counts()
     assert "contradict" in widget.counts_label.text()
     widget.fine_tune()
@@ -332,6 +393,7 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
 
     viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
+    assert widget.state is FinetuneState.NO_DETECTIONS
     assert "detect cells first" in widget.finetune_button.toolTip()
     widget.fine_tune()  # called anyway: said clearly, nothing runs
     assert not widget.running and notifications[-1] == NO_DETECTIONS
@@ -344,7 +406,9 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     assert widget.detect_button.isEnabled() and "model.pt" in widget.model_label.text()
     before = table(session.graph)
     widget.detect_button.click()
+    assert widget.state is FinetuneState.DETECTING and enabled(widget) == allows("cancel")
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.state is FinetuneState.READY
     assert session.detections is not None and len(session.detections) == 4
     assert session.z_ratio == pytest.approx(2.0) and session.model is not None
     pd.testing.assert_frame_equal(table(session.graph), before)  # the tracks are not changed

@@ -78,7 +78,7 @@ def test_track_cells_on_hostile_pixels_ends_with_a_result_and_runs_again(
         widget.run_button.click()
         qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
         said[name] = widget.status.text()
-        assert widget.worker is None and widget.run_button.isEnabled(), said
+        assert widget.jobs.worker is None and widget.run_button.isEnabled(), said
         assert "failed" not in said[name] and " cells, " in said[name], said
     assert "no contrast" in said["all nan"]
     assert "NaN or infinite" in said["infinite"]

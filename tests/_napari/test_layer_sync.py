@@ -83,21 +83,21 @@ def test_adds_deletes_undos_and_redos_keep_the_layers_as_built_fresh(setup):
 
     def add_linked():
         c.select([8])
-        c.add_at_world((3.0, 4.0, 20.0, 21.0))  # linked to 8, then selected
+        c.edits.add_at_world((3.0, 4.0, 20.0, 21.0))  # linked to 8, then selected
         assert s.graph.parent_of(9) == 8 and c.selection == (9,)
 
     def add_alone():
         c.select([])
-        c.add_at_world((1.0, 4.0, 5.0, 30.0))  # a track of its own
+        c.edits.add_at_world((1.0, 4.0, 5.0, 30.0))  # a track of its own
 
     def delete_two():
         c.select([2, 5])
-        c.delete_selected()  # one edit; deleting 2 heals 1 -> 3
+        c.edits.delete_selected()  # one edit; deleting 2 heals 1 -> 3
         assert not s.graph.has(2) and s.graph.parent_of(3) == 1
 
     def delete_highlighted():
         c.select([7])
-        c.delete_selected()  # 6 -> 8 heals over the highlighted node
+        c.edits.delete_selected()  # 6 -> 8 heals over the highlighted node
 
     states = [_snapshot(s.graph)]
     for edit in (add_linked, add_alone, delete_two, delete_highlighted):
@@ -143,9 +143,9 @@ def test_edits_with_the_centres_layer_hidden_keep_the_canvas_consistent(make_nap
     controller.select([8], center=True)  # the last row, in view
     assert int(graph.index_of(8)[0]) in s.bound.points._view_indices
     s.bound.points.visible = False
-    controller.delete_selected()  # napari's canvas must not read past the end of the layer
+    controller.edits.delete_selected()  # napari's canvas must not read past the end of the layer
     controller.select([])
-    controller.add_at_world((1.0, 4.0, 5.0, 30.0))
+    controller.edits.add_at_world((1.0, 4.0, 5.0, 30.0))
     controller.undo()
     controller.undo()
     s.bound.points.visible = True
@@ -167,7 +167,7 @@ def test_a_row_change_slices_the_points_once_and_leaves_thumbnails_for_later(set
     monkeypatch.setattr(deferred, "request", lambda layer: requested.append(layer))
     requested: list[Layer] = []
     setup.controller.select([])
-    setup.controller.add_at_world((2.0, 4.0, 12.0, 30.0))
+    setup.controller.edits.add_at_world((2.0, 4.0, 12.0, 30.0))
     assert slices.count(points) == 1  # napari alone slices after each per-point array it grows
     assert thumbnails == []
     assert {id(layer) for layer in requested} == {id(points), id(tracks)}

@@ -55,12 +55,13 @@ def review(model_viewer, make_graph):
 
 def test_n_and_shift_n_are_in_the_one_keybinding_table():
     keys = {binding.method: binding.keys for binding in KEYBINDINGS}
-    assert keys["next_uncertain"] == ("N",) and keys["previous_uncertain"] == ("Shift-N",)
+    assert keys["review.next_uncertain"] == ("N",)
+    assert keys["review.previous_uncertain"] == ("Shift-N",)
 
 
 def test_n_jumps_to_the_most_uncertain_link_and_approving_it_lowers_the_count(review):
     viewer, controller, graph, messages = review
-    assert controller.review_count() == EXPECTED_UNCERTAIN
+    assert controller.review.count() == EXPECTED_UNCERTAIN
     press(viewer, "n")
     assert controller.selection == (4,)
     assert viewer.dims.current_step[0] == 3  # the child's frame
@@ -69,7 +70,7 @@ def test_n_jumps_to_the_most_uncertain_link_and_approving_it_lowers_the_count(re
     assert "link 3 -> 4" in messages[-1]
     press(viewer, "y")  # approve what N selected
     assert graph.node(4)["approved"]
-    assert controller.review_count() == EXPECTED_UNCERTAIN - 1
+    assert controller.review.count() == EXPECTED_UNCERTAIN - 1
     press(viewer, "n")  # the next one after the approved link
     assert controller.selection == (7,) and viewer.dims.current_step[0] == 1
     press(viewer, "n")
@@ -85,14 +86,14 @@ def test_a_division_item_selects_the_daughters_and_approving_them_reviews_it(rev
     assert controller.selection == (4, 5)
     assert "division of 3 into 4, 5" in messages[-1]
     press(viewer, "y")  # both daughters' links approved: the division and two links reviewed
-    assert controller.review_count() == EXPECTED_UNCERTAIN - 3
+    assert controller.review.count() == EXPECTED_UNCERTAIN - 3
     press(viewer, "n")
     assert controller.selection == (3,)  # the last uncertain one: the link 2 -> 3
 
 
 def test_after_the_last_item_n_starts_again_and_says_when_nothing_is_left(review):
     viewer, controller, graph, messages = review
-    n_items = len(controller.review_state().queue)
+    n_items = len(controller.review.state().queue)
     seen = []
     for _ in range(n_items + 1):
         press(viewer, "n")
@@ -100,7 +101,7 @@ def test_after_the_last_item_n_starts_again_and_says_when_nothing_is_left(review
     assert seen[-1] == seen[0] == (4,)  # wrapped around to the most uncertain
     controller.select(list(graph.ids))
     press(viewer, "y")  # every link approved; divisions of nodes with children are reviewed
-    remaining = controller.review_state().queue.items()
+    remaining = controller.review.state().queue.items()
     assert all(item.kind == "division" and not len(graph.children_of(item.node))
                for item in remaining)
 
@@ -111,8 +112,8 @@ def test_a_graph_without_margins_is_ranked_by_geometry_and_nan_margins_count_as_
     controller = controller_for(model_viewer)
     plain = TrackingSession.from_graph(make_graph(), name="plain", geometry=Geometry(3, SCALE))
     controller.add_session(plain)
-    expected = [(i.kind, i.node) for i in controller.review_state().queue.items()]
-    assert expected and all(np.isfinite(i.margin) for i in controller.review_state().queue)
+    expected = [(i.kind, i.node) for i in controller.review.state().queue.items()]
+    assert expected and all(np.isfinite(i.margin) for i in controller.review.state().queue)
     # a margin column of NaNs only (left behind when a re-link is undone) is no margin at all
     graph = make_graph()
     columns = {name: graph[name] for name in graph.columns}
@@ -121,7 +122,7 @@ def test_a_graph_without_margins_is_ranked_by_geometry_and_nan_margins_count_as_
                                              geometry=Geometry(3, SCALE))
     controller.add_session(nan_session)
     assert controller.session is nan_session
-    got = [(i.kind, i.node) for i in controller.review_state().queue.items()]
+    got = [(i.kind, i.node) for i in controller.review.state().queue.items()]
     assert got == expected
 
 
@@ -129,10 +130,10 @@ def test_n_without_tracks_reports_instead_of_failing(model_viewer):
     controller = controller_for(model_viewer)
     messages: list[tuple[str, str]] = []
     controller.message.connect(lambda level, text: messages.append((level, text)))
-    controller.next_uncertain()
-    controller.previous_uncertain()
+    controller.review.next_uncertain()
+    controller.review.previous_uncertain()
     assert messages and all(level == "error" for level, _ in messages)
-    assert controller.review_count() is None
+    assert controller.review.count() is None
 
 
 @pytest.mark.gui

@@ -90,9 +90,9 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     seen_preview, seen_layers = [], set()
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
-    widget.worker.yielded.connect(
+    widget.jobs.worker.yielded.connect(
         lambda p: seen_preview.append(len(widget._preview.points()) if widget._preview else 0))
-    widget.worker.yielded.connect(
+    widget.jobs.worker.yielded.connect(
         lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
@@ -154,7 +154,7 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
 
     viewer.layers.events.inserted.connect(watch)
     widget.run_button.click()
-    widget.worker.yielded.connect(record)  # after the widget's own handler
+    widget.jobs.worker.yielded.connect(record)  # after the widget's own handler
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
     per_frame = [len(truth.frame(t)) for t in range(int(truth["t"].max()) + 1)]
@@ -347,7 +347,7 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
     viewer.window.remove_dock_widget(widget)
     widget.deleteLater()
     qtbot.waitUntil(lambda: len(controller.selection_changed) == 0, timeout=5000)
-    controller.approve_selected()
+    controller.edits.approve_selected()
 
 
 def test_export_writes_csv_geff_and_ctc_that_read_back(make_napari_viewer, tmp_path):
@@ -404,9 +404,9 @@ def test_journal_restores_edits_of_a_viewer_closed_without_saving(
     controller = controller_for(first, create=False)
     assert controller is not None and controller.session.source == path
     controller.select([7])
-    controller.break_selected()
+    controller.edits.break_selected()
     controller.select([2])
-    controller.approve_selected()
+    controller.edits.approve_selected()
     expected = controller.session.graph.to_dataframe().sort_values("id").reset_index(drop=True)
     first.close()  # no save
 
@@ -464,9 +464,9 @@ def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer,
     child = int(graph.ids[graph["parent_id"] >= 0][0])
     controller.select([child])
     assert f"node {child}" in widget.selection_label.text()
-    widget.buttons["break_selected"].click()
+    widget.buttons["edits.break_selected"].click()
     assert graph.parent_of(child) == -1 and "break link" in widget.message_label.text()
-    widget.buttons["link_selected"].click()  # one node selected: refused, said in red
+    widget.buttons["edits.link_selected"].click()  # one node selected: refused, said in red
     assert "select 2 nodes" in widget.message_label.text()
 
     target = tmp_path / "saved.csv"

@@ -170,7 +170,7 @@ def test_original_scorer_matches_the_published_layout(layout, kind, section, n_p
 
 
 def _reference_exnet(net: OriginalEXNet, f: dict) -> torch.Tensor:
-    """§3.2 written out literally: per candidate, two Conv2d on the 2 x 64 image."""
+    """docs/method.md §5.4 written out literally: per candidate, two Conv2d on the 2 x 64 image."""
     lrelu = torch.nn.functional.leaky_relu
     m = f["query_emb"].shape[0]
     per_candidate = []

@@ -14,10 +14,10 @@ from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.train.data import SamplingConfig, collate
 from napari_cellect.train.losses import LossConfig
+from napari_cellect.train.batch_losses import _BatchReader
 from napari_cellect.train.fit import (
     TrainConfig,
     Trainer,
-    _BatchReader,
     fit,
     load_checkpoint,
 )
@@ -53,12 +53,12 @@ def test_a_few_steps_lower_the_loss(sequences):
     batch = collate([trainer.sampler.sample(np.random.default_rng(i)) for i in range(2)])
 
     def loss(use_detections: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-        return trainer.compute_losses(batch, np.random.default_rng(0), use_detections)
+        return trainer.losses.compute(batch, np.random.default_rng(0), use_detections)
 
-    trainer._set_train(False)
+    trainer.bundle.train(False)
     with torch.no_grad():
         _, before = loss()
-    trainer._set_train(True)
+    trainer.bundle.train(True)
     for step in range(12):
         total, parts = loss(use_detections=step % 2 == 1)
         trainer.optimizer.zero_grad()
@@ -68,15 +68,16 @@ def test_a_few_steps_lower_the_loss(sequences):
                 grads = [p.grad for p in module.parameters() if p.grad is not None]
                 assert grads and any(g.abs().sum() > 0 for g in grads), name
         trainer.optimizer.step()
-    trainer._set_train(False)
+    trainer.bundle.train(False)
     with torch.no_grad():
         _, after = loss()
     assert after["total"] < 0.8 * before["total"]
     for key in ("segmentation", "centre", "radius"):
         assert after[key] < before[key], key
     # the per-cell losses alone reach the U-Net (through the embeddings)
-    trainer.config = dataclasses.replace(trainer.config, losses=LossConfig(
-        segmentation=0, centre=0, radius=0, division=0, link_division=0))
+    trainer.losses = dataclasses.replace(trainer.losses, config=dataclasses.replace(
+        trainer.config, losses=LossConfig(segmentation=0, centre=0, radius=0, division=0,
+                                          link_division=0)))
     trainer.optimizer.zero_grad()
     total, _ = loss(use_detections=True)
     total.backward()
@@ -265,10 +266,10 @@ def test_division_threshold_calibration(sequences, monkeypatch):
     det = Detections(t=0, positions=cells.positions, embeddings=np.zeros((6, 8), np.float32),
                      radius=np.full(6, 3.0), division=np.zeros((6, 2)), score=np.ones(6))
     predictions = [{"frames": [(det, cells), (det, cells)], "z_ratio": 2.0}]
-    threshold, f1 = trainer._division_threshold(predictions, 0.5)
+    threshold, f1 = trainer.validation.division_threshold(predictions, 0.5)
     assert threshold == 0.3 and f1 == pytest.approx(0.8)
-    trainer.config = dataclasses.replace(trainer.config, min_calibration_divisions=3)
-    assert trainer._division_threshold(predictions, 0.5) is None  # too few mothers
+    trainer.validation.config = dataclasses.replace(trainer.config, min_calibration_divisions=3)
+    assert trainer.validation.division_threshold(predictions, 0.5) is None  # too few mothers
 
 
 def test_warm_start_copies_the_weights_of_a_bundle(sequences):

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 from psygnal import Signal
 
 from napari_cellect.track.graph import GraphChange, TrackGraph
@@ -29,13 +28,11 @@ class ChangeSet:
 
     kinds: set[str] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
-    ids: list[np.ndarray] = field(default_factory=list)
 
     def add(self, change: GraphChange) -> None:
         self.kinds.add(change.kind)
         if change.column is not None:
             self.columns.add(change.column)
-        self.ids.append(np.asarray(change.ids))
 
     @classmethod
     def everything(cls) -> ChangeSet:

@@ -8,8 +8,12 @@ other: they refresh from the graph, through a :class:`~._changes.ChangeCollector
 ``graph.changed`` signals of one action into one refresh.
 
 Several sessions can be open in one viewer (say ground truth and a result); the one whose layer
-is active receives the edits. The review queue (``N`` / ``Shift+N``) comes from
-:class:`~._review.ReviewNavigation`.
+is active receives the edits.
+
+The controller owns three parts, each an object that is handed the controller it works for:
+``edits`` (:class:`~._edit_actions.EditActions`, what the editing keys do), ``point_tools``
+(:class:`~._point_tools.PointTools`, napari's own point tools turned into edits) and ``review``
+(:class:`~._review.ReviewNavigation`, the review queue behind ``N`` / ``Shift+N``).
 """
 
 from __future__ import annotations
@@ -88,13 +92,9 @@ class BoundSession:
         return [layer for layer in (self.points, self.tracks, self.labels) if layer is not None]
 
 
-class CellectController(EditActions, PointTools, ReviewNavigation):
-    """Edits the active tracking session of one viewer.
-
-    The edit actions bound to keys come from :class:`~._edit_actions.EditActions`, the handling
-    of napari's own point tools from :class:`~._point_tools.PointTools`, the review queue from
-    :class:`~._review.ReviewNavigation`.
-    """
+class CellectController:
+    """Edits the active tracking session of one viewer (see the module docstring for its
+    parts)."""
 
     #: the selected node ids changed (tuple of ids, in the order they were selected)
     selection_changed = Signal(tuple)
@@ -111,7 +111,12 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         self._active: BoundSession | None = None
         self._selection: tuple[int, ...] = ()
         self._pushing_selection = False
-        self._drag_moves: set[int] | None = None
+        #: what the editing keys do
+        self.edits = EditActions(self)
+        #: napari's point tools (add, delete, drag) turned into edits
+        self.point_tools = PointTools(self, self.edits)
+        #: the review queue (N / Shift+N)
+        self.review = ReviewNavigation(self)
         #: layer-list thumbnails of edited layers, redrawn shortly after edits
         self._thumbnails = ThumbnailUpdates()
         self._callbacks = binding_callbacks(self)
@@ -201,7 +206,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             if role != "centres":
                 bound.sync.full_refresh()
         if bound.points is not None and self._active is not bound:
-            self._activate(bound)
+            self.activate(bound)
 
     def _bind_layer_keys(self, bound: BoundSession, layer: Layer) -> None:
         bind(layer, self._callbacks)
@@ -215,15 +220,15 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             self._on_points_selected(bound)
 
         def on_data(event: Any) -> None:
-            self._on_points_data(bound, event)
+            self.point_tools.on_data(bound, event)
 
         points.selected_data.events.items_changed.connect(on_select)
         points.events.data.connect(on_data)
-        points.mouse_drag_callbacks.append(self._on_points_drag)
+        points.mouse_drag_callbacks.append(self.point_tools.on_drag)
         bound.disconnects += [
             lambda: points.selected_data.events.items_changed.disconnect(on_select),
             lambda: points.events.data.disconnect(on_data),
-            lambda: _remove(points.mouse_drag_callbacks, self._on_points_drag),
+            lambda: _remove(points.mouse_drag_callbacks, self.point_tools.on_drag),
         ]
         points.mode = "select"
 
@@ -246,7 +251,8 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             lambda: labels.events.data.disconnect(edited),
         ]
 
-    def _activate(self, bound: BoundSession | None) -> None:
+    def activate(self, bound: BoundSession | None) -> None:
+        """Make ``bound`` the session edits go to."""
         if bound is self._active:
             return
         self._active = bound
@@ -265,7 +271,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         self._bound.remove(bound)
         if self._active is bound:
             self._active = None
-            self._activate(self._bound[-1] if self._bound else None)
+            self.activate(self._bound[-1] if self._bound else None)
 
     def _on_layer_inserted(self, event: Any) -> None:
         self._adopt(event.value)
@@ -293,7 +299,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
             return
         for bound in self._bound:
             if layer in bound.layers() and bound.points is not None:
-                self._activate(bound)
+                self.activate(bound)
                 return
 
     def close(self) -> None:
@@ -347,24 +353,24 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
     def execute(self, command: Command, session: TrackingSession | None = None) -> Command | None:
         """Run ``command`` through the history of ``session`` (default: the active one; it
         must be shown in this viewer), autosaved; report errors."""
-        bound = self._require() if session is None else self.bound_for(session)
+        bound = self.require() if session is None else self.bound_for(session)
         if bound is None:
             if session is not None:
-                self._report("error", f"the tracks {session.name!r} are no longer shown")
+                self.report("error", f"the tracks {session.name!r} are no longer shown")
             return None
         session = bound.session
         try:
             session.ensure_journal()
         except OSError as error:
-            self._report("error", f"autosave is off: cannot write the journal ({error})")
+            self.report("error", f"autosave is off: cannot write the journal ({error})")
         try:
             with bound.collector.batch():
                 session.history.execute(command)
         except CellectError as error:
-            self._report("error", str(error))
+            self.report("error", str(error))
             return None
         description = getattr(command, "description", command.name)
-        self._report("info", description)
+        self.report("info", description)
         self._tell_if_autosave_stopped(bound)
         return command
 
@@ -372,12 +378,12 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         """Build a user action from :mod:`napari_cellect.track.edits` and execute it."""
         graph = self.graph
         if graph is None:
-            self._require()
+            self.require()
             return None
         try:
             command = action(graph, *args, **kwargs)
         except CellectError as error:
-            self._report("error", str(error))
+            self.report("error", str(error))
             return None
         return self.execute(command)
 
@@ -407,23 +413,23 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
                             np.zeros(0, np.int64))
 
     def undo(self) -> None:
-        bound = self._require()
+        bound = self.require()
         if bound is None:
             return
         with bound.collector.batch():
             command = bound.session.history.undo()
         self._follow_highlight(bound, command, "undo")
-        self._report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
+        self.report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
         self._tell_if_autosave_stopped(bound)
 
     def redo(self) -> None:
-        bound = self._require()
+        bound = self.require()
         if bound is None:
             return
         with bound.collector.batch():
             command = bound.session.history.redo()
         self._follow_highlight(bound, command, "redo")
-        self._report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
+        self.report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
         self._tell_if_autosave_stopped(bound)
 
     def _tell_if_autosave_stopped(self, bound: BoundSession) -> None:
@@ -434,14 +440,17 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         if error is None or error is bound.autosave_error_told:
             return
         bound.autosave_error_told = error
-        self._report("error", autosave_stopped_text(error))
+        self.report("error", autosave_stopped_text(error))
 
-    def _require(self) -> BoundSession | None:
+    def require(self) -> BoundSession | None:
+        """The active session with its layers; says so when there is none."""
         if self._active is None:
-            self._report("error", "no tracks to edit: open a tracks file or run tracking first")
+            self.report("error", "no tracks to edit: open a tracks file or run tracking first")
         return self._active
 
-    def _report(self, level: str, text: str) -> None:
+    def report(self, level: str, text: str) -> None:
+        """Tell the user (``message``), as a napari notification too unless ``level`` is
+        ``"info"``."""
         (logger.info if level == "info" else logger.warning)("%s", text)
         self.message.emit(level, text)
         if level != "info":
@@ -524,7 +533,7 @@ class CellectController(EditActions, PointTools, ReviewNavigation):
         graph = bound.session.graph
         match = np.flatnonzero((graph.track_ids() == int(value)) & (graph["t"] == t))
         if len(match):
-            self._activate(bound)
+            self.activate(bound)
             self.select([int(graph.ids[match[0]])])
 
 def _remove(callbacks: list[Any], callback: Any) -> None:

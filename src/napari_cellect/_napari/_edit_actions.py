@@ -1,16 +1,15 @@
 """The editor's user actions: what each key (and each editor button) does.
 
-A mixin of :class:`~._controller.CellectController`: every action reads the selection, builds
-a user action from :mod:`napari_cellect.track.edits` against the active graph and runs it
-through the controller (so it lands in the session's history and journal). The host provides
-``graph``, ``bound``, ``viewer``, ``selection``, ``do``, ``execute``, ``select``, ``go_to``,
-``_require`` and ``_report``.
+:class:`EditActions` is a part of :class:`~._controller.CellectController` (its ``edits``):
+every action reads the controller's selection, builds a user action from
+:mod:`napari_cellect.track.edits` against the active graph and runs it through the controller
+(so it lands in the session's history and journal).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +18,18 @@ from napari_cellect.track import edits
 from napari_cellect.track.edits import Command, Compound, SetValues
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 
-class EditActions:
-    """Selection-driven edit actions (see :data:`~._keybindings.KEYBINDINGS`)."""
+if TYPE_CHECKING:
+    from napari_cellect._napari._controller import CellectController
 
-    def _batch(
+
+class EditActions:
+    """Selection-driven edit actions (see :data:`~._keybindings.KEYBINDINGS`) of the
+    controller that owns them."""
+
+    def __init__(self, controller: CellectController):
+        self.controller = controller
+
+    def batch(
         self, description: str, builders: Sequence[Callable[[TrackGraph], Command]]
     ) -> Compound:
         """One undoable command from several actions, each built on the graph the previous left.
@@ -30,7 +37,7 @@ class EditActions:
         The actions are built against a scratch copy of the graph, so nothing changes until the
         returned command is executed.
         """
-        graph = self.graph
+        graph = self.controller.graph
         assert graph is not None
         scratch = graph.copy()
         steps: list[Command] = []
@@ -43,73 +50,74 @@ class EditActions:
         return Compound(description, steps, corrections)
 
     def _need(self, n: int, what: str) -> tuple[int, ...] | None:
-        if self._require() is None:
+        if self.controller.require() is None:
             return None
-        if len(self._selection) < n:
-            self._report("error", f"{what}: select {n} node{'s' if n > 1 else ''} first "
-                                  f"({len(self._selection)} selected)")
+        if len(self.controller.selection) < n:
+            selected = len(self.controller.selection)
+            self.controller.report("error", f"{what}: select {n} node{'s' if n > 1 else ''} "
+                                            f"first ({selected} selected)")
             return None
-        return self._selection
+        return self.controller.selection
 
     # ================================================================== user actions (keys)
     def link_selected(self) -> None:
         """Link the last two selected nodes."""
         sel = self._need(2, "link")
         if sel is not None:
-            self.do(edits.link, sel[-2], sel[-1])
+            self.controller.do(edits.link, sel[-2], sel[-1])
 
     def break_selected(self) -> None:
         """Break the link into the selected node (into the later of two)."""
         sel = self._need(1, "break link")
         if sel is None:
             return
-        graph = self.graph
+        graph = self.controller.graph
         assert graph is not None
         if len(sel) >= 2:
             a, b = sel[-2], sel[-1]
             child = b if graph.node(b)["t"] > graph.node(a)["t"] else a
         else:
             child = sel[-1]
-        self.do(edits.break_link, child)
+        self.controller.do(edits.break_link, child)
 
     def delete_selected(self) -> None:
         sel = self._need(1, "delete")
         if sel is None:
             return
-        self._delete(list(sel))
+        self.delete(list(sel))
 
-    def _delete(self, ids: Sequence[int]) -> None:
+    def delete(self, ids: Sequence[int]) -> None:
         if len(ids) == 1:
-            self.do(edits.delete_node, ids[0])
+            self.controller.do(edits.delete_node, ids[0])
             return
         builders = [lambda g, n=int(n): edits.delete_node(g, n) for n in ids]
-        self._try_execute(lambda: self._batch(f"delete {len(ids)} nodes", builders))
+        self.try_execute(lambda: self.batch(f"delete {len(ids)} nodes", builders))
 
-    def _try_execute(self, build: Callable[[], Command]) -> None:
-        if self._require() is None:
+    def try_execute(self, build: Callable[[], Command]) -> None:
+        if self.controller.require() is None:
             return
         try:
             command = build()
         except CellectError as error:
-            self._report("error", str(error))
+            self.controller.report("error", str(error))
             return
-        self.execute(command)
+        self.controller.execute(command)
 
     def add_at_cursor(self) -> None:
         """Add a node at the mouse position in the current frame (only while the pointer is on
         the canvas: elsewhere napari's cursor position is stale)."""
-        bound = self._require()
+        bound = self.controller.require()
         if bound is None or bound.points is None:
             return
-        if not self.viewer.mouse_over_canvas:  # the cursor position is where it last left
-            self._report("error", "A adds a node where the pointer is on the image: move the "
-                                  "pointer over the canvas and press A again")
+        if not self.controller.viewer.mouse_over_canvas:  # the cursor stays where it last left
+            self.controller.report("error", "A adds a node where the pointer is on the image: "
+                                            "move the pointer over the canvas and press A again")
             return
-        self.add_at_world(self.viewer.cursor.position)
+        self.add_at_world(self.controller.viewer.cursor.position)
 
     def add_at_world(self, world_position: Sequence[float]) -> None:
         """Add a node at a world position (all viewer dimensions, time first)."""
-        bound = self._require()
+        bound = self.controller.require()
         if bound is None or bound.points is None:
             return
         points = bound.points
@@ -120,15 +128,15 @@ class EditActions:
         graph = bound.session.graph
         parent = self._parent_for_new_node(graph, t)
         radius = np.nanmedian(graph["radius"]) if np.any(np.isfinite(graph["radius"])) else np.nan
-        command = self.do(edits.add_node, t, zyx, radius=float(radius), parent=parent)
+        command = self.controller.do(edits.add_node, t, zyx, radius=float(radius), parent=parent)
         if command is not None:
             new_id = int(command.steps[0].columns["id"][0])  # type: ignore[attr-defined]
-            self.select([new_id])
+            self.controller.select([new_id])
 
     def _parent_for_new_node(self, graph: TrackGraph, t: int) -> int | None:
-        if len(self._selection) != 1:
+        if len(self.controller.selection) != 1:
             return None
-        node = self._selection[0]
+        node = self.controller.selection[0]
         if graph.node(node)["t"] < t and len(graph.children_of(node)) < 2:
             return node
         return None
@@ -137,49 +145,49 @@ class EditActions:
         sel = self._need(1, "division")
         if sel is None:
             return
-        graph = self.graph
+        graph = self.controller.graph
         assert graph is not None
         node = sel[-1]
         row = graph.index_of(node)[0]
         divides = graph.n_children()[row] == 2 or graph["division_score"][row] >= 0.5
-        if self.do(edits.mark_division, node, not divides) is None:
+        if self.controller.do(edits.mark_division, node, not divides) is None:
             return
         children = graph.children_of(node)
         if not divides and len(children) == 1:
-            self._report("warning", f"node {node} is marked dividing but has one child "
-                                    f"({int(children[0])}): link its other daughter (select both, "
-                                    "L). Approving the track as it is would contradict the mark; "
-                                    "Ctrl+Z undoes it")
+            self.controller.report("warning", f"node {node} is marked dividing but has one "
+                                              f"child ({int(children[0])}): link its other "
+                                              "daughter (select both, L). Approving the track as "
+                                              "it is would contradict the mark; Ctrl+Z undoes it")
         else:
             self._warn_contradictions()
 
     def _warn_contradictions(self) -> None:
         """Say at once when the edit just made contradicts an earlier correction (fine-tuning
         would refuse them later)."""
-        session = self.session
+        session = self.controller.session
         if session is None:
             return
         try:
             session.corrections()
         except ContradictoryCorrections as error:
-            self._report("warning", f"this edit contradicts an earlier one: {error.conflicts[0]}"
-                                    " (Ctrl+Z undoes it)")
+            self.controller.report("warning", "this edit contradicts an earlier one: "
+                                              f"{error.conflicts[0]} (Ctrl+Z undoes it)")
         except CellectError:
             pass  # other problems are reported where the corrections are used
 
     def swap_selected(self) -> None:
         sel = self._need(2, "swap parents")
         if sel is not None:
-            self.do(edits.swap_parents, sel[-2], sel[-1])
+            self.controller.do(edits.swap_parents, sel[-2], sel[-1])
 
     def approve_selected(self) -> None:
         sel = self._need(1, "approve")
-        if sel is not None and self.do(edits.approve, list(sel)) is not None:
+        if sel is not None and self.controller.do(edits.approve, list(sel)) is not None:
             self._warn_contradictions()
 
     def approve_track_selected(self) -> None:
         sel = self._need(1, "approve track")
-        if sel is not None and self.do(edits.approve_track, sel[-1]) is not None:
+        if sel is not None and self.controller.do(edits.approve_track, sel[-1]) is not None:
             self._warn_contradictions()
 
     def move_nodes(self, ids: Sequence[int], positions: np.ndarray) -> None:
@@ -189,7 +197,7 @@ class EditActions:
         steps: list[Command] = [
             SetValues(axis, ids, positions[:, k].tolist()) for k, axis in enumerate("zyx")
         ]
-        self._try_execute(lambda: Compound(f"move {len(ids)} node(s)", steps))
+        self.try_execute(lambda: Compound(f"move {len(ids)} node(s)", steps))
 
     # ================================================================== navigation
     def next_node(self) -> None:
@@ -202,18 +210,18 @@ class EditActions:
         sel = self._need(1, "next/previous node")
         if sel is None:
             return
-        graph = self.graph
+        graph = self.controller.graph
         assert graph is not None
         node = sel[-1]
         if direction > 0:
             children = graph.children_of(node)
             if len(children) == 0:
-                self._report("info", f"node {node} is the last of its track")
+                self.controller.report("info", f"node {node} is the last of its track")
                 return
             target = int(children[0])
         else:
             target = graph.parent_of(node)
             if target == NO_PARENT:
-                self._report("info", f"node {node} is the first of its track")
+                self.controller.report("info", f"node {node} is the first of its track")
                 return
-        self.select([target], center=True)
+        self.controller.select([target], center=True)

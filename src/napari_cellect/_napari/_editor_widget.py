@@ -31,9 +31,13 @@ from napari_cellect._napari._controller import (
     controller_for,
 )
 from napari_cellect._napari._keybindings import KEYBINDINGS
-from napari_cellect.session import Geometry
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
-from napari_cellect.session import TrackingSession
+from napari_cellect._napari._qt_utils import (
+    ERROR_STYLE,
+    disconnect_on_destroy,
+    scrolled_content,
+    show_status,
+)
+from napari_cellect.session import Geometry, TrackingSession
 from napari_cellect.track.graph import TrackGraph
 
 if TYPE_CHECKING:
@@ -41,7 +45,6 @@ if TYPE_CHECKING:
 
 #: buttons per row in the action grid
 BUTTON_COLUMNS = 3
-ERROR_STYLE = "color: #ff7070;"
 
 
 class EditorWidget(QWidget):
@@ -69,7 +72,7 @@ class EditorWidget(QWidget):
         for k, binding in enumerate(KEYBINDINGS):
             button = QPushButton(binding.name)
             button.setToolTip(f"{binding.description} [{binding.key_text}]")
-            button.clicked.connect(getattr(self.controller, binding.method))
+            button.clicked.connect(binding.action(self.controller))
             grid.addWidget(button, k // BUTTON_COLUMNS, k % BUTTON_COLUMNS)
             self.buttons[binding.method] = button
 
@@ -152,7 +155,7 @@ class EditorWidget(QWidget):
             self.journal_label.setText("")
             self.review_label.setText("")
             return
-        self.review_label.setText(f"To review: {self.controller.review_count()} uncertain links "
+        self.review_label.setText(f"To review: {self.controller.review.count()} uncertain links "
                                   "and divisions (N: next, Shift+N: back)")
         graph = session.graph
         n_tracks = len(set(graph.track_ids().tolist())) if len(graph) else 0
@@ -187,8 +190,7 @@ class EditorWidget(QWidget):
         self.selection_label.setText("Selected: " + "; ".join(parts) + more)
 
     def _on_message(self, level: str, text: str) -> None:
-        self.message_label.setStyleSheet(ERROR_STYLE if level != "info" else "")
-        self.message_label.setText(text)
+        show_status(self.message_label, level, text)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path | None = None) -> Path | None:

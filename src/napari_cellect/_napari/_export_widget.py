@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import CellectController, controller_for
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
+from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content, show_status
 from napari_cellect.errors import CellectError
 from napari_cellect.session.export import export_session
 
@@ -143,8 +143,7 @@ class ExportWidget(QWidget):
         return written
 
     def _show(self, level: str, text: str) -> None:
-        self.status.setStyleSheet("color: #ff7070;" if level == "error" else "")
-        self.status.setText(text)
+        show_status(self.status, level, text)
         if level == "error":
             from napari.utils.notifications import show_error
 

@@ -18,12 +18,16 @@
 
 Errors from the core (no corrections, only one kind of label, contradictions) are shown in the
 widget and as napari notifications with the core's message.
+
+What the widget can do at any moment is one :class:`FinetuneState`; :data:`CONTROLS` says, in
+one place, which buttons each state enables.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +55,7 @@ from napari_cellect._napari._cell_radius import (
 )
 from napari_cellect._napari._changed_links import ChangedLinks
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._jobs import JobRunner, Outcome, failed_text
 from napari_cellect._napari._model_files import (
     describe_model,
     has_model,
@@ -58,14 +63,25 @@ from napari_cellect._napari._model_files import (
     save_tuned_model,
     suggested_path,
 )
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
+from napari_cellect._napari._qt_utils import (
+    ERROR_STYLE,
+    disconnect_on_destroy,
+    scrolled_content,
+    show_status,
+    trackable_images,
+)
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError, ContradictoryCorrections
-from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job, finetune_job
+from napari_cellect.session.jobs import (
+    DetectOutput,
+    RelinkOutput,
+    detect_job,
+    finetune_job,
+    relink_job,
+)
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image
 
     from napari_cellect.session import TrackingSession
     from napari_cellect.track.edits import Command
@@ -73,7 +89,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ERROR_STYLE = "color: #ff7070;"
+#: the message after any cancelled job
+CANCELLED = "cancelled: the model in use and the tracks are unchanged"
 #: wait this long after the last edit before recounting the corrections (edits come in bursts)
 COUNT_DELAY_MS = 200
 
@@ -82,6 +99,49 @@ NO_DETECTIONS = (
     "there is nothing to fine-tune on. Detect cells on the image they belong to (the tracks are "
     "not changed), or track the image with the Track cells widget."
 )
+
+
+class FinetuneState(Enum):
+    """What the widget is doing, or why it cannot fine-tune yet."""
+
+    NO_TRACKS = "no tracks"
+    NO_DETECTIONS = "tracks without detections"
+    CONTRADICTION = "the corrections contradict each other"
+    READY = "ready"
+    DETECTING = "detecting"
+    FINETUNING = "fine-tuning"
+    RELINKING = "re-linking"
+    CANCELLING = "cancelling"
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What one state allows."""
+
+    learn: bool = False
+    """Fine-tune and Re-link."""
+    edit_session: bool = False
+    """Detect cells, choose the model file, set the nucleus radius, save the model (each also
+    needs what it works on: a model, an image, a tuned model)."""
+    cancel: bool = False
+    why_not: str = ""
+    """Why Fine-tune and Re-link are disabled ("" when they are not, or a job runs)."""
+
+
+#: the one place that says which buttons each state enables
+CONTROLS: dict[FinetuneState, Controls] = {
+    FinetuneState.NO_TRACKS: Controls(why_not="open or compute tracks first"),
+    FinetuneState.NO_DETECTIONS: Controls(
+        edit_session=True, why_not="no cached detections: detect cells first (below)"),
+    FinetuneState.CONTRADICTION: Controls(
+        edit_session=True,
+        why_not="your corrections contradict each other: resolve that first (see above)"),
+    FinetuneState.READY: Controls(learn=True, edit_session=True),
+    FinetuneState.DETECTING: Controls(cancel=True),
+    FinetuneState.FINETUNING: Controls(cancel=True),
+    FinetuneState.RELINKING: Controls(cancel=True),
+    FinetuneState.CANCELLING: Controls(),
+}
 
 
 class FinetuneWidget(QWidget):
@@ -99,16 +159,7 @@ class FinetuneWidget(QWidget):
         assert self.controller is not None
         #: the FinetuneConfig used (None: the core's defaults)
         self.config = config
-        self.worker: Any = None
-        #: what the worker does: "finetune", "relink" or "detect" ("" when idle)
-        self.job = ""
-        self._job_session: TrackingSession | None = None
-        self._job_top: Command | None = None
-        #: set by Cancel and when the widget is closed; cleared when a job starts
-        self._stop = threading.Event()
-        self._succeeded = False
-        self._failed = False
-        self._relink_after = False
+        self.state = FinetuneState.NO_TRACKS
         #: the last re-link edit applied
         self.relink_command: Command | None = None
         self._count_timer = QTimer(self)
@@ -122,7 +173,6 @@ class FinetuneWidget(QWidget):
             *((emitter, self._refresh_images) for emitter in (
                 napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed)),
         ])
-        self.destroyed.connect(lambda *_args, stop=self._stop: stop.set())
         self._refresh_images()
         self._on_session_changed(self.controller.session)
 
@@ -198,7 +248,12 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.changed_list, 1)
 
         self.finetune_button.clicked.connect(self.fine_tune)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.jobs = JobRunner(
+            self, cancel_button=self.cancel_button, progress=self.progress,
+            progress_label=self.progress_label, report=self._report_job,
+            on_finished=self._on_job_finished, error_text=_error_text,
+            on_cancel=lambda: self._set_state(FinetuneState.CANCELLING),
+        )
         self.relink_button.clicked.connect(self.relink)
         self.save_model_button.clicked.connect(lambda: self.save_model())
         self.detect_button.clicked.connect(self.detect)
@@ -207,7 +262,7 @@ class FinetuneWidget(QWidget):
     # ------------------------------------------------------------------ display
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.jobs.running
 
     def _on_session_changed(self, session: TrackingSession | None) -> None:
         # the radius of the run the tracks come from (the Track cells widget's), else as trained
@@ -218,38 +273,51 @@ class FinetuneWidget(QWidget):
     def _on_refreshed(self, _changes: Any) -> None:
         self._count_timer.start()
 
-    def _update_controls(self) -> None:
+    def _idle_state(self) -> FinetuneState:
+        """The state when no job runs, from the active session and its corrections."""
         session = self.controller.session
-        has = session is not None
-        detections = has and bool(session.detections)
-        idle = not self.running
-        self.detect_box.setVisible(has and not detections)
-        model = has and has_model(session)
-        self.model_button.setEnabled(has and idle)
-        self.cell_radius_spin.setEnabled(has and idle)
-        self.detect_button.setEnabled(model and idle and self.image_combo.count() > 0)
+        if session is None:
+            return FinetuneState.NO_TRACKS
+        if not session.detections:
+            return FinetuneState.NO_DETECTIONS
+        if self.contradiction is not None:
+            return FinetuneState.CONTRADICTION
+        return FinetuneState.READY
+
+    def _set_state(self, state: FinetuneState) -> None:
+        self.state = state
+        self._update_controls()
+
+    def _update_controls(self) -> None:
+        """Enable the buttons the state allows (see :data:`CONTROLS`) and describe the session."""
+        if not self.running:
+            self.state = self._idle_state()
+        allowed = CONTROLS[self.state]
+        session = self.controller.session
+        self.detect_box.setVisible(session is not None and not session.detections)
+        model = session is not None and has_model(session)
+        self.model_button.setEnabled(allowed.edit_session)
+        self.cell_radius_spin.setEnabled(allowed.edit_session)
+        self.detect_button.setEnabled(allowed.edit_session and model
+                                      and self.image_combo.count() > 0)
         self.detect_button.setToolTip(
             "Run the model's detector on the image (no linking): fine-tuning then matches your "
             "tracks to the detections" if model else
             "no model: choose a model file (the bundled model is not installed)")
-        agree = self.contradiction is None
-        self.finetune_button.setEnabled(detections and idle and agree)
-        self.relink_button.setEnabled(detections and idle and agree)
-        why = "" if detections else ("open or compute tracks first" if not has else
-                                     "no cached detections: detect cells first (below)")
-        why = why or ("" if agree else "your corrections contradict each other: resolve that "
-                                       "first (see above)")
-        self.finetune_button.setToolTip(why or "Fine-tune the link, division and merge scorers "
-                                               "on your corrections")
-        self.relink_button.setToolTip(why or "Link the detections again with the session's "
-                                             "model, keeping every approved link and node")
-        self.save_model_button.setEnabled(has and idle and session.model_tuned)
-        self.cancel_button.setEnabled(not idle)
+        self.finetune_button.setEnabled(allowed.learn)
+        self.relink_button.setEnabled(allowed.learn)
+        self.finetune_button.setToolTip(allowed.why_not or "Fine-tune the link, division and "
+                                                           "merge scorers on your corrections")
+        self.relink_button.setToolTip(allowed.why_not or "Link the detections again with the "
+                                                         "session's model, keeping every "
+                                                         "approved link and node")
+        self.save_model_button.setEnabled(allowed.edit_session and session.model_tuned)
+        self.cancel_button.setEnabled(allowed.cancel)
         if session is None:
             self.session_label.setText("No tracks. Track an image or open a tracks file.")
             self.model_label.setText("")
             return
-        frames = f"{len(session.detections)} frames of detections" if detections else (
+        frames = f"{len(session.detections)} frames of detections" if session.detections else (
             "no detections")
         self.session_label.setText(f"<b>{session.name}</b>: {len(session.graph)} nodes, {frames}")
         self.model_label.setText(f"Model: {describe_model(session)}")
@@ -281,7 +349,7 @@ class FinetuneWidget(QWidget):
                 f"{_plural(n_div, 'division label')} ({counts['divides']} dividing)")
             self.counts_label.setToolTip("\n".join(f"{k.replace('_', ' ')}: {v}"
                                                    for k, v in counts.items()))
-        count = self.controller.review_count()
+        count = self.controller.review.count()
         self.review_label.setText(
             f"Uncertain links and divisions not reviewed: {count} "
             "(N: jump to the next, Shift+N: back)")
@@ -315,17 +383,11 @@ class FinetuneWidget(QWidget):
     def _refresh_images(self, *_args: Any) -> None:
         current = self.image_combo.currentText()
         self.image_combo.clear()
-        for layer in self._image_layers():
+        for layer in trackable_images(self.viewer):
             self.image_combo.addItem(layer.name)
         if current:
             self.image_combo.setCurrentText(current)
         self._update_controls()
-
-    def _image_layers(self) -> list[Image]:
-        from napari.layers import Image
-
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
 
     def cell_radius_tooltip(self) -> str:
         """The radius field's help and the nucleus radius the session's model was trained on
@@ -339,9 +401,15 @@ class FinetuneWidget(QWidget):
         return radius_tooltip(lambda: model_reference_radius(path))
 
     def _show(self, level: str, text: str) -> None:
-        self.message_label.setStyleSheet(ERROR_STYLE if level == "error" else "")
-        self.message_label.setText(text)
+        show_status(self.message_label, level, text)
         (logger.info if level == "info" else logger.warning)("%s", text)
+
+    def _report_job(self, level: str, text: str) -> None:
+        """How a job's end is told: errors also as a notification."""
+        if level == "error":
+            self._error(text)
+        else:
+            self._show(level, text)
 
     def _error(self, text: str) -> None:
         """In the widget and as a napari notification."""
@@ -353,8 +421,6 @@ class FinetuneWidget(QWidget):
     # ------------------------------------------------------------------ fine-tuning
     def fine_tune(self) -> None:
         """Start fine-tuning the active session's model on its corrections."""
-        from napari.qt.threading import create_worker
-
         session = self._ready_session()
         if session is None:
             return
@@ -363,85 +429,83 @@ class FinetuneWidget(QWidget):
         except CellectError as error:
             self._error(str(error))
             return
-        self._relink_after = self.relink_after.isChecked()
-        worker = create_worker(
+        relink_after = self.relink_after.isChecked()
+        self._start(
+            FinetuneState.FINETUNING, "fine-tuning: preparing the training rows...",
             finetune_job, session.model, session.model_path, corrections, session.detections,
-            z_ratio=session.anisotropy, config=self.config, should_stop=self._stop.is_set,
-            source=str(session.source or session.name),
-            _start_thread=False, _ignore_errors=True,  # errors: _on_error + a notification
+            z_ratio=session.anisotropy, config=self.config,
+            source=str(session.source or session.name), what="fine-tuning",
+            on_step=self._on_finetune_progress,
+            on_result=lambda tuned: self._on_finetuned(session, tuned),
+            then=(lambda: self._relink_if_active(session)) if relink_after else None,
         )
-        worker.yielded.connect(self._on_finetune_progress)
-        worker.returned.connect(self._on_finetuned)
-        self._start(worker, "finetune", session, "fine-tuning: preparing the training rows...")
 
     def _on_finetune_progress(self, report: Any) -> None:
         epochs = max(int(report.epochs), 1)
-        self.progress.setRange(0, epochs)
-        self.progress.setValue(min(int(report.epoch), epochs))
         rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
         if report.epoch == 0:
-            self.progress_label.setText(f"fine-tuning on {rows} training rows...")
+            self.jobs.show_step(0, epochs, f"fine-tuning on {rows} training rows...")
             return
         val = "" if np.isnan(report.val_loss) else (
             f", validation {report.val_loss:.3f} (best {report.best_val_loss:.3f})")
-        self.progress_label.setText(f"{report.stage}: epoch {report.epoch}/{epochs}, training "
-                                    f"loss {report.train_loss:.3f}{val}")
+        self.jobs.show_step(report.epoch, epochs, f"{report.stage}: epoch {report.epoch}/"
+                                                  f"{epochs}, training loss "
+                                                  f"{report.train_loss:.3f}{val}")
 
-    def _on_finetuned(self, tuned: Any) -> None:
-        session = self._job_session
-        if tuned is None or session is None:
-            return  # cancelled: _on_finished says so
-        self._succeeded = True
+    def _on_finetuned(self, session: TrackingSession, tuned: Any) -> None:
         session.use_tuned_model(tuned)
-        self.progress.setValue(self.progress.maximum())
         self._show("info", f"fine-tuned: {model_name(tuned)} is now the model of "
                            f"{session.name} (Save model... keeps it)")
+
+    def _relink_if_active(self, session: TrackingSession) -> None:
+        """Re-link after a fine-tune, unless another session became the active one."""
+        if self.controller.session is session:
+            self.relink()
 
     # ------------------------------------------------------------------ re-linking
     def relink(self) -> None:
         """Link the active session's detections again with its model, keeping approved work."""
-        from napari.qt.threading import create_worker
-
         session = self._ready_session()
         if session is None:
             return
         try:
-            job = session.relink_job(should_stop=self._stop.is_set)
+            corrections = session.corrections()
         except CellectError as error:
             self._error(str(error))
             return
-        worker = create_worker(lambda: (yield from job), _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(self._on_relinked)
-        self._start(worker, "relink", session, "re-linking (approved links are kept)...")
-
-    def _on_relinked(self, output: RelinkOutput | None) -> None:
-        session = self._job_session
-        if output is None or session is None:
-            return  # cancelled: _on_finished says so
         done = session.history.done
-        if (done[-1] if done else None) is not self._job_top:
+        top = done[-1] if done else None  # the result applies only to the tracks of now
+        self._start(
+            FinetuneState.RELINKING, "re-linking (approved links are kept)...",
+            relink_job, session.detections, session.model, session.model_path,
+            session.graph.copy(), z_ratio=session.anisotropy, corrections=corrections,
+            what="re-linking", on_result=lambda output: self._on_relinked(session, top, output),
+        )
+
+    def _on_relinked(
+        self, session: TrackingSession, top: Command | None, output: RelinkOutput
+    ) -> bool:
+        done = session.history.done
+        if (done[-1] if done else None) is not top:
             self._error("the tracks were edited while re-linking, so the result was not applied; "
                         "press Re-link again")
-            return
+            return False
         command = session.apply_relink(
             output, lambda edit: self.controller.execute(edit, session=session))
         if command is None:
-            return
-        self._succeeded = True
+            return False
         self.relink_command = command
         self.changed_list.show_links(session, command, output.changed, output.removed)
         made, gone = len(output.changed), len(output.removed)
         self._show("info", f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
                            "removed; listed and highlighted); Ctrl+Z undoes the re-link")
+        return True
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:
         """Detect cells on the chosen image for tracks that have no detections."""
-        from napari.qt.threading import create_worker
-
         session = self.controller.session
-        layer = next((lyr for lyr in self._image_layers()
+        layer = next((lyr for lyr in trackable_images(self.viewer)
                       if lyr.name == self.image_combo.currentText()), None)
         if session is None or self.running:
             return
@@ -460,29 +524,21 @@ class FinetuneWidget(QWidget):
             return
         z_ratio = geometry_of(layer).z_ratio
         radius = self.cell_radius_spin.radius()
-        worker = create_worker(
-            detect_job, images, session.model, session.model_path, z_ratio=z_ratio,
-            device="auto", should_stop=self._stop.is_set, cell_radius=radius,
-            _start_thread=False, _ignore_errors=True,
-        )
-        worker.yielded.connect(self._on_detect_progress)
-        worker.returned.connect(lambda output: self._on_detected(output, z_ratio, radius))
         size = f" (nuclei of radius {radius:g} px)" if radius else ""
-        self._start(worker, "detect", session, f"detecting cells in {layer.name}{size}...")
-
-    def _on_detect_progress(self, progress: Any) -> None:
-        total = max(int(progress.total), 1)
-        self.progress.setRange(0, total)
-        self.progress.setValue(min(int(progress.done), total))
-        self.progress_label.setText(f"detecting cells: {progress.done}/{total} frames")
+        self._start(
+            FinetuneState.DETECTING, f"detecting cells in {layer.name}{size}...",
+            detect_job, images, session.model, session.model_path, z_ratio=z_ratio,
+            device="auto", cell_radius=radius, what="detection",
+            on_step=lambda step: self.jobs.show_step(
+                step.done, step.total, f"detecting cells: {step.done}/{max(step.total, 1)} "
+                                       "frames"),
+            on_result=lambda output: self._on_detected(session, output, z_ratio, radius),
+        )
 
     def _on_detected(
-        self, output: DetectOutput | None, z_ratio: float, cell_radius: float | None
+        self, session: TrackingSession, output: DetectOutput, z_ratio: float,
+        cell_radius: float | None,
     ) -> None:
-        session = self._job_session
-        if output is None or session is None:
-            return  # cancelled: _on_finished says so
-        self._succeeded = True
         session.use_detections(output, z_ratio, cell_radius)
         n = sum(len(d) for d in output.detections)
         self._show("info", f"{n} detections in {len(output.detections)} frames: ready to "
@@ -526,7 +582,7 @@ class FinetuneWidget(QWidget):
         self._update_controls()
         return target
 
-    # ------------------------------------------------------------------ worker plumbing
+    # ------------------------------------------------------------------ running jobs
     def _ready_session(self) -> TrackingSession | None:
         session = self.controller.session
         if self.running:
@@ -539,63 +595,20 @@ class FinetuneWidget(QWidget):
             return None
         return session
 
-    def _start(self, worker: Any, job: str, session: TrackingSession, text: str) -> None:
-        self._stop.clear()
-        self._succeeded = self._failed = False
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        if hasattr(worker, "aborted"):
-            worker.aborted.connect(self._on_aborted)
-        self.worker = worker
-        self.job = job
-        self._job_session = session
-        done = session.history.done
-        self._job_top = done[-1] if done else None
-        self.progress.setRange(0, 0)
-        self.progress_label.setText(text)
+    def _start(self, state: FinetuneState, text: str, function: Any, *args: Any,
+               **kwargs: Any) -> None:
         self._show("info", text)
-        self._update_controls()
-        worker.start()
+        if self.jobs.start(function, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
+            self._set_state(state)
 
-    def cancel(self) -> None:
-        """Stop the running job; the model and the tracks stay as they were."""
-        if self.worker is None:
-            return
-        self._stop.set()
-        self._relink_after = False
-        if hasattr(self.worker, "quit"):
-            self.worker.quit()
-        self.cancel_button.setEnabled(False)
-        self.progress_label.setText("cancelling...")
-
-    def _on_error(self, error: BaseException) -> None:
-        self._failed = True
-        self._relink_after = False
-        what = {"finetune": "fine-tuning", "relink": "re-linking", "detect": "detection"}
-        text = str(error) if isinstance(error, CellectError) else (
-            f"{what.get(self.job, self.job)} failed: {error}")
-        self._error(text)
-
-    def _on_aborted(self) -> None:
-        self._relink_after = False
-
-    def _on_finished(self) -> None:
-        """Also after a cancel: the worker then reports neither a result nor an error."""
-        job = self.job
-        if self._stop.is_set() and not (self._succeeded or self._failed):
-            self._relink_after = False
-            self._show("info", "cancelled: the model in use and the tracks are unchanged")
-        self.worker = None
-        self.job = ""
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self._succeeded else 0)
-        self.progress_label.setText("")
+    def _on_job_finished(self, _outcome: Outcome) -> None:
         self._update_controls()
         self.update_counts()
-        if job == "finetune" and self._relink_after:
-            self._relink_after = False
-            if self.controller.session is self._job_session:
-                self.relink()
+
+
+def _error_text(what: str, error: BaseException) -> str:
+    """The core's own errors say what is wrong; anything else is named with the job."""
+    return str(error) if isinstance(error, CellectError) else failed_text(what, error)
 
 
 def _plural(n: int, word: str) -> str:

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QObject, QSize, QTimer
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
 
 #: the most a dock widget asks for in height before it scrolls: five of them and napari's own
 #: layer controls fit a 1080 px screen
 DOCK_MIN_HEIGHT = 120
 #: Qt property marking the plugin's dock widgets (docked together as tabs)
 TAB_GROUP = "cellect_tab_group"
+#: style of a status line that reports an error or a warning
+ERROR_STYLE = "color: #ff7070;"
+
+
+def show_status(label: QLabel, level: str, text: str) -> None:
+    """Show ``text`` on a widget's status line, in the error colour unless ``level`` is
+    ``"info"``."""
+    label.setStyleSheet(ERROR_STYLE if level != "info" else "")
+    label.setText(text)
+
+
+def trackable_images(viewer: napari.Viewer) -> list[Image]:
+    """The viewer's image layers that can be tracked: a time series, (T, Y, X) or
+    (T, Z, Y, X), of one channel."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
 
 
 def scrolled_content(widget: QWidget) -> QWidget:

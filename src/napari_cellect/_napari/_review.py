@@ -1,6 +1,7 @@
 """Review navigation: jump to the most uncertain links and divisions nobody approved yet.
 
-A mixin of :class:`~._controller.CellectController`. Each session gets one
+:class:`ReviewNavigation` is a part of :class:`~._controller.CellectController` (its
+``review``). Each session gets one
 :class:`~napari_cellect.track.review.ReviewQueue` (it follows the graph, so every edit re-ranks
 it); ``N`` jumps to the next item, ``Shift+N`` back along the items visited. Jumping sets the
 time step, centres the camera and selects what a person approves to review the item:
@@ -8,8 +9,6 @@ time step, centres the camera and selects what a person approves to review the i
 - a link ``parent -> child``: the child (``Y`` approves its incoming link);
 - a division of a node with children: the children (``Y`` approves both links, ``D`` toggles
   the division); without children: the node itself (``D`` marks it dividing or not).
-
-The host provides ``bound``, ``select``, ``go_to``, ``_require`` and ``_report``.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from napari_cellect.track.review import (
 )
 
 if TYPE_CHECKING:
-    from napari_cellect._napari._controller import BoundSession
+    from napari_cellect._napari._controller import BoundSession, CellectController
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,17 @@ class ReviewState:
 
 
 class ReviewNavigation:
-    """Review-queue actions of the controller (see the module docstring)."""
+    """Review-queue actions of the controller that owns it (see the module docstring)."""
 
-    review_settings: ReviewSettings = ReviewSettings()
+    def __init__(self, controller: CellectController, settings: ReviewSettings | None = None):
+        self.controller = controller
+        self.settings = settings or ReviewSettings()
 
     # ------------------------------------------------------------------ the queue
-    def review_state(self, bound: BoundSession | None = None) -> ReviewState | None:
+    def state(self, bound: BoundSession | None = None) -> ReviewState | None:
         """The review queue of ``bound`` (default: the active session), built or rebuilt when
         what it depends on changed."""
-        bound = bound if bound is not None else self.bound
+        bound = bound if bound is not None else self.controller.bound
         if bound is None:
             return None
         session = bound.session
@@ -97,25 +98,26 @@ class ReviewNavigation:
             bound.review = state
         return state
 
-    def review_count(self) -> int | None:
+    def count(self) -> int | None:
         """Unreviewed uncertain items of the active session (None without a session)."""
-        state = self.review_state()
+        state = self.state()
         if state is None:
             return None
-        return state.queue.count_unreviewed(self.review_settings.uncertain_margin)
+        return state.queue.count_unreviewed(self.settings.uncertain_margin)
 
     # ------------------------------------------------------------------ keys
     def next_uncertain(self) -> None:
         """Jump to the next most uncertain unreviewed link or division (after the last one,
         back to the most uncertain)."""
-        if self._require() is None:
+        if self.controller.require() is None:
             return
-        state = self.review_state()
+        state = self.state()
         assert state is not None
         item = state.queue.next(after=state.current) or state.queue.next()
         if item is None:
             state.current = None
-            self._report("info", "nothing left to review: every link and division is approved")
+            self.controller.report("info", "nothing left to review: every link and division is "
+                                           "approved")
             return
         if state.current is not None and item != state.current:
             state.trail = [*(state.trail or []), state.current]
@@ -124,22 +126,22 @@ class ReviewNavigation:
 
     def previous_uncertain(self) -> None:
         """Go back to the item visited before the current one."""
-        if self._require() is None:
+        if self.controller.require() is None:
             return
-        state = self.review_state()
+        state = self.state()
         assert state is not None
-        graph = self.bound.session.graph
+        graph = self.controller.bound.session.graph
         trail = [item for item in (state.trail or []) if graph.has(item.node)]
         if not trail:
             state.trail = []
-            self._report("info", "no earlier review item (press N for the next)")
+            self.controller.report("info", "no earlier review item (press N for the next)")
             return
         state.current = trail.pop()
         state.trail = trail
         self._show_review_item(state.current)
 
     def _show_review_item(self, item: ReviewItem) -> None:
-        graph = self.bound.session.graph
+        graph = self.controller.bound.session.graph
         if item.kind == DIVISION:
             children = [int(c) for c in graph.children_of(item.node)]
             targets = children or [item.node]
@@ -148,11 +150,12 @@ class ReviewNavigation:
         else:
             targets = [item.node]
             what = f"link {item.parent} -> {item.node}"
-        self.select(targets)
-        self.go_to(targets[0])
-        left = self.review_count()
-        self._report("info", f"review: {what} at t={graph.node(targets[0])['t']} (certainty "
-                             f"{item.margin:+.2f}); {left} uncertain left")
+        self.controller.select(targets)
+        self.controller.go_to(targets[0])
+        left = self.count()
+        t = graph.node(targets[0])["t"]
+        self.controller.report("info", f"review: {what} at t={t} (certainty {item.margin:+.2f}); "
+                                       f"{left} uncertain left")
 
 
 def _division_threshold(model: Any) -> float:

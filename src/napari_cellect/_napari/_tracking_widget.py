@@ -1,9 +1,9 @@
 """Track-cells dock widget: run the CELLECT pipeline on an image layer in a worker thread.
 
 The pipeline (``napari_cellect.pipeline.iter_tracking``) is a generator that yields a progress
-record after each frame pair and returns the result; napari's ``create_worker`` runs it in a
-thread, so the viewer stays responsive. Centres appear in a preview layer as frames finish, and
-the tracks as soon as they are linked, while the masks are still being segmented.
+record after each frame pair and returns the result; the widget's :class:`~._jobs.JobRunner`
+runs it in a thread, so the viewer stays responsive. Centres appear in a preview layer as frames
+finish, and the tracks as soon as they are linked, while the masks are still being segmented.
 Cancel sets the ``should_stop`` flag the pipeline checks before each frame pair *and* asks the
 worker to quit at its next yield, so a run stops within one frame pair.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,9 +44,15 @@ from napari_cellect._napari._cell_radius import (
 )
 from napari_cellect._napari._centres_preview import CentresPreview
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._jobs import JobRunner, Outcome
 from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
-from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
+from napari_cellect._napari._qt_utils import (
+    disconnect_on_destroy,
+    scrolled_content,
+    show_status,
+    trackable_images,
+)
 from napari_cellect._napari._tracking_job import (
     WarningCollector,
     as_tzyx,
@@ -136,9 +141,7 @@ class TrackingWidget(QWidget):
         assert self.controller is not None
         #: the generator function run by the worker (None: the CELLECT pipeline)
         self.tracking_function = tracking_function
-        self.worker: Any = None
         self.result_session: TrackingSession | None = None
-        self._stop = threading.Event()
         self._preview: CentresPreview | None = None
         self._tracks_preview: Tracks | None = None
         self._started = 0.0
@@ -233,7 +236,12 @@ class TrackingWidget(QWidget):
         self.tile_auto.toggled.connect(lambda on: [s.setEnabled(not on) for s in self.tile_spins])
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.jobs = JobRunner(
+            self, cancel_button=self.cancel_button, progress=self.progress,
+            progress_label=self.progress_label, report=self._show,
+            on_finished=self._on_finished,
+            cancelling_text="cancelling after the current frame pair...",
+        )
         self._on_model_kind()
 
     def _connect_viewer(self) -> None:
@@ -241,15 +249,9 @@ class TrackingWidget(QWidget):
         disconnect_on_destroy(self, [(emitter, self._refresh_layers) for emitter in (
             events.inserted, events.removed, events.reordered)])
 
-    def _image_layers(self) -> list[Image]:
-        from napari.layers import Image
-
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
-
     def _refresh_layers(self, *_args: Any) -> None:
         current = self.image_layer()
-        layers = self._image_layers()
+        layers = trackable_images(self.viewer)
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         for layer in layers:
@@ -274,8 +276,9 @@ class TrackingWidget(QWidget):
     def _untrackable_layers(self) -> list[Image]:
         from napari.layers import Image
 
+        trackable = trackable_images(self.viewer)
         return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and layer not in self._image_layers()]
+                if isinstance(layer, Image) and layer not in trackable]
 
     def _nothing_to_track(self) -> str:
         """Why no image layer can be tracked: none is open, or what is wrong with each."""
@@ -286,7 +289,7 @@ class TrackingWidget(QWidget):
 
     def image_layer(self) -> Image | None:
         name = self.image_combo.currentText() if hasattr(self, "image_combo") else ""
-        return next((lyr for lyr in self._image_layers() if lyr.name == name), None)
+        return next((lyr for lyr in trackable_images(self.viewer) if lyr.name == name), None)
 
     def set_image_layer(self, layer: Image) -> None:
         self.image_combo.setCurrentText(layer.name)
@@ -338,7 +341,7 @@ class TrackingWidget(QWidget):
     # ------------------------------------------------------------------ running
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.jobs.running
 
     def scheduler(self) -> str | None:
         """The dask scheduler typed in (checked), or None to run here; raises InputError."""
@@ -352,8 +355,6 @@ class TrackingWidget(QWidget):
 
     def run(self) -> None:
         """Start tracking the chosen image layer in a worker thread."""
-        from napari.qt.threading import create_worker
-
         if self.running:
             return
         layer = self.image_layer()
@@ -370,42 +371,23 @@ class TrackingWidget(QWidget):
         except ValueError as error:  # InputError is a ValueError
             self._show("error", str(error))
             return
-        self._stop = threading.Event()
         self._run_layer = layer
         self._run_model_file = self.model_file()
         self._run_cell_radius = self.cell_radius()
         self.result_session = None
-        function = self.tracking_function or default_tracking_function()
-        worker = create_worker(
-            tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
-            device=self.device_combo.currentText(), tile=self.tile(), should_stop=self._stop.is_set,
-            cell_radius=self._run_cell_radius, scheduler=scheduler,
-            _start_thread=False, _ignore_errors=True,  # errors: our handler + napari notification
-        )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self._started = self._stage_started = time.monotonic()
         self._stage, self._stage_first = "", 0
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         self._warnings.start()
-        self.progress.setRange(0, 0)  # busy until the first progress record
-        self.progress_label.setText("loading the model...")
         self._show("info", f"tracking {layer.name}...")
-        worker.start()
-
-    def cancel(self) -> None:
-        """Stop the run within one frame pair."""
-        if self.worker is None:
-            return
-        self._stop.set()
-        self.worker.quit()
-        self.cancel_button.setEnabled(False)
-        self.progress_label.setText("cancelling after the current frame pair...")
+        function = self.tracking_function or default_tracking_function()
+        self.jobs.start(
+            tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
+            device=self.device_combo.currentText(), tile=self.tile(),
+            cell_radius=self._run_cell_radius, scheduler=scheduler,
+            what="tracking", busy_text="loading the model...",
+            on_step=self._on_progress, on_result=self._on_result,
+        )
+        self.run_button.setEnabled(False)
 
     def _on_progress(self, progress: Any) -> None:
         if isinstance(progress, TracksReady):
@@ -414,8 +396,6 @@ class TrackingWidget(QWidget):
         done = int(getattr(progress, "done", 0))
         total = max(int(getattr(progress, "total", 0)), 1)
         stage = str(getattr(progress, "stage", ""))
-        self.progress.setRange(0, total)
-        self.progress.setValue(min(done, total))
         if stage != self._stage:  # each stage has its own pace, timed from its first record
             self._stage, self._stage_started = stage, time.monotonic()
             self._stage_first = done
@@ -425,7 +405,7 @@ class TrackingWidget(QWidget):
         if done < total:
             left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
                     if rate_done > 0 else ", estimating the time left...")
-        self.progress_label.setText(STAGE_TEXT.get(stage, "{done}/{total}").format(
+        self.jobs.show_step(done, total, STAGE_TEXT.get(stage, "{done}/{total}").format(
             done=done, total=total) + left)
         detections = getattr(progress, "detections", None)
         if detections is not None and len(getattr(detections, "positions", ())):
@@ -465,15 +445,12 @@ class TrackingWidget(QWidget):
         self.viewer.layers.selection.active = layer
         self.progress_label.setText("tracks linked; making the masks...")
 
-    def _on_result(self, output: TrackingOutput | None) -> None:
+    def _on_result(self, output: TrackingOutput) -> bool:
         layer = self._run_layer
         self._remove_preview()
-        if output is None and self._stop.is_set():
-            self._show("info", "tracking cancelled")
-            return
-        if output is None or layer is None:
+        if layer is None:
             self._show("error", "tracking returned no result")
-            return
+            return False
         graph = output.result.graph
         geometry = geometry_of(layer)
         labels = output.labels
@@ -498,6 +475,7 @@ class TrackingWidget(QWidget):
                 f"{_format_seconds(time.monotonic() - self._started)}")
         self._show("info" if len(graph) else "error",
                    text + _what_was_said(self._warnings.messages(), found=len(graph) > 0))
+        return True
 
     @staticmethod
     def _journal_folder(layer: Image) -> Path | None:
@@ -511,23 +489,10 @@ class TrackingWidget(QWidget):
                                       ".csv.cellect-journal")
         return folder
 
-    def _on_error(self, error: BaseException) -> None:
-        """Shown here; napari's worker also posts it as a notification (with the traceback)."""
-        self._remove_preview()
-        self._show("error", f"tracking failed: {error}")
-
-    def _on_aborted(self) -> None:
-        self._remove_preview()
-        self._show("info", "tracking cancelled")
-
-    def _on_finished(self) -> None:
-        self.worker = None
+    def _on_finished(self, _outcome: Outcome) -> None:
+        self._remove_preview()  # a failed or cancelled run leaves none behind
         self._warnings.stop()
         self._update_run_button()
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.result_session is not None else 0)
-        self.progress_label.setText("")  # the status line says how the run ended
 
     def _remove_preview(self) -> None:
         centres = self._preview.layer if self._preview is not None else None
@@ -537,5 +502,4 @@ class TrackingWidget(QWidget):
         self._preview = self._tracks_preview = None
 
     def _show(self, level: str, text: str) -> None:
-        self.status.setStyleSheet("color: #ff7070;" if level == "error" else "")
-        self.status.setText(text)
+        show_status(self.status, level, text)

@@ -8,7 +8,7 @@ Modes (:class:`NormalizationConfig.mode`):
 
 * ``'percentile'`` (our models): ``(x - p_low) / (p_high - p_low)``, percentiles of the pair's
   finite voxels, computed on a regular subsample of at most ``max_samples`` voxels.
-* ``'cellect-log'`` (imported original weights, cellect-method.md section 1.1): clip to
+* ``'cellect-log'`` (imported original weights, docs/method.md §2.2): clip to
   [``clip_low``, ``clip_high``], set values below ``zero_below`` to 0, raise everything below
   the pair's smallest positive value ``m`` to it, then
   ``log1p(enhance * (x - m) + offset)`` (``subtract_minimum``, the default) or

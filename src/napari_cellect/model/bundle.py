@@ -144,8 +144,13 @@ class ModelBundle:
         return self
 
     def eval(self) -> ModelBundle:
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> ModelBundle:
+        """Put all networks in training mode (dropout, batch statistics) or, with ``mode``
+        False, in evaluation mode; returns self."""
         for module in self.modules():
-            module.eval()
+            module.train(mode)
         return self
 
     def modules(self) -> tuple[nn.Module, nn.Module, nn.Module]:

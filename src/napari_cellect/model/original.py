@@ -1,6 +1,6 @@
 """Import of original CELLECT checkpoints into a :class:`ModelBundle`.
 
-The original publishes three ``torch.save``'d state dicts (cellect-method.md §2.2, §3.3):
+The original publishes three ``torch.save``'d state dicts (docs/method.md §3.3, §5.4):
 
 - the U-Net ``U-ext+-*.pth`` (2.54 M parameters, in one of two variants: ``*x3rdstr0*`` = MaxPool
   downsampling, ``*x3rd*`` = strided convs; detected from the keys),

@@ -1,6 +1,6 @@
 """Pair scorers: does a query detection match one of its k candidate detections?
 
-Used twice (cellect-method.md §3):
+Used twice (docs/method.md §5):
 
 - ``kind="merge"``: candidates are the query's k nearest detections of the *same* frame; a match
   means "a duplicate detection of the same cell".
@@ -16,9 +16,9 @@ Both scorer classes take the feature dict of :func:`pair_features` and return
   division logits permutation-invariant, so the order of the candidates cannot be learned as a
   shortcut (the original flattens the candidates in distance order and relies on random shuffles
   during training). It works with any number of candidates and honours a validity mask.
-- :class:`OriginalEXNet`: the original CELLECT ``EXNet`` (§3.2), parameter names and shapes exactly
-  as the ``EN+`` / ``EX+`` checkpoints, fed with the §3.1 features in the original order, so
-  imported original scorers run in our pipeline.
+- :class:`OriginalEXNet`: the original CELLECT ``EXNet`` (docs/method.md §5.4), parameter
+  names and shapes exactly as the ``EN+`` / ``EX+`` checkpoints, fed with the features of
+  docs/method.md §5.1 in the original order, so imported original scorers run in our pipeline.
 
 ``model/scoring.py`` (``ModelScorer``) puts either behind the numpy ``CandidateScorer``
 protocol of ``track/scoring_protocol.py`` that merging and linking call.
@@ -53,7 +53,7 @@ DISTANCE_EPS = 1e-4
 #: Threshold of the original's "query divides and candidate is a newborn" indicator feature.
 DIVISION_INDICATOR = 0.5
 
-#: Number of size and division features per candidate (cellect-method.md §3.1).
+#: Number of size and division features per candidate (docs/method.md §5.1).
 N_SIZE_FEATURES = 6
 N_DIVISION_FEATURES = 6
 N_OFFSETS = 3
@@ -146,7 +146,7 @@ def pair_features(
     query_div: Tensor,
     cand_div: Tensor,
 ) -> dict[str, Tensor]:
-    """Features of M queries against their k candidates (cellect-method.md §3.1).
+    """Features of M queries against their k candidates (docs/method.md §5.1).
 
     Args:
         query_emb: (M, E) query embeddings.
@@ -370,7 +370,7 @@ class PairScorer(BaseScorer):
 
 
 class OriginalEXNet(BaseScorer):
-    """The original CELLECT ``EXNet(64, n)`` (cellect-method.md §3.2): n = 6 for ``merge`` (EN),
+    """The original CELLECT ``EXNet(64, n)`` (docs/method.md §5.4): n = 6 for ``merge`` (EN),
     8 for ``link`` (EX). Module names and shapes match the ``EN+`` / ``EX+`` checkpoints exactly,
     including the members the original never uses (``bnx``, ``bny``, ``outc``, ``d1``, ``d2``,
     ``s``), so those state dicts load strictly.

@@ -1,4 +1,4 @@
-"""The two-frame 3D U-Net with five heads (cellect-method.md §1.3, §2).
+"""The two-frame 3D U-Net with five heads (docs/method.md §3).
 
 Input ``x`` is ``(B, 2, Z, Y, X)``: channel 0 = frame t, channel 1 = frame t+1, both normalised
 together (``infer/normalize.py``, settings in the model bundle). Every output describes
@@ -172,7 +172,7 @@ class UNetConfig:
 _PRESETS: dict[str, UNetConfig] = {
     # 0.41 M parameters (1.7 MB): space-to-depth stem, 4 levels at 1/2 .. 1/16 XY resolution.
     "small": UNetConfig(preset="small"),
-    # The original CELLECT network (cellect-method.md §2): 2.54 M parameters.
+    # The original CELLECT network (docs/method.md §3.3): 2.54 M parameters.
     "cellect-original": UNetConfig(
         preset="cellect-original",
         architecture="cellect-original",
@@ -456,7 +456,7 @@ class _IsenseeMixin:
     """The parts the original trunk and its CEN (`LNet3D`) share: the Isensee-style encoder,
     pre-activation residual blocks (`norm_lrelu_conv_cK`, applied twice per level with shared
     weights), the decoder and the deep-supervision 1x1 convs. Attribute names are those of the
-    original checkpoints (cellect-method.md §2.1, cellect-checkpoint-layout.json)."""
+    original checkpoints (docs/method.md §3.3, cellect-checkpoint-layout.json)."""
 
     def _build_template(self, c_in: int, n_out: int, base: int, cfg: UNetConfig, residual_down: bool) -> None:
         """``residual_down``: the trunk's two-path downsampling (conv, conv + 1x1 projection,
@@ -569,7 +569,7 @@ class LNet3D(nn.Module, _IsenseeMixin):
 
 
 class OriginalUNet3D(UNet3D, _IsenseeMixin):
-    """The original CELLECT `UNet3D(2, 6)` (cellect-method.md §2.1), in either published variant
+    """The original CELLECT `UNet3D(2, 6)` (docs/method.md §3.3), in either published variant
     (``config.downsampling``: ``maxpool`` = `con7s`, whose keys cellect-checkpoint-layout.json
     lists, or ``strided`` = `con7`).
 

@@ -166,7 +166,7 @@ class AssignmentResult:
 
 def solve_assignment(problem: AssignmentProblem) -> AssignmentResult:
     """The exact optimum of ``problem`` (one sparse LAPJVsp call)."""
-    n_s, n_t = problem.n_sources, problem.n_targets
+    n_s = problem.n_sources
     used = problem.used_children
     taken = problem.taken_targets
     free_slots = 2 - used

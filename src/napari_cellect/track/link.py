@@ -8,7 +8,7 @@ child only where ``p_divide`` clears ``division_threshold`` (at an extra ``-log 
 constant appear/disappear costs (all in :class:`LinkingConfig`), and only into two children that
 are a plausible pair of daughters (:mod:`napari_cellect.track.division_geometry`; a nucleus split
 in two by the detector is no division). This replaces CELLECT's greedy,
-order-dependent loop (cellect-method.md §4, §8 item 4). Optional gap closing then joins a track
+order-dependent loop (docs/method.md §7.1, §10 item 4). Optional gap closing then joins a track
 that ends at frame f to one that starts at frame f + 2, again by an exact assignment.
 
 Pinned edges (usually the links a person approved) are kept exactly, whatever the scorer says.

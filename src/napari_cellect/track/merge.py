@@ -7,7 +7,7 @@ directions and the two scores are combined (``"mean"`` by default: both detectio
 ``"max"``: either one is enough). Merging is transitive: connected components of the accepted
 pairs (union-find via ``scipy.sparse.csgraph.connected_components``) become one detection each,
 so every input detection ends up in exactly one output detection and no chain can drop one
-(CELLECT's anchor scheme could, cellect-method.md §8 item 5).
+(CELLECT's anchor scheme could, docs/method.md §10 item 5).
 
 The settings are :class:`napari_cellect.config.MergeConfig` (re-exported here)."""
 

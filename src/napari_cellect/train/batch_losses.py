@@ -1,7 +1,7 @@
-"""The losses of one training batch (cellect-method.md §5): the U-Net terms, the batch-hard
+"""The losses of one training batch (docs/method.md §8.3): the U-Net terms, the batch-hard
 triplet loss and the two scorers' candidate losses, on jittered annotated centres and (once the
 detector is ready) on the peak finder's detections. See :mod:`napari_cellect.train.fit` for the
-whole picture; :class:`BatchLossesMixin` is mixed into its :class:`~napari_cellect.train.fit.Trainer`.
+whole picture; its :class:`~napari_cellect.train.fit.Trainer` owns one :class:`BatchLosses`.
 """
 
 from __future__ import annotations
@@ -160,9 +160,10 @@ def _scorer_loss(scorer: BaseScorer, rows: _ScorerRows, device: torch.device,
 # =============================================================================== the batch losses
 
 
-class BatchLossesMixin:
-    """The loss computation of :class:`~napari_cellect.train.fit.Trainer` (which sets the
-    attributes below)."""
+@dataclass(frozen=True, eq=False)
+class BatchLosses:
+    """The loss computation of a training run: the networks it trains (shared with the
+    trainer, not copied), the settings, and the peak finder's settings for the detection view."""
 
     config: TrainConfig
     device: torch.device
@@ -171,8 +172,8 @@ class BatchLossesMixin:
     link: BaseScorer
     detection: DetectionConfig
 
-    def compute_losses(self, batch: Batch, rng: np.random.Generator,
-                       use_detections: bool) -> tuple[Tensor, dict[str, float]]:
+    def compute(self, batch: Batch, rng: np.random.Generator,
+                use_detections: bool) -> tuple[Tensor, dict[str, float]]:
         """The weighted total loss of a batch and its terms (as floats)."""
         cfg = self.config
         w = cfg.losses

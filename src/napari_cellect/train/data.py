@@ -6,7 +6,7 @@ frame at a time), a :class:`~napari_cellect.track.graph.TrackGraph` of point ann
 the sparse-annotation policy).
 
 A **sample** is a crop of three consecutive frames (t, t+1, t+2) seen as the two U-Net passes
-that inference makes (cellect-method.md §5.3): pass A on the pair (t, t+1) describes frame t,
+that inference makes (docs/method.md §8.2): pass A on the pair (t, t+1) describes frame t,
 pass B on (t+1, t+2) describes frame t+1. Pass B's embeddings of frame t+1 are the ones a
 frame-t cell is linked to, so the triplet and link losses compare A's frame t with B's frame
 t+1, exactly as at inference. Like inference (``infer/predict.py``) the last frame is paired

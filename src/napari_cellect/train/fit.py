@@ -1,7 +1,7 @@
 """Training a complete model (U-Net + merge scorer + link scorer) from point annotations.
 
-:func:`fit` runs one loop with one Adam optimiser over all three networks (cellect-method.md §5,
-without the original's bugs listed in §8 item 11):
+:func:`fit` runs one loop with one Adam optimiser over all three networks (docs/method.md §8, which
+also lists what we do differently from the original's training, §10):
 
 - **U-Net losses from the first step** on random crops (:mod:`napari_cellect.train.data`):
   segmentation, ordinal centre levels, radius inside nuclei, divisions
@@ -41,7 +41,9 @@ had never stopped.
 Module layout: :mod:`~napari_cellect.train.config` (settings and progress),
 :mod:`~napari_cellect.train.batch_losses` (the losses of a batch),
 :mod:`~napari_cellect.train.validation` (validation metrics and calibration),
-:mod:`~napari_cellect.train.checkpoint` (checkpoints); this module holds the loop.
+:mod:`~napari_cellect.train.checkpoint` (checkpoints); this module holds the loop. The
+:class:`Trainer` owns one part from each (``losses``, ``validation``, ``checkpoints``), built
+from the networks, settings and optimiser it made, and the loop's own state (``loop``).
 """
 
 from __future__ import annotations
@@ -66,21 +68,18 @@ from napari_cellect.model.bundle import BundleMetadata, ModelBundle, load_checke
 from napari_cellect.model.pair_scorer import PairScorerConfig, build_scorer
 from napari_cellect.model.unet import UNet3D, unet_preset
 from napari_cellect.progress import OnStep
-from napari_cellect.train.batch_losses import (  # noqa: F401  (_BatchReader: re-exported)
-    BatchLossesMixin,
-    _BatchReader,
-    candidate_features,
-)
+from napari_cellect.train.batch_losses import BatchLosses, candidate_features
 from napari_cellect.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
-    CheckpointMixin,
+    Checkpoints,
+    LoopState,
     load_checkpoint,
 )
 from napari_cellect.train.config import TrainConfig, TrainProgress
 from napari_cellect.train.data import Sampler, TrainSample, as_source, collate
 from napari_cellect.train.sample_pool import SamplePool
-from napari_cellect.train.validation import ValidationMixin
+from napari_cellect.train.validation import Validation
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -115,7 +114,7 @@ def _lr_schedule(cfg: TrainConfig) -> Callable[[int], float]:
 # =============================================================================== the trainer
 
 
-class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
+class Trainer:
     """The training loop; :func:`fit` is the usual entry point."""
 
     def __init__(
@@ -141,11 +140,11 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         self.config = config
         self.progress = progress
         self.should_stop = should_stop
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        if self.checkpoint is not None and not self.checkpoint.parent.is_dir():
+        checkpoint = None if checkpoint is None else Path(checkpoint)
+        if checkpoint is not None and not checkpoint.parent.is_dir():
             raise InputError(
-                f"cannot write checkpoints: the folder {self.checkpoint.parent} does not exist",
-                self.checkpoint,
+                f"cannot write checkpoints: the folder {checkpoint.parent} does not exist",
+                checkpoint,
             )
         self.device = resolve_device(config.device)
         self.bundle = self._new_bundle()
@@ -162,24 +161,20 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         for module in self.bundle.modules():
             module.to(self.device)
         inference = resolve_model(self.bundle)
-        self.normalization = inference.normalization
-        self.detection = inference.detection
+        normalization = inference.normalization
         self.sampler = Sampler(train_sources, config.sampling, config.augment, config.targets,
-                               self.normalization)  # fmt: skip
-        if val_sources:
-            val_augment = dataclasses.replace(config.augment, enabled=False)
-            self.val_sampler = Sampler(val_sources, config.sampling, val_augment, config.targets,
-                                       self.normalization)  # fmt: skip
-        else:
+                               normalization)  # fmt: skip
+        if not val_sources:
             logger.warning("no validation data: validating on the training data")
-            self.val_sampler = Sampler(
-                [s for s in self.sampler.sources], config.sampling,
-                dataclasses.replace(config.augment, enabled=False), config.targets,
-                self.normalization,
-            )  # fmt: skip
+        val_sampler = Sampler(
+            list(val_sources) if val_sources else list(self.sampler.sources), config.sampling,
+            dataclasses.replace(config.augment, enabled=False), config.targets, normalization,
+        )  # fmt: skip
         self.pool = SamplePool(self.sampler, config.workers)
-        self.val_crops = self._validation_crops()
-        self.val_pairs = self._validation_pairs(config.validation_frames)
+        self.losses = BatchLosses(config, self.device, self.unet, self.merge, self.link,
+                                  inference.detection)  # fmt: skip
+        self.validation = Validation(config, val_sampler, self.bundle, self.losses,
+                                     normalization, inference.detection, self.device)
         params = [p for m in self.bundle.modules() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.epochs * config.steps_per_epoch
@@ -187,13 +182,9 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         # float16 autocast (GPUs without bfloat16) needs loss scaling; a no-op otherwise
         fp16 = config.amp and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.epoch = 0
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.detector_ready = False
-        if state is not None:
-            self._restore(state)
+        self.checkpoints = Checkpoints(checkpoint, config, self.bundle, self.optimizer,
+                                       self.scheduler, self.scaler)
+        self.loop = self.checkpoints.restore(state) if state is not None else LoopState()
 
     # ------------------------------------------------------------------ setup
     def _new_bundle(self) -> ModelBundle:
@@ -248,13 +239,13 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         # the crop size never changes: let cuDNN time its kernels once and keep the fastest
         torch.backends.cudnn.benchmark = benchmark or self.device.type == "cuda"
         try:
-            while self.epoch < cfg.epochs:
+            while self.loop.epoch < cfg.epochs:
                 started = time.perf_counter()
                 train_losses = self.train_epoch()
-                metrics, val_losses = self.validate()
+                metrics, val_losses = self.validation.validate()
                 self._end_epoch(train_losses, val_losses, metrics, time.perf_counter() - started)
-                self.epoch += 1
-                self.save_checkpoint()
+                self.loop.epoch += 1
+                self.checkpoints.save(self.loop)
         finally:
             self.pool.close()
             torch.backends.cudnn.benchmark = benchmark
@@ -262,26 +253,27 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
 
     def _end_epoch(self, train_losses: dict[str, float], val_losses: dict[str, float],
                    metrics: dict[str, float], seconds: float) -> None:
-        record = {"epoch": self.epoch, "step": self.step, "seconds": round(seconds, 2),
+        loop = self.loop
+        record = {"epoch": loop.epoch, "step": loop.step, "seconds": round(seconds, 2),
                   "train": train_losses, "val": val_losses, "metrics": metrics}  # fmt: skip
-        self.history.append(record)
-        if metrics.get("f1", 0.0) >= self.config.detector_ready_f1 and not self.detector_ready:
+        loop.history.append(record)
+        if metrics.get("f1", 0.0) >= self.config.detector_ready_f1 and not loop.detector_ready:
             logger.info("epoch %d: detection F1 %.3f, detections now train the scorers",
-                        self.epoch, metrics["f1"])  # fmt: skip
-            self.detector_ready = True
-        if not self.val_pairs:  # no frame pair to score: select by validation loss instead
-            metrics["score"] = -val_losses.get("total", -float(self.epoch))
+                        loop.epoch, metrics["f1"])  # fmt: skip
+            loop.detector_ready = True
+        if not self.validation.val_pairs:  # no frame pair to score: select by validation loss
+            metrics["score"] = -val_losses.get("total", -float(loop.epoch))
         score = metrics.get("score", -math.inf)
-        if self.best is None or score > self.best["score"]:
-            self.best = {
-                "score": score, "epoch": self.epoch, "metrics": dict(metrics),
+        if loop.best is None or score > loop.best["score"]:
+            loop.best = {
+                "score": score, "epoch": loop.epoch, "metrics": dict(metrics),
                 "states": [copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
                            for m in self.bundle.modules()],
             }  # fmt: skip
         logger.info(
             "epoch %d/%d: train loss %.4f, val loss %.4f, F1 %.3f (threshold %.2f), "
             "link accuracy %.3f, %.1f s",
-            self.epoch + 1, self.config.epochs, train_losses.get("total", math.nan),
+            loop.epoch + 1, self.config.epochs, train_losses.get("total", math.nan),
             val_losses.get("total", math.nan), metrics.get("f1", math.nan),
             metrics.get("threshold", math.nan), metrics.get("link_accuracy", math.nan), seconds,
         )  # fmt: skip
@@ -291,30 +283,27 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
                 metrics: dict[str, float] | None = None) -> None:
         if self.progress is not None:
             self.progress(TrainProgress(
-                phase=phase, epoch=self.epoch, epochs=self.config.epochs, step=self.step,
+                phase=phase, epoch=self.loop.epoch, epochs=self.config.epochs, step=self.loop.step,
                 total_steps=self.total_steps, losses=dict(losses or {}),
                 metrics=dict(metrics or {}),
             ))  # fmt: skip
 
-    def _set_train(self, mode: bool) -> None:
-        for module in self.bundle.modules():
-            module.train(mode)
-
     def train_epoch(self) -> dict[str, float]:
         """One epoch of optimiser steps; returns the mean of each loss term."""
         cfg = self.config
-        rng = np.random.default_rng([cfg.seed, self.epoch])
-        torch.manual_seed(cfg.seed * 1_000_003 + self.epoch)
-        self._set_train(True)
+        epoch = self.loop.epoch
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        self.bundle.train(True)
         sums: dict[str, float] = {}
-        batches = self.pool.batches(cfg.seed, self.epoch, range(cfg.steps_per_epoch),
+        batches = self.pool.batches(cfg.seed, epoch, range(cfg.steps_per_epoch),
                                     cfg.batch_size)  # fmt: skip
         for samples in batches:
             if self.should_stop is not None and self.should_stop():
                 batches.close()
                 raise Cancelled(
-                    f"training stopped during epoch {self.epoch + 1}; the last checkpoint holds "
-                    f"epoch {self.epoch}"
+                    f"training stopped during epoch {epoch + 1}; the last checkpoint holds "
+                    f"epoch {epoch}"
                 )
             losses = self.train_step(samples, rng)
             for key, value in losses.items():
@@ -329,7 +318,8 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         cfg = self.config
         batch = collate(samples)
         with autocast_context(self.device, enabled=cfg.amp):
-            total, parts = self.compute_losses(batch, rng, use_detections=self.detector_ready)
+            total, parts = self.losses.compute(batch, rng,
+                                               use_detections=self.loop.detector_ready)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if cfg.grad_clip > 0:
@@ -339,25 +329,26 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        self.step += 1
+        self.loop.step += 1
         return parts
 
     # ------------------------------------------------------------------ end
     def finish(self) -> ModelBundle:
         """Load the best epoch's weights, calibrate the detection threshold, return the bundle."""
-        if self.best is not None:
-            for module, state in zip(self.bundle.modules(), self.best["states"]):
+        loop, validation = self.loop, self.validation
+        if loop.best is not None:
+            for module, state in zip(self.bundle.modules(), loop.best["states"]):
                 module.load_state_dict(state)
         thresholds = self.bundle.thresholds
-        metrics: dict[str, float] = dict(self.best["metrics"]) if self.best else {}
-        pairs = self._validation_pairs(self.config.calibration_frames)
+        metrics: dict[str, float] = dict(loop.best["metrics"]) if loop.best else {}
+        pairs = validation.frame_pairs(self.config.calibration_frames)
         if self.config.calibrate and pairs:
             self._report("calibrate")
-            self._set_train(False)
+            self.bundle.train(False)
             with torch.no_grad():
-                predictions = self._predict_validation(min(self.config.threshold_grid), pairs)
-                metrics = self._metrics(predictions)
-                division = self._division_threshold(predictions, metrics["threshold"])
+                predictions = validation.predict(min(self.config.threshold_grid), pairs)
+                metrics = validation.metrics(predictions)
+                division = validation.division_threshold(predictions, metrics["threshold"])
             detection = dataclasses.replace(thresholds.detection, threshold=metrics["threshold"])
             link = thresholds.link
             if division is not None:
@@ -376,8 +367,8 @@ class Trainer(BatchLossesMixin, ValidationMixin, CheckpointMixin):
             s.name or f"source {i}" for i, s in enumerate(self.sampler.sources)
         )
         meta.record(
-            "train", epochs=self.epoch, steps=self.step,
-            best_epoch=-1 if self.best is None else int(self.best["epoch"]) + 1,
+            "train", epochs=loop.epoch, steps=loop.step,
+            best_epoch=-1 if loop.best is None else int(loop.best["epoch"]) + 1,
             f1=round(float(metrics.get("f1", 0.0)), 4),
             link_accuracy=round(float(metrics.get("link_accuracy", 0.0)), 4),
             threshold=float(thresholds.detection.threshold),

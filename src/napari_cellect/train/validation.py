@@ -5,8 +5,8 @@ normalisation, tiling, peak finder) runs on whole validation frames; detections 
 the annotations to measure detection F1 (best over the threshold grid) and link accuracy (share
 of annotated links whose best-scoring candidate is a true successor), plus the losses on fixed
 validation crops. At the end the same predictions calibrate the detection threshold and the
-division threshold of the link scorer's P(divides). :class:`ValidationMixin` is mixed into
-:class:`~napari_cellect.train.fit.Trainer`.
+division threshold of the link scorer's P(divides). The
+:class:`~napari_cellect.train.fit.Trainer` owns one :class:`Validation`.
 """
 
 from __future__ import annotations
@@ -30,28 +30,43 @@ from napari_cellect.model.unet import UNet3D
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
-from napari_cellect.train.batch_losses import clip_voxels
+from napari_cellect.train.batch_losses import BatchLosses, clip_voxels
 from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import Sampler, TrainSample, collate, next_frame
 
 logger = logging.getLogger(__name__)
 
 
-class ValidationMixin:
-    """Validation data, per-epoch metrics and threshold calibration of
-    :class:`~napari_cellect.train.fit.Trainer` (which sets the attributes below and provides
-    ``compute_losses`` and ``_set_train``)."""
+class Validation:
+    """Validation data, per-epoch metrics and threshold calibration of a training run.
 
-    config: TrainConfig
-    device: torch.device
-    bundle: ModelBundle
-    unet: UNet3D
-    link: BaseScorer
-    normalization: NormalizationConfig
-    detection: DetectionConfig
-    val_sampler: Sampler
-    val_crops: list[TrainSample]
-    val_pairs: list[tuple[int, int]]
+    ``bundle`` holds the networks being trained (shared, not copied); ``losses`` computes the
+    validation losses as training does; ``normalization`` and ``detection`` are the inference
+    settings of the bundle. The fixed validation crops and frame pairs are chosen here, once.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        sampler: Sampler,
+        bundle: ModelBundle,
+        losses: BatchLosses,
+        normalization: NormalizationConfig,
+        detection: DetectionConfig,
+        device: torch.device,
+    ):
+        self.config = config
+        self.val_sampler = sampler
+        self.bundle = bundle
+        self.unet: UNet3D = bundle.unet
+        self.link: BaseScorer = bundle.link_scorer
+        self.losses = losses
+        self.normalization = normalization
+        self.detection = detection
+        self.device = device
+        self.val_crops: list[TrainSample] = self._validation_crops()
+        #: (source, t) of the frame pairs scored every epoch
+        self.val_pairs: list[tuple[int, int]] = self.frame_pairs(config.validation_frames)
 
     # ------------------------------------------------------------------ validation data
     def _validation_crops(self) -> list[TrainSample]:
@@ -68,7 +83,7 @@ class ValidationMixin:
                 crops.append(sampler.sample(rng, source=source, t=t, augment=False))
         return crops
 
-    def _validation_pairs(self, n: int) -> list[tuple[int, int]]:
+    def frame_pairs(self, n: int) -> list[tuple[int, int]]:
         """(source, t) of ``n`` frame pairs per validation source for F1, link accuracy and
         calibration: evenly spread annotated frames t whose frame t+1 is annotated too."""
         pairs = []
@@ -86,13 +101,13 @@ class ValidationMixin:
     @torch.no_grad()
     def validate(self) -> tuple[dict[str, float], dict[str, float]]:
         """(metrics, mean validation losses) of the current weights."""
-        self._set_train(False)
+        self.bundle.train(False)
         try:
             val_losses = self._validation_losses()
-            predictions = self._predict_validation(min(self.config.threshold_grid))
-            metrics = self._metrics(predictions)
+            predictions = self.predict(min(self.config.threshold_grid))
+            metrics = self.metrics(predictions)
         finally:
-            self._set_train(True)
+            self.bundle.train(True)
         return metrics, val_losses
 
     def _validation_losses(self) -> dict[str, float]:
@@ -105,7 +120,7 @@ class ValidationMixin:
         for start in range(0, len(self.val_crops), bs):
             batch = collate(self.val_crops[start : start + bs])
             with autocast_context(self.device, enabled=self.config.amp):
-                _, parts = self.compute_losses(batch, rng, use_detections=False)
+                _, parts = self.losses.compute(batch, rng, use_detections=False)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -121,8 +136,8 @@ class ValidationMixin:
                              tiling=self.config.tiling, device=self.device,
                              min_depth=self.config.sampling.crop[0]).detections  # fmt: skip
 
-    def _predict_validation(self, threshold: float,
-                            pairs: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    def predict(self, threshold: float,
+                pairs: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
         """Detections of frames t and t+1 of every validation pair, with their annotations."""
         out = []
         for source, t in self.val_pairs if pairs is None else pairs:
@@ -199,8 +214,8 @@ class ValidationMixin:
             total += len(query)
         return correct / total if total else 0.0
 
-    def _division_threshold(self, predictions: list[dict[str, Any]], threshold: float
-                            ) -> tuple[float, float] | None:
+    def division_threshold(self, predictions: list[dict[str, Any]], threshold: float
+                           ) -> tuple[float, float] | None:
         """(threshold, F1) of the link scorer's P(divides) that best separates the annotated
         mothers among the matched frame-t detections; None with too few annotated mothers."""
         scorer = ModelScorer(self.link)
@@ -234,7 +249,7 @@ class ValidationMixin:
                 best = (float(thr), f1)
         return best
 
-    def _metrics(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
+    def metrics(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         if not predictions:
             return {"f1": 0.0, "threshold": float(self.bundle.thresholds.detection.threshold),
                     "link_accuracy": 0.0, "score": 0.0}  # fmt: skip
