@@ -318,14 +318,16 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
               "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1",
-              "--epochs", "3"]  # fmt: skip
+              "--epochs", "3", "--no-guard"]  # fmt: skip
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # the corrected frames and the next one, predicted once
     assert sorted(p.name for p in cache.glob("t*.npz")) == [f"t{t:06d}.npz" for t in range(4)]
     out = capsys.readouterr().out
-    assert "fine-tuned on 20 approved links" in out and "tuned.pt" in out
+    assert "learned from 20 approved links" in out and "tuned.pt" in out
+    assert "will train link scorer" in out and "every part adopted unchecked" in out
     tuned = ModelBundle.load(tmp_path / "tuned.pt")
-    assert tuned.metadata.history[-1]["source"] == str(tracks)
+    assert tuned.metadata.history[-2]["source"] == str(tracks)
+    assert tuned.metadata.history[-1]["event"] == "guard"
     assert main([*common, "-o", str(tmp_path / "again.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # second run: all from the cache
     # a session's corrections.json adds what the CSV cannot hold: here a broken link
@@ -335,7 +337,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     journal = tmp_path / "corrected.csv.cellect-journal"
     save_corrections(build_corrections(session, broken), journal)
     assert main([*common, "-o", str(tmp_path / "more.pt"), "--corrections", str(journal)]) == 0
-    assert ModelBundle.load(tmp_path / "more.pt").metadata.history[-1]["n_broken_links"] == 1
+    assert ModelBundle.load(tmp_path / "more.pt").metadata.history[-2]["n_broken_links"] == 1
     assert main([*common, "-o", str(base_path)]) == 2
     err = capsys.readouterr().err
     assert "refusing to write the fine-tuned model over the model it starts from" in err

@@ -3,11 +3,14 @@
 1. The widget shows what the active session's corrections hold (approved links, broken links,
    division labels) and how many uncertain links and divisions nobody reviewed yet (``N`` jumps
    to the next one), updated after every edit.
-2. **Fine-tune** runs :func:`~napari_cellect.train.finetune.iter_finetune` on the detections the
-   tracking run kept (:attr:`TrackingSession.detections`) in a thread worker, with a progress
-   bar and **Cancel**. A cancelled or failed run leaves the model in use untouched; a finished
-   one becomes the session's model (in memory; **Save model...** writes it, never over the file
-   it started from). Tracks read from a file have no detections: the widget says so and offers
+2. **Fine-tune** runs the guarded fine-tune (:meth:`TrackingSession.finetune_job`,
+   :mod:`napari_cellect.train.finetune_guard`) on the detections the tracking run kept
+   (:attr:`TrackingSession.detections`) in a thread worker, with what it will train and about
+   how long, a progress bar and **Cancel**. A cancelled or failed run leaves the model in use
+   untouched; a finished one shows the guard's figures before and after on the held-back
+   corrections, with **Keep** (the tuned model becomes the session's, in memory; **Save
+   model...** writes it, never over the file it started from; then the re-link) and
+   **Discard** (nothing changes). Tracks read from a file have no detections: the widget says so and offers
    to detect cells on an image layer (the tracks are not changed), with the nucleus radius of
    the tracking run the tracks come from, or one typed in (as in the Track cells widget).
 3. **Re-link** (automatic after a fine-tune, or by hand) runs
@@ -61,7 +64,9 @@ from napari_cellect._napari._model_files import (
 from napari_cellect._napari._qt_utils import disconnect_on_destroy, scrolled_content
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError, ContradictoryCorrections
-from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job, finetune_job
+from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job
+from napari_cellect.train.finetune_config import FinetuneProgress
+from napari_cellect.train.finetune_guard import FinetunePlan, FinetuneResult
 
 if TYPE_CHECKING:
     import napari
@@ -108,7 +113,6 @@ class FinetuneWidget(QWidget):
         self._stop = threading.Event()
         self._succeeded = False
         self._failed = False
-        self._relink_after = False
         #: the last re-link edit applied
         self.relink_command: Command | None = None
         self._count_timer = QTimer(self)
@@ -176,6 +180,27 @@ class FinetuneWidget(QWidget):
         self.save_model_button = QPushButton("Save model...")
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
+        #: what the next fine-tune trains and about how long (the guard's plan)
+        self.plan_label = QLabel()
+        self.plan_label.setWordWrap(True)
+        self.result_box = QGroupBox("Fine-tuned model, checked on held-back corrections")
+        self.result_label = QLabel()
+        self.result_label.setWordWrap(True)
+        self.keep_button = QPushButton("Keep")
+        self.keep_button.setToolTip("Use the tuned model (then re-link, if ticked above)")
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Drop the tuned model: the model in use and the tracks "
+                                       "stay as they are")
+        decide = QHBoxLayout()
+        decide.addWidget(self.keep_button)
+        decide.addWidget(self.discard_button)
+        result_layout = QVBoxLayout(self.result_box)
+        result_layout.addWidget(self.result_label)
+        result_layout.addLayout(decide)
+        self.result_box.setVisible(False)
+        #: the last fine-tune's result, until kept or discarded
+        self.pending: FinetuneResult | None = None
+        self._pending_session: TrackingSession | None = None
         self.changed_list = ChangedLinks(self.controller, self._show)
 
         buttons = QHBoxLayout()
@@ -190,8 +215,10 @@ class FinetuneWidget(QWidget):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         layout.addWidget(self.relink_after)
+        layout.addWidget(self.plan_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_box)
         layout.addLayout(after)
         layout.addWidget(self.message_label)
         layout.addWidget(QLabel("Links changed by the last re-link:"))
@@ -200,6 +227,8 @@ class FinetuneWidget(QWidget):
         self.finetune_button.clicked.connect(self.fine_tune)
         self.cancel_button.clicked.connect(self.cancel)
         self.relink_button.clicked.connect(self.relink)
+        self.keep_button.clicked.connect(self.keep)
+        self.discard_button.clicked.connect(self.discard)
         self.save_model_button.clicked.connect(lambda: self.save_model())
         self.detect_button.clicked.connect(self.detect)
         self.model_button.clicked.connect(self._choose_model)
@@ -233,7 +262,11 @@ class FinetuneWidget(QWidget):
             "tracks to the detections" if model else
             "no model: choose a model file (the bundled model is not installed)")
         agree = self.contradiction is None
-        self.finetune_button.setEnabled(detections and idle and agree)
+        deciding = self.pending is not None
+        self.result_box.setVisible(deciding)
+        self.keep_button.setEnabled(idle and deciding and self.pending.changed)
+        self.discard_button.setEnabled(idle and deciding)
+        self.finetune_button.setEnabled(detections and idle and agree and not deciding)
         self.relink_button.setEnabled(detections and idle and agree)
         why = "" if detections else ("open or compute tracks first" if not has else
                                      "no cached detections: detect cells first (below)")
@@ -358,44 +391,80 @@ class FinetuneWidget(QWidget):
         session = self._ready_session()
         if session is None:
             return
+        self.discard(quiet=True)
         try:
-            corrections = session.prepare_finetune()
+            job = session.finetune_job(self.config, should_stop=self._stop.is_set)
         except CellectError as error:
             self._error(str(error))
             return
-        self._relink_after = self.relink_after.isChecked()
-        worker = create_worker(
-            finetune_job, session.model, session.model_path, corrections, session.detections,
-            z_ratio=session.anisotropy, config=self.config, should_stop=self._stop.is_set,
-            source=str(session.source or session.name),
-            _start_thread=False, _ignore_errors=True,  # errors: _on_error + a notification
-        )
+        worker = create_worker(lambda: (yield from job), _start_thread=False,
+                               _ignore_errors=True)  # errors: _on_error + a notification
         worker.yielded.connect(self._on_finetune_progress)
         worker.returned.connect(self._on_finetuned)
         self._start(worker, "finetune", session, "fine-tuning: preparing the training rows...")
 
     def _on_finetune_progress(self, report: Any) -> None:
-        epochs = max(int(report.epochs), 1)
-        self.progress.setRange(0, epochs)
-        self.progress.setValue(min(int(report.epoch), epochs))
+        if isinstance(report, FinetunePlan):
+            self.plan_label.setText(report.describe().capitalize())
+            return
+        total = max(int(report.total), 1)
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(int(report.done), total))
+        if not isinstance(report, FinetuneProgress):
+            self.progress_label.setText(f"checking the update on held-back corrections: "
+                                        f"{report.done}/{report.total}")
+            return
         rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
         if report.epoch == 0:
             self.progress_label.setText(f"fine-tuning on {rows} training rows...")
             return
         val = "" if np.isnan(report.val_loss) else (
             f", validation {report.val_loss:.3f} (best {report.best_val_loss:.3f})")
-        self.progress_label.setText(f"{report.stage}: epoch {report.epoch}/{epochs}, training "
+        self.progress_label.setText(f"{report.stage}: epoch {report.epoch}/{total}, training "
                                     f"loss {report.train_loss:.3f}{val}")
 
-    def _on_finetuned(self, tuned: Any) -> None:
+    def _on_finetuned(self, result: FinetuneResult | None) -> None:
         session = self._job_session
-        if tuned is None or session is None:
+        if result is None or session is None:
             return  # cancelled: _on_finished says so
         self._succeeded = True
-        session.use_tuned_model(tuned)
         self.progress.setValue(self.progress.maximum())
-        self._show("info", f"fine-tuned: {model_name(tuned)} is now the model of "
-                           f"{session.name} (Save model... keeps it)")
+        self.pending, self._pending_session = result, session
+        lines = result.report.lines()
+        if result.changed:
+            lines.append("Keep uses the tuned model; Discard leaves the model and tracks as "
+                         "they are.")
+            self._show("info", f"fine-tuned: {model_name(result.bundle)} is ready: keep or "
+                               "discard it")
+        else:
+            lines.append("The guard adopted nothing: the model in use stays.")
+            self._show("info", "fine-tuned, but nothing did better on your held-back "
+                               "corrections: the model in use stays")
+        self.result_label.setText("\n".join(lines))
+
+    def keep(self) -> None:
+        """Make the pending tuned model the session's model, then re-link if asked."""
+        result, session = self.pending, self._pending_session
+        if result is None or session is None or self.running:
+            return
+        self.pending = self._pending_session = None
+        kept = session.keep_finetune(result)
+        self._update_controls()
+        if not kept:
+            return
+        self._show("info", f"kept: {model_name(result.bundle)} is now the model of "
+                           f"{session.name} (Save model... writes it)")
+        if self.relink_after.isChecked() and self.controller.session is session:
+            self.relink()
+
+    def discard(self, quiet: bool = False) -> None:
+        """Drop the pending tuned model; the model in use and the tracks are untouched."""
+        if self.pending is None:
+            return
+        self.pending = self._pending_session = None
+        self._update_controls()
+        if not quiet:
+            self._show("info", "discarded: the model in use and the tracks are unchanged")
 
     # ------------------------------------------------------------------ re-linking
     def relink(self) -> None:
@@ -544,8 +613,6 @@ class FinetuneWidget(QWidget):
         self._succeeded = self._failed = False
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
-        if hasattr(worker, "aborted"):
-            worker.aborted.connect(self._on_aborted)
         self.worker = worker
         self.job = job
         self._job_session = session
@@ -562,7 +629,6 @@ class FinetuneWidget(QWidget):
         if self.worker is None:
             return
         self._stop.set()
-        self._relink_after = False
         if hasattr(self.worker, "quit"):
             self.worker.quit()
         self.cancel_button.setEnabled(False)
@@ -570,20 +636,14 @@ class FinetuneWidget(QWidget):
 
     def _on_error(self, error: BaseException) -> None:
         self._failed = True
-        self._relink_after = False
         what = {"finetune": "fine-tuning", "relink": "re-linking", "detect": "detection"}
         text = str(error) if isinstance(error, CellectError) else (
             f"{what.get(self.job, self.job)} failed: {error}")
         self._error(text)
 
-    def _on_aborted(self) -> None:
-        self._relink_after = False
-
     def _on_finished(self) -> None:
         """Also after a cancel: the worker then reports neither a result nor an error."""
-        job = self.job
         if self._stop.is_set() and not (self._succeeded or self._failed):
-            self._relink_after = False
             self._show("info", "cancelled: the model in use and the tracks are unchanged")
         self.worker = None
         self.job = ""
@@ -592,10 +652,6 @@ class FinetuneWidget(QWidget):
         self.progress_label.setText("")
         self._update_controls()
         self.update_counts()
-        if job == "finetune" and self._relink_after:
-            self._relink_after = False
-            if self.controller.session is self._job_session:
-                self.relink()
 
 
 def _plural(n: int, word: str) -> str:
