@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 DETECTION_STEPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 #: division thresholds tried
 DIVISION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: the recalibrated thresholds, by the names the report uses
+DETECTION, DIVISION = "detection threshold", "division threshold"
 #: optimiser steps timed for the estimate
 TIMED_STEPS = 3
 
@@ -415,13 +417,11 @@ class _Judge:
         chosen: dict[str, float] = {}
         old = float(current.detection.threshold)
         options = sorted({min(old + s, 0.95) for s in DETECTION_STEPS})
-        out["detection threshold"] = (old, self._best(parts, chosen, "detection", old, options,
-                                                      on_held))  # fmt: skip
-        chosen["detection"] = out["detection threshold"][1]
+        out[DETECTION] = (old, self._best(parts, chosen, DETECTION, old, options, on_held))
+        chosen[DETECTION] = out[DETECTION][1]
         old = float(current.link.division_threshold)
         options = sorted(set(DIVISION_THRESHOLDS) | {old})
-        out["division threshold"] = (old, self._best(parts, chosen, "division", old, options,
-                                                     on_held))  # fmt: skip
+        out[DIVISION] = (old, self._best(parts, chosen, DIVISION, old, options, on_held))
         return out
 
     def _best(self, parts: Sequence[UpdatePart], fixed: dict[str, float], name: str, old: float,
@@ -460,10 +460,10 @@ def _assemble(base: ModelBundle, parts: Sequence[UpdatePart], thresholds: dict[s
 
 def _with_thresholds(current: Any, values: dict[str, float]) -> Any:
     detection, link = current.detection, current.link
-    if "detection" in values:
-        detection = dataclasses.replace(detection, threshold=float(values["detection"]))
-    if "division" in values:
-        link = dataclasses.replace(link, division_threshold=float(values["division"]))
+    if DETECTION in values:
+        detection = dataclasses.replace(detection, threshold=float(values[DETECTION]))
+    if DIVISION in values:
+        link = dataclasses.replace(link, division_threshold=float(values[DIVISION]))
     return dataclasses.replace(current, detection=detection, link=link)
 
 
