@@ -466,9 +466,7 @@ def test_the_detection_threshold_is_raised_where_deleted_cells_come_back(frames,
         fakes = graph.ids[rows][graph["y"][rows] == 20.0]
         for node in fakes.tolist():
             history.do(edits.delete_node, node)
-        for node in graph.ids[graph.frame(t)].tolist():
-            if graph.parent_of(node) < 0 or True:
-                history.do(edits.approve, [node])
+        history.do(edits.approve, graph.ids[graph.frame(t)])
     cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
     assert len(cs.removed["id"]) == 12
     result, _ = guarded(nearest_model, cs, noisy, config=GUARD_QUICK)

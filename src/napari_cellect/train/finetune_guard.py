@@ -51,7 +51,7 @@ from napari_cellect.track.correction_split import CorrectionSplit, split_correct
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.train.finetune import _torch_threads, iter_finetune
-from napari_cellect.train.finetune_config import FinetuneConfig, FinetuneProgress
+from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_losses import loss_terms, training_phases
 from napari_cellect.train.finetune_rows import build_training_data
 
