@@ -44,6 +44,7 @@ from napari_cellect.data.synthetic import SyntheticConfig, generate
 from napari_cellect.errors import ModelError
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.progress import run_to_end
 from napari_cellect.track import edits
 from napari_cellect.track.corrections import (
     CorrectionConfig,
@@ -56,7 +57,8 @@ from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.matching import match_nodes
 from napari_cellect.track.relink import relink
 from napari_cellect.track.review import LINK, ReviewConfig, ReviewQueue
-from napari_cellect.train.finetune import FinetuneConfig, finetune
+from napari_cellect.train.finetune import FinetuneConfig
+from napari_cellect.train.finetune_guard import iter_guarded_finetune
 
 #: Share of the frames whose links are corrected.
 CORRECTED_FRACTION = 0.2
@@ -289,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--oracle", action="store_true", help="ground-truth centres as detections")
     parser.add_argument("--quick", action="store_true", help="10 frames of 16 x 80 x 80")
+    parser.add_argument("--no-guard", action="store_true", help="adopt every tuned part unchecked")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.shape = 10, (16, 80, 80)
@@ -322,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         source=f"bench_finetune {args.shift}",
     )  # fmt: skip
     start = time.perf_counter()
-    tuned = finetune(bundle, corrections, detections, z_ratio=z_ratio, config=FinetuneConfig())
+    result = run_to_end(iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
+                                              config=FinetuneConfig(guard=not args.no_guard)))
+    tuned = result.bundle
     finetune_s = time.perf_counter() - start
     after, _ = relink(detections, tuned, corrected, None, z_ratio, corrections=corrections)
     link_after, div_after = errors(after, gt, z_ratio, held_out)
@@ -339,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
 
     link_ok = link_after <= (1 - MIN_ERROR_REDUCTION) * link_before
     div_ok = div_after <= (1 - MIN_ERROR_REDUCTION) * div_before
-    event = tuned.metadata.history[-1]
+    event = corrections.counts()
+    event = {f"n_{k}": v for k, v in event.items()}
     print(f"## Fine-tuning from corrections ({'dry run, ' if dry else ''}{bundle.metadata.name}, "
           f"shift `{args.shift}`, {'oracle' if oracle else 'U-Net'} detections)\n")  # fmt: skip
     print(f"{args.frames} frames of {tuple(args.shape)}, z_ratio {z_ratio:g}, {len(gt)} GT nodes, "
@@ -369,9 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     if dry:
         print("\ndry run: an untrained model gets most links wrong, so they cannot all be among "
               "its 10 % most uncertain; the targets are meant for the trained default model.")
-    print(f"\nfine-tune: {event['link_rows']} link rows, {event['merge_rows']} merge rows, "
-          f"{event['epochs_run']} epochs (best: {event['best_epochs']}), validation loss "
-          f"{_fmt(event['val_loss_before'])} -> {_fmt(event['val_loss_after'])}")
+    print("\nguard (fine-tune, checked on held-back corrections):")
+    print("\n".join(f"    {line}" for line in result.report.lines()))
     return 0
 
 

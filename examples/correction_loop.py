@@ -102,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{session.corrections().counts()}")
 
     # 4. fine-tune on the corrections, 5. re-link keeping the approved work
-    tuned = run_to_end(session.iter_finetune(FinetuneConfig(epochs=args.epochs, seed=args.seed)),
-                       report)
-    print(f"fine-tuned: {tuned.metadata.name}")
+    result = run_to_end(session.iter_finetune(FinetuneConfig(epochs=args.epochs, seed=args.seed)),
+                        report)
+    print("\n".join(result.report.lines()))
+    kept = session.keep_finetune(result)  # the guard's choice; a person may discard it instead
+    tuned = session.model if kept else result.bundle
+    print(f"fine-tuned: {tuned.metadata.name}" if kept else "the guard adopted nothing")
     relinked = run_to_end(session.iter_relink(), report)
     print(f"re-linked: {len(relinked.changed)} link(s) made, {len(relinked.removed)} removed "
           "(one undoable edit)")

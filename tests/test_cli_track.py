@@ -122,13 +122,15 @@ def fake_finetune(seen: list):
     """A stand-in for ``finetune`` (training is not tested here) that keeps the detections it
     is given in ``seen``."""
 
+    from napari_cellect.track.correction_scores import CorrectionScores
+    from napari_cellect.train.finetune_guard import FinetuneResult, GuardReport
+
     def finetune(bundle, corrections, detections, **kwargs):
         seen.append(detections)
-        bundle.metadata.record("finetune", n_positive_links=1, n_broken_links=0,
-                               n_candidate_negatives=1, n_divides=0, n_does_not_divide=0,
-                               n_duplicates=0, n_distinct=0, seconds=0.0, val_loss_before=None,
-                               val_loss_after=None)  # fmt: skip
-        return bundle
+        report = GuardReport("nothing", CorrectionScores(), CorrectionScores(),
+                             thresholds={"division threshold": (0.5, 0.4)})
+        return FinetuneResult(bundle, bundle, report)
+        yield  # a generator, as the real one
 
     return finetune
 
@@ -164,7 +166,7 @@ def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, 
     assert df["approved"].any(), "the random model links something in 3 frames"
     df.to_csv(tracks, index=False)
     seen: list[list] = []
-    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune(seen))
+    monkeypatch.setattr(finetune_cli, "iter_guarded_finetune", fake_finetune(seen))
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
               str(weights), "--cache", str(cache), "--device", "cpu", "--epochs", "1"]  # fmt: skip
     assert main([*common, "-o", str(tmp_path / "a.pt"), "--cell-radius", "6"]) == 0
@@ -199,7 +201,7 @@ def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, 
     df["approved"] = (df["parent_id"] >= 0).astype(int)
     df.to_csv(tracks, index=False)
     seen: list = []
-    monkeypatch.setattr(finetune_cli, "finetune", fake_finetune(seen))
+    monkeypatch.setattr(finetune_cli, "iter_guarded_finetune", fake_finetune(seen))
     assert main(["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
                  str(weights), "--device", "cpu", "--epochs", "1",
                  "-o", str(tmp_path / "tuned.pt")]) == 0  # fmt: skip

@@ -41,4 +41,6 @@ def test_correction_loop_runs_without_qt(tmp_path):
     assert "re-linked:" in done.stdout and "scores: link F1" in done.stdout
     assert (out / "tracks.csv").is_file() and (out / "example_RES" / "res_track.txt").is_file()
     assert (out / "tuned.pt").is_file()
-    assert "+ft1" in done.stdout  # the session's model was fine-tuned
+    # the guard's figures, and its choice: a tuned model kept, or nothing better found
+    assert "checked on" in done.stdout and "link errors on your corrections" in done.stdout
+    assert ("+ft1" in done.stdout) != ("the guard adopted nothing" in done.stdout)

@@ -22,9 +22,9 @@ from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneState, FinetuneWidget
 from napari_cellect._napari._layer_data import PointsStyle
+from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.session import Geometry, TrackingSession
 from napari_cellect.session.graph_replace import replace_command
-from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import TrackGraph
@@ -32,8 +32,10 @@ from napari_cellect.track.journal import restore
 from napari_cellect.train.finetune import FinetuneConfig
 
 WAIT_MS = 60000
-#: a few short epochs: the flow is under test, not the optimiser
-QUICK = FinetuneConfig(epochs=3, steps_per_epoch=2, patience=3)
+#: a few short epochs: the flow is under test, not the optimiser; every part adopted unchecked
+QUICK = FinetuneConfig(epochs=3, steps_per_epoch=2, patience=3, guard=False)
+#: the same with the guard on
+GUARDED = dataclasses.replace(QUICK, guard=True)
 #: a run long enough to be cancelled in the middle
 ENDLESS = FinetuneConfig(epochs=10_000, steps_per_epoch=50, patience=10_000)
 
@@ -125,9 +127,18 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
 
     widget.finetune_button.click()
     assert widget.running and not widget.finetune_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert not notifications, notifications
+    # what was trained and the guard's verdict wait for Keep or Discard; nothing applied yet
+    plan = widget.plan_label.text().lower()
+    assert "will train link scorer" in plan and "about" in plan
+    assert widget.result_box.isVisibleTo(widget) and session.model is old_model
+    assert "adopted unchecked" in widget.result_label.text()
+    assert not widget.finetune_button.isEnabled()
+    widget.keep_button.click()
     qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
                     timeout=WAIT_MS)
-    assert not notifications, notifications
+    assert not widget.result_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
     # the tuned model is in use; the one it started from is untouched, in memory and on disk
     assert session.model is not old_model and session.model_tuned
     assert session.model.metadata.name.endswith("+ft1")
@@ -229,8 +240,8 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
     model, weights, before = session.model, state(session.model), table(session.graph)
     epochs: list[int] = []
     widget.fine_tune()
-    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
-    qtbot.waitUntil(lambda: len(epochs) >= 2, timeout=WAIT_MS)
+    widget.jobs.worker.yielded.connect(lambda report: epochs.append(getattr(report, "epoch", -1)))
+    qtbot.waitUntil(lambda: len(epochs) >= 3, timeout=WAIT_MS)
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert session.model is model and same_weights(state(model), weights)
@@ -265,7 +276,8 @@ def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
     correct(controller, session.graph)
     epochs: list[int] = []
     widget.finetune_button.click()
-    widget.jobs.worker.yielded.connect(lambda report: epochs.append(report.epoch))
+    widget.jobs.worker.yielded.connect(
+        lambda report: epochs.append(report.epoch) if hasattr(report, "epoch") else None)
     assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
     widget.update_counts()  # an edit during the run recounts, and keeps what is running
     assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
@@ -300,6 +312,56 @@ def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
     viewer.layers.clear()
     assert widget.state is FinetuneState.NO_TRACKS and enabled(widget) == allows()
     assert "open or compute tracks first" in widget.relink_button.toolTip()
+
+
+@pytest.mark.gui
+def test_the_guard_figures_are_shown_and_discard_changes_nothing(tracked, qtbot, notifications):
+    viewer, controller, session, model_file = tracked
+    widget = FinetuneWidget(viewer, config=GUARDED)
+    viewer.window.add_dock_widget(widget)
+    correct(controller, session.graph)
+    model, weights, before = session.model, state(session.model), table(session.graph)
+    n_done = len(session.history.done)
+    widget.finetune_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert not notifications, notifications
+    assert widget.result_box.isVisibleTo(widget)
+    text = widget.result_label.text()
+    assert "checked on" in text and "held back" in text and "link errors on your corrections" in (
+        text)
+    assert widget.keep_button.isEnabled() == widget.pending.changed
+    # deciding: only Keep and Discard work
+    assert widget.state is FinetuneState.DECIDING and enabled(widget) == allows()
+    assert widget.discard_button.isEnabled() and "keep or discard" in (
+        widget.relink_button.toolTip())
+    widget.discard_button.click()
+    assert not widget.result_box.isVisibleTo(widget) and widget.pending is None
+    assert widget.state is FinetuneState.READY
+    assert "discarded" in widget.message_label.text()
+    # the model in use and the tracks are exactly as before; no re-link ran
+    assert session.model is model and same_weights(state(model), weights)
+    assert not session.model_tuned and widget.relink_command is None
+    pd.testing.assert_frame_equal(table(session.graph), before)
+    assert len(session.history.done) == n_done and widget.finetune_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_a_model_from_other_images_is_refused_and_nothing_changes(tracked, qtbot, tmp_path,
+                                                                   notifications):
+    from napari_cellect.model.bundle import ModelBundle
+
+    viewer, controller, session, model_file = tracked
+    widget = FinetuneWidget(viewer, config=QUICK)
+    correct(controller, session.graph)
+    other = tmp_path / "other.pt"
+    ModelBundle.random("small", seed=5).save(other)  # another U-Net: trained on other images
+    widget.set_model_file(other)
+    before = table(session.graph)
+    widget.finetune_button.click()
+    assert not widget.running and "another U-Net" in notifications[-1]
+    widget.relink_button.click()
+    assert not widget.running and "another U-Net" in notifications[-1]
+    pd.testing.assert_frame_equal(table(session.graph), before)
 
 
 @pytest.mark.gui

@@ -1,4 +1,5 @@
-"""Fine-tuning from corrections, re-linking with pinned corrections, and ``cellect finetune``.
+"""Fine-tuning from corrections (with its guard), re-linking with pinned corrections, and
+``cellect finetune``.
 
 The constructed case is a conveyor: rows of cells 8 px apart that all move 6 px per frame, so
 each cell's *nearest* cell in the next frame is its left neighbour, while its embedding says who
@@ -35,7 +36,14 @@ from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
 from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.relink import CHANGED_COLUMN, load_pinned, relink
+from collections.abc import Callable
+
+from napari_cellect.errors import ContradictoryCorrections, InputError
+from napari_cellect.progress import run_to_end
+from napari_cellect.track.correction_scores import score_on_corrections
+from napari_cellect.track.correction_split import split_corrections
 from napari_cellect.train.finetune import FinetuneConfig, finetune
+from napari_cellect.train.finetune_guard import FinetunePlan, UpdatePart, iter_guarded_finetune
 
 E = 8  # embedding length
 ROWS, PER = 2, 5  # conveyor rows and cells per row
@@ -318,14 +326,16 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
               "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1",
-              "--epochs", "3"]  # fmt: skip
+              "--epochs", "3", "--no-guard"]  # fmt: skip
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # the corrected frames and the next one, predicted once
     assert sorted(p.name for p in cache.glob("t*.npz")) == [f"t{t:06d}.npz" for t in range(4)]
     out = capsys.readouterr().out
-    assert "fine-tuned on 20 approved links" in out and "tuned.pt" in out
+    assert "learned from 20 approved links" in out and "tuned.pt" in out
+    assert "will train link scorer" in out and "every part adopted unchecked" in out
     tuned = ModelBundle.load(tmp_path / "tuned.pt")
-    assert tuned.metadata.history[-1]["source"] == str(tracks)
+    assert tuned.metadata.history[-2]["source"] == str(tracks)
+    assert tuned.metadata.history[-1]["event"] == "guard"
     assert main([*common, "-o", str(tmp_path / "again.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # second run: all from the cache
     # a session's corrections.json adds what the CSV cannot hold: here a broken link
@@ -335,7 +345,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     journal = tmp_path / "corrected.csv.cellect-journal"
     save_corrections(build_corrections(session, broken), journal)
     assert main([*common, "-o", str(tmp_path / "more.pt"), "--corrections", str(journal)]) == 0
-    assert ModelBundle.load(tmp_path / "more.pt").metadata.history[-1]["n_broken_links"] == 1
+    assert ModelBundle.load(tmp_path / "more.pt").metadata.history[-2]["n_broken_links"] == 1
     assert main([*common, "-o", str(base_path)]) == 2
     err = capsys.readouterr().err
     assert "refusing to write the fine-tuned model over the model it starts from" in err
@@ -356,3 +366,143 @@ def test_the_division_loss_keeps_the_natural_class_frequencies():
     loss = _division_loss(scores, {"division": labels}, torch.arange(5))
     expected = torch.nn.functional.cross_entropy(logits[:4], labels[:4])
     assert torch.allclose(loss, expected)
+
+
+# ================================================================ the guard
+
+GUARD_QUICK = FinetuneConfig(epochs=6, steps_per_epoch=4, lr=1e-3)
+
+
+@pytest.fixture
+def corrected_to_frame_4(frames, nearest_model):
+    """The nearest model's tracks with the links into frames 1-4 corrected."""
+    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+                          Z_RATIO, node_ids=ids())  # fmt: skip
+    history = History(graph)
+    for t in range(1, 5):
+        for c in range(N):
+            correct(history, right(t, c), t * N + c)
+    return graph, build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+
+
+class Trainer:
+    """A stand-in part trainer (the detector's adaptation plugs in the same way)."""
+
+    def __init__(self, name: str, apply: Callable[[ModelBundle], None], detect=None):
+        self.name, self.apply, self.detect = name, apply, detect
+        self.calls: list[int] = []
+
+    def train(self, bundle, corrections, should_stop):
+        self.calls.append(len(corrections.positive_links))
+        yield Progress(self.name, 1, 1)
+        return UpdatePart(self.name, self.apply, self.detect)
+
+
+def merge_everything(bundle: ModelBundle) -> None:
+    """A harmful part: neighbours closer than 10 cell radii are merged into one."""
+    merge = dataclasses.replace(bundle.thresholds.merge, threshold=0.0, max_distance_radii=10.0)
+    bundle.thresholds = dataclasses.replace(bundle.thresholds, merge=merge)
+
+
+def guarded(bundle, cs, frames, **kwargs):
+    steps: list = []
+    result = run_to_end(iter_guarded_finetune(bundle, cs, frames, z_ratio=Z_RATIO, **kwargs),
+                        steps.append)  # fmt: skip
+    return result, steps
+
+
+def test_the_guard_adopts_what_helps_and_rejects_what_hurts(frames, nearest_model, corrected_to_frame_4):
+    graph, cs = corrected_to_frame_4
+    link_before = copy.deepcopy(nearest_model.link_scorer.state_dict())
+    harmful = Trainer("merger", merge_everything)
+    result, steps = guarded(nearest_model, cs, frames, trainers=[harmful])
+    report = result.report
+    assert isinstance(steps[0], FinetunePlan) and "link scorer" in steps[0].parts
+    assert steps[0].seconds > 0 and "held back" in steps[0].split
+    assert report.split == "frame 2 held back"
+    assert "link scorer" in report.adopted and "merger" not in report.adopted
+    decision = {p.name: p for p in report.parts}
+    assert decision["link scorer"].errors_with < decision["link scorer"].errors_without
+    assert any("merger: not adopted, the base part is kept" in line for line in report.lines())
+    assert report.after.link_errors < report.before.link_errors
+    assert report.after.link_recall == 1.0 and report.before.link_recall == 0.0
+    # trained without the held-back frame, then not again (a rejected part is not retrained)
+    assert harmful.calls == [len(split_corrections(cs).train.positive_links)]
+    relinked, _ = relink(frames, result.bundle, graph, None, Z_RATIO)
+    assert accuracy(relinked, 5) >= 0.95
+    assert states_equal(nearest_model.link_scorer, link_before)  # the base is untouched
+    assert result.bundle.metadata.history[-1]["event"] == "guard"
+
+
+def test_a_part_that_redetects_is_judged_on_its_own_detections(frames, nearest_model, corrected_to_frame_4):
+    _, cs = corrected_to_frame_4
+    asked: list[list[int]] = []
+
+    def detect_half(bundle, wanted):
+        asked.append(list(wanted))
+        return [frames[t].subset(np.arange(len(frames[t])) % 2 == 0) for t in wanted]
+
+    detector = Trainer("detector", lambda bundle: None, detect_half)
+    result, _ = guarded(nearest_model, cs, frames, config=GUARD_QUICK, trainers=[detector])
+    assert "detector" not in result.report.adopted  # it loses half the cells
+    assert asked == [[1, 2]]  # once, for the held-back frame pair, then cached
+    line = next(x for x in result.report.lines() if x.strip().startswith("detector"))
+    assert "not adopted" in line
+
+
+def test_the_detection_threshold_is_raised_where_deleted_cells_come_back(frames, nearest_model):
+    # weak false detections (score 0.6) between the rows; a person deleted them in frames 1-4
+    noisy = []
+    for d in frames:
+        fake = d.subset(np.arange(3))
+        fake.positions = fake.positions + [0.0, 10.0, 0.0]
+        fake.score = np.full(3, 0.6, np.float32)
+        noisy.append(Detections.concat([d, fake]))
+    graph = link_sequence(noisy, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+                          Z_RATIO)  # fmt: skip
+    history = History(graph)
+    for t in range(1, 5):
+        rows = graph.frame(t)
+        fakes = graph.ids[rows][graph["y"][rows] == 20.0]
+        for node in fakes.tolist():
+            history.do(edits.delete_node, node)
+        history.do(edits.approve, graph.ids[graph.frame(t)])
+    cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+    assert len(cs.removed["id"]) == 12
+    result, _ = guarded(nearest_model, cs, noisy, config=GUARD_QUICK)
+    old, new = result.report.thresholds["detection threshold"]
+    assert old == 0.5 and new > 0.6
+    assert result.report.before.false_cells > 0 and result.report.after.false_cells == 0
+    assert result.bundle.thresholds.detection.threshold == new
+
+
+def test_partial_corrections_score_only_the_reviewed_cells(frames, nearest_model):
+    graph = graph_from(frames, right, ())
+    history = History(graph)
+    for c in range(3):  # three cells of frame 2 reviewed, nobody looked at the rest
+        history.do(edits.approve, [2 * N + c])
+    cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+    scores = score_on_corrections(nearest_model, frames, cs, Z_RATIO)
+    assert scores.cells == 3 and scores.links == 3  # not the other 7 cells of the frame
+    assert scores.false_cells == 0
+
+
+def test_bad_input_is_refused_by_name(frames, nearest_model):
+    graph = graph_from(frames, right, (1, 2))
+    # corrections on frames never tracked
+    with pytest.raises(InputError, match=r"frame\(s\) 1, 2 that were never tracked"):
+        guarded(nearest_model, build_corrections(graph, z_ratio=Z_RATIO), [frames[0]] +
+                frames[3:])
+    # a frame corrected to have no cells: all its nodes deleted, nothing approved there
+    empty = graph_from(frames, right, ())
+    history = History(empty)
+    for node in empty.ids[empty.frame(2)].tolist():
+        history.do(edits.delete_node, node)
+    cs = build_corrections(empty, corrections_from_history(history), z_ratio=Z_RATIO)
+    with pytest.raises(NotEnoughCorrections, match=r"only delete cells \(10 in frame\(s\) 2\)"):
+        guarded(nearest_model, cs, frames)
+    # corrections that contradict each other: a node marked dividing with one approved child
+    history = History(graph)
+    history.do(edits.mark_division, N + 1, True)
+    with pytest.raises(ContradictoryCorrections, match=f"node {N + 1}"):
+        build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)

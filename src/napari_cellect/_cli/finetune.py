@@ -4,8 +4,13 @@ The tracks CSV's ``approved`` column marks what a person confirmed (see
 :mod:`napari_cellect.track.corrections` for how that becomes training labels); a
 ``corrections.json`` saved by an editing session (``--corrections``) adds the links they broke,
 the detections they deleted and the divisions they marked. The detections of the corrected
-frames come from the detection cache; frames not cached yet are predicted once and cached. The
-tuned model is written to a new file: the starting bundle is never overwritten.
+frames come from the detection cache; frames not cached yet are predicted once and cached.
+
+The guard (:mod:`napari_cellect.train.finetune_guard`) holds some corrections back and adopts
+each tuned part only where it does better there; the plan (what is trained, about how long) and
+the figures before and after are printed. The tuned model, with only the adopted parts, is
+written to a new file (the starting bundle is never overwritten); when the guard adopts nothing,
+nothing is written unless ``--always-write``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from tqdm import tqdm
 from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
-from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune
+from napari_cellect.progress import Step, run_to_end
+from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+from napari_cellect.train.finetune_guard import FinetunePlan, iter_guarded_finetune
 
 
 logger = logging.getLogger(__name__)
@@ -66,6 +73,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
              "sooner)")
     add("--lr", type=positive_float, default=defaults.lr, metavar="LR",
         help=f"learning rate (default: {defaults.lr:g})")
+    add("--no-guard", action="store_true",
+        help="adopt every tuned part without checking it on held-back corrections")
+    add("--always-write", action="store_true",
+        help="write the output model even when the guard adopted nothing (an unchanged copy)")
     add("--axes", default=None, metavar="AXES",
         help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
     add("--tile", type=positive_int, nargs=3, default=None, metavar=("Z", "Y", "X"),
@@ -115,28 +126,40 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
                                     args.tile, args.cell_radius)  # fmt: skip
-    with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, guard=not args.no_guard)
+    steps = iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
+                                  config=config, source=str(args.tracks))  # fmt: skip
+    with tqdm(desc="fine-tune", unit="step", leave=False) as bar:
 
-        def report(step: FinetuneProgress) -> None:
-            if step.epoch:
-                bar.update(1)
+        def report(step: Step) -> None:
+            if isinstance(step, FinetunePlan):
+                tqdm.write(step.describe())
+                return
+            bar.set_description(step.stage)
+            bar.update(1)
+            if isinstance(step, FinetuneProgress) and step.epoch:
                 bar.set_postfix(train=f"{step.train_loss:.3g}", val=f"{step.val_loss:.3g}")
 
-        tuned = finetune(
-            bundle, corrections, detections, z_ratio=z_ratio,
-            config=FinetuneConfig(epochs=args.epochs, lr=args.lr), progress=report,
-            source=str(args.tracks),
-        )  # fmt: skip
-    tuned.save(args.output)
-    event = tuned.metadata.history[-1]
+        result = run_to_end(steps, report)
+    counts = corrections.counts()
     print(
-        f"fine-tuned on {event['n_positive_links']} approved links, "
-        f"{event['n_broken_links'] + event['n_candidate_negatives']} negative links, "
-        f"{event['n_divides'] + event['n_does_not_divide']} division labels and "
-        f"{event['n_duplicates'] + event['n_distinct']} merge labels in {event['seconds']:g} s; "
-        f"validation loss {_fmt(event['val_loss_before'])} -> {_fmt(event['val_loss_after'])}"
+        f"learned from {counts['positive_links']} approved links, "
+        f"{counts['broken_links'] + counts['candidate_negatives']} negative links, "
+        f"{counts['divides'] + counts['does_not_divide']} division labels and "
+        f"{counts['duplicates'] + counts['distinct']} merge labels"
     )
-    print(f"saved {tuned.metadata.name!r} to {args.output}")
+    for line in result.report.lines():
+        print(line)
+    if not result.changed and not args.always_write:
+        print(f"the guard adopted nothing: no model written; keep using "
+              f"{bundle.metadata.name!r} (--always-write writes it anyway)")
+        return 0
+    result.bundle.save(args.output)
+    if not result.changed:
+        adopted = "nothing (an unchanged copy)"
+    else:
+        adopted = ", ".join(result.report.adopted) or "new thresholds only"
+    print(f"saved {result.bundle.metadata.name!r} to {args.output}: adopted {adopted}")
     return 0
 
 
@@ -173,8 +196,6 @@ def _cached_detections(
     (with the tracking run's ``tile`` and ``cell_radius``, which are part of the cache's
     fingerprint)."""
     from napari_cellect.pipeline import iter_detect, open_detection_cache
-    from napari_cellect.progress import run_to_end
-
     cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
                                  cell_radius=cell_radius)  # fmt: skip
     cached = set(cache.frames())
@@ -196,7 +217,5 @@ def _same_file(a: Path, b: Path) -> bool:
     return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
 
 

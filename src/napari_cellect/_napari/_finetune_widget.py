@@ -3,11 +3,14 @@
 1. The widget shows what the active session's corrections hold (approved links, broken links,
    division labels) and how many uncertain links and divisions nobody reviewed yet (``N`` jumps
    to the next one), updated after every edit.
-2. **Fine-tune** runs :func:`~napari_cellect.train.finetune.iter_finetune` on the detections the
-   tracking run kept (:attr:`TrackingSession.detections`) in a thread worker, with a progress
-   bar and **Cancel**. A cancelled or failed run leaves the model in use untouched; a finished
-   one becomes the session's model (in memory; **Save model...** writes it, never over the file
-   it started from). Tracks read from a file have no detections: the widget says so and offers
+2. **Fine-tune** runs the guarded fine-tune (:meth:`TrackingSession.finetune_job`,
+   :mod:`napari_cellect.train.finetune_guard`) on the detections the tracking run kept
+   (:attr:`TrackingSession.detections`) in a thread worker, with what it will train and about
+   how long, a progress bar and **Cancel**. A cancelled or failed run leaves the model in use
+   untouched; a finished one shows the guard's figures before and after on the held-back
+   corrections, with **Keep** (the tuned model becomes the session's, in memory; **Save
+   model...** writes it, never over the file it started from; then the re-link) and
+   **Discard** (nothing changes). Tracks read from a file have no detections: the widget says so and offers
    to detect cells on an image layer (the tracks are not changed), with the nucleus radius of
    the tracking run the tracks come from, or one typed in (as in the Track cells widget).
 3. **Re-link** (automatic after a fine-tune, or by hand) runs
@@ -26,6 +29,7 @@ one place, which buttons each state enables.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -72,13 +76,9 @@ from napari_cellect._napari._qt_utils import (
 )
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError, ContradictoryCorrections
-from napari_cellect.session.jobs import (
-    DetectOutput,
-    RelinkOutput,
-    detect_job,
-    finetune_job,
-    relink_job,
-)
+from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job
+from napari_cellect.train.finetune_config import FinetuneProgress
+from napari_cellect.train.finetune_guard import FinetunePlan, FinetuneResult
 
 if TYPE_CHECKING:
     import napari
@@ -112,6 +112,7 @@ class FinetuneState(Enum):
     FINETUNING = "fine-tuning"
     RELINKING = "re-linking"
     CANCELLING = "cancelling"
+    DECIDING = "a fine-tuned model waits for Keep or Discard"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class Controls:
     """Detect cells, choose the model file, set the nucleus radius, save the model (each also
     needs what it works on: a model, an image, a tuned model)."""
     cancel: bool = False
+    decide: bool = False
+    """Keep and Discard a fine-tuned model (Keep also needs a model the guard changed)."""
     why_not: str = ""
     """Why Fine-tune and Re-link are disabled ("" when they are not, or a job runs)."""
 
@@ -141,6 +144,8 @@ CONTROLS: dict[FinetuneState, Controls] = {
     FinetuneState.FINETUNING: Controls(cancel=True),
     FinetuneState.RELINKING: Controls(cancel=True),
     FinetuneState.CANCELLING: Controls(),
+    FinetuneState.DECIDING: Controls(
+        decide=True, why_not="keep or discard the fine-tuned model first (below)"),
 }
 
 
@@ -226,6 +231,27 @@ class FinetuneWidget(QWidget):
         self.save_model_button = QPushButton("Save model...")
         self.message_label = QLabel()
         self.message_label.setWordWrap(True)
+        #: what the next fine-tune trains and about how long (the guard's plan)
+        self.plan_label = QLabel()
+        self.plan_label.setWordWrap(True)
+        self.result_box = QGroupBox("Fine-tuned model, checked on held-back corrections")
+        self.result_label = QLabel()
+        self.result_label.setWordWrap(True)
+        self.keep_button = QPushButton("Keep")
+        self.keep_button.setToolTip("Use the tuned model (then re-link, if ticked above)")
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Drop the tuned model: the model in use and the tracks "
+                                       "stay as they are")
+        decide = QHBoxLayout()
+        decide.addWidget(self.keep_button)
+        decide.addWidget(self.discard_button)
+        result_layout = QVBoxLayout(self.result_box)
+        result_layout.addWidget(self.result_label)
+        result_layout.addLayout(decide)
+        self.result_box.setVisible(False)
+        #: the last fine-tune's result, until kept or discarded
+        self.pending: FinetuneResult | None = None
+        self._pending_session: TrackingSession | None = None
         self.changed_list = ChangedLinks(self.controller, self._show)
 
         buttons = QHBoxLayout()
@@ -240,8 +266,10 @@ class FinetuneWidget(QWidget):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         layout.addWidget(self.relink_after)
+        layout.addWidget(self.plan_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.result_box)
         layout.addLayout(after)
         layout.addWidget(self.message_label)
         layout.addWidget(QLabel("Links changed by the last re-link:"))
@@ -255,6 +283,8 @@ class FinetuneWidget(QWidget):
             on_cancel=lambda: self._set_state(FinetuneState.CANCELLING),
         )
         self.relink_button.clicked.connect(self.relink)
+        self.keep_button.clicked.connect(self.keep)
+        self.discard_button.clicked.connect(self.discard)
         self.save_model_button.clicked.connect(lambda: self.save_model())
         self.detect_button.clicked.connect(self.detect)
         self.model_button.clicked.connect(self._choose_model)
@@ -280,6 +310,8 @@ class FinetuneWidget(QWidget):
             return FinetuneState.NO_TRACKS
         if not session.detections:
             return FinetuneState.NO_DETECTIONS
+        if self.pending is not None:
+            return FinetuneState.DECIDING
         if self.contradiction is not None:
             return FinetuneState.CONTRADICTION
         return FinetuneState.READY
@@ -304,6 +336,10 @@ class FinetuneWidget(QWidget):
             "Run the model's detector on the image (no linking): fine-tuning then matches your "
             "tracks to the detections" if model else
             "no model: choose a model file (the bundled model is not installed)")
+        self.result_box.setVisible(self.pending is not None)
+        self.keep_button.setEnabled(allowed.decide and self.pending is not None
+                                    and self.pending.changed)
+        self.discard_button.setEnabled(allowed.decide)
         self.finetune_button.setEnabled(allowed.learn)
         self.relink_button.setEnabled(allowed.learn)
         self.finetune_button.setToolTip(allowed.why_not or "Fine-tune the link, division and "
@@ -424,23 +460,31 @@ class FinetuneWidget(QWidget):
         session = self._ready_session()
         if session is None:
             return
+        self.discard(quiet=True)
         try:
-            corrections = session.prepare_finetune()
+            job = session.finetune_job(self.config, should_stop=self.jobs.should_stop)
         except CellectError as error:
             self._error(str(error))
             return
-        relink_after = self.relink_after.isChecked()
+
+        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, FinetuneResult | None]:
+            return (yield from job)  # ``job`` polls the runner's flag already
+
         self._start(
-            FinetuneState.FINETUNING, "fine-tuning: preparing the training rows...",
-            finetune_job, session.model, session.model_path, corrections, session.detections,
-            z_ratio=session.anisotropy, config=self.config,
-            source=str(session.source or session.name), what="fine-tuning",
-            on_step=self._on_finetune_progress,
-            on_result=lambda tuned: self._on_finetuned(session, tuned),
-            then=(lambda: self._relink_if_active(session)) if relink_after else None,
+            FinetuneState.FINETUNING, "fine-tuning: preparing the training rows...", run,
+            what="fine-tuning", on_step=self._on_finetune_progress,
+            on_result=lambda result: self._on_finetuned(session, result),
         )
 
     def _on_finetune_progress(self, report: Any) -> None:
+        if isinstance(report, FinetunePlan):
+            self.plan_label.setText(report.describe().capitalize())
+            return
+        if not isinstance(report, FinetuneProgress):
+            self.jobs.show_step(report.done, report.total, "checking the update on held-back "
+                                                           f"corrections: {report.done}/"
+                                                           f"{report.total}")
+            return
         epochs = max(int(report.epochs), 1)
         rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
         if report.epoch == 0:
@@ -452,15 +496,43 @@ class FinetuneWidget(QWidget):
                                                   f"{epochs}, training loss "
                                                   f"{report.train_loss:.3f}{val}")
 
-    def _on_finetuned(self, session: TrackingSession, tuned: Any) -> None:
-        session.use_tuned_model(tuned)
-        self._show("info", f"fine-tuned: {model_name(tuned)} is now the model of "
-                           f"{session.name} (Save model... keeps it)")
+    def _on_finetuned(self, session: TrackingSession, result: FinetuneResult) -> None:
+        self.pending, self._pending_session = result, session
+        lines = result.report.lines()
+        if result.changed:
+            lines.append("Keep uses the tuned model; Discard leaves the model and tracks as "
+                         "they are.")
+            self._show("info", f"fine-tuned: {model_name(result.bundle)} is ready: keep or "
+                               "discard it")
+        else:
+            lines.append("The guard adopted nothing: the model in use stays.")
+            self._show("info", "fine-tuned, but nothing did better on your held-back "
+                               "corrections: the model in use stays")
+        self.result_label.setText("\n".join(lines))
 
-    def _relink_if_active(self, session: TrackingSession) -> None:
-        """Re-link after a fine-tune, unless another session became the active one."""
-        if self.controller.session is session:
+    def keep(self) -> None:
+        """Make the pending tuned model the session's model, then re-link if asked."""
+        result, session = self.pending, self._pending_session
+        if result is None or session is None or self.running:
+            return
+        self.pending = self._pending_session = None
+        kept = session.keep_finetune(result)
+        self._update_controls()
+        if not kept:
+            return
+        self._show("info", f"kept: {model_name(result.bundle)} is now the model of "
+                           f"{session.name} (Save model... writes it)")
+        if self.relink_after.isChecked() and self.controller.session is session:
             self.relink()
+
+    def discard(self, quiet: bool = False) -> None:
+        """Drop the pending tuned model; the model in use and the tracks are untouched."""
+        if self.pending is None:
+            return
+        self.pending = self._pending_session = None
+        self._update_controls()
+        if not quiet:
+            self._show("info", "discarded: the model in use and the tracks are unchanged")
 
     # ------------------------------------------------------------------ re-linking
     def relink(self) -> None:
@@ -469,16 +541,18 @@ class FinetuneWidget(QWidget):
         if session is None:
             return
         try:
-            corrections = session.corrections()
+            job = session.relink_job(should_stop=self.jobs.should_stop)
         except CellectError as error:
             self._error(str(error))
             return
         done = session.history.done
         top = done[-1] if done else None  # the result applies only to the tracks of now
+
+        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, RelinkOutput | None]:
+            return (yield from job)  # ``job`` polls the runner's flag already
+
         self._start(
-            FinetuneState.RELINKING, "re-linking (approved links are kept)...",
-            relink_job, session.detections, session.model, session.model_path,
-            session.graph.copy(), z_ratio=session.anisotropy, corrections=corrections,
+            FinetuneState.RELINKING, "re-linking (approved links are kept)...", run,
             what="re-linking", on_result=lambda output: self._on_relinked(session, top, output),
         )
 

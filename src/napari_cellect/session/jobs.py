@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from napari_cellect.track.detections import Detections
     from napari_cellect.track.edits import Compound
     from napari_cellect.track.graph import TrackGraph
-    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+    from napari_cellect.train.finetune import FinetuneConfig
+    from napari_cellect.train.finetune_guard import FinetuneResult, PartTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -207,21 +208,26 @@ def finetune_job(
     config: FinetuneConfig | None,
     should_stop: Callable[[], bool],
     source: str | None = None,
-) -> Generator[FinetuneProgress, None, ModelBundle | None]:
-    """Yields the core's ``FinetuneProgress`` records; returns the tuned ModelBundle, or None
-    when cancelled. ``model`` is never modified (the core tunes a copy)."""
-    from napari_cellect.train.finetune import iter_finetune
+    trainers: Sequence[PartTrainer] = (),
+) -> Generator[Step, None, FinetuneResult | None]:
+    """Fine-tuning with the guard (:func:`~napari_cellect.train.finetune_guard.
+    iter_guarded_finetune`): yields its plan, training progress and checks; returns its
+    :class:`~napari_cellect.train.finetune_guard.FinetuneResult` (the tuned model and the
+    figures before and after), or None when cancelled. ``model`` is never modified, and the
+    result is applied to nothing: the caller keeps or discards it. ``trainers`` are extra parts
+    to train and judge (the detector)."""
+    from napari_cellect.train.finetune_guard import iter_guarded_finetune
 
     base = load_model(model, model_path)
     try:
-        tuned = yield from iter_finetune(
-            base, corrections, detections, z_ratio=z_ratio, config=config,
+        result = yield from iter_guarded_finetune(
+            base, corrections, detections, z_ratio=z_ratio, config=config, trainers=trainers,
             should_stop=should_stop, source=source,
         )  # fmt: skip
     except Cancelled:
         logger.info("fine-tuning cancelled; the model in use is unchanged")
         return None
-    return tuned
+    return result
 
 
 # ------------------------------------------------------------------------------ re-linking

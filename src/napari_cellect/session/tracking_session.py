@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.session.jobs import DetectOutput, RelinkOutput, TrackingOutput
     from napari_cellect.track.detections import Detections
-    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+    from napari_cellect.train.finetune import FinetuneConfig
+    from napari_cellect.train.finetune_guard import FinetuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class TrackingSession:
         model_tuned: True once ``model`` was fine-tuned on this session's corrections.
         model_saved_as: where the fine-tuned ``model`` was last saved (None: not saved).
         stored_corrections: corrections of earlier sessions read from the journal folder.
+        detections_digest: the U-Net digest of the model that found ``detections`` (None:
+            unknown); fine-tuning and re-linking refuse a model with another U-Net.
     """
 
     graph: TrackGraph
@@ -122,6 +125,7 @@ class TrackingSession:
     model_tuned: bool = False
     model_saved_as: Path | None = None
     stored_corrections: CorrectionSet | None = None
+    detections_digest: str | None = None
     _journal: Journal | None = field(default=None, repr=False)
     _saved_top: Command | None = field(default=None, repr=False)
 
@@ -139,6 +143,7 @@ class TrackingSession:
         """A session around a tracking run's result, keeping its raw detections and model for
         fine-tuning and re-linking (the U-Net never runs again for them)."""
         result = output.result
+        kwargs.setdefault("detections_digest", _digest(output.model))
         return cls.from_graph(
             result.graph, labels=output.labels,
             detections=list(getattr(result, "raw_detections", None) or []) or None,
@@ -307,6 +312,7 @@ class TrackingSession:
                        cell_radius: float | None = None) -> None:
         """Keep the raw detections of a detection run (for tracks read from a file)."""
         self.detections = output.detections
+        self.detections_digest = _digest(output.model)
         self.z_ratio = z_ratio
         self.cell_radius = cell_radius
         if self.model is None:
@@ -333,29 +339,65 @@ class TrackingSession:
         self.save_corrections()
         return corrections
 
-    def iter_finetune(
-        self, config: FinetuneConfig | None = None, should_stop: Callable[[], bool] = lambda: False
-    ) -> Generator[FinetuneProgress, None, ModelBundle | None]:
-        """Fine-tune the model on this session's corrections; yields ``FinetuneProgress``,
-        makes the tuned model the session's and returns it (None: cancelled)."""
-        from napari_cellect.session.jobs import finetune_job
+    def finetune_job(
+        self, config: FinetuneConfig | None = None,
+        should_stop: Callable[[], bool] = lambda: False, trainers: Sequence[Any] = (),
+    ) -> Generator[Step, None, FinetuneResult | None]:
+        """The guarded fine-tune of this session's model on its corrections (a generator for a
+        worker; applies nothing: :meth:`keep_finetune` does). What cannot work is refused here,
+        before any work: no or contradictory corrections, corrections on frames never tracked,
+        a model whose U-Net did not make this session's detections.
+
+        ``trainers`` are extra parts the guard trains and judges (the detector's adaptation)."""
+        from napari_cellect.session.jobs import finetune_job, load_model
 
         corrections = self.prepare_finetune()
-        tuned = yield from finetune_job(
-            self.model, self.model_path, corrections, self._detections(), z_ratio=self.anisotropy,
-            config=config, should_stop=should_stop, source=str(self.source or self.name),
-        )  # fmt: skip
-        if tuned is not None:
-            self.use_tuned_model(tuned)
-        return tuned
+        detections = self._detections()
+        model = load_model(self.model, self.model_path)
+        self.check_model_made_detections(model)
+        return finetune_job(model, None, corrections, detections, z_ratio=self.anisotropy,
+                            config=config, should_stop=should_stop,
+                            source=str(self.source or self.name), trainers=trainers)
+
+    def iter_finetune(
+        self, config: FinetuneConfig | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[Step, None, FinetuneResult | None]:
+        """:meth:`finetune_job`; returns its :class:`FinetuneResult` (None: cancelled), which
+        the caller keeps (:meth:`keep_finetune`) or drops: the session is not changed here."""
+        return (yield from self.finetune_job(config, should_stop))
+
+    def keep_finetune(self, result: FinetuneResult) -> bool:
+        """Make the tuned model of ``result`` this session's model; False (and nothing changes)
+        when the guard adopted nothing."""
+        if not result.changed:
+            return False
+        self.use_tuned_model(result.bundle)
+        return True
+
+    def check_model_made_detections(self, model: ModelBundle) -> None:
+        """Refuse a model whose U-Net is not the one that found this session's detections (a
+        model trained or tuned on other images): its scorers would read embeddings of another
+        network. Nothing is changed."""
+        if self.detections_digest is None:
+            return
+        from napari_cellect.infer.predict import model_digest
+
+        if model_digest(model.unet) != self.detections_digest:
+            raise InputError(
+                f"the model {model.metadata.name!r} has another U-Net than the one that found "
+                "this session's detections (it was trained or tuned on other images): detect "
+                "the cells again with it, or choose the model the tracks were made with. "
+                "Nothing was changed")
 
     def relink_job(self, should_stop: Callable[[], bool] = lambda: False
                    ) -> Generator[Step, None, RelinkOutput | None]:
         """The re-link of this session's tracks (a snapshot) with its model, keeping approved
         work and the corrections; applies nothing (see :meth:`apply_relink`)."""
-        from napari_cellect.session.jobs import relink_job
+        from napari_cellect.session.jobs import load_model, relink_job
 
-        return relink_job(self._detections(), self.model, self.model_path, self.graph.copy(),
+        model = load_model(self.model, self.model_path)
+        self.check_model_made_detections(model)
+        return relink_job(self._detections(), model, None, self.graph.copy(),
                           z_ratio=self.anisotropy, corrections=self.corrections(),
                           should_stop=should_stop)  # fmt: skip
 
@@ -401,6 +443,15 @@ class TrackingSession:
         else:
             self._journal.discard()
         self._journal = None
+
+
+def _digest(model: Any) -> str | None:
+    """The U-Net digest of a model bundle (None for none)."""
+    if model is None:
+        return None
+    from napari_cellect.infer.predict import model_digest
+
+    return model_digest(model.unet)
 
 
 def _stem(path: Path) -> str:

@@ -139,6 +139,14 @@ class CorrectionSet:
         """Raise :class:`NotEnoughCorrections` when nothing can be learned: no labels at all, or
         labels of one class only (every scorer needs positives and negatives)."""
         c = self.counts()
+        if self.is_empty() and len(self.removed["id"]):
+            frames = np.unique(self.removed["t"])
+            raise NotEnoughCorrections(
+                f"the corrections only delete cells ({len(self.removed['id'])} in frame(s) "
+                f"{', '.join(map(str, frames[:10].tolist()))}), with no cell approved near them: "
+                "a frame corrected to have no cells teaches no link, division or merge. Approve "
+                "the right links of the frames around it too"
+            )
         if self.is_empty():
             raise NotEnoughCorrections(
                 "no corrections to learn from: approve links (or a whole track), fix wrong links, "

@@ -57,6 +57,19 @@ class FinetuneConfig:
     so more threads only add synchronisation, which is slow on a busy machine. None keeps the
     current setting."""
 
+    guard: bool = True
+    """Hold some corrections back and adopt each tuned part only where it does better there
+    (:mod:`~napari_cellect.train.finetune_guard`); False adopts every part unchecked."""
+    holdout_every: int = 3
+    """The guard holds back every this-many-th corrected frame (with 3 or more corrected
+    frames; else a spatial half). 3, not 5: a fifth of a few corrected frames holds too few
+    divisions to judge."""
+    calibrate_thresholds: bool = True
+    """The guard recalibrates the detection and division thresholds on the corrections."""
+    retrain_on_all: bool = True
+    """The guard trains the adopted parts again on all corrections (kept unless they then do
+    worse on the held-back ones)."""
+
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InputError:
             return InputError(
@@ -65,7 +78,7 @@ class FinetuneConfig:
 
         if self.threads is not None and not _is_int(self.threads, 1):
             raise bad("threads", "None or an integer >= 1")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patience"):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "holdout_every"):
             if not _is_int(getattr(self, name), 1):
                 raise bad(name, "an integer >= 1")
         for name in ("lr", "match_min_distance", "match_radius_factor"):
