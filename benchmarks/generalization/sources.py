@@ -92,7 +92,7 @@ IMAGES = {
         ImageSource(
             "hela-img", "Fluo_Hela_02_img.tif", "Fluo_Hela_02_ERR_SEG.tif", 1.0,
             "HeLa nuclei, CTC Fluo-N2DL-HeLa 02 (20 frames of 700 x 1100), with the CTC's "
-            "reference-quality ERR_SEG segmentation",
+            "ERR_SEG segmentation",
         ),
         ImageSource(
             "cho-img", "Fluo-N3DH-CHO_02_img.tif", "Fluo-N3DH-CHO_02_ERR_SEG.tif", 0.202 ** -1,
