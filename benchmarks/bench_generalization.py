@@ -43,9 +43,9 @@ import numpy as np
 from napari_cellect.evaluate import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from classical_baseline import track_classical  # noqa: E402
-from generalization.cases import PARTS, Case, build, cases, quick  # noqa: E402
-from generalization.lineage import Lineage  # noqa: E402
+from classical_baseline import track_classical
+from generalization.cases import PARTS, Case, build, cases, quick
+from generalization.lineage import Lineage
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = ("det_f1", "link_f1", "div_f1", "div_precision", "div_recall", "tra")

@@ -134,16 +134,13 @@ def _blob(
     return value, d < 1.0
 
 
-def _perpendicular(axis: np.ndarray, dims: int) -> np.ndarray:
+def _perpendicular(axis: np.ndarray) -> np.ndarray:
     """A rotation whose third column (the long axis of ``_Cell.axes``) is ``axis``."""
     a = axis / max(np.linalg.norm(axis), 1e-9)
-    helper = np.array([1.0, 0, 0]) if dims == 3 and abs(a[0]) < 0.9 else np.array([0, 1.0, 0])
-    if dims == 2:
-        helper = np.array([1.0, 0, 0])
+    helper = np.array([1.0, 0, 0]) if abs(a[0]) < 0.9 else np.array([0, 1.0, 0])
     b = np.cross(a, helper)
     b /= max(np.linalg.norm(b), 1e-9)
-    c = np.cross(a, b)
-    return np.column_stack([c, b, a]) if dims == 3 else np.column_stack([helper, np.cross(a, helper), a])
+    return np.column_stack([np.cross(a, b), b, a])
 
 
 def render(
@@ -236,7 +233,7 @@ def _division_parts(k, centre, radius, cell, daughters, index, lineage, scale, t
     if np.linalg.norm(axis) < 1e-6:
         axis = np.array([0.0, 0.0, 1.0])
     axis = axis / np.linalg.norm(axis)
-    rot = _perpendicular(axis, dims)
+    rot = _perpendicular(axis)
     look = cell.division_look
     if look == "condensed" or (look == "plate" and to_division == 1):
         return [(centre, radius * 0.8, np.array([0.9, 0.9, 1.1]), rot, 1.6, True)]
@@ -248,7 +245,7 @@ def _division_parts(k, centre, radius, cell, daughters, index, lineage, scale, t
         off = axis * radius * 0.6
         lobe = np.array([0.7, 0.7, 0.7])
         return [(centre + off, radius, lobe, rot, 1.3, True),
-                (centre - off, radius, lobe, rot, 1.3, False)]
+                (centre - off, radius, lobe, rot, 1.3, True)]
     return [(centre, radius, np.array([0.85, 0.85, 1.35]), rot, 1.2, True)]
 
 

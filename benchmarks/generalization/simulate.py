@@ -80,7 +80,8 @@ def simulate(config: MotionConfig) -> Lineage:
             rows.append((ids[k], t, z if dims == 3 else 0.0, y, x, rad[k], parents[k]))
         if t == config.frames - 1:
             break
-        new = dict(pos=[], vel=[], rad=[], age=[], cycle=[], ids=[], target=[], parents=[])
+        keys = ("pos", "vel", "rad", "age", "cycle", "ids", "target", "parents")
+        new: dict[str, list] = {k: [] for k in keys}
         for k in range(len(pos)):
             if age[k] + 1 >= cycle[k] and len(pos) + len(new["pos"]) < config.max_cells:
                 axis = _random_unit(rng, dims)

