@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .lineage import Lineage
+from .lineage import Lineage, track_ids
 from .render import RenderStyle, render
 from .simulate import MotionConfig, simulate
 from .sources import IMAGES, LINEAGES, load_images, load_lineage
@@ -170,9 +170,8 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
     radius = case.radius * (np.ones(len(window)) if source.markers else ratio)
     pos = window.positions * scale
     depth_phys = case.depth * case.z_ratio
-    if case.depth > 1 and np.ptp(full.z) == 0:  # a 2D lineage drawn as a 3D monolayer
-        from .lineage import track_ids
-
+    flat = np.ptp(full.z) == 0
+    if case.depth > 1 and flat:  # a 2D lineage drawn as a 3D monolayer
         branch = track_ids(window)
         _, inverse = np.unique(branch, return_inverse=True)
         height = rng.normal(0.0, 0.5 * case.radius, inverse.max() + 1)[inverse]
@@ -186,9 +185,8 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
     best, best_score = None, -1
     for c in candidates:
         origin = c - extent / 2
-        if case.depth == 1 or np.ptp(full.z) == 0:
-            origin[0] = 0.0 if case.depth == 1 else pos[:, 0].min() - 0.0
-        origin[0] = 0.0 if np.ptp(full.z) == 0 else origin[0]
+        if case.depth == 1 or flat:  # the monolayer's heights are already within the depth
+            origin[0] = 0.0
         inside = np.all((pos >= origin) & (pos < origin + extent), axis=1)
         score = np.count_nonzero(inside[mothers]) * 1000 + np.count_nonzero(inside)
         if score > best_score:
@@ -199,8 +197,6 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
     cropped = Lineage(id=window.id, t=window.t, z=pos[:, 0] / case.z_ratio, y=pos[:, 1],
                       x=pos[:, 2], radius=radius, parent=window.parent)  # fmt: skip
     keep = np.all((cropped.positions >= 0) & (cropped.positions < np.array(shape) - 0.5), axis=1)
-    if case.depth == 1:
-        keep = np.all((pos[:, 1:] >= 0) & (pos[:, 1:] < case.size - 0.5), axis=1)
     return cropped.take(keep)
 
 

