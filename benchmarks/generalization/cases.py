@@ -201,7 +201,7 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
 
 
 def _real_images(case: Case) -> Rendered:
-    """Real frames cropped to ``case.size`` (2D) around the middle, with the reference
+    """Real frames (2D ones cropped to their centred 320 x 320), with the reference
     segmentation's centroids as a detection-only ground truth (no links)."""
     from napari_cellect.data.annotations import label_centroids
 

