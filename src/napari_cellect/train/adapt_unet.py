@@ -202,8 +202,9 @@ def _padding(shape: tuple[int, int, int], multiple: tuple[int, int, int], min_de
     return out
 
 
-def _frame(unet: CompactUNet3D, bundle: ModelBundle, annotation: CorrectionAnnotation,
-           images: Any, t: int, device: torch.device) -> _Frame:
+def _frame(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, t: int,
+           device: torch.device) -> _Frame:
+    unet = bundle.unet
     n_frames = int(images.shape[0])
     pair = np.stack([np.asarray(images[t]), np.asarray(images[next_frame(t, n_frames)])])
     pair = normalize_pair(pair.astype(np.float32), bundle.normalization)
@@ -224,6 +225,44 @@ def _frame(unet: CompactUNet3D, bundle: ModelBundle, annotation: CorrectionAnnot
     targets = crop_targets(annotation, t, origin, frame_shape, inside=inside, previous=previous)
     points = annotation.points(t) - np.asarray(origin, np.float64)
     return _Frame(t, features, targets, points, frame_shape)
+
+
+def _frames(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any,
+            device: torch.device, stop_if_asked: Callable[[], None]
+            ) -> Generator[Progress, None, dict[int, _Frame]]:
+    frames: dict[int, _Frame] = {}
+    times = annotation.frames.tolist()
+    yield Progress(STAGE_FEATURES, 0, len(times))
+    for i, t in enumerate(times):
+        stop_if_asked()
+        frames[t] = _frame(bundle, annotation, images, t, device)
+        yield Progress(STAGE_FEATURES, i + 1, len(times))
+    return frames
+
+
+def _align(unet: CompactUNet3D) -> tuple[int, int]:
+    """(y, x) step of crop windows: the coarsest feature grid the trained part reads."""
+    ucfg = unet.config
+    return ucfg.stem[1] * ucfg.pooling[1], ucfg.stem[2] * ucfg.pooling[2]
+
+
+def correction_loss(bundle: ModelBundle, corrections: CorrectionSet, images: Any,
+                    detections: Sequence[Detections] | None = None,
+                    config: AdaptConfig | None = None) -> float:
+    """The adaptation's loss on the whole corrected frames (mean over frames): how well a
+    bundle's heads fit the corrections."""
+    cfg = config or AdaptConfig()
+    annotation = correction_annotation(corrections, list(detections or []), cfg.review)
+    unet = bundle.unet
+    if not isinstance(unet, CompactUNet3D):
+        raise InputError(f"only a compact U-Net has a correction loss; this model's is "
+                         f"{bundle.unet_config.architecture!r}")  # fmt: skip
+    device = next(unet.parameters()).device
+    with torch.no_grad():
+        frames = run_to_end(_frames(bundle, annotation, images, device, lambda: None))
+        losses = [float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]),
+                                   cfg)) for f in frames.values()]  # fmt: skip
+    return float(np.mean(losses))
 
 
 # ----------------------------------------------------------------------------- training
@@ -250,13 +289,9 @@ def _adapt(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, c
             if should_stop is not None and should_stop():
                 raise Cancelled("detector adaptation cancelled; the model is unchanged")
 
-        frames: dict[int, _Frame] = {}
-        times = annotation.frames.tolist()
-        yield Progress(STAGE_FEATURES, 0, len(times))
-        for i, t in enumerate(times):
-            stop_if_asked()
-            frames[t] = _frame(unet, tuned, annotation, images, t, device)
-            yield Progress(STAGE_FEATURES, i + 1, len(times))
+        frames = yield from _frames(tuned, annotation, images, device, stop_if_asked)
+        times = list(frames)
+        align = _align(unet)
         anchors = {name: p.detach().clone() for name, p in params.items()}
         optimiser = torch.optim.Adam(params.values(), lr=cfg.lr)
         rng = np.random.default_rng(cfg.seed)
@@ -267,7 +302,8 @@ def _adapt(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, c
             stop_if_asked()
             optimiser.zero_grad()
             picks = rng.choice(len(order), size=cfg.crops_per_step, p=weights / weights.sum())
-            losses = [_crop_loss(unet, order[k], frames, rng, cfg) for k in picks]
+            windows = [(order[k], *_crop_window(order[k], rng, cfg.crop, align)) for k in picks]
+            losses = [_crop_loss(unet, f, frames, ys, xs, cfg) for f, ys, xs in windows]
             loss = torch.stack(losses).mean()
             data_loss = float(loss.detach())
             if cfg.l2sp > 0:
@@ -323,13 +359,10 @@ def _features_crop(features: TrunkFeatures, ys: slice, xs: slice, stem: tuple[in
                          cut(features.pooled_input, sy, sx))  # fmt: skip
 
 
-def _crop_loss(unet: CompactUNet3D, frame: _Frame, frames: dict[int, _Frame],
-               rng: np.random.Generator, cfg: AdaptConfig) -> Tensor:
-    """The voxel losses of one crop of ``frame`` and the triplet loss of its cells with their
-    approved successors in the next frame (same crop of that frame's features)."""
-    ucfg = unet.config
-    align = (ucfg.stem[1] * ucfg.pooling[1], ucfg.stem[2] * ucfg.pooling[2])
-    ys, xs = _crop_window(frame, rng, cfg.crop, align)
+def _crop_loss(unet: CompactUNet3D, frame: _Frame, frames: dict[int, _Frame], ys: slice,
+               xs: slice, cfg: AdaptConfig) -> Tensor:
+    """The voxel losses of the crop ``ys, xs`` of ``frame`` and the triplet loss of its cells
+    with their approved successors in the next frame (same crop of that frame's features)."""
     out = _heads(unet, frame, ys, xs, cfg)
     device = out.seg.device
     tg = frame.targets
