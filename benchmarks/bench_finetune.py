@@ -54,6 +54,7 @@ from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.review import LINK, ReviewConfig, ReviewQueue
+from napari_cellect.track.matching import match_nodes
 from napari_cellect.track.relink import relink
 from napari_cellect.train.finetune import FinetuneConfig, finetune
 

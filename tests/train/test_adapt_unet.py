@@ -191,3 +191,17 @@ def test_redetection_touches_only_unapproved_frames_and_keeps_approved_links(mon
         if graph["approved"][graph.index_of([child])[0]]:
             assert new.parent_of(child) == parent
     assert len(out.detections) == 6 and len(out.detections[0]) == 0
+
+
+def test_a_frame_whose_every_detection_was_reviewed_counts_as_a_whole():
+    cs = three_nodes()
+    cs.nodes["approved"][:] = True  # C reviewed too
+    dets = Detections(0, np.array([[8.0, 20.0, 21.0], [8.0, 44.0, 44.0], [8.0, 20.0, 34.0]]),
+                      np.zeros((3, 4), np.float32), np.full(3, 5.0, np.float32),
+                      np.zeros((3, 2), np.float32), np.ones(3, np.float32))
+    whole = crop_targets(correction_annotation(cs, [dets]), 0, (0, 0, 0), (16, 64, 64))
+    assert whole.valid.all() and whole.seg[8, 60, 2] == 0
+    stray = Detections.concat([dets, dets.subset([0])])
+    stray.positions[-1] = [8.0, 60.0, 60.0]  # a detection nobody looked at
+    partial = crop_targets(correction_annotation(cs, [stray]), 0, (0, 0, 0), (16, 64, 64))
+    assert not partial.valid[8, 60, 2]

@@ -12,7 +12,9 @@ So the targets are drawn around what was reviewed and every other voxel is ignor
 - **reviewed region** of a frame: a shell of ``context_radii`` radii around each positive and the
   negatives; the voxels outside it, and those of nodes nobody reviewed (unapproved neighbours
   the corrections store), are ignored by the voxel losses, so they are not taught as
-  background;
+  background. A frame whose every detection a person either kept as a reviewed cell or deleted
+  (and that holds no unreviewed node) was reviewed as a whole: all of it counts, so the
+  background far from the cells is taught too;
 - **divisions**: channel 0 (this frame-t cell divides before t+1) is known on the reviewed
   background and on the cells whose fate a person gave (an approved child, or a division label):
   1 for a mother with two approved children or one marked dividing, else 0. Channel 1 (a newborn
@@ -79,6 +81,8 @@ class CorrectionAnnotation:
     """Deleted detections: ``t`` (M,), ``positions`` (M, 3), ``radius`` (M,)."""
     unknown: dict[str, np.ndarray]
     """Nodes nobody reviewed near the corrections: ``t``, ``positions``, ``radius``."""
+    complete: frozenset[int]
+    """Frames reviewed as a whole (every voxel counts)."""
     z_ratio: float
     config: ReviewConfig
 
@@ -140,14 +144,37 @@ def correction_annotation(
     unknown_rows = np.flatnonzero(~positive)
     gone_radius = _filled_radius(removed["radius"], removed["t"], table_xyz(removed), detections,
                                  z_ratio, cfg.fallback_radius)  # fmt: skip
+    complete = _complete_frames(index, removed["t"], table_xyz(removed), gone_radius,
+                                nodes["t"][unknown_rows], detections, z_ratio)  # fmt: skip
     return CorrectionAnnotation(
         index=index, fate_known=fate_known, divides=divides, incoming_known=incoming_known,
         negatives={"t": removed["t"].astype(np.int64), "positions": table_xyz(removed),
                    "radius": gone_radius},
         unknown={"t": nodes["t"][unknown_rows], "positions": table_xyz(nodes)[unknown_rows],
                  "radius": radius[unknown_rows]},
-        z_ratio=z_ratio, config=cfg,
+        complete=complete, z_ratio=z_ratio, config=cfg,
     )  # fmt: skip
+
+
+def _complete_frames(index: AnnotationIndex, gone_t: np.ndarray, gone_positions: np.ndarray,
+                    gone_radius: np.ndarray, unknown_t: np.ndarray,
+                    detections: list[Detections] | None, z_ratio: float) -> frozenset[int]:
+    """Frames with detections, every one of them within a radius of a reviewed cell or a
+    deleted detection, and no unreviewed node."""
+    scale = np.array([z_ratio, 1.0, 1.0])
+    out = set()
+    for dets in detections or []:
+        t = int(dets.t)
+        rows = index.rows_in_frame(t)
+        gone = gone_t == t
+        if len(dets) == 0 or np.any(unknown_t == t) or len(rows) + int(gone.sum()) == 0:
+            continue
+        points = np.concatenate([index.positions[rows], gone_positions[gone]]) * scale
+        reach = np.concatenate([index.radius[rows], gone_radius[gone]]).astype(np.float64)
+        dist, nearest = cKDTree(points).query(dets.positions * scale)
+        if np.all(dist <= reach[nearest]):
+            out.add(t)
+    return frozenset(out)
 
 
 def _filled_radius(radius: np.ndarray, t: np.ndarray, positions: np.ndarray,
@@ -222,6 +249,7 @@ def crop_targets(
     render = render_cells(cells.positions, cells.radius, shape, z, index.config)
     owned = render.owner >= 0
     region = owned | _balls(annotation, t, origin, shape, cfg.context_radii)
+    region |= t in annotation.complete
     region |= _table_balls(annotation.negatives, t, origin, shape, z, cfg.negative_radii)
     region &= owned | ~_table_balls(annotation.unknown, t, origin, shape, z, 1.0)
     if inside is not None:
@@ -233,6 +261,7 @@ def crop_targets(
     render_next = render_cells(nxt[0].positions, nxt[0].radius, shape, z, index.config)
     owned_next = render_next.owner >= 0
     region_next = owned_next | _balls(annotation, t + 1, origin, shape, cfg.context_radii)
+    region_next |= (t + 1) in annotation.complete
     region_next &= owned_next | ~_table_balls(annotation.unknown, t + 1, origin, shape, z, 1.0)
     if inside is not None:
         region_next &= image

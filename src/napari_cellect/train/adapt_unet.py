@@ -72,7 +72,7 @@ HEAD_MODULES = ("heads", "embed", "cen_out")
 class AdaptConfig:
     """How the detector is adapted (see the module docstring)."""
 
-    steps: int = 40
+    steps: int = 30
     """Adam steps."""
     crops_per_step: int = 2
     """Crops around corrections per step."""
