@@ -205,3 +205,43 @@ def test_a_frame_whose_every_detection_was_reviewed_counts_as_a_whole():
     stray.positions[-1] = [8.0, 60.0, 60.0]  # a detection nobody looked at
     partial = crop_targets(correction_annotation(cs, [stray]), 0, (0, 0, 0), (16, 64, 64))
     assert not partial.valid[8, 60, 2]
+
+
+def test_cli_finetune_adapts_the_detector(tmp_path, sequence, capsys):
+    import tifffile
+
+    from napari_cellect.cli import main
+    from napari_cellect.data.export import write_csv
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for t, frame in enumerate(np.asarray(sequence.images)):
+        tifffile.imwrite(images / f"t{t:03d}.tif", frame.astype(np.uint16))
+    graph = sequence.graph.copy()
+    graph.set_values("approved", graph.ids, graph["t"] <= 2)
+    tracks = tmp_path / "corrected.csv"
+    write_csv(graph, tracks)
+    common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
+              "--z-ratio", str(Z_RATIO), "--epochs", "2", "--adapt-detector",
+              "--adapt-steps", "2", "--device", "cpu"]  # fmt: skip
+    assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "adapted the detector on frames 0, 1, 2" in out and "fine-tuned on" in out
+    tuned = ModelBundle.load(tmp_path / "tuned.pt")
+    events = [e["event"] for e in tuned.metadata.history]
+    assert events[-2:] == ["adapt_detector", "finetune"]
+    base = ModelBundle.load_default()
+    assert not torch.equal(tuned.unet.state_dict()["heads.weight"],
+                           base.unet.state_dict()["heads.weight"])
+    assert main([*common, "-o", str(tmp_path / "no.pt"), "--cell-radius", "6"]) == 2
+    assert "--adapt-detector works on the frames as they are" in capsys.readouterr().err
+
+
+def test_detection_counts_of_a_bundle_on_reviewed_frames(sequence, corrections):
+    from napari_cellect.train.adapt_unet import detection_counts
+
+    base = ModelBundle.load_default()
+    counts = detection_counts(base, corrections, sequence.images, [1, 2], device="cpu")
+    reviewed = int(np.count_nonzero(np.isin(sequence.graph["t"], [1, 2])))
+    assert counts.tp + counts.fn == reviewed
+    assert 0.0 <= counts.f1 <= 1.0 and counts.tp > 0

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from napari_cellect.errors import Cancelled, InputError
@@ -40,6 +41,7 @@ from napari_cellect.model.unet import CompactUNet3D, TrunkFeatures, UNetOutput
 from napari_cellect.progress import OnStep, Progress, run_to_end
 from napari_cellect.track.correction_set import CorrectionSet
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.train.adapt_targets import (
     CorrectionAnnotation,
     CropTargets,
@@ -263,6 +265,60 @@ def correction_loss(bundle: ModelBundle, corrections: CorrectionSet, images: Any
         losses = [float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]),
                                    cfg)) for f in frames.values()]  # fmt: skip
     return float(np.mean(losses))
+
+
+def detection_counts(
+    bundle: ModelBundle,
+    corrections: CorrectionSet,
+    images: Any,
+    frames: Sequence[int],
+    *,
+    detections: Sequence[Detections] | None = None,
+    device: str = "auto",
+    config: AdaptConfig | None = None,
+) -> DetectionCounts:
+    """How well ``bundle`` detects the reviewed cells of ``frames`` (say the corrected frames a
+    guard held back): the frames are predicted and merged as tracking does, then matched to the
+    reviewed cells (:func:`~napari_cellect.track.matching.match_detections`). True positives
+    are matched reviewed cells, false negatives missed ones, false positives detections that
+    match none and lie where a person looked (a frame reviewed whole, the shell around a
+    reviewed cell, a deleted detection). ``detections``: the tracking run's raw ones, which
+    tell whole reviewed frames (as in training)."""
+    from napari_cellect.pipeline import iter_detect
+
+    cfg = config or AdaptConfig()
+    annotation = correction_annotation(corrections, list(detections or []), cfg.review)
+    z = annotation.z_ratio
+    merged: dict[int, Detections] = {}
+    for step in iter_detect(images, bundle, z_ratio=z, device=device, frames=list(frames)):
+        merged[step.detections.t] = step.detections
+    index = annotation.index
+    total = DetectionCounts()
+    for t, dets in merged.items():
+        rows = index.rows_in_frame(t)
+        matching = match_detections(dets.positions, index.positions[rows], index.radius[rows], z)
+        tp = matching.n_matched
+        stray = dets.positions[matching.primary < 0]
+        if t not in annotation.complete and len(stray):
+            stray = stray[_looked_at(annotation, t, stray)]
+        total = total + DetectionCounts(tp, len(stray), len(rows) - tp)
+    return total
+
+
+def _looked_at(annotation: CorrectionAnnotation, t: int, points: np.ndarray) -> np.ndarray:
+    """(N,) bool: points within the reviewed shell of a cell or a deleted detection of ``t``."""
+    cfg = annotation.config
+    index, gone = annotation.index, annotation.negatives
+    rows = index.rows_in_frame(t)
+    at = gone["t"] == t
+    centres = np.concatenate([index.positions[rows], gone["positions"][at]])
+    reach = np.concatenate([index.radius[rows] * cfg.context_radii,
+                            gone["radius"][at] * cfg.negative_radii]).astype(np.float64)
+    if len(centres) == 0:
+        return np.zeros(len(points), bool)
+    scale = np.array([annotation.z_ratio, 1.0, 1.0])
+    dist, nearest = cKDTree(centres * scale).query(points * scale)
+    return dist <= reach[nearest]
 
 
 # ----------------------------------------------------------------------------- training
