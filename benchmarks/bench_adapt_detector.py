@@ -49,7 +49,7 @@ from napari_cellect.track.corrections import (  # noqa: E402
 from napari_cellect.track.matching import match_nodes  # noqa: E402
 from napari_cellect.track.relink import relink_keeping_work  # noqa: E402
 from napari_cellect.train.adapt_unet import AdaptConfig, adapt_detector  # noqa: E402
-from napari_cellect.train.finetune import FinetuneConfig, finetune  # noqa: E402
+from napari_cellect.train.finetune import finetune  # noqa: E402
 
 CORRECTED_FRACTION = 0.2
 MAX_SECONDS = 120.0
