@@ -163,7 +163,7 @@ def _init(args: argparse.Namespace) -> int:
     train, val = _sources(data, 0, args.workers)
     args.state.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(train, val, config, checkpoint=args.state, init=default)
-    trainer.save_checkpoint()
+    trainer.checkpoints.save(trainer.loop)
     _write_json(args.state.with_suffix(".json"), {"data": data, "runs": []})
     print(f"new training state {args.state} from the bundled default model "
           f"({args.state.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
@@ -192,10 +192,10 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(train, val, with_config, checkpoint=args.state, resume=args.state,
                           progress=progress)  # fmt: skip
         if stop is None:
-            first_step = trainer.step
-            stop = ChunkStop(lambda: trainer.step, trainer.config.steps_per_epoch,
+            first_step = trainer.loop.step
+            stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch,
                              max_steps=args.steps, minutes=args.minutes)  # fmt: skip
-        stop.step = lambda: trainer.step  # noqa: B023 (this round's trainer)
+        stop.step = lambda: trainer.loop.step  # noqa: B023 (this round's trainer)
         end_of_round = (done // data["round_chunks"] + 1) * data["round_chunks"]
         stop.until = end_of_round * trainer.config.steps_per_epoch
         with stop_on_interrupt(stop):

@@ -40,7 +40,7 @@ def _config() -> TrainConfig:
 def _train(sources, path, steps, resume):
     train, val = sources
     trainer = Trainer(train, val, _config(), checkpoint=path, resume=path if resume else None)
-    stop = ChunkStop(lambda: trainer.step, trainer.config.steps_per_epoch, max_steps=steps)
+    stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch, max_steps=steps)
     reason = run_chunks(trainer, stop)
     return trainer, reason
 
@@ -53,7 +53,7 @@ def _weights(path):
 def test_resumed_chunks_give_the_weights_of_one_run(sources, tmp_path):
     straight, split = tmp_path / "straight.ckpt", tmp_path / "split.ckpt"
     trainer, reason = _train(sources, straight, 6, resume=False)
-    assert reason == "6 steps done" and trainer.step == 6
+    assert reason == "6 steps done" and trainer.loop.step == 6
     _train(sources, split, 2, resume=False)
     assert load_checkpoint(split)["step"] == 2
     _train(sources, split, 3, resume=True)  # rounds up to whole chunks: 4 more steps
@@ -69,7 +69,7 @@ def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_
     train, val = sources
     path = tmp_path / "run.ckpt"
     trainer = Trainer(train, val, _config(), checkpoint=path)
-    stop = ChunkStop(lambda: trainer.step, 2)
+    stop = ChunkStop(lambda: trainer.loop.step, 2)
     steps = []
 
     def progress(p):
@@ -84,7 +84,7 @@ def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_
     assert steps == [1, 2] and load_checkpoint(path)["step"] == 2
 
     trainer = Trainer(train, val, _config(), checkpoint=path, resume=path)
-    stop = ChunkStop(lambda: trainer.step, 2)
+    stop = ChunkStop(lambda: trainer.loop.step, 2)
 
     def twice(p):
         if p.phase == "train":
@@ -94,7 +94,7 @@ def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_
     trainer.progress = twice
     with stop_on_interrupt(stop):
         assert run_chunks(trainer, stop) == "stopped at once"
-    assert trainer.step == 4 - 1  # stopped before the chunk ended; the checkpoint keeps step 2
+    assert trainer.loop.step == 4 - 1  # stopped before the chunk ended; the checkpoint keeps step 2
     assert load_checkpoint(path)["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -102,6 +102,6 @@ def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_
 def test_a_deadline_ends_at_a_chunk_boundary(sources, tmp_path):
     train, val = sources
     trainer = Trainer(train, val, _config(), checkpoint=tmp_path / "run.ckpt")
-    stop = ChunkStop(lambda: trainer.step, 2, minutes=0.0)
+    stop = ChunkStop(lambda: trainer.loop.step, 2, minutes=0.0)
     assert run_chunks(trainer, stop) == "time is up"
-    assert trainer.step == 2
+    assert trainer.loop.step == 2

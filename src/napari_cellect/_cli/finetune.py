@@ -28,9 +28,9 @@ from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.progress import Step, run_to_end
+from napari_cellect.train.adapt_unet import AdaptConfig
 from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
 from napari_cellect.train.finetune_guard import FinetunePlan, iter_guarded_finetune
-
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
              "its detection cache is found and uncached frames are resized the same way "
              "(default: none, the images as they are)")
     add("--device", default="auto", metavar="DEVICE",
-        help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")
+        help="device for predicting uncached frames (and adapting the detector): auto, cpu, "
+             "cuda or mps (default: auto)")
+    add("--adapt-detector", action="store_true",
+        help="adapt the U-Net's heads to the corrections first (added cells, deleted "
+             "detections, divisions, approved links), then fine-tune the scorers on the "
+             "corrected frames detected again with it; the tracks need `cellect track` again "
+             "with the new model")
+    add("--adapt-steps", type=positive_int, default=AdaptConfig().steps, metavar="N",
+        help=f"training steps of --adapt-detector (default: {AdaptConfig().steps})")
     parser.set_defaults(run=run)
 
 
@@ -126,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
                                     args.tile, args.cell_radius)  # fmt: skip
+    if args.adapt_detector:
+        bundle, detections = _adapt_detector(args, bundle, corrections, sequence, detections,
+                                             wanted, z_ratio)  # fmt: skip
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, guard=not args.no_guard)
     steps = iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
                                   config=config, source=str(args.tracks))  # fmt: skip
@@ -164,6 +175,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _adapt_detector(args: argparse.Namespace, bundle: Any, corrections: Any, sequence: Any,
+                    detections: list[Any], frames: list[int], z_ratio: float
+                    ) -> tuple[Any, list[Any]]:
+    """The bundle with its U-Net adapted to the corrections, and the corrected frames detected
+    again with it (not cached: the tracking run's cache stays that of its model)."""
+    from napari_cellect.pipeline import iter_detect
+    from napari_cellect.progress import run_to_end
+    from napari_cellect.train.adapt_unet import STAGE_TRAIN, adapt_detector
+
+    if args.cell_radius is not None:
+        raise InputError("--adapt-detector works on the frames as they are; it cannot be "
+                         "combined with --cell-radius")  # fmt: skip
+    config = AdaptConfig(steps=args.adapt_steps, device=args.device)
+    with tqdm(total=config.steps, desc="adapt detector", unit="step") as bar:
+        adapted = adapt_detector(
+            bundle, corrections, sequence.data, detections, config=config,
+            progress=lambda step: bar.update(1) if step.stage == STAGE_TRAIN else None,
+        )  # fmt: skip
+    event = adapted.metadata.history[-1]
+    print(f"adapted the detector on frames {event['frames']} ({event['positives']} cells, "
+          f"{event['negatives']} deleted detections) in {event['seconds']:g} s")
+    with tqdm(total=len(frames), desc="detections (adapted)", unit="frame") as bar:
+        steps = iter_detect(sequence, adapted, z_ratio=z_ratio, device=args.device,
+                            tile=args.tile, frames=frames)
+        detections = run_to_end(steps, lambda _step: bar.update(1))
+    return adapted, detections
 
 
 def _frames_to_load(frames: np.ndarray, n_frames: int, tracks: Path) -> list[int]:

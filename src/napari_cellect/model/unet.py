@@ -355,6 +355,10 @@ class CompactUNet(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Decoder outputs, coarsest first; the last one is at the input resolution."""
+        return self.decode(self.encode(x))
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Encoder outputs, finest first (the skips; the last one is the bottleneck)."""
         skips = []
         out = x
         for level, block in enumerate(self.enc):
@@ -362,11 +366,33 @@ class CompactUNet(nn.Module):
                 out = self.down[level - 1](out)
             out = block(out)
             skips.append(out)
+        return skips
+
+    def decode(self, skips: list[Tensor]) -> list[Tensor]:
+        """Decoder outputs of :meth:`encode`'s, coarsest first."""
+        out = skips[-1]
         decoded = [out]
         for up, block, skip in zip(self.up, self.dec, reversed(skips[:-1])):
             out = block(up(out) + skip)
             decoded.append(out)
         return decoded
+
+    def last_block(self, coarser: Tensor, skip: Tensor) -> Tensor:
+        """The finest decoder level again, from the level above it and the finest skip."""
+        return self.dec[-1](self.up[-1](coarser) + skip)
+
+
+class TrunkFeatures(NamedTuple):
+    """The compact trunk's outputs that its heads read (at the stem's resolution)."""
+
+    fine: Tensor
+    """(B, W, z, y, x) finest decoder level."""
+    coarse: Tensor | None
+    """(B, 2W, z, y/p, x/p) the level above it (None for a one-level U-Net)."""
+    skip: Tensor
+    """(B, W, z, y, x) finest encoder level (the last decoder block's skip)."""
+    pooled_input: Tensor
+    """(B, 2, z, y, x) the input averaged to the stem's resolution (the CEN reads it)."""
 
 
 class CompactUNet3D(UNet3D):
@@ -394,31 +420,62 @@ class CompactUNet3D(UNet3D):
     def embedding_stride(self) -> tuple[int, int, int]:
         return tuple(self.config.stem)  # type: ignore[return-value]
 
+    def embedding_from(self, features: TrunkFeatures, *, redo_last_block: bool = False
+                       ) -> Tensor:
+        """The embedding alone, on its coarse grid (:attr:`embedding_stride`)."""
+        return self._embedding(self._fine(features, redo_last_block), features.coarse)
+
+    def _fine(self, features: TrunkFeatures, redo_last_block: bool) -> Tensor:
+        if not redo_last_block:
+            return features.fine
+        if features.coarse is None:
+            raise InputError("redo_last_block needs a U-Net of depth > 1")
+        return self.trunk.last_block(features.coarse, features.skip)
+
+    def _embedding(self, fine: Tensor, coarse: Tensor | None) -> Tensor:
+        """The embedding sees the two finest decoder levels (more context than the finest)."""
+        if coarse is None:
+            return self.embed(fine)
+        coarse = F.interpolate(coarse, size=fine.shape[2:], mode="nearest")
+        return self.embed(torch.cat([fine, coarse], dim=1))
+
     def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
+        return self.heads_from(self.trunk_features(x), coarse_embedding=coarse_embedding)
+
+    def trunk_features(self, x: Tensor) -> TrunkFeatures:
+        """What the heads read (:meth:`heads_from`): detector adaptation computes it once per
+        frame and trains the heads (and the last decoder block) on it."""
         cfg = self.config
-        low = space_to_depth(x, cfg.stem)
-        decoded = self.trunk(low)
-        fine = decoded[-1]
+        skips = self.trunk.encode(space_to_depth(x, cfg.stem))
+        decoded = self.trunk.decode(skips)
+        pooled_input = F.avg_pool3d(x, cfg.stem, cfg.stem) if cfg.stem != (1, 1, 1) else x
+        return TrunkFeatures(decoded[-1], decoded[-2] if cfg.depth > 1 else None, skips[0],
+                             pooled_input)
+
+    def heads_from(self, features: TrunkFeatures, *, coarse_embedding: bool = False,
+                   redo_last_block: bool = False, cen_grad: bool = True) -> UNetOutput:
+        """The five heads from :meth:`trunk_features`; with ``redo_last_block`` the finest
+        decoder level is computed again from the level above it (so it can be trained); with
+        ``cen_grad`` False the centre-refinement network runs without gradients (its output
+        still follows the segmentation logits)."""
+        cfg = self.config
+        fine = self._fine(features, redo_last_block)
         heads = self.heads(fine)
         seg = heads[:, :SEG_CLASSES]
         division = heads[:, SEG_CLASSES : SEG_CLASSES + DIVISION_CHANNELS]
         radius = heads[:, SEG_CLASSES + DIVISION_CHANNELS : SEG_CLASSES + DIVISION_CHANNELS + 1]
         centre_trunk = heads[:, SEG_CLASSES + DIVISION_CHANNELS + 1 :]
 
-        pooled_input = F.avg_pool3d(x, cfg.stem, cfg.stem) if cfg.stem != (1, 1, 1) else x
-        cen_in = torch.cat([seg, torch.softmax(seg, dim=1), pooled_input], dim=1)
-        centre = centre_trunk + self.cen_out(self.cen(cen_in)[-1])
-
-        if cfg.depth > 1:
-            coarse = F.interpolate(decoded[-2], size=fine.shape[2:], mode="nearest")
-            embedding = self.embed(torch.cat([fine, coarse], dim=1))
-        else:
-            embedding = self.embed(fine)
+        cen_in = torch.cat([seg, torch.softmax(seg, dim=1), features.pooled_input], dim=1)
+        with torch.set_grad_enabled(cen_grad and torch.is_grad_enabled()):
+            cen = self.cen(cen_in)[-1]
+        centre = centre_trunk + self.cen_out(cen)
+        embedding = self._embedding(fine, features.coarse)
 
         radius = F.softplus(radius) if cfg.radius_activation == "softplus" else F.relu(radius)
         small = torch.cat([seg, centre, division, radius], dim=1)
         if cfg.stem != (1, 1, 1):
-            size = x.shape[2:]
+            size = tuple(n * f for n, f in zip(fine.shape[2:], cfg.stem))
             small = F.interpolate(small, size=size, mode="trilinear", align_corners=False)
             if not coarse_embedding:
                 embedding = F.interpolate(embedding, size=size, mode="nearest")

@@ -1,5 +1,6 @@
 """The long steps of a session, as generators a worker thread (or :func:`~napari_cellect.
-progress.run_to_end`) runs: track, detect, fine-tune, re-link. No Qt here.
+progress.run_to_end`) runs: track, detect, fine-tune, re-link, re-detect with an adapted U-Net
+and re-link. No Qt here.
 
 Each job is cancelled through a ``should_stop`` callable; a cancelled job returns None (the core
 raises :class:`~napari_cellect.errors.Cancelled`, which is not an error to report). Nothing here
@@ -24,11 +25,11 @@ import numpy as np
 from napari_cellect.errors import Cancelled
 from napari_cellect.progress import Progress, Step
 from napari_cellect.session.graph_replace import replace_command
+from napari_cellect.track.detections import Detections
 
 if TYPE_CHECKING:
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.track.corrections import CorrectionSet
-    from napari_cellect.track.detections import Detections
     from napari_cellect.track.edits import Compound
     from napari_cellect.track.graph import TrackGraph
     from napari_cellect.train.finetune import FinetuneConfig
@@ -285,3 +286,69 @@ def relink_job(
     description = f"re-link with {bundle.metadata.name} ({n} link{'' if n == 1 else 's'} changed)"
     return RelinkOutput(out.graph, out.changed, out.removed,
                         replace_command(graph, out.graph, description), bundle)
+
+
+# ------------------------------------------------------------- re-detection after adaptation
+
+
+def frames_to_redetect(graph: TrackGraph, n_frames: int) -> list[int]:
+    """The frames a new U-Net must predict again: every frame a person did not approve as a
+    whole (some node of it unapproved, or no node at all), and the frames next to one, whose
+    links to it are solved again and need embeddings of the same network."""
+    t = np.asarray(graph["t"], np.int64)
+    inside = (t >= 0) & (t < n_frames)
+    nodes = np.bincount(t[inside], minlength=n_frames)
+    approved = np.bincount(t[inside], weights=graph["approved"][inside], minlength=n_frames)
+    open_ = (nodes == 0) | (approved < nodes)
+    near = open_.copy()
+    near[1:] |= open_[:-1]
+    near[:-1] |= open_[1:]
+    return np.flatnonzero(near).tolist()
+
+
+@dataclass(frozen=True)
+class RedetectOutput:
+    """A re-detection with a new U-Net and the re-link that follows it."""
+
+    detections: list[Detections]
+    """Raw detections of every frame: new where predicted again, the old ones elsewhere."""
+    frames: list[int]
+    """The frames predicted again."""
+    relink: RelinkOutput
+
+
+def redetect_relink_job(
+    images: Any,
+    model: ModelBundle,
+    graph: TrackGraph,
+    detections: Sequence[Detections] | None,
+    *,
+    z_ratio: float,
+    corrections: CorrectionSet | None,
+    device: str,
+    should_stop: Callable[[], bool],
+    cell_radius: float | None = None,
+) -> Generator[Step, None, RedetectOutput | None]:
+    """Predict again with ``model`` only the frames :func:`frames_to_redetect` names, keep the
+    old detections of the others (approved frames; none there when ``detections`` is None:
+    re-linking then keeps their approved nodes as they are), and re-link ``graph`` (a snapshot)
+    keeping every approved link (:func:`relink_job`). None when cancelled; nothing is changed."""
+    from napari_cellect.pipeline import iter_detect
+
+    n_frames = int(images.shape[0])
+    frames = frames_to_redetect(graph, n_frames)
+    try:
+        new = yield from iter_detect(images, model, z_ratio=z_ratio, device=device, frames=frames,
+                                     cell_radius=cell_radius, should_stop=should_stop)
+    except Cancelled:
+        logger.info("re-detection cancelled; the tracks are unchanged")
+        return None
+    dim = model.unet_config.embedding_dim
+    old = {d.t: d for d in detections or []}
+    by_frame = {**old, **{d.t: d for d in new}}
+    merged = [by_frame.get(t) or Detections.empty(t, dim) for t in range(n_frames)]
+    relinked = yield from relink_job(merged, model, None, graph, z_ratio=z_ratio,
+                                     corrections=corrections, should_stop=should_stop)
+    if relinked is None:
+        return None
+    return RedetectOutput(merged, frames, relinked)

@@ -3,7 +3,9 @@
 The session owns the interactive loop: track (:meth:`TrackingSession.from_tracking` on the
 result of :func:`~napari_cellect.session.jobs.tracking_job`), edit with undo (``history``),
 collect corrections (:meth:`~TrackingSession.corrections`), fine-tune
-(:meth:`~TrackingSession.iter_finetune`), re-link keeping approved work
+(:meth:`~TrackingSession.iter_finetune`), adapt the detector
+(:meth:`~TrackingSession.iter_adapt_detector`) and predict again the frames nobody approved
+(:meth:`~TrackingSession.iter_redetect_relink`), re-link keeping approved work
 (:meth:`~TrackingSession.iter_relink`) and export (:meth:`~TrackingSession.export`). The
 widgets, ``cellect finetune`` and ``cellect track --keep-approved`` all go through it; the
 per-viewer controller binds it to layers. It imports neither Qt nor napari.
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_cellect.errors import CellectError, InputError
+from napari_cellect.errors import Cancelled, CellectError, InputError
 from napari_cellect.progress import Step
 from napari_cellect.session.corrections_store import load_stored, needs_file, newer_wins
 from napari_cellect.session.geometry import Geometry
@@ -49,8 +51,14 @@ from napari_cellect.track.journal import Journal, journal_folder_for, restore
 
 if TYPE_CHECKING:
     from napari_cellect.model.bundle import ModelBundle
-    from napari_cellect.session.jobs import DetectOutput, RelinkOutput, TrackingOutput
+    from napari_cellect.session.jobs import (
+        DetectOutput,
+        RedetectOutput,
+        RelinkOutput,
+        TrackingOutput,
+    )
     from napari_cellect.track.detections import Detections
+    from napari_cellect.train.adapt_unet import AdaptConfig
     from napari_cellect.train.finetune import FinetuneConfig
     from napari_cellect.train.finetune_guard import FinetuneResult
 
@@ -388,6 +396,54 @@ class TrackingSession:
                 "this session's detections (it was trained or tuned on other images): detect "
                 "the cells again with it, or choose the model the tracks were made with. "
                 "Nothing was changed")
+
+    def iter_adapt_detector(
+        self, images: Any, config: AdaptConfig | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Generator[Step, None, ModelBundle | None]:  # fmt: skip
+        """Adapt the model's U-Net to this session's corrections on ``images`` (the images the
+        tracks belong to); makes the adapted model the session's and returns it (None:
+        cancelled; the model in use is then unchanged). Follow it with
+        :meth:`iter_redetect_relink` (and scorer fine-tuning in between, if wanted)."""
+        from napari_cellect.session.jobs import load_model
+        from napari_cellect.train.adapt_unet import adapt_detector_part
+
+        if self.cell_radius is not None:
+            raise InputError(
+                f"these tracks were detected with the frames resized for a nucleus radius of "
+                f"{self.cell_radius:g} px; the detector can only be adapted on frames as they "
+                "are: track again without a nucleus radius first"
+            )
+        corrections = self.prepare_finetune()
+        base = load_model(self.model, self.model_path)
+        try:
+            adapted = yield from adapt_detector_part(base, corrections, images, self.detections,
+                                                     should_stop, config)  # fmt: skip
+        except Cancelled:
+            logger.info("detector adaptation cancelled; the model in use is unchanged")
+            return None
+        self.use_tuned_model(adapted)
+        return adapted
+
+    def iter_redetect_relink(
+        self, images: Any, device: str = "auto", should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[Step, None, RedetectOutput | None]:
+        """Predict again, with the session's (adapted) model, only the frames nobody approved
+        and their neighbours (:func:`~napari_cellect.session.jobs.frames_to_redetect`), then
+        re-link keeping every approved link; applies the result as one undoable edit and keeps
+        the new detections. None: cancelled, nothing changed."""
+        from napari_cellect.session.jobs import load_model, redetect_relink_job
+
+        model = load_model(self.model, self.model_path)
+        output = yield from redetect_relink_job(
+            images, model, self.graph.copy(), self.detections, z_ratio=self.anisotropy,
+            corrections=self.corrections(), device=device, should_stop=should_stop,
+            cell_radius=self.cell_radius,
+        )  # fmt: skip
+        if output is not None:
+            self.detections = output.detections
+            self.apply_relink(output.relink)
+        return output
 
     def relink_job(self, should_stop: Callable[[], bool] = lambda: False
                    ) -> Generator[Step, None, RelinkOutput | None]:
