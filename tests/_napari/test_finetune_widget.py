@@ -22,9 +22,9 @@ from napari_cellect._napari._changed_links import LINK_ROLE
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._finetune_widget import NO_DETECTIONS, FinetuneState, FinetuneWidget
 from napari_cellect._napari._layer_data import PointsStyle
+from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.session import Geometry, TrackingSession
 from napari_cellect.session.graph_replace import replace_command
-from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import TrackGraph
@@ -117,7 +117,7 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     viewer.window.add_dock_widget(widget)
     assert not widget.detect_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
 
-    approved, broken = correct(controller, graph)
+    approved, _broken = correct(controller, graph)
     old_parents = {c: graph.parent_of(c) for c in approved}
     widget.update_counts()
     assert "3 approved links, 1 broken link" in widget.counts_label.text()
@@ -391,7 +391,7 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
     from napari_cellect.model.bundle import ModelBundle
 
-    viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
+    _viewer, _embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
     assert widget.state is FinetuneState.NO_DETECTIONS
     assert "detect cells first" in widget.finetune_button.toolTip()

@@ -337,7 +337,7 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
                      pos=QPoint(round(point.x()), round(point.y())))
     assert controller.selection == (node,)
     assert viewer.dims.current_step[0] == 5
-    z, y, x = graph.positions(np.array([row]))[0]
+    _z, y, x = graph.positions(np.array([row]))[0]
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], (y, x))
     assert widget.canvas.selected_ids == (node,)
     # selecting in the viewer highlights in the tree

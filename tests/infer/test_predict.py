@@ -4,8 +4,6 @@ import logging
 from types import SimpleNamespace
 
 import numpy as np
-
-from napari_cellect.infer.tiling import TilingConfig
 import pytest
 import torch
 
@@ -18,6 +16,7 @@ from napari_cellect.infer.predict import (
     predict_sequence,
     resolve_model,
 )
+from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.track.detections import DetectionCache
 
 SHAPE = (6, 32, 32)

@@ -40,7 +40,7 @@ def test_owned_regions_partition_the_volume(shape, tile, overlap, multiple):
         assert t.shape == grid.tile_shape
         assert all(n % m == 0 for n, m in zip(t.shape, multiple))
         # every window lies inside the padded volume
-        assert all(0 <= s and s + n <= p for s, n, p in zip(t.start, t.shape, grid.padded_shape))
+        assert all(s >= 0 and s + n <= p for s, n, p in zip(t.start, t.shape, grid.padded_shape))
         # owned voxels stay overlap // 2 away from inner tile edges
         for axis in range(3):
             own, size = t.owned[axis], t.shape[axis]

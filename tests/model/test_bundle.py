@@ -78,7 +78,7 @@ def test_random_is_reproducible_and_leaves_the_global_rng_alone():
     b = ModelBundle.random("small", seed=7)
     assert torch.equal(torch.rand(3), expected)
     c = ModelBundle.random("small", seed=8)
-    for (name, pa), pb, pc in zip(
+    for (name, pa), pb, _pc in zip(
         a.unet.state_dict().items(), b.unet.state_dict().values(), c.unet.state_dict().values()
     ):
         assert torch.equal(pa, pb), name
@@ -187,7 +187,7 @@ def test_inconsistent_parts_are_rejected(small):
     with pytest.raises(ModelError, match="expects embeddings of length 16, the U-Net makes 64"):
         ModelBundle(small.unet, small.merge_scorer, wrong_dim)
     original = ModelBundle.random("cellect-original")
-    with pytest.raises(ModelError, match="thresholds.link.k is 7"):
+    with pytest.raises(ModelError, match=r"thresholds\.link\.k is 7"):
         ModelBundle(
             original.unet, original.merge_scorer, original.link_scorer,
             thresholds=cfg.TrackingConfig(link=cfg.LinkingConfig(k=7)),

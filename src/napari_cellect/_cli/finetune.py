@@ -24,7 +24,6 @@ from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune
 
-
 logger = logging.getLogger(__name__)
 
 #: Suffix of the default detection cache folder: `cellect track` keeps one beside its output

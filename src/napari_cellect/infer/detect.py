@@ -83,10 +83,7 @@ def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
 
     logits = centre.detach().float()
     top, lower = logits[-1], logits[:-1]
-    if mode == "softmax":
-        out = top - torch.logsumexp(lower, dim=0)
-    else:
-        out = top - lower.amax(dim=0)
+    out = top - (torch.logsumexp(lower, dim=0) if mode == "softmax" else lower.amax(dim=0))
     return out.cpu().numpy()
 
 

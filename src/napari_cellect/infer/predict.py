@@ -34,7 +34,6 @@ from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
 from napari_cellect.infer.detect import DetectionConfig, finalize_detections, find_detections
 from napari_cellect.infer.device import autocast_context, resolve_device
 from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
-from napari_cellect.progress import OnStep, Progress
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
@@ -55,6 +54,7 @@ from napari_cellect.infer.tiling import (
     predict_tiles,
     smaller_tiling,
 )
+from napari_cellect.progress import OnStep, Progress
 from napari_cellect.track.detections import (
     DetectionCache,
     Detections,

@@ -320,7 +320,7 @@ def read_torch_file(path: Path, what: str) -> Any:
             f"{path}: not {what}: the safe loader cannot read it; it is truncated or damaged, "
             "or a plain Python pickle rather than a torch.save file"
         ) from error
-    except Exception as error:  # noqa: BLE001 - torch raises anything from KeyError to EOFError
+    except Exception as error:
         detail = _first_line(error, limit=80) if str(error).strip() else "unexpected end of file"
         raise ModelError(
             f"{path}: not {what}, or the file is truncated or damaged "

@@ -216,7 +216,7 @@ class UNet3D(nn.Module):
     ``torch.inference_mode()``.
     """
 
-    def __new__(cls, config: UNetConfig | None = None) -> UNet3D:  # noqa: D102
+    def __new__(cls, config: UNetConfig | None = None) -> UNet3D:
         if cls is UNet3D:
             architecture = (config or unet_preset("small")).architecture
             cls = CompactUNet3D if architecture == "compact" else OriginalUNet3D

@@ -488,9 +488,9 @@ def _normalise_columns(
             if name == "approved":
                 values = np.asarray(values, dtype=np.float64)
                 values = np.nan_to_num(values, nan=0.0) != 0
-            elif np.issubdtype(dtype, np.integer) and values.dtype.kind == "f":
-                if np.any(~np.isfinite(values)) or np.any(values != np.round(values)):
-                    raise GraphError(f"column {name!r} must hold whole numbers")
+            elif (np.issubdtype(dtype, np.integer) and values.dtype.kind == "f"
+                  and (np.any(~np.isfinite(values)) or np.any(values != np.round(values)))):
+                raise GraphError(f"column {name!r} must hold whole numbers")
             out[name] = values.astype(dtype, copy=True)
         else:
             out[name] = np.full(n, DEFAULTS[name], dtype=dtype)

@@ -381,7 +381,7 @@ def _link_scores(
     cands: _Candidates, src: np.ndarray, dst: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``p_match`` and margin of each chosen link (NaN for links the scorer never saw)."""
-    n_a, k = cands.cand_idx.shape
+    n_a, _k = cands.cand_idx.shape
     if len(src) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     valid = cands.cand_idx >= 0

@@ -14,8 +14,8 @@ from napari_cellect.config import (
 )
 from napari_cellect.errors import InputError
 from napari_cellect.infer.tiling import TilingConfig
-from napari_cellect.train.data import AugmentConfig, SamplingConfig
 from napari_cellect.track.matching import MatchConfig
+from napari_cellect.train.data import AugmentConfig, SamplingConfig
 from napari_cellect.train.losses import LossConfig
 from napari_cellect.train.targets import TargetConfig
 

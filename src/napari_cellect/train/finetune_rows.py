@@ -46,8 +46,8 @@ from napari_cellect.model.scoring import ModelScorer
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.link import LinkingConfig
-from napari_cellect.track.merge import MergeConfig, merge_duplicates
 from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
+from napari_cellect.track.merge import MergeConfig, merge_duplicates
 from napari_cellect.track.relink import synthetic_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates, scaled
 from napari_cellect.train.finetune_config import FinetuneConfig
@@ -338,7 +338,7 @@ def build_training_data(
         if t in frames and t + 1 in frames:
             _link_rows(link_rows, frames[t], frames[t + 1], queries, labels, link_cfg.k, z_ratio,
                        bundle.link_scorer)  # fmt: skip
-    for t, frame in frames.items():
+    for frame in frames.values():
         _merge_rows(merge_rows, frame, labels, merge_cfg.k, z_ratio, bundle.merge_scorer)
     return TrainingData(
         link=link_rows,
