@@ -73,8 +73,8 @@ def matmul_peak(seconds: float = 2.0) -> float:
 
 
 def _bundle(model: str, weights: str | None):
-    from napari_cellect.infer.tiling import TilingConfig
     from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.settings.tiling import TilingConfig
 
     if model == "default":
         bundle = ModelBundle.load(weights) if weights else ModelBundle.load_default()

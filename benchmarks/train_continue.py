@@ -51,13 +51,9 @@ from napari_cellect.data.atomic import atomic_write
 from napari_cellect.data.synthetic import PRESETS, generate, sample_wide_config
 from napari_cellect.infer.device import resolve_device
 from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, TrainSource
-from napari_cellect.train.fit import (
-    TrainConfig,
-    Trainer,
-    TrainProgress,
-    load_checkpoint,
-)
+from napari_cellect.train.fit import Trainer, TrainProgress, load_checkpoint
 from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interrupt
 
 logger = logging.getLogger("train_continue")

@@ -29,7 +29,7 @@ from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import restore
-from napari_cellect.train.finetune import FinetuneConfig
+from napari_cellect.train.finetune_config import FinetuneConfig
 
 WAIT_MS = 60000
 #: a few short epochs: the flow is under test, not the optimiser

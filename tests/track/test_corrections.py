@@ -9,10 +9,10 @@ import pytest
 
 from napari_cellect.errors import CellectError, InputError
 from napari_cellect.track import edits
+from napari_cellect.track.correction_labels import CorrectionConfig
 from napari_cellect.track.corrections import (
     CORRECTIONS_NAME,
     ContradictoryCorrections,
-    CorrectionConfig,
     CorrectionSet,
     NotEnoughCorrections,
     build_corrections,

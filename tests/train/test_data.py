@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.normalize import NormalizationConfig, normalize_pair
+from napari_cellect.infer.normalize import normalize_pair
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.train.data import (
     AugmentConfig,

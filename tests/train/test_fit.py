@@ -10,16 +10,12 @@ import torch
 
 from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.errors import Cancelled, InputError, ModelError
-from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.train.batch_losses import _BatchReader
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, collate
-from napari_cellect.train.fit import (
-    TrainConfig,
-    Trainer,
-    fit,
-    load_checkpoint,
-)
+from napari_cellect.train.fit import Trainer, fit, load_checkpoint
 from napari_cellect.train.losses import LossConfig
 
 

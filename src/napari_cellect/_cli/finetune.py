@@ -22,7 +22,8 @@ from tqdm import tqdm
 from napari_cellect._cli._types import positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
-from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress, finetune
+from napari_cellect.train.finetune import FinetuneProgress, finetune
+from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

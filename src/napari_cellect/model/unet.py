@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_cellect.config import config_from_dict, config_to_dict
 from napari_cellect.errors import InputError, ModelError
 from napari_cellect.model.conv import Conv3d
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
 
 ARCHITECTURES = ("compact", "cellect-original")
 NORMS = ("group", "instance", "batch", "none")

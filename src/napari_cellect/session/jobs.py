@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from napari_cellect.track.detections import Detections
     from napari_cellect.track.edits import Compound
     from napari_cellect.track.graph import TrackGraph
-    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+    from napari_cellect.train.finetune import FinetuneProgress
+    from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from napari_cellect.errors import CellectError, InputError
 from napari_cellect.progress import Step
 from napari_cellect.session.corrections_store import load_stored, needs_file, newer_wins
 from napari_cellect.session.geometry import Geometry
+from napari_cellect.track.correction_labels import CorrectionConfig
 from napari_cellect.track.corrections import (
-    CorrectionConfig,
     CorrectionSet,
     build_corrections,
     corrections_from_history,
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.session.jobs import DetectOutput, RelinkOutput, TrackingOutput
     from napari_cellect.track.detections import Detections
-    from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+    from napari_cellect.train.finetune import FinetuneProgress
+    from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from napari_cellect.infer.detect import DetectionConfig, detect
+from napari_cellect.infer.detect import detect
 from napari_cellect.model.pair_scorer import BaseScorer, PairScores, pair_features
 from napari_cellect.model.unet import UNet3D, UNetOutput
+from napari_cellect.settings.detection import DetectionConfig
 from napari_cellect.track.matching import match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
 from napari_cellect.train.config import TrainConfig

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.normalize import NormalizationConfig, normalize_pair
+from napari_cellect.infer.normalize import normalize_pair
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.train.targets import (
     AnnotationIndex,

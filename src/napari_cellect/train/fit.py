@@ -84,7 +84,6 @@ from napari_cellect.train.validation import Validation
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "TrainConfig",
     "TrainProgress",
     "Trainer",
     "candidate_features",
