@@ -116,7 +116,7 @@ def resolve_model(
         unet = found
         det = getattr(getattr(bundle_or_model, "thresholds", None), "detection", None)
         norm = getattr(bundle_or_model, "normalization", None)
-        if det is None:
+        if det is None and detection is None:
             logger.warning(
                 "the model's thresholds hold no detection settings; using the defaults (%s)",
                 DetectionConfig(),
