@@ -231,6 +231,11 @@ class Trainer:
         logger.info("starting from the weights of %s", where)
 
     # ------------------------------------------------------------------ the loop
+    @property
+    def step(self) -> int:
+        """Optimiser steps done so far (``benchmarks/train_continue.py`` stops on it)."""
+        return self.loop.step
+
     def run(self) -> ModelBundle:
         """Train for the remaining epochs, then calibrate; returns the best model's bundle."""
         cfg = self.config
