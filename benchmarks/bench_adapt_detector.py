@@ -34,22 +34,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_finetune import correct_from_ground_truth, errors, window  # noqa: E402
+from bench_finetune import correct_from_ground_truth, errors, window
 
-from napari_cellect.data.synthetic import SyntheticConfig, generate  # noqa: E402
-from napari_cellect.model.bundle import ModelBundle  # noqa: E402
-from napari_cellect.pipeline import iter_detect, track_images  # noqa: E402
-from napari_cellect.progress import run_to_end  # noqa: E402
-from napari_cellect.session.jobs import redetect_relink_job  # noqa: E402
-from napari_cellect.track.corrections import (  # noqa: E402
+from napari_cellect.data.synthetic import SyntheticConfig, generate
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.pipeline import iter_detect, track_images
+from napari_cellect.progress import run_to_end
+from napari_cellect.session.jobs import redetect_relink_job
+from napari_cellect.track.corrections import (
     CorrectionConfig,
     build_corrections,
     corrections_from_history,
 )
-from napari_cellect.track.matching import match_nodes  # noqa: E402
-from napari_cellect.track.relink import relink_keeping_work  # noqa: E402
-from napari_cellect.train.adapt_unet import AdaptConfig, adapt_detector  # noqa: E402
-from napari_cellect.train.finetune import finetune  # noqa: E402
+from napari_cellect.track.matching import match_nodes
+from napari_cellect.track.relink import relink_keeping_work
+from napari_cellect.train.adapt_unet import AdaptConfig, adapt_detector
+from napari_cellect.train.finetune import finetune
 
 CORRECTED_FRACTION = 0.2
 MAX_SECONDS = 120.0

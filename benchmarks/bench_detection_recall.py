@@ -22,14 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_finetune  # noqa: E402  (the shifted sequences are defined there)
+import bench_finetune
 
-from napari_cellect.data.synthetic import generate  # noqa: E402
-from napari_cellect.track.matching import match_nodes  # noqa: E402
-from napari_cellect.infer.predict import predict_sequence  # noqa: E402
-from napari_cellect.model.bundle import ModelBundle  # noqa: E402
-from napari_cellect.track.detections import Detections  # noqa: E402
-from napari_cellect.track.graph import NO_PARENT, TrackGraph  # noqa: E402
+from napari_cellect.data.synthetic import generate
+from napari_cellect.infer.predict import predict_sequence
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.track.detections import Detections
+from napari_cellect.track.graph import NO_PARENT, TrackGraph
+from napari_cellect.track.matching import match_nodes
 
 #: (detection threshold, foreground threshold, NMS radius factor); None: the bundle's own
 SETTINGS = [None, (0.05, None, None), (0.05, 0.02, 0.3), (0.01, 0.01, 0.2)]

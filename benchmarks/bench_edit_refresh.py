@@ -107,9 +107,8 @@ def main() -> None:
 
     import napari_cellect.session.tracking_session as session_module
     from napari_cellect._napari._controller import controller_for
-    from napari_cellect.session import Geometry
     from napari_cellect._napari._lineage_widget import LineageWidget
-    from napari_cellect.session import TrackingSession
+    from napari_cellect.session import Geometry, TrackingSession
     from napari_cellect.track import edits
 
     journal_root = Path(tempfile.mkdtemp(prefix="bench-journal-"))

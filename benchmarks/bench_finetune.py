@@ -40,24 +40,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cellect.data.synthetic import SyntheticConfig, generate
+from napari_cellect.data.synthetic import generate
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.errors import ModelError
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.progress import run_to_end
 from napari_cellect.track import edits
-from napari_cellect.track.corrections import (
-    CorrectionConfig,
-    build_corrections,
-    corrections_from_history,
-)
+from napari_cellect.track.correction_labels import CorrectionConfig
+from napari_cellect.track.corrections import build_corrections, corrections_from_history
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.matching import match_nodes
 from napari_cellect.track.relink import relink
 from napari_cellect.track.review import LINK, ReviewConfig, ReviewQueue
-from napari_cellect.train.finetune import FinetuneConfig
+from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_guard import iter_guarded_finetune
 
 #: Share of the frames whose links are corrected.

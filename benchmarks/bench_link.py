@@ -22,10 +22,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from napari_cellect.settings.linking import LinkingConfig
+from napari_cellect.settings.merge import MergeConfig
 from napari_cellect.track.assignment import AssignmentProblem, solve_assignment
 from napari_cellect.track.detections import Detections
-from napari_cellect.track.link import LinkingConfig, link_frame_pair
-from napari_cellect.track.merge import MergeConfig, merge_duplicates
+from napari_cellect.track.link import link_frame_pair
+from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.scoring_protocol import GeometricScorer, nearest_candidates
 
 Z_RATIO = 5.0

@@ -47,8 +47,8 @@ import networkx as nx
 import numpy as np
 from scipy.spatial import cKDTree
 
-from napari_cellect.config import LinkingConfig
 from napari_cellect.evaluate import evaluate
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence

@@ -73,8 +73,8 @@ def matmul_peak(seconds: float = 2.0) -> float:
 
 
 def _bundle(model: str, weights: str | None):
-    from napari_cellect.infer.tiling import TilingConfig
     from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.settings.tiling import TilingConfig
 
     if model == "default":
         bundle = ModelBundle.load(weights) if weights else ModelBundle.load_default()
@@ -88,9 +88,8 @@ def _unet_flops(unet, pair: np.ndarray, tiling, min_depth: int) -> tuple[float, 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from napari_cellect.infer.tiling import model_size_multiple, plan_tiles
-
     import napari_cellect.model.conv as conv
+    from napari_cellect.infer.tiling import model_size_multiple, plan_tiles
 
     grid = plan_tiles(pair.shape[1:], tiling, model_size_multiple(unet), (min_depth, 1, 1))
     x = torch.zeros((1, 2, *grid.tile_shape))

@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import train_default  # noqa: E402
+import train_default
 
-from napari_cellect.train.fit import Trainer  # noqa: E402
-from napari_cellect.train.sample_pool import SamplePool  # noqa: E402
+from napari_cellect.train.fit import Trainer
+from napari_cellect.train.sample_pool import SamplePool
 
 SERIES = [("default", 101), ("dense", 103), ("hard", 107), ("sparse2d", 109)]
 

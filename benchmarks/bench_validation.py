@@ -25,13 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import train_default  # noqa: E402
+import train_default
 
-from napari_cellect.data.synthetic import generate  # noqa: E402
-from napari_cellect.evaluate import evaluate  # noqa: E402
-from napari_cellect.model.bundle import ModelBundle  # noqa: E402
-from napari_cellect.pipeline import track_images  # noqa: E402
-
+from napari_cellect.data.synthetic import generate
+from napari_cellect.evaluate import evaluate
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.pipeline import track_images
 
 #: the validation series: the training script's and the threshold tuner's
 SERIES = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS

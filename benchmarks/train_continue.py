@@ -45,20 +45,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import train_default  # noqa: E402
+import train_default
 
-from napari_cellect.data.atomic import atomic_write  # noqa: E402
-from napari_cellect.data.synthetic import PRESETS, generate, sample_wide_config  # noqa: E402
-from napari_cellect.infer.device import resolve_device  # noqa: E402
-from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle  # noqa: E402
-from napari_cellect.train.data import SamplingConfig, TrainSource  # noqa: E402
-from napari_cellect.train.fit import (  # noqa: E402
-    TrainConfig,
-    Trainer,
-    TrainProgress,
-    load_checkpoint,
-)
-from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interrupt  # noqa: E402
+from napari_cellect.data.atomic import atomic_write
+from napari_cellect.data.synthetic import PRESETS, generate, sample_wide_config
+from napari_cellect.infer.device import resolve_device
+from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
+from napari_cellect.train.config import TrainConfig
+from napari_cellect.train.data import SamplingConfig, TrainSource
+from napari_cellect.train.fit import Trainer, TrainProgress, load_checkpoint
+from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interrupt
 
 logger = logging.getLogger("train_continue")
 
@@ -193,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
                           progress=progress)  # fmt: skip
         if stop is None:
             first_step = trainer.loop.step
-            stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch,
+            stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch,  # noqa: B023
                              max_steps=args.steps, minutes=args.minutes)  # fmt: skip
         stop.step = lambda: trainer.loop.step  # noqa: B023 (this round's trainer)
         end_of_round = (done // data["round_chunks"] + 1) * data["round_chunks"]

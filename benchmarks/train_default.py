@@ -36,13 +36,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from napari_cellect.data.synthetic import PRESETS, SyntheticConfig, generate, sample_config
+from napari_cellect.data.synthetic import PRESETS, generate, sample_config
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.errors import Cancelled
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
 from napari_cellect.pipeline import track_images
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, TrainSource
-from napari_cellect.train.fit import TrainConfig, TrainProgress, fit, load_checkpoint
+from napari_cellect.train.fit import TrainProgress, fit, load_checkpoint
 
 logger = logging.getLogger("train_default")
 

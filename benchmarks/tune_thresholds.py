@@ -30,22 +30,21 @@ import itertools
 import sys
 import time
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import train_default  # noqa: E402  (the validation series are defined there)
+import train_default
 
-from napari_cellect.data.synthetic import PRESETS, generate, sample_config  # noqa: E402
-from napari_cellect.evaluate import evaluate  # noqa: E402
-from napari_cellect.infer.predict import predict_sequence  # noqa: E402
-from napari_cellect.model.bundle import ModelBundle  # noqa: E402
-from napari_cellect.pipeline import track_images  # noqa: E402
-from napari_cellect.track.link import link_sequence  # noqa: E402
-from napari_cellect.track.merge import merge_duplicates  # noqa: E402
+from napari_cellect.data.synthetic import PRESETS, generate, sample_config
+from napari_cellect.evaluate import evaluate
+from napari_cellect.infer.predict import predict_sequence
+from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.pipeline import track_images
+from napari_cellect.track.link import link_sequence
+from napari_cellect.track.merge import merge_duplicates
 
 #: validation series beyond the training script's: a 2D+t one (the training validation has none,
 #: and the segmentation head's foreground can be calibrated differently on 2D frames), and fast

@@ -30,7 +30,7 @@ from napari_cellect.session.jobs import default_tracking_function, tracking_job
 from napari_cellect.track import edits
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
 from napari_cellect.track.matching import match_nodes
-from napari_cellect.train.finetune import FinetuneConfig
+from napari_cellect.train.finetune_config import FinetuneConfig
 
 
 def correct_from_truth(session: TrackingSession, truth: TrackGraph, frames: int,

@@ -12,8 +12,9 @@ from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.pipeline import track_images
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig
-from napari_cellect.train.fit import TrainConfig, fit
+from napari_cellect.train.fit import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -18,14 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from generalization import cases as cases_module
-from generalization.cases import Case, cases, check_split
-from generalization.lineage import Lineage
-from generalization.render import RenderStyle, render
-from generalization.simulate import MotionConfig, simulate
+from generalization import cases as cases_module  # noqa: E402 (benchmarks/ on the path first)
+from generalization.cases import Case, cases, check_split  # noqa: E402
+from generalization.lineage import Lineage  # noqa: E402
+from generalization.render import RenderStyle, render  # noqa: E402
+from generalization.simulate import MotionConfig, simulate  # noqa: E402
 
-from napari_cellect.data.annotations import label_centroids, read_tracks
-from napari_cellect.evaluate import evaluate
+from napari_cellect.data.annotations import label_centroids, read_tracks  # noqa: E402
+from napari_cellect.evaluate import evaluate  # noqa: E402
 
 
 def _sparse(shape, z_ratio=1.0, seed=3) -> Lineage:

@@ -124,7 +124,7 @@ def test_bad_images_get_one_clear_line_from_cellect_track(case, tmp_path, capsys
 def test_python_callers_are_told_the_python_spelling(tmp_path):
     path = tmp_path / "volume.tif"
     tifffile.imwrite(path, movie()[0])
-    with pytest.raises(InputError, match="Pass axes='TYX' .a 2D time series. or axes='ZYX'"):
+    with pytest.raises(InputError, match=r"Pass axes='TYX' .a 2D time series. or axes='ZYX'"):
         open_sequence(path)
 
 

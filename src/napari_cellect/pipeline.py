@@ -322,15 +322,15 @@ def _refine(
     """Division refinement (``infer/refine.py``) between a first linking and the final one;
     the frames it changed are merged again. Returns the raw and merged frames, and the first
     linking when nothing changed (it is then the final one)."""
-    from napari_cellect.config import TilingConfig
     from napari_cellect.infer.device import resolve_device
     from napari_cellect.infer.refine import refine_divisions
+    from napari_cellect.settings.tiling import tiling_for
 
     link_cfg = bundle.thresholds.link
     first = link_sequence(frames, bundle.candidate_scorer("link"), link_cfg, z_ratio)
     refined, n = refine_divisions(
         data, bundle, first, raw, z_ratio=z_ratio, division_threshold=link_cfg.division_threshold,
-        device=resolve_device(device), tiling=TilingConfig.from_any(tile),
+        device=resolve_device(device), tiling=tiling_for(tile),
         should_stop=should_stop,
     )  # fmt: skip
     if n == 0:

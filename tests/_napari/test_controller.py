@@ -15,9 +15,8 @@ from napari.utils.key_bindings import KeymapHandler
 
 from napari_cellect._napari._colors import labels_colormap, tracks_colormap
 from napari_cellect._napari._controller import controller_for
-from napari_cellect.session import Geometry
 from napari_cellect._napari._layer_data import napari_tracks
-from napari_cellect.session import TrackingSession
+from napari_cellect.session import Geometry, TrackingSession
 
 SCALE = (2.0, 1.0, 1.0)
 

@@ -29,7 +29,7 @@ from napari_cellect.track.corrections import load_corrections
 from napari_cellect.track.edits import History
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import restore
-from napari_cellect.train.finetune import FinetuneConfig
+from napari_cellect.train.finetune_config import FinetuneConfig
 
 WAIT_MS = 60000
 #: a few short epochs: the flow is under test, not the optimiser; every part adopted unchecked
@@ -119,7 +119,7 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     viewer.window.add_dock_widget(widget)
     assert not widget.detect_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
 
-    approved, broken = correct(controller, graph)
+    approved, _broken = correct(controller, graph)
     old_parents = {c: graph.parent_of(c) for c in approved}
     widget.update_counts()
     assert "3 approved links, 1 broken link" in widget.counts_label.text()
@@ -316,7 +316,7 @@ def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
 
 @pytest.mark.gui
 def test_the_guard_figures_are_shown_and_discard_changes_nothing(tracked, qtbot, notifications):
-    viewer, controller, session, model_file = tracked
+    viewer, controller, session, _model_file = tracked
     widget = FinetuneWidget(viewer, config=GUARDED)
     viewer.window.add_dock_widget(widget)
     correct(controller, session.graph)
@@ -350,7 +350,7 @@ def test_a_model_from_other_images_is_refused_and_nothing_changes(tracked, qtbot
                                                                    notifications):
     from napari_cellect.model.bundle import ModelBundle
 
-    viewer, controller, session, model_file = tracked
+    viewer, controller, session, _model_file = tracked
     widget = FinetuneWidget(viewer, config=QUICK)
     correct(controller, session.graph)
     other = tmp_path / "other.pt"
@@ -453,7 +453,7 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     from napari_cellect._napari._tracking_widget import BUNDLED_MODEL
     from napari_cellect.model.bundle import ModelBundle
 
-    viewer, embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
+    _viewer, _embryo, session, widget = finetune_on_tracks_from_a_file(make_napari_viewer)
     assert widget.detect_box.isVisibleTo(widget) and not widget.finetune_button.isEnabled()
     assert widget.state is FinetuneState.NO_DETECTIONS
     assert "detect cells first" in widget.finetune_button.toolTip()

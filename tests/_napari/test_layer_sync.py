@@ -24,8 +24,8 @@ from napari_cellect._napari._layer_data import (
     points_layer_data,
     tracks_layer_data,
 )
-from napari_cellect.session import TrackingSession
 from napari_cellect._napari._thumbnails import ThumbnailUpdates
+from napari_cellect.session import TrackingSession
 
 SCALE = (2.0, 1.0, 1.0)
 
@@ -207,4 +207,4 @@ def test_thumbnails_are_redrawn_at_once_without_a_qt_application(monkeypatch):
     updates.request(layer)
     assert not updates.pending
     assert not np.array_equal(layer.thumbnail, before)
-    assert _thumbnails.THUMBNAIL_DELAY_MS == updates.delay_ms
+    assert updates.delay_ms == _thumbnails.THUMBNAIL_DELAY_MS

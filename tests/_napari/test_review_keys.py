@@ -11,8 +11,7 @@ from napari.utils.key_bindings import KeymapHandler
 
 from napari_cellect._napari._controller import controller_for
 from napari_cellect._napari._keybindings import KEYBINDINGS
-from napari_cellect.session import Geometry
-from napari_cellect.session import TrackingSession
+from napari_cellect.session import Geometry, TrackingSession
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import MARGIN_COLUMN
 
@@ -80,7 +79,7 @@ def test_n_jumps_to_the_most_uncertain_link_and_approving_it_lowers_the_count(re
 
 
 def test_a_division_item_selects_the_daughters_and_approving_them_reviews_it(review):
-    viewer, controller, graph, messages = review
+    viewer, controller, _graph, messages = review
     for _ in range(4):  # links 4, 7, 5, then the division of 3
         press(viewer, "n")
     assert controller.selection == (4, 5)
@@ -92,7 +91,7 @@ def test_a_division_item_selects_the_daughters_and_approving_them_reviews_it(rev
 
 
 def test_after_the_last_item_n_starts_again_and_says_when_nothing_is_left(review):
-    viewer, controller, graph, messages = review
+    viewer, controller, graph, _messages = review
     n_items = len(controller.review.state().queue)
     seen = []
     for _ in range(n_items + 1):

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sample_is_an_embryo_with_ground_truth_tracks_and_matching_labels():
     layers = make_sample_data()
     assert [kind for _, _, kind in layers] == ["image", "labels", "tracks", "points"]
-    (image, ikw, _), (labels, _, _), (tracks, _, _), (points, pkw, _) = layers
+    (image, ikw, _), (labels, _, _), (_tracks, _, _), (points, pkw, _) = layers
     assert image.ndim == 4 and image.shape == labels.shape and image.max() > 0
     session = pkw["metadata"][SESSION_KEY]
     graph = session.graph

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from napari_cellect.session import TrackingSession
 from napari_cellect.data.export import write_csv
+from napari_cellect.session import TrackingSession
 from napari_cellect.track import edits
 from napari_cellect.track.journal import Journal, journal_folder_for
 

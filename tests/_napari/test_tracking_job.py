@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from napari_cellect._napari._tracking_job import model_reference_radius
-from napari_cellect.session.jobs import TrackingOutput, tracking_job
 from napari_cellect.errors import Cancelled, ModelError
+from napari_cellect.session.jobs import TrackingOutput, tracking_job
 
 
 def run(gen):

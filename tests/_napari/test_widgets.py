@@ -96,7 +96,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
         lambda p: seen_layers.update(layer.name for layer in viewer.layers))
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
-    from napari_cellect.infer.tiling import TilingConfig
+    from napari_cellect.settings.tiling import TilingConfig
 
     assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
                           tile=tuple(TilingConfig().tile),  # the boxes start at the default
@@ -337,7 +337,7 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
                      pos=QPoint(round(point.x()), round(point.y())))
     assert controller.selection == (node,)
     assert viewer.dims.current_step[0] == 5
-    z, y, x = graph.positions(np.array([row]))[0]
+    _z, y, x = graph.positions(np.array([row]))[0]
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], (y, x))
     assert widget.canvas.selected_ids == (node,)
     # selecting in the viewer highlights in the tree

@@ -217,7 +217,7 @@ def test_table_only_without_images(tmp_path, graph):
 def test_draw_markers_is_anisotropic():
     image = draw_markers((9, 21, 21), np.array([[4.0, 10, 10]]), np.array([4.0]),
                          np.array([3]), z_ratio=2.0)
-    z, y, x = np.nonzero(image)
+    z, y, _x = np.nonzero(image)
     assert (z.min(), z.max()) == (2, 6)  # 4 px radius = 2 slices at z_ratio 2
     assert (y.min(), y.max()) == (6, 14)
     tiny = draw_markers((3, 5, 5), np.array([[1.0, 2, 2]]), np.array([0.1]), np.array([1]))

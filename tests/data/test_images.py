@@ -103,7 +103,7 @@ def test_folder_errors(tmp_path, movie):
         open_sequence(duplicate)
 
     unnumbered = _write_folder(tmp_path / "unnumbered", [movie[0]], name="volume.tif")
-    with pytest.raises(InputError, match="volume.tif: expected a frame number"):
+    with pytest.raises(InputError, match=r"volume\.tif: expected a frame number"):
         open_sequence(unnumbered)
 
 

@@ -15,7 +15,6 @@ from napari_cellect.data.annotations import read_tracks
 from napari_cellect.data.synthetic import (
     GT_COLUMNS,
     PRESETS,
-    SyntheticConfig,
     cells_for_density,
     generate,
     iter_frames,
@@ -23,6 +22,7 @@ from napari_cellect.data.synthetic import (
     simulate,
     write_synthetic,
 )
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.errors import InputError
 
 #: a tiny 3D sequence: every test stays well under a second

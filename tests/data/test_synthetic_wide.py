@@ -12,12 +12,12 @@ from skimage.measure import regionprops
 
 from napari_cellect.data.synthetic import (
     PRESETS,
-    SyntheticConfig,
     generate,
     sample_config,
     sample_wide_config,
     simulate,
 )
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.errors import InputError
 
 #: a small noise-free 2D+t sequence whose nuclei are easy to measure in the masks

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import torch
 
 from napari_cellect.errors import InputError
 from napari_cellect.infer.detect import (
-    DetectionConfig,
     centre_logit,
     centre_probability,
     detect,
@@ -18,6 +16,8 @@ from napari_cellect.infer.detect import (
     foreground_mask,
     non_max_suppression,
 )
+from napari_cellect.settings.conversion import config_from_dict
+from napari_cellect.settings.detection import DetectionConfig
 
 FAR = -1.0e4  # a logit that never wins a softmax
 
@@ -60,22 +60,12 @@ def test_config_validation_and_coercion():
     assert DetectionConfig(threshold=0.0).threshold == 0.0  # the original had no threshold
 
 
-def test_config_from_any():
-    assert DetectionConfig.from_any(None) == DetectionConfig()
-    assert DetectionConfig.from_any({"threshold": 0.7}).threshold == 0.7
-    # a bundle's thresholds object holding a detection section with matching field names
-    thresholds = SimpleNamespace(
-        detection=SimpleNamespace(threshold=0.3, min_nms_radius=6.0, nms_radius_factor=0.0)
-    )
-    cfg = DetectionConfig.from_any(thresholds)
-    assert (cfg.threshold, cfg.min_nms_radius, cfg.nms_radius_factor) == (0.3, 6.0, 0.0)
-    assert DetectionConfig.from_any({"detection": {"border_margin": [1, 2, 3]}}).border_margin == (
-        1,
-        2,
-        3,
-    )
+def test_config_from_saved_settings():
+    assert config_from_dict(DetectionConfig, {"threshold": 0.7}).threshold == 0.7
+    saved = config_from_dict(DetectionConfig, {"border_margin": [1, 2, 3]})  # JSON has lists
+    assert saved.border_margin == (1, 2, 3)
     with pytest.raises(InputError, match="unknown"):
-        DetectionConfig.from_any({"treshold": 0.5})
+        config_from_dict(DetectionConfig, {"treshold": 0.5}, strict=True)
 
 
 # --------------------------------------------------------------------------- maps

@@ -24,7 +24,7 @@ def test_cpu_and_device_objects():
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
-    with pytest.raises(DeviceError, match="expected a CUDA GPU.*'cpu' or 'auto'"):
+    with pytest.raises(DeviceError, match=r"expected a CUDA GPU.*'cpu' or 'auto'"):
         resolve_device("cuda")
     with pytest.raises(DeviceError, match="CUDA"):
         resolve_device("cuda:1")

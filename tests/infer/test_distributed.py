@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, c
 
 
 def test_an_unreachable_scheduler_is_a_clear_error():
-    with pytest.raises(SchedulerError, match="cannot reach the dask scheduler at tcp://127.0.0"):
+    with pytest.raises(SchedulerError, match=r"cannot reach the dask scheduler at tcp://127\.0\.0"):
         with connect(UNREACHABLE):
             pass
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
+from napari_cellect.infer.normalize import has_contrast, normalize_pair
+from napari_cellect.settings.normalization import NormalizationConfig
 
 
 def test_percentiles_map_to_zero_and_one():
@@ -84,20 +84,13 @@ def test_none_mode_keeps_values():
     np.testing.assert_array_equal(out.reshape(-1), [-1.5, 2.0, 0.0, 3.0])
 
 
-def test_config_validation_and_from_any():
+def test_config_validation():
     with pytest.raises(InputError, match="mode"):
         NormalizationConfig(mode="zscore")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="low_percentile"):
         NormalizationConfig(low_percentile=50, high_percentile=10)
     with pytest.raises(InputError, match="clip_low"):
         NormalizationConfig(clip_low=10, clip_high=1)
-    assert NormalizationConfig.from_any(None) == NormalizationConfig()
-    assert NormalizationConfig.from_any("cellect-log").mode == "cellect-log"
-    assert NormalizationConfig.from_any({"high_percentile": 99.0}).high_percentile == 99.0
-    other = SimpleNamespace(mode="cellect-log", offset=1000.0, unrelated=1)
-    assert NormalizationConfig.from_any(other).offset == 1000.0
-    with pytest.raises(InputError, match="unknown"):
-        NormalizationConfig.from_any({"hi": 1})
     with pytest.raises(InputError, match="non-empty"):
         normalize_pair(np.zeros((2, 0, 4, 4)))
 

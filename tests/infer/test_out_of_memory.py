@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from napari_cellect.cli import main
-from napari_cellect.config import TilingConfig
 from napari_cellect.errors import DeviceError
 from napari_cellect.infer.predict import predict_frame
 from napari_cellect.infer.tiling import model_size_multiple
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.unet import UNet3D
+from napari_cellect.settings.tiling import TilingConfig
 
 
 @pytest.fixture(scope="module")

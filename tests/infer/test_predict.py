@@ -4,20 +4,19 @@ import logging
 from types import SimpleNamespace
 
 import numpy as np
-
-from napari_cellect.infer.tiling import TilingConfig
 import pytest
 import torch
 
 from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
-from napari_cellect.infer.detect import DetectionConfig
-from napari_cellect.infer.normalize import NormalizationConfig
 from napari_cellect.infer.predict import (
     cache_fingerprint,
     model_digest,
     predict_sequence,
     resolve_model,
 )
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.track.detections import DetectionCache
 
 SHAPE = (6, 32, 32)
@@ -173,8 +172,8 @@ def test_bundle_settings_are_used_and_overridable(fake_unet, blobs):
     model = fake_unet(centre_level=0.3)
     bundle = SimpleNamespace(
         unet=model,
-        thresholds=SimpleNamespace(detection=SimpleNamespace(threshold=0.99)),
-        normalization={"mode": "none"},
+        thresholds=SimpleNamespace(detection=DetectionConfig(threshold=0.99)),
+        normalization=NormalizationConfig(mode="none"),
     )
     strict = list(predict_sequence(images, bundle, z_ratio=1.0, device="cpu", tile=TILE))
     loose = list(

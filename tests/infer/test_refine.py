@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import InputError
 from napari_cellect.infer.predict import predict_sequence
 from napari_cellect.infer.refine import _merge_overlapping, division_candidates, refine_divisions
+from napari_cellect.settings.refinement import DivisionRefinementConfig
+from napari_cellect.settings.tiling import TilingConfig, tiling_for
 from napari_cellect.track.graph import TrackGraph
 
 SHAPE = (8, 48, 48)
@@ -41,7 +42,7 @@ def division(fake_unet, blobs):
 def refine(images, model, graph, raw, **config):
     return refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
                             config=DivisionRefinementConfig(**config),
-                            tiling=TilingConfig.from_any(SHAPE))  # fmt: skip
+                            tiling=tiling_for(SHAPE))  # fmt: skip
 
 
 def test_a_magnified_second_look_separates_daughters_the_first_pass_merged(division):
@@ -96,7 +97,7 @@ def test_2d_series_keep_their_single_slice(fake_unet, blobs):
     graph = lineage(0.9)
     graph.set_values("z", graph.ids, np.zeros(len(graph)))
     out, n = refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
-                              tiling=TilingConfig.from_any(shape))  # fmt: skip
+                              tiling=tiling_for(shape))  # fmt: skip
     assert n == 1 and len(out[1]) == 1 and np.all(out[1].positions[:, 0] == 0.0)
 
 

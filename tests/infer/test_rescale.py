@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.normalize import NormalizationConfig
 from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
 from napari_cellect.infer.rescale import detections_to_original, resize_yx, xy_scale
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.detections import Detections
 
 REFERENCE = 3.0  # the nucleus radius the (fake) model "knows"

@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from napari_cellect.errors import InputError, ModelError
-from napari_cellect.infer.detect import DetectionConfig
 from napari_cellect.infer.predict import predict_frame
 from napari_cellect.infer.tiling import (
     HeadStitcher,
-    TilingConfig,
     pad_volume,
     plan_tiles,
     predict_tiles,
     unpack_output,
 )
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.tiling import TilingConfig, tiling_for
 
 
 def ownership_count(grid) -> np.ndarray:
@@ -40,7 +40,7 @@ def test_owned_regions_partition_the_volume(shape, tile, overlap, multiple):
         assert t.shape == grid.tile_shape
         assert all(n % m == 0 for n, m in zip(t.shape, multiple))
         # every window lies inside the padded volume
-        assert all(0 <= s and s + n <= p for s, n, p in zip(t.start, t.shape, grid.padded_shape))
+        assert all(s >= 0 and s + n <= p for s, n, p in zip(t.start, t.shape, grid.padded_shape))
         # owned voxels stay overlap // 2 away from inner tile edges
         for axis in range(3):
             own, size = t.owned[axis], t.shape[axis]
@@ -125,12 +125,9 @@ def test_tiling_config_validation_and_coercion():
         TilingConfig(pad_mode="wrap")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="3 integers"):
         TilingConfig(tile=(8, 8))  # type: ignore[arg-type]
-    cfg = TilingConfig.from_any((16, 64, 64))
+    cfg = tiling_for((16, 64, 64))
     assert cfg.tile == (16, 64, 64) and cfg.overlap == (8, 32, 32)
-    assert TilingConfig.from_any([4, 8, 8]).overlap == (3, 7, 7)
-    assert TilingConfig.from_any({"tile": [8, 32, 32], "overlap": [2, 8, 8]}).tile == (8, 32, 32)
-    with pytest.raises(InputError, match="unknown"):
-        TilingConfig.from_any({"tiles": (8, 8, 8)})
+    assert tiling_for([4, 8, 8]).overlap == (3, 7, 7)
     with pytest.raises(InputError, match="volume"):
         plan_tiles((0, 10, 10))
 

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cellect import config as cfg
 from napari_cellect.errors import InputError, ModelError
 from napari_cellect.model import bundle as bundle_module
 from napari_cellect.model.bundle import BUNDLE_FORMAT, BundleMetadata, ModelBundle
 from napari_cellect.model.pair_scorer import PairScorer, PairScorerConfig
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.linking import LinkingConfig
+from napari_cellect.settings.merge import MergeConfig
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tracking import TrackingConfig
 
 X = torch.randn(1, 2, 2, 16, 16, generator=torch.Generator().manual_seed(5))
 
@@ -78,7 +83,7 @@ def test_random_is_reproducible_and_leaves_the_global_rng_alone():
     b = ModelBundle.random("small", seed=7)
     assert torch.equal(torch.rand(3), expected)
     c = ModelBundle.random("small", seed=8)
-    for (name, pa), pb, pc in zip(
+    for (name, pa), pb, _pc in zip(
         a.unet.state_dict().items(), b.unet.state_dict().values(), c.unet.state_dict().values()
     ):
         assert torch.equal(pa, pb), name
@@ -88,7 +93,7 @@ def test_random_is_reproducible_and_leaves_the_global_rng_alone():
 def test_random_original_uses_the_original_preprocessing_and_thresholds():
     b = ModelBundle.random("cellect-original")
     assert b.normalization.mode == "cellect-log"
-    assert b.thresholds == cfg.TrackingConfig.cellect_original()
+    assert b.thresholds == TrackingConfig.cellect_original()
     assert b.merge_config.architecture == "cellect-original"
 
 
@@ -187,10 +192,10 @@ def test_inconsistent_parts_are_rejected(small):
     with pytest.raises(ModelError, match="expects embeddings of length 16, the U-Net makes 64"):
         ModelBundle(small.unet, small.merge_scorer, wrong_dim)
     original = ModelBundle.random("cellect-original")
-    with pytest.raises(ModelError, match="thresholds.link.k is 7"):
+    with pytest.raises(ModelError, match=r"thresholds\.link\.k is 7"):
         ModelBundle(
             original.unet, original.merge_scorer, original.link_scorer,
-            thresholds=cfg.TrackingConfig(link=cfg.LinkingConfig(k=7)),
+            thresholds=TrackingConfig(link=LinkingConfig(k=7)),
         )  # fmt: skip
 
 
@@ -218,34 +223,34 @@ def test_candidate_scorer_for_tracking(small):
 
 
 def test_tracking_config_round_trip_and_forward_compatibility(caplog):
-    config = cfg.TrackingConfig(
-        detection=cfg.DetectionConfig(border_margin=(1, 2, 2), centre_mode="ordinal"),
-        link=cfg.LinkingConfig(appear_cost=1.5, gap_closing=True),
+    config = TrackingConfig(
+        detection=DetectionConfig(border_margin=(1, 2, 2), centre_mode="ordinal"),
+        link=LinkingConfig(appear_cost=1.5, gap_closing=True),
     )
-    values = cfg.config_to_dict(config)
+    values = config_to_dict(config)
     assert values["detection"]["border_margin"] == [1, 2, 2]
-    assert cfg.config_from_dict(cfg.TrackingConfig, values) == config
+    assert config_from_dict(TrackingConfig, values) == config
     # a file from a newer version: unknown fields are ignored with a warning, missing ones default
     values["link"]["future_knob"] = 3
     del values["merge"]["symmetric"]
     with caplog.at_level(logging.WARNING):
-        again = cfg.config_from_dict(cfg.TrackingConfig, values)
+        again = config_from_dict(TrackingConfig, values)
     assert again == config
     assert "future_knob" in caplog.text
     with pytest.raises(InputError, match="unknown LinkingConfig field"):
-        cfg.config_from_dict(cfg.LinkingConfig, {"future_knob": 3}, strict=True)
+        config_from_dict(LinkingConfig, {"future_knob": 3}, strict=True)
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: cfg.DetectionConfig(threshold=1.5), r"threshold must be in \[0, 1\]"),
-        (lambda: cfg.DetectionConfig(border_margin=(1, 2)), "border_margin must be 3 integers"),
-        (lambda: cfg.MergeConfig(k=0), "k must be an integer >= 1"),
-        (lambda: cfg.MergeConfig(symmetric="min"), "'mean' or 'max'"),
-        (lambda: cfg.LinkingConfig(appear_cost=float("inf")), "must be finite"),
-        (lambda: cfg.NormalizationConfig(low_percentile=50, high_percentile=10), "0 <= low < high"),
-        (lambda: cfg.NormalizationConfig(mode="zscore"), "mode must be one of"),
+        (lambda: DetectionConfig(threshold=1.5), r"threshold must be in \[0, 1\]"),
+        (lambda: DetectionConfig(border_margin=(1, 2)), "border_margin must be 3 integers"),
+        (lambda: MergeConfig(k=0), "k must be an integer >= 1"),
+        (lambda: MergeConfig(symmetric="min"), "'mean' or 'max'"),
+        (lambda: LinkingConfig(appear_cost=float("inf")), "must be finite"),
+        (lambda: NormalizationConfig(low_percentile=50, high_percentile=10), "0 <= low < high"),
+        (lambda: NormalizationConfig(mode="zscore"), "mode must be one of"),
     ],
 )
 def test_config_validation(make, message):
@@ -253,22 +258,10 @@ def test_config_validation(make, message):
         make()
 
 
-def test_configs_are_the_ones_the_modules_apply():
-    """Each setting has one definition (config.py), which the modules that apply it use."""
-    from napari_cellect.infer.detect import DetectionConfig
-    from napari_cellect.infer.normalize import NormalizationConfig
-    from napari_cellect.infer.tiling import TilingConfig
-    from napari_cellect.track.link import LinkingConfig
-    from napari_cellect.track.merge import MergeConfig
-
-    assert DetectionConfig is cfg.DetectionConfig
-    assert NormalizationConfig is cfg.NormalizationConfig
-    assert MergeConfig is cfg.MergeConfig
-    assert LinkingConfig is cfg.LinkingConfig
-    assert TilingConfig is cfg.TilingConfig
+def test_original_bundle_carries_the_original_settings():
     bundle = ModelBundle.random("cellect-original")
-    assert DetectionConfig.from_any(bundle.thresholds).centre_mode == "ordinal"
-    assert NormalizationConfig.from_any(bundle.normalization).mode == "cellect-log"
+    assert bundle.thresholds.detection.centre_mode == "ordinal"
+    assert bundle.normalization.mode == "cellect-log"
 
 
 def test_metadata_record():

@@ -102,7 +102,7 @@ def test_swapped_scorers_are_explained(original_files):
 def test_not_a_state_dict(original_files, tmp_path):
     path = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), path)
-    with pytest.raises(ModelError, match="as a state dict .* found Tensor"):
+    with pytest.raises(ModelError, match=r"as a state dict .* found Tensor"):
         import_original(path, original_files["link"], original_files["merge"])
     with pytest.raises(ModelError, match="file not found"):
         import_original(tmp_path / "missing.pth", original_files["link"], original_files["merge"])

@@ -185,7 +185,7 @@ def _reference_exnet(net: OriginalEXNet, f: dict) -> torch.Tensor:
     ]  # fmt: skip
     layers = [(net.l1, net.bn1), (net.l2, net.bn2), (net.l3, net.bn3), (net.l4, net.bn4),
               (net.l5, net.bn5), (net.l6, net.bn6)]  # fmt: skip
-    hidden = torch.cat([lrelu(bn(l(x)), 0.01) for (l, bn), x in zip(layers, inputs)], dim=1)
+    hidden = torch.cat([lrelu(bn(linear(x)), 0.01) for (linear, bn), x in zip(layers, inputs)], dim=1)
     hidden = net.bn7(lrelu(net.fc(hidden), 0.01))
     return net.out(lrelu(net.fc2(hidden), 0.01))
 

@@ -10,9 +10,11 @@ pair_scorer = pytest.importorskip("napari_cellect.model.pair_scorer")
 
 from napari_cellect.errors import InputError, ModelError  # noqa: E402
 from napari_cellect.model.scoring import ModelScorer  # noqa: E402
+from napari_cellect.settings.linking import LinkingConfig  # noqa: E402
+from napari_cellect.settings.merge import MergeConfig  # noqa: E402
 from napari_cellect.track.detections import Detections  # noqa: E402
-from napari_cellect.track.link import LinkingConfig, link_sequence  # noqa: E402
-from napari_cellect.track.merge import MergeConfig, merge_duplicates  # noqa: E402
+from napari_cellect.track.link import link_sequence  # noqa: E402
+from napari_cellect.track.merge import merge_duplicates  # noqa: E402
 from napari_cellect.track.scoring_protocol import (  # noqa: E402
     CandidateScorer,
     nearest_candidates,

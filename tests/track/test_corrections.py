@@ -9,10 +9,10 @@ import pytest
 
 from napari_cellect.errors import CellectError, InputError
 from napari_cellect.track import edits
+from napari_cellect.track.correction_labels import CorrectionConfig
 from napari_cellect.track.corrections import (
     CORRECTIONS_NAME,
     ContradictoryCorrections,
-    CorrectionConfig,
     CorrectionSet,
     NotEnoughCorrections,
     build_corrections,
@@ -195,7 +195,7 @@ def test_malformed_record_is_an_input_error(graph):
     with pytest.raises(InputError, match="record 1"):
         records = [{"kind": "approve", "parent": 1, "child": 2}, {"kind": "teleport"}]
         build_corrections(graph, records)
-    with pytest.raises(InputError, match="record 0.*parent and child"):
+    with pytest.raises(InputError, match=r"record 0.*parent and child"):
         build_corrections(graph, [{"kind": "link", "parent": 1}])
 
 
@@ -208,7 +208,7 @@ def test_no_corrections_or_only_positives_cannot_be_trained():
     lone.set_values("approved", [2, 3], True)
     cs = build_corrections(lone)
     assert len(cs.positive_links) == 2 and len(cs.negative_links) == 0
-    with pytest.raises(NotEnoughCorrections, match="only one kind of label.*2 positive links"):
+    with pytest.raises(NotEnoughCorrections, match=r"only one kind of label.*2 positive links"):
         cs.require_trainable()
 
 

@@ -131,7 +131,7 @@ def test_corrupt_file_is_a_miss_and_a_clear_error(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert not cache.has(2)
     assert "unreadable" in caplog.text
-    with pytest.raises(InputError, match="t000002.npz"):
+    with pytest.raises(InputError, match=r"t000002\.npz"):
         cache.load(2)
     with pytest.raises(InputError, match="no file"):
         cache.load(3)
@@ -173,5 +173,5 @@ def test_truncated_file_is_a_miss(tmp_path):
     path = cache.save(_dets(t=5))
     path.write_bytes(path.read_bytes()[:60])  # an interrupted copy: a zip header, no data
     assert not cache.has(5)
-    with pytest.raises(InputError, match="t000005.npz"):
+    with pytest.raises(InputError, match=r"t000005\.npz"):
         cache.load(5)

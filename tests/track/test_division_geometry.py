@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.division_geometry import plausible_daughters
-from napari_cellect.track.link import LinkingConfig, link_frame_pair, link_sequence
+from napari_cellect.track.link import link_frame_pair, link_sequence
 from napari_cellect.track.scoring_protocol import CandidateScores
 
 Z_RATIO = 2.0

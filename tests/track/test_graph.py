@@ -97,7 +97,7 @@ def test_failed_set_parent_rolls_back():
 
 def test_unknown_ids_named():
     g = division_graph()
-    with pytest.raises(GraphError, match="unknown node id.*42"):
+    with pytest.raises(GraphError, match=r"unknown node id.*42"):
         g.index_of([1, 42])
 
 

@@ -60,7 +60,7 @@ def test_truncated_last_line_is_ignored_but_garbage_is_reported(tmp_path):
     edits_file.write_text(good + '{"how": "do", "comm')
     assert restore(tmp_path / "j").graph.parent_of(2) == -1
     edits_file.write_text('{"how": "jump"}\n' + good)
-    with pytest.raises(InputError, match="line 1.*expected do, undo or redo"):
+    with pytest.raises(InputError, match=r"line 1.*expected do, undo or redo"):
         restore(tmp_path / "j")
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import GraphError, InputError
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.link import (
     MARGIN_COLUMN,
-    LinkingConfig,
     MotionModel,
     link_frame_pair,
     link_sequence,
@@ -312,17 +312,9 @@ def test_division_geometry_keeps_the_frame_pair_near_optimal():
     assert n_optimal >= 0.9 * n_cases
 
 
-def test_config_from_bundle_objects():
-    from napari_cellect import config as bundle_config
-
-    tracking = bundle_config.TrackingConfig()
-    assert LinkingConfig.from_any(tracking) == LinkingConfig.from_any(tracking.link)
-    assert LinkingConfig.from_any({"k": 3}).k == 3
-    assert LinkingConfig.from_any(None) == LinkingConfig()
-    with pytest.raises(InputError, match="unknown"):
-        LinkingConfig.from_any({"kk": 3})
+def test_config_none_is_the_defaults():
     frames = [_det(0, [[0, 10, 10]]), _det(1, [[0, 10, 11]])]
-    assert link_sequence(frames, None, tracking, Z_RATIO).n_edges == 1
+    assert link_sequence(frames, None, None, Z_RATIO).n_edges == 1
 
 
 def test_empty_frames():

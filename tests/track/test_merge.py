@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
+from napari_cellect.settings.merge import MergeConfig
 from napari_cellect.track.detections import Detections
-from napari_cellect.track.merge import MergeConfig, duplicate_pairs, merge_duplicates
+from napari_cellect.track.merge import duplicate_pairs, merge_duplicates
 from napari_cellect.track.scoring_protocol import CandidateScores, GeometricScorer
 
 Z_RATIO = 2.0
@@ -154,11 +155,4 @@ def test_tiny_frames_and_bad_config():
         MergeConfig(symmetric="min")
     with pytest.raises(InputError, match="threshold"):
         MergeConfig(threshold=2.0)
-    # the bundle's settings objects convert
-    from napari_cellect import config as bundle_config
-
-    assert MergeConfig.from_any(bundle_config.MergeConfig(k=3)).k == 3
-    assert MergeConfig.from_any(bundle_config.TrackingConfig()) == MergeConfig.from_any(
-        bundle_config.TrackingConfig().merge
-    )
-    assert merge_duplicates(one, None, bundle_config.MergeConfig(), Z_RATIO)[1].tolist() == [0]
+    assert merge_duplicates(one, None, None, Z_RATIO)[1].tolist() == [0]  # None: the defaults

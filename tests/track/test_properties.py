@@ -18,10 +18,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_cellect.config import LinkingConfig
 from napari_cellect.data.annotations import read_csv, read_geff
 from napari_cellect.data.export import write_csv, write_geff
 from napari_cellect.errors import GraphError
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track import edits
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.edits import History

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,12 +19,14 @@ import tifffile
 import torch
 
 from napari_cellect.cli import main
-from napari_cellect.config import MergeConfig
 from napari_cellect.data.export import write_csv
-from napari_cellect.errors import Cancelled
+from napari_cellect.errors import Cancelled, ContradictoryCorrections, InputError
 from napari_cellect.model.bundle import ModelBundle
-from napari_cellect.progress import Progress
+from napari_cellect.progress import Progress, run_to_end
+from napari_cellect.settings.merge import MergeConfig
 from napari_cellect.track import edits
+from napari_cellect.track.correction_scores import score_on_corrections
+from napari_cellect.track.correction_split import split_corrections
 from napari_cellect.track.corrections import (
     NotEnoughCorrections,
     build_corrections,
@@ -36,13 +39,8 @@ from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
 from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.relink import CHANGED_COLUMN, load_pinned, relink
-from collections.abc import Callable
-
-from napari_cellect.errors import ContradictoryCorrections, InputError
-from napari_cellect.progress import run_to_end
-from napari_cellect.track.correction_scores import score_on_corrections
-from napari_cellect.track.correction_split import split_corrections
-from napari_cellect.train.finetune import FinetuneConfig, finetune
+from napari_cellect.train.finetune import finetune
+from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_guard import FinetunePlan, UpdatePart, iter_guarded_finetune
 
 E = 8  # embedding length
@@ -138,7 +136,7 @@ def nearest_model(frames) -> ModelBundle:
 @pytest.fixture
 def corrected(frames, nearest_model) -> tuple[TrackGraph, History]:
     """The nearest model's tracks with the links into frames 1 and 2 corrected by hand."""
-    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
                           Z_RATIO, node_ids=ids())  # fmt: skip
     history = History(graph)
     for t in range(1, FIRST_HELD_OUT):
@@ -171,7 +169,7 @@ def test_finetune_fixes_a_systematic_error_on_held_out_frames(frames, nearest_mo
 
 
 def test_pinned_links_survive_relinking(frames, nearest_model):
-    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds,
+    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
                           Z_RATIO, node_ids=ids())  # fmt: skip
     assert len(graph.children_of(4 * N)) == 0  # the parent of the hand-added node below
     history = History(graph)
@@ -218,7 +216,7 @@ def test_merge_scorer_learns_deleted_duplicates():
     base = ModelBundle.random(embedding_dim=E, seed=3)
     # a strict merge threshold: the untrained scorer's ~0.5 is not enough to merge anything
     base.thresholds = dataclasses.replace(base.thresholds, merge=MergeConfig(threshold=0.9))
-    graph = link_sequence(frames, base.candidate_scorer("link"), base.thresholds, Z_RATIO)
+    graph = link_sequence(frames, base.candidate_scorer("link"), base.thresholds.link, Z_RATIO)
     history = History(graph)
     for t in range(3):
         duplicates = [i for i in graph.ids[graph.frame(t)] if graph.node(i)["y"] == 11.5]
@@ -232,7 +230,7 @@ def test_merge_scorer_learns_deleted_duplicates():
 
     def n_merged(bundle: ModelBundle) -> list[int]:
         scorer = bundle.candidate_scorer("merge")
-        return [len(merge_duplicates(d, scorer, bundle.thresholds, Z_RATIO)[0]) for d in frames[3:]]
+        return [len(merge_duplicates(d, scorer, bundle.thresholds.merge, Z_RATIO)[0]) for d in frames[3:]]
 
     assert n_merged(base) == [N + PER] * (T - 3)  # the base model keeps every duplicate
     assert n_merged(tuned) == [N] * (T - 3)  # held-out frames: every duplicate merged

@@ -10,17 +10,13 @@ import torch
 
 from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.errors import Cancelled, InputError, ModelError
-from napari_cellect.infer.tiling import TilingConfig
 from napari_cellect.model.bundle import ModelBundle
-from napari_cellect.train.data import SamplingConfig, collate
-from napari_cellect.train.losses import LossConfig
+from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.train.batch_losses import _BatchReader
-from napari_cellect.train.fit import (
-    TrainConfig,
-    Trainer,
-    fit,
-    load_checkpoint,
-)
+from napari_cellect.train.config import TrainConfig
+from napari_cellect.train.data import SamplingConfig, collate
+from napari_cellect.train.fit import Trainer, fit, load_checkpoint
+from napari_cellect.train.losses import LossConfig
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def test_a_few_steps_lower_the_loss(sequences):
         _, before = loss()
     trainer.bundle.train(True)
     for step in range(12):
-        total, parts = loss(use_detections=step % 2 == 1)
+        total, _parts = loss(use_detections=step % 2 == 1)
         trainer.optimizer.zero_grad()
         total.backward()
         if step == 0:  # the scorers get gradients
@@ -236,10 +232,10 @@ def test_candidate_features_match_inference_scoring():
 
 def test_division_threshold_calibration(sequences, monkeypatch):
     from napari_cellect.track.detections import Detections
+    from napari_cellect.track.graph import TrackGraph
     from napari_cellect.track.scoring_protocol import CandidateScores
     from napari_cellect.train import validation as validation_module
     from napari_cellect.train.targets import AnnotationIndex, TargetConfig
-    from napari_cellect.track.graph import TrackGraph
 
     p_divide = np.array([0.9, 0.35, 0.2, 0.1, 0.4, 0.05], np.float32)
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_cellect.config import TrackingConfig
+from napari_cellect.settings.tracking import TrackingConfig
 from napari_cellect.track.correction_set import CorrectionSet
 from napari_cellect.track.corrections import build_corrections
 from napari_cellect.track.detections import Detections

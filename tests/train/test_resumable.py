@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from napari_cellect.data.synthetic import PRESETS, generate
-from napari_cellect.infer.tiling import TilingConfig
+from napari_cellect.settings.tiling import TilingConfig
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig
-from napari_cellect.train.fit import TrainConfig, Trainer, load_checkpoint
+from napari_cellect.train.fit import Trainer, load_checkpoint
 from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interrupt
 
 

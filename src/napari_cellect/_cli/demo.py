@@ -7,8 +7,8 @@ against the ground truth, writes everything to OUT and opens it in napari (unles
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from napari_cellect._cli._types import non_negative_int, positive_float
 from napari_cellect.cli import command_help
-from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import InputError
+from napari_cellect.settings.formats import LINAJEA_Z_RATIO
 
 if TYPE_CHECKING:
     from napari_cellect.evaluate import Scores

@@ -29,7 +29,8 @@ from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.progress import Step, run_to_end
 from napari_cellect.train.adapt_unet import AdaptConfig
-from napari_cellect.train.finetune import FinetuneConfig, FinetuneProgress
+from napari_cellect.train.finetune import FinetuneProgress
+from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_guard import FinetunePlan, iter_guarded_finetune
 
 logger = logging.getLogger(__name__)

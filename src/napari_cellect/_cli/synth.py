@@ -19,7 +19,7 @@ from napari_cellect.data.synthetic import PRESETS  # loads only the parameters (
 from napari_cellect.errors import InputError
 
 if TYPE_CHECKING:
-    from napari_cellect.data.synthetic import SyntheticConfig
+    from napari_cellect.data.synthetic.config import SyntheticConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -74,7 +74,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_cellect.config import config_to_dict
     from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
     from napari_cellect.data.images import CLI_AXES, open_sequence
     from napari_cellect.infer.device import resolve_device
@@ -82,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import make_labeler, track_images
     from napari_cellect.session.tracking_session import correction_config
+    from napari_cellect.settings.conversion import config_to_dict
 
     resolve_device(args.device)  # fail before the long run starts
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
@@ -157,7 +157,8 @@ def cache_folder(args: argparse.Namespace) -> Path | None:
 
 def _thresholds_help() -> str:
     """The thresholds a bundle carries, with the defaults of a new bundle (config.py)."""
-    from napari_cellect.config import TrackingConfig, config_to_dict
+    from napari_cellect.settings.conversion import config_to_dict
+    from napari_cellect.settings.tracking import TrackingConfig
 
     lines = ["thresholds stored in every model bundle (defaults of a new bundle shown; "
              "--show-config prints the values of yours):"]

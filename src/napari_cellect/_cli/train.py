@@ -22,8 +22,9 @@ from napari_cellect.data.images import CLI_AXES, open_sequence
 from napari_cellect.errors import InputError
 from napari_cellect.infer.device import DEVICE_CHOICES
 from napari_cellect.model.unet import preset_names
+from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, TrainSource, check_source
-from napari_cellect.train.fit import TrainConfig, TrainProgress, fit
+from napari_cellect.train.fit import TrainProgress, fit
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ class CloseGuard(ParentEventFilter):
         except (AttributeError, RuntimeError):  # torn down already
             return False
 
-    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         if event is None or event.type() != QEvent.Type.Close or not self._by_person():
             return False
         unsaved = [s for s in self._controller.sessions if s.has_unsaved_edits]

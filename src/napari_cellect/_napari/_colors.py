@@ -86,7 +86,7 @@ class TrackIdColormap(Colormap):
     calls :meth:`map` with the ids themselves.
     """
 
-    def map(self, values: np.ndarray) -> np.ndarray:  # noqa: D102 - see class docstring
+    def map(self, values: np.ndarray) -> np.ndarray:
         return track_colors(np.round(np.asarray(values, dtype=np.float64)).astype(np.int64))
 
 

@@ -53,7 +53,7 @@ class DropOpener(ParentEventFilter):
         super().__init__(qt_viewer)
         self._viewer_ref = weakref.ref(viewer)
 
-    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         if not isinstance(event, QDropEvent) or event.type() != QEvent.Type.Drop:
             return False
         path = _single_local_path(event)
@@ -66,7 +66,7 @@ class DropOpener(ParentEventFilter):
         event.acceptProposedAction()
         try:
             viewer.open(str(path), plugin=PLUGIN_NAME)
-        except Exception as error:  # noqa: BLE001 - shown to the person, as napari shows it
+        except Exception as error:
             from napari.utils.notifications import show_error
 
             show_error(f"Could not open {path}: {getattr(error, 'original_error', None) or error}")

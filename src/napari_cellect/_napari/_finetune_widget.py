@@ -85,7 +85,7 @@ if TYPE_CHECKING:
 
     from napari_cellect.session import TrackingSession
     from napari_cellect.track.edits import Command
-    from napari_cellect.train.finetune import FinetuneConfig
+    from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -159,7 +159,7 @@ class LineageCanvas(QWidget):
         return int(layout.node_ids[best])
 
     # ------------------------------------------------------------------ painting
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), self.style_.background)
         layout = self.layout_
@@ -252,7 +252,7 @@ class LineageCanvas(QWidget):
             painter.drawEllipse(centre, 6.0, 6.0)
 
     # ------------------------------------------------------------------ interaction
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt API
+    def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120.0
         if steps == 0:
             return
@@ -271,13 +271,13 @@ class LineageCanvas(QWidget):
             self._dy = pos.y() - frame * self._st
         self.update()
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+    def mousePressEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
             self._press = event.position()
             self._press_offset = (self._dx, self._dy)
             self._dragged = False
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._press is None:
             return
         delta = event.position() - self._press
@@ -287,14 +287,14 @@ class LineageCanvas(QWidget):
         self._dy = self._press_offset[1] + delta.y()
         self.update()
 
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._press is not None and not self._dragged:
             node = self.node_at(event.position())
             if node is not None:
                 self.node_clicked.emit(node)
         self._press = None
 
-    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         self.fit()
 
 
@@ -379,7 +379,7 @@ class LineageWidget(QWidget):
             self.canvas.fit()
             self._fitted = True
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def showEvent(self, event: Any) -> None:
         super().showEvent(event)
         if not self._fitted and self.canvas.layout_ is not None:
             self.canvas.fit()

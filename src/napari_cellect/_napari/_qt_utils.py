@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +79,8 @@ def disconnect_on_destroy(widget: QObject, pairs: Sequence[tuple[Any, Callable[.
 
     def disconnect(*_args: Any) -> None:
         for signal, slot in pairs:
-            try:
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):  # already gone
                 signal.disconnect(slot)
-            except (TypeError, ValueError, RuntimeError):  # already gone
-                pass
 
     widget.destroyed.connect(disconnect)
 
@@ -107,17 +106,17 @@ class _VerticalScrollArea(QScrollArea):
     """Scrolls up and down only: as wide as its content needs, as short as
     :data:`DOCK_MIN_HEIGHT`."""
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         content = self.widget()
         width = content.minimumSizeHint().width() if content is not None else 0
         return QSize(width + self.verticalScrollBar().sizeHint().width(), DOCK_MIN_HEIGHT)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         content = self.widget()
         hint = content.sizeHint() if content is not None else QSize(0, 0)
         return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), hint.height())
 
-    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         # the hints above follow the content: when its layout changes (say, the style gives it
         # larger fonts once shown), let that layout settle, then make the dock ask again
         handled = super().eventFilter(watched, event)
@@ -139,7 +138,7 @@ class _JoinTabs(QObject):
     the same area of the main window (on the next turn of the event loop: napari adds the dock
     to the window after setting its widget)."""
 
-    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         if event is not None and event.type() == QEvent.Type.ParentChange:
             QTimer.singleShot(0, self._join)
         return False

@@ -20,11 +20,10 @@ from typing import Any
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._controller import ensure_controller_for_current_viewer
-from napari_cellect.session import Geometry
 from napari_cellect._napari._layer_data import session_layer_data
-from napari_cellect.session import TrackingSession
 from napari_cellect.data.images import AxesOption
 from napari_cellect.errors import CellectError
+from napari_cellect.session import Geometry, TrackingSession
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_cellect.errors import InputError
-from napari_cellect.track.link import MARGIN_COLUMN, LinkingConfig
+from napari_cellect.settings.linking import LinkingConfig
+from napari_cellect.track.link import MARGIN_COLUMN
 from napari_cellect.track.review import (
     DIVISION,
     ReviewConfig,

@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_cellect._napari._controller import ensure_controller_for_current_viewer
-from napari_cellect.session import Geometry
 from napari_cellect._napari._layer_data import session_layer_data
-from napari_cellect.session import TrackingSession
+from napari_cellect.session import Geometry, TrackingSession
 
 #: the sample: a few dividing nuclei in a small anisotropic volume (renders in about a second)
 SAMPLE_CHANGES: dict[str, Any] = {

@@ -159,7 +159,7 @@ class TrackingWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
-        from napari_cellect.infer.tiling import TilingConfig
+        from napari_cellect.settings.tiling import TilingConfig
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from napari_cellect.config import LINAJEA_Z_RATIO
 from napari_cellect.errors import GraphError, InputError
+from napari_cellect.settings.formats import LINAJEA_Z_RATIO
 from napari_cellect.track.graph import TrackGraph
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ Used by prediction, training and the widgets alike (CELLECT had three different 
 Steps 1-5 run per tile on the tile's own outputs (the embedding map never leaves the tile),
 restricted to the voxels that tile owns; step 6 runs once per frame over all tiles.
 
-The settings are :class:`napari_cellect.config.DetectionConfig` (re-exported here). The module
+The settings are :class:`napari_cellect.settings.detection.DetectionConfig`. The module
 imports torch only when given tensors.
 """
 
@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from napari_cellect.config import CENTRE_MODES, CentreMode, DetectionConfig
 from napari_cellect.errors import InputError
+from napari_cellect.settings.detection import CENTRE_MODES, CentreMode, DetectionConfig
 from napari_cellect.track.detections import Detections
 
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
 
     logits = centre.detach().float()
     top, lower = logits[-1], logits[:-1]
-    if mode == "softmax":
-        out = top - torch.logsumexp(lower, dim=0)
-    else:
-        out = top - lower.amax(dim=0)
+    out = top - (torch.logsumexp(lower, dim=0) if mode == "softmax" else lower.amax(dim=0))
     return out.cpu().numpy()
 
 

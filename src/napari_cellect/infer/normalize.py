@@ -21,8 +21,7 @@ Non-finite voxels (NaN, inf) are treated as the low end (they become the low per
 ``m`` in log mode) and a warning is logged. A pair without contrast (constant, or no finite
 voxel) becomes all zeros in percentile mode: there is nothing to divide by.
 
-The settings are :class:`napari_cellect.config.NormalizationConfig` (re-exported here);
-:meth:`NormalizationConfig.from_any` also accepts a mode string, a mapping or a bundle.
+The settings are :class:`napari_cellect.settings.normalization.NormalizationConfig`.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ import math
 
 import numpy as np
 
-from napari_cellect.config import NormalizationConfig
 from napari_cellect.errors import InputError
+from napari_cellect.settings.normalization import NormalizationConfig
 
 logger = logging.getLogger(__name__)
 

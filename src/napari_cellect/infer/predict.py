@@ -25,16 +25,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
 
 from napari_cellect.errors import Cancelled, DeviceError, InputError, ModelError
-from napari_cellect.infer.detect import DetectionConfig, finalize_detections, find_detections
+from napari_cellect.infer.detect import finalize_detections, find_detections
 from napari_cellect.infer.device import autocast_context, resolve_device
-from napari_cellect.infer.normalize import NormalizationConfig, has_contrast, normalize_pair
-from napari_cellect.progress import OnStep, Progress
+from napari_cellect.infer.normalize import has_contrast, normalize_pair
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
@@ -47,7 +46,6 @@ from napari_cellect.infer.tiling import (
     HeadStitcher,
     Tile,
     TileGrid,
-    TilingConfig,
     model_size_multiple,
     pad_volume,
     plan_tiles,
@@ -55,12 +53,19 @@ from napari_cellect.infer.tiling import (
     predict_tiles,
     smaller_tiling,
 )
+from napari_cellect.progress import OnStep, Progress
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tiling import TilingConfig, tiling_for
 from napari_cellect.track.detections import (
     DetectionCache,
     Detections,
     fingerprint_of,
     fingerprint_parts,
 )
+
+if TYPE_CHECKING:
+    from napari_cellect.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +81,10 @@ class InferenceModel:
     normalization: NormalizationConfig
 
 
+#: what prediction runs: a model bundle, a U-Net with its settings, or a bare U-Net module
+ModelSource = Union["ModelBundle", InferenceModel, torch.nn.Module]
+
+
 @dataclass
 class FramePrediction:
     """One frame's detections, and optionally the stitched small-head maps (C, Z, Y, X)."""
@@ -85,47 +94,38 @@ class FramePrediction:
 
 
 def resolve_model(
-    bundle_or_model: Any,
-    detection: DetectionConfig | Any = None,
-    normalization: NormalizationConfig | Any = None,
+    bundle_or_model: ModelSource,
+    detection: DetectionConfig | None = None,
+    normalization: NormalizationConfig | None = None,
 ) -> InferenceModel:
     """Accept a ModelBundle (attributes ``unet``, ``thresholds``, ``normalization``) or a bare
     U-Net module; explicit ``detection`` / ``normalization`` settings override the bundle's."""
     if isinstance(bundle_or_model, InferenceModel):
         unet = bundle_or_model.unet
-        det_src: Any = bundle_or_model.detection
-        norm_src: Any = bundle_or_model.normalization
+        det: DetectionConfig | None = bundle_or_model.detection
+        norm: NormalizationConfig | None = bundle_or_model.normalization
     elif isinstance(bundle_or_model, torch.nn.Module):
-        unet, det_src, norm_src = bundle_or_model, None, None
+        unet, det, norm = bundle_or_model, DetectionConfig(), None
     else:
-        unet = getattr(bundle_or_model, "unet", None)
-        if not isinstance(unet, torch.nn.Module):
+        found = getattr(bundle_or_model, "unet", None)
+        if not isinstance(found, torch.nn.Module):
             raise ModelError(
                 "expected a model bundle with a U-Net (attribute 'unet') or a torch module, "
                 f"found {type(bundle_or_model).__name__}"
             )
-        det_src = getattr(bundle_or_model, "thresholds", None)
-        norm_src = getattr(bundle_or_model, "normalization", None)
-    if detection is not None:
-        det_src = detection
-    if normalization is not None:
-        norm_src = normalization
-    det = _detection_or_default(det_src)
-    return InferenceModel(unet, det, NormalizationConfig.from_any(norm_src))
-
-
-def _detection_or_default(source: Any) -> DetectionConfig:
-    if source is None or isinstance(source, DetectionConfig):
-        return source or DetectionConfig()
-    names = set(DetectionConfig.__dataclass_fields__) | {"detection"}
-    keys = set(source) if isinstance(source, dict) else {n for n in names if hasattr(source, n)}
-    if not keys & names:
-        logger.warning(
-            "the model's thresholds hold no detection settings; using the defaults (%s)",
-            DetectionConfig(),
-        )
-        return DetectionConfig()
-    return DetectionConfig.from_any(source)
+        unet = found
+        det = getattr(getattr(bundle_or_model, "thresholds", None), "detection", None)
+        norm = getattr(bundle_or_model, "normalization", None)
+        if det is None and detection is None:
+            logger.warning(
+                "the model's thresholds hold no detection settings; using the defaults (%s)",
+                DetectionConfig(),
+            )
+    return InferenceModel(
+        unet,
+        detection if detection is not None else det or DetectionConfig(),
+        normalization if normalization is not None else norm or NormalizationConfig(),
+    )
 
 
 def model_digest(unet: torch.nn.Module) -> str:
@@ -139,7 +139,7 @@ def model_digest(unet: torch.nn.Module) -> str:
 
 
 def cache_identity(
-    bundle_or_model: Any,
+    bundle_or_model: ModelSource,
     sources: Sequence[Any],
     *,
     z_ratio: float,
@@ -154,14 +154,14 @@ def cache_identity(
     config = {
         "z_ratio": float(z_ratio),
         "xy_scale": xy_scale(cell_radius, model.normalization.reference_radius),
-        "tiling": TilingConfig.from_any(tile),
+        "tiling": tiling_for(tile),
         "detection": model.detection,
         "normalization": model.normalization,
     }
     return fingerprint_parts(model_digest(model.unet), sources, config)
 
 
-def cache_fingerprint(bundle_or_model: Any, sources: Sequence[Any], **settings: Any) -> str:
+def cache_fingerprint(bundle_or_model: ModelSource, sources: Sequence[Any], **settings: Any) -> str:
     """The :class:`DetectionCache` fingerprint of a prediction run with these settings
     (the keyword arguments of :func:`cache_identity`)."""
     return fingerprint_of(cache_identity(bundle_or_model, sources, **settings))
@@ -378,7 +378,7 @@ def _frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
 
 def predict_sequence(
     images: Any,
-    bundle_or_model: Any,
+    bundle_or_model: ModelSource,
     *,
     z_ratio: float,
     device: str | torch.device = "auto",
@@ -430,7 +430,7 @@ def predict_sequence(
             "nuclei of radius %g px, model trained on %g px: frames resized by %.3g in y and x",
             cell_radius, model.normalization.reference_radius, scale,
         )  # fmt: skip
-    tiling = TilingConfig.from_any(tile)
+    tiling = tiling_for(tile)
     dev = resolve_device(device)
     if n_frames == 1:
         logger.warning(

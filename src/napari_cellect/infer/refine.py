@@ -10,7 +10,7 @@ the next frame is predicted again on a crop around it, magnified ``scale`` times
 replace the first ones. The frame pair is the same as in the first pass (t+1 with t+2), so
 every frame pair still goes through the U-Net once at full size; the crops are small.
 
-The settings are :class:`napari_cellect.config.DivisionRefinementConfig`
+The settings are :class:`napari_cellect.settings.refinement.DivisionRefinementConfig`
 (``thresholds.division_refinement`` of a bundle); :func:`napari_cellect.pipeline.iter_tracking`
 calls :func:`refine_divisions` between a first linking pass and the final one.
 """
@@ -24,16 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellect.config import DivisionRefinementConfig, TilingConfig
 from napari_cellect.errors import Cancelled
 from napari_cellect.infer.normalize import normalize_pair
-from napari_cellect.infer.predict import predict_volumes, resolve_model
+from napari_cellect.infer.predict import ModelSource, predict_volumes, resolve_model
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
     resize,
     resize_factors,
 )
+from napari_cellect.settings.refinement import DivisionRefinementConfig
+from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
 
@@ -53,7 +54,7 @@ def division_candidates(graph: TrackGraph, division_threshold: float) -> np.ndar
 
 def refine_divisions(
     images: Any,
-    bundle_or_model: Any,
+    bundle_or_model: ModelSource,
     graph: TrackGraph,
     raw: Sequence[Detections],
     *,
@@ -80,7 +81,8 @@ def refine_divisions(
     Returns ``(detections, n_mothers)``: a new list (unchanged frames are the same objects) and
     how many mothers were looked at again.
     """
-    cfg = config or DivisionRefinementConfig.from_any(getattr(bundle_or_model, "thresholds", None))
+    thresholds = getattr(bundle_or_model, "thresholds", None)
+    cfg = config or getattr(thresholds, "division_refinement", None) or DivisionRefinementConfig()
     out = list(raw)
     rows = division_candidates(graph, division_threshold)
     if not cfg.enabled or len(rows) == 0:

@@ -2,7 +2,7 @@
 
 A U-Net only knows the object sizes of its training data. Given the typical nucleus radius of the
 images (``cell_radius``, xy pixels) and the model's ``reference_radius``
-(:class:`~napari_cellect.config.NormalizationConfig`), each frame pair is resized in y and x by
+(:class:`~napari_cellect.settings.normalization.NormalizationConfig`), each frame pair is resized in y and x by
 ``scale = reference_radius / cell_radius`` before the U-Net (linear interpolation), and the
 detections are mapped back to the original pixel grid. z is left alone: its spacing relative to
 the new xy pixels becomes ``z_ratio * scale``, which is what detection then uses. The idea is

@@ -27,7 +27,7 @@ The embedding map is never stitched: a 41x512x512 frame with 64-d embeddings is 
 float32. :func:`predict_tiles` yields each tile's outputs while they are still on the device,
 so the caller reads embeddings at that tile's owned detections and drops the rest.
 
-The settings are :class:`napari_cellect.config.TilingConfig` (re-exported here). torch is
+The settings are :class:`napari_cellect.settings.tiling.TilingConfig`. torch is
 imported only to run a model.
 """
 
@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from napari_cellect.config import PadMode, TilingConfig, int_triple
 from napari_cellect.errors import InputError, ModelError
+from napari_cellect.settings.checks import int_triple
+from napari_cellect.settings.tiling import PadMode, TilingConfig
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ A bundle file is ``torch.save`` of a plain dict (so it loads with ``weights_only
      "thresholds": {...}, "normalization": {...}, "metadata": {...},
      "unet": state_dict, "merge": state_dict, "link": state_dict}
 
-Configs are plain dicts (see :mod:`napari_cellect.config`), so a bundle is self-describing and
+Configs are plain dicts (see :mod:`napari_cellect.settings.conversion`), so a bundle is self-describing and
 safe to load. :meth:`ModelBundle.load` checks everything and raises
 :class:`~napari_cellect.errors.ModelError` naming the file and what is wrong.
 
@@ -30,16 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from napari_cellect import __version__
-from napari_cellect.config import (
-    NormalizationConfig,
-    TrackingConfig,
-    config_from_dict,
-    config_to_dict,
-)
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import CellectError, DeviceError, InputError, ModelError
 from napari_cellect.model.pair_scorer import BaseScorer, PairScorerConfig, build_scorer
 from napari_cellect.model.unet import UNet3D, UNetConfig, unet_preset
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tracking import TrackingConfig
 
 if TYPE_CHECKING:
     from napari_cellect.model.scoring import ModelScorer
@@ -160,7 +157,7 @@ class ModelBundle:
         """Normalise a (2, Z, Y, X) frame pair as this model expects (``infer/normalize.py``)."""
         from napari_cellect.infer import normalize
 
-        return normalize.normalize_pair(pair, normalize.NormalizationConfig.from_any(self.normalization))
+        return normalize.normalize_pair(pair, self.normalization)
 
     def candidate_scorer(self, kind: str) -> ModelScorer:
         """The ``merge`` or ``link`` scorer as a numpy ``CandidateScorer`` (``model/scoring.py``)
@@ -320,7 +317,7 @@ def read_torch_file(path: Path, what: str) -> Any:
             f"{path}: not {what}: the safe loader cannot read it; it is truncated or damaged, "
             "or a plain Python pickle rather than a torch.save file"
         ) from error
-    except Exception as error:  # noqa: BLE001 - torch raises anything from KeyError to EOFError
+    except Exception as error:
         detail = _first_line(error, limit=80) if str(error).strip() else "unexpected end of file"
         raise ModelError(
             f"{path}: not {what}, or the file is truncated or damaged "

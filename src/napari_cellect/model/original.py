@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from napari_cellect.config import NormalizationConfig, TrackingConfig
 from napari_cellect.errors import ModelError
 from napari_cellect.model.bundle import (
     BundleMetadata,
@@ -41,6 +40,8 @@ from napari_cellect.model.bundle import (
 )
 from napari_cellect.model.pair_scorer import OriginalEXNet, PairScorerConfig
 from napari_cellect.model.unet import UNet3D, UNetConfig, unet_preset
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 

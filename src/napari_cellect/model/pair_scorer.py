@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from napari_cellect.config import config_from_dict, config_to_dict
 from napari_cellect.errors import InputError
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
 
 KINDS = ("merge", "link")
 ARCHITECTURES = ("set", "cellect-original")

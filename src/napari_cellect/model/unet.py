@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_cellect.config import config_from_dict, config_to_dict
 from napari_cellect.errors import InputError, ModelError
 from napari_cellect.model.conv import Conv3d
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
 
 ARCHITECTURES = ("compact", "cellect-original")
 NORMS = ("group", "instance", "batch", "none")
@@ -216,7 +216,7 @@ class UNet3D(nn.Module):
     ``torch.inference_mode()``.
     """
 
-    def __new__(cls, config: UNetConfig | None = None) -> UNet3D:  # noqa: D102
+    def __new__(cls, config: UNetConfig | None = None) -> UNet3D:
         if cls is UNet3D:
             architecture = (config or unet_preset("small")).architecture
             cls = CompactUNet3D if architecture == "compact" else OriginalUNet3D

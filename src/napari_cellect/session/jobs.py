@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from napari_cellect.track.corrections import CorrectionSet
     from napari_cellect.track.edits import Compound
     from napari_cellect.track.graph import TrackGraph
-    from napari_cellect.train.finetune import FinetuneConfig
+    from napari_cellect.train.finetune_config import FinetuneConfig
     from napari_cellect.train.finetune_guard import FinetuneResult, PartTrainer
 
 logger = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from napari_cellect.errors import Cancelled, CellectError, InputError
 from napari_cellect.progress import Step
 from napari_cellect.session.corrections_store import load_stored, needs_file, newer_wins
 from napari_cellect.session.geometry import Geometry
+from napari_cellect.track.correction_labels import CorrectionConfig
 from napari_cellect.track.corrections import (
-    CorrectionConfig,
     CorrectionSet,
     build_corrections,
     corrections_from_history,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     )
     from napari_cellect.track.detections import Detections
     from napari_cellect.train.adapt_unet import AdaptConfig
-    from napari_cellect.train.finetune import FinetuneConfig
+    from napari_cellect.train.finetune_config import FinetuneConfig
     from napari_cellect.train.finetune_guard import FinetuneResult
 
 logger = logging.getLogger(__name__)

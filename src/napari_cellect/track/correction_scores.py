@@ -21,9 +21,9 @@ import numpy as np
 from napari_cellect.track.correction_set import CorrectionSet, table_xyz
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
-from napari_cellect.track.link import LinkingConfig, link_sequence
+from napari_cellect.track.link import link_sequence
 from napari_cellect.track.matching import MatchConfig, match_to_detections
-from napari_cellect.track.merge import MergeConfig, merge_duplicates
+from napari_cellect.track.merge import merge_duplicates
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ def score_on_corrections(
     if frames is None:
         frames = np.unique(nodes["t"][[row_of[int(i)] for i in reviewed]]).tolist()
     thresholds = bundle.thresholds
-    merge_cfg = MergeConfig.from_any(thresholds)
-    link_cfg = LinkingConfig.from_any(thresholds)
+    merge_cfg = thresholds.merge
+    link_cfg = thresholds.link
     merge_scorer = bundle.candidate_scorer("merge")
     link_scorer = bundle.candidate_scorer("link")
     threshold = float(thresholds.detection.threshold)

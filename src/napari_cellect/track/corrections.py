@@ -41,7 +41,7 @@ public API, and :mod:`napari_cellect.errors` holds the two exceptions.
 from __future__ import annotations
 
 from napari_cellect.errors import ContradictoryCorrections, NotEnoughCorrections
-from napari_cellect.track.correction_labels import CorrectionConfig, build_corrections
+from napari_cellect.track.correction_labels import build_corrections
 from napari_cellect.track.correction_records import KINDS, corrections_from_history
 from napari_cellect.track.correction_set import (
     CORRECTIONS_FORMAT,
@@ -62,7 +62,6 @@ __all__ = [
     "NODE_COLUMNS",
     "REMOVED_COLUMNS",
     "ContradictoryCorrections",
-    "CorrectionConfig",
     "CorrectionSet",
     "NotEnoughCorrections",
     "build_corrections",

@@ -6,7 +6,7 @@ about as big as the other. A nucleus that the detector splits in two gives a pai
 that overlap each other far more than two daughters do; unrelated neighbours give a pair whose
 midpoint is far from the mother, or whose sizes differ. :func:`plausible_daughters` tests a
 batch of (mother, daughter, daughter) triples against the tolerances of
-:class:`~napari_cellect.config.LinkingConfig` (all in units of the mother's radius or ratios, so
+:class:`~napari_cellect.settings.linking.LinkingConfig` (all in units of the mother's radius or ratios, so
 they hold at every nucleus size); the linker (``track/link.py``) lets a cell take a second child
 only where the pair passes.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_cellect.config import LinkingConfig
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.scoring_protocol import scaled
 

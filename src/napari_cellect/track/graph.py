@@ -73,6 +73,14 @@ class GraphChange:
 class TrackGraph:
     """Cells as nodes (one per cell per frame), parent -> child edges through ``parent_id``."""
 
+    # caches of derived arrays, reset by _invalidate() whenever the columns change
+    _sorted: tuple[np.ndarray, np.ndarray] | None
+    _parent_rows_cache: np.ndarray | None
+    _n_children: np.ndarray | None
+    _track_ids: np.ndarray | None
+    _parent_track_ids: np.ndarray | None
+    _first_row: np.ndarray | None
+
     changed = Signal(GraphChange)
 
     def __init__(self) -> None:
@@ -408,12 +416,12 @@ class TrackGraph:
 
     # ------------------------------------------------------------------ internals
     def _invalidate(self) -> None:
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
-        self._parent_rows_cache: np.ndarray | None = None
-        self._n_children: np.ndarray | None = None
-        self._track_ids: np.ndarray | None = None
-        self._parent_track_ids: np.ndarray | None = None
-        self._first_row: np.ndarray | None = None
+        self._sorted = None
+        self._parent_rows_cache = None
+        self._n_children = None
+        self._track_ids = None
+        self._parent_track_ids = None
+        self._first_row = None
 
     def _extra_columns(self) -> dict[str, np.dtype]:
         return {k: v.dtype for k, v in self._cols.items() if k not in CORE_COLUMNS}
@@ -488,9 +496,9 @@ def _normalise_columns(
             if name == "approved":
                 values = np.asarray(values, dtype=np.float64)
                 values = np.nan_to_num(values, nan=0.0) != 0
-            elif np.issubdtype(dtype, np.integer) and values.dtype.kind == "f":
-                if np.any(~np.isfinite(values)) or np.any(values != np.round(values)):
-                    raise GraphError(f"column {name!r} must hold whole numbers")
+            elif (np.issubdtype(dtype, np.integer) and values.dtype.kind == "f"
+                  and (np.any(~np.isfinite(values)) or np.any(values != np.round(values)))):
+                raise GraphError(f"column {name!r} must hold whole numbers")
             out[name] = values.astype(dtype, copy=True)
         else:
             out[name] = np.full(n, DEFAULTS[name], dtype=dtype)

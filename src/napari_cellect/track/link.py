@@ -15,7 +15,7 @@ Pinned edges (usually the links a person approved) are kept exactly, whatever th
 Nodes named in ``no_division`` (usually parents whose single child a person approved, or that a
 person marked as not dividing) never get a second child, whatever ``p_divide`` says.
 
-The settings are :class:`napari_cellect.config.LinkingConfig` (re-exported here).
+The settings are :class:`napari_cellect.settings.linking.LinkingConfig`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from napari_cellect.config import LinkingConfig
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.progress import OnStep, Progress
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.assignment import AssignmentProblem, AssignmentResult, solve_assignment
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.division_geometry import plausible_daughters
@@ -82,7 +81,7 @@ def link_frame_pair(
     det_a: Detections,
     det_b: Detections,
     scorer: CandidateScorer | None,
-    config: Any,
+    config: LinkingConfig | None,
     z_ratio: float,
     pinned: np.ndarray | Sequence[tuple[int, int]] | None = None,
     *,
@@ -95,7 +94,7 @@ def link_frame_pair(
     Args:
         det_a, det_b: detections of two consecutive frames.
         scorer: a :class:`CandidateScorer`; ``None`` uses :meth:`GeometricScorer.for_link`.
-        config: gates, thresholds and costs: anything :meth:`LinkingConfig.from_any` accepts.
+        config: gates, thresholds and costs; ``None``: the defaults.
         z_ratio: z spacing over xy spacing.
         pinned: (P, 2) ``(index in det_a, index in det_b)`` links that must be kept.
         fixed_children: (n_a,) children that cells of ``det_a`` already have elsewhere (for
@@ -107,7 +106,7 @@ def link_frame_pair(
             get one child. ``None`` forbids nothing.
     """
     scorer = GeometricScorer.for_link() if scorer is None else scorer
-    config = LinkingConfig.from_any(config)
+    config = LinkingConfig() if config is None else config
     n_a, n_b = len(det_a), len(det_b)
     if no_division is not None:
         no_division = np.asarray(no_division)
@@ -173,7 +172,7 @@ def link_frame_pair(
 def link_sequence(
     detections: Sequence[Detections],
     scorer: CandidateScorer | None,
-    config: Any,
+    config: LinkingConfig | None,
     z_ratio: float,
     pinned_edges: np.ndarray | Sequence[tuple[int, int]] | None = None,
     node_ids: Sequence[np.ndarray] | None = None,
@@ -186,7 +185,7 @@ def link_sequence(
     Args:
         detections: one :class:`Detections` per frame, in increasing ``t``.
         scorer: a :class:`CandidateScorer`; ``None`` uses :meth:`GeometricScorer.for_link`.
-        config: gates, thresholds and costs: anything :meth:`LinkingConfig.from_any` accepts.
+        config: gates, thresholds and costs; ``None``: the defaults.
         z_ratio: z spacing over xy spacing.
         pinned_edges: (P, 2) ``(parent_id, child_id)`` node-id pairs kept exactly (they may skip
             frames). A row ``(-1, child_id)`` pins the child as a track start (no parent).
@@ -210,7 +209,7 @@ def link_sequence(
     ``p_match`` of the incoming link, and the extra column ``link_margin`` its margin.
     """
     scorer = GeometricScorer.for_link() if scorer is None else scorer
-    config = LinkingConfig.from_any(config)
+    config = LinkingConfig() if config is None else config
     frames = list(detections)
     _check_frames(frames)
     sizes = np.array([len(d) for d in frames], dtype=np.int64)
@@ -381,7 +380,7 @@ def _link_scores(
     cands: _Candidates, src: np.ndarray, dst: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``p_match`` and margin of each chosen link (NaN for links the scorer never saw)."""
-    n_a, k = cands.cand_idx.shape
+    n_a, _k = cands.cand_idx.shape
     if len(src) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     valid = cands.cand_idx >= 0

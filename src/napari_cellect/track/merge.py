@@ -9,18 +9,17 @@ pairs (union-find via ``scipy.sparse.csgraph.connected_components``) become one 
 so every input detection ends up in exactly one output detection and no chain can drop one
 (CELLECT's anchor scheme could, docs/method.md §10 item 5).
 
-The settings are :class:`napari_cellect.config.MergeConfig` (re-exported here)."""
+The settings are :class:`napari_cellect.settings.merge.MergeConfig`."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from napari_cellect.config import MergeConfig
+from napari_cellect.settings.merge import MergeConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.scoring_protocol import (
     CandidateScorer,
@@ -32,12 +31,12 @@ logger = logging.getLogger(__name__)
 
 
 def merge_duplicates(
-    det: Detections, scorer: CandidateScorer | None, config: Any, z_ratio: float
+    det: Detections, scorer: CandidateScorer | None, config: MergeConfig | None, z_ratio: float
 ) -> tuple[Detections, np.ndarray]:
     """Merge same-cell duplicates of one frame.
 
-    ``scorer`` ``None`` uses :meth:`GeometricScorer.for_merge`; ``config`` is anything
-    :meth:`MergeConfig.from_any` accepts.
+    ``scorer`` ``None`` uses :meth:`GeometricScorer.for_merge`; ``config`` ``None`` uses the
+    default :class:`MergeConfig`.
 
     Returns ``(merged, groups)``: ``groups[i]`` is the index in ``merged`` of the detection that
     input detection ``i`` became part of. Merged detections are ordered by their first member.
@@ -59,11 +58,11 @@ def merge_duplicates(
 
 
 def duplicate_pairs(
-    det: Detections, scorer: CandidateScorer | None, config: Any, z_ratio: float
+    det: Detections, scorer: CandidateScorer | None, config: MergeConfig | None, z_ratio: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The accepted duplicate pairs ``(a, b)`` with ``a < b`` (before transitive closure)."""
     scorer = GeometricScorer.for_merge() if scorer is None else scorer
-    config = MergeConfig.from_any(config)
+    config = MergeConfig() if config is None else config
     n = len(det)
     cand_idx, dist = nearest_candidates(
         det.positions, det.positions, config.k, z_ratio, exclude_self=True

@@ -23,18 +23,19 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_cellect.errors import InputError
 from napari_cellect.progress import OnStep, Progress
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
-from napari_cellect.track.link import LinkingConfig, link_sequence
+from napari_cellect.track.link import link_sequence
 from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
-from napari_cellect.track.merge import MergeConfig, merge_duplicates
+from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.scoring_protocol import nearest_candidates
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def relink(
     detections: Sequence[Detections],
     bundle: ModelBundle,
     graph: TrackGraph,
-    config: Any = None,
+    config: LinkingConfig | None = None,
     z_ratio: float = 1.0,
     *,
     corrections: CorrectionSet | None = None,
@@ -84,8 +85,8 @@ def relink(
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
     frames = sorted(detections, key=lambda d: d.t)
     times = [d.t for d in frames]
-    link_cfg = LinkingConfig.from_any(config if config is not None else bundle.thresholds)
-    merge_cfg = MergeConfig.from_any(bundle.thresholds)
+    link_cfg = config if config is not None else bundle.thresholds.link
+    merge_cfg = bundle.thresholds.merge
     merge_scorer = bundle.candidate_scorer("merge") if merge else None
     approved = graph["approved"]
     parent = graph["parent_id"]

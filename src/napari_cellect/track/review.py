@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from napari_cellect.errors import InputError
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import NO_PARENT, GraphChange, TrackGraph
-from napari_cellect.track.link import MARGIN_COLUMN, LinkingConfig, link_frame_pair
+from napari_cellect.track.link import MARGIN_COLUMN, link_frame_pair
 from napari_cellect.track.scoring_protocol import CandidateScorer
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def link_margins(
     graph: TrackGraph,
     detections: list[Detections] | None = None,
     scorer: CandidateScorer | None = None,
-    linking: Any = None,
+    linking: LinkingConfig | None = None,
     z_ratio: float = 1.0,
 ) -> np.ndarray:
     """Per-node margin of each node's incoming link (NaN where there is none), recomputed by
@@ -241,7 +241,7 @@ def link_margins(
     no embeddings), by default with the geometric scorer. ``detections``, when given, must hold
     one :class:`Detections` per frame whose rows are the graph's nodes of that frame in row order.
     """
-    cfg = LinkingConfig.from_any(linking)
+    cfg = LinkingConfig() if linking is None else linking
     out = np.full(len(graph), np.nan, np.float64)
     frames = graph.frames
     by_t = {int(d.t): d for d in detections} if detections is not None else {}

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from napari_cellect.infer.detect import DetectionConfig, detect
+from napari_cellect.infer.detect import detect
 from napari_cellect.model.pair_scorer import BaseScorer, PairScores, pair_features
 from napari_cellect.model.unet import UNet3D, UNetOutput
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.track.matching import match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
 from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import Batch, TrainSample
@@ -28,7 +30,6 @@ from napari_cellect.train.losses import (
     radius_loss,
     segmentation_loss,
 )
-from napari_cellect.track.matching import match_detections
 from napari_cellect.train.targets import NUCLEUS, FrameCells, jittered_cells
 
 # =============================================================================== helpers

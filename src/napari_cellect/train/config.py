@@ -6,16 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_cellect.config import (
-    NormalizationConfig,
-    TrackingConfig,
-    config_from_dict,
-    config_to_dict,
-)
 from napari_cellect.errors import InputError
-from napari_cellect.infer.tiling import TilingConfig
-from napari_cellect.train.data import AugmentConfig, SamplingConfig
+from napari_cellect.settings.conversion import config_from_dict, config_to_dict
+from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tiling import TilingConfig
+from napari_cellect.settings.tracking import TrackingConfig
 from napari_cellect.track.matching import MatchConfig
+from napari_cellect.train.data import AugmentConfig, SamplingConfig
 from napari_cellect.train.losses import LossConfig
 from napari_cellect.train.targets import TargetConfig
 

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.normalize import NormalizationConfig, normalize_pair
+from napari_cellect.infer.normalize import normalize_pair
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.train.targets import (
     AnnotationIndex,
@@ -274,7 +275,7 @@ class Sampler:
         # frames t that can start a sample: annotated, with a frame t+1 in the images
         self.frames: list[np.ndarray] = []
         self.division_events: list[np.ndarray] = []
-        for i, (source, index) in enumerate(zip(self.sources, self.indices)):
+        for source, index in zip(self.sources, self.indices):
             n_t = source.shape[0]
             frames = index.annotated_frames
             frames = frames[(frames >= 0) & (frames + 1 < n_t)]

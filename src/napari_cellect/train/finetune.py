@@ -44,7 +44,7 @@ from napari_cellect.train.finetune_config import FinetuneConfig, FinetuneProgres
 from napari_cellect.train.finetune_losses import TrainingPhase, loss_terms, training_phases
 from napari_cellect.train.finetune_rows import TrainingData, build_training_data
 
-__all__ = ["FinetuneConfig", "FinetuneProgress", "finetune", "iter_finetune"]
+__all__ = ["FinetuneProgress", "finetune", "iter_finetune"]
 
 logger = logging.getLogger(__name__)
 

@@ -43,11 +43,12 @@ from napari_cellect.errors import InputError
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.pair_scorer import BaseScorer
 from napari_cellect.model.scoring import ModelScorer
+from napari_cellect.settings.linking import LinkingConfig
+from napari_cellect.settings.merge import MergeConfig
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
-from napari_cellect.track.link import LinkingConfig
-from napari_cellect.track.merge import MergeConfig, merge_duplicates
 from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
+from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.relink import synthetic_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates, scaled
 from napari_cellect.train.finetune_config import FinetuneConfig
@@ -293,15 +294,15 @@ def build_training_data(
     detections: Sequence[Detections],
     z_ratio: float,
     config: FinetuneConfig | None = None,
-    linking: Any = None,
+    linking: LinkingConfig | None = None,
 ) -> TrainingData:
     """Scorer rows of the corrections' frames, from cached (raw) detections."""
     cfg = config or FinetuneConfig()
     by_t = {int(d.t): d for d in detections}
     if len(by_t) != len(detections):
         raise InputError("detections: expected one Detections per frame, found repeated frames")
-    link_cfg = LinkingConfig.from_any(linking if linking is not None else bundle.thresholds)
-    merge_cfg = MergeConfig.from_any(bundle.thresholds)
+    link_cfg = linking if linking is not None else bundle.thresholds.link
+    merge_cfg = bundle.thresholds.merge
     labels = _Labels.of(corrections)
     nodes = corrections.nodes
     removed = corrections.removed
@@ -338,7 +339,7 @@ def build_training_data(
         if t in frames and t + 1 in frames:
             _link_rows(link_rows, frames[t], frames[t + 1], queries, labels, link_cfg.k, z_ratio,
                        bundle.link_scorer)  # fmt: skip
-    for t, frame in frames.items():
+    for frame in frames.values():
         _merge_rows(merge_rows, frame, labels, merge_cfg.k, z_ratio, bundle.merge_scorer)
     return TrainingData(
         link=link_rows,

@@ -84,7 +84,6 @@ from napari_cellect.train.validation import Validation
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "TrainConfig",
     "TrainProgress",
     "Trainer",
     "candidate_features",
@@ -232,6 +231,11 @@ class Trainer:
         logger.info("starting from the weights of %s", where)
 
     # ------------------------------------------------------------------ the loop
+    @property
+    def step(self) -> int:
+        """Optimiser steps done so far (``benchmarks/train_continue.py`` stops on it)."""
+        return self.loop.step
+
     def run(self) -> ModelBundle:
         """Train for the remaining epochs, then calibrate; returns the best model's bundle."""
         cfg = self.config

@@ -42,6 +42,7 @@ of the per-cell losses.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +76,8 @@ class TargetConfig:
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.level_edges)
         object.__setattr__(self, "level_edges", edges)
-        if not edges or any(not 0 < e for e in edges) or any(
-            b >= a for a, b in zip(edges, edges[1:])
+        if not edges or any(not e > 0 for e in edges) or any(
+            b >= a for a, b in itertools.pairwise(edges)
         ):
             raise InputError(
                 f"TargetConfig.level_edges: expected positive, strictly decreasing values, "

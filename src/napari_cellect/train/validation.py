@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellect.config import NormalizationConfig
-from napari_cellect.infer.detect import DetectionConfig
 from napari_cellect.infer.device import autocast_context
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.infer.predict import predict_frame
@@ -27,6 +25,8 @@ from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.pair_scorer import BaseScorer
 from napari_cellect.model.scoring import ModelScorer
 from napari_cellect.model.unet import UNet3D
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates

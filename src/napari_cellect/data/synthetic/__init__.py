@@ -35,7 +35,9 @@ Modules: :mod:`.config` (parameters, presets, randomised configs), :mod:`.geomet
 :mod:`.sequence` (ground truth, :func:`simulate`, :func:`generate`), :mod:`.write` (datasets on
 disk), :mod:`.streams` (the random streams). The names below are imported lazily, so
 ``from napari_cellect.data.synthetic import PRESETS`` (the command line's option choices) loads
-only the parameters, not scipy, pandas or the writers.
+only the parameters, not scipy, pandas or the writers. The settings classes
+(:class:`SyntheticConfig`, :class:`ConfigRanges`, :class:`WideRanges`) are imported from
+:mod:`.config` only.
 """
 
 from __future__ import annotations
@@ -44,11 +46,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "SyntheticConfig": ".config",
     "PRESETS": ".config",
-    "ConfigRanges": ".config",
     "sample_config": ".config",
-    "WideRanges": ".config",
     "sample_wide_config": ".config",
     "EmbryoGeometry": ".geometry",
     "embryo_geometry": ".geometry",
