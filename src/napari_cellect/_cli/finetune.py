@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from napari_cellect._cli._types import positive_float, positive_int
+from napari_cellect._cli._types import cell_radius, positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.train.finetune import (
@@ -82,10 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--tile", type=positive_int, nargs=3, default=None, metavar=("Z", "Y", "X"),
         help="sliding-window tile of the tracking run, so its detection cache is found "
              "(default: the model's)")
-    add("--cell-radius", type=positive_float, default=None, metavar="R",
+    add("--cell-radius", type=cell_radius, default="auto", metavar="R",
         help="the --cell-radius of the tracking run (typical nucleus radius in xy pixels), so "
              "its detection cache is found and uncached frames are resized the same way "
-             "(default: none, the images as they are)")
+             "(default: auto, estimated as cellect track does; 'none': as they are)")
     add("--device", default="auto", metavar="DEVICE",
         help="device for predicting uncached frames: auto, cpu, cuda or mps (default: auto)")
     parser.set_defaults(run=run)
@@ -94,6 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.annotations import read_tracks
     from napari_cellect.data.images import CLI_AXES, open_sequence
+    from napari_cellect.infer.radius_estimate import resolve_cell_radius
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
     from napari_cellect.track.corrections import (
@@ -116,9 +117,12 @@ def run(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.weights)
     else:
         bundle = ModelBundle.load_default()
-    xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
+    if args.cell_radius != "auto":  # can this model rescale?
+        xy_scale(args.cell_radius, bundle.normalization.reference_radius)
     sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
+    radius = resolve_cell_radius(args.cell_radius, sequence.data, z_ratio,
+                                 bundle.normalization.reference_radius)  # fmt: skip
     thresholds = bundle.thresholds
     config = CorrectionConfig(link_k=thresholds.link.k, merge_k=thresholds.merge.k)
     corrections = build_corrections(graph, z_ratio=z_ratio, config=config, source=str(args.tracks))
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
-                                    args.tile, args.cell_radius)  # fmt: skip
+                                    args.tile, radius)  # fmt: skip
     with tqdm(total=args.epochs, desc="fine-tune", unit="epoch") as bar:
 
         def report(step: FinetuneProgress) -> None:
