@@ -124,7 +124,10 @@ def estimate_radius(
         chosen = sorted({int(t) for t in frames})
     radii: list[np.ndarray] = []
     for t in chosen:
-        frame = np.asarray(data[t], dtype=np.float32)
+        frame = data[t]
+        if hasattr(frame, "compute"):  # read here, never on a dask cluster the caller set up
+            frame = frame.compute(scheduler="synchronous")
+        frame = np.asarray(frame, dtype=np.float32)
         radii.append(_frame_radii(frame, float(z_ratio)))
     found = np.concatenate(radii) if radii else np.empty(0)
     seconds = time.perf_counter() - started
