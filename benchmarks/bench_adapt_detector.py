@@ -36,16 +36,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_finetune import correct_from_ground_truth, errors, window
 
-from napari_cellect.data.synthetic import SyntheticConfig, generate
+from napari_cellect.data.synthetic import generate
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.pipeline import iter_detect, track_images
 from napari_cellect.progress import run_to_end
 from napari_cellect.session.jobs import redetect_relink_job
-from napari_cellect.track.corrections import (
-    CorrectionConfig,
-    build_corrections,
-    corrections_from_history,
-)
+from napari_cellect.track.correction_labels import CorrectionConfig
+from napari_cellect.track.corrections import build_corrections, corrections_from_history
 from napari_cellect.track.matching import match_nodes
 from napari_cellect.track.relink import relink_keeping_work
 from napari_cellect.train.adapt_unet import AdaptConfig, adapt_detector

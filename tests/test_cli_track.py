@@ -65,13 +65,29 @@ def test_tracks_with_and_without_a_cell_radius_lie_in_the_image(images, weights,
                                                                 caplog):  # fmt: skip
     plain, resized = tmp_path / "plain.csv", tmp_path / "resized.csv"
     with caplog.at_level(logging.INFO, logger="napari_cellect.infer.predict"):
-        assert track(images, weights, plain) == 0
+        assert track(images, weights, plain, "--cell-radius", "none") == 0
         assert "resized" not in caplog.text
         assert track(images, weights, resized, "--cell-radius", str(2 * REFERENCE)) == 0
     assert "frames resized by 0.5 in y and x" in caplog.text
     for out in (plain, resized):
         assert_inside(read_tracks(out), SHAPE)
     assert not pd.read_csv(plain)[["y", "x"]].equals(pd.read_csv(resized)[["y", "x"]])
+
+
+def test_by_default_the_nucleus_radius_is_estimated_logged_and_the_frames_resized(
+    images, weights, tmp_path, caplog
+):
+    """The synthetic nuclei have a radius of about 6 px, the model claims 3 px: without
+    --cell-radius the estimate says so, how to override it, and the frames are halved."""
+    with caplog.at_level(logging.INFO):
+        assert track(images, weights, tmp_path / "t.csv") == 0
+    estimate = [r for r in caplog.records if "nucleus radius" in r.getMessage()
+                and r.name == "napari_cellect.infer.radius_estimate"]  # fmt: skip
+    assert len(estimate) == 1 and "--cell-radius" in estimate[0].getMessage()
+    radius = float(estimate[0].getMessage().split("nucleus radius ")[1].split(" px")[0])
+    assert 5.0 <= radius <= 7.5
+    assert "frames resized by 0.5" in caplog.text or "frames resized by 0.4" in caplog.text
+    assert_inside(read_tracks(tmp_path / "t.csv"), SHAPE)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "nan", "big"])

@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
+from napari_cellect.infer.radius_estimate import resolve_cell_radius
 from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
 from napari_cellect.track.corrections import CorrectionSet
@@ -55,6 +56,8 @@ class TrackingResult:
     changed: np.ndarray | None = None
     #: the U-Net's per-frame detections before merging (what fine-tuning and re-linking take)
     raw_detections: list[Detections] = field(default_factory=list)
+    #: the nucleus radius the frames were resized for (given or estimated); None: as they are
+    cell_radius: float | None = None
 
 
 class ForegroundStore:
@@ -164,7 +167,7 @@ def iter_tracking(
     corrections: CorrectionSet | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
-    cell_radius: float | None = None,
+    cell_radius: float | str | None = "auto",
     scheduler: Any = None,
 ) -> Iterator[TrackingProgress]:
     """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
@@ -182,8 +185,10 @@ def iter_tracking(
         keep_foreground: keep per-frame foreground masks for :func:`iter_labels`.
         should_stop: checked before each frame pair; True raises ``Cancelled``.
         cell_radius: typical nucleus radius of the images (xy pixels): the frames are resized
-            to the model's training size (:mod:`~napari_cellect.infer.rescale`); None: as they
-            are.
+            to the model's training size (:mod:`~napari_cellect.infer.rescale`). ``"auto"``
+            (default): estimated from a few frames (:mod:`~napari_cellect.infer.radius_estimate`,
+            logged), and the frames are left as they are when it is close to the model's
+            radius or cannot be found (a warning). None: as they are.
         scheduler: run the U-Net on a dask.distributed cluster (:mod:`~napari_cellect.infer.
             distributed`): a scheduler address ``'tcp://HOST:PORT'``, ``'local:N'`` for a
             LocalCluster of N workers, or a ``distributed.Client``. Merging, division
@@ -199,6 +204,8 @@ def iter_tracking(
             f"expected a (T, Z, Y, X) image series, found shape {getattr(data, 'shape', None)}"
         )
     n_frames = int(data.shape[0])
+    reference_radius = bundle.normalization.reference_radius
+    cell_radius = resolve_cell_radius(cell_radius, data, z_ratio, reference_radius)
     cache = None
     if cache_dir is not None:
         cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
@@ -245,7 +252,7 @@ def iter_tracking(
         n_frames, len(graph), graph.n_edges, len(graph.divisions()),
     )  # fmt: skip
     shape = tuple(int(s) for s in data.shape[1:])
-    return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw)
+    return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw, cell_radius)
 
 
 def iter_detect(

@@ -100,7 +100,7 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
 
     assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
                           tile=tuple(TilingConfig().tile),  # the boxes start at the default
-                          cell_radius=None,  # the radius field starts at "as trained"
+                          cell_radius="auto",  # the radius field holds the estimate
                           scheduler=None)]  # and the scheduler field empty: this machine
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
     assert "synthetic embryo tracks (running)" in seen_layers  # tracks before the masks
@@ -218,7 +218,10 @@ def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, 
     calls: list = []
     widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, calls=calls))
     spin = widget.cell_radius_spin
-    assert spin.value() == 0 and spin.text() == "as trained" and widget.cell_radius() is None
+    qtbot.waitUntil(lambda: widget._estimate_worker is None, timeout=WAIT_MS)
+    # a blank image has no nuclei: no estimate, the field stays at auto and the status says so
+    assert spin.value() == 0 and spin.text() == "auto" and widget.cell_radius() == "auto"
+    assert "could not find a nucleus size" in widget.status.text()
     hover = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), spin.mapToGlobal(QPoint(2, 2)))
     QApplication.sendEvent(spin, hover)  # the tooltip is written as it shows: the bundled model's
     reference = ModelBundle.load_default().normalization.reference_radius
@@ -243,6 +246,36 @@ def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, 
     status = widget.status.text()
     assert "tracking failed" in status and "does not record the nucleus size" in status
     assert widget.cell_radius() == pytest.approx(7.5) and widget.run_button.isEnabled()
+
+
+def test_the_nucleus_radius_is_estimated_from_the_image_and_a_typed_one_wins(make_napari_viewer,
+                                                                            qtbot):  # fmt: skip
+    viewer = make_napari_viewer()
+    truth, truth_labels = sample_image_and_truth(viewer)
+    calls: list = []
+    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, truth_labels,
+                                                                    calls=calls))  # fmt: skip
+    viewer.window.add_dock_widget(widget)
+    spin = widget.cell_radius_spin
+    qtbot.waitUntil(lambda: spin.value() > 0, timeout=WAIT_MS)  # filled off the GUI thread
+    median = float(np.median(truth["radius"]))
+    assert abs(spin.value() / median - 1) <= 0.2 and spin.text().endswith("(estimated)")
+    assert "nucleus radius" in spin.statusTip()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert calls[-1]["cell_radius"] == "auto"  # the run estimates the same way
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), "12")
+    spin.interpretText()
+    assert widget.cell_radius() == pytest.approx(12.0) and "(estimated)" not in spin.text()
+    viewer.add_image(np.zeros((2, 4, 32, 32), np.uint16), name="other")
+    widget.set_image_layer(viewer.layers["other"])  # a new estimate does not overwrite it
+    qtbot.waitUntil(lambda: widget._estimate_worker is None, timeout=WAIT_MS)
+    assert widget.cell_radius() == pytest.approx(12.0)
+    widget.set_image_layer(viewer.layers["synthetic embryo"])
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert calls[-1]["cell_radius"] == pytest.approx(12.0)
 
 
 def test_the_scheduler_typed_in_goes_to_the_run_and_bad_ones_are_refused(make_napari_viewer,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cellect.data.synthetic import SyntheticConfig, generate
+from napari_cellect.data.synthetic import generate
+from napari_cellect.data.synthetic.config import SyntheticConfig
 from napari_cellect.errors import Cancelled, InputError
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.progress import run_to_end

@@ -32,3 +32,15 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def cell_radius(text: str) -> float | str | None:
+    """``--cell-radius``: a radius in pixels, ``auto`` (estimate it) or ``none`` (as trained)."""
+    if text.lower() in ("auto", "none"):
+        return "auto" if text.lower() == "auto" else None
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 (a radius in pixels), 'auto' or 'none', got {text!r}"
+        ) from None

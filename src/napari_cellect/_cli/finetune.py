@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from napari_cellect._cli._types import positive_float, positive_int
+from napari_cellect._cli._types import cell_radius, positive_float, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 from napari_cellect.progress import Step, run_to_end
@@ -83,10 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--tile", type=positive_int, nargs=3, default=None, metavar=("Z", "Y", "X"),
         help="sliding-window tile of the tracking run, so its detection cache is found "
              "(default: the model's)")
-    add("--cell-radius", type=positive_float, default=None, metavar="R",
+    add("--cell-radius", type=cell_radius, default="auto", metavar="R",
         help="the --cell-radius of the tracking run (typical nucleus radius in xy pixels), so "
              "its detection cache is found and uncached frames are resized the same way "
-             "(default: none, the images as they are)")
+             "(default: auto, estimated as cellect track does; 'none': as they are)")
     add("--device", default="auto", metavar="DEVICE",
         help="device for predicting uncached frames (and adapting the detector): auto, cpu, "
              "cuda or mps (default: auto)")
@@ -102,6 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.images import CLI_AXES, open_sequence
+    from napari_cellect.infer.radius_estimate import resolve_cell_radius
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
     from napari_cellect.session import TrackingSession
@@ -121,9 +122,12 @@ def run(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.weights)
     else:
         bundle = ModelBundle.load_default()
-    xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
+    if args.cell_radius != "auto":  # can this model rescale?
+        xy_scale(args.cell_radius, bundle.normalization.reference_radius)
     sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
+    radius = resolve_cell_radius(args.cell_radius, sequence.data, z_ratio,
+                                 bundle.normalization.reference_radius)  # fmt: skip
     # the session's rule: the file's approved links over the saved corrections they override
     session = TrackingSession.read_tracks(args.tracks, z_ratio=z_ratio)
     if args.corrections is not None:
@@ -134,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
-                                    args.tile, args.cell_radius)  # fmt: skip
+                                    args.tile, radius)  # fmt: skip
     if args.adapt_detector:
         bundle, detections = _adapt_detector(args, bundle, corrections, sequence, detections,
-                                             wanted, z_ratio)  # fmt: skip
+                                             wanted, z_ratio, radius)  # fmt: skip
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, guard=not args.no_guard)
     steps = iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
                                   config=config, source=str(args.tracks))  # fmt: skip
@@ -179,17 +183,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _adapt_detector(args: argparse.Namespace, bundle: Any, corrections: Any, sequence: Any,
-                    detections: list[Any], frames: list[int], z_ratio: float
-                    ) -> tuple[Any, list[Any]]:
+                    detections: list[Any], frames: list[int], z_ratio: float,
+                    radius: float | None) -> tuple[Any, list[Any]]:
     """The bundle with its U-Net adapted to the corrections, and the corrected frames detected
     again with it (not cached: the tracking run's cache stays that of its model)."""
     from napari_cellect.pipeline import iter_detect
     from napari_cellect.progress import run_to_end
     from napari_cellect.train.adapt_unet import STAGE_TRAIN, adapt_detector
 
-    if args.cell_radius is not None:
-        raise InputError("--adapt-detector works on the frames as they are; it cannot be "
-                         "combined with --cell-radius")  # fmt: skip
+    if radius is not None:
+        raise InputError(
+            f"--adapt-detector works on the frames as they are, but these are resized for "
+            f"nuclei of radius {radius:g} px (--cell-radius); pass --cell-radius none to adapt "
+            "the detector on the frames unresized"
+        )
     config = AdaptConfig(steps=args.adapt_steps, device=args.device)
     with tqdm(total=config.steps, desc="adapt detector", unit="step") as bar:
         adapted = adapt_detector(

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from napari_cellect._cli._types import positive_float, positive_int
+from napari_cellect._cli._types import cell_radius, positive_int
 from napari_cellect.cli import command_help
 from napari_cellect.errors import InputError
 
@@ -38,11 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--z-ratio", type=float, metavar="R",
                         help="z spacing / xy spacing (default: from the image metadata, else 1)")
     parser.add_argument("--axes", metavar="AXES", help="axes of a TIFF without metadata, e.g. TZYX")
-    parser.add_argument("--cell-radius", type=positive_float, metavar="R",
+    parser.add_argument("--cell-radius", type=cell_radius, metavar="R", default="auto",
                         help="typical nucleus radius of the images in xy pixels; the frames are "
                              "resized so nuclei match the size the model was trained on (see "
-                             "--show-config: normalization.reference_radius); leave out for "
-                             "nuclei near it")
+                             "--show-config: normalization.reference_radius). Default 'auto': "
+                             "estimated from a few frames and logged (no resizing when close to "
+                             "the model's, or when no size is found); 'none': never resize")
     parser.add_argument("--device", default="auto", metavar="D",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
     parser.add_argument("--tile", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.input is None or args.output is None:
         raise InputError("expected INPUT and -o/--output CSV (or --show-config)")
     _check_outputs(args)
-    xy_scale(args.cell_radius, bundle.normalization.reference_radius)  # can this model rescale?
+    if args.cell_radius != "auto":  # can this model rescale?
+        xy_scale(args.cell_radius, bundle.normalization.reference_radius)
     images = open_sequence(args.input, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else images.z_ratio
     if not z_ratio > 0:

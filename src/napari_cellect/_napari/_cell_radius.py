@@ -19,6 +19,11 @@ from napari_cellect.errors import CellectError
 CELL_RADIUS_LABEL = "Nucleus radius (px)"
 #: largest nucleus radius (xy pixels) offered; 0 is "as trained" (no resizing)
 MAX_CELL_RADIUS = 1000.0
+AUTO_RADIUS_HELP = (
+    "'auto' (0): estimated from the chosen image (shown here once found, marked 'estimated'); "
+    "the frames are left as they are when it is close to the model's size or none is found. "
+    "Type a radius to use yours."
+)
 CELL_RADIUS_HELP = (
     "Typical nucleus radius of the image in xy pixels: the frames are resized so the nuclei "
     "look the size the model was trained on. 'as trained' (0): no resizing, for nuclei near "
@@ -27,15 +32,16 @@ CELL_RADIUS_HELP = (
 
 
 class CellRadiusSpinBox(QDoubleSpinBox):
-    """The radius field; ``tooltip`` writes its tooltip when it is about to show."""
+    """The radius field; ``tooltip`` writes its tooltip when it is about to show; ``zero`` is
+    what 0 means ("as trained", or "auto": estimated from the images)."""
 
-    def __init__(self, tooltip: Callable[[], str]) -> None:
+    def __init__(self, tooltip: Callable[[], str], zero: str = "as trained") -> None:
         super().__init__()
         self._tooltip = tooltip
         self.setRange(0.0, MAX_CELL_RADIUS)
         self.setDecimals(2)
         self.setSingleStep(0.5)
-        self.setSpecialValueText("as trained")
+        self.setSpecialValueText(zero)
         self.setValue(0.0)
         self.setToolTip(CELL_RADIUS_HELP)
 
@@ -45,7 +51,7 @@ class CellRadiusSpinBox(QDoubleSpinBox):
         return super().event(event)
 
     def radius(self) -> float | None:
-        """The nucleus radius to resize the frames for (None: as trained, no resizing)."""
+        """The radius in the field (None: at 0, "as trained" or "auto")."""
         value = float(self.value())
         return value if value > 0 else None
 

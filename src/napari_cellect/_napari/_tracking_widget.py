@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_cellect._napari import _dialogs
 from napari_cellect._napari._cell_radius import (
+    AUTO_RADIUS_HELP,
     CELL_RADIUS_HELP,
     CELL_RADIUS_LABEL,
     CellRadiusSpinBox,
@@ -147,7 +148,11 @@ class TrackingWidget(QWidget):
         self._started = 0.0
         self._run_layer: Image | None = None
         self._run_model_file: str | None = None
-        self._run_cell_radius: float | None = None
+        self._run_cell_radius: float | str | None = None
+        #: the radius estimated from the chosen image and shown in the radius field (None: none
+        #: found, or not yet), and the estimate's worker while it runs
+        self._estimated_radius: float | None = None
+        self._estimate_worker: Any = None
         self._stage, self._stage_started, self._stage_first = "", 0.0, 0
         #: the warnings the core logs during a run, shown with the result
         self._warnings = WarningCollector()
@@ -176,7 +181,8 @@ class TrackingWidget(QWidget):
         self.z_ratio.setDecimals(3)
         self.z_ratio.setValue(1.0)
         self.z_ratio.setToolTip("z spacing / xy spacing (from the image layer's scale)")
-        self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip)
+        self.cell_radius_spin = CellRadiusSpinBox(self.cell_radius_tooltip, zero="auto")
+        self.cell_radius_spin.valueChanged.connect(self._on_radius_typed)
         self.scheduler_edit = QLineEdit()
         self.scheduler_edit.setPlaceholderText("this machine")
         self.scheduler_edit.setToolTip(
@@ -305,7 +311,54 @@ class TrackingWidget(QWidget):
                 ratio, origin = from_file, f"from the voxel size in {image_path(layer).name}"
         self.z_ratio.setValue(ratio)
         self.z_ratio.setToolTip(f"z spacing / xy spacing ({origin})")
+        self._estimate_radius(layer)
 
+    def _estimate_radius(self, layer: Image) -> None:
+        """Estimate the chosen image's nucleus radius off the GUI thread; it fills the radius
+        field unless the user typed a radius there."""
+        from napari.qt.threading import create_worker
+
+        from napari_cellect.infer.radius_estimate import estimate_radius
+
+        if self._estimate_worker is not None:
+            self._estimate_worker.quit()
+        try:
+            images = as_tzyx(layer)
+        except ValueError:
+            return
+        worker = create_worker(estimate_radius, images, float(self.z_ratio.value()),
+                               _start_thread=False, _ignore_errors=True)  # fmt: skip
+        worker.returned.connect(lambda estimate: self._on_estimate(worker, estimate))
+        worker.errored.connect(lambda error: logger.warning("cannot estimate the nucleus "
+                                                            "radius: %s", error))  # fmt: skip
+        self._estimate_worker = worker
+        worker.start()
+
+    def _on_estimate(self, worker: Any, estimate: Any) -> None:
+        if worker is not self._estimate_worker:  # another image was chosen meanwhile
+            return
+        self._estimate_worker = None
+        try:
+            spin = self.cell_radius_spin
+            spin.value()
+        except RuntimeError:  # the widget was closed meanwhile
+            return
+        if spin.radius() is not None and spin.radius() != self._estimated_radius:
+            return  # typed by the user: theirs wins
+        self._estimated_radius = None if estimate.radius is None else round(estimate.radius, 2)
+        spin.blockSignals(True)
+        spin.setValue(self._estimated_radius or 0.0)
+        spin.setSuffix(" (estimated)" if self._estimated_radius else "")
+        spin.blockSignals(False)
+        spin.setStatusTip(estimate.describe())
+        if estimate.radius is None:
+            self._show("warning", f"Nucleus radius: {estimate.describe()}; the frames are used "
+                       "as they are unless you type a radius")  # fmt: skip
+
+    def _on_radius_typed(self, *_args: Any) -> None:
+        spin = self.cell_radius_spin
+        if spin.suffix() and spin.radius() != self._estimated_radius:
+            spin.setSuffix("")
     def _on_model_kind(self, *_args: Any) -> None:
         is_file = self.model_combo.currentData() == "file"
         self.model_path.setEnabled(is_file)
@@ -327,16 +380,22 @@ class TrackingWidget(QWidget):
             return None
         return self.model_path.text().strip() or None
 
-    def cell_radius(self) -> float | None:
-        """The nucleus radius to resize the frames for (None: as trained, no resizing)."""
-        return self.cell_radius_spin.radius()
+    def cell_radius(self) -> float | str:
+        """The nucleus radius to resize the frames for: the one typed in, or ``"auto"`` (the
+        field shows the estimate, or nothing yet): the run estimates it the same way and
+        leaves the frames as they are when it is close to the model's size."""
+        radius = self.cell_radius_spin.radius()
+        return "auto" if radius is None or radius == self._estimated_radius else radius
 
     def cell_radius_tooltip(self) -> str:
         """The radius field's help and the nucleus radius the chosen model was trained on
         (read from the model file the first time, which can take a second)."""
+        estimate = self.cell_radius_spin.statusTip()
+        auto = f"\n{AUTO_RADIUS_HELP}" + (f"\nEstimated: {estimate}" if estimate else "")
         if self.model_combo.currentData() == "file" and self.model_file() is None:
-            return f"{CELL_RADIUS_HELP}\nChoose a model file to see the radius it was trained on."
-        return radius_tooltip(lambda: model_reference_radius(self.model_file()))
+            return (f"{CELL_RADIUS_HELP}\nChoose a model file to see the radius it was trained "
+                    f"on.{auto}")  # fmt: skip
+        return radius_tooltip(lambda: model_reference_radius(self.model_file())) + auto
 
     # ------------------------------------------------------------------ running
     @property
@@ -462,7 +521,9 @@ class TrackingWidget(QWidget):
             dataclasses.replace(output, labels=labels), z_ratio=float(self.z_ratio.value()),
             model_path=self._run_model_file, name=f"{layer.name} tracked", geometry=geometry,
             image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
-            journal_folder=self._journal_folder(layer), cell_radius=self._run_cell_radius,
+            journal_folder=self._journal_folder(layer),
+            cell_radius=(output.result.cell_radius if self._run_cell_radius == "auto"
+                         else self._run_cell_radius),  # what the frames were resized for
         )
         try:
             session.ensure_journal()

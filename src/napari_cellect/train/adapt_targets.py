@@ -48,7 +48,7 @@ from napari_cellect.train.targets import (
 
 
 @dataclass(frozen=True)
-class ReviewConfig:
+class ReviewedRegionConfig:
     """How far around a correction the targets count."""
 
     context_radii: float = 1.5
@@ -62,7 +62,7 @@ class ReviewConfig:
         for name in ("context_radii", "negative_radii", "fallback_radius"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
-                raise InputError(f"ReviewConfig.{name}: expected a number > 0, found {value}")
+                raise InputError(f"ReviewedRegionConfig.{name}: expected a number > 0, found {value}")
 
 
 @dataclass
@@ -84,7 +84,7 @@ class CorrectionAnnotation:
     complete: frozenset[int]
     """Frames reviewed as a whole (every voxel counts)."""
     z_ratio: float
-    config: ReviewConfig
+    config: ReviewedRegionConfig
 
     @property
     def frames(self) -> np.ndarray:
@@ -101,7 +101,7 @@ class CorrectionAnnotation:
 def correction_annotation(
     corrections: CorrectionSet,
     detections: list[Detections] | None = None,
-    config: ReviewConfig | None = None,
+    config: ReviewedRegionConfig | None = None,
 ) -> CorrectionAnnotation:
     """The positives, negatives and unreviewed nodes of ``corrections`` (radii filled from the
     nearest of ``detections`` where a node has none).
@@ -109,7 +109,7 @@ def correction_annotation(
     Raises:
         InputError: the corrections hold no reviewed node and no deleted detection.
     """
-    cfg = config or ReviewConfig()
+    cfg = config or ReviewedRegionConfig()
     nodes = corrections.nodes
     ids = nodes["id"]
     parents_confirmed = np.isin(ids, corrections.positive_links[:, 0])

@@ -45,7 +45,7 @@ from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.train.adapt_targets import (
     CorrectionAnnotation,
     CropTargets,
-    ReviewConfig,
+    ReviewedRegionConfig,
     correction_annotation,
     crop_targets,
 )
@@ -95,7 +95,7 @@ class AdaptConfig:
     """Torch CPU threads while adapting (None: leave as is)."""
     seed: int = 0
     losses: LossConfig = field(default_factory=LossConfig)
-    review: ReviewConfig = field(default_factory=ReviewConfig)
+    review: ReviewedRegionConfig = field(default_factory=ReviewedRegionConfig)
 
     def __post_init__(self) -> None:
         for name in ("steps", "crops_per_step"):
