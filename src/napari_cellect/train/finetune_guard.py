@@ -301,7 +301,7 @@ def _guarded(
             parts += [part] if part is not None else []
         detector = next((p for p in parts if p.detect is not None), None)
         if detector is not None:  # the scorers learn on the new detector's detections
-            detections = detector.detect(_assemble(base, [detector], {}), sorted(by_t))
+            detections = detector.detect(_assemble(base, [detector], {}), _near(cs, by_t))
         tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source)
         parts += scorer_parts(tuned, base) if tuned is not None else []
         result = _assemble(base, parts, {})
@@ -332,7 +332,7 @@ def _guarded(
         yield from _scorer_family(
             base, split.train, detections, z_ratio, cfg, should_stop, source, notes)))]
     if detector is not None:
-        found = judge.detections([detector], sorted(by_t))
+        found = judge.detections([detector], _near(cs, by_t))
         families.append((detector, others + (yield from _scorer_family(
             base, split.train, [found[t] for t in sorted(found)], z_ratio, cfg, should_stop,
             source, notes))))
@@ -372,7 +372,7 @@ def _guarded(
         dets = detections
         new_detector = next((p for p in again if p.detect is not None), None)
         if new_detector is not None:
-            found = judge.detections([new_detector], sorted(by_t))
+            found = judge.detections([new_detector], _near(cs, by_t))
             dets = [found[t] for t in sorted(found)]
         if set(names) & {p.name for p in scorer_parts(base)}:
             full = yield from _train_scorers(base, cs, dets, z_ratio, cfg, should_stop,
@@ -489,6 +489,14 @@ def _scorer_family(
     if note not in notes:
         notes.append(note)
     return []
+
+
+def _near(cs: CorrectionSet, by_t: dict[int, Detections]) -> list[int]:
+    """The frames a re-detecting part detects to retune the scorers: the corrected frames and
+    the frames after them (link rows look one frame ahead); the judge adds the frames before
+    the held-back ones."""
+    frames = {int(t) + d for t in cs.frames().tolist() for d in (0, 1)}
+    return sorted(frames & set(by_t))
 
 
 def _key(parts: Sequence[UpdatePart]) -> frozenset[int]:
