@@ -109,6 +109,10 @@ def one_case(shift: str, seed: int, frames: int, shape: tuple[int, int, int],
         ratio = (base["link"] + base["division"]) / ld if ld else float("inf")
         adopted = {"scorers (guarded)": guarded, "detector+scorers (guarded)": with_detector}
         parts = (", ".join(adopted[name].report.adopted) or "nothing") if name in adopted else ""
+        held_errors = [f"{p.name} {p.errors_without} -> {p.errors_with}"
+                       for p in adopted[name].report.parts] if name in adopted else []
+        parts += f" (held-back errors without -> with: {'; '.join(held_errors)})" if (
+            held_errors) else ""
         lines.append(f"| {shift} {seed} | {name} | {s['link']} | {s['division']} | {ld} | "
                      f"{ratio:.2f}x | {s['detection']} | {total} | {parts} |")
     n_frames = len(set(int(t) for t in cs.frames()))
