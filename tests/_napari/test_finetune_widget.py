@@ -664,3 +664,59 @@ def test_corrections_survive_a_restart_and_newer_ones_win(tmp_path, graph):
     labels = reopened.corrections()  # no contradiction: the newer correction wins
     assert [6, 7] in labels.positive_links.tolist()
     assert [6, 7] not in labels.broken_links.tolist()
+
+
+@pytest.mark.gui
+def test_the_detector_part_is_checked_and_kept_then_only_unapproved_frames_are_detected(
+        tracked, qtbot, notifications, monkeypatch):
+    from napari_cellect.infer.predict import model_digest
+    from napari_cellect.session.jobs import frames_to_redetect
+    from napari_cellect.train.adapt_unet import AdaptConfig
+
+    viewer, controller, session, _ = tracked
+    graph = session.graph
+    # frames 0 and 1 corrected and approved whole; frames 2 and 3 nobody reviewed
+    controller.select([int(i) for i in graph.ids[graph["t"] <= 1]])
+    controller.edits.approve_selected()
+    widget = FinetuneWidget(viewer, config=QUICK, adapt_config=AdaptConfig(steps=2, device="cpu"))
+    viewer.window.add_dock_widget(widget)
+    assert not widget.adapt_detector.isChecked() and not widget.image_row.isVisibleTo(widget)
+    assert "U-Net heads" in widget.adapt_detector.text()
+    widget.adapt_detector.click()
+    assert widget.image_row.isVisibleTo(widget) and widget.image_combo.currentText() == "embryo"
+    asked: list[list[int]] = []
+    import napari_cellect.pipeline as pipeline
+
+    real = pipeline.iter_detect
+
+    def spy(*args, frames=None, **kwargs):
+        asked.append(list(frames))
+        return (yield from real(*args, frames=frames, **kwargs))
+
+    monkeypatch.setattr(pipeline, "iter_detect", spy)
+    old_digest = session.detections_digest
+    widget.finetune_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert not notifications, notifications
+    # the plan names the detector with its time, the tooltip says it; the panel lists the part
+    assert "detector about" in widget.plan_label.text()
+    assert "Extra time: about" in widget.adapt_detector.toolTip()
+    text = widget.result_label.text()
+    assert "detector: adopted (errors 0 without, 0 with it)" in text  # the guard is off (QUICK)
+    assert asked == [[0, 1, 2]]  # the corrected frames and the next, with the new detector
+    asked.clear()
+    unapproved = frames_to_redetect(graph, 4)
+    widget.keep_button.click()
+    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
+                    timeout=WAIT_MS)
+    assert not notifications, notifications
+    # only the frames nobody approved (and their neighbours) were predicted again
+    assert asked == [unapproved] and widget.redetected_frames == unapproved == [1, 2, 3]
+    assert session.detections_digest == model_digest(session.model.unet) != old_digest
+    assert not session.needs_redetection and "nobody approved" in widget.message_label.text()
+    # the approved frames kept their nodes; the re-link is one edit
+    assert np.all(graph["approved"][graph["t"] <= 1])
+    assert session.history.done[-1] is widget.relink_command
+    widget.relink_button.click()  # the kept model is accepted for re-linking now
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert not notifications, notifications

@@ -225,12 +225,21 @@ def test_cli_finetune_adapts_the_detector(tmp_path, sequence, capsys):
     common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
               "--z-ratio", str(Z_RATIO), "--epochs", "2", "--adapt-detector",
               "--adapt-steps", "2", "--device", "cpu"]  # fmt: skip
+    # the base model makes no error on the held-back frame: the guard adopts nothing
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     out = capsys.readouterr().out
-    assert "adapted the detector on frames 0, 1, 2" in out and "fine-tuned on" in out
+    assert "will train link scorer, detector" in out and "detector about" in out
+    assert "detector: not adopted, the base part is kept (errors 0 without, 0 with it)" in out
+    assert "parts: detector not adopted" in out and "no model written" in out
+    assert not (tmp_path / "tuned.pt").exists()
+    # without the guard every part is adopted: the adapted U-Net, scorers tuned on its detections
+    assert main([*common, "--no-guard", "-o", str(tmp_path / "tuned.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "parts: detector adopted" in out and "track again with the new model" in out
     tuned = ModelBundle.load(tmp_path / "tuned.pt")
     events = [e["event"] for e in tuned.metadata.history]
-    assert events[-2:] == ["adapt_detector", "finetune"]
+    assert "adapt_detector" in events and events[-2:] == ["finetune", "guard"]
+    assert tuned.metadata.history[events.index("adapt_detector")]["frames"] == "0, 1, 2"
     base = ModelBundle.load_default()
     assert not torch.equal(tuned.unet.state_dict()["heads.weight"],
                            base.unet.state_dict()["heads.weight"])

@@ -10,7 +10,8 @@ The guard (:mod:`napari_cellect.train.finetune_guard`) holds some corrections ba
 each tuned part only where it does better there; the plan (what is trained, about how long) and
 the figures before and after are printed. The tuned model, with only the adopted parts, is
 written to a new file (the starting bundle is never overwritten); when the guard adopts nothing,
-nothing is written unless ``--always-write``.
+nothing is written unless ``--always-write``. ``--adapt-detector`` adds the detector (the U-Net's
+heads, :class:`~napari_cellect.train.detector_part.DetectorTrainer`) as one more guarded part.
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="device for predicting uncached frames (and adapting the detector): auto, cpu, "
              "cuda or mps (default: auto)")
     add("--adapt-detector", action="store_true",
-        help="adapt the U-Net's heads to the corrections first (added cells, deleted "
-             "detections, divisions, approved links), then fine-tune the scorers on the "
-             "corrected frames detected again with it; the tracks need `cellect track` again "
-             "with the new model")
+        help="also adapt the U-Net's heads to the corrections (added cells, deleted "
+             "detections, divisions, approved links), as one part of the guarded update: the "
+             "scorers are also tuned on the corrected frames detected again with it, and the "
+             "detector is adopted only where it does better on the held-back corrections "
+             "(--no-guard: always); the tracks then need `cellect track` again with the new "
+             "model")
     add("--adapt-steps", type=positive_int, default=AdaptConfig().steps, metavar="N",
         help=f"training steps of --adapt-detector (default: {AdaptConfig().steps})")
     parser.set_defaults(run=run)
@@ -139,12 +142,12 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
     detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
                                     args.tile, radius)  # fmt: skip
-    if args.adapt_detector:
-        bundle, detections = _adapt_detector(args, bundle, corrections, sequence, detections,
-                                             wanted, z_ratio, radius)  # fmt: skip
+    trainers = [_detector_trainer(args, detections, sequence, z_ratio, radius)] if (
+        args.adapt_detector) else []  # fmt: skip
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, guard=not args.no_guard)
     steps = iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
-                                  config=config, source=str(args.tracks))  # fmt: skip
+                                  config=config, trainers=trainers,
+                                  source=str(args.tracks))  # fmt: skip
     with tqdm(desc="fine-tune", unit="step", leave=False) as bar:
 
         def report(step: Step) -> None:
@@ -166,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in result.report.lines():
         print(line)
+    decided = [f"{p.name} {'adopted' if p.adopted else 'not adopted'}"
+               for p in result.report.parts]  # fmt: skip
+    if decided:
+        print(f"parts: {', '.join(decided)}")
+    if "detector" in result.report.adopted:
+        print("the detector was adopted: track again with the new model (cellect track "
+              "--weights TUNED --keep-approved CSV) so the frames nobody approved are detected "
+              "with it")
     if not result.changed and not args.always_write:
         print(f"the guard adopted nothing: no model written; keep using "
               f"{bundle.metadata.name!r} (--always-write writes it anyway)")
@@ -182,14 +193,12 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _adapt_detector(args: argparse.Namespace, bundle: Any, corrections: Any, sequence: Any,
-                    detections: list[Any], frames: list[int], z_ratio: float,
-                    radius: float | None) -> tuple[Any, list[Any]]:
-    """The bundle with its U-Net adapted to the corrections, and the corrected frames detected
-    again with it (not cached: the tracking run's cache stays that of its model)."""
-    from napari_cellect.pipeline import iter_detect
-    from napari_cellect.progress import run_to_end
-    from napari_cellect.train.adapt_unet import STAGE_TRAIN, adapt_detector
+def _detector_trainer(args: argparse.Namespace, detections: list[Any], sequence: Any,
+                      z_ratio: float, radius: float | None) -> Any:
+    """The detector as a part of the guarded fine-tune (adapted, judged and adopted like the
+    scorers; its detections of the corrected frames are not cached: the tracking run's cache
+    stays that of its model)."""
+    from napari_cellect.train.detector_part import DetectorTrainer
 
     if radius is not None:
         raise InputError(
@@ -197,20 +206,10 @@ def _adapt_detector(args: argparse.Namespace, bundle: Any, corrections: Any, seq
             f"nuclei of radius {radius:g} px (--cell-radius); pass --cell-radius none to adapt "
             "the detector on the frames unresized"
         )
-    config = AdaptConfig(steps=args.adapt_steps, device=args.device)
-    with tqdm(total=config.steps, desc="adapt detector", unit="step") as bar:
-        adapted = adapt_detector(
-            bundle, corrections, sequence.data, detections, config=config,
-            progress=lambda step: bar.update(1) if step.stage == STAGE_TRAIN else None,
-        )  # fmt: skip
-    event = adapted.metadata.history[-1]
-    print(f"adapted the detector on frames {event['frames']} ({event['positives']} cells, "
-          f"{event['negatives']} deleted detections) in {event['seconds']:g} s")
-    with tqdm(total=len(frames), desc="detections (adapted)", unit="frame") as bar:
-        steps = iter_detect(sequence, adapted, z_ratio=z_ratio, device=args.device,
-                            tile=args.tile, frames=frames)
-        detections = run_to_end(steps, lambda _step: bar.update(1))
-    return adapted, detections
+    tile = tuple(args.tile) if args.tile is not None else None
+    return DetectorTrainer(sequence.data, detections, z_ratio,
+                           AdaptConfig(steps=args.adapt_steps, device=args.device),
+                           device=args.device, tile=tile)  # fmt: skip
 
 
 def _frames_to_load(frames: np.ndarray, n_frames: int, tracks: Path) -> list[int]:

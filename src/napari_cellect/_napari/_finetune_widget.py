@@ -13,6 +13,11 @@
    **Discard** (nothing changes). Tracks read from a file have no detections: the widget says so and offers
    to detect cells on an image layer (the tracks are not changed), with the nucleus radius of
    the tracking run the tracks come from, or one typed in (as in the Track cells widget).
+   **Also adapt the detector** adds the U-Net's heads as one more guarded part
+   (:meth:`TrackingSession.detector_trainer`, on the image chosen in the image box); when a kept
+   model adopted it, the frames nobody approved are predicted again with it and re-linked
+   keeping approved work (:func:`~napari_cellect.session.jobs.redetect_relink_job`), instead of
+   the plain re-link.
 3. **Re-link** (automatic after a fine-tune, or by hand) runs
    :func:`~napari_cellect.train.finetune.relink` in a worker with every approved link pinned,
    and applies the result as ONE edit of the session's history (Ctrl+Z restores the tracks of
@@ -76,7 +81,14 @@ from napari_cellect._napari._qt_utils import (
 )
 from napari_cellect._napari._tracking_job import as_tzyx, geometry_of, model_reference_radius
 from napari_cellect.errors import CellectError, ContradictoryCorrections
-from napari_cellect.session.jobs import DetectOutput, RelinkOutput, detect_job
+from napari_cellect.session.jobs import (
+    DetectOutput,
+    RedetectOutput,
+    RelinkOutput,
+    detect_job,
+    frames_to_redetect,
+    redetect_relink_job,
+)
 from napari_cellect.train.finetune_config import FinetuneProgress
 from napari_cellect.train.finetune_guard import FinetunePlan, FinetuneResult
 
@@ -85,6 +97,7 @@ if TYPE_CHECKING:
 
     from napari_cellect.session import TrackingSession
     from napari_cellect.track.edits import Command
+    from napari_cellect.train.adapt_unet import AdaptConfig
     from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
@@ -93,6 +106,14 @@ logger = logging.getLogger(__name__)
 CANCELLED = "cancelled: the model in use and the tracks are unchanged"
 #: wait this long after the last edit before recounting the corrections (edits come in bursts)
 COUNT_DELAY_MS = 200
+
+ADAPT_HELP = (
+    "Also adapt the detector's U-Net heads to your corrections (added cells, deleted "
+    "detections, divisions, approved links) on the image chosen below, as one more part of the "
+    "checked update: the corrected frames are detected again with it and the scorers tuned on "
+    "those detections; it is adopted only where it does better on the held-back corrections. "
+    "After Keep, the frames nobody approved are detected again and re-linked, keeping approved "
+    "work.")
 
 NO_DETECTIONS = (
     "These tracks have no cached detections (they were read from a file, or made by hand), so "
@@ -157,6 +178,7 @@ class FinetuneWidget(QWidget):
         napari_viewer: napari.Viewer,
         controller: CellectController | None = None,
         config: FinetuneConfig | None = None,
+        adapt_config: AdaptConfig | None = None,
     ):
         super().__init__()
         self.viewer = napari_viewer
@@ -164,9 +186,13 @@ class FinetuneWidget(QWidget):
         assert self.controller is not None
         #: the FinetuneConfig used (None: the core's defaults)
         self.config = config
+        #: the AdaptConfig of the detector part (None: the core's defaults)
+        self.adapt_config = adapt_config
         self.state = FinetuneState.NO_TRACKS
         #: the last re-link edit applied
         self.relink_command: Command | None = None
+        #: the frames the last re-detection (after keeping an adapted detector) predicted again
+        self.redetected_frames: list[int] = []
         self._count_timer = QTimer(self)
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(COUNT_DELAY_MS)
@@ -200,6 +226,14 @@ class FinetuneWidget(QWidget):
         self.detect_text = QLabel(NO_DETECTIONS)
         self.detect_text.setWordWrap(True)
         self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image the tracks belong to (detection and the "
+                                    "detector's adaptation run on it)")
+        #: the image combo with its label: shown to detect, or to adapt the detector
+        self.image_row = QWidget()
+        image_layout = QHBoxLayout(self.image_row)
+        image_layout.setContentsMargins(0, 0, 0, 0)
+        image_layout.addWidget(QLabel("Image:"))
+        image_layout.addWidget(self.image_combo, 1)
         self.detect_button = QPushButton("Detect cells")
         self.model_button = QPushButton("Model file...")
         self.model_button.setToolTip("The model bundle (.pt) to detect with and fine-tune")
@@ -207,7 +241,7 @@ class FinetuneWidget(QWidget):
         form = QFormLayout()
         form.addRow(CELL_RADIUS_LABEL, self.cell_radius_spin)
         row = QHBoxLayout()
-        row.addWidget(self.image_combo, 1)
+        row.addStretch(1)
         row.addWidget(self.model_button)
         row.addWidget(self.detect_button)
         box = QVBoxLayout(self.detect_box)
@@ -222,6 +256,10 @@ class FinetuneWidget(QWidget):
         self.relink_after.setChecked(True)
         self.relink_after.setToolTip("Track the detections again with the tuned model, keeping "
                                      "every approved link (one edit: Ctrl+Z undoes it)")
+        self.adapt_detector = QCheckBox("Also adapt the detector (U-Net heads)")
+        self.adapt_detector.setChecked(False)
+        self.adapt_detector.setToolTip(ADAPT_HELP)
+        self.adapt_detector.toggled.connect(lambda _on: self._update_controls())
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -264,6 +302,8 @@ class FinetuneWidget(QWidget):
         for widget in (self.session_label, self.model_label, self.counts_label,
                        self.conflict_button, self.review_label, self.detect_box):
             layout.addWidget(widget)
+        layout.addWidget(self.adapt_detector)
+        layout.addWidget(self.image_row)
         layout.addLayout(buttons)
         layout.addWidget(self.relink_after)
         layout.addWidget(self.plan_label)
@@ -327,6 +367,9 @@ class FinetuneWidget(QWidget):
         allowed = CONTROLS[self.state]
         session = self.controller.session
         self.detect_box.setVisible(session is not None and not session.detections)
+        self.image_row.setVisible(self.detect_box.isVisibleTo(self)
+                                  or self.adapt_detector.isChecked())
+        self.adapt_detector.setEnabled(allowed.learn)
         model = session is not None and has_model(session)
         self.model_button.setEnabled(allowed.edit_session)
         self.cell_radius_spin.setEnabled(allowed.edit_session)
@@ -462,8 +505,11 @@ class FinetuneWidget(QWidget):
             return
         self.discard(quiet=True)
         try:
-            job = session.finetune_job(self.config, should_stop=self.jobs.should_stop)
-        except CellectError as error:
+            trainers = [self._detector_trainer(session)] if self.adapt_detector.isChecked() \
+                else []  # fmt: skip
+            job = session.finetune_job(self.config, should_stop=self.jobs.should_stop,
+                                       trainers=trainers)  # fmt: skip
+        except (CellectError, ValueError) as error:
             self._error(str(error))
             return
 
@@ -476,14 +522,47 @@ class FinetuneWidget(QWidget):
             on_result=lambda result: self._on_finetuned(session, result),
         )
 
+    def _chosen_images(self, session: TrackingSession) -> Any:
+        """The (T, Z, Y, X) data of the image chosen in the image box, checked against the
+        tracks (ValueError or CellectError say what is wrong)."""
+        layer = next((lyr for lyr in trackable_images(self.viewer)
+                      if lyr.name == self.image_combo.currentText()), None)
+        if layer is None:
+            raise ValueError("choose the image the tracks belong to (the Image box)")
+        images = as_tzyx(layer)
+        last = int(session.graph["t"].max()) if len(session.graph) else -1
+        if last >= images.shape[0]:
+            raise ValueError(f"the tracks reach frame {last} but {layer.name!r} has only "
+                             f"{images.shape[0]} frames: choose the image the tracks belong to")
+        return images
+
+    def _detector_trainer(self, session: TrackingSession) -> Any:
+        images = self._chosen_images(session)
+        trainer = session.detector_trainer(images, self.adapt_config)
+        try:
+            seconds = trainer.estimate_seconds(session.corrections())
+        except CellectError:
+            seconds = None
+        self._set_adapt_estimate(seconds, "estimate")
+        return trainer
+
+    def _set_adapt_estimate(self, seconds: float | None, source: str) -> None:
+        extra = "" if seconds is None else (
+            f"\n\nExtra time: about {_minutes(seconds)} ({source}, on 2 CPU cores; a GPU is "
+            "used when there is one).")
+        self.adapt_detector.setToolTip(ADAPT_HELP + extra)
+
     def _on_finetune_progress(self, report: Any) -> None:
         if isinstance(report, FinetunePlan):
             self.plan_label.setText(report.describe().capitalize())
+            if "detector" in report.part_seconds:
+                self._set_adapt_estimate(report.part_seconds["detector"], "from the plan")
             return
         if not isinstance(report, FinetuneProgress):
-            self.jobs.show_step(report.done, report.total, "checking the update on held-back "
-                                                           f"corrections: {report.done}/"
-                                                           f"{report.total}")
+            what = (report.stage if str(report.stage).startswith("detector") else
+                    "checking the update on held-back corrections")
+            self.jobs.show_step(report.done, report.total,
+                                f"{what}: {report.done}/{report.total}")
             return
         epochs = max(int(report.epochs), 1)
         rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
@@ -522,7 +601,11 @@ class FinetuneWidget(QWidget):
             return
         self._show("info", f"kept: {model_name(result.bundle)} is now the model of "
                            f"{session.name} (Save model... writes it)")
-        if self.relink_after.isChecked() and self.controller.session is session:
+        if self.controller.session is not session:
+            return
+        if session.needs_redetection:  # the detector was adopted: its detections are needed
+            self.redetect()
+        elif self.relink_after.isChecked():
             self.relink()
 
     def discard(self, quiet: bool = False) -> None:
@@ -574,6 +657,52 @@ class FinetuneWidget(QWidget):
         self._show("info", f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
                            "removed; listed and highlighted); Ctrl+Z undoes the re-link")
         return True
+
+    def redetect(self) -> None:
+        """Predict again, with the session's adapted U-Net, only the frames nobody approved
+        (and their neighbours), then re-link keeping approved work: one edit."""
+        session = self._ready_session()
+        if session is None:
+            return
+        try:
+            images = self._chosen_images(session)
+        except (CellectError, ValueError) as error:
+            self._error(f"{error}; the detector's frames were not detected again")
+            return
+        done = session.history.done
+        top = done[-1] if done else None
+        graph = session.graph.copy()
+        n = len(frames_to_redetect(graph, int(images.shape[0])))
+        self._start(
+            FinetuneState.RELINKING, f"detecting {n} frame(s) nobody approved with the adapted "
+                                     "detector, then re-linking (approved links are kept)...",
+            redetect_relink_job, images, session.model, graph, session.detections,
+            z_ratio=session.anisotropy, corrections=session.corrections(), device="auto",
+            cell_radius=session.cell_radius, what="re-detection",
+            on_step=lambda step: self.jobs.show_step(
+                step.done, step.total, f"{step.stage}: {step.done}/{max(step.total, 1)}"),
+            on_result=lambda output: self._on_redetected(session, top, output),
+        )
+
+    def _on_redetected(self, session: TrackingSession, top: Command | None,
+                       output: RedetectOutput) -> None:
+        done = session.history.done
+        if (done[-1] if done else None) is not top:
+            self._error("the tracks were edited while re-detecting, so the result was not "
+                        "applied; keep editing, then press Re-link")
+            return
+        self.redetected_frames = list(output.frames)
+        command = session.apply_redetect(
+            output, lambda edit: self.controller.execute(edit, session=session))
+        if command is None:
+            return
+        relink = output.relink
+        self.relink_command = command
+        self.changed_list.show_links(session, command, relink.changed, relink.removed)
+        made, gone = len(relink.changed), len(relink.removed)
+        self._show("info", f"detected {len(output.frames)} frame(s) nobody approved again and "
+                           f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
+                           "removed; listed and highlighted); Ctrl+Z undoes the re-link")
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:
@@ -683,6 +812,10 @@ class FinetuneWidget(QWidget):
 def _error_text(what: str, error: BaseException) -> str:
     """The core's own errors say what is wrong; anything else is named with the job."""
     return str(error) if isinstance(error, CellectError) else failed_text(what, error)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _plural(n: int, word: str) -> str:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     )
     from napari_cellect.track.detections import Detections
     from napari_cellect.train.adapt_unet import AdaptConfig
+    from napari_cellect.train.detector_part import DetectorTrainer
     from napari_cellect.train.finetune_config import FinetuneConfig
     from napari_cellect.train.finetune_guard import FinetuneResult
 
@@ -382,6 +383,32 @@ class TrackingSession:
         self.use_tuned_model(result.bundle)
         return True
 
+    def detector_trainer(self, images: Any, config: AdaptConfig | None = None,
+                         device: str = "auto") -> DetectorTrainer:
+        """The detector as a part of :meth:`finetune_job` (``trainers=[...]``), adapted on
+        ``images`` (the images the tracks belong to, as they are). After keeping a result that
+        adopted it, :meth:`iter_redetect_relink` predicts the frames nobody approved again."""
+        from napari_cellect.train.detector_part import DetectorTrainer
+
+        self._check_frames_as_they_are()
+        return DetectorTrainer(images, self._detections(), self.anisotropy, config, device)
+
+    @property
+    def needs_redetection(self) -> bool:
+        """True when the session's model has another U-Net than the one that found its
+        detections (a kept fine-tune adopted the detector): :meth:`iter_redetect_relink`."""
+        if self.model is None or self.detections_digest is None:
+            return False
+        return _digest(self.model) != self.detections_digest
+
+    def _check_frames_as_they_are(self) -> None:
+        if self.cell_radius is not None:
+            raise InputError(
+                f"these tracks were detected with the frames resized for a nucleus radius of "
+                f"{self.cell_radius:g} px; the detector can only be adapted on frames as they "
+                "are: track again without a nucleus radius first"
+            )
+
     def check_model_made_detections(self, model: ModelBundle) -> None:
         """Refuse a model whose U-Net is not the one that found this session's detections (a
         model trained or tuned on other images): its scorers would read embeddings of another
@@ -408,12 +435,7 @@ class TrackingSession:
         from napari_cellect.session.jobs import load_model
         from napari_cellect.train.adapt_unet import adapt_detector_part
 
-        if self.cell_radius is not None:
-            raise InputError(
-                f"these tracks were detected with the frames resized for a nucleus radius of "
-                f"{self.cell_radius:g} px; the detector can only be adapted on frames as they "
-                "are: track again without a nucleus radius first"
-            )
+        self._check_frames_as_they_are()
         corrections = self.prepare_finetune()
         base = load_model(self.model, self.model_path)
         try:
@@ -441,9 +463,17 @@ class TrackingSession:
             cell_radius=self.cell_radius,
         )  # fmt: skip
         if output is not None:
-            self.detections = output.detections
-            self.apply_relink(output.relink)
+            self.apply_redetect(output)
         return output
+
+    def apply_redetect(self, output: RedetectOutput,
+                       execute: Callable[[Command], Command | None] | None = None
+                       ) -> Command | None:  # fmt: skip
+        """Keep the detections of a re-detection (with the U-Net that found them, so the model
+        is accepted for fine-tuning and re-linking again) and apply its re-link as one edit."""
+        self.detections = output.detections
+        self.detections_digest = _digest(output.relink.model)
+        return self.apply_relink(output.relink, execute)
 
     def relink_job(self, should_stop: Callable[[], bool] = lambda: False
                    ) -> Generator[Step, None, RelinkOutput | None]:

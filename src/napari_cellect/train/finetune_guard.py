@@ -9,19 +9,25 @@
 2. **Plan**: the training rows, the optimiser steps and a measured step time give an estimate
    of the time it takes (yielded first, as a :class:`FinetunePlan`).
 3. **Train** the scorers on the other part (:func:`~napari_cellect.train.finetune.iter_finetune`)
-   and any extra part trainers (the detector, from :mod:`napari_cellect.train`'s U-Net
-   adaptation), each giving an :class:`UpdatePart`: a name and a function that applies it to a
-   model bundle.
-4. **Judge** every combination of the parts by the full pipeline (detections -> merge -> link,
-   :func:`~napari_cellect.track.correction_scores.score_on_corrections`) on the held-back part;
-   the combination with the fewest errors wins, ties going to fewer parts (the base model wins
-   a tie with everything). A part that is not adopted keeps the base's weights, and the report
-   says so with its figures.
+   and any extra part trainers (the detector, :class:`~napari_cellect.train.detector_part.
+   DetectorTrainer`), each giving an :class:`UpdatePart`: a name and a function that applies it
+   to a model bundle. A part that changes the U-Net (it has ``detect``) changes the detections
+   and the embeddings the scorers read, so the scorers are trained twice: on the tracking run's
+   detections (the family of models without that part) and on the corrected frames detected
+   again with it (the family with it). Scorers are thus always judged and adopted on the
+   detections of the U-Net they will run with.
+4. **Judge** every combination of the parts of each family by the full pipeline (detections ->
+   merge -> link, :func:`~napari_cellect.track.correction_scores.score_on_corrections`) on the
+   held-back part, a re-detecting part on its own detections (each frame detected once); the
+   combination with the fewest errors wins, ties going to fewer parts (the base model wins a tie
+   with everything). A part that is not adopted keeps the base's weights, and the report says so
+   with its figures.
 5. **Recalibrate** the detection threshold (raised only: the cached detections were found at
    the current one) and the division threshold on the corrections, with the adopted parts: on
    the held-back part when a part was adopted (its training saw the rest), else on all of them.
-6. **Retrain** the adopted scorer parts on all corrections (more labels), kept unless they do
-   worse on the held-back part than the ones trained without it.
+6. **Retrain** the adopted parts on all corrections (more labels; the scorers on the detections
+   of the retrained detector when it is adopted), kept unless they do worse on the held-back
+   part than the ones trained without it.
 
 The result (:class:`FinetuneResult`) holds the tuned bundle (the base's copy with only the
 adopted parts and thresholds), the base bundle and a :class:`GuardReport` with the figures
@@ -118,15 +124,19 @@ class FinetunePlan:
     """Estimated wall time of the training (``rounds`` times ``steps``, at most)."""
     rounds: int = 1
     """How many times the scorers may be trained: 2 when the guard retrains on all."""
+    part_seconds: dict[str, float] = field(default_factory=dict)
+    """Estimated wall time of the extra parts (the detector), included in ``seconds``."""
     stage: str = "plan"
     done: int = 0
     total: int = 0
 
     def describe(self) -> str:
         rows = ", ".join(f"{n} {k} rows" for k, n in self.rows.items() if n)
+        extra = "".join(f", {name} about {_duration(s)}" for name, s in self.part_seconds.items())
         return (f"will train {', '.join(self.parts)} on {rows}; {self.split} to check the update; "
                 f"about {_duration(self.seconds)} ({self.steps} steps of "
-                f"{1000 * self.step_seconds:.0f} ms{', at most twice' if self.rounds > 1 else ''})")
+                f"{1000 * self.step_seconds:.0f} ms{', at most twice' if self.rounds > 1 else ''}"
+                f"{extra})")
 
 
 @dataclass(frozen=True)
@@ -285,8 +295,15 @@ def _guarded(
     plan = _plan(base, cs, detections, z_ratio, cfg, trainers, split)
     yield plan
     if not cfg.guard:
+        parts = []
+        for trainer in trainers:
+            part = yield from trainer.train(base, cs, should_stop)
+            parts += [part] if part is not None else []
+        detector = next((p for p in parts if p.detect is not None), None)
+        if detector is not None:  # the scorers learn on the new detector's detections
+            detections = detector.detect(_assemble(base, [detector], {}), _near(cs, by_t))
         tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source)
-        parts = scorer_parts(tuned, base) if tuned is not None else []
+        parts += scorer_parts(tuned, base) if tuned is not None else []
         result = _assemble(base, parts, {})
         report = GuardReport("nothing (the guard is off)", CorrectionScores(), CorrectionScores(),
                              tuple(PartDecision(p.name, True, 0, 0) for p in parts),
@@ -300,37 +317,39 @@ def _guarded(
                    "adopted; approve more cells (or a second frame) and fine-tune again",))
         return FinetuneResult(copy.deepcopy(base), base, report, plan)
 
-    # 3. train each part without the held-back corrections
-    parts: list[UpdatePart] = []
+    # 3. train each part without the held-back corrections; the scorers once on the tracking
+    #    run's detections and, when a part re-detects (the detector), again on its detections
+    judge = _Judge(base, split, by_t, z_ratio, cfg)
+    extra: list[UpdatePart] = []
     for trainer in trainers:
         part = yield from trainer.train(base, split.train, should_stop)
         if part is not None:
-            parts.append(part)
-    tuned = yield from _train_scorers(base, split.train, detections, z_ratio, cfg, should_stop,
-                                      source, NotEnoughCorrections)  # fmt: skip
+            extra.append(part)
+    detector = next((p for p in extra if p.detect is not None), None)
+    others = [p for p in extra if p.detect is None]
     notes: list[str] = []
-    if tuned is not None:
-        parts += scorer_parts(tuned, base)
-    else:
-        notes.append("the scorers could not be trained without the held-back corrections "
-                     "(one kind of label only); they are kept")
+    families: list[tuple[UpdatePart | None, list[UpdatePart]]] = [(None, others + (
+        yield from _scorer_family(
+            base, split.train, detections, z_ratio, cfg, should_stop, source, notes)))]
+    if detector is not None:
+        found = judge.detections([detector], _near(cs, by_t))
+        families.append((detector, others + (yield from _scorer_family(
+            base, split.train, [found[t] for t in sorted(found)], z_ratio, cfg, should_stop,
+            source, notes))))
 
     # 4. every combination of parts on the held-back corrections
-    judge = _Judge(base, split, by_t, z_ratio, cfg)
-    combos = [c for n in range(len(parts) + 1) for c in itertools.combinations(range(len(parts)), n)]
-    scores: dict[tuple[int, ...], CorrectionScores] = {}
+    combos = [((head,) if head is not None else ()) + c for head, family in families
+              for n in range(len(family) + 1) for c in itertools.combinations(family, n)]
+    scores: dict[frozenset[int], CorrectionScores] = {}
     for i, combo in enumerate(combos):
         if should_stop():
             raise Cancelled("fine-tuning cancelled; the model is unchanged")
-        scores[combo] = judge.score([parts[j] for j in combo], {})
+        scores[_key(combo)] = judge.score(combo, {})
         yield Progress("check", i + 1, len(combos))
-    chosen = min(combos, key=lambda c: (scores[c].errors, len(c)))
-    before = scores[()]
-    decisions = tuple(
-        PartDecision(p.name, j in chosen, scores[tuple(sorted(set(chosen) | {j}))].errors,
-                     scores[tuple(k for k in chosen if k != j)].errors)
-        for j, p in enumerate(parts))  # fmt: skip
-    adopted = [parts[j] for j in chosen]
+    chosen = min(combos, key=lambda c: (scores[_key(c)].errors, len(c)))
+    before = scores[_key(())]
+    decisions = _decisions(families, combos, scores, chosen)
+    adopted = list(chosen)
 
     # 5. thresholds on the corrections
     thresholds = judge.calibrate(adopted, on_held=bool(adopted)) if cfg.calibrate_thresholds else {}
@@ -341,7 +360,8 @@ def _guarded(
         thresholds = {k: (old, old) for k, (old, _) in thresholds.items()}
         changes, after = {}, judge.score(adopted, {})
 
-    # 6. the adopted parts again, on all corrections
+    # 6. the adopted parts again, on all corrections (the scorers on the detections of the
+    #    retrained detector, when it is adopted)
     if adopted and cfg.retrain_on_all:
         names = [p.name for p in adopted]
         again: list[UpdatePart] = []
@@ -349,8 +369,13 @@ def _guarded(
             if trainer.name in names:
                 part = yield from trainer.train(base, cs, should_stop)
                 again += [part] if part is not None else []
+        dets = detections
+        new_detector = next((p for p in again if p.detect is not None), None)
+        if new_detector is not None:
+            found = judge.detections([new_detector], _near(cs, by_t))
+            dets = [found[t] for t in sorted(found)]
         if set(names) & {p.name for p in scorer_parts(base)}:
-            full = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop,
+            full = yield from _train_scorers(base, cs, dets, z_ratio, cfg, should_stop,
                                              source, NotEnoughCorrections)  # fmt: skip
             again += [p for p in scorer_parts(full) if p.name in names] if full else []
         if sorted(p.name for p in again) == sorted(names) and (
@@ -376,11 +401,11 @@ class _Judge:
                  z_ratio: float, cfg: FinetuneConfig):
         self.base, self.split, self.by_t, self.z_ratio = base, split, by_t, z_ratio
         self.match = cfg.match
-        self._detected: dict[tuple[str, tuple[int, ...]], dict[int, Detections]] = {}
-        self._scorers: dict[tuple[str, ...], ModelBundle] = {}
+        self._detected: dict[int, dict[int, Detections]] = {}
+        self._scorers: dict[frozenset[int], ModelBundle] = {}
 
     def model(self, parts: Sequence[UpdatePart], thresholds: dict[str, float]) -> ModelBundle:
-        key = tuple(p.name for p in parts)
+        key = _key(parts)
         if key not in self._scorers:
             self._scorers[key] = _assemble(self.base, parts, {})
         bundle = self._scorers[key]
@@ -394,12 +419,13 @@ class _Judge:
         detector = next((p for p in parts if p.detect is not None), None)
         if detector is None:
             return self.by_t
-        wanted = sorted({f for t in frames for f in (t - 1, t) if f in self.by_t})
-        key = (detector.name, tuple(wanted))
-        if key not in self._detected:
-            found = detector.detect(self.model([detector], {}), wanted)
-            self._detected[key] = {int(d.t): d for d in found}
-        return self._detected[key]
+        wanted = {f for t in frames for f in (t - 1, t) if f in self.by_t}
+        cached = self._detected.setdefault(id(detector), {})
+        missing = sorted(wanted - set(cached))
+        if missing:  # each frame once per detector
+            found = detector.detect(self.model([detector], {}), missing)
+            cached.update({int(d.t): d for d in found})
+        return cached
 
     def score(self, parts: Sequence[UpdatePart], thresholds: dict[str, float],
               on_held: bool = True) -> CorrectionScores:  # fmt: skip
@@ -446,6 +472,61 @@ def _train_scorers(
     except tolerate as error:  # type: ignore[misc]
         logger.info("scorers not trained: %s", error)
         return None
+
+
+def _scorer_family(
+    base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_ratio: float,
+    cfg: FinetuneConfig, should_stop: Callable[[], bool], source: str | None, notes: list[str],
+) -> Generator[Step, None, list[UpdatePart]]:  # fmt: skip
+    """The scorer parts trained on ``cs`` with ``detections`` (none, with a note, when the
+    training part holds one kind of label only)."""
+    tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source,
+                                      NotEnoughCorrections)  # fmt: skip
+    if tuned is not None:
+        return scorer_parts(tuned, base)
+    note = ("the scorers could not be trained without the held-back corrections (one kind of "
+            "label only); they are kept")
+    if note not in notes:
+        notes.append(note)
+    return []
+
+
+def _near(cs: CorrectionSet, by_t: dict[int, Detections]) -> list[int]:
+    """The frames a re-detecting part detects to retune the scorers: the corrected frames and
+    the frames after them (link rows look one frame ahead); the judge adds the frames before
+    the held-back ones."""
+    frames = {int(t) + d for t in cs.frames().tolist() for d in (0, 1)}
+    return sorted(frames & set(by_t))
+
+
+def _key(parts: Sequence[UpdatePart]) -> frozenset[int]:
+    """A combination of parts, whatever their order (two parts may share a name: the scorers
+    trained on the base's detections and on a new detector's)."""
+    return frozenset(map(id, parts))
+
+
+def _decisions(
+    families: list[tuple[UpdatePart | None, list[UpdatePart]]],
+    combos: list[tuple[UpdatePart, ...]],
+    scores: dict[frozenset[int], CorrectionScores], chosen: tuple[UpdatePart, ...],
+) -> tuple[PartDecision, ...]:  # fmt: skip
+    """Each part of the chosen combination's family, with the errors of the chosen model with
+    and without it; a re-detecting part's figures are the best model with and without it (the
+    scorers with it were trained on its detections)."""
+    errors = {key: s.errors for key, s in scores.items()}
+    out: list[PartDecision] = []
+    chosen_key = _key(chosen)
+    for head, _family in families:
+        if head is not None:
+            best = {has: min(errors[_key(c)] for c in combos if (id(head) in _key(c)) == has)
+                    for has in (True, False)}  # fmt: skip
+            out.append(PartDecision(head.name, id(head) in chosen_key, best[True], best[False]))
+    family = next(f for h, f in reversed(families) if h is None or id(h) in chosen_key)
+    for part in family:
+        with_it, without = chosen_key | {id(part)}, chosen_key - {id(part)}
+        out.append(PartDecision(part.name, id(part) in chosen_key, errors[with_it],
+                                errors[without]))  # fmt: skip
+    return tuple(out)
 
 
 def _assemble(base: ModelBundle, parts: Sequence[UpdatePart], thresholds: dict[str, float]
@@ -540,9 +621,14 @@ def _plan(base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_
     rounds = 2 if cfg.guard and cfg.retrain_on_all else 1
     split_text = split.description if split is not None else (
         "nothing held back" if not cfg.guard else "too few corrections to hold some back")
+    extra = {t.name: float(t.estimate_seconds(cs, rounds)) for t in trainers
+             if hasattr(t, "estimate_seconds")}  # fmt: skip
+    # the scorers train once more per round on a re-detecting part's detections
+    scorer_rounds = rounds * (2 if extra and split is not None else 1)
     return FinetunePlan(tuple(dict.fromkeys(names)), {"link": len(data.link),
                         "merge": len(data.merge)}, split_text, steps, step_s,
-                        rounds * steps * step_s, rounds)  # fmt: skip
+                        scorer_rounds * steps * step_s + sum(extra.values()), rounds,
+                        extra)  # fmt: skip
 
 
 def _ratio(value: float) -> str:
