@@ -63,11 +63,30 @@ def main(argv: list[str] | None = None) -> int:
             meta = json.loads((folder / "synthetic.json").read_text())
             z_ratio = str(meta.get("config", meta).get("z_ratio", 1.0))
             started = time.perf_counter()
-            _run(["track", str(folder / "images"), "-o", str(folder / "tracked.csv"),
-                  "--z-ratio", z_ratio, *weights])  # fmt: skip
+            _run(
+                [
+                    "track",
+                    str(folder / "images"),
+                    "-o",
+                    str(folder / "tracked.csv"),
+                    "--z-ratio",
+                    z_ratio,
+                    *weights,
+                ]
+            )
             seconds = time.perf_counter() - started
-            scores = json.loads(_run(["evaluate", str(folder / "tracked.csv"),
-                                      str(folder / "tracks.csv"), "--z-ratio", z_ratio, "--json"]))
+            scores = json.loads(
+                _run(
+                    [
+                        "evaluate",
+                        str(folder / "tracked.csv"),
+                        str(folder / "tracks.csv"),
+                        "--z-ratio",
+                        z_ratio,
+                        "--json",
+                    ]
+                )
+            )
             rows.append((name, scores, seconds))
     print("| case | " + " | ".join(KEYS) + " | track (s) |")
     print("|---" * (len(KEYS) + 2) + "|")

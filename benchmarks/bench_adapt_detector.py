@@ -56,11 +56,20 @@ CPU_THREADS = 2
 #: Generator settings outside the default model's training range (radius 5..8 px).
 SHIFTS: dict[str, dict] = {
     "large": {"radius_range": (9.0, 12.0), "n_cells": 40, "z_ratio": 3.0},
-    "hard-z5": {"n_cells": 80, "radius_range": (4.0, 7.5), "contact_distance": 0.95,
-                "max_packing": 0.4, "noise": 2.5, "brightness_range": (300.0, 900.0),
-                "speed": 2.5, "division_rate": 0.08, "min_cycle": 5, "z_ratio": 5.0,
-                "psf_sigma_z": 3.5},
-}  # fmt: skip
+    "hard-z5": {
+        "n_cells": 80,
+        "radius_range": (4.0, 7.5),
+        "contact_distance": 0.95,
+        "max_packing": 0.4,
+        "noise": 2.5,
+        "brightness_range": (300.0, 900.0),
+        "speed": 2.5,
+        "division_rate": 0.08,
+        "min_cycle": 5,
+        "z_ratio": 5.0,
+        "psf_sigma_z": 3.5,
+    },
+}
 
 
 def detection_errors(pred, gt, z_ratio: float, first: int) -> tuple[int, int]:
@@ -86,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         args.frames, args.shape = 10, (16, 96, 96)
     torch.set_num_threads(CPU_THREADS)
     config = dataclasses.replace(
-        SyntheticConfig(frames=args.frames, shape=tuple(args.shape), seed=args.seed,
-                        division_rate=0.06, min_cycle=6), **SHIFTS[args.shift])  # fmt: skip
+        SyntheticConfig(
+            frames=args.frames,
+            shape=tuple(args.shape),
+            seed=args.seed,
+            division_rate=0.06,
+            min_cycle=6,
+        ),
+        **SHIFTS[args.shift],
+    )
     if args.cells is not None:
         config = dataclasses.replace(config, n_cells=args.cells)
     z = config.z_ratio
@@ -104,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     corrected = first.copy()
     history = correct_from_ground_truth(corrected, gt, z, last)
     corrections = build_corrections(
-        corrected, corrections_from_history(history), z_ratio=z,
+        corrected,
+        corrections_from_history(history),
+        z_ratio=z,
         config=CorrectionConfig(link_k=bundle.thresholds.link.k, merge_k=bundle.thresholds.merge.k),
-    )  # fmt: skip
+    )
     n_corrected = len(np.unique(corrections.frames()))
 
     start = time.perf_counter()
@@ -114,28 +132,46 @@ def main(argv: list[str] | None = None) -> int:
     scorers_s = time.perf_counter() - start
     relinked = relink_keeping_work(raw, scorers_only, corrected, z, corrections=corrections)
 
-    cfg = AdaptConfig(steps=args.steps, decoder_blocks=args.decoder_blocks,
-                      train_cen=args.train_cen, lr=args.lr, device="cpu")
+    cfg = AdaptConfig(
+        steps=args.steps,
+        decoder_blocks=args.decoder_blocks,
+        train_cen=args.train_cen,
+        lr=args.lr,
+        device="cpu",
+    )
     start = time.perf_counter()
     adapted = adapt_detector(bundle, corrections, images, raw, config=cfg)
     adapt_s = time.perf_counter() - start
-    wanted = sorted({int(t) for t in corrections.frames()} | {int(t) + 1 for t in
-                    corrections.frames() if t + 1 < args.frames})  # fmt: skip
+    wanted = sorted(
+        {int(t) for t in corrections.frames()}
+        | {int(t) + 1 for t in corrections.frames() if t + 1 < args.frames}
+    )
     redetected = run_to_end(iter_detect(images, adapted, z_ratio=z, device="cpu", frames=wanted))
     redetect_s = time.perf_counter() - start - adapt_s
     tuned = finetune(adapted, corrections, redetected, z_ratio=z)
     total_s = time.perf_counter() - start
-    out = run_to_end(redetect_relink_job(images, tuned, corrected.copy(), raw, z_ratio=z,
-                                         corrections=corrections, device="cpu",
-                                         should_stop=lambda: False))  # fmt: skip
+    out = run_to_end(
+        redetect_relink_job(
+            images,
+            tuned,
+            corrected.copy(),
+            raw,
+            z_ratio=z,
+            corrections=corrections,
+            device="cpu",
+            should_stop=lambda: False,
+        )
+    )
 
     rows = {"base": first, "scorers": relinked.graph, "detector+scorers": out.relink.graph}
     print(f"## Detector adaptation (shift `{args.shift}`, seed {args.seed})\n")
-    print(f"{args.frames} frames of {tuple(args.shape)}, z_ratio {z:g}, {len(gt)} GT nodes, "
-          f"{len(gt.divisions())} GT divisions; frames 0..{last} corrected ({n_corrected} "
-          f"frames with corrections, {len(history.done)} edits); scored on frames "
-          f"{held}..{args.frames - 1}; first tracking {track_s:.0f} s; adaptation: "
-          f"{cfg.steps} steps, decoder blocks {cfg.decoder_blocks}, whole CEN {cfg.train_cen}\n")
+    print(
+        f"{args.frames} frames of {tuple(args.shape)}, z_ratio {z:g}, {len(gt)} GT nodes, "
+        f"{len(gt.divisions())} GT divisions; frames 0..{last} corrected ({n_corrected} "
+        f"frames with corrections, {len(history.done)} edits); scored on frames "
+        f"{held}..{args.frames - 1}; first tracking {track_s:.0f} s; adaptation: "
+        f"{cfg.steps} steps, decoder blocks {cfg.decoder_blocks}, whole CEN {cfg.train_cen}\n"
+    )
     print("| model | detection errors (false / missed) | link errors | division errors | sum |")
     print("|---|---:|---:|---:|---:|")
     for name, graph in rows.items():
@@ -147,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| corrected frames detected again ({len(wanted)}) | {redetect_s:.1f} |")
     print(f"| scorer fine-tuning on them | {total_s - adapt_s - redetect_s:.1f} |")
     verdict = "pass" if total_s <= MAX_SECONDS else "FAIL"
-    print(f"| **adaptation + scorer fine-tuning** | **{total_s:.1f}** (target <= "
-          f"{MAX_SECONDS:g}: {verdict}) |")
+    print(
+        f"| **adaptation + scorer fine-tuning** | **{total_s:.1f}** (target <= "
+        f"{MAX_SECONDS:g}: {verdict}) |"
+    )
     print(f"| for reference: scorer fine-tuning alone (today) | {scorers_s:.1f} |")
-    print(f"| re-detection of the {len(out.frames)} unapproved frames + re-link | (not in the "
-          "target) |")
+    print(
+        f"| re-detection of the {len(out.frames)} unapproved frames + re-link | (not in the "
+        "target) |"
+    )
     return 0
 
 

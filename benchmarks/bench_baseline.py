@@ -41,8 +41,14 @@ from classical_baseline import (
 )
 
 #: (preset, seed) of the validation series the threshold is tuned on
-VALIDATION = [("default", 301), ("noisy", 302), ("hard", 303), ("fast", 305), ("dense", 306),
-              ("sparse2d", 309)]  # fmt: skip
+VALIDATION = [
+    ("default", 301),
+    ("noisy", 302),
+    ("hard", 303),
+    ("fast", 305),
+    ("dense", 306),
+    ("sparse2d", 309),
+]
 THRESHOLDS = (0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.28)
 #: the ``large`` preset is cropped so a run stays short (as bench_accuracy --quick does)
 SHRINK = {"large": {"shape": (21, 128, 128), "n_cells": 12}}
@@ -147,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         config = case_config(synth, frames, small=args.quick)
         for tracker, (scores, seconds) in run_case(config, trackers).items():
             cells = " | ".join(f"{scores[k]:.3f}" for k in KEYS)
-            print(f"| {name} | {tracker} | {cells} | {scores['n_gt']} | {seconds:.1f} |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {name} | {tracker} | {cells} | {scores['n_gt']} | {seconds:.1f} |", flush=True
+            )
     return 0
 
 

@@ -39,10 +39,14 @@ def as_graph(frames: list[Detections]) -> TrackGraph:
     positions = np.concatenate([d.positions for d in frames])
     n = len(positions)
     return TrackGraph.from_arrays(
-        id=np.arange(n), t=np.concatenate([np.full(len(d), d.t) for d in frames]),
-        z=positions[:, 0], y=positions[:, 1], x=positions[:, 2],
-        parent_id=np.full(n, NO_PARENT), radius=np.concatenate([d.radius for d in frames]),
-    )  # fmt: skip
+        id=np.arange(n),
+        t=np.concatenate([np.full(len(d), d.t) for d in frames]),
+        z=positions[:, 0],
+        y=positions[:, 1],
+        x=positions[:, 2],
+        parent_id=np.full(n, NO_PARENT),
+        radius=np.concatenate([d.radius for d in frames]),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     config = bench_finetune.synthetic_config(args.shift, args.frames, (24, 112, 112), args.seed)
     sequence = generate(config)
     base = bundle.thresholds.detection
-    print(f"## Detection recall on shift `{args.shift}` ({bundle.metadata.name}, seed {args.seed})"
-          "\n")  # fmt: skip
+    print(
+        f"## Detection recall on shift `{args.shift}` ({bundle.metadata.name}, seed {args.seed})\n"
+    )
     print("| threshold | foreground | NMS | detections | recall | precision | recall, 2x gate |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for setting in SETTINGS:
@@ -65,19 +70,27 @@ def main(argv: list[str] | None = None) -> int:
         if setting is not None:
             threshold, foreground, nms = setting
             detection = dataclasses.replace(
-                base, threshold=threshold,
-                foreground_threshold=base.foreground_threshold if foreground is None else foreground,
+                base,
+                threshold=threshold,
+                foreground_threshold=base.foreground_threshold
+                if foreground is None
+                else foreground,
                 nms_radius_factor=base.nms_radius_factor if nms is None else nms,
-            )  # fmt: skip
-        frames = list(predict_sequence(sequence.images, bundle, z_ratio=config.z_ratio,
-                                       device="cpu", detection=detection))  # fmt: skip
+            )
+        frames = list(
+            predict_sequence(
+                sequence.images, bundle, z_ratio=config.z_ratio, device="cpu", detection=detection
+            )
+        )
         found = as_graph(frames)
         m = match_nodes(found, sequence.graph, z_ratio=config.z_ratio)
         loose = match_nodes(found, sequence.graph, z_ratio=config.z_ratio, max_dist=2 * m.max_dist)
-        print(f"| {detection.threshold:g} | {detection.foreground_threshold:g} | "
-              f"{detection.nms_radius_factor:g} | {len(found)} | "
-              f"{(m.gt_to_pred >= 0).mean():.3f} | {(m.pred_to_gt >= 0).mean():.3f} | "
-              f"{(loose.gt_to_pred >= 0).mean():.3f} |")  # fmt: skip
+        print(
+            f"| {detection.threshold:g} | {detection.foreground_threshold:g} | "
+            f"{detection.nms_radius_factor:g} | {len(found)} | "
+            f"{(m.gt_to_pred >= 0).mean():.3f} | {(m.pred_to_gt >= 0).mean():.3f} | "
+            f"{(loose.gt_to_pred >= 0).mean():.3f} |"
+        )
     return 0
 
 

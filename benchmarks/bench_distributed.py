@@ -44,12 +44,18 @@ from napari_cellect.data.synthetic import PRESETS, generate
 
 def write_series(folder: Path, frames: int, shape: tuple[int, int, int], seed: int) -> Path:
     """A synthetic series as a (T, Z, Y, X) zarr array chunked per frame."""
-    config = dataclasses.replace(PRESETS["default"], frames=frames, shape=shape, seed=seed,
-                                 n_cells=max(4, shape[1] * shape[2] // 1500))  # fmt: skip
+    config = dataclasses.replace(
+        PRESETS["default"],
+        frames=frames,
+        shape=shape,
+        seed=seed,
+        n_cells=max(4, shape[1] * shape[2] // 1500),
+    )
     images = generate(config).images
     path = folder / "series.zarr"
-    array = zarr.open_array(str(path), mode="w", shape=images.shape, dtype=images.dtype,
-                            chunks=(1, *images.shape[1:]))  # fmt: skip
+    array = zarr.open_array(
+        str(path), mode="w", shape=images.shape, dtype=images.dtype, chunks=(1, *images.shape[1:])
+    )
     array[:] = images
     return path
 
@@ -71,8 +77,11 @@ def compare(a: object, b: object) -> tuple[bool, bool, float]:
     same = left.equals(right)
     keys = ["id", "t", "parent_id", "track_id"]
     links = len(left) == len(right) and left[keys].equals(right[keys])
-    shift = float(np.abs(left[list("zyx")].to_numpy() - right[list("zyx")].to_numpy()).max()) \
-        if links and len(left) else float("nan")
+    shift = (
+        float(np.abs(left[list("zyx")].to_numpy() - right[list("zyx")].to_numpy()).max())
+        if links and len(left)
+        else float("nan")
+    )
     return same, links, shift
 
 
@@ -101,9 +110,12 @@ def speed(args: argparse.Namespace) -> None:
             return result
 
         start = time.perf_counter()
-        with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                      processes=True, dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:  # fmt: skip
+        with (
+            distributed.LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             client.wait_for_workers(args.workers)
             startup_s = time.perf_counter() - start
             for _ in range(args.repeat):  # interleaved, so a busy spell hits every kind
@@ -128,23 +140,28 @@ def speed(args: argparse.Namespace) -> None:
     same, links, shift = compare(local.graph, remote.graph)  # type: ignore[attr-defined]
     per_frame_bytes = np.mean([len(pickle.dumps(d)) for d in raw])
     base = min(times[local_n])
-    print(f"{args.frames} frames of {tuple(args.shape)}, {cores} cores, {args.workers} workers, "
-          f"best and median of {args.repeat} interleaved runs; bit-identical tracks: {same}; "
-          f"same nodes and links: {links}; largest position difference {shift:.1e} px (torch "
-          f"on {cores} threads locally, 1 per worker)")
+    print(
+        f"{args.frames} frames of {tuple(args.shape)}, {cores} cores, {args.workers} workers, "
+        f"best and median of {args.repeat} interleaved runs; bit-identical tracks: {same}; "
+        f"same nodes and links: {links}; largest position difference {shift:.1e} px (torch "
+        f"on {cores} threads locally, 1 per worker)"
+    )
     print("| run | best (s) | median (s) | best vs local default |")
     print("|---|---:|---:|---:|")
     for name, values in times.items():
-        print(f"| {name} | {min(values):.1f} | {np.median(values):.1f} | "
-              f"{min(values) / base:.2f} |")
+        print(
+            f"| {name} | {min(values):.1f} | {np.median(values):.1f} | {min(values) / base:.2f} |"
+        )
     print(f"| LocalCluster start-up (once per run) | {startup_s:.1f} | | |")
     print()
     print("| per-frame cost | value |")
     print("|---|---:|")
     print(f"| U-Net per frame pair, torch on {cores} threads | {unet_s:.2f} s |")
     print(f"| U-Net per frame pair, torch on 1 thread | {unet_1_s:.2f} s |")
-    print(f"| client per frame (merge, division refinement, link; torch on 1 thread) | "
-          f"{client_s:.3f} s |")
+    print(
+        f"| client per frame (merge, division refinement, link; torch on 1 thread) | "
+        f"{client_s:.3f} s |"
+    )
     print(f"| detections sent back per frame | {per_frame_bytes / 1024:.1f} KiB |")
 
 
@@ -155,38 +172,67 @@ def memory_child(frames: int, shape: tuple[int, int, int], workers: int, seed: i
     with tempfile.TemporaryDirectory() as tmp:
         path = write_series(Path(tmp), frames, shape, seed)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:  # fmt: skip
+        with (
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             seconds, result = track(path, scheduler=client)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results = len(pickle.dumps(result.detections)) + len(pickle.dumps(result.raw_detections)) \
+    results = (
+        len(pickle.dumps(result.detections))
+        + len(pickle.dumps(result.raw_detections))
         + len(pickle.dumps(result.graph.to_dataframe()))
-    print(json.dumps({"frames": frames, "peak_kib": peak, "before_kib": before,
-                      "results_kib": results / 1024, "seconds": seconds}))
+    )
+    print(
+        json.dumps(
+            {
+                "frames": frames,
+                "peak_kib": peak,
+                "before_kib": before,
+                "results_kib": results / 1024,
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def memory(args: argparse.Namespace) -> None:
     rows = []
     for frames in args.frames_list:
         out = subprocess.run(
-            [sys.executable, __file__, "_memory_child", str(frames), *map(str, args.shape),
-             str(args.workers), str(args.seed)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            [
+                sys.executable,
+                __file__,
+                "_memory_child",
+                str(frames),
+                *map(str, args.shape),
+                str(args.workers),
+                str(args.seed),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"client peak memory, LocalCluster of {args.workers} workers, frames of "
-          f"{tuple(args.shape)}")
+    print(
+        f"client peak memory, LocalCluster of {args.workers} workers, frames of {tuple(args.shape)}"
+    )
     print("| frames | client peak RSS (MiB) | results (MiB) | seconds |")
     print("|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['frames']} | {r['peak_kib'] / 1024:.1f} | {r['results_kib'] / 1024:.2f} | "
-              f"{r['seconds']:.1f} |")
+        print(
+            f"| {r['frames']} | {r['peak_kib'] / 1024:.1f} | {r['results_kib'] / 1024:.2f} | "
+            f"{r['seconds']:.1f} |"
+        )
     if len(rows) > 1:
         grow = (rows[-1]["peak_kib"] - rows[0]["peak_kib"]) / 1024
         res = (rows[-1]["results_kib"] - rows[0]["results_kib"]) / 1024
-        print(f"\ngrowth {rows[0]['frames']} -> {rows[-1]['frames']} frames: client "
-              f"{grow:+.1f} MiB, results {res:+.2f} MiB")
+        print(
+            f"\ngrowth {rows[0]['frames']} -> {rows[-1]['frames']} frames: client "
+            f"{grow:+.1f} MiB, results {res:+.2f} MiB"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,10 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=613)
     parser.add_argument("--frames", type=int, default=12, help="speed: series length")
     parser.add_argument("--repeat", type=int, default=3, help="speed: interleaved repeats")
-    parser.add_argument("--frames-list", type=int, nargs="+", default=[50, 200],
-                        help="memory: series lengths")  # fmt: skip
-    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                        help="frame shape (default: 16 128 128 for speed, 4 32 32 for memory)")
+    parser.add_argument(
+        "--frames-list", type=int, nargs="+", default=[50, 200], help="memory: series lengths"
+    )
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
+        help="frame shape (default: 16 128 128 for speed, 4 32 32 for memory)",
+    )
     args = parser.parse_args(argv)
     if args.shape is None:
         args.shape = [16, 128, 128] if args.what == "speed" else [4, 32, 32]

@@ -78,8 +78,13 @@ def synthetic_graph(lineages: int, frames: int, division_every: int, seed: int =
         alive_ids, alive_pos = new_ids, new_pos
     p = np.concatenate(pos)
     return TrackGraph.from_arrays(
-        id=np.concatenate(ids), t=np.concatenate(ts), z=p[:, 0], y=p[:, 1], x=p[:, 2],
-        parent_id=np.concatenate(parents), radius=np.full(len(p), 4.0),
+        id=np.concatenate(ids),
+        t=np.concatenate(ts),
+        z=p[:, 0],
+        y=p[:, 1],
+        x=p[:, 2],
+        parent_id=np.concatenate(parents),
+        radius=np.full(len(p), 4.0),
     )
 
 
@@ -89,17 +94,29 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--division-every", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--statistic", choices=("median", "min"), default="median",
-                        help="how the runs of an action are summarised (min is the more robust "
-                             "when other jobs share the CPU)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="time the actions by the wall clock or by the CPU time of this "
-                             "process, all threads (close to the wall time of a quiet machine "
-                             "when other jobs share the CPU)")
+    parser.add_argument(
+        "--statistic",
+        choices=("median", "min"),
+        default="median",
+        help="how the runs of an action are summarised (min is the more robust "
+        "when other jobs share the CPU)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time the actions by the wall clock or by the CPU time of this "
+        "process, all threads (close to the wall time of a quiet machine "
+        "when other jobs share the CPU)",
+    )
     parser.add_argument("--no-lineage", action="store_true", help="do not dock the lineage view")
-    parser.add_argument("--profile", metavar="ACTION", default=None,
-                        help="profile the actions whose name contains ACTION (edit, then undo) "
-                             "with cProfile and print the top functions by cumulative time")
+    parser.add_argument(
+        "--profile",
+        metavar="ACTION",
+        default=None,
+        help="profile the actions whose name contains ACTION (edit, then undo) "
+        "with cProfile and print the top functions by cumulative time",
+    )
     args = parser.parse_args()
 
     import napari
@@ -116,14 +133,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     graph = synthetic_graph(args.lineages, args.frames, args.division_every)
-    print(f"graph: {len(graph)} nodes, {len(np.unique(graph.track_ids()))} tracks, "
-          f"{len(graph.divisions())} divisions ({time.perf_counter() - t0:.2f} s)")
+    print(
+        f"graph: {len(graph)} nodes, {len(np.unique(graph.track_ids()))} tracks, "
+        f"{len(graph.divisions())} divisions ({time.perf_counter() - t0:.2f} s)"
+    )
 
     viewer = napari.Viewer(show=True)
     from qtpy.QtGui import QGuiApplication
 
-    print(f"machine: {os.cpu_count()} CPU cores, Qt platform {QGuiApplication.platformName()!r} "
-          "(under Xvfb the canvas is rendered in software by Mesa llvmpipe)")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, Qt platform {QGuiApplication.platformName()!r} "
+        "(under Xvfb the canvas is rendered in software by Mesa llvmpipe)"
+    )
     controller = controller_for(viewer)
     assert controller is not None
     session = TrackingSession.from_graph(graph, name="bench", geometry=Geometry(3, (5.0, 1.0, 1.0)))
@@ -162,6 +183,7 @@ def main() -> None:
         def setup() -> Callable[[], None]:
             controller.select([one_child_node()])
             return getattr(controller.edits, method)
+
         return setup
 
     def setup_link() -> Callable[[], None]:
@@ -256,8 +278,7 @@ def main() -> None:
             times.append((clock() - t0) * 1e3)
         extra.append(("lineage paint (fit view)", summary(times)))
 
-    print(f"\n{len(graph)} nodes, {args.statistic} of {args.repeats} runs "
-          f"(ms, {args.clock} clock)")
+    print(f"\n{len(graph)} nodes, {args.statistic} of {args.repeats} runs (ms, {args.clock} clock)")
     print(f"{'action':<26}{'edit':>10}{'shown':>10}{'undo shown':>12}")
     for name, e, s, u in rows:
         print(f"{name:<26}{e:>10.1f}{s:>10.1f}{u:>12.1f}")

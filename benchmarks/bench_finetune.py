@@ -72,13 +72,28 @@ CPU_THREADS = 2
 #: (speed <= 4 px/frame, packing <= 0.25, texture <= 0.55, PSF xy <= 2, noise <= 4).
 SHIFTS: dict[str, dict] = {
     "fast": {"speed": 5.5, "persistence": 0.9, "rotation_speed": 1.0},
-    "dense": {"n_cells": 90, "max_packing": 0.45, "contact_distance": 0.85,
-              "radius_range": (4.5, 6.5)},
-    "appearance": {"texture": 0.75, "psf_sigma_xy": 2.4, "psf_sigma_z": 5.0, "noise": 4.5,
-                   "brightness_range": (200.0, 900.0)},
-    "fast+dense": {"speed": 5.0, "persistence": 0.9, "n_cells": 80, "max_packing": 0.4,
-                   "contact_distance": 0.9, "radius_range": (4.5, 6.5)},
-}  # fmt: skip
+    "dense": {
+        "n_cells": 90,
+        "max_packing": 0.45,
+        "contact_distance": 0.85,
+        "radius_range": (4.5, 6.5),
+    },
+    "appearance": {
+        "texture": 0.75,
+        "psf_sigma_xy": 2.4,
+        "psf_sigma_z": 5.0,
+        "noise": 4.5,
+        "brightness_range": (200.0, 900.0),
+    },
+    "fast+dense": {
+        "speed": 5.0,
+        "persistence": 0.9,
+        "n_cells": 80,
+        "max_packing": 0.4,
+        "contact_distance": 0.9,
+        "radius_range": (4.5, 6.5),
+    },
+}
 
 #: Stand-in embeddings of --oracle: spread between lineages, between sisters, per frame.
 ORACLE_LINEAGE_SCALE = 1.0
@@ -94,8 +109,9 @@ ORACLE_DIVISION_PROB = 0.6
 def synthetic_config(
     shift: str, frames: int, shape: tuple[int, int, int], seed: int
 ) -> SyntheticConfig:
-    base = SyntheticConfig(frames=frames, shape=shape, z_ratio=3.0, seed=seed, division_rate=0.06,
-                           min_cycle=6)  # fmt: skip
+    base = SyntheticConfig(
+        frames=frames, shape=shape, z_ratio=3.0, seed=seed, division_rate=0.06, min_cycle=6
+    )
     return dataclasses.replace(base, **SHIFTS[shift])
 
 
@@ -130,7 +146,7 @@ def oracle_detections(gt: TrackGraph, embedding_dim: int, seed: int) -> list[Det
         emb[r] = base + rng.normal(0, ORACLE_FRAME_NOISE, embedding_dim)
     division = np.zeros((len(gt), 2), np.float32)
     division[n_children == 2, 0] = ORACLE_DIVISION_PROB
-    newborn = (parent != NO_PARENT)
+    newborn = parent != NO_PARENT
     newborn[newborn] = n_children[[row_of[int(p)] for p in parent[newborn]]] == 2
     division[newborn, 1] = ORACLE_DIVISION_PROB
     division += rng.uniform(0, 0.2, division.shape).astype(np.float32)
@@ -138,8 +154,11 @@ def oracle_detections(gt: TrackGraph, embedding_dim: int, seed: int) -> list[Det
     out = []
     for t in range(gt.n_frames):
         rows = gt.frame(t)
-        out.append(Detections(t, pos[rows], emb[rows], gt["radius"][rows], division[rows],
-                              np.ones(len(rows))))  # fmt: skip
+        out.append(
+            Detections(
+                t, pos[rows], emb[rows], gt["radius"][rows], division[rows], np.ones(len(rows))
+            )
+        )
     return out
 
 
@@ -166,8 +185,9 @@ def correct_from_ground_truth(
             pred_of_gt[int(gt.ids[g_row])] = int(graph.ids[p_row])
     for g_row in in_window(gt, np.flatnonzero(m.gt_to_pred < 0)).tolist():
         z, y, x = gt.positions(np.array([g_row]))[0]
-        command = history.do(edits.add_node, int(gt["t"][g_row]), (z, y, x),
-                             radius=float(gt["radius"][g_row]))  # fmt: skip
+        command = history.do(
+            edits.add_node, int(gt["t"][g_row]), (z, y, x), radius=float(gt["radius"][g_row])
+        )
         pred_of_gt[int(gt.ids[g_row])] = int(command.steps[0].columns["id"][0])
     # 3. links into frames 1..last: break the wrong ones first, then link or approve
     wanted: dict[int, int] = {}
@@ -280,12 +300,14 @@ def _fmt(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="model bundle (default: the bundled model)")  # fmt: skip
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="model bundle (default: the bundled model)"
+    )
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="fast+dense")
     parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--shape", type=int, nargs=3, default=(24, 112, 112),
-                        metavar=("Z", "Y", "X"))  # fmt: skip
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(24, 112, 112), metavar=("Z", "Y", "X")
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--oracle", action="store_true", help="ground-truth centres as detections")
     parser.add_argument("--quick", action="store_true", help="10 frames of 16 x 80 x 80")
@@ -318,13 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     corrected = first.copy()
     history = correct_from_ground_truth(corrected, gt, z_ratio, last)
     corrections = build_corrections(
-        corrected, corrections_from_history(history), z_ratio=z_ratio,
+        corrected,
+        corrections_from_history(history),
+        z_ratio=z_ratio,
         config=CorrectionConfig(link_k=bundle.thresholds.link.k, merge_k=bundle.thresholds.merge.k),
         source=f"bench_finetune {args.shift}",
-    )  # fmt: skip
+    )
     start = time.perf_counter()
-    result = run_to_end(iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
-                                              config=FinetuneConfig(guard=not args.no_guard)))
+    result = run_to_end(
+        iter_guarded_finetune(
+            bundle,
+            corrections,
+            detections,
+            z_ratio=z_ratio,
+            config=FinetuneConfig(guard=not args.no_guard),
+        )
+    )
     tuned = result.bundle
     finetune_s = time.perf_counter() - start
     after, _ = relink(detections, tuned, corrected, None, z_ratio, corrections=corrections)
@@ -344,35 +375,55 @@ def main(argv: list[str] | None = None) -> int:
     div_ok = div_after <= (1 - MIN_ERROR_REDUCTION) * div_before
     event = corrections.counts()
     event = {f"n_{k}": v for k, v in event.items()}
-    print(f"## Fine-tuning from corrections ({'dry run, ' if dry else ''}{bundle.metadata.name}, "
-          f"shift `{args.shift}`, {'oracle' if oracle else 'U-Net'} detections)\n")  # fmt: skip
-    print(f"{args.frames} frames of {tuple(args.shape)}, z_ratio {z_ratio:g}, {len(gt)} GT nodes, "
-          f"{gt.n_edges} GT links, {len(gt.divisions())} GT divisions; links into frames "
-          f"1..{last} corrected ({len(history.done)} edits: {event['n_positive_links']} approved "
-          f"links, {event['n_broken_links']} broken, {event['n_hand_added']} added cells, "
-          f"{event['n_duplicates']} deleted duplicates); scored on frames "
-          f"{held_out}..{args.frames - 1}; detections in {predict_s:.1f} s.\n")  # fmt: skip
+    print(
+        f"## Fine-tuning from corrections ({'dry run, ' if dry else ''}{bundle.metadata.name}, "
+        f"shift `{args.shift}`, {'oracle' if oracle else 'U-Net'} detections)\n"
+    )
+    print(
+        f"{args.frames} frames of {tuple(args.shape)}, z_ratio {z_ratio:g}, {len(gt)} GT nodes, "
+        f"{gt.n_edges} GT links, {len(gt.divisions())} GT divisions; links into frames "
+        f"1..{last} corrected ({len(history.done)} edits: {event['n_positive_links']} approved "
+        f"links, {event['n_broken_links']} broken, {event['n_hand_added']} added cells, "
+        f"{event['n_duplicates']} deleted duplicates); scored on frames "
+        f"{held_out}..{args.frames - 1}; detections in {predict_s:.1f} s.\n"
+    )
     print("| measure | before | after | change | target | result |")
     print("|---|---:|---:|---:|---|---|")
-    print(f"| link errors (false + missed) | {link_before} | {link_after} | "
-          f"{reduction(link_before, link_after)} | at least halved | {verdict(link_ok)} |")
-    print(f"| of which between detected cells (the linker's own) | {linker_before} | "
-          f"{linker_after} | {reduction(linker_before, linker_after)} | for reference | |")
-    print(f"| division errors (false + missed) | {div_before} | {div_after} | "
-          f"{reduction(div_before, div_after)} | at least halved | {verdict(div_ok)} |")
-    print(f"| link / division errors, base model re-linked with the pins | {link_before} / "
-          f"{div_before} | {link_pinned} / {div_pinned} | | reference | |")
-    print(f"| fine-tune time ({CPU_THREADS} CPU threads available) | | {finetune_s:.1f} s | | "
-          f"< {MAX_FINETUNE_SECONDS:g} s | {verdict(finetune_s < MAX_FINETUNE_SECONDS)} |")
-    print(f"| share of wrong links among the {UNCERTAIN_FRACTION:.0%} most uncertain links | "
-          f"{caught:.2f} (of {n_wrong}) | {caught_after:.2f} (of {n_wrong_after}) | | "
-          f">= {MIN_ERRORS_IN_UNCERTAIN} before | {verdict(caught >= MIN_ERRORS_IN_UNCERTAIN)} |")
-    print(f"\nthe first tracking has {n_wrong} wrong links; its {n_top} "
-          f"({UNCERTAIN_FRACTION:.0%}) most uncertain links could hold at most "
-          f"{best_possible_share(n_wrong, n_top):.2f} of them (a perfect ranking).")
+    print(
+        f"| link errors (false + missed) | {link_before} | {link_after} | "
+        f"{reduction(link_before, link_after)} | at least halved | {verdict(link_ok)} |"
+    )
+    print(
+        f"| of which between detected cells (the linker's own) | {linker_before} | "
+        f"{linker_after} | {reduction(linker_before, linker_after)} | for reference | |"
+    )
+    print(
+        f"| division errors (false + missed) | {div_before} | {div_after} | "
+        f"{reduction(div_before, div_after)} | at least halved | {verdict(div_ok)} |"
+    )
+    print(
+        f"| link / division errors, base model re-linked with the pins | {link_before} / "
+        f"{div_before} | {link_pinned} / {div_pinned} | | reference | |"
+    )
+    print(
+        f"| fine-tune time ({CPU_THREADS} CPU threads available) | | {finetune_s:.1f} s | | "
+        f"< {MAX_FINETUNE_SECONDS:g} s | {verdict(finetune_s < MAX_FINETUNE_SECONDS)} |"
+    )
+    print(
+        f"| share of wrong links among the {UNCERTAIN_FRACTION:.0%} most uncertain links | "
+        f"{caught:.2f} (of {n_wrong}) | {caught_after:.2f} (of {n_wrong_after}) | | "
+        f">= {MIN_ERRORS_IN_UNCERTAIN} before | {verdict(caught >= MIN_ERRORS_IN_UNCERTAIN)} |"
+    )
+    print(
+        f"\nthe first tracking has {n_wrong} wrong links; its {n_top} "
+        f"({UNCERTAIN_FRACTION:.0%}) most uncertain links could hold at most "
+        f"{best_possible_share(n_wrong, n_top):.2f} of them (a perfect ranking)."
+    )
     if dry:
-        print("\ndry run: an untrained model gets most links wrong, so they cannot all be among "
-              "its 10 % most uncertain; the targets are meant for the trained default model.")
+        print(
+            "\ndry run: an untrained model gets most links wrong, so they cannot all be among "
+            "its 10 % most uncertain; the targets are meant for the trained default model."
+        )
     print("\nguard (fine-tune, checked on held-back corrections):")
     print("\n".join(f"    {line}" for line in result.report.lines()))
     return 0

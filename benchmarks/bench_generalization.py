@@ -78,11 +78,16 @@ def run_case(case: Case, save: Path | None = None) -> dict:
     gt = data.truth.to_graph()
     n_frames = data.images.shape[0]
     row: dict = {
-        "case": case.name, "part": case.part, "shape": list(data.images.shape),
-        "z_ratio": data.z_ratio, "radius": round(data.radius, 2),
-        "gt_divisions": len(gt.divisions()), "gt_cells_per_frame": len(gt) / n_frames,
-        "detection_only": case.detection_only, "render_s": time.perf_counter() - start,
-    }  # fmt: skip
+        "case": case.name,
+        "part": case.part,
+        "shape": list(data.images.shape),
+        "z_ratio": data.z_ratio,
+        "radius": round(data.radius, 2),
+        "gt_divisions": len(gt.divisions()),
+        "gt_cells_per_frame": len(gt) / n_frames,
+        "detection_only": case.detection_only,
+        "render_s": time.perf_counter() - start,
+    }
     if save is not None:
         folder = save / case.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -92,14 +97,18 @@ def run_case(case: Case, save: Path | None = None) -> dict:
         pred = track(data.images, data.z_ratio, data.radius)
         seconds = time.perf_counter() - start
         scores = evaluate(pred, gt, z_ratio=data.z_ratio).to_dict()
-        scores.update(cells_per_frame=len(pred) / n_frames, seconds=seconds,
-                      divisions=len(pred.divisions()))  # fmt: skip
+        scores.update(
+            cells_per_frame=len(pred) / n_frames, seconds=seconds, divisions=len(pred.divisions())
+        )
         row[name] = scores
         if save is not None:
             Lineage.from_graph(pred).write_csv(save / case.name / f"{name.split()[0]}.csv")
-        print(f"  {case.name}: {name} det {scores['det_f1']:.3f} link {scores['link_f1']:.3f} "
-              f"div {scores['div_f1']:.3f} TRA {scores['tra']:.3f} ({seconds:.1f} s)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  {case.name}: {name} det {scores['det_f1']:.3f} link {scores['link_f1']:.3f} "
+            f"div {scores['div_f1']:.3f} TRA {scores['tra']:.3f} ({seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return row
 
 
@@ -109,8 +118,10 @@ def _fmt(value: float, blank: bool) -> str:
 
 def table(rows: list[dict]) -> str:
     """One markdown row per case and tracker."""
-    head = ("| case | tracker | det F1 | link F1 | div F1 | div P | div R | TRA | cells/frame "
-            "(GT) | divisions (GT) | time (s) |")  # fmt: skip
+    head = (
+        "| case | tracker | det F1 | link F1 | div F1 | div P | div R | TRA | cells/frame "
+        "(GT) | divisions (GT) | time (s) |"
+    )
     lines = [head, "|---|---|" + "---:|" * 9]
     for row in rows:
         blank = row["detection_only"]
@@ -127,43 +138,64 @@ def table(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     """Mean scores per tracker and the number of cases where ours is ahead."""
-    lines = ["| tracker | mean det F1 | mean link F1 | mean div F1 | mean TRA | total time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| tracker | mean det F1 | mean link F1 | mean div F1 | mean TRA | total time (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     tracked = [r for r in rows if not r["detection_only"]]
     for name in TRACKERS:
         det = np.mean([r[name]["det_f1"] for r in rows])
-        means = [np.mean([r[name][k] for r in tracked]) if tracked else float("nan")
-                 for k in ("link_f1", "div_f1", "tra")]  # fmt: skip
+        means = [
+            np.mean([r[name][k] for r in tracked]) if tracked else float("nan")
+            for k in ("link_f1", "div_f1", "tra")
+        ]
         total = sum(r[name]["seconds"] for r in rows)
-        lines.append(f"| {name} | {det:.3f} | " + " | ".join(f"{m:.3f}" for m in means)
-                     + f" | {total:.0f} |")  # fmt: skip
-    ahead = {k: sum(r["ours"][k] > r["LoG + laptrack"][k] for r in (rows if k == "det_f1"
-                                                                     else tracked))
-             for k in ("det_f1", "link_f1", "div_f1", "tra")}  # fmt: skip
+        lines.append(
+            f"| {name} | {det:.3f} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {total:.0f} |"
+        )
+    ahead = {
+        k: sum(r["ours"][k] > r["LoG + laptrack"][k] for r in (rows if k == "det_f1" else tracked))
+        for k in ("det_f1", "link_f1", "div_f1", "tra")
+    }
     lines.append("")
-    lines.append("ours ahead of the baseline on: " + ", ".join(
-        f"{k} {v}/{len(rows) if k == 'det_f1' else len(tracked)}" for k, v in ahead.items()))
+    lines.append(
+        "ours ahead of the baseline on: "
+        + ", ".join(
+            f"{k} {v}/{len(rows) if k == 'det_f1' else len(tracked)}" for k, v in ahead.items()
+        )
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=PARTS, default="test",
-                        help="validation: may be used to choose settings; test: only measured")
+    parser.add_argument(
+        "--part",
+        choices=PARTS,
+        default="test",
+        help="validation: may be used to choose settings; test: only measured",
+    )
     parser.add_argument("--quick", action="store_true", help="four small cases")
     parser.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases")
-    parser.add_argument("--save", type=Path, metavar="DIR",
-                        help="write each case's gt.csv, ours.csv and LoG.csv there")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="markdown file (a .json with every score is written beside it); "
-                        "default benchmarks/results/bench_generalization[_quick]_PART.md")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="DIR",
+        help="write each case's gt.csv, ours.csv and LoG.csv there",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown file (a .json with every score is written beside it); "
+        "default benchmarks/results/bench_generalization[_quick]_PART.md",
+    )
     args = parser.parse_args(argv)
     selected = quick(args.part) if args.quick else cases(args.part)
     if args.cases:
         unknown = set(args.cases) - {c.name for c in selected}
         if unknown:
-            parser.error(f"unknown case(s) {sorted(unknown)}; known: "
-                         f"{[c.name for c in selected]}")
+            parser.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in selected]}")
         selected = [c for c in selected if c.name in args.cases]
     default_bundle()  # loaded before timing
     started = time.perf_counter()
@@ -173,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     stem = f"bench_generalization{'_quick' if args.quick else ''}_{args.part}"
     out = args.out or RESULTS / f"{stem}.md"
-    header = (f"`python benchmarks/bench_generalization.py --part {args.part}"
-              f"{' --quick' if args.quick else ''}` on {date.today()}, {platform.machine()}, "
-              f"{platform.python_version()}; whole run {wall:.0f} s.")  # fmt: skip
+    header = (
+        f"`python benchmarks/bench_generalization.py --part {args.part}"
+        f"{' --quick' if args.quick else ''}` on {date.today()}, {platform.machine()}, "
+        f"{platform.python_version()}; whole run {wall:.0f} s."
+    )
     text = "\n\n".join([header, table(rows), summary(rows)]) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -44,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         ("to pandas", _best(graph.to_dataframe)),
         ("break one link", _best(lambda: graph.set_parent(ids[length // 2], -1))),
         ("re-link it", _best(lambda: graph.set_parent(ids[length // 2], ids[length // 2 - 1]))),
-        ("add one node", _best(lambda: graph.remove_nodes(graph.add_nodes(
-            t=[length], z=[0.0], y=[0.0], x=[0.0], parent_id=[ids[length - 1]]))) / 2),
-    ]  # fmt: skip
+        (
+            "add one node",
+            _best(
+                lambda: graph.remove_nodes(
+                    graph.add_nodes(
+                        t=[length], z=[0.0], y=[0.0], x=[0.0], parent_id=[ids[length - 1]]
+                    )
+                )
+            )
+            / 2,
+        ),
+    ]
     print(f"TrackGraph with {len(graph):,} nodes ({n_tracks:,} tracks of {length}), best of 3")
     print("| operation | seconds |\n|---|---|")
     for name, seconds in rows:

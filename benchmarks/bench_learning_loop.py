@@ -60,11 +60,13 @@ def score(graph, gt, z: float, first: int) -> dict[str, int]:
     return {"link": link, "division": div, "detection": fp + fn}
 
 
-def one_case(shift: str, seed: int, frames: int, shape: tuple[int, int, int],
-             steps: int) -> tuple[list[str], float, int]:  # fmt: skip
+def one_case(
+    shift: str, seed: int, frames: int, shape: tuple[int, int, int], steps: int
+) -> tuple[list[str], float, int]:
     config = dataclasses.replace(
-        SyntheticConfig(frames=frames, shape=shape, seed=seed, division_rate=0.06,
-                        min_cycle=6), **SHIFTS[shift])  # fmt: skip
+        SyntheticConfig(frames=frames, shape=shape, seed=seed, division_rate=0.06, min_cycle=6),
+        **SHIFTS[shift],
+    )
     z = config.z_ratio
     sequence = generate(config)
     gt, images = sequence.graph, sequence.images
@@ -76,29 +78,44 @@ def one_case(shift: str, seed: int, frames: int, shape: tuple[int, int, int],
     corrected = first.copy()
     history = correct_from_ground_truth(corrected, gt, z, last)
     cs = build_corrections(
-        corrected, corrections_from_history(history), z_ratio=z,
+        corrected,
+        corrections_from_history(history),
+        z_ratio=z,
         config=CorrectionConfig(link_k=bundle.thresholds.link.k, merge_k=bundle.thresholds.merge.k),
-    )  # fmt: skip
+    )
 
     guarded = run_to_end(iter_guarded_finetune(bundle, cs, raw, z_ratio=z))
     scorers = relink_keeping_work(raw, guarded.bundle, corrected, z, corrections=cs).graph
 
-    trainer = DetectorTrainer(images, raw, z, AdaptConfig(steps=steps, device="cpu"),
-                              device="cpu")  # fmt: skip
+    trainer = DetectorTrainer(images, raw, z, AdaptConfig(steps=steps, device="cpu"), device="cpu")
     start = time.perf_counter()
-    with_detector = run_to_end(iter_guarded_finetune(bundle, cs, raw, z_ratio=z,
-                                                     trainers=[trainer]))  # fmt: skip
+    with_detector = run_to_end(
+        iter_guarded_finetune(bundle, cs, raw, z_ratio=z, trainers=[trainer])
+    )
     seconds = time.perf_counter() - start
     if is_adapted(with_detector.bundle, bundle):
-        out = run_to_end(redetect_relink_job(images, with_detector.bundle, corrected.copy(), raw,
-                                             z_ratio=z, corrections=cs, device="cpu",
-                                             should_stop=lambda: False))  # fmt: skip
+        out = run_to_end(
+            redetect_relink_job(
+                images,
+                with_detector.bundle,
+                corrected.copy(),
+                raw,
+                z_ratio=z,
+                corrections=cs,
+                device="cpu",
+                should_stop=lambda: False,
+            )
+        )
         detector = out.relink.graph
     else:
-        detector = relink_keeping_work(raw, with_detector.bundle, corrected, z,
-                                       corrections=cs).graph  # fmt: skip
-    rows = {"before (first tracking)": first, "scorers (guarded)": scorers,
-            "detector+scorers (guarded)": detector}  # fmt: skip
+        detector = relink_keeping_work(
+            raw, with_detector.bundle, corrected, z, corrections=cs
+        ).graph
+    rows = {
+        "before (first tracking)": first,
+        "scorers (guarded)": scorers,
+        "detector+scorers (guarded)": detector,
+    }
     base = score(first, gt, z, held)
     lines = []
     for name, graph in rows.items():
@@ -107,12 +124,20 @@ def one_case(shift: str, seed: int, frames: int, shape: tuple[int, int, int],
         ratio = (base["link"] + base["division"]) / ld if ld else float("inf")
         adopted = {"scorers (guarded)": guarded, "detector+scorers (guarded)": with_detector}
         parts = (", ".join(adopted[name].report.adopted) or "nothing") if name in adopted else ""
-        held_errors = [f"{p.name} {p.errors_without} -> {p.errors_with}"
-                       for p in adopted[name].report.parts] if name in adopted else []
-        parts += f" (held-back errors without -> with: {'; '.join(held_errors)})" if (
-            held_errors) else ""
-        lines.append(f"| {shift} {seed} | {name} | {s['link']} | {s['division']} | {ld} | "
-                     f"{ratio:.2f}x | {s['detection']} | {total} | {parts} |")
+        held_errors = (
+            [f"{p.name} {p.errors_without} -> {p.errors_with}" for p in adopted[name].report.parts]
+            if name in adopted
+            else []
+        )
+        parts += (
+            f" (held-back errors without -> with: {'; '.join(held_errors)})"
+            if (held_errors)
+            else ""
+        )
+        lines.append(
+            f"| {shift} {seed} | {name} | {s['link']} | {s['division']} | {ld} | "
+            f"{ratio:.2f}x | {s['detection']} | {total} | {parts} |"
+        )
     n_frames = len(set(int(t) for t in cs.frames()))
     return lines, seconds, n_frames
 
@@ -126,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
     args = parser.parse_args(argv)
     torch.set_num_threads(CPU_THREADS)
-    print(f"## Learning loop ({args.frames} frames of {tuple(args.shape)}; first "
-          f"{CORRECTED_FRACTION:.0%} corrected; errors in the other frames)\n")
-    print("| sequence | model | link err | division err | link+division | fall | "
-          "detection err | all | adopted |")
+    print(
+        f"## Learning loop ({args.frames} frames of {tuple(args.shape)}; first "
+        f"{CORRECTED_FRACTION:.0%} corrected; errors in the other frames)\n"
+    )
+    print(
+        "| sequence | model | link err | division err | link+division | fall | "
+        "detection err | all | adopted |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     timings = []
     for shift in args.shift:
@@ -137,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
             lines, seconds, n = one_case(shift, seed, args.frames, tuple(args.shape), args.steps)
             print("\n".join(lines), flush=True)
             timings.append((shift, seed, seconds, n))
-    print(f"\n| guarded fine-tune with the detector ({CPU_THREADS} torch threads) | corrected "
-          "frames | seconds | target <= 120 s |\n|---|---:|---:|---|")
+    print(
+        f"\n| guarded fine-tune with the detector ({CPU_THREADS} torch threads) | corrected "
+        "frames | seconds | target <= 120 s |\n|---|---:|---:|---|"
+    )
     for shift, seed, seconds, n in timings:
-        print(f"| {shift} {seed} | {n} | {seconds:.1f} | "
-              f"{'pass' if seconds <= MAX_SECONDS else 'FAIL'} |")
+        print(
+            f"| {shift} {seed} | {n} | {seconds:.1f} | "
+            f"{'pass' if seconds <= MAX_SECONDS else 'FAIL'} |"
+        )
     return 0
 
 

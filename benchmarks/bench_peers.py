@@ -81,9 +81,15 @@ class Sequence:
         """A TrackGraph over the detections with the given parent rows (-1: none)."""
         pos = np.concatenate([d.positions for d in self.frames])
         t = np.repeat(np.arange(len(self.frames)), [len(d) for d in self.frames])
-        return TrackGraph.from_arrays(id=np.arange(len(pos)), t=t, z=pos[:, 0], y=pos[:, 1],
-                                      x=pos[:, 2], parent_id=parent_row,
-                                      radius=np.full(len(pos), RADIUS))  # fmt: skip
+        return TrackGraph.from_arrays(
+            id=np.arange(len(pos)),
+            t=t,
+            z=pos[:, 0],
+            y=pos[:, 1],
+            x=pos[:, 2],
+            parent_id=parent_row,
+            radius=np.full(len(pos), RADIUS),
+        )
 
 
 def make_sequence(n: int, frames: int = FRAMES, motion: float = MOTION, seed: int = 0) -> Sequence:
@@ -112,8 +118,16 @@ def make_sequence(n: int, frames: int = FRAMES, motion: float = MOTION, seed: in
         div[dividing, 0] = 0.9
         div[newborn, 1] = 0.9
         k = int(seen.sum())
-        dets.append(Detections(t, pos[seen] / [Z_RATIO, 1, 1], np.zeros((k, 0), np.float32),
-                               np.full(k, RADIUS), div[seen], np.ones(k)))  # fmt: skip
+        dets.append(
+            Detections(
+                t,
+                pos[seen] / [Z_RATIO, 1, 1],
+                np.zeros((k, 0), np.float32),
+                np.full(k, RADIUS),
+                div[seen],
+                np.ones(k),
+            )
+        )
         parents.append(last_row[seen])
         last_row[seen] = rows + np.arange(k)
         rows += k
@@ -139,8 +153,12 @@ def track_ours(
 ) -> TrackGraph:
     frames = seq.frames
     if not division_info:
-        frames = [Detections(d.t, d.positions, d.embeddings, d.radius,
-                             np.full_like(d.division, 0.5), d.score) for d in frames]  # fmt: skip
+        frames = [
+            Detections(
+                d.t, d.positions, d.embeddings, d.radius, np.full_like(d.division, 0.5), d.score
+            )
+            for d in frames
+        ]
     scorer = GeometricScorer(distance_scale=distance_scale)
     return link_sequence(frames, scorer, LinkingConfig(gap_closing=True), Z_RATIO)
 
@@ -157,9 +175,13 @@ def laptrack_tracker():
     alternative (start/end) costs laptrack's own estimate (1.05 x 90th percentile)."""
     from laptrack import LapTrack
 
-    return LapTrack(cutoff=LINK_CUTOFF**2, splitting_cutoff=SPLIT_CUTOFF**2,
-                    gap_closing_cutoff=GAP_CUTOFF**2, gap_closing_max_frame_count=2,
-                    merging_cutoff=False)  # fmt: skip
+    return LapTrack(
+        cutoff=LINK_CUTOFF**2,
+        splitting_cutoff=SPLIT_CUTOFF**2,
+        gap_closing_cutoff=GAP_CUTOFF**2,
+        gap_closing_max_frame_count=2,
+        merging_cutoff=False,
+    )
 
 
 def track_laptrack(seq: Sequence) -> TrackGraph:
@@ -196,8 +218,12 @@ def motile_graph(seq: Sequence) -> nx.DiGraph:
             dist, idx = tree.query(seq.scaled(f), k=MOTILE_K, distance_upper_bound=cutoff)
             src, col = np.nonzero(np.isfinite(dist))
             for s, j in zip(src, col, strict=True):
-                graph.add_edge(int(offsets[f] + s), int(offsets[f + step] + idx[s, j]),
-                               distance=float(dist[s, j]), gap=gap)  # fmt: skip
+                graph.add_edge(
+                    int(offsets[f] + s),
+                    int(offsets[f + step] + idx[s, j]),
+                    distance=float(dist[s, j]),
+                    gap=gap,
+                )
     return graph
 
 
@@ -276,19 +302,25 @@ def main(argv: list[str] | None = None) -> int:
         args.time_limit, args.budget = min(args.time_limit, 20.0), min(args.budget, 5.0)
     warm_up = make_sequence(20, 3, seed=args.seed + 1)
     over_budget: dict[str, float] = {}
-    print(f"{args.frames} frames per sequence; times: best of {args.repeat} (peers: 1 run "
-          f"above 1,000 cells); budget {args.budget:.0f} s per run, motile time limit "
-          f"{args.time_limit:.0f} s\n")  # fmt: skip
-    print("| cells/frame | tool | time (s) | ours faster by | link P | link R | link F1 "
-          "| div P | div R | div F1 |")  # fmt: skip
+    print(
+        f"{args.frames} frames per sequence; times: best of {args.repeat} (peers: 1 run "
+        f"above 1,000 cells); budget {args.budget:.0f} s per run, motile time limit "
+        f"{args.time_limit:.0f} s\n"
+    )
+    print(
+        "| cells/frame | tool | time (s) | ours faster by | link P | link R | link F1 "
+        "| div P | div R | div F1 |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         seq = make_sequence(n, args.frames, seed=args.seed)
         ours_s = None
         for tool in args.tools:
             if tool in over_budget:
-                print(f"| {n:,} | {tool} | skipped: {over_budget[tool]:.0f} s at a smaller "
-                      "size | | | | | | | |")  # fmt: skip
+                print(
+                    f"| {n:,} | {tool} | skipped: {over_budget[tool]:.0f} s at a smaller "
+                    "size | | | | | | | |"
+                )
                 continue
             run = TOOLS[tool]
             repeat = args.repeat if tool.startswith("ours") or n <= 1_000 else 1
@@ -304,9 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             ratio = f"{seconds / ours_s:.1f}x" if ours_s and not tool.startswith("ours") else ""
             if tool == "motile" and seconds >= args.time_limit:  # the solve alone may be less
                 ratio += " (reached the ILP time limit)"
-            print(f"| {n:,} | {tool} | {seconds:.3f} | {ratio} | {s.link_precision:.4f} "
-                  f"| {s.link_recall:.4f} | {s.link_f1:.4f} | {s.div_precision:.3f} "
-                  f"| {s.div_recall:.3f} | {s.div_f1:.3f} |", flush=True)  # fmt: skip
+            print(
+                f"| {n:,} | {tool} | {seconds:.3f} | {ratio} | {s.link_precision:.4f} "
+                f"| {s.link_recall:.4f} | {s.link_f1:.4f} | {s.div_precision:.3f} "
+                f"| {s.div_recall:.3f} | {s.div_f1:.3f} |",
+                flush=True,
+            )
             if seconds > args.budget:
                 over_budget[tool] = seconds
     return 0

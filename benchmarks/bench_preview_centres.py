@@ -58,11 +58,16 @@ def main() -> None:
     print(f"{args.frames} frames x {args.cells} centres\n")
     print("| update | first 10 frames (ms/frame, median) | last 10 frames (ms/frame, median) |")
     print("|---|---|---|")
-    for method, label in (("preview", "`CentresPreview.append` (the widget)"),
-                          ("add", "`Points.add`"), ("data", "assign `data` (before)")):
+    for method, label in (
+        ("preview", "`CentresPreview.append` (the widget)"),
+        ("add", "`Points.add`"),
+        ("data", "assign `data` (before)"),
+    ):
         seconds = time_appends(method, args.frames, args.cells)
-        print(f"| {label} | {1e3 * np.median(seconds[:10]):.1f} | "
-              f"{1e3 * np.median(seconds[-10:]):.1f} |")
+        print(
+            f"| {label} | {1e3 * np.median(seconds[:10]):.1f} | "
+            f"{1e3 * np.median(seconds[-10:]):.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ DRAWN = [
 def drawn_blobs(radius, depth, z_ratio, contrast, noise, spacing, seed, side):
     """Frames of elongated, irregular blobs (see ``tests/test_radius_estimate.py``)."""
     rng = np.random.default_rng(seed)
-    zz, yy, xx = np.meshgrid(np.arange(depth) * z_ratio, np.arange(side), np.arange(side),
-                             indexing="ij")  # fmt: skip
+    zz, yy, xx = np.meshgrid(
+        np.arange(depth) * z_ratio, np.arange(side), np.arange(side), indexing="ij"
+    )
     frames, radii = [], []
     for _ in range(3):
         image = np.zeros((depth, side, side), np.float32)
@@ -90,22 +91,32 @@ def row(source, label, shape, z_ratio, truth, images):
     found = estimate.radius
     error = f"{found / truth - 1:+.1%}" if found is not None else "none"
     ok = found is not None and abs(found / truth - 1) <= 0.2
-    print(f"| {source} | {label} | {'x'.join(map(str, shape))} | {z_ratio:g} | {truth:.2f} | "
-          f"{found if found is None else round(found, 2)} | {error} | {estimate.n_nuclei} | "
-          f"{seconds / len(estimate.frames):.2f} | {'yes' if ok else 'NO'} |")  # fmt: skip
+    print(
+        f"| {source} | {label} | {'x'.join(map(str, shape))} | {z_ratio:g} | {truth:.2f} | "
+        f"{found if found is None else round(found, 2)} | {error} | {estimate.n_nuclei} | "
+        f"{seconds / len(estimate.frames):.2f} | {'yes' if ok else 'NO'} |"
+    )
     return ok
 
 
 def main() -> int:
     print("## Automatic nucleus radius vs truth (3 frames per case)\n")
-    print("| source | case | frame (ZxYxX) | z ratio | true median r (px) | estimate | error "
-          "| nuclei | s / frame | within 20 % |")  # fmt: skip
+    print(
+        "| source | case | frame (ZxYxX) | z ratio | true median r (px) | estimate | error "
+        "| nuclei | s / frame | within 20 % |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     passed = []
     for i, (label, radius, shape, z_ratio, changes) in enumerate(SYNTHETIC):
-        config = dataclasses.replace(PRESETS["default"], frames=3, seed=301 + i % 13, shape=shape,
-                                     z_ratio=z_ratio, radius_range=(0.85 * radius, 1.15 * radius),
-                                     **changes)  # fmt: skip
+        config = dataclasses.replace(
+            PRESETS["default"],
+            frames=3,
+            seed=301 + i % 13,
+            shape=shape,
+            z_ratio=z_ratio,
+            radius_range=(0.85 * radius, 1.15 * radius),
+            **changes,
+        )
         sequence = generate(config)
         truth = float(np.median(sequence.graph["radius"]))
         passed.append(row("synthetic", label, shape, z_ratio, truth, np.stack(sequence.images)))

@@ -52,19 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--upsample", type=float, nargs="*", default=[],
-                        help="also run with cell_radius = median radius / S")  # fmt: skip
+    parser.add_argument(
+        "--upsample",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run with cell_radius = median radius / S",
+    )
     parser.add_argument("--weights", default=None, help="model bundle (default: the bundled one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(CPU_THREADS)
     bundle = ModelBundle.load(args.weights) if args.weights else ModelBundle.load_default()
     config = dataclasses.replace(PRESETS[args.preset], frames=args.frames, seed=args.seed)
     sequence = generate(config)
-    print(f"## Nuclei of other sizes ({bundle.metadata.name}, reference radius "
-          f"{bundle.normalization.reference_radius} px; preset {args.preset}, seed {args.seed}, "
-          f"{args.frames} frames of {config.shape}, z ratio {config.z_ratio:g})\n")  # fmt: skip
-    print("| xy factor | median radius (px) | frame | cell_radius | det F1 | link F1 | div F1 "
-          "| track (s) |")  # fmt: skip
+    print(
+        f"## Nuclei of other sizes ({bundle.metadata.name}, reference radius "
+        f"{bundle.normalization.reference_radius} px; preset {args.preset}, seed {args.seed}, "
+        f"{args.frames} frames of {config.shape}, z ratio {config.z_ratio:g})\n"
+    )
+    print(
+        "| xy factor | median radius (px) | frame | cell_radius | det F1 | link F1 | div F1 "
+        "| track (s) |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for factor in args.factors:
         z, y, x = config.shape
@@ -75,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         z_ratio = config.z_ratio * factor
         for cell_radius in (None, radius, *(radius / s for s in args.upsample)):
             started = time.perf_counter()
-            result = track_images(images, bundle, z_ratio=z_ratio, device="cpu",
-                                  cell_radius=cell_radius)  # fmt: skip
+            result = track_images(
+                images, bundle, z_ratio=z_ratio, device="cpu", cell_radius=cell_radius
+            )
             seconds = time.perf_counter() - started
             s = evaluate(result.graph, truth, z_ratio=z_ratio)
             given = "as is" if cell_radius is None else f"{cell_radius:.1f}"
-            print(f"| {factor:g} | {radius:.1f} | {shape[1]}x{shape[2]} | {given} | "
-                  f"{s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | {seconds:.0f} |")  # fmt: skip
+            print(
+                f"| {factor:g} | {radius:.1f} | {shape[1]}x{shape[2]} | {given} | "
+                f"{s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | {seconds:.0f} |"
+            )
     return 0
 
 

@@ -38,8 +38,9 @@ SIZES = {
 }
 
 
-def _frames(shape: tuple[int, int, int], cells: int | None = None, frames: int = 2,
-            seed: int = 7) -> tuple[np.ndarray, float]:  # fmt: skip
+def _frames(
+    shape: tuple[int, int, int], cells: int | None = None, frames: int = 2, seed: int = 7
+) -> tuple[np.ndarray, float]:
     """A synthetic series of ``shape``; the light-sheet size is the embryo frames mirrored out
     to it (rendering 100 M voxels would take longer than the benchmark)."""
     from napari_cellect.data.synthetic import PRESETS, generate
@@ -108,9 +109,16 @@ def _time_unet(bundle, pair, z_ratio, tiling, device, repeats):
     best, dets = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        dets = predict_frame(bundle.unet, pair, t=0, z_ratio=z_ratio,
-                             detection=bundle.thresholds.detection, tiling=tiling, device=device,
-                             min_depth=bundle.normalization.min_depth).detections  # fmt: skip
+        dets = predict_frame(
+            bundle.unet,
+            pair,
+            t=0,
+            z_ratio=z_ratio,
+            detection=bundle.thresholds.detection,
+            tiling=tiling,
+            device=device,
+            min_depth=bundle.normalization.min_depth,
+        ).detections
         if device.type == "cuda":
             import torch
 
@@ -119,8 +127,14 @@ def _time_unet(bundle, pair, z_ratio, tiling, device, repeats):
     return best, dets
 
 
-def _measure(model: str, sizes: list[str], repeats: int, weights: str | None, device_name: str,
-             torch_conv: bool) -> list[dict]:  # fmt: skip
+def _measure(
+    model: str,
+    sizes: list[str],
+    repeats: int,
+    weights: str | None,
+    device_name: str,
+    torch_conv: bool,
+) -> list[dict]:
     import torch
 
     import napari_cellect.model.conv as conv
@@ -139,32 +153,49 @@ def _measure(model: str, sizes: list[str], repeats: int, weights: str | None, de
         shape = SIZES[name]
         images, z_ratio = _frames(shape)
         pair = normalize_pair(images[:2].astype(np.float32), bundle.normalization)
-        flops, n_tiles, tile = _unet_flops(bundle.unet, pair, tiling,
-                                           bundle.normalization.min_depth)  # fmt: skip
+        flops, n_tiles, tile = _unet_flops(
+            bundle.unet, pair, tiling, bundle.normalization.min_depth
+        )
         peak = matmul_peak() if device.type == "cpu" else float("nan")
         seconds, dets = _time_unet(bundle, pair, z_ratio, tiling, device, repeats)
         row = {
-            "model": model, "size": name, "shape": list(shape), "tiles": n_tiles,
-            "tile": list(tile), "cells": len(dets), "unet_detect_s": round(seconds, 3),
+            "model": model,
+            "size": name,
+            "shape": list(shape),
+            "tiles": n_tiles,
+            "tile": list(tile),
+            "cells": len(dets),
+            "unet_detect_s": round(seconds, 3),
             "us_per_voxel": round(seconds / np.prod(shape) * 1e6, 3),
-            "gflop": round(flops / 1e9, 1), "gflops": round(flops / seconds / 1e9, 1),
+            "gflop": round(flops / 1e9, 1),
+            "gflops": round(flops / seconds / 1e9, 1),
             "peak_gflops": round(peak / 1e9, 1),
             "share_of_peak": round(flops / seconds / peak, 3) if device.type == "cpu" else None,
-        }  # fmt: skip
+        }
         if torch_conv and device.type == "cpu":
             conv._ONEDNN = False
-            row["torch_conv_s"] = round(_time_unet(bundle, pair, z_ratio, tiling, device,
-                                                   repeats)[0], 3)  # fmt: skip
+            row["torch_conv_s"] = round(
+                _time_unet(bundle, pair, z_ratio, tiling, device, repeats)[0], 3
+            )
             conv._ONEDNN = True
         if name == "embryo":
-            merge_scorer, link_scorer = bundle.candidate_scorer("merge"), bundle.candidate_scorer("link")
+            merge_scorer, link_scorer = (
+                bundle.candidate_scorer("merge"),
+                bundle.candidate_scorer("link"),
+            )
             t0 = time.perf_counter()
             merged, _ = merge_duplicates(dets, merge_scorer, bundle.thresholds.merge, z_ratio)
             t1 = time.perf_counter()
             # the next frame's detections: the same cells moved by one pixel (a stand-in of the
             # same size, so that linking is timed on a realistic number of candidates)
-            moved = type(merged)(1, merged.positions + 1.0, merged.embeddings, merged.radius,
-                                 merged.division, merged.score)  # fmt: skip
+            moved = type(merged)(
+                1,
+                merged.positions + 1.0,
+                merged.embeddings,
+                merged.radius,
+                merged.division,
+                merged.score,
+            )
             link_frame_pair(merged, moved, link_scorer, bundle.thresholds.link, z_ratio)
             row.update(merge_s=round(t1 - t0, 3), link_s=round(time.perf_counter() - t1, 3))
         row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
@@ -193,35 +224,46 @@ def _end_to_end(frames: int, weights: str | None, device_name: str) -> dict:
     total = time.perf_counter() - start
     graph = result.graph
     return {
-        "frames": frames, "cells_per_frame": round(len(graph) / frames),
-        "divisions": len(graph.divisions()), "detect_s": round(marks["detect"], 1),
-        "refine_and_link_s": round(total - marks["detect"], 1), "total_s": round(total, 1),
+        "frames": frames,
+        "cells_per_frame": round(len(graph) / frames),
+        "divisions": len(graph.divisions()),
+        "detect_s": round(marks["detect"], 1),
+        "refine_and_link_s": round(total - marks["detect"], 1),
+        "total_s": round(total, 1),
         "s_per_pair": round(total / frames, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-    }  # fmt: skip
+    }
 
 
 def _print_table(rows: list[dict], threads: int, device: str, repeats: int) -> None:
-    print(f"{threads} torch threads, {platform.processor() or platform.machine()}, U-Net on "
-          f"{device}, best of {repeats}")  # fmt: skip
+    print(
+        f"{threads} torch threads, {platform.processor() or platform.machine()}, U-Net on "
+        f"{device}, best of {repeats}"
+    )
     has_torch = any("torch_conv_s" in r for r in rows)
-    print("| model | size (Z, Y, X) | tiles x tile | cells | U-Net + detect (s) | us / voxel | "
-          "conv GFLOP | GFLOP/s | matmul peak GFLOP/s | share of peak |"
-          + (" torch's own conv backend (s) |" if has_torch else ""))  # fmt: skip
+    print(
+        "| model | size (Z, Y, X) | tiles x tile | cells | U-Net + detect (s) | us / voxel | "
+        "conv GFLOP | GFLOP/s | matmul peak GFLOP/s | share of peak |"
+        + (" torch's own conv backend (s) |" if has_torch else "")
+    )
     print("|---" * (10 + has_torch) + "|")
     for r in rows:
         share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "-"
-        print(f"| {r['model']} | {tuple(r['shape'])} | {r['tiles']} x {tuple(r['tile'])} | "
-              f"{r['cells']} | {r['unet_detect_s']} | {r['us_per_voxel']} | {r['gflop']} | "
-              f"{r['gflops']} | {r['peak_gflops']} | {share} |"
-              + (f" {r.get('torch_conv_s', '-')} |" if has_torch else ""))  # fmt: skip
+        print(
+            f"| {r['model']} | {tuple(r['shape'])} | {r['tiles']} x {tuple(r['tile'])} | "
+            f"{r['cells']} | {r['unet_detect_s']} | {r['us_per_voxel']} | {r['gflop']} | "
+            f"{r['gflops']} | {r['peak_gflops']} | {share} |"
+            + (f" {r.get('torch_conv_s', '-')} |" if has_torch else "")
+        )
     links = [r for r in rows if "link_s" in r]
     if links:
         print("\n| model | merge (s) | link (s) | peak RSS (GB) | peak GPU (GB) |")
         print("|---|---|---|---|---|")
         for r in links:
-            print(f"| {r['model']} | {r['merge_s']} | {r['link_s']} | {r['peak_rss_gb']} | "
-                  f"{r.get('peak_gpu_gb', '-')} |")
+            print(
+                f"| {r['model']} | {r['merge_s']} | {r['link_s']} | {r['peak_rss_gb']} | "
+                f"{r.get('peak_gpu_gb', '-')} |"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,13 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of the U-Net (default cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N runs (default 3)")
     parser.add_argument("--models", nargs="+", default=["default", "cellect-original"])
-    parser.add_argument("--original-sizes", nargs="+", choices=sorted(SIZES),
-                        default=["2d", "small", "embryo"],
-                        help="sizes for cellect-original (its light-sheet frame takes ~15 min)")
-    parser.add_argument("--torch-conv", action="store_true",
-                        help="also time torch's own convolution backend choice")
-    parser.add_argument("--end-to-end", type=int, metavar="FRAMES",
-                        help="time the whole pipeline on FRAMES frames of 41x512x512, 250 nuclei")
+    parser.add_argument(
+        "--original-sizes",
+        nargs="+",
+        choices=sorted(SIZES),
+        default=["2d", "small", "embryo"],
+        help="sizes for cellect-original (its light-sheet frame takes ~15 min)",
+    )
+    parser.add_argument(
+        "--torch-conv", action="store_true", help="also time torch's own convolution backend choice"
+    )
+    parser.add_argument(
+        "--end-to-end",
+        type=int,
+        metavar="FRAMES",
+        help="time the whole pipeline on FRAMES frames of 41x512x512, 250 nuclei",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = args.sizes or (["2d", "small"] if args.quick else list(SIZES))
@@ -249,25 +300,56 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.end_to_end:
         result = _end_to_end(args.end_to_end, args.weights, args.device)
-        print("| frames | cells / frame | divisions | detect (s) | refine + link (s) | total (s) "
-              "| s / frame pair | peak RSS (GB) |")  # fmt: skip
+        print(
+            "| frames | cells / frame | divisions | detect (s) | refine + link (s) | total (s) "
+            "| s / frame pair | peak RSS (GB) |"
+        )
         print("|---|---|---|---|---|---|---|---|")
-        print("| " + " | ".join(str(result[k]) for k in (
-            "frames", "cells_per_frame", "divisions", "detect_s", "refine_and_link_s", "total_s",
-            "s_per_pair", "peak_rss_gb")) + " |")  # fmt: skip
+        print(
+            "| "
+            + " | ".join(
+                str(result[k])
+                for k in (
+                    "frames",
+                    "cells_per_frame",
+                    "divisions",
+                    "detect_s",
+                    "refine_and_link_s",
+                    "total_s",
+                    "s_per_pair",
+                    "peak_rss_gb",
+                )
+            )
+            + " |"
+        )
         return 0
     if args.child:
-        child_sizes = sizes if args.child == "default" else [
-            s for s in sizes if s in args.original_sizes]  # fmt: skip
-        rows = _measure(args.child, child_sizes, args.repeats, args.weights, args.device,
-                        args.torch_conv)  # fmt: skip
+        child_sizes = (
+            sizes if args.child == "default" else [s for s in sizes if s in args.original_sizes]
+        )
+        rows = _measure(
+            args.child, child_sizes, args.repeats, args.weights, args.device, args.torch_conv
+        )
         print(json.dumps(rows))
         return 0
     rows = []
     for model in args.models:
-        cmd = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--device", args.device, "--sizes", *sizes,
-               "--original-sizes", *args.original_sizes]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            model,
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+            "--device",
+            args.device,
+            "--sizes",
+            *sizes,
+            "--original-sizes",
+            *args.original_sizes,
+        ]
         cmd += ["--torch-conv"] if args.torch_conv else []
         cmd += ["--weights", args.weights] if args.weights else []
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout

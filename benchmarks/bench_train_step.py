@@ -66,23 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sources = train_default._sources(SERIES, [], False, "train", processes=args.workers)
-    config = dataclasses.replace(train_default.FULL, device=args.device,
-                                 batch_size=args.batch_size, validation_frames=0,
-                                 validation_crops=1, calibration_frames=0)  # fmt: skip
+    config = dataclasses.replace(
+        train_default.FULL,
+        device=args.device,
+        batch_size=args.batch_size,
+        validation_frames=0,
+        validation_crops=1,
+        calibration_frames=0,
+    )
     trainer = Trainer(sources, sources[:1], config)
     rng = np.random.default_rng(1)
     started = time.perf_counter()
-    batches = [[trainer.sampler.sample(rng) for _ in range(args.batch_size)]
-               for _ in range(args.steps + 1)]  # fmt: skip
+    batches = [
+        [trainer.sampler.sample(rng) for _ in range(args.batch_size)] for _ in range(args.steps + 1)
+    ]
     draw = (time.perf_counter() - started) / (args.steps + 1)
     rows = [("draw a batch's crops (1 process)", draw)]
     for benchmark in (False, True) if trainer.device.type == "cuda" else (False,):
         torch.backends.cudnn.benchmark = benchmark
         label = ", cudnn.benchmark" if benchmark else ""
-        rows.append((f"network step, annotated centres only{label}",
-                     _network_step(trainer, batches, use_detections=False)))
-        rows.append((f"network step, with peak-finder detections{label}",
-                     _network_step(trainer, batches, use_detections=True)))
+        rows.append(
+            (
+                f"network step, annotated centres only{label}",
+                _network_step(trainer, batches, use_detections=False),
+            )
+        )
+        rows.append(
+            (
+                f"network step, with peak-finder detections{label}",
+                _network_step(trainer, batches, use_detections=True),
+            )
+        )
     for workers in sorted({0, args.workers}):
         trainer.pool.close()
         trainer.pool = SamplePool(trainer.sampler, workers)
@@ -98,15 +112,18 @@ def main(argv: list[str] | None = None) -> int:
             times.append(now - last)
             last = now
         trainer.pool.close()
-        rows.append((f"whole step, {workers} workers (steady state)",
-                     float(np.mean(times[-args.steps:]))))
+        rows.append(
+            (f"whole step, {workers} workers (steady state)", float(np.mean(times[-args.steps :])))
+        )
     if trainer.device.type == "cuda":
         name = torch.cuda.get_device_name(trainer.device)
     else:
         name = platform.processor() or platform.machine()
-    print(f"device {trainer.device} ({name}), "
-          f"batch {args.batch_size}, crop {config.sampling.crop}, torch threads "
-          f"{torch.get_num_threads()}, mean of {args.steps} steps")  # fmt: skip
+    print(
+        f"device {trainer.device} ({name}), "
+        f"batch {args.batch_size}, crop {config.sampling.crop}, torch threads "
+        f"{torch.get_num_threads()}, mean of {args.steps} steps"
+    )
     print("| part | seconds per step |")
     print("|---|---|")
     for name, seconds in rows:

@@ -36,8 +36,12 @@ from napari_cellect.pipeline import track_images
 SERIES = train_default.VAL_PRESETS + train_default.EXTENDED_VAL_PRESETS
 
 
-def score_series(bundle: ModelBundle, series: list[tuple[str, int]] | None = None,
-                 device: str = "cpu", verbose: bool = True) -> dict[str, dict[str, float]]:
+def score_series(
+    bundle: ModelBundle,
+    series: list[tuple[str, int]] | None = None,
+    device: str = "cpu",
+    verbose: bool = True,
+) -> dict[str, dict[str, float]]:
     """Track each validation series with ``bundle``; {"preset seed": {det_f1, link_f1,
     div_f1}} (a table row printed per series when ``verbose``)."""
     rows = {}
@@ -49,8 +53,11 @@ def score_series(bundle: ModelBundle, series: list[tuple[str, int]] | None = Non
         s = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio)
         rows[f"{preset} {seed}"] = {"det_f1": s.det_f1, "link_f1": s.link_f1, "div_f1": s.div_f1}
         if verbose:
-            print(f"| {preset} {seed} | {s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | "
-                  f"{time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {preset} {seed} | {s.det_f1:.3f} | {s.link_f1:.3f} | {s.div_f1:.3f} | "
+                f"{time.perf_counter() - started:.0f} |",
+                flush=True,
+            )
     return rows
 
 
@@ -61,10 +68,17 @@ def _load(path: str) -> ModelBundle:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="model bundle, or 'default'")
-    parser.add_argument("--thresholds-from", metavar="BUNDLE",
-                        help="use this bundle's thresholds ('default': the bundled model's)")
-    parser.add_argument("--series", nargs="+", metavar="PRESET:SEED",
-                        help="validation series to track (default: the validation sets)")
+    parser.add_argument(
+        "--thresholds-from",
+        metavar="BUNDLE",
+        help="use this bundle's thresholds ('default': the bundled model's)",
+    )
+    parser.add_argument(
+        "--series",
+        nargs="+",
+        metavar="PRESET:SEED",
+        help="validation series to track (default: the validation sets)",
+    )
     parser.add_argument("--min-depth", type=int, help="override normalization.min_depth")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -78,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         series = [(name, int(seed)) for name, seed in (s.split(":") for s in args.series)]
         if any(seed >= 400 for _, seed in series):
             parser.error("seeds 400 and above are test seeds: choose validation series below")
-    print(f"bundle {args.bundle}" + (f", thresholds of {args.thresholds_from}"
-                                     if args.thresholds_from else "")
-          + f", min_depth {bundle.normalization.min_depth}")  # fmt: skip
+    print(
+        f"bundle {args.bundle}"
+        + (f", thresholds of {args.thresholds_from}" if args.thresholds_from else "")
+        + f", min_depth {bundle.normalization.min_depth}"
+    )
     print("| series | det F1 | link F1 | div F1 | seconds |")
     print("|---|---|---|---|---|")
     rows = score_series(bundle, series, args.device)

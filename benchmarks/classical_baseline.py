@@ -80,8 +80,11 @@ def detect_peaks(
     v = normalise(volume)
     best = np.max([log_response(v, radius * s, z_ratio) for s in scales], axis=0)
     half = max(radius / 2.0, 1.0)
-    size = (max(round(2 * half / z_ratio) + 1, 1) if v.shape[0] > 1 else 1,
-            round(2 * half) + 1, round(2 * half) + 1)  # fmt: skip
+    size = (
+        max(round(2 * half / z_ratio) + 1, 1) if v.shape[0] > 1 else 1,
+        round(2 * half) + 1,
+        round(2 * half) + 1,
+    )
     peak = (best == ndi.maximum_filter(best, size=size, mode="nearest")) & (best > 0)
     positions = np.argwhere(peak).astype(np.float64)
     return positions, best[peak]
@@ -111,10 +114,14 @@ def link_laptrack(
         parent[offsets[fb] + ib] = offsets[fa] + ia
     pos = np.concatenate(positions) if sum(sizes) else np.zeros((0, 3))
     return TrackGraph.from_arrays(
-        id=np.arange(len(pos)), t=np.repeat(np.arange(len(positions)), sizes),
-        z=pos[:, 0], y=pos[:, 1], x=pos[:, 2], parent_id=parent,
+        id=np.arange(len(pos)),
+        t=np.repeat(np.arange(len(positions)), sizes),
+        z=pos[:, 0],
+        y=pos[:, 1],
+        x=pos[:, 2],
+        parent_id=parent,
         radius=np.full(len(pos), radius, dtype=np.float32),
-    )  # fmt: skip
+    )
 
 
 def detect_series(

@@ -116,15 +116,18 @@ def _series(configs: list[Any], role: str, workers: int) -> list[TrainSource]:
     else:
         sequences = [generate(c) for c in configs]
     logger.info("%d %s series made in %.0f s", len(configs), role, time.perf_counter() - started)
-    return [TrainSource(s.images, s.graph, c.z_ratio, name=f"synthetic seed {c.seed}")
-            for c, s in zip(configs, sequences)]  # fmt: skip
+    return [
+        TrainSource(s.images, s.graph, c.z_ratio, name=f"synthetic seed {c.seed}")
+        for c, s in zip(configs, sequences)
+    ]
 
 
 _MADE: dict[int, tuple[list[TrainSource], list[TrainSource]]] = {}
 
 
-def _sources(data: dict[str, Any], chunk: int, workers: int
-             ) -> tuple[list[TrainSource], list[TrainSource]]:  # fmt: skip
+def _sources(
+    data: dict[str, Any], chunk: int, workers: int
+) -> tuple[list[TrainSource], list[TrainSource]]:
     """The training series of the round that ``chunk`` belongs to, and the validation series
     (made once per round in a process)."""
     round_ = chunk // data["round_chunks"]
@@ -153,16 +156,19 @@ def _init(args: argparse.Namespace) -> int:
         print(f"{args.state} exists: resume it, or remove it to start again", file=sys.stderr)
         return 2
     default = ModelBundle.load(DEFAULT_BUNDLE_PATH)
-    config = dataclasses.replace(CONFIG, thresholds=default.thresholds,
-                                 normalization=default.normalization)  # fmt: skip
+    config = dataclasses.replace(
+        CONFIG, thresholds=default.thresholds, normalization=default.normalization
+    )
     data = _data_setup()
     train, val = _sources(data, 0, args.workers)
     args.state.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(train, val, config, checkpoint=args.state, init=default)
     trainer.checkpoints.save(trainer.loop)
     _write_json(args.state.with_suffix(".json"), {"data": data, "runs": []})
-    print(f"new training state {args.state} from the bundled default model "
-          f"({args.state.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    print(
+        f"new training state {args.state} from the bundled default model "
+        f"({args.state.stat().st_size / 1e6:.1f} MB)"
+    )
     return _train(args) if args.minutes or args.steps else 0
 
 
@@ -185,12 +191,17 @@ def _train(args: argparse.Namespace) -> int:
         done = int(load_checkpoint(args.state)["epoch"])
         train, val = _sources(data, done, args.workers)
         # the saved configuration (horizon, schedule) is kept: only device and workers change
-        trainer = Trainer(train, val, with_config, checkpoint=args.state, resume=args.state,
-                          progress=progress)  # fmt: skip
+        trainer = Trainer(
+            train, val, with_config, checkpoint=args.state, resume=args.state, progress=progress
+        )
         if stop is None:
             first_step = trainer.loop.step
-            stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch,  # noqa: B023
-                             max_steps=args.steps, minutes=args.minutes)  # fmt: skip
+            stop = ChunkStop(
+                lambda: trainer.loop.step,  # noqa: B023 (this round's trainer)
+                trainer.config.steps_per_epoch,
+                max_steps=args.steps,
+                minutes=args.minutes,
+            )
         stop.step = lambda: trainer.loop.step  # noqa: B023 (this round's trainer)
         end_of_round = (done // data["round_chunks"] + 1) * data["round_chunks"]
         stop.until = end_of_round * trainer.config.steps_per_epoch
@@ -200,10 +211,15 @@ def _train(args: argparse.Namespace) -> int:
             break
     seconds = time.perf_counter() - started
     state = load_checkpoint(args.state)
-    run = {"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - seconds)),
-           "device": device, "minutes": round(seconds / 60, 1), "from_step": first_step,
-           "to_step": int(state["step"]), "stopped": reason,
-           "last_validation": state["history"][-1]["metrics"] if state["history"] else None}  # fmt: skip
+    run = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - seconds)),
+        "device": device,
+        "minutes": round(seconds / 60, 1),
+        "from_step": first_step,
+        "to_step": int(state["step"]),
+        "stopped": reason,
+        "last_validation": state["history"][-1]["metrics"] if state["history"] else None,
+    }
     meta["runs"].append(run)
     _write_json(meta_path, meta)
     print(json.dumps(run, indent=2, default=str))
@@ -217,8 +233,10 @@ def _export(args: argparse.Namespace) -> int:
     train, val = _sources(meta["data"], max(done - 1, 0), args.workers)
     config = dataclasses.replace(CONFIG, epochs=done, device=str(resolve_device(args.device)))
     bundle = Trainer(train, val, config, resume=args.state).run()  # no epochs left: calibrates
-    bundle.metadata.notes = (f"benchmarks/train_continue.py: {state['step']} steps on the wide "
-                             f"distribution from the default model")  # fmt: skip
+    bundle.metadata.notes = (
+        f"benchmarks/train_continue.py: {state['step']} steps on the wide "
+        f"distribution from the default model"
+    )
     bundle.save(args.export_bundle)
     print(f"bundle {args.export_bundle}: best chunk {bundle.metadata.history[-1]}")
     return 0
@@ -232,15 +250,21 @@ def _promote(args: argparse.Namespace) -> int:
     for name in ("default", str(args.promote)):
         bundle = ModelBundle.load_default() if name == "default" else ModelBundle.load(name)
         rows[name] = bench_validation.score_series(bundle, device=device, verbose=False)
-    worse = [(series, key, a, b) for series, old in rows["default"].items()
-             for key, a in old.items() for b in [rows[str(args.promote)][series][key]]
-             if b < a - 0.01]  # fmt: skip
+    worse = [
+        (series, key, a, b)
+        for series, old in rows["default"].items()
+        for key, a in old.items()
+        for b in [rows[str(args.promote)][series][key]]
+        if b < a - 0.01
+    ]
     for series, old in rows["default"].items():
         new = rows[str(args.promote)][series]
         print(f"{series}: " + ", ".join(f"{k} {old[k]:.3f} -> {new[k]:.3f}" for k in old))
     if worse:
-        print("not promoted: worse by more than 0.01 on " + ", ".join(
-            f"{s} {k} ({a:.3f} -> {b:.3f})" for s, k, a, b in worse))  # fmt: skip
+        print(
+            "not promoted: worse by more than 0.01 on "
+            + ", ".join(f"{s} {k} ({a:.3f} -> {b:.3f})" for s, k, a, b in worse)
+        )
         return 1
     shutil.copyfile(args.promote, DEFAULT_BUNDLE_PATH)
     print(f"promoted {args.promote} to {DEFAULT_BUNDLE_PATH}")
@@ -251,17 +275,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, default=STATE, help=f"training state ({STATE})")
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--init", action="store_true",
-                        help="start a new state from the bundled default model")
-    action.add_argument("--export-bundle", type=Path, metavar="OUT",
-                        help="write the best weights so far as a calibrated bundle")
-    action.add_argument("--promote", type=Path, metavar="CANDIDATE",
-                        help="replace the bundled model by CANDIDATE if validation allows")
+    action.add_argument(
+        "--init", action="store_true", help="start a new state from the bundled default model"
+    )
+    action.add_argument(
+        "--export-bundle",
+        type=Path,
+        metavar="OUT",
+        help="write the best weights so far as a calibrated bundle",
+    )
+    action.add_argument(
+        "--promote",
+        type=Path,
+        metavar="CANDIDATE",
+        help="replace the bundled model by CANDIDATE if validation allows",
+    )
     parser.add_argument("--minutes", type=float, help="train this long (whole chunks)")
     parser.add_argument("--steps", type=int, help="train this many steps (whole chunks)")
     parser.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, mps")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="processes that make the series and draw the crops")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes that make the series and draw the crops"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.init:

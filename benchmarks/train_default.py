@@ -52,16 +52,32 @@ RESULTS = Path(__file__).parent / "results"
 
 #: (preset, seed) of the training series; seeds never reused below
 TRAIN_PRESETS = [
-    ("default", 101), ("default", 102), ("dense", 103), ("noisy", 104), ("noisy", 105),
-    ("fast", 106), ("hard", 107), ("hard", 108), ("sparse2d", 109),
-]  # fmt: skip
+    ("default", 101),
+    ("default", 102),
+    ("dense", 103),
+    ("noisy", 104),
+    ("noisy", 105),
+    ("fast", 106),
+    ("hard", 107),
+    ("hard", 108),
+    ("sparse2d", 109),
+]
 #: seeds of domain-randomised training series (sample_config on the default preset)
 TRAIN_RANDOMISED = [201, 202, 203, 204, 205, 206]
 #: ``--data extended`` adds these (phase 4, on a GPU): more 2D+t, hard, fast and dense series
 EXTENDED_PRESETS = [
-    ("sparse2d", 110), ("sparse2d", 111), ("sparse2d", 112), ("hard", 113), ("hard", 114),
-    ("hard", 115), ("fast", 116), ("fast", 117), ("dense", 118), ("dense", 119), ("noisy", 120),
-]  # fmt: skip
+    ("sparse2d", 110),
+    ("sparse2d", 111),
+    ("sparse2d", 112),
+    ("hard", 113),
+    ("hard", 114),
+    ("hard", 115),
+    ("fast", 116),
+    ("fast", 117),
+    ("dense", 118),
+    ("dense", 119),
+    ("noisy", 120),
+]
 EXTENDED_RANDOMISED = [207, 208, 209, 210, 211, 212, 213, 214]
 VAL_PRESETS = [("default", 301), ("noisy", 302), ("hard", 303)]
 VAL_RANDOMISED = [304]
@@ -83,17 +99,24 @@ FULL = TrainConfig(
     name="cellect-default",
 )
 QUICK = dataclasses.replace(
-    FULL, epochs=2, steps_per_epoch=4, warmup_steps=2, validation_frames=1, validation_crops=1,
-    sampling=SamplingConfig(crop=(8, 32, 32)), name="cellect-default-quick",
-)  # fmt: skip
+    FULL,
+    epochs=2,
+    steps_per_epoch=4,
+    warmup_steps=2,
+    validation_frames=1,
+    validation_crops=1,
+    sampling=SamplingConfig(crop=(8, 32, 32)),
+    name="cellect-default-quick",
+)
 
 
 def _config(preset: str, seed: int, quick: bool) -> SyntheticConfig:
     config = dataclasses.replace(PRESETS[preset], seed=seed)
     if quick:
         z = 1 if config.is_2d else 8
-        config = dataclasses.replace(config, frames=4, shape=(z, 48, 48),
-                                     n_cells=min(config.n_cells, 8))  # fmt: skip
+        config = dataclasses.replace(
+            config, frames=4, shape=(z, 48, 48), n_cells=min(config.n_cells, 8)
+        )
     return config
 
 
@@ -101,8 +124,13 @@ def _randomised(seed: int, quick: bool) -> SyntheticConfig:
     return sample_config(seed, _config("default", seed, quick))
 
 
-def _sources(presets: list[tuple[str, int]], randomised: list[int], quick: bool, role: str,
-             processes: int = 1) -> list[TrainSource]:
+def _sources(
+    presets: list[tuple[str, int]],
+    randomised: list[int],
+    quick: bool,
+    role: str,
+    processes: int = 1,
+) -> list[TrainSource]:
     configs = [_config(p, s, quick) for p, s in presets]
     configs += [_randomised(s, quick) for s in randomised]
     if quick:
@@ -114,11 +142,14 @@ def _sources(presets: list[tuple[str, int]], randomised: list[int], quick: bool,
     else:
         sequences = [generate(c) for c in configs]
     for config, seq in zip(configs, sequences):
-        logger.info("%s series seed %d: %s, %d cells", role, config.seed, config.shape,
-                    len(seq.graph))  # fmt: skip
+        logger.info(
+            "%s series seed %d: %s, %d cells", role, config.seed, config.shape, len(seq.graph)
+        )
     logger.info("%d %s series made in %.1f s", len(configs), role, time.perf_counter() - started)
-    return [TrainSource(seq.images, seq.graph, c.z_ratio, name=f"synthetic seed {c.seed}")
-            for c, seq in zip(configs, sequences)]  # fmt: skip
+    return [
+        TrainSource(seq.images, seq.graph, c.z_ratio, name=f"synthetic seed {c.seed}")
+        for c, seq in zip(configs, sequences)
+    ]
 
 
 def _test(bundle: ModelBundle, quick: bool, device: str) -> list[dict[str, Any]]:
@@ -129,8 +160,12 @@ def _test(bundle: ModelBundle, quick: bool, device: str) -> list[dict[str, Any]]
         started = time.perf_counter()
         result = track_images(seq.images, bundle, z_ratio=config.z_ratio, device=device)
         scores = evaluate(result.graph, seq.graph, z_ratio=config.z_ratio).to_dict()
-        row = {"preset": preset, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
-               **{k: round(float(v), 4) for k, v in scores.items()}}  # fmt: skip
+        row = {
+            "preset": preset,
+            "seed": seed,
+            "seconds": round(time.perf_counter() - started, 1),
+            **{k: round(float(v), 4) for k, v in scores.items()},
+        }
         rows.append(row)
         logger.info("test %s seed %d: %s", preset, seed, row)
     return rows
@@ -147,18 +182,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-test", action="store_true", help="skip the test-set tracking")
     parser.add_argument("--init", type=Path, help="start from the weights of this bundle")
     parser.add_argument("--lr", type=float, help="override the peak learning rate")
-    parser.add_argument("--division-fraction", type=float,
-                        help="override the fraction of crops centred on a division")
+    parser.add_argument(
+        "--division-fraction",
+        type=float,
+        help="override the fraction of crops centred on a division",
+    )
     parser.add_argument("--batch-size", type=int, help="override the crops per step")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="processes that make the series and draw the training crops "
-                             "(default 0: this one; use the CPU cores beside a GPU)")
-    parser.add_argument("--data", choices=("base", "extended"), default="base",
-                        help="training series: those of phases 1-3 (base) or those plus more "
-                             "2D+t, hard, fast, dense and randomised series (extended)")
-    parser.add_argument("--stop-after", type=float, metavar="MINUTES",
-                        help="end the epoch running after this many minutes of training and "
-                             "finish with the best epoch so far (a run on a time-limited machine)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that make the series and draw the training crops "
+        "(default 0: this one; use the CPU cores beside a GPU)",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("base", "extended"),
+        default="base",
+        help="training series: those of phases 1-3 (base) or those plus more "
+        "2D+t, hard, fast, dense and randomised series (extended)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="MINUTES",
+        help="end the epoch running after this many minutes of training and "
+        "finish with the best epoch so far (a run on a time-limited machine)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -174,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         changes["batch_size"] = args.batch_size
     changes["workers"] = args.workers
     if args.division_fraction is not None:
-        changes["sampling"] = dataclasses.replace(config.sampling,
-                                                  division_fraction=args.division_fraction)
+        changes["sampling"] = dataclasses.replace(
+            config.sampling, division_fraction=args.division_fraction
+        )
     config = dataclasses.replace(config, **changes)
 
     if args.quick and args.out is None:
@@ -199,31 +250,57 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(p: TrainProgress) -> None:
         if p.phase == "train" and p.step % 20 == 0:
-            logger.info("step %d/%d, epoch %d: loss %.4f", p.step, p.total_steps, p.epoch + 1,
-                        p.losses.get("total", float("nan")))  # fmt: skip
+            logger.info(
+                "step %d/%d, epoch %d: loss %.4f",
+                p.step,
+                p.total_steps,
+                p.epoch + 1,
+                p.losses.get("total", float("nan")),
+            )
 
     trained = time.perf_counter()
     deadline = math.inf if args.stop_after is None else trained + 60 * args.stop_after
     try:
-        bundle = fit(train, val, config, progress=progress, resume=args.resume,
-                     checkpoint=checkpoint, init=args.init,
-                     should_stop=lambda: time.perf_counter() > deadline)
+        bundle = fit(
+            train,
+            val,
+            config,
+            progress=progress,
+            resume=args.resume,
+            checkpoint=checkpoint,
+            init=args.init,
+            should_stop=lambda: time.perf_counter() > deadline,
+        )
     except Cancelled:
         done = load_checkpoint(checkpoint)["epoch"] if checkpoint.is_file() else 0
         if done == 0:
             raise
-        logger.warning("--stop-after %.1f min reached in epoch %d: finishing with the best of "
-                       "the %d epochs done", args.stop_after, done + 1, done)  # fmt: skip
-        bundle = fit(train, val, dataclasses.replace(config, epochs=done), resume=checkpoint,
-                     checkpoint=checkpoint)  # fmt: skip
+        logger.warning(
+            "--stop-after %.1f min reached in epoch %d: finishing with the best of "
+            "the %d epochs done",
+            args.stop_after,
+            done + 1,
+            done,
+        )
+        bundle = fit(
+            train,
+            val,
+            dataclasses.replace(config, epochs=done),
+            resume=checkpoint,
+            checkpoint=checkpoint,
+        )
     train_seconds = time.perf_counter() - trained
     bundle.metadata.trained_on = (
-        "synthetic: presets " + ", ".join(f"{p}/{s}" for p, s in presets)
-        + "; randomised seeds " + ", ".join(map(str, randomised))
-    )  # fmt: skip
-    bundle.metadata.notes = "trained by benchmarks/train_default.py" + (
-        " --quick" if args.quick else ""
-    ) + (f", starting from {args.init.name}" if args.init else "")
+        "synthetic: presets "
+        + ", ".join(f"{p}/{s}" for p, s in presets)
+        + "; randomised seeds "
+        + ", ".join(map(str, randomised))
+    )
+    bundle.metadata.notes = (
+        "trained by benchmarks/train_default.py"
+        + (" --quick" if args.quick else "")
+        + (f", starting from {args.init.name}" if args.init else "")
+    )
     bundle.save(out)
     tests = [] if args.no_test else _test(bundle, args.quick, args.device)
     state = ModelBundle.load(out)
@@ -239,11 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         "test": tests,
     }
     report_path.write_text(json.dumps(report, indent=2, default=str))
-    print(f"bundle {out} ({out.stat().st_size / 1e6:.2f} MB, {state.n_parameters():,} parameters), "
-          f"trained in {train_seconds / 60:.1f} min; report {report_path}")  # fmt: skip
+    print(
+        f"bundle {out} ({out.stat().st_size / 1e6:.2f} MB, {state.n_parameters():,} parameters), "
+        f"trained in {train_seconds / 60:.1f} min; report {report_path}"
+    )
     event = state.metadata.history[-1]
-    print(f"validation: detection F1 {event['f1']:.3f}, "
-          f"link accuracy {event['link_accuracy']:.3f}, threshold {event['threshold']:.2f}")
+    print(
+        f"validation: detection F1 {event['f1']:.3f}, "
+        f"link accuracy {event['link_accuracy']:.3f}, threshold {event['threshold']:.2f}"
+    )
     if tests:
         keys = ("det_f1", "link_f1", "div_f1", "tra")
         print("test " + " ".join(f"{k:>8}" for k in keys))

@@ -64,8 +64,10 @@ REFINED_DIVISION_THRESHOLDS = (0.1, 0.15, 0.2, 0.3)
 def _validation():
     presets = train_default.VAL_PRESETS + EXTRA_VALIDATION
     configs = [dataclasses.replace(PRESETS[p], seed=s) for p, s in presets]
-    configs += [sample_config(s, dataclasses.replace(PRESETS["default"], seed=s))
-                for s in train_default.VAL_RANDOMISED]  # fmt: skip
+    configs += [
+        sample_config(s, dataclasses.replace(PRESETS["default"], seed=s))
+        for s in train_default.VAL_RANDOMISED
+    ]
     return [(c, generate(c)) for c in configs]
 
 
@@ -73,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("-o", "--out", type=Path)
-    parser.add_argument("--refinement-only", action="store_true",
-                        help="stage 2 only: tune division refinement and the division "
-                             "threshold, keep the bundle's other thresholds")  # fmt: skip
+    parser.add_argument(
+        "--refinement-only",
+        action="store_true",
+        help="stage 2 only: tune division refinement and the division "
+        "threshold, keep the bundle's other thresholds",
+    )
     args = parser.parse_args(argv)
     bundle = ModelBundle.load(args.bundle)
     base = bundle.thresholds
@@ -84,19 +89,30 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         _tune_refinement(bundle, series)
         bundle.save(args.out or args.bundle)
-        print(f"refinement {bundle.thresholds.division_refinement}, division threshold "
-              f"{bundle.thresholds.link.division_threshold} in "
-              f"{time.perf_counter() - started:.0f} s -> {args.out or args.bundle}")  # fmt: skip
+        print(
+            f"refinement {bundle.thresholds.division_refinement}, division threshold "
+            f"{bundle.thresholds.link.division_threshold} in "
+            f"{time.perf_counter() - started:.0f} s -> {args.out or args.bundle}"
+        )
         return 0
     merge_scorer, link_scorer = bundle.candidate_scorer("merge"), bundle.candidate_scorer("link")
     results = []
     started = time.perf_counter()
     for nms, foreground in itertools.product(NMS, FOREGROUND_THRESHOLDS):
-        detection = dataclasses.replace(base.detection, nms_radius_factor=nms,
-                                        foreground_threshold=foreground,
-                                        threshold=min(DETECTION_THRESHOLDS))  # fmt: skip
-        raw = [list(predict_sequence(s.images, bundle, z_ratio=c.z_ratio, device="cpu",
-                                     detection=detection)) for c, s in series]  # fmt: skip
+        detection = dataclasses.replace(
+            base.detection,
+            nms_radius_factor=nms,
+            foreground_threshold=foreground,
+            threshold=min(DETECTION_THRESHOLDS),
+        )
+        raw = [
+            list(
+                predict_sequence(
+                    s.images, bundle, z_ratio=c.z_ratio, device="cpu", detection=detection
+                )
+            )
+            for c, s in series
+        ]
         for det_threshold, radius, threshold, division in itertools.product(
             DETECTION_THRESHOLDS, MERGE_RADII, MERGE_THRESHOLDS, DIVISION_THRESHOLDS
         ):
@@ -110,40 +126,61 @@ def main(argv: list[str] | None = None) -> int:
                 s = evaluate(graph, seq.graph, z_ratio=config.z_ratio)
                 f1.append((s.det_f1, s.link_f1, s.div_f1))
             mean = np.mean(f1, axis=0)
-            results.append((float(mean.mean()), det_threshold, foreground, nms, radius, threshold,
-                            division, mean))  # fmt: skip
-            print(f"detection {det_threshold} foreground {foreground} nms {nms} merge r {radius} "
-                  f"p {threshold} div "
-                  f"{division}: det {mean[0]:.3f} link {mean[1]:.3f} div {mean[2]:.3f}",
-                  flush=True)  # fmt: skip
+            results.append(
+                (
+                    float(mean.mean()),
+                    det_threshold,
+                    foreground,
+                    nms,
+                    radius,
+                    threshold,
+                    division,
+                    mean,
+                )
+            )
+            print(
+                f"detection {det_threshold} foreground {foreground} nms {nms} merge r {radius} "
+                f"p {threshold} div "
+                f"{division}: det {mean[0]:.3f} link {mean[1]:.3f} div {mean[2]:.3f}",
+                flush=True,
+            )
     best = max(results, key=lambda r: r[0])
     _, det_threshold, foreground, nms, radius, threshold, division, mean = best
     bundle.thresholds = dataclasses.replace(
         base,
-        detection=dataclasses.replace(base.detection, nms_radius_factor=nms,
-                                      foreground_threshold=foreground,
-                                      threshold=det_threshold),  # fmt: skip
+        detection=dataclasses.replace(
+            base.detection,
+            nms_radius_factor=nms,
+            foreground_threshold=foreground,
+            threshold=det_threshold,
+        ),
         merge=dataclasses.replace(base.merge, max_distance_radii=radius, threshold=threshold),
         link=dataclasses.replace(base.link, division_threshold=division),
     )
     bundle.metadata.record(
-        "tune_thresholds", detection_threshold=det_threshold, foreground_threshold=foreground,
+        "tune_thresholds",
+        detection_threshold=det_threshold,
+        foreground_threshold=foreground,
         nms_radius_factor=nms,
         merge_max_distance_radii=radius,
-        merge_threshold=threshold, division_threshold=division,
-        validation_det_f1=round(float(mean[0]), 4), validation_link_f1=round(float(mean[1]), 4),
+        merge_threshold=threshold,
+        division_threshold=division,
+        validation_det_f1=round(float(mean[0]), 4),
+        validation_link_f1=round(float(mean[1]), 4),
         validation_div_f1=round(float(mean[2]), 4),
-    )  # fmt: skip
+    )
     _tune_refinement(bundle, series)
     out = args.out or args.bundle
     bundle.save(out)
-    print(f"best on validation: detection {det_threshold}, foreground {foreground}, nms {nms}, "
-          f"merge radius {radius}, "
-          f"merge p {threshold}, division "
-          f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}); refinement "
-          f"{bundle.thresholds.division_refinement}, division threshold "
-          f"{bundle.thresholds.link.division_threshold}; in "
-          f"{time.perf_counter() - started:.0f} s -> {out}")  # fmt: skip
+    print(
+        f"best on validation: detection {det_threshold}, foreground {foreground}, nms {nms}, "
+        f"merge radius {radius}, "
+        f"merge p {threshold}, division "
+        f"{division} (det {mean[0]:.3f}, link {mean[1]:.3f}, div {mean[2]:.3f}); refinement "
+        f"{bundle.thresholds.division_refinement}, division threshold "
+        f"{bundle.thresholds.link.division_threshold}; in "
+        f"{time.perf_counter() - started:.0f} s -> {out}"
+    )
     return 0
 
 
@@ -166,27 +203,38 @@ def _tune_refinement(bundle: ModelBundle, series: list) -> None:
         thresholds = dataclasses.replace(chosen, **changes)
         bundle.thresholds = thresholds
         mean = _pipeline_scores(bundle, series)
-        print(f"refine {thresholds.division_refinement} division "
-              f"{thresholds.link.division_threshold}: det {mean[0]:.3f} link {mean[1]:.3f} "
-              f"div {mean[2]:.3f}", flush=True)  # fmt: skip
+        print(
+            f"refine {thresholds.division_refinement} division "
+            f"{thresholds.link.division_threshold}: det {mean[0]:.3f} link {mean[1]:.3f} "
+            f"div {mean[2]:.3f}",
+            flush=True,
+        )
         return float(mean.mean()), thresholds
 
     refinement = chosen.division_refinement
     options = [trial(division_refinement=dataclasses.replace(refinement, enabled=False))]
-    options += [trial(division_refinement=dataclasses.replace(refinement, enabled=True,
-                                                              scale=scale, reach=reach))
-                for scale, reach in itertools.product(REFINE_SCALES, REFINE_REACHES)]  # fmt: skip
+    options += [
+        trial(
+            division_refinement=dataclasses.replace(
+                refinement, enabled=True, scale=scale, reach=reach
+            )
+        )
+        for scale, reach in itertools.product(REFINE_SCALES, REFINE_REACHES)
+    ]
     chosen = max(options, key=lambda o: o[0])[1]
-    options = [trial(link=dataclasses.replace(chosen.link, division_threshold=division))
-               for division in REFINED_DIVISION_THRESHOLDS]  # fmt: skip
+    options = [
+        trial(link=dataclasses.replace(chosen.link, division_threshold=division))
+        for division in REFINED_DIVISION_THRESHOLDS
+    ]
     chosen = max(options, key=lambda o: o[0])[1]
     bundle.thresholds = chosen
     bundle.metadata.record(
-        "tune_refinement", refine_enabled=chosen.division_refinement.enabled,
+        "tune_refinement",
+        refine_enabled=chosen.division_refinement.enabled,
         refine_scale=chosen.division_refinement.scale,
         refine_reach=chosen.division_refinement.reach,
         division_threshold=chosen.link.division_threshold,
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

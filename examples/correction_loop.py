@@ -33,14 +33,16 @@ from napari_cellect.track.matching import match_nodes
 from napari_cellect.train.finetune_config import FinetuneConfig
 
 
-def correct_from_truth(session: TrackingSession, truth: TrackGraph, frames: int,
-                       z_ratio: float) -> int:
+def correct_from_truth(
+    session: TrackingSession, truth: TrackGraph, frames: int, z_ratio: float
+) -> int:
     """Correct frames ``0 .. frames-1`` as a person would, from the ground truth: delete false
     detections, give each matched cell its true parent, approve it. Returns the edits made."""
     graph = session.graph
     matching = match_nodes(graph, truth, z_ratio=z_ratio)
-    pred_of_truth = {int(truth.ids[g]): int(graph.ids[p])
-                     for g, p in enumerate(matching.gt_to_pred) if p >= 0}
+    pred_of_truth = {
+        int(truth.ids[g]): int(graph.ids[p]) for g, p in enumerate(matching.gt_to_pred) if p >= 0
+    }
     n_edits = 0
     early = graph["t"] < frames
     false = graph.ids[early & (matching.pred_to_gt < 0)]
@@ -81,36 +83,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {step.stage}: {step.done}/{step.total}", end="\r", flush=True)
 
     # 1. open the images: the built-in synthetic example, with its ground truth
-    config = dataclasses.replace(PRESETS["default"], frames=args.frames, shape=tuple(args.size),
-                                 n_cells=args.cells, seed=args.seed)
+    config = dataclasses.replace(
+        PRESETS["default"],
+        frames=args.frames,
+        shape=tuple(args.size),
+        n_cells=args.cells,
+        seed=args.seed,
+    )
     example = generate(config)
     truth, z_ratio = example.graph, config.z_ratio
 
     # 2. track (the bundled model) and open the result as a session
-    job = tracking_job(default_tracking_function(), example.images, None,
-                       z_ratio=z_ratio, device="cpu", tile=None, should_stop=lambda: False)
+    job = tracking_job(
+        default_tracking_function(),
+        example.images,
+        None,
+        z_ratio=z_ratio,
+        device="cpu",
+        tile=None,
+        should_stop=lambda: False,
+    )
     output = run_to_end(job, report)
-    session = TrackingSession.from_tracking(output, z_ratio=z_ratio, name="example",
-                                            journal_folder=out / "example.cellect-journal")
+    session = TrackingSession.from_tracking(
+        output, z_ratio=z_ratio, name="example", journal_folder=out / "example.cellect-journal"
+    )
     before = evaluate(session.graph, truth, z_ratio=z_ratio)
-    print(f"tracked: {len(session.graph)} cells; link F1 {before.link_f1:.3f}, "
-          f"TRA {before.tra:.3f}")
+    print(
+        f"tracked: {len(session.graph)} cells; link F1 {before.link_f1:.3f}, TRA {before.tra:.3f}"
+    )
 
     # 3. correct the first frames (undoable edits, autosaved in the journal)
     n = correct_from_truth(session, truth, args.corrected, z_ratio)
-    print(f"corrected frames 0-{args.corrected - 1}: {n} edits; corrections "
-          f"{session.corrections().counts()}")
+    print(
+        f"corrected frames 0-{args.corrected - 1}: {n} edits; corrections "
+        f"{session.corrections().counts()}"
+    )
 
     # 4. fine-tune on the corrections, 5. re-link keeping the approved work
-    result = run_to_end(session.iter_finetune(FinetuneConfig(epochs=args.epochs, seed=args.seed)),
-                        report)
+    result = run_to_end(
+        session.iter_finetune(FinetuneConfig(epochs=args.epochs, seed=args.seed)), report
+    )
     print("\n".join(result.report.lines()))
     kept = session.keep_finetune(result)  # the guard's choice; a person may discard it instead
     tuned = session.model if kept else result.bundle
     print(f"fine-tuned: {tuned.metadata.name}" if kept else "the guard adopted nothing")
     relinked = run_to_end(session.iter_relink(), report)
-    print(f"re-linked: {len(relinked.changed)} link(s) made, {len(relinked.removed)} removed "
-          "(one undoable edit)")
+    print(
+        f"re-linked: {len(relinked.changed)} link(s) made, {len(relinked.removed)} removed "
+        "(one undoable edit)"
+    )
 
     # 6. export, 7. score against the ground truth
     csv, _ = session.export("csv", out / "tracks.csv")
@@ -118,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     tuned.save(out / "tuned.pt")
     after = evaluate(session.graph, truth, z_ratio=z_ratio)
     print(f"wrote {csv}, {ctc} and {out / 'tuned.pt'}" + (f" ({note})" if note else ""))
-    print(f"scores: link F1 {before.link_f1:.3f} -> {after.link_f1:.3f}, "
-          f"TRA {before.tra:.3f} -> {after.tra:.3f}")
+    print(
+        f"scores: link F1 {before.link_f1:.3f} -> {after.link_f1:.3f}, "
+        f"TRA {before.tra:.3f} -> {after.tra:.3f}"
+    )
     session.close()
     return 0
 

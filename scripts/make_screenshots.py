@@ -82,8 +82,9 @@ def main() -> None:
     viewer.dims.set_point(1, z_slice * controller.session.geometry.scale[0])
     viewer.reset_view()
 
-    docked = {name: viewer.window.add_plugin_dock_widget("napari-cellect", name)[1]
-              for name in WIDGETS}
+    docked = {
+        name: viewer.window.add_plugin_dock_widget("napari-cellect", name)[1] for name in WIDGETS
+    }
     _process()
 
     def shoot(name: str, widget=None) -> None:
@@ -125,9 +126,11 @@ def main() -> None:
     _correct(controller)
     if controller.session.detections:
         finetune.fine_tune()  # then re-links (the box is checked)
-        while finetune.running or (finetune.relink_after.isChecked() and
-                                   finetune.relink_command is None and
-                                   "failed" not in finetune.message_label.text()):
+        while finetune.running or (
+            finetune.relink_after.isChecked()
+            and finetune.relink_command is None
+            and "failed" not in finetune.message_label.text()
+        ):
             _process(0.2)
     finetune.update_counts()
     shoot("finetune_widget", finetune)

@@ -30,8 +30,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def is_gui_test(item: pytest.Item) -> bool:
-    return (item.get_closest_marker("gui") is not None
-            or bool(GUI_FIXTURES & set(getattr(item, "fixturenames", ()))))
+    return item.get_closest_marker("gui") is not None or bool(
+        GUI_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
 
 
 def qt_display_problem() -> str | None:
@@ -41,15 +42,22 @@ def qt_display_problem() -> str | None:
     is tried in a child process, after pytest-xvfb has started its virtual display (if any).
     """
     try:
-        probe = subprocess.run([sys.executable, "-c", _QT_PROBE], capture_output=True,
-                               text=True, timeout=120, env=os.environ.copy())
+        probe = subprocess.run(
+            [sys.executable, "-c", _QT_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+        )
     except subprocess.TimeoutExpired:
         return "Qt did not start within 120 s"
     if probe.returncode == 0:
         return None
     lines = [line for line in probe.stderr.splitlines() if line.strip()]
-    detail = next((line for line in lines if "qt.qpa" in line or "display" in line.lower()),
-                  lines[-1] if lines else f"exit code {probe.returncode}")
+    detail = next(
+        (line for line in lines if "qt.qpa" in line or "display" in line.lower()),
+        lines[-1] if lines else f"exit code {probe.returncode}",
+    )
     return f"Qt cannot open a display ({detail.strip()[:160]})"
 
 
@@ -64,10 +72,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problem is None:
         return
     if os.environ.get(REQUIRE_GUI_ENV):
-        raise pytest.UsageError(f"{problem}; {REQUIRE_GUI_ENV} is set, so GUI tests may not be "
-                                "skipped")
-    reason = (f"{problem}. To run the GUI tests, install Xvfb and Qt's X libraries "
-              "(as root: bash scripts/install-gui-deps.sh) or run where a screen is attached")
+        raise pytest.UsageError(
+            f"{problem}; {REQUIRE_GUI_ENV} is set, so GUI tests may not be skipped"
+        )
+    reason = (
+        f"{problem}. To run the GUI tests, install Xvfb and Qt's X libraries "
+        "(as root: bash scripts/install-gui-deps.sh) or run where a screen is attached"
+    )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"SKIPPING {len(gui)} GUI tests: {reason}", yellow=True, bold=True)

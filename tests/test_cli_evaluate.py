@@ -13,10 +13,14 @@ from napari_cellect.evaluate import HEADLINE_KEYS
 
 #: one cell dividing at t1 and one plain track, in our minimal CSV columns
 GT_ROWS = [
-    (0, 0, 2.0, 10.0, 10.0, -1), (1, 1, 2.0, 10.0, 10.0, 0),
-    (2, 2, 2.0, 0.0, 10.0, 1), (3, 2, 2.0, 20.0, 10.0, 1),
-    (10, 0, 4.0, 80.0, 80.0, -1), (11, 1, 4.0, 80.0, 80.0, 10), (12, 2, 4.0, 80.0, 80.0, 11),
-]  # fmt: skip
+    (0, 0, 2.0, 10.0, 10.0, -1),
+    (1, 1, 2.0, 10.0, 10.0, 0),
+    (2, 2, 2.0, 0.0, 10.0, 1),
+    (3, 2, 2.0, 20.0, 10.0, 1),
+    (10, 0, 4.0, 80.0, 80.0, -1),
+    (11, 1, 4.0, 80.0, 80.0, 10),
+    (12, 2, 4.0, 80.0, 80.0, 11),
+]
 COLUMNS = ["id", "t", "z", "y", "x", "parent_id"]
 
 
@@ -37,9 +41,19 @@ def test_identical_csvs_score_one_with_exactly_the_headline_keys(tmp_path, capsy
     scores = run_json(capsys, str(pred), str(gt))
     assert list(scores) == list(HEADLINE_KEYS)
     assert set(scores) == {
-        "det_precision", "det_recall", "det_f1", "link_precision", "link_recall", "link_f1",
-        "div_precision", "div_recall", "div_f1", "tra", "n_gt", "n_pred",
-    }  # fmt: skip
+        "det_precision",
+        "det_recall",
+        "det_f1",
+        "link_precision",
+        "link_recall",
+        "link_f1",
+        "div_precision",
+        "div_recall",
+        "div_f1",
+        "tra",
+        "n_gt",
+        "n_pred",
+    }
     assert all(scores[k] == 1.0 for k in HEADLINE_KEYS[:-2])
     assert scores["n_gt"] == scores["n_pred"] == len(GT_ROWS)
 

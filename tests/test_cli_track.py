@@ -41,8 +41,9 @@ def images(tmp_path) -> Path:
 
 
 def track(images: Path, weights: Path, out: Path, *extra: str) -> int:
-    return main(["track", str(images), "-o", str(out), "--weights", str(weights), "--device",
-                 "cpu", *extra])  # fmt: skip
+    return main(
+        ["track", str(images), "-o", str(out), "--weights", str(weights), "--device", "cpu", *extra]
+    )
 
 
 def fingerprints(cache: Path) -> dict[str, tuple[str, int]]:
@@ -61,8 +62,7 @@ def assert_inside(graph, shape: tuple[int, int, int]) -> None:
         assert values.min() >= -0.5 and values.max() <= size - 0.5, axis
 
 
-def test_tracks_with_and_without_a_cell_radius_lie_in_the_image(images, weights, tmp_path,
-                                                                caplog):  # fmt: skip
+def test_tracks_with_and_without_a_cell_radius_lie_in_the_image(images, weights, tmp_path, caplog):
     plain, resized = tmp_path / "plain.csv", tmp_path / "resized.csv"
     with caplog.at_level(logging.INFO, logger="napari_cellect.infer.predict"):
         assert track(images, weights, plain, "--cell-radius", "none") == 0
@@ -81,8 +81,11 @@ def test_by_default_the_nucleus_radius_is_estimated_logged_and_the_frames_resize
     --cell-radius the estimate says so, how to override it, and the frames are halved."""
     with caplog.at_level(logging.INFO):
         assert track(images, weights, tmp_path / "t.csv") == 0
-    estimate = [r for r in caplog.records if "nucleus radius" in r.getMessage()
-                and r.name == "napari_cellect.infer.radius_estimate"]  # fmt: skip
+    estimate = [
+        r
+        for r in caplog.records
+        if "nucleus radius" in r.getMessage() and r.name == "napari_cellect.infer.radius_estimate"
+    ]
     assert len(estimate) == 1 and "--cell-radius" in estimate[0].getMessage()
     radius = float(estimate[0].getMessage().split("nucleus radius ")[1].split(" px")[0])
     assert 5.0 <= radius <= 7.5
@@ -143,8 +146,12 @@ def fake_finetune(seen: list):
 
     def finetune(bundle, corrections, detections, **kwargs):
         seen.append(detections)
-        report = GuardReport("nothing", CorrectionScores(), CorrectionScores(),
-                             thresholds={"division threshold": (0.5, 0.4)})
+        report = GuardReport(
+            "nothing",
+            CorrectionScores(),
+            CorrectionScores(),
+            thresholds={"division threshold": (0.5, 0.4)},
+        )
         return FinetuneResult(bundle, bundle, report)
         yield  # a generator, as the real one
 
@@ -165,11 +172,13 @@ def test_a_cache_made_at_another_radius_is_not_reused(images, weights, tmp_path)
     assert all(other[name][0] != first[name][0] for name in first)  # predicted again
     assert track(images, weights, out, "--cache", str(cache)) == 0
     assert {fp for fp, _ in fingerprints(cache).values()}.isdisjoint(
-        {fp for fp, _ in first.values()} | {fp for fp, _ in other.values()})
+        {fp for fp, _ in first.values()} | {fp for fp, _ in other.values()}
+    )
 
 
-def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, tmp_path,
-                                                               monkeypatch, caplog):  # fmt: skip
+def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(
+    images, weights, tmp_path, monkeypatch, caplog
+):
     """``cellect finetune --cell-radius R`` finds what ``cellect track --cell-radius R`` cached;
     at another radius it predicts (resized) frames of its own."""
     import napari_cellect._cli.finetune as finetune_cli
@@ -183,8 +192,21 @@ def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, 
     df.to_csv(tracks, index=False)
     seen: list[list] = []
     monkeypatch.setattr(finetune_cli, "iter_guarded_finetune", fake_finetune(seen))
-    common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
-              str(weights), "--cache", str(cache), "--device", "cpu", "--epochs", "1"]  # fmt: skip
+    common = [
+        "finetune",
+        "--tracks",
+        str(tracks),
+        "--images",
+        str(images),
+        "--weights",
+        str(weights),
+        "--cache",
+        str(cache),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+    ]
     assert main([*common, "-o", str(tmp_path / "a.pt"), "--cell-radius", "6"]) == 0
     assert fingerprints(cache) == cached  # nothing predicted, nothing rewritten
     graph = read_tracks(tracks)
@@ -202,8 +224,9 @@ def test_finetune_reuses_the_cache_of_a_run_at_the_same_radius(images, weights, 
     assert done.value.code == 2
 
 
-def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, tmp_path,
-                                                                monkeypatch):  # fmt: skip
+def test_finetune_finds_the_cache_track_left_beside_the_tracks(
+    images, weights, tmp_path, monkeypatch
+):
     """Neither command is told where the cache is: ``cellect track`` keeps it beside its CSV,
     ``cellect finetune --tracks`` that CSV reads it and predicts nothing."""
     import napari_cellect._cli.finetune as finetune_cli
@@ -218,9 +241,26 @@ def test_finetune_finds_the_cache_track_left_beside_the_tracks(images, weights, 
     df.to_csv(tracks, index=False)
     seen: list = []
     monkeypatch.setattr(finetune_cli, "iter_guarded_finetune", fake_finetune(seen))
-    assert main(["finetune", "--tracks", str(tracks), "--images", str(images), "--weights",
-                 str(weights), "--device", "cpu", "--epochs", "1",
-                 "-o", str(tmp_path / "tuned.pt")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "finetune",
+                "--tracks",
+                str(tracks),
+                "--images",
+                str(images),
+                "--weights",
+                str(weights),
+                "--device",
+                "cpu",
+                "--epochs",
+                "1",
+                "-o",
+                str(tmp_path / "tuned.pt"),
+            ]
+        )
+        == 0
+    )
     assert seen and fingerprints(cache) == cached  # read, nothing predicted or rewritten
     assert not images.with_name(images.name + ".cellect-cache").exists()
 
@@ -233,8 +273,13 @@ def test_zarr_in_masks_out_frame_by_frame(images, weights, tmp_path):
     from napari_cellect.data.images import open_sequence
 
     series = open_sequence(images).data
-    source = zarr.open_array(str(tmp_path / "series.zarr"), mode="w", shape=series.shape,
-                             chunks=(1, 4, 32, 32), dtype=series.dtype)  # fmt: skip
+    source = zarr.open_array(
+        str(tmp_path / "series.zarr"),
+        mode="w",
+        shape=series.shape,
+        chunks=(1, 4, 32, 32),
+        dtype=series.dtype,
+    )
     source[:] = np.asarray(series)
     out, masks = tmp_path / "tracks.csv", tmp_path / "masks.zarr"
     assert track(tmp_path / "series.zarr", weights, out, "--labels", str(masks)) == 0

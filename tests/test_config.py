@@ -132,6 +132,9 @@ def test_each_settings_class_is_imported_from_the_module_that_defines_it():
         for path in (SRC.parents[1] / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.module:
-                    wrong += [f"{path}: {a.name} from {node.module}" for a in node.names
-                              if a.name in homes and homes[a.name] != node.module]  # fmt: skip
+                    wrong += [
+                        f"{path}: {a.name} from {node.module}"
+                        for a in node.names
+                        if a.name in homes and homes[a.name] != node.module
+                    ]
     assert not wrong, "import each setting from its own module:\n" + "\n".join(wrong)

@@ -27,15 +27,36 @@ def test_correction_loop_runs_without_qt(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
     probe = subprocess.run([sys.executable, "-c", "import qtpy"], env=env, capture_output=True)
     assert probe.returncode != 0  # the block works
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "correction_loop.py"), "--out", str(out),
-         "--frames", "5", "--size", "12", "64", "64", "--cells", "8", "--corrected", "3",
-         "--epochs", "3"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "correction_loop.py"),
+            "--out",
+            str(out),
+            "--frames",
+            "5",
+            "--size",
+            "12",
+            "64",
+            "64",
+            "--cells",
+            "8",
+            "--corrected",
+            "3",
+            "--epochs",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "re-linked:" in done.stdout and "scores: link F1" in done.stdout

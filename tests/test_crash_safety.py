@@ -71,8 +71,13 @@ def run_and_kill(script: str, args: list[str], rng: random.Random, most: float) 
     """Start ``script``, wait for its "ready", SIGKILL it after a random time up to ``most``
     seconds; the last number it printed (what it had finished), 0 for none."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert child.stdout is not None
         first = child.stdout.readline()
@@ -140,8 +145,15 @@ def dataset(tmp_path_factory):
 
     from napari_cellect.data.synthetic import PRESETS, write_synthetic
 
-    config = dataclasses.replace(PRESETS["default"], frames=3, shape=(4, 32, 32), n_cells=4,
-                                 radius_range=(4.0, 5.0), z_ratio=2.0, seed=3)
+    config = dataclasses.replace(
+        PRESETS["default"],
+        frames=3,
+        shape=(4, 32, 32),
+        n_cells=4,
+        radius_range=(4.0, 5.0),
+        z_ratio=2.0,
+        seed=3,
+    )
     return write_synthetic(tmp_path_factory.mktemp("synth") / "data", config)
 
 
@@ -150,7 +162,8 @@ def weights(tmp_path_factory):
     from napari_cellect.model.bundle import ModelBundle
 
     return ModelBundle.random(preset="small", seed=0).save(
-        tmp_path_factory.mktemp("model") / "model.pt")
+        tmp_path_factory.mktemp("model") / "model.pt"
+    )
 
 
 def interrupt_after(monkeypatch, module, name: str, calls: int) -> None:
@@ -168,18 +181,32 @@ def interrupt_after(monkeypatch, module, name: str, calls: int) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
-def test_cancelled_tracking_leaves_earlier_results_untouched(dataset, weights, tmp_path,
-                                                             monkeypatch, capsys):
+def test_cancelled_tracking_leaves_earlier_results_untouched(
+    dataset, weights, tmp_path, monkeypatch, capsys
+):
     from napari_cellect.cli import main
     from napari_cellect.infer import predict
 
     out, cache = tmp_path / "tracks.csv", tmp_path / "cache"
-    argv = ["track", str(dataset.root / "images"), "-o", str(out), "--weights", str(weights),
-            "--device", "cpu", "--cache", str(cache), "--ctc", str(tmp_path / "ctc")]
+    argv = [
+        "track",
+        str(dataset.root / "images"),
+        "-o",
+        str(out),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--cache",
+        str(cache),
+        "--ctc",
+        str(tmp_path / "ctc"),
+    ]
     assert main(argv) == 0
     before = snapshot(tmp_path)
     for stale in cache.glob("t*.npz"):  # the next run must predict again, then is cancelled
@@ -194,16 +221,37 @@ def test_cancelled_tracking_leaves_earlier_results_untouched(dataset, weights, t
     assert not [name for name in after if TEMP_PREFIX in name]
 
 
-def test_cancelled_training_leaves_the_model_and_checkpoint_untouched(dataset, weights,
-                                                                      tmp_path, monkeypatch):
+def test_cancelled_training_leaves_the_model_and_checkpoint_untouched(
+    dataset, weights, tmp_path, monkeypatch
+):
     from napari_cellect.cli import main
     from napari_cellect.train import fit
 
     out = tmp_path / "model.pt"
-    argv = ["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-            "-o", str(out), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1",
-            "--crop", "4", "32", "32", "--device", "cpu", "--val-frames", "0",
-            "--calibration-frames", "0"]
+    argv = [
+        "train",
+        str(dataset.root / "images"),
+        "--annotations",
+        str(dataset.tracks),
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "1",
+        "--crop",
+        "4",
+        "32",
+        "32",
+        "--device",
+        "cpu",
+        "--val-frames",
+        "0",
+        "--calibration-frames",
+        "0",
+    ]
     assert main(argv) == 0
     before = snapshot(tmp_path)
     interrupt_after(monkeypatch, fit.Trainer, "train_step", 2)
@@ -211,8 +259,7 @@ def test_cancelled_training_leaves_the_model_and_checkpoint_untouched(dataset, w
     assert snapshot(tmp_path) == before
 
 
-def test_cancelled_finetuning_leaves_the_models_untouched(dataset, weights, tmp_path,
-                                                          monkeypatch):
+def test_cancelled_finetuning_leaves_the_models_untouched(dataset, weights, tmp_path, monkeypatch):
     import pandas as pd
 
     from napari_cellect.cli import main
@@ -227,9 +274,28 @@ def test_cancelled_finetuning_leaves_the_models_untouched(dataset, weights, tmp_
     before = snapshot(tmp_path)
     model_before = weights.read_bytes()
     interrupt_after(monkeypatch, finetune_module, "_train_phase", 1)
-    assert main(["finetune", "--tracks", str(tracks), "--images", str(dataset.root / "images"),
-                 "--weights", str(weights), "-o", str(previous), "--device", "cpu",
-                 "--epochs", "2", "--cache", str(tmp_path / "cache")]) == 130
+    assert (
+        main(
+            [
+                "finetune",
+                "--tracks",
+                str(tracks),
+                "--images",
+                str(dataset.root / "images"),
+                "--weights",
+                str(weights),
+                "-o",
+                str(previous),
+                "--device",
+                "cpu",
+                "--epochs",
+                "2",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 130
+    )
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("cache")} == before
     assert weights.read_bytes() == model_before

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.fixture(scope="module")
 def series():
-    config = dataclasses.replace(PRESETS["default"], frames=4, shape=(24, 96, 96), n_cells=12,
-                                 seed=11)  # fmt: skip
+    config = dataclasses.replace(
+        PRESETS["default"], frames=4, shape=(24, 96, 96), n_cells=12, seed=11
+    )
     return config, generate(config)
 
 
@@ -44,9 +45,18 @@ def test_default_model_tracks_alike_on_cuda_and_cpu(series):
 def test_training_on_cuda_with_workers_returns_a_cpu_bundle(series):
     config, seq = series
     train = [(seq.images, seq.graph, config.z_ratio)]
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, warmup_steps=0, device="cuda",
-                      workers=2, sampling=SamplingConfig(crop=(16, 64, 64)), validation_frames=1,
-                      validation_crops=1, calibration_frames=1)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=4,
+        warmup_steps=0,
+        device="cuda",
+        workers=2,
+        sampling=SamplingConfig(crop=(16, 64, 64)),
+        validation_frames=1,
+        validation_crops=1,
+        calibration_frames=1,
+    )
     losses = []
     bundle = fit(train, train, cfg, progress=lambda p: losses.append(p.losses.get("total")))
     steps = [value for value in losses if value is not None]

@@ -53,9 +53,13 @@ def lineage(n_roots: int, n_frames: int, p_divide: float, seed: int) -> TrackGra
         alive = new
     pos_arr = np.array(pos)
     return TrackGraph.from_arrays(
-        id=np.array(ids), t=np.array(ts), z=pos_arr[:, 0], y=pos_arr[:, 1], x=pos_arr[:, 2],
+        id=np.array(ids),
+        t=np.array(ts),
+        z=pos_arr[:, 0],
+        y=pos_arr[:, 1],
+        x=pos_arr[:, 2],
         parent_id=np.array(parents),
-    )  # fmt: skip
+    )
 
 
 def with_columns(g: TrackGraph, **columns: np.ndarray) -> TrackGraph:
@@ -255,19 +259,34 @@ def test_anisotropy_z_ratio_matters_for_matching():
 def _hand_case() -> tuple[TrackGraph, TrackGraph]:
     """GT: track a (4 frames) and track b dividing at t1; prediction misses a2, links a1 -> a3
     across the gap, forgets the edge to one daughter and adds one false detection."""
-    gt = graph([
-        (0, 0, 0, 0, 0, -1), (1, 1, 0, 0, 0, 0), (2, 2, 0, 0, 0, 1), (3, 3, 0, 0, 0, 2),
-        (10, 0, 0, 100, 0, -1), (11, 1, 0, 100, 0, 10),
-        (12, 2, 0, 90, 0, 11), (13, 2, 0, 110, 0, 11),
-        (14, 3, 0, 90, 0, 12), (15, 3, 0, 110, 0, 13),
-    ])  # fmt: skip
-    pred = graph([
-        (0, 0, 0, 0, 1, -1), (1, 1, 0, 0, 1, 0), (3, 3, 0, 0, 1, 1),
-        (10, 0, 0, 100, 1, -1), (11, 1, 0, 100, 1, 10),
-        (12, 2, 0, 90, 1, 11), (13, 2, 0, 110, 1, -1),
-        (14, 3, 0, 90, 1, 12), (15, 3, 0, 110, 1, 13),
-        (20, 1, 0, 500, 0, -1),
-    ])  # fmt: skip
+    gt = graph(
+        [
+            (0, 0, 0, 0, 0, -1),
+            (1, 1, 0, 0, 0, 0),
+            (2, 2, 0, 0, 0, 1),
+            (3, 3, 0, 0, 0, 2),
+            (10, 0, 0, 100, 0, -1),
+            (11, 1, 0, 100, 0, 10),
+            (12, 2, 0, 90, 0, 11),
+            (13, 2, 0, 110, 0, 11),
+            (14, 3, 0, 90, 0, 12),
+            (15, 3, 0, 110, 0, 13),
+        ]
+    )
+    pred = graph(
+        [
+            (0, 0, 0, 0, 1, -1),
+            (1, 1, 0, 0, 1, 0),
+            (3, 3, 0, 0, 1, 1),
+            (10, 0, 0, 100, 1, -1),
+            (11, 1, 0, 100, 1, 10),
+            (12, 2, 0, 90, 1, 11),
+            (13, 2, 0, 110, 1, -1),
+            (14, 3, 0, 90, 1, 12),
+            (15, 3, 0, 110, 1, 13),
+            (20, 1, 0, 500, 0, -1),
+        ]
+    )
     return pred, gt
 
 
@@ -386,14 +405,24 @@ def test_shifted_division_needs_daughters_in_distinct_branches():
 
 def test_exact_division_with_wrong_daughters_is_not_found():
     # the prediction divides at the right node but one daughter edge goes to a far-away cell
-    gt = graph([
-        (1, 0, 0, 50, 50, -1), (2, 1, 0, 40, 50, 1), (3, 1, 0, 60, 50, 1),
-        (4, 0, 0, 300, 50, -1), (5, 1, 0, 300, 50, 4),
-    ])  # fmt: skip
-    pred = graph([
-        (1, 0, 0, 50, 50, -1), (2, 1, 0, 40, 50, 1), (3, 1, 0, 60, 50, -1),
-        (4, 0, 0, 300, 50, -1), (5, 1, 0, 300, 50, 1),
-    ])  # fmt: skip
+    gt = graph(
+        [
+            (1, 0, 0, 50, 50, -1),
+            (2, 1, 0, 40, 50, 1),
+            (3, 1, 0, 60, 50, 1),
+            (4, 0, 0, 300, 50, -1),
+            (5, 1, 0, 300, 50, 4),
+        ]
+    )
+    pred = graph(
+        [
+            (1, 0, 0, 50, 50, -1),
+            (2, 1, 0, 40, 50, 1),
+            (3, 1, 0, 60, 50, -1),
+            (4, 0, 0, 300, 50, -1),
+            (5, 1, 0, 300, 50, 1),
+        ]
+    )
     s = evaluate(pred, gt, max_dist=3.0)
     assert (s.div_tp, s.div_fp, s.div_fn, s.div_wrong_children) == (0, 1, 1, 1)
 
@@ -548,11 +577,13 @@ def test_tra_and_divisions_agree_with_traccuracy_on_the_same_matching():
         ours = evaluate(pred, gt, max_dist=max_dist, z_ratio=z_ratio, division_tolerance=1)
         pairs = _our_pairs(pred, gt, max_dist, z_ratio)
         ctc, div, _ = _traccuracy_scores(pred, gt, max_dist, z_ratio, mapping=pairs)
-        print(f"{name}: ours TRA {ours.tra:.6f} DET {ours.det:.6f} LNK {ours.lnk:.6f} "
-              f"div P/R/F1 {ours.div_precision:.4f}/{ours.div_recall:.4f}/{ours.div_f1:.4f}; "
-              f"traccuracy TRA {ctc['TRA']:.6f} DET {ctc['DET']:.6f} LNK {ctc['LNK']:.6f} "
-              f"div P/R/F1 {div['Division Precision']:.4f}/{div['Division Recall']:.4f}/"
-              f"{div['Division F1']:.4f}")  # fmt: skip
+        print(
+            f"{name}: ours TRA {ours.tra:.6f} DET {ours.det:.6f} LNK {ours.lnk:.6f} "
+            f"div P/R/F1 {ours.div_precision:.4f}/{ours.div_recall:.4f}/{ours.div_f1:.4f}; "
+            f"traccuracy TRA {ctc['TRA']:.6f} DET {ctc['DET']:.6f} LNK {ctc['LNK']:.6f} "
+            f"div P/R/F1 {div['Division Precision']:.4f}/{div['Division Recall']:.4f}/"
+            f"{div['Division F1']:.4f}"
+        )
         assert ours.aogm == pytest.approx(ctc["AOGM"]), name
         assert (ours.aogm_fn_nodes, ours.aogm_fp_nodes, ours.aogm_ns_nodes) == (
             ctc["fn_nodes"],
@@ -588,8 +619,10 @@ def test_matching_is_at_least_as_good_as_traccuracy_point_matcher():
         our_cost = _matching_cost(pred, gt, ours, max_dist, z_ratio)
         their_cost = _matching_cost(pred, gt, theirs, max_dist, z_ratio)
         tra = evaluate(pred, gt, max_dist=max_dist, z_ratio=z_ratio).tra
-        print(f"{name}: {len(ours)} vs traccuracy {len(theirs)} matches, cost {our_cost:.3f} vs "
-              f"{their_cost:.3f}; TRA {tra:.6f} vs {ctc['TRA']:.6f}")  # fmt: skip
+        print(
+            f"{name}: {len(ours)} vs traccuracy {len(theirs)} matches, cost {our_cost:.3f} vs "
+            f"{their_cost:.3f}; TRA {tra:.6f} vs {ctc['TRA']:.6f}"
+        )
         assert len(ours) >= len(theirs), name
         assert our_cost <= their_cost + 1e-9, name
         if name not in ("jitter+drop", "shifted divisions"):

@@ -29,8 +29,18 @@ from napari_cellect.evaluate import evaluate  # noqa: E402
 
 
 def _sparse(shape, z_ratio=1.0, seed=3) -> Lineage:
-    return simulate(MotionConfig(shape=shape, frames=6, radius=6.0, z_ratio=z_ratio, n_cells=5,
-                                 max_cells=10, cycle_frames=4.0, seed=seed))  # fmt: skip
+    return simulate(
+        MotionConfig(
+            shape=shape,
+            frames=6,
+            radius=6.0,
+            z_ratio=z_ratio,
+            n_cells=5,
+            max_cells=10,
+            cycle_frames=4.0,
+            seed=seed,
+        )
+    )
 
 
 @pytest.mark.parametrize(("shape", "z_ratio"), [((1, 80, 80), 1.0), ((10, 64, 64), 3.0)])
@@ -78,8 +88,9 @@ def test_renderer_is_seeded_and_every_look_differs():
 
 def test_real_lineage_is_scaled_to_the_case_radius_and_cropped(monkeypatch):
     # a stand-in for a real lineage (isotropic pixels), nuclei of radius 10 at ~3 radii spacing
-    source = simulate(MotionConfig(shape=(1, 300, 300), frames=8, radius=10.0, n_cells=60,
-                                   max_cells=120, seed=9))  # fmt: skip
+    source = simulate(
+        MotionConfig(shape=(1, 300, 300), frames=8, radius=10.0, n_cells=60, max_cells=120, seed=9)
+    )
     monkeypatch.setattr(cases_module, "load_lineage", lambda name: source)
     case = Case("hela-2d-r4", "test", "hela", 1401, radius=4.0, size=96, frames=6, start=0)
     truth = cases_module._real_lineage(case, (1, 96, 96))
@@ -103,6 +114,7 @@ def test_validation_and_test_parts_share_no_data():
 def test_renderer_is_independent_of_the_training_generator():
     """The point of this benchmark: it shares no code with ``data/synthetic`` (and training
     never uses it)."""
+
     def imports(path: Path) -> str:
         return "\n".join(re.findall(r"^\s*(?:from|import)\s.*$", path.read_text(), re.MULTILINE))
 

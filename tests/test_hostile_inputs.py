@@ -48,8 +48,13 @@ def truncated(path: Path) -> Path:
 
 def huge_header(path: Path) -> Path:
     """A header claiming 4 frames of 8000 x 8000 pixels (512 MB) in a 20 kB file."""
-    tifffile.imwrite(path, shape=(4, 8000, 8000), dtype=np.uint16, photometric="minisblack",
-                     metadata={"axes": "TYX"})
+    tifffile.imwrite(
+        path,
+        shape=(4, 8000, 8000),
+        dtype=np.uint16,
+        photometric="minisblack",
+        metadata={"axes": "TYX"},
+    )
     with open(path, "rb") as handle:
         head = handle.read(20_000)
     path.unlink()
@@ -70,15 +75,25 @@ BAD_IMAGES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "empty file": (lambda p: (p.write_bytes(b""), p)[1], "not a readable TIFF"),
     "not a TIFF": (lambda p: (p.write_text("id,t\n1,2\n"), p)[1], "not a readable TIFF"),
     "truncated": (truncated, "damaged or truncated"),
-    "header claims huge sizes": (huge_header, r"pixel data up to byte 512,000,\d+, but the file "
-                                              r"has 20,000 bytes"),
-    "3D without axes": (lambda p: (tifffile.imwrite(p, movie()[0]), p)[1],
-                        "Pass --axes TYX .a 2D time series. or --axes ZYX"),
-    "5D without axes": (lambda p: (tifffile.imwrite(p, movie()[None].repeat(2, 0),
-                                                    metadata={"axes": "QQQYX"}), p)[1],
-                        r"found 5 dimensions .* Pass --axes TZYX"),
-    "two channels": (lambda p: imagej(p, movie()[:, :, None].repeat(2, 2), "TZCYX"),
-                     "has 2 channels"),
+    "header claims huge sizes": (
+        huge_header,
+        r"pixel data up to byte 512,000,\d+, but the file "
+        r"has 20,000 bytes",
+    ),
+    "3D without axes": (
+        lambda p: (tifffile.imwrite(p, movie()[0]), p)[1],
+        "Pass --axes TYX .a 2D time series. or --axes ZYX",
+    ),
+    "5D without axes": (
+        lambda p: (tifffile.imwrite(p, movie()[None].repeat(2, 0), metadata={"axes": "QQQYX"}), p)[
+            1
+        ],
+        r"found 5 dimensions .* Pass --axes TZYX",
+    ),
+    "two channels": (
+        lambda p: imagej(p, movie()[:, :, None].repeat(2, 2), "TZCYX"),
+        "has 2 channels",
+    ),
     "folder of mixed shapes": (mixed_shapes, r"shape \(6, 32, 32\) of t0.tif, found \(6, 32, 30\)"),
     "folder without TIFFs": (lambda p: (p.mkdir(), p)[1], "found none"),
 }
@@ -87,7 +102,8 @@ BAD_IMAGES: dict[str, tuple[Callable[[Path], Path], str]] = {
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     return ModelBundle.random(preset="small", seed=0).save(
-        tmp_path_factory.mktemp("model") / "model.pt")
+        tmp_path_factory.mktemp("model") / "model.pt"
+    )
 
 
 def cellect(capsys, *argv: str) -> tuple[int, str]:
@@ -113,8 +129,9 @@ def test_bad_images_get_one_clear_line_from_cellect_track(case, tmp_path, capsys
     make, message = BAD_IMAGES[case]
     path = make(tmp_path / ("input" if "folder" in case else "input.tif"))
     out = tmp_path / "tracks.csv"
-    code, err = cellect(capsys, "track", str(path), "-o", str(out), "--weights", str(weights),
-                        "--device", "cpu")
+    code, err = cellect(
+        capsys, "track", str(path), "-o", str(out), "--weights", str(weights), "--device", "cpu"
+    )
     assert code == 2
     assert_one_line_error(err, "track", message)
     assert str(path.name) in err
@@ -133,8 +150,10 @@ ODD_IMAGES: dict[str, tuple[Callable[[Path], Path], int]] = {
     "one frame": (lambda p: imagej(p, movie()[:1]), 1),
     "a single 2D image": (lambda p: (tifffile.imwrite(p, movie()[0, 0]), p)[1], 1),
     "NaN everywhere": (lambda p: imagej(p, np.full(SHAPE, np.nan, np.float32)), 2),
-    "infinite voxels": (lambda p: imagej(p, np.where(movie() > 900, np.inf, movie())
-                                         .astype(np.float32)), 2),
+    "infinite voxels": (
+        lambda p: imagej(p, np.where(movie() > 900, np.inf, movie()).astype(np.float32)),
+        2,
+    ),
     "negative floats": (lambda p: imagej(p, movie(np.float32) - 500), 2),
     "negative int16": (lambda p: imagej(p, movie(np.int16) - 500), 2),
 }
@@ -148,8 +167,9 @@ def test_odd_but_usable_images_are_tracked(case, tmp_path, capsys, caplog, weigh
     path = make(folder / "embryon été.tif")
     assert len(open_sequence(path)) == frames
     out = folder / "pistes sortie.csv"
-    code, err = cellect(capsys, "track", str(path), "-o", str(out), "--weights", str(weights),
-                        "--device", "cpu")
+    code, err = cellect(
+        capsys, "track", str(path), "-o", str(out), "--weights", str(weights), "--device", "cpu"
+    )
     assert code == 0, err
     graph = read_tracks(out)
     assert set(np.unique(graph["t"])) <= set(range(frames))
@@ -164,34 +184,49 @@ def test_odd_but_usable_images_are_tracked(case, tmp_path, capsys, caplog, weigh
 BAD_CSVS: dict[str, tuple[str | bytes, str]] = {
     "empty": ("", "the file is empty"),
     "missing column": ("id,t,z,y,parent_id\n1,0,0,0,-1\n", "line 1: missing column.s. x"),
-    "duplicated column": ("id,t,z,y,x,parent_id,x\n1,0,0,0,0,-1,5\n",
-                          "line 1: column.s. x appear more than once"),
-    "non-numeric value": (HEADER + "1,0,0,abc,0,-1\n", "line 2: column 'y': expected a number, "
-                                                        "found 'abc'"),
+    "duplicated column": (
+        "id,t,z,y,x,parent_id,x\n1,0,0,0,0,-1,5\n",
+        "line 1: column.s. x appear more than once",
+    ),
+    "non-numeric value": (
+        HEADER + "1,0,0,abc,0,-1\n",
+        "line 2: column 'y': expected a number, found 'abc'",
+    ),
     "infinite position": (HEADER + "1,0,0,inf,0,-1\n", "line 2: column 'y': expected a finite"),
     "empty position": (HEADER + "1,0,0,0\n", "line 2: column 'x': expected a number, found ''"),
-    "row longer than the header": (HEADER + "1,0,0,0,0,-1,7,8\n",
-                                   "line 2: expected at most 6 fields per row .* found 8"),
+    "row longer than the header": (
+        HEADER + "1,0,0,0,0,-1,7,8\n",
+        "line 2: expected at most 6 fields per row .* found 8",
+    ),
     "negative frame": (HEADER + "1,-1,0,0,0,-1\n", "line 2: column 't': expected a frame index"),
     "fractional id": (HEADER + "1.5,0,0,0,0,-1\n", "line 2: column 'id': expected a whole number"),
-    "id beyond 2**53": (HEADER + "99999999999999999999,0,0,0,0,-1\n",
-                        r"line 2: column 'id': expected a whole number of at most 2\*\*53"),
+    "id beyond 2**53": (
+        HEADER + "99999999999999999999,0,0,0,0,-1\n",
+        r"line 2: column 'id': expected a whole number of at most 2\*\*53",
+    ),
     "negative id": (HEADER + "-5,0,0,0,0,-1\n", "node ids must be >= 0"),
     "duplicated id": (HEADER + "1,0,0,0,0,-1\n1,1,0,0,0,-1\n", "line 3: id 1 is used twice"),
     "missing parent": (HEADER + "1,1,0,0,0,7\n", "line 2: parent 7 of id 1 does not exist"),
-    "parent forward in time": (HEADER + "1,0,0,0,0,2\n2,1,0,0,0,-1\n",
-                               r"line 2: parent 2 \(frame 1\) of id 1 \(frame 0\) is not in an "
-                               "earlier frame"),
-    "parent in the same frame": (HEADER + "1,0,0,0,0,-1\n2,0,0,0,0,1\n",
-                                 "line 3: parent 1 .frame 0. of id 2 .frame 0. is not in an "
-                                 "earlier"),
+    "parent forward in time": (
+        HEADER + "1,0,0,0,0,2\n2,1,0,0,0,-1\n",
+        r"line 2: parent 2 \(frame 1\) of id 1 \(frame 0\) is not in an "
+        "earlier frame",
+    ),
+    "parent in the same frame": (
+        HEADER + "1,0,0,0,0,-1\n2,0,0,0,0,1\n",
+        "line 3: parent 1 .frame 0. of id 2 .frame 0. is not in an earlier",
+    ),
     "own parent": (HEADER + "1,0,0,0,0,1\n", "line 2: parent 1 .frame 0. of id 1"),
     "cycle": (HEADER + "1,0,0,0,0,2\n2,1,0,0,0,1\n", "line 2: parent 2 .frame 1. of id 1"),
-    "three children": (HEADER + "1,0,0,0,0,-1\n2,1,0,0,0,1\n3,1,0,0,0,1\n4,1,0,0,0,1\n",
-                       "line 2: id 1 has 3 children .at most 2.* lines 3, 4, 5"),
+    "three children": (
+        HEADER + "1,0,0,0,0,-1\n2,1,0,0,0,1\n3,1,0,0,0,1\n4,1,0,0,0,1\n",
+        "line 2: id 1 has 3 children .at most 2.* lines 3, 4, 5",
+    ),
     "unclosed quote": (HEADER + '"1,0,0,0,0,-1\n', "cannot parse the table"),
-    "Latin-1 bytes": (HEADER.encode() + b"1,0,0,0,0,-1\n2,1,0,\xe9,0,1\n",
-                      "line 3: expected UTF-8 text, found the byte 0xe9"),
+    "Latin-1 bytes": (
+        HEADER.encode() + b"1,0,0,0,0,-1\n2,1,0,\xe9,0,1\n",
+        "line 3: expected UTF-8 text, found the byte 0xe9",
+    ),
     "binary junk": (bytes(range(256)) * 4, "expected UTF-8 text"),
 }
 
@@ -213,8 +248,10 @@ def test_bad_csvs_name_the_file_and_line(case, tmp_path):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["duplicated column", "row longer than the header",
-                                  "three children", "Latin-1 bytes", "cycle"])
+@pytest.mark.parametrize(
+    "case",
+    ["duplicated column", "row longer than the header", "three children", "Latin-1 bytes", "cycle"],
+)
 def test_bad_csvs_get_one_clear_line_from_cellect_evaluate(case, tmp_path, capsys):
     content, message = BAD_CSVS[case]
     bad = write(tmp_path / "bad tracks é.csv", content)
@@ -225,8 +262,10 @@ def test_bad_csvs_get_one_clear_line_from_cellect_evaluate(case, tmp_path, capsy
 
 
 def test_extra_columns_numeric_kept_text_dropped(tmp_path):
-    path = write(tmp_path / "tracks.csv", HEADER.strip() + ",note,quality\n"
-                 "1,0,0,0,0,-1,first,0.5\n2,1,0,1,1,1,second,0.7\n")
+    path = write(
+        tmp_path / "tracks.csv",
+        HEADER.strip() + ",note,quality\n1,0,0,0,0,-1,first,0.5\n2,1,0,1,1,1,second,0.7\n",
+    )
     graph = read_tracks(path)
     assert list(graph.parent_of(2) for _ in [0]) == [1]
     assert np.allclose(graph["quality"], [0.5, 0.7])
@@ -250,8 +289,17 @@ def test_a_malicious_pickle_as_model_is_refused_and_never_run(tmp_path, capsys):
     torch.save({"format": "napari-cellect-bundle", "payload": _Payload()}, model)
     marker = Path("/tmp/cellect-was-pwned")
     marker.unlink(missing_ok=True)
-    code, err = cellect(capsys, "track", str(tmp_path), "-o", str(tmp_path / "t.csv"),
-                        "--weights", str(model), "--device", "cpu")
+    code, err = cellect(
+        capsys,
+        "track",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "t.csv"),
+        "--weights",
+        str(model),
+        "--device",
+        "cpu",
+    )
     assert code == 2
     assert_one_line_error(err, "track", "objects other than tensors and plain values")
     assert not marker.exists()
@@ -259,17 +307,30 @@ def test_a_malicious_pickle_as_model_is_refused_and_never_run(tmp_path, capsys):
         torch.load(model, weights_only=True)
 
 
-def test_a_model_from_a_newer_napari_cellect_is_refused_naming_both_versions(tmp_path, capsys,
-                                                                             weights):
+def test_a_model_from_a_newer_napari_cellect_is_refused_naming_both_versions(
+    tmp_path, capsys, weights
+):
     data = torch.load(weights, weights_only=True)
     data.update(version=7, written_by="napari-cellect 3.2.0")
     newer = tmp_path / "newer.pt"
     torch.save(data, newer)
-    code, err = cellect(capsys, "track", str(tmp_path), "-o", str(tmp_path / "t.csv"),
-                        "--weights", str(newer), "--device", "cpu")
+    code, err = cellect(
+        capsys,
+        "track",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "t.csv"),
+        "--weights",
+        str(newer),
+        "--device",
+        "cpu",
+    )
     assert code == 2
     import napari_cellect
 
     assert_one_line_error(
-        err, "track", rf"bundle version 7; napari-cellect {napari_cellect.__version__} reads "
-                      r"bundle version\(s\) \[1\]; it was written by napari-cellect 3\.2\.0")
+        err,
+        "track",
+        rf"bundle version 7; napari-cellect {napari_cellect.__version__} reads "
+        r"bundle version\(s\) \[1\]; it was written by napari-cellect 3\.2\.0",
+    )

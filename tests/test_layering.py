@@ -43,7 +43,9 @@ def test_data_and_track_import_no_torch():
 def test_the_session_is_core():
     """The interactive loop (session, corrections, jobs) runs without napari or Qt."""
     modules = _core_modules(("napari_cellect.session",))
-    assert {"napari_cellect.session.tracking_session", "napari_cellect.session.jobs"} <= set(modules)
+    assert {"napari_cellect.session.tracking_session", "napari_cellect.session.jobs"} <= set(
+        modules
+    )
     assert _imported_after(modules, GUI) == []
 
 

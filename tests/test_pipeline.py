@@ -72,9 +72,24 @@ def test_cli_track_end_to_end_scored_by_evaluate(bundle, tmp_path, capsys):
     write_synthetic(tmp_path / "embryo", config)
     weights = bundle.save(tmp_path / "model.pt")
     out = tmp_path / "tracks.csv"
-    code = main(["track", str(tmp_path / "embryo" / "images"), "-o", str(out), "--weights",
-                 str(weights), "--labels", str(tmp_path / "labels.tif"), "--ctc", str(tmp_path / "ctc"),
-                 "--geff", str(tmp_path / "tracks.geff"), "--cache", str(tmp_path / "cache")])  # fmt: skip
+    code = main(
+        [
+            "track",
+            str(tmp_path / "embryo" / "images"),
+            "-o",
+            str(out),
+            "--weights",
+            str(weights),
+            "--labels",
+            str(tmp_path / "labels.tif"),
+            "--ctc",
+            str(tmp_path / "ctc"),
+            "--geff",
+            str(tmp_path / "tracks.geff"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     graph = read_tracks(out)
     labels = tifffile.imread(tmp_path / "labels.tif")
@@ -94,7 +109,19 @@ def test_cli_track_keep_approved_keeps_the_approved_links(bundle, tmp_path):
     write_synthetic(tmp_path / "embryo", config)
     weights = bundle.save(tmp_path / "model.pt")
     first = tmp_path / "first.csv"
-    assert main(["track", str(tmp_path / "embryo" / "images"), "-o", str(first), "--weights", str(weights)]) == 0
+    assert (
+        main(
+            [
+                "track",
+                str(tmp_path / "embryo" / "images"),
+                "-o",
+                str(first),
+                "--weights",
+                str(weights),
+            ]
+        )
+        == 0
+    )
     graph = read_tracks(first)
     linked = np.flatnonzero(graph["parent_id"] >= 0)
     assert len(linked), "the random model should link something in 3 frames"
@@ -105,8 +132,21 @@ def test_cli_track_keep_approved_keeps_the_approved_links(bundle, tmp_path):
     df.loc[df["id"] == approved_child, "approved"] = 1
     df.to_csv(tmp_path / "corrected.csv", index=False)
     again = tmp_path / "again.csv"
-    assert main(["track", str(tmp_path / "embryo" / "images"), "-o", str(again), "--weights",
-                 str(weights), "--keep-approved", str(tmp_path / "corrected.csv")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "track",
+                str(tmp_path / "embryo" / "images"),
+                "-o",
+                str(again),
+                "--weights",
+                str(weights),
+                "--keep-approved",
+                str(tmp_path / "corrected.csv"),
+            ]
+        )
+        == 0
+    )
     relinked = read_tracks(again)
     assert relinked.parent_of(approved_child) == graph.parent_of(approved_child)
     assert "changed" in pd.read_csv(again).columns
@@ -115,10 +155,31 @@ def test_cli_track_keep_approved_keeps_the_approved_links(bundle, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["track", "{tmp}/missing", "-o", "{tmp}/t.csv", "--weights", "{w}"], "no such file or folder"),
-        (["track", "{tmp}/embryo/images", "-o", "{tmp}/t.csv", "--weights", "{tmp}/nope.pt"], "not found"),
-        (["track", "{tmp}/embryo/images", "-o", "{tmp}/t.csv", "--weights", "{w}", "--device", "cuda"], "CUDA"),
-        (["track", "{tmp}/embryo/images", "-o", "{tmp}/no/t.csv", "--weights", "{w}"], "does not exist"),
+        (
+            ["track", "{tmp}/missing", "-o", "{tmp}/t.csv", "--weights", "{w}"],
+            "no such file or folder",
+        ),
+        (
+            ["track", "{tmp}/embryo/images", "-o", "{tmp}/t.csv", "--weights", "{tmp}/nope.pt"],
+            "not found",
+        ),
+        (
+            [
+                "track",
+                "{tmp}/embryo/images",
+                "-o",
+                "{tmp}/t.csv",
+                "--weights",
+                "{w}",
+                "--device",
+                "cuda",
+            ],
+            "CUDA",
+        ),
+        (
+            ["track", "{tmp}/embryo/images", "-o", "{tmp}/no/t.csv", "--weights", "{w}"],
+            "does not exist",
+        ),
     ],
 )
 def test_cli_track_bad_input_exits_2_with_one_line(bundle, tmp_path, capsys, args, message):

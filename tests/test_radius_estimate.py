@@ -19,17 +19,26 @@ REFERENCE = 5.6
 
 
 def drawn_blobs(
-    radius: float, *, depth: int = 1, z_ratio: float = 1.0, side: int = 192, spacing: float = 3.0,
-    elongation: float = 1.5, irregular: float = 0.15, contrast: float = 400.0,
-    noise: float = 10.0, seed: int = 0,
-) -> tuple[np.ndarray, float]:  # fmt: skip
+    radius: float,
+    *,
+    depth: int = 1,
+    z_ratio: float = 1.0,
+    side: int = 192,
+    spacing: float = 3.0,
+    elongation: float = 1.5,
+    irregular: float = 0.15,
+    contrast: float = 400.0,
+    noise: float = 10.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
     """One (Z, Y, X) frame of elongated, irregular blobs (xy area that of a disk of each blob's
     radius) on a jittered grid ``spacing`` radii apart, blurred (xy 1 px, z 2 px physical), on a
     background gradient with Gaussian noise; and the median radius."""
     rng = np.random.default_rng(seed)
     image = np.zeros((depth, side, side), np.float32)
-    zz, yy, xx = np.meshgrid(np.arange(depth) * z_ratio, np.arange(side), np.arange(side),
-                             indexing="ij")  # fmt: skip
+    zz, yy, xx = np.meshgrid(
+        np.arange(depth) * z_ratio, np.arange(side), np.arange(side), indexing="ij"
+    )
     step = spacing * radius
     radii = []
     for cy in np.arange(step / 2, side, step):
@@ -53,8 +62,9 @@ def drawn_blobs(
 
 
 def synthetic(radius: float, **changes) -> tuple[np.ndarray, float, float]:
-    config = dataclasses.replace(PRESETS["default"], frames=2, seed=305,
-                                 radius_range=(radius * 0.9, radius * 1.1), **changes)  # fmt: skip
+    config = dataclasses.replace(
+        PRESETS["default"], frames=2, seed=305, radius_range=(radius * 0.9, radius * 1.1), **changes
+    )
     sequence = generate(config)
     return sequence.images, float(np.median(sequence.graph["radius"])), config.z_ratio
 
@@ -70,8 +80,9 @@ def test_drawn_2d_blobs_from_small_to_large(radius):
     assert_close(estimate_radius(frame[None]), truth)
 
 
-@pytest.mark.parametrize(("depth", "z_ratio", "radius"), [(32, 1.0, 4.0), (16, 4.0, 10.0),
-                                                          (6, 10.0, 8.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("depth", "z_ratio", "radius"), [(32, 1.0, 4.0), (16, 4.0, 10.0), (6, 10.0, 8.0)]
+)
 def test_drawn_3d_blobs_anisotropic(depth, z_ratio, radius):
     frame, truth = drawn_blobs(radius, depth=depth, z_ratio=z_ratio, side=128, elongation=1.3)
     assert_close(estimate_radius(frame[None], z_ratio), truth)
@@ -87,12 +98,15 @@ def test_crowded_blobs_that_touch():
     assert_close(estimate_radius(frame[None]), truth)
 
 
-@pytest.mark.parametrize(("radius", "changes"), [
-    (3.0, dict(shape=(1, 128, 128), n_cells=60)),
-    (12.0, dict(shape=(1, 256, 256), n_cells=25)),
-    (12.0, dict(shape=(12, 160, 160), z_ratio=5.0, n_cells=15)),
-    (6.0, dict(shape=(24, 96, 96), z_ratio=2.0, n_cells=60, preset_dense=True)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("radius", "changes"),
+    [
+        (3.0, dict(shape=(1, 128, 128), n_cells=60)),
+        (12.0, dict(shape=(1, 256, 256), n_cells=25)),
+        (12.0, dict(shape=(12, 160, 160), z_ratio=5.0, n_cells=15)),
+        (6.0, dict(shape=(24, 96, 96), z_ratio=2.0, n_cells=60, preset_dense=True)),
+    ],
+)
 def test_synthetic_sequences(radius, changes):
     changes = dict(changes)
     if changes.pop("preset_dense", False):
@@ -110,7 +124,8 @@ def bad_frames() -> dict[str, np.ndarray]:
         "noise": rng.normal(100, 10, (1, 256, 256)),
         "noise 3d": rng.normal(100, 10, (16, 96, 96)),
         "saturated": np.full((1, 256, 256), 65535.0),
-        "one huge object": ndimage.gaussian_filter(huge, 1.0)[None] + rng.normal(0, 10, (1, 256, 256)),
+        "one huge object": ndimage.gaussian_filter(huge, 1.0)[None]
+        + rng.normal(0, 10, (1, 256, 256)),
     }
 
 

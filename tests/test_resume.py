@@ -30,8 +30,9 @@ N_FRAMES = 10
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    config = dataclasses.replace(PRESETS["default"], frames=N_FRAMES, shape=(8, 64, 64),
-                                 n_cells=6, seed=11)  # fmt: skip
+    config = dataclasses.replace(
+        PRESETS["default"], frames=N_FRAMES, shape=(8, 64, 64), n_cells=6, seed=11
+    )
     return write_synthetic(tmp_path_factory.mktemp("resume") / "embryo", config).root / "images"
 
 
@@ -72,9 +73,12 @@ def test_a_run_killed_halfway_finishes_on_restart_and_redoes_only_what_was_not_d
     out = tmp_path / "tracks.csv"
     cache = tmp_path / "tracks.csv.cellect-cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "napari_cellect.cli", "track", str(images),
-                             "-o", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_cellect.cli", "track", str(images), "-o", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while len(_cached(cache)) < N_FRAMES // 2 and proc.poll() is None:
@@ -96,8 +100,13 @@ def test_a_stopped_run_resumes_in_process(images, bundle, reference, unet_runs, 
     seq = open_sequence(images)
     cache = tmp_path / "cache"
     with pytest.raises(Cancelled):
-        track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache,
-                     should_stop=lambda: len(unet_runs) >= 4)  # fmt: skip
+        track_images(
+            seq,
+            bundle,
+            z_ratio=seq.z_ratio,
+            cache_dir=cache,
+            should_stop=lambda: len(unet_runs) >= 4,
+        )
     assert sorted(unet_runs) == [0, 1, 2, 3] and _cached(cache) == {0, 1, 2, 3}
     result = track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache)
     assert sorted(unet_runs) == list(range(N_FRAMES))
@@ -112,14 +121,21 @@ def test_a_resumed_run_gives_the_same_instance_masks(images, bundle, unet_runs, 
     track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache)  # detections only
     del unet_runs[:]
     with pytest.raises(Cancelled):  # masks wanted now: frames cached without one run again
-        track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache, keep_foreground=True,
-                     should_stop=lambda: len(unet_runs) >= 3)  # fmt: skip
+        track_images(
+            seq,
+            bundle,
+            z_ratio=seq.z_ratio,
+            cache_dir=cache,
+            keep_foreground=True,
+            should_stop=lambda: len(unet_runs) >= 3,
+        )
     assert sorted(unet_runs) == [0, 1, 2]
-    resumed = track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache,
-                           keep_foreground=True)  # fmt: skip
+    resumed = track_images(seq, bundle, z_ratio=seq.z_ratio, cache_dir=cache, keep_foreground=True)
     assert sorted(unet_runs) == list(range(N_FRAMES))
-    labels = [make_labeler(r.graph, r.shape, z_ratio=seq.z_ratio, foreground=r.foreground)
-              for r in (whole, resumed)]  # fmt: skip
+    labels = [
+        make_labeler(r.graph, r.shape, z_ratio=seq.z_ratio, foreground=r.foreground)
+        for r in (whole, resumed)
+    ]
     for t in range(N_FRAMES):
         np.testing.assert_array_equal(labels[0](t), labels[1](t))
 

@@ -68,12 +68,30 @@ def frame_size(radius: float, three_d: bool) -> int:
     return int(np.clip(round(k * radius / 16) * 16, lo, hi))
 
 
-def lineage_case(part: str, source: str, seed: int, radius: float, z_ratio: float = 1.0,
-                 three_d: bool = False, frames: int = 12, start: int = 0) -> Case:  # fmt: skip
+def lineage_case(
+    part: str,
+    source: str,
+    seed: int,
+    radius: float,
+    z_ratio: float = 1.0,
+    three_d: bool = False,
+    frames: int = 12,
+    start: int = 0,
+) -> Case:
     depth = math.ceil(5 * radius / z_ratio) if three_d else 1
     dims = f"3d-r{radius:g}-z{z_ratio:g}" if three_d else f"2d-r{radius:g}"
-    return Case(f"{source}-{dims}", part, source, seed, radius, z_ratio, depth,
-                frame_size(radius, three_d), frames, start)  # fmt: skip
+    return Case(
+        f"{source}-{dims}",
+        part,
+        source,
+        seed,
+        radius,
+        z_ratio,
+        depth,
+        frame_size(radius, three_d),
+        frames,
+        start,
+    )
 
 
 def cases(part: str) -> list[Case]:
@@ -83,20 +101,28 @@ def cases(part: str) -> list[Case]:
     seed = iter(SEEDS[part])
     val = part == "validation"
     out = [lineage_case(part, "sim", next(seed), r) for r in (4, 8, 14, 24)]
-    out += [lineage_case(part, "sim", next(seed), r, z, True)
-            for r, z in ((4, 1), (8, 3), (14, 6), (24, 6))]  # fmt: skip
+    out += [
+        lineage_case(part, "sim", next(seed), r, z, True)
+        for r, z in ((4, 1), (8, 3), (14, 6), (24, 6))
+    ]
     hela = 10 if val else 50
-    out += [lineage_case(part, "hela", next(seed), 8, start=hela),
-            lineage_case(part, "hela", next(seed), 14, start=hela + 12),
-            lineage_case(part, "hela", next(seed), 8, 3, True, start=hela + 24)]
+    out += [
+        lineage_case(part, "hela", next(seed), 8, start=hela),
+        lineage_case(part, "hela", next(seed), 14, start=hela + 12),
+        lineage_case(part, "hela", next(seed), 8, 3, True, start=hela + 24),
+    ]
     bact = 8 if val else 30
-    out += [lineage_case(part, "bacteria", next(seed), 4, frames=10, start=bact),
-            lineage_case(part, "bacteria", next(seed), 8, frames=10, start=bact + 8),
-            lineage_case(part, "bacteria", next(seed), 14, 6, True, frames=10, start=bact + 4)]
+    out += [
+        lineage_case(part, "bacteria", next(seed), 4, frames=10, start=bact),
+        lineage_case(part, "bacteria", next(seed), 8, frames=10, start=bact + 8),
+        lineage_case(part, "bacteria", next(seed), 14, 6, True, frames=10, start=bact + 4),
+    ]
     ce = 70 if val else 140
-    out += [lineage_case(part, "celegans", next(seed), 4, 1, True, start=ce),
-            lineage_case(part, "celegans", next(seed), 8, 3, True, start=ce + 15),
-            lineage_case(part, "celegans", next(seed), 14, 6, True, start=ce + 30)]
+    out += [
+        lineage_case(part, "celegans", next(seed), 4, 1, True, start=ce),
+        lineage_case(part, "celegans", next(seed), 8, 3, True, start=ce + 15),
+        lineage_case(part, "celegans", next(seed), 14, 6, True, start=ce + 30),
+    ]
     img = 2 if val else 12
     out += [Case(name, part, name, next(seed), frames=5, start=img) for name in IMAGES]
     check_split(out)
@@ -118,8 +144,10 @@ def check_split(selected: list[Case]) -> None:
             end = c.start + c.frames
             split = SPLIT_FRAME[c.source]
             if (c.part == "validation" and end > split) or (c.part == "test" and c.start < split):
-                raise AssertionError(f"{c.name} ({c.part}): frames {c.start}-{end - 1} cross "
-                                     f"frame {split}, where the parts meet")
+                raise AssertionError(
+                    f"{c.name} ({c.part}): frames {c.start}-{end - 1} cross "
+                    f"frame {split}, where the parts meet"
+                )
 
 
 # ---------------------------------------------------------------------------------------- build
@@ -132,9 +160,15 @@ def build(case: Case) -> Rendered:
     shape = (case.depth, case.size, case.size)
     if case.source == "sim":
         n = case.size**2 / (3.2 * case.radius) ** 2 * (1.0 if case.depth == 1 else 1.6)
-        config = MotionConfig(shape=shape, frames=case.frames, radius=case.radius,
-                              z_ratio=case.z_ratio, n_cells=int(0.55 * n) + 3,
-                              max_cells=int(1.6 * n) + 6, seed=case.seed)  # fmt: skip
+        config = MotionConfig(
+            shape=shape,
+            frames=case.frames,
+            radius=case.radius,
+            z_ratio=case.z_ratio,
+            n_cells=int(0.55 * n) + 3,
+            max_cells=int(1.6 * n) + 6,
+            seed=case.seed,
+        )
         truth = simulate(config)
     else:
         truth = _real_lineage(case, shape)
@@ -175,13 +209,17 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
         branch = track_ids(window)
         _, inverse = np.unique(branch, return_inverse=True)
         height = rng.normal(0.0, 0.5 * case.radius, inverse.max() + 1)[inverse]
-        pos[:, 0] = depth_phys / 2 + np.clip(height + rng.normal(0, 0.1 * case.radius, len(pos)),
-                                             -depth_phys / 3, depth_phys / 3)  # fmt: skip
+        pos[:, 0] = depth_phys / 2 + np.clip(
+            height + rng.normal(0, 0.1 * case.radius, len(pos)), -depth_phys / 3, depth_phys / 3
+        )
     extent = np.array([depth_phys, case.size, case.size], float)
     # the crop: centred near a division, the candidate holding most divisions inside wins
     mothers = np.flatnonzero(window.n_children() >= 2)
-    candidates = pos[rng.choice(mothers, min(16, len(mothers)), replace=False)] if len(
-        mothers) else pos[rng.choice(len(pos), min(16, len(pos)), replace=False)]
+    candidates = (
+        pos[rng.choice(mothers, min(16, len(mothers)), replace=False)]
+        if len(mothers)
+        else pos[rng.choice(len(pos), min(16, len(pos)), replace=False)]
+    )
     best, best_score = None, -1
     for c in candidates:
         origin = c - extent / 2
@@ -194,8 +232,15 @@ def _real_lineage(case: Case, shape: tuple[int, int, int]) -> Lineage:
     pos = pos - best
     if case.depth == 1:
         pos[:, 0] = 0.0
-    cropped = Lineage(id=window.id, t=window.t, z=pos[:, 0] / case.z_ratio, y=pos[:, 1],
-                      x=pos[:, 2], radius=radius, parent=window.parent)  # fmt: skip
+    cropped = Lineage(
+        id=window.id,
+        t=window.t,
+        z=pos[:, 0] / case.z_ratio,
+        y=pos[:, 1],
+        x=pos[:, 2],
+        radius=radius,
+        parent=window.parent,
+    )
     keep = np.all((cropped.positions >= 0) & (cropped.positions < np.array(shape) - 0.5), axis=1)
     return cropped.take(keep)
 
@@ -210,18 +255,28 @@ def _real_images(case: Case) -> Rendered:
     images, masks = images[window], masks[window]
     if images.shape[1] == 1:  # 2D: a centred crop of 320 x 320 keeps a run short
         y0, x0 = (images.shape[2] - 320) // 2, (images.shape[3] - 320) // 2
-        images = images[:, :, y0:y0 + 320, x0:x0 + 320]
-        masks = masks[:, :, y0:y0 + 320, x0:x0 + 320]
+        images = images[:, :, y0 : y0 + 320, x0 : x0 + 320]
+        masks = masks[:, :, y0 : y0 + 320, x0 : x0 + 320]
     rows = []
     next_id = 0
     for t, frame in enumerate(masks):
         _, centres, counts = label_centroids(frame)
-        r = (np.sqrt(counts / np.pi) if frame.shape[0] == 1
-             else np.cbrt(3 * counts * z_ratio / (4 * np.pi)))  # fmt: skip
+        r = (
+            np.sqrt(counts / np.pi)
+            if frame.shape[0] == 1
+            else np.cbrt(3 * counts * z_ratio / (4 * np.pi))
+        )
         for c, rad in zip(centres, r, strict=True):
             rows.append((next_id, t, *c, rad))
             next_id += 1
     a = np.array(rows, float)
-    truth = Lineage(id=a[:, 0].astype(np.int64), t=a[:, 1].astype(np.int64), z=a[:, 2],
-                    y=a[:, 3], x=a[:, 4], radius=a[:, 5], parent=np.full(len(a), -1))
+    truth = Lineage(
+        id=a[:, 0].astype(np.int64),
+        t=a[:, 1].astype(np.int64),
+        z=a[:, 2],
+        y=a[:, 3],
+        x=a[:, 4],
+        radius=a[:, 5],
+        parent=np.full(len(a), -1),
+    )
     return Rendered(np.ascontiguousarray(images), truth, z_ratio, float(np.median(truth.radius)))

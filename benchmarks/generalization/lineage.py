@@ -48,8 +48,9 @@ class Lineage:
     def n_children(self) -> np.ndarray:
         """Number of children of each row."""
         order = np.argsort(self.id)
-        counts = np.bincount(np.searchsorted(self.id[order], self.parent[self.parent >= 0]),
-                             minlength=len(self))  # fmt: skip
+        counts = np.bincount(
+            np.searchsorted(self.id[order], self.parent[self.parent >= 0]), minlength=len(self)
+        )
         out = np.empty(len(self), dtype=np.int64)
         out[order] = counts
         return out
@@ -59,31 +60,54 @@ class Lineage:
 
     def to_graph(self) -> TrackGraph:
         return TrackGraph.from_arrays(
-            id=self.id, t=self.t, z=self.z, y=self.y, x=self.x, parent_id=self.parent,
+            id=self.id,
+            t=self.t,
+            z=self.z,
+            y=self.y,
+            x=self.x,
+            parent_id=self.parent,
             radius=self.radius.astype(np.float32),
-        )  # fmt: skip
+        )
 
     def write_csv(self, path: str | Path) -> None:
         """Our CSV (``id,t,z,y,x,parent_id,radius``), readable by ``cellect evaluate``."""
         header = "id,t,z,y,x,parent_id,radius"
         rows = np.column_stack([self.id, self.t, self.z, self.y, self.x, self.parent, self.radius])
-        np.savetxt(path, rows, delimiter=",", header=header, comments="",
-                   fmt=["%d", "%d", "%.3f", "%.3f", "%.3f", "%d", "%.3f"])  # fmt: skip
+        np.savetxt(
+            path,
+            rows,
+            delimiter=",",
+            header=header,
+            comments="",
+            fmt=["%d", "%d", "%.3f", "%.3f", "%.3f", "%d", "%.3f"],
+        )
 
     @classmethod
     def read_csv(cls, path: str | Path) -> Lineage:
         data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
         ints = data[:, [0, 1, 5]].astype(np.int64)
-        return cls(id=ints[:, 0], t=ints[:, 1], z=data[:, 2], y=data[:, 3], x=data[:, 4],
-                   radius=data[:, 6], parent=ints[:, 2])  # fmt: skip
+        return cls(
+            id=ints[:, 0],
+            t=ints[:, 1],
+            z=data[:, 2],
+            y=data[:, 3],
+            x=data[:, 4],
+            radius=data[:, 6],
+            parent=ints[:, 2],
+        )
 
     @classmethod
     def from_graph(cls, graph: TrackGraph) -> Lineage:
         radius = graph["radius"] if "radius" in graph.columns else np.full(len(graph), np.nan)
-        return cls(id=graph["id"].astype(np.int64), t=graph["t"].astype(np.int64),
-                   z=graph["z"].astype(float), y=graph["y"].astype(float),
-                   x=graph["x"].astype(float), radius=np.asarray(radius, dtype=float),
-                   parent=graph["parent_id"].astype(np.int64))  # fmt: skip
+        return cls(
+            id=graph["id"].astype(np.int64),
+            t=graph["t"].astype(np.int64),
+            z=graph["z"].astype(float),
+            y=graph["y"].astype(float),
+            x=graph["x"].astype(float),
+            radius=np.asarray(radius, dtype=float),
+            parent=graph["parent_id"].astype(np.int64),
+        )
 
 
 _FIELDS = ("id", "t", "z", "y", "x", "radius", "parent")

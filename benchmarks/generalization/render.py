@@ -56,16 +56,22 @@ class RenderStyle:
     def random(cls, seed: int) -> RenderStyle:
         rng = np.random.default_rng(seed)
         return cls(
-            psf_sigma_xy=rng.uniform(0.6, 1.5), axial_factor=rng.uniform(2.0, 4.0),
-            speckle=rng.uniform(0.1, 0.4), edge=rng.uniform(0.1, 0.3),
-            irregularity=rng.uniform(0.0, 0.25), max_elongation=rng.uniform(1.2, 1.9),
-            vignetting=rng.uniform(0.1, 0.45), gradient=rng.uniform(0.0, 0.3),
-            haze=rng.uniform(0.1, 0.5), debris_per_cell=rng.uniform(0.0, 0.3),
-            bleach_to=rng.uniform(0.5, 0.95), photons=float(np.exp(rng.uniform(np.log(40),
-                                                                             np.log(600)))),
-            read_noise=rng.uniform(1.0, 8.0), offset=rng.uniform(50.0, 400.0),
+            psf_sigma_xy=rng.uniform(0.6, 1.5),
+            axial_factor=rng.uniform(2.0, 4.0),
+            speckle=rng.uniform(0.1, 0.4),
+            edge=rng.uniform(0.1, 0.3),
+            irregularity=rng.uniform(0.0, 0.25),
+            max_elongation=rng.uniform(1.2, 1.9),
+            vignetting=rng.uniform(0.1, 0.45),
+            gradient=rng.uniform(0.0, 0.3),
+            haze=rng.uniform(0.1, 0.5),
+            debris_per_cell=rng.uniform(0.0, 0.3),
+            bleach_to=rng.uniform(0.5, 0.95),
+            photons=float(np.exp(rng.uniform(np.log(40), np.log(600)))),
+            read_noise=rng.uniform(1.0, 8.0),
+            offset=rng.uniform(50.0, 400.0),
             background=rng.uniform(0.0, 0.08),
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -92,8 +98,11 @@ def _rotation(rng: np.random.Generator, dims: int) -> np.ndarray:
 
 def _draw_cell(rng: np.random.Generator, style: RenderStyle, dims: int) -> _Cell:
     e = rng.uniform(1.0, style.max_elongation)
-    axes = np.array([1 / np.sqrt(e), 1 / np.sqrt(e), e]) if dims == 3 else np.array(
-        [1.0, 1 / np.sqrt(e), np.sqrt(e)])
+    axes = (
+        np.array([1 / np.sqrt(e), 1 / np.sqrt(e), e])
+        if dims == 3
+        else np.array([1.0, 1 / np.sqrt(e), np.sqrt(e)])
+    )
     k = 3
     dirs = rng.normal(size=(k, 3))
     if dims == 2:
@@ -106,16 +115,25 @@ def _draw_cell(rng: np.random.Generator, style: RenderStyle, dims: int) -> _Cell
         offsets[:, 0] = 0
     nucleoli = np.column_stack([offsets, rng.uniform(0.15, 0.3, m)]) if m else np.zeros((0, 4))
     return _Cell(
-        rotation=_rotation(rng, dims), axes=axes, harmonics=harmonics,
+        rotation=_rotation(rng, dims),
+        axes=axes,
+        harmonics=harmonics,
         amplitude=style.irregularity * rng.uniform(0.3, 1.0),
-        brightness=float(np.clip(rng.lognormal(0.0, 0.35), 0.3, 2.0)), nucleoli=nucleoli,
-        division_look=str(rng.choice(style.division_looks)), bright_birth=bool(rng.random() < 0.5),
-    )  # fmt: skip
+        brightness=float(np.clip(rng.lognormal(0.0, 0.35), 0.3, 2.0)),
+        nucleoli=nucleoli,
+        division_look=str(rng.choice(style.division_looks)),
+        bright_birth=bool(rng.random() < 0.5),
+    )
 
 
 def _blob(
-    grid: np.ndarray, centre: np.ndarray, radius: float, cell: _Cell, style: RenderStyle,
-    axes: np.ndarray | None = None, rotation: np.ndarray | None = None,
+    grid: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    cell: _Cell,
+    style: RenderStyle,
+    axes: np.ndarray | None = None,
+    rotation: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(intensity 0..1, inside mask)`` of one nucleus on ``grid`` (..., 3) physical points."""
     rot = cell.rotation if rotation is None else rotation
@@ -233,14 +251,24 @@ def _division_parts(centre, radius, cell: _Cell, axis: np.ndarray, to_division: 
     if look == "condensed" or (look == "plate" and to_division == 1):
         return [(centre, radius * 0.8, np.array([0.9, 0.9, 1.1]), rot, 1.6, True)]
     if look == "plate":  # metaphase: a disc across the axis, thin along it
-        return [(centre, radius, np.array([1.1, 1.1, 0.4]) if dims == 3 else np.array(
-            [1.0, 1.1, 0.4]), rot, 1.8, True)]
+        return [
+            (
+                centre,
+                radius,
+                np.array([1.1, 1.1, 0.4]) if dims == 3 else np.array([1.0, 1.1, 0.4]),
+                rot,
+                1.8,
+                True,
+            )
+        ]
     # dumbbell: two lobes along the axis, joined at the centre, in the very last frame only
     if to_division == 0:
         off = axis * radius * 0.6
         lobe = np.array([0.7, 0.7, 0.7])
-        return [(centre + off, radius, lobe, rot, 1.3, True),
-                (centre - off, radius, lobe, rot, 1.3, True)]
+        return [
+            (centre + off, radius, lobe, rot, 1.3, True),
+            (centre - off, radius, lobe, rot, 1.3, True),
+        ]
     return [(centre, radius, np.array([0.85, 0.85, 1.35]), rot, 1.2, True)]
 
 
@@ -255,8 +283,7 @@ def _box(centre: np.ndarray, reach: float, shape: tuple[int, int, int], scale: n
     if np.any(hi <= lo):
         return None, None
     sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    zz, yy, xx = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)),
-                             indexing="ij")  # fmt: skip
+    zz, yy, xx = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")
     grid = np.stack([zz * scale[0], yy, xx], axis=-1).astype(np.float64)
     if shape[0] == 1:
         grid[..., 0] = centre[0]
@@ -280,8 +307,9 @@ def _camera(obj, t, n_frames, illumination, style: RenderStyle, z_ratio, rng) ->
     blurred = ndi.gaussian_filter(obj, (sz, s, s))
     wide = 8.0 * s + 6.0
     haze = ndi.gaussian_filter(obj, (0.0 if obj.shape[0] == 1 else wide / z_ratio, wide, wide))
-    signal = (blurred + style.haze * haze / max(float(haze.max()), 1e-6) * 0.5
-              + style.background) * illumination  # fmt: skip
+    signal = (
+        blurred + style.haze * haze / max(float(haze.max()), 1e-6) * 0.5 + style.background
+    ) * illumination
     bleach = style.bleach_to ** (t / max(n_frames - 1, 1))
     photons = rng.poisson(np.clip(signal * bleach * style.photons, 0, None))
     counts = photons + style.offset + rng.normal(0.0, style.read_noise, size=obj.shape)

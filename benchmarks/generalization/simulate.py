@@ -120,11 +120,18 @@ def simulate(config: MotionConfig) -> Lineage:
         keep = np.flatnonzero(inside)
         vel, rad, age, cycle, ids, target, parents = (
             [new[key][i] for i in keep]
-            for key in ("vel", "rad", "age", "cycle", "ids", "target", "parents"))
+            for key in ("vel", "rad", "age", "cycle", "ids", "target", "parents")
+        )
     cols = np.array(rows, dtype=float).reshape(-1, 7)
-    return Lineage(id=cols[:, 0].astype(np.int64), t=cols[:, 1].astype(np.int64), z=cols[:, 2],
-                   y=cols[:, 3], x=cols[:, 4], radius=cols[:, 5],
-                   parent=cols[:, 6].astype(np.int64))  # fmt: skip
+    return Lineage(
+        id=cols[:, 0].astype(np.int64),
+        t=cols[:, 1].astype(np.int64),
+        z=cols[:, 2],
+        y=cols[:, 3],
+        x=cols[:, 4],
+        radius=cols[:, 5],
+        parent=cols[:, 6].astype(np.int64),
+    )
 
 
 def _push_apart(pos: np.ndarray, rad: np.ndarray, dims: int, steps: int = 3) -> np.ndarray:

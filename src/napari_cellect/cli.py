@@ -19,15 +19,19 @@ from napari_cellect.errors import CellectError
 #: sub-command name -> (module under napari_cellect._cli, one-line summary for ``cellect --help``)
 COMMANDS = {
     "synth": ("synth", "write a synthetic 3D+t nuclei time series with ground truth"),
-    "evaluate": ("evaluate",
-                 "score tracks against ground truth (detection, links, divisions, CTC TRA)"),
+    "evaluate": (
+        "evaluate",
+        "score tracks against ground truth (detection, links, divisions, CTC TRA)",
+    ),
     "track": ("track", "track cells in a time series with a model bundle"),
     "train": ("train", "train a model bundle (U-Net + scorers) from point annotations"),
     "finetune": ("finetune", "fine-tune the link and merge scorers on corrected tracks"),
-    "import-weights": ("import_weights",
-                       "convert original CELLECT weights (U-Net, EX, EN) into a model bundle"),
+    "import-weights": (
+        "import_weights",
+        "convert original CELLECT weights (U-Net, EX, EN) into a model bundle",
+    ),
     "demo": ("demo", "track a built-in synthetic embryo and show the result"),
-}  # fmt: skip
+}
 
 
 def command_help(name: str) -> str:

@@ -58,8 +58,7 @@ class ContradictoryCorrections(CellectError, ValueError):
     ``conflicts`` holds one sentence per contradiction and ``nodes`` the node each is about
     (the child of a link), so a viewer can go there."""
 
-    def __init__(self, message: str, conflicts: tuple[str, ...] = (),
-                 nodes: tuple[int, ...] = ()):
+    def __init__(self, message: str, conflicts: tuple[str, ...] = (), nodes: tuple[int, ...] = ()):
         super().__init__(message)
         self.conflicts = tuple(conflicts)
         self.nodes = tuple(nodes)

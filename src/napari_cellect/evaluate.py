@@ -74,11 +74,19 @@ logger = logging.getLogger(__name__)
 
 #: The headline scores, in the order the CLI prints them (``cellect evaluate --json`` keys).
 HEADLINE_KEYS = (
-    "det_precision", "det_recall", "det_f1",
-    "link_precision", "link_recall", "link_f1",
-    "div_precision", "div_recall", "div_f1",
-    "tra", "n_gt", "n_pred",
-)  # fmt: skip
+    "det_precision",
+    "det_recall",
+    "det_f1",
+    "link_precision",
+    "link_recall",
+    "link_f1",
+    "div_precision",
+    "div_recall",
+    "div_f1",
+    "tra",
+    "n_gt",
+    "n_pred",
+)
 
 
 @dataclass(frozen=True)
@@ -187,8 +195,12 @@ def evaluate(
     matching = match_nodes(pred, gt, z_ratio=z_ratio, max_dist=max_dist, settings=settings)
     logger.info(
         "matched %d of %d GT nodes to %d predicted nodes (max_dist %.3g px, z_ratio %g)",
-        matching.n_matched, len(gt), len(pred), matching.max_dist, z_ratio,
-    )  # fmt: skip
+        matching.n_matched,
+        len(gt),
+        len(pred),
+        matching.max_dist,
+        z_ratio,
+    )
     gt_top, pred_top = _Topology(gt), _Topology(pred)
     links = _score_links(gt_top, pred_top, matching)
     divisions = _score_divisions(gt_top, pred_top, matching, int(division_tolerance), links)
@@ -452,22 +464,46 @@ def _assemble(
         det_p = det_r = det_f = link_p = link_r = link_f = div_p = div_r = div_f = 0.0
         tra = det = lnk = 0.0
     return Scores(
-        det_precision=det_p, det_recall=det_r, det_f1=det_f,
-        link_precision=link_p, link_recall=link_r, link_f1=link_f,
-        div_precision=div_p, div_recall=div_r, div_f1=div_f,
-        tra=tra, n_gt=n_gt, n_pred=n_pred,
-        node_tp=node_tp, node_fp=node_fp, node_fn=node_fn,
-        edge_tp=links.tp, edge_fp=edge_fp, edge_fn=edge_fn,
-        div_tp=divisions.tp, div_fp=div_fp, div_fn=div_fn,
+        det_precision=det_p,
+        det_recall=det_r,
+        det_f1=det_f,
+        link_precision=link_p,
+        link_recall=link_r,
+        link_f1=link_f,
+        div_precision=div_p,
+        div_recall=div_r,
+        div_f1=div_f,
+        tra=tra,
+        n_gt=n_gt,
+        n_pred=n_pred,
+        node_tp=node_tp,
+        node_fp=node_fp,
+        node_fn=node_fn,
+        edge_tp=links.tp,
+        edge_fp=edge_fp,
+        edge_fn=edge_fn,
+        div_tp=divisions.tp,
+        div_fp=div_fp,
+        div_fn=div_fn,
         div_wrong_children=divisions.wrong_children,
-        aogm=float(aogm), aogm0=float(aogm0),
-        aogm_fn_nodes=node_fn, aogm_fp_nodes=node_fp, aogm_ns_nodes=non_split,
-        aogm_fn_edges=edge_fn, aogm_fp_edges=links.fp_between_matched,
+        aogm=float(aogm),
+        aogm0=float(aogm0),
+        aogm_fn_nodes=node_fn,
+        aogm_fp_nodes=node_fp,
+        aogm_ns_nodes=non_split,
+        aogm_fn_edges=edge_fn,
+        aogm_fp_edges=links.fp_between_matched,
         aogm_ws_edges=links.wrong_semantic,
-        det=det, lnk=lnk, max_dist=matching.max_dist,
-    )  # fmt: skip
+        det=det,
+        lnk=lnk,
+        max_dist=matching.max_dist,
+    )
 
 
 __all__ = [
-    "CTC_WEIGHTS", "HEADLINE_KEYS", "AOGMWeights", "Scores", "evaluate",
-]  # fmt: skip
+    "CTC_WEIGHTS",
+    "HEADLINE_KEYS",
+    "AOGMWeights",
+    "Scores",
+    "evaluate",
+]

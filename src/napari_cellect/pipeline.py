@@ -66,7 +66,9 @@ class ForegroundStore:
 
     def __init__(self, shape: tuple[int, ...], folder: str | Path | None = None):
         self.shape = tuple(int(s) for s in shape)
-        self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
+        self._tmp = (
+            None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
+        )
         self.folder = Path(folder if folder is not None else self._tmp.name)  # type: ignore[union-attr]
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -146,8 +148,11 @@ def open_detection_cache(
     cache = DetectionCache(cache_dir, parts=parts)
     mismatch = cache.mismatch()
     if mismatch is not None:
-        logger.warning("the detection cache %s was made with %s: not reused, its frames are "
-                       "predicted again", cache_dir, mismatch)  # fmt: skip
+        logger.warning(
+            "the detection cache %s was made with %s: not reused, its frames are predicted again",
+            cache_dir,
+            mismatch,
+        )
     else:
         done = len(cache.frames())
         if done:
@@ -208,8 +213,9 @@ def iter_tracking(
     cell_radius = resolve_cell_radius(cell_radius, data, z_ratio, reference_radius)
     cache = None
     if cache_dir is not None:
-        cache = open_detection_cache(images, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
-                                     cell_radius=cell_radius)  # fmt: skip
+        cache = open_detection_cache(
+            images, bundle, cache_dir, z_ratio=z_ratio, tile=tile, cell_radius=cell_radius
+        )
     frame_shape = tuple(int(s) for s in data.shape[1:])
     foreground = None
     if keep_foreground and cache is not None:  # kept with the detections, for a resumed run
@@ -221,8 +227,14 @@ def iter_tracking(
     link_scorer = bundle.candidate_scorer("link")
     frames: list[Detections] = []
     raw: list[Detections] = []
-    settings = dict(z_ratio=z_ratio, device=device, tile=tile, cell_radius=cell_radius,
-                    cache=cache, should_stop=should_stop)  # fmt: skip
+    settings = dict(
+        z_ratio=z_ratio,
+        device=device,
+        tile=tile,
+        cell_radius=cell_radius,
+        cache=cache,
+        should_stop=should_stop,
+    )
     predictions = _predictions(images, bundle, scheduler, keep_foreground, settings)
     for dets, merged, mask in _merged(predictions, bundle, z_ratio):
         if mask is not None and foreground is not None:
@@ -233,14 +245,14 @@ def iter_tracking(
     unrefined = None  # the first linking, while refinement has changed nothing
     if bundle.thresholds.division_refinement.enabled and n_frames > 1:
         yield TrackingProgress("refine", 0, 1)
-        raw, frames, unrefined = _refine(data, bundle, raw, frames, z_ratio, device, tile,
-                                         should_stop)  # fmt: skip
+        raw, frames, unrefined = _refine(
+            data, bundle, raw, frames, z_ratio, device, tile, should_stop
+        )
     changed = None
     if keep_approved is not None:
         from napari_cellect.track.relink import relink_keeping_work
 
-        relinked = relink_keeping_work(raw, bundle, keep_approved, z_ratio,
-                                       corrections=corrections)
+        relinked = relink_keeping_work(raw, bundle, keep_approved, z_ratio, corrections=corrections)
         graph, changed = relinked.graph, relinked.changed
     elif unrefined is not None:
         graph = unrefined
@@ -249,8 +261,11 @@ def iter_tracking(
     yield TrackingProgress("link", n_frames, n_frames)
     logger.info(
         "tracked %d frames: %d cells, %d links, %d divisions",
-        n_frames, len(graph), graph.n_edges, len(graph.divisions()),
-    )  # fmt: skip
+        n_frames,
+        len(graph),
+        graph.n_edges,
+        len(graph.divisions()),
+    )
     shape = tuple(int(s) for s in data.shape[1:])
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw, cell_radius)
 
@@ -277,9 +292,17 @@ def iter_detect(
 
     data = _image_data(images)
     total = len(frames) if frames is not None else int(data.shape[0])
-    predictions = predict_sequence(data, bundle, z_ratio=z_ratio, device=device, tile=tile,
-                                   cache=cache, frames=frames, cell_radius=cell_radius,
-                                   should_stop=should_stop)  # fmt: skip
+    predictions = predict_sequence(
+        data,
+        bundle,
+        z_ratio=z_ratio,
+        device=device,
+        tile=tile,
+        cache=cache,
+        frames=frames,
+        cell_radius=cell_radius,
+        should_stop=should_stop,
+    )
     raw: list[Detections] = []
     for dets, merged, _ in _merged(((d, None) for d in predictions), bundle, z_ratio):
         raw.append(dets)
@@ -299,16 +322,21 @@ def _merged(
 
 
 def _predictions(
-    images: Any, bundle: Any, scheduler: Any, keep_foreground: bool, settings: dict[str, Any],
-) -> Iterator[tuple[Detections, np.ndarray | None]]:  # fmt: skip
+    images: Any,
+    bundle: Any,
+    scheduler: Any,
+    keep_foreground: bool,
+    settings: dict[str, Any],
+) -> Iterator[tuple[Detections, np.ndarray | None]]:
     """Each frame's raw detections and packed foreground mask (None where not kept), from the
     U-Net here or on a dask cluster (connected for this stage only)."""
     if scheduler is not None:
         from napari_cellect.infer.distributed import connect, predict_distributed
 
         with connect(scheduler) as client:
-            yield from predict_distributed(images, bundle, client,
-                                           keep_foreground=keep_foreground, **settings)
+            yield from predict_distributed(
+                images, bundle, client, keep_foreground=keep_foreground, **settings
+            )
         return
     from napari_cellect.infer.predict import predict_sequence
 
@@ -317,15 +345,22 @@ def _predictions(
     def on_heads(t: int, heads: dict[str, np.ndarray]) -> None:
         masks[t] = np.packbits(np.argmax(heads["seg"], axis=0) == 1)
 
-    for dets in predict_sequence(_image_data(images), bundle,
-                                 on_heads=on_heads if keep_foreground else None, **settings):
+    for dets in predict_sequence(
+        _image_data(images), bundle, on_heads=on_heads if keep_foreground else None, **settings
+    ):
         yield dets, masks.pop(dets.t, None)
 
 
 def _refine(
-    data: Any, bundle: Any, raw: list[Detections], frames: list[Detections], z_ratio: float,
-    device: str, tile: Sequence[int] | None, should_stop: Callable[[], bool] | None,
-) -> tuple[list[Detections], list[Detections], TrackGraph | None]:  # fmt: skip
+    data: Any,
+    bundle: Any,
+    raw: list[Detections],
+    frames: list[Detections],
+    z_ratio: float,
+    device: str,
+    tile: Sequence[int] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[list[Detections], list[Detections], TrackGraph | None]:
     """Division refinement (``infer/refine.py``) between a first linking and the final one;
     the frames it changed are merged again. Returns the raw and merged frames, and the first
     linking when nothing changed (it is then the final one)."""
@@ -336,10 +371,16 @@ def _refine(
     link_cfg = bundle.thresholds.link
     first = link_sequence(frames, bundle.candidate_scorer("link"), link_cfg, z_ratio)
     refined, n = refine_divisions(
-        data, bundle, first, raw, z_ratio=z_ratio, division_threshold=link_cfg.division_threshold,
-        device=resolve_device(device), tiling=tiling_for(tile),
+        data,
+        bundle,
+        first,
+        raw,
+        z_ratio=z_ratio,
+        division_threshold=link_cfg.division_threshold,
+        device=resolve_device(device),
+        tiling=tiling_for(tile),
         should_stop=should_stop,
-    )  # fmt: skip
+    )
     if n == 0:
         return raw, frames, first
     merge_scorer = bundle.candidate_scorer("merge")
@@ -347,7 +388,7 @@ def _refine(
     merged = [
         f if new is old else merge_duplicates(new, merge_scorer, merge_cfg, z_ratio)[0]
         for old, new, f in zip(raw, refined, frames, strict=True)
-    ]  # fmt: skip
+    ]
     return refined, merged, None
 
 

@@ -80,7 +80,9 @@ def segment_frame(
     radii = _radii(radius, config)
     tree = cKDTree(_scaled(np.asarray(positions, dtype=np.float64), z_ratio))
     reach = config.max_radius_factor * radii.max()
-    dist, nearest = tree.query(_scaled(voxels.astype(np.float64), z_ratio), distance_upper_bound=reach)
+    dist, nearest = tree.query(
+        _scaled(voxels.astype(np.float64), z_ratio), distance_upper_bound=reach
+    )
     found = np.isfinite(dist)
     found[found] = dist[found] <= config.max_radius_factor * radii[nearest[found]]
     hit = voxels[found]
@@ -113,7 +115,9 @@ def paint_spheres(
             for c, e, n in zip((z, y, x), (rz, r, r), shape, strict=True)
         )
         grid = np.ogrid[sl]
-        inside = ((grid[0] - z) / rz) ** 2 + ((grid[1] - y) / r) ** 2 + ((grid[2] - x) / r) ** 2 <= 1
+        inside = ((grid[0] - z) / rz) ** 2 + ((grid[1] - y) / r) ** 2 + (
+            (grid[2] - x) / r
+        ) ** 2 <= 1
         zz[sl] |= inside
     sphere_config = SegmentationConfig(
         max_radius_factor=1.0 + 1e-6, default_radius=config.default_radius

@@ -60,9 +60,11 @@ def _make_labels(
     labels = np.zeros(shape, dtype=np.uint16)
     track = graph.track_ids()
     for row in range(len(graph)):
-        t, z, y, x = (int(round(v)) for v in (graph["t"][row], graph["z"][row], graph["y"][row],
-                                             graph["x"][row]))
-        labels[t, max(z - 1, 0):z + 2, y - 1:y + 2, x - 1:x + 2] = track[row]
+        t, z, y, x = (
+            int(round(v))
+            for v in (graph["t"][row], graph["z"][row], graph["y"][row], graph["x"][row])
+        )
+        labels[t, max(z - 1, 0) : z + 2, y - 1 : y + 2, x - 1 : x + 2] = track[row]
     return labels
 
 

@@ -37,12 +37,18 @@ def press(viewer, key: str) -> None:
 def setup(model_viewer, make_graph, make_labels):
     graph = make_graph()
     labels = make_labels(graph)
-    session = TrackingSession.from_graph(graph, name="test", labels=labels,
-                                         geometry=Geometry(3, SCALE))
+    session = TrackingSession.from_graph(
+        graph, name="test", labels=labels, geometry=Geometry(3, SCALE)
+    )
     controller = controller_for(model_viewer)
     controller.add_session(session)
-    return SimpleNamespace(viewer=model_viewer, controller=controller, session=session,
-                           graph=graph, bound=controller.bound)
+    return SimpleNamespace(
+        viewer=model_viewer,
+        controller=controller,
+        session=session,
+        graph=graph,
+        bound=controller.bound,
+    )
 
 
 def assert_layers_match_graph(s) -> None:
@@ -52,8 +58,9 @@ def assert_layers_match_graph(s) -> None:
     np.testing.assert_array_equal(bound.points.features["id"], graph.ids)
     np.testing.assert_array_equal(bound.points.features["track_id"], graph.track_ids())
     np.testing.assert_array_equal(bound.points.features["approved"], graph["approved"])
-    np.testing.assert_allclose(bound.points.face_color, tracks_colormap().map(graph.track_ids()),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        bound.points.face_color, tracks_colormap().map(graph.track_ids()), atol=1e-6
+    )
     data, graph_dict = napari_tracks(graph, s.session.geometry)
     np.testing.assert_array_equal(bound.tracks.data, data)
     assert bound.tracks.graph == graph_dict
@@ -73,8 +80,9 @@ def test_session_layers_show_the_graph_with_one_colour_per_track(setup):
     assert_layers_match_graph(setup)
     track = setup.graph.track_ids()
     # the Labels colormap gives each label the colour its centre and track line have
-    np.testing.assert_allclose(labels_colormap().map(track), tracks_colormap().map(track),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        labels_colormap().map(track), tracks_colormap().map(track), atol=1e-6
+    )
     assert len(np.unique(tracks_colormap().map(np.unique(track)), axis=0)) == len(np.unique(track))
 
 
@@ -138,8 +146,18 @@ def _approve_track(s):
     return "Shift-Y", lambda g: all(g.node(n)["approved"] for n in (1, 2, 3))
 
 
-EDITS = [_link, _break, _delete, _backspace, _add, _division_mark, _division_unmark, _swap,
-         _approve, _approve_track]
+EDITS = [
+    _link,
+    _break,
+    _delete,
+    _backspace,
+    _add,
+    _division_mark,
+    _division_unmark,
+    _swap,
+    _approve,
+    _approve_track,
+]
 
 
 @pytest.mark.parametrize("edit", EDITS, ids=[e.__name__.strip("_") for e in EDITS])
@@ -220,8 +238,12 @@ def test_clicking_a_label_selects_its_node(setup):
     labels = setup.bound.labels
     setup.viewer.layers.selection.active = labels
     callback = labels.mouse_drag_callbacks[-1]
-    event = SimpleNamespace(type="mouse_press", position=(2.0, 2.0 * SCALE[0], 25.0, 24.0),
-                            view_direction=None, dims_displayed=[2, 3])
+    event = SimpleNamespace(
+        type="mouse_press",
+        position=(2.0, 2.0 * SCALE[0], 25.0, 24.0),
+        view_direction=None,
+        dims_displayed=[2, 3],
+    )
     callback(labels, event)  # frame 2, on node 8's voxels (track 7)
     assert setup.controller.selection == (8,)
 
@@ -295,8 +317,9 @@ def test_dragging_points_is_one_undoable_move(setup):
     for step in (1.0, 2.0):  # napari moves the point and reports each step of the drag
         event.type = "mouse_move"
         points.data[row, 2:] = [26.0 + step, 25.0 + step]
-        points.events.data(value=points.data, action=ActionType.CHANGED, data_indices=(row,),
-                           vertex_indices=((),))
+        points.events.data(
+            value=points.data, action=ActionType.CHANGED, data_indices=(row,), vertex_indices=((),)
+        )
         next(gesture)
     assert graph.node(8)["y"] == 26.0  # nothing committed while dragging
     event.type = "mouse_release"

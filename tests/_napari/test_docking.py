@@ -17,8 +17,11 @@ from napari_cellect._napari._controller import controller_for
 pytestmark = pytest.mark.gui
 
 WIDGETS = ("Track cells", "Edit tracks", "Lineage view", "Export tracks", "Fine-tune")
-ORDERS = (WIDGETS, WIDGETS[::-1], ("Lineage view", "Fine-tune", "Edit tracks", "Track cells",
-                                   "Export tracks"))
+ORDERS = (
+    WIDGETS,
+    WIDGETS[::-1],
+    ("Lineage view", "Fine-tune", "Edit tracks", "Track cells", "Export tracks"),
+)
 SCREEN = (1920, 1080)
 
 
@@ -30,8 +33,7 @@ def dock_all(viewer, order):
     return docked
 
 
-def test_one_editing_state_per_viewer_whatever_the_docking_order(make_napari_viewer, qtbot,
-                                                                   caplog):
+def test_one_editing_state_per_viewer_whatever_the_docking_order(make_napari_viewer, qtbot, caplog):
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(*SCREEN)

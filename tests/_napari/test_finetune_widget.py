@@ -43,8 +43,15 @@ ENDLESS = FinetuneConfig(epochs=10_000, steps_per_epoch=50, patience=10_000)
 def tiny_embryo():
     from napari_cellect.data.synthetic import PRESETS, generate
 
-    config = dataclasses.replace(PRESETS["default"], frames=4, shape=(8, 48, 48), z_ratio=2.0,
-                                 n_cells=6, radius_range=(4.0, 5.0), seed=3)
+    config = dataclasses.replace(
+        PRESETS["default"],
+        frames=4,
+        shape=(8, 48, 48),
+        z_ratio=2.0,
+        n_cells=6,
+        radius_range=(4.0, 5.0),
+        seed=3,
+    )
     return generate(config)
 
 
@@ -57,8 +64,11 @@ def digest(path) -> str:
 
 
 def state(bundle) -> dict[str, torch.Tensor]:
-    return {f"{i}.{k}": v.clone() for i, m in enumerate(bundle.modules())
-            for k, v in m.state_dict().items()}
+    return {
+        f"{i}.{k}": v.clone()
+        for i, m in enumerate(bundle.modules())
+        for k, v in m.state_dict().items()
+    }
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -108,8 +118,7 @@ def correct(controller, graph) -> tuple[list[int], int]:
 
 
 @pytest.mark.gui
-def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatch,
-                                           notifications):
+def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatch, notifications):
     viewer, controller, session, model_file = tracked
     graph = session.graph
     assert session.detections and len(session.detections) == 4  # kept by the tracking widget
@@ -136,8 +145,9 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     assert "adopted unchecked" in widget.result_label.text()
     assert not widget.finetune_button.isEnabled()
     widget.keep_button.click()
-    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: widget.relink_command is not None and not widget.running, timeout=WAIT_MS
+    )
     assert not widget.result_box.isVisibleTo(widget) and widget.finetune_button.isEnabled()
     # the tuned model is in use; the one it started from is untouched, in memory and on disk
     assert session.model is not old_model and session.model_tuned
@@ -156,8 +166,9 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     assert len(changed) > 0
     assert widget.changed_list.count() == len(changed) + len(removed)
     bound = controller.bound_for(session)
-    highlight = np.all(np.isclose(bound.points.border_color, PointsStyle().highlight_border),
-                       axis=1)
+    highlight = np.all(
+        np.isclose(bound.points.border_color, PointsStyle().highlight_border), axis=1
+    )
     assert set(graph.ids[highlight].tolist()) == set(changed[:, 1]) | set(removed[:, 1])
     # a click on a listed link selects its child and moves the viewer there
     item = widget.changed_list.item(0)
@@ -173,8 +184,9 @@ def test_finetune_relink_undo_redo_and_save(tracked, qtbot, tmp_path, monkeypatc
     controller.undo()  # Ctrl+Z: the tracks of before the re-link, highlight gone
     pd.testing.assert_frame_equal(table(graph), before_relink)
     assert widget.changed_list.count() == 0
-    assert not np.any(np.all(np.isclose(bound.points.border_color,
-                                        PointsStyle().highlight_border), axis=1))
+    assert not np.any(
+        np.all(np.isclose(bound.points.border_color, PointsStyle().highlight_border), axis=1)
+    )
     controller.redo()
     pd.testing.assert_frame_equal(table(graph), after_relink)
     assert widget.changed_list.count() == len(changed) + len(removed)
@@ -203,18 +215,26 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
     widget = FinetuneWidget(viewer, config=QUICK)
     viewer.window.add_dock_widget(widget)
     # deleting a node from the middle of a track bridges the gap with a new link
-    middle = next(int(i) for i in graph.ids if graph.parent_of(int(i)) >= 0
-                  and len(graph.children_of(int(i))) == 1)
+    middle = next(
+        int(i)
+        for i in graph.ids
+        if graph.parent_of(int(i)) >= 0 and len(graph.children_of(int(i))) == 1
+    )
     controller.select([middle])
     controller.edits.delete_selected()
     widget.update_counts()
     review_before = widget.review_label.text()
     before, edges_before = table(graph), edge_set(graph)
     widget.relink_button.click()
-    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
-                    timeout=WAIT_MS)
-    listed = {tuple(item) for item in (widget.changed_list.item(i).data(LINK_ROLE)
-                                       for i in range(widget.changed_list.count()))}
+    qtbot.waitUntil(
+        lambda: widget.relink_command is not None and not widget.running, timeout=WAIT_MS
+    )
+    listed = {
+        tuple(item)
+        for item in (
+            widget.changed_list.item(i).data(LINK_ROLE) for i in range(widget.changed_list.count())
+        )
+    }
     edges_after = edge_set(graph)
     # every link made or removed is listed and counted, and nothing else
     assert listed == edges_before ^ edges_after
@@ -223,11 +243,16 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
     touched = {n for link in listed for n in link}
     after = table(graph)
     keep = ~before["id"].isin(touched) & before["id"].isin(after["id"])
-    columns = [c for c in before.columns if c in after.columns  # track ids follow the links
-               and c not in ("track_id", "parent_track_id")]
+    columns = [
+        c
+        for c in before.columns
+        if c in after.columns  # track ids follow the links
+        and c not in ("track_id", "parent_track_id")
+    ]
     pd.testing.assert_frame_equal(
         after[after["id"].isin(before["id"][keep])][columns].reset_index(drop=True),
-        before[keep][columns].reset_index(drop=True))
+        before[keep][columns].reset_index(drop=True),
+    )
     if not listed:
         assert widget.review_label.text() == review_before
 
@@ -253,9 +278,13 @@ def test_cancel_leaves_the_model_and_the_tracks_untouched(tracked, qtbot, notifi
 
 def enabled(widget: FinetuneWidget) -> dict[str, bool]:
     """Which of the widget's buttons can be pressed."""
-    buttons = {"fine-tune": widget.finetune_button, "re-link": widget.relink_button,
-               "cancel": widget.cancel_button, "model": widget.model_button,
-               "radius": widget.cell_radius_spin}
+    buttons = {
+        "fine-tune": widget.finetune_button,
+        "re-link": widget.relink_button,
+        "cancel": widget.cancel_button,
+        "model": widget.model_button,
+        "radius": widget.cell_radius_spin,
+    }
     return {name: button.isEnabled() for name, button in buttons.items()}
 
 
@@ -277,7 +306,8 @@ def test_the_state_alone_says_which_buttons_work(tracked, qtbot, notifications):
     epochs: list[int] = []
     widget.finetune_button.click()
     widget.jobs.worker.yielded.connect(
-        lambda report: epochs.append(report.epoch) if hasattr(report, "epoch") else None)
+        lambda report: epochs.append(report.epoch) if hasattr(report, "epoch") else None
+    )
     assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
     widget.update_counts()  # an edit during the run recounts, and keeps what is running
     assert widget.state is FinetuneState.FINETUNING and enabled(widget) == allows("cancel")
@@ -327,13 +357,15 @@ def test_the_guard_figures_are_shown_and_discard_changes_nothing(tracked, qtbot,
     assert not notifications, notifications
     assert widget.result_box.isVisibleTo(widget)
     text = widget.result_label.text()
-    assert "checked on" in text and "held back" in text and "link errors on your corrections" in (
-        text)
+    assert (
+        "checked on" in text and "held back" in text and "link errors on your corrections" in (text)
+    )
     assert widget.keep_button.isEnabled() == widget.pending.changed
     # deciding: only Keep and Discard work
     assert widget.state is FinetuneState.DECIDING and enabled(widget) == allows()
     assert widget.discard_button.isEnabled() and "keep or discard" in (
-        widget.relink_button.toolTip())
+        widget.relink_button.toolTip()
+    )
     widget.discard_button.click()
     assert not widget.result_box.isVisibleTo(widget) and widget.pending is None
     assert widget.state is FinetuneState.READY
@@ -346,8 +378,9 @@ def test_the_guard_figures_are_shown_and_discard_changes_nothing(tracked, qtbot,
 
 
 @pytest.mark.gui
-def test_a_model_from_other_images_is_refused_and_nothing_changes(tracked, qtbot, tmp_path,
-                                                                   notifications):
+def test_a_model_from_other_images_is_refused_and_nothing_changes(
+    tracked, qtbot, tmp_path, notifications
+):
     from napari_cellect.model.bundle import ModelBundle
 
     viewer, controller, session, _model_file = tracked
@@ -404,7 +437,8 @@ def test_a_contradiction_is_said_at_the_edit_and_blocks_only_what_cannot_run(tra
     controller.select([mother])
     qtbot.keyClick(canvas, Qt.Key.Key_D)  # D on a node with one child: warned at once
     assert f"node {mother} is marked dividing but has one child ({child})" in (
-        editor.message_label.text())
+        editor.message_label.text()
+    )
     controller.select([child])
     qtbot.keyClick(canvas, Qt.Key.Key_Y)  # approving its only child now contradicts the mark
     assert "contradicts an earlier one" in editor.message_label.text()
@@ -429,8 +463,9 @@ def test_a_contradiction_is_said_at_the_edit_and_blocks_only_what_cannot_run(tra
 
 def tracks_from_a_file(embryo, name: str = "truth") -> TrackingSession:
     """The embryo's tracks as if read from a file: no detections."""
-    return TrackingSession.from_graph(embryo.graph.copy(), name=name,
-                                      geometry=Geometry(3, (2.0, 1.0, 1.0)))
+    return TrackingSession.from_graph(
+        embryo.graph.copy(), name=name, geometry=Geometry(3, (2.0, 1.0, 1.0))
+    )
 
 
 def finetune_on_tracks_from_a_file(make_napari_viewer):
@@ -461,7 +496,8 @@ def test_tracks_without_detections_offer_detection_instead_of_failing(
     assert not widget.running and notifications[-1] == NO_DETECTIONS
     if not BUNDLED_MODEL.exists():
         assert not widget.detect_button.isEnabled() and "no model" in (
-            widget.detect_button.toolTip())
+            widget.detect_button.toolTip()
+        )
     model_file = tmp_path / "model.pt"
     ModelBundle.random("small", seed=1).save(model_file)
     widget.set_model_file(model_file)
@@ -487,8 +523,9 @@ def sized_model(path, reference=REFERENCE):
     from napari_cellect.model.bundle import ModelBundle
 
     bundle = ModelBundle.random("small", seed=1)
-    bundle = dataclasses.replace(bundle, normalization=dataclasses.replace(
-        bundle.normalization, reference_radius=reference))
+    bundle = dataclasses.replace(
+        bundle, normalization=dataclasses.replace(bundle.normalization, reference_radius=reference)
+    )
     return bundle.save(path)
 
 
@@ -668,7 +705,8 @@ def test_corrections_survive_a_restart_and_newer_ones_win(tmp_path, graph):
 
 @pytest.mark.gui
 def test_the_detector_part_is_checked_and_kept_then_only_unapproved_frames_are_detected(
-        tracked, qtbot, notifications, monkeypatch):
+    tracked, qtbot, notifications, monkeypatch
+):
     from napari_cellect.infer.predict import model_digest
     from napari_cellect.session.jobs import frames_to_redetect
     from napari_cellect.train.adapt_unet import AdaptConfig
@@ -707,8 +745,9 @@ def test_the_detector_part_is_checked_and_kept_then_only_unapproved_frames_are_d
     asked.clear()
     unapproved = frames_to_redetect(graph, 4)
     widget.keep_button.click()
-    qtbot.waitUntil(lambda: widget.relink_command is not None and not widget.running,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: widget.relink_command is not None and not widget.running, timeout=WAIT_MS
+    )
     assert not notifications, notifications
     # only the frames nobody approved (and their neighbours) were predicted again
     assert asked == [unapproved] and widget.redetected_frames == unapproved == [1, 2, 3]

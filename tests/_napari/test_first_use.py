@@ -27,8 +27,13 @@ def drop(viewer, path) -> None:
 
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     qt_viewer = viewer.window._qt_viewer
     controller = controller_for(viewer, create=False)
     opener = getattr(controller, "drop_opener", None)
@@ -46,8 +51,9 @@ def reader_dialogs(monkeypatch):
 
     def record(dialog):
         buttons = dialog.reader_btn_group.buttons()
-        asked.append((dialog._current_file, [b.text() for b in buttons],
-                      dialog._get_plugin_choice()))
+        asked.append(
+            (dialog._current_file, [b.text() for b in buttons], dialog._get_plugin_choice())
+        )
         return "", False
 
     monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", record)
@@ -58,9 +64,13 @@ def tiff_folder(folder, n_frames=3):
     """A folder of per-time (Z, Y, X) TIFFs with a z step of 2.5 pixels."""
     folder.mkdir()
     for t in range(n_frames):
-        tifffile.imwrite(folder / f"embryo_t{t}.tif", np.full((4, 16, 16), t, np.uint8),
-                         imagej=True, resolution=(1.0, 1.0),
-                         metadata={"spacing": 2.5, "axes": "ZYX"})
+        tifffile.imwrite(
+            folder / f"embryo_t{t}.tif",
+            np.full((4, 16, 16), t, np.uint8),
+            imagej=True,
+            resolution=(1.0, 1.0),
+            metadata={"spacing": 2.5, "axes": "ZYX"},
+        )
     return folder
 
 
@@ -80,8 +90,13 @@ def test_a_dropped_tiff_opens_without_asking_and_keeps_its_voxel_size(
     make_napari_viewer, tmp_path, no_reader_dialog
 ):
     path = tmp_path / "embryo.tif"
-    tifffile.imwrite(path, np.zeros((3, 4, 16, 16), np.uint8), imagej=True,
-                     resolution=(1.0, 1.0), metadata={"spacing": 2.5, "axes": "TZYX"})
+    tifffile.imwrite(
+        path,
+        np.zeros((3, 4, 16, 16), np.uint8),
+        imagej=True,
+        resolution=(1.0, 1.0),
+        metadata={"spacing": 2.5, "axes": "TZYX"},
+    )
     viewer = make_napari_viewer()
     drop(viewer, path)
     assert [layer.name for layer in viewer.layers] == ["embryo"]
@@ -134,8 +149,9 @@ def test_other_files_and_a_napari_without_the_plugin_open_still_ask(
     other.write_text("a,b\n1,2\n")
     viewer = make_napari_viewer()
     drop(viewer, tracks)  # before any CELLECT tool is open napari asks; ours comes first, chosen
-    assert reader_dialogs == [(str(tracks), ["CELLECT tracking", "napari builtins"],
-                               "CELLECT tracking")]
+    assert reader_dialogs == [
+        (str(tracks), ["CELLECT tracking", "napari builtins"], "CELLECT tracking")
+    ]
     viewer.window.add_dock_widget(TrackingWidget(viewer))
     drop(viewer, other)  # not ours: napari's question as before
     assert [path for path, _, _ in reader_dialogs] == [str(tracks), str(other)]

@@ -40,8 +40,13 @@ def drop(viewer, path) -> None:
     plugin's event filter first, then napari's ``dropEvent``)."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     qt_viewer = viewer.window._qt_viewer
     opener = getattr(controller_for(viewer, create=False), "drop_opener", None)
     if opener is None or not opener.eventFilter(qt_viewer, event):
@@ -49,7 +54,8 @@ def drop(viewer, path) -> None:
 
 
 def test_track_cells_on_hostile_pixels_ends_with_a_result_and_runs_again(
-        make_napari_viewer, qtbot, tmp_path):
+    make_napari_viewer, qtbot, tmp_path
+):
     """All NaN, infinite voxels, one frame, negative floats: the real pipeline (a random model)
     tracks each and says what it met; Run is enabled again after each."""
     from napari_cellect.model.bundle import ModelBundle
@@ -112,8 +118,9 @@ def test_a_dropped_bad_file_is_notified_and_adds_nothing(make_napari_viewer, tmp
         expected = "not a readable TIFF file"
     elif case == "truncated TIFF":
         path = tmp_path / "embryo.tif"
-        tifffile.imwrite(path, np.ones((4, 4, 32, 32), np.uint16), imagej=True,
-                         metadata={"axes": "TZYX"})
+        tifffile.imwrite(
+            path, np.ones((4, 4, 32, 32), np.uint16), imagej=True, metadata={"axes": "TZYX"}
+        )
         whole = path.read_bytes()
         path.write_bytes(whole[: len(whole) // 2])
         expected = "truncated"
@@ -126,8 +133,9 @@ def test_a_dropped_bad_file_is_notified_and_adds_nothing(make_napari_viewer, tmp
     assert any(expected in message for message in notified()), notified()
 
 
-def test_export_to_a_place_that_cannot_be_written_says_so(make_napari_viewer, tmp_path,
-                                                          monkeypatch):
+def test_export_to_a_place_that_cannot_be_written_says_so(
+    make_napari_viewer, tmp_path, monkeypatch
+):
     from napari_cellect.data import atomic
 
     viewer = make_napari_viewer()
@@ -135,8 +143,11 @@ def test_export_to_a_place_that_cannot_be_written_says_so(make_napari_viewer, tm
     widget = ExportWidget(viewer)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine\n")
-    for key, path in (("csv", a_file / "tracks.csv"), ("geff", a_file / "tracks.geff"),
-                      ("ctc", a_file)):
+    for key, path in (
+        ("csv", a_file / "tracks.csv"),
+        ("geff", a_file / "tracks.geff"),
+        ("ctc", a_file),
+    ):
         widget.set_format(key)
         widget.path_edit.setText(str(path))
         widget.export_button.click()
@@ -157,7 +168,8 @@ def test_export_to_a_place_that_cannot_be_written_says_so(make_napari_viewer, tm
 
 
 def test_a_full_disk_while_editing_says_autosave_stopped_and_what_to_do(
-        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
     """The journal stops at the edit it could not write; the person editing is told at once,
     in Edit tracks (the message, and the autosave line that stays) and as a notification."""
     from napari_cellect.track import journal as journal_module

@@ -50,14 +50,21 @@ class Panel(QWidget):
         self.progress_label = QLabel()
         self.status = QLabel()
         layout = QVBoxLayout(self)
-        for widget in (self.run_button, self.cancel_button, self.progress, self.progress_label,
-                       self.status):
+        for widget in (
+            self.run_button,
+            self.cancel_button,
+            self.progress,
+            self.progress_label,
+            self.status,
+        ):
             layout.addWidget(widget)
         self.outcomes: list[Outcome] = []
         self.steps: list[Step] = []
         self.results: list[int] = []
         self.jobs = JobRunner(
-            self, cancel_button=self.cancel_button, progress=self.progress,
+            self,
+            cancel_button=self.cancel_button,
+            progress=self.progress,
             progress_label=self.progress_label,
             report=lambda level, text: show_status(self.status, level, text),
             on_finished=self._finished,
@@ -69,8 +76,14 @@ class Panel(QWidget):
             return accept
 
         started = self.jobs.start(
-            count_to, n, what="counting", busy_text="starting...",
-            on_step=self._step, on_result=on_result, then=then, **kwargs,
+            count_to,
+            n,
+            what="counting",
+            busy_text="starting...",
+            on_step=self._step,
+            on_result=on_result,
+            then=then,
+            **kwargs,
         )
         self.run_button.setEnabled(not started)
 

@@ -33,12 +33,18 @@ SCALE = (2.0, 1.0, 1.0)
 @pytest.fixture
 def setup(model_viewer, make_graph, make_labels):
     graph = make_graph()
-    session = TrackingSession.from_graph(graph, name="sync", labels=make_labels(graph),
-                                         geometry=Geometry(3, SCALE))
+    session = TrackingSession.from_graph(
+        graph, name="sync", labels=make_labels(graph), geometry=Geometry(3, SCALE)
+    )
     controller = controller_for(model_viewer)
     controller.add_session(session)
-    return SimpleNamespace(viewer=model_viewer, controller=controller, session=session,
-                           graph=graph, bound=controller.bound)
+    return SimpleNamespace(
+        viewer=model_viewer,
+        controller=controller,
+        session=session,
+        graph=graph,
+        bound=controller.bound,
+    )
 
 
 def _fresh(layer_data: tuple) -> Layer:
@@ -52,14 +58,16 @@ def assert_layers_as_built_fresh(s) -> None:
     live: Points = bound.points
     fresh: Points = _fresh(points_layer_data(graph, geometry, "x", {}, bound.sync.style))
     np.testing.assert_array_equal(live.data, fresh.data)
-    pd.testing.assert_frame_equal(live.features.reset_index(drop=True),
-                                  fresh.features.reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        live.features.reset_index(drop=True), fresh.features.reset_index(drop=True)
+    )
     for name in ("size", "border_width", "face_color", "shown"):
         np.testing.assert_array_equal(getattr(live, name), getattr(fresh, name), err_msg=name)
     assert [str(v) for v in live.symbol] == [str(v) for v in fresh.symbol]
     highlighted = np.isin(graph.ids, bound.sync.highlighted)
-    np.testing.assert_allclose(live.border_color,
-                               border_colors(graph["approved"], bound.sync.style, highlighted))
+    np.testing.assert_allclose(
+        live.border_color, border_colors(graph["approved"], bound.sync.style, highlighted)
+    )
     rows = graph.index_of(list(s.controller.selection)) if s.controller.selection else []
     assert set(live.selected_data) == {int(r) for r in rows}
 
@@ -69,8 +77,7 @@ def assert_layers_as_built_fresh(s) -> None:
     assert tracks.graph == expected.graph
     np.testing.assert_array_equal(tracks.track_connex, expected.track_connex)
     np.testing.assert_array_equal(tracks.track_colors, expected.track_colors)
-    np.testing.assert_array_equal(tracks._manager.graph_vertices,
-                                  expected._manager.graph_vertices)
+    np.testing.assert_array_equal(tracks._manager.graph_vertices, expected._manager.graph_vertices)
 
 
 def _snapshot(graph) -> pd.DataFrame:
@@ -131,15 +138,17 @@ def test_napari_point_tools_keep_the_layers_as_built_fresh(setup):
 
 
 @pytest.mark.gui
-def test_edits_with_the_centres_layer_hidden_keep_the_canvas_consistent(make_napari_viewer,
-                                                                         make_graph):
+def test_edits_with_the_centres_layer_hidden_keep_the_canvas_consistent(
+    make_napari_viewer, make_graph
+):
     viewer = make_napari_viewer()
     controller = controller_for(viewer)
     graph = make_graph()
     session = TrackingSession.from_graph(graph, name="hidden", geometry=Geometry(3, SCALE))
     controller.add_session(session)
-    s = SimpleNamespace(viewer=viewer, controller=controller, session=session, graph=graph,
-                        bound=controller.bound)
+    s = SimpleNamespace(
+        viewer=viewer, controller=controller, session=session, graph=graph, bound=controller.bound
+    )
     controller.select([8], center=True)  # the last row, in view
     assert int(graph.index_of(8)[0]) in s.bound.points._view_indices
     s.bound.points.visible = False
@@ -157,12 +166,16 @@ def test_a_row_change_slices_the_points_once_and_leaves_thumbnails_for_later(set
     points, tracks = setup.bound.points, setup.bound.tracks
     slices, thumbnails = [], []
     for layer in (points, tracks):
-        monkeypatch.setattr(layer, "set_view_slice",
-                            lambda layer=layer: (slices.append(layer), type(layer).set_view_slice(
-                                layer))[1])
-        monkeypatch.setattr(layer, "_update_thumbnail",
-                            lambda layer=layer: (thumbnails.append(layer),
-                                                 type(layer)._update_thumbnail(layer))[1])
+        monkeypatch.setattr(
+            layer,
+            "set_view_slice",
+            lambda layer=layer: (slices.append(layer), type(layer).set_view_slice(layer))[1],
+        )
+        monkeypatch.setattr(
+            layer,
+            "_update_thumbnail",
+            lambda layer=layer: (thumbnails.append(layer), type(layer)._update_thumbnail(layer))[1],
+        )
     deferred = setup.bound.sync.thumbnails
     monkeypatch.setattr(deferred, "request", lambda layer: requested.append(layer))
     requested: list[Layer] = []

@@ -11,8 +11,11 @@ from napari_cellect.track.graph import TrackGraph
 def lineage_graph() -> TrackGraph:
     """Root 1 (t 0-2) divides into 4 and 6; 4 (t 3-4) divides into 8 and 9; a second root 20."""
     return TrackGraph.from_arrays(
-        id=[1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21], t=[0, 1, 2, 3, 4, 3, 4, 5, 5, 0, 1],
-        z=[0.0] * 11, y=[0.0] * 11, x=[0.0] * 11,
+        id=[1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21],
+        t=[0, 1, 2, 3, 4, 3, 4, 5, 5, 0, 1],
+        z=[0.0] * 11,
+        y=[0.0] * 11,
+        x=[0.0] * 11,
         parent_id=[-1, 1, 2, 3, 4, 3, 6, 5, 5, -1, 20],
         approved=[0, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1],
     )
@@ -45,8 +48,12 @@ def test_approved_links_merge_into_runs():
     runs = approved_runs(graph, compute_layout(graph))
     as_set = {tuple(r) for r in runs.tolist()}
     # 1->2->3 is one vertical run, 3->4 and 5->8 are division connectors, 20->21 one run
-    assert as_set == {(1.0, 0.0, 1.0, 2.0), (1.0, 2.0, 0.5, 3.0), (0.5, 4.0, 0.0, 5.0),
-                      (4.0, 0.0, 4.0, 1.0)}
+    assert as_set == {
+        (1.0, 0.0, 1.0, 2.0),
+        (1.0, 2.0, 0.5, 3.0),
+        (0.5, 4.0, 0.0, 5.0),
+        (4.0, 0.0, 4.0, 1.0),
+    }
 
 
 def test_empty_graph_has_an_empty_layout():
@@ -67,8 +74,12 @@ def test_layout_of_many_tracks_with_divisions():
     keep[mothers_rows + 1, :split] = False
     parent[mothers_rows + 1, split] = ids[mothers_rows, split - 1]
     graph = TrackGraph.from_arrays(
-        id=ids[keep], t=t[keep], z=np.zeros(keep.sum()), y=rng.random(keep.sum()),
-        x=rng.random(keep.sum()), parent_id=parent[keep],
+        id=ids[keep],
+        t=t[keep],
+        z=np.zeros(keep.sum()),
+        y=rng.random(keep.sum()),
+        x=rng.random(keep.sum()),
+        parent_id=parent[keep],
     )
     layout = compute_layout(graph)
     n_div = len(mothers_rows)

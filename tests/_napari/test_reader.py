@@ -17,16 +17,22 @@ from napari_cellect.track.journal import journal_folder_for
 
 
 def write_imagej(path, array, spacing, axes):
-    tifffile.imwrite(path, array, imagej=True, resolution=(1.0, 1.0),
-                     metadata={"spacing": spacing, "axes": axes, "unit": "um"})
+    tifffile.imwrite(
+        path,
+        array,
+        imagej=True,
+        resolution=(1.0, 1.0),
+        metadata={"spacing": spacing, "axes": axes, "unit": "um"},
+    )
 
 
 def test_reader_claims_only_what_it_opens(tmp_path, graph):
     folder = tmp_path / "frames"
     folder.mkdir()
     for t in range(2):
-        tifffile.imwrite(folder / f"t{t:03d}.tif", np.zeros((3, 8, 8), np.uint8),
-                         photometric="minisblack")
+        tifffile.imwrite(
+            folder / f"t{t:03d}.tif", np.zeros((3, 8, 8), np.uint8), photometric="minisblack"
+        )
     write_csv(graph, tmp_path / "tracks.csv")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     (tmp_path / "notes.txt").write_text("hello")
@@ -68,8 +74,14 @@ def test_tracks_csv_opens_as_centres_and_tracks_of_one_session(tmp_path, graph):
     session = pkw["metadata"][SESSION_KEY]
     assert tkw["metadata"][SESSION_KEY] is session and session.source == path
     assert points.shape == (len(graph), 4)
-    assert list(pkw["features"].columns)[:6] == ["id", "track_id", "parent_id", "score", "radius",
-                                                  "division_score"]
+    assert list(pkw["features"].columns)[:6] == [
+        "id",
+        "track_id",
+        "parent_id",
+        "score",
+        "radius",
+        "division_score",
+    ]
     assert {"approved"} <= set(pkw["features"].columns)
     np.testing.assert_array_equal(np.unique(tracks[:, 0]), np.unique(graph.track_ids()))
     assert tkw["graph"] == {5: [2], 6: [2]}  # node 3 divides into 4 and 5 (tracks 5 and 6)
@@ -92,8 +104,9 @@ def test_reopening_a_csv_with_a_journal_asks_and_restores(tmp_path, graph, monke
     session.history.do(edits.delete_node, 7)
     session.close()
     asked = []
-    monkeypatch.setattr(_dialogs, "ask_restore_journal",
-                        lambda folder: asked.append(folder) or True)
+    monkeypatch.setattr(
+        _dialogs, "ask_restore_journal", lambda folder: asked.append(folder) or True
+    )
     (_, pkw, _) = read_tracks_file(str(path))[-1]
     assert asked == [journal_folder_for(path)]
     restored = pkw["metadata"][SESSION_KEY]
@@ -113,8 +126,7 @@ def test_napari_reader_refuses_bad_files_with_what_a_napari_user_can_do(tmp_path
         get_reader(str(volume))(str(volume))
     assert "--axes" not in str(info.value) and "axes=" not in str(info.value)
     bad = tmp_path / "tracks.csv"
-    bad.write_text("id,t,z,y,x,parent_id\n1,0,0,0,0,-1\n2,1,0,0,0,1\n3,1,0,0,0,1\n"
-                   "4,1,0,0,0,1\n")
+    bad.write_text("id,t,z,y,x,parent_id\n1,0,0,0,0,-1\n2,1,0,0,0,1\n3,1,0,0,0,1\n4,1,0,0,0,1\n")
     before = bad.read_bytes()
     with pytest.raises(InputError, match="id 1 has 3 children"):
         get_reader(str(bad))(str(bad))

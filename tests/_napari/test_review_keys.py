@@ -101,8 +101,9 @@ def test_after_the_last_item_n_starts_again_and_says_when_nothing_is_left(review
     controller.select(list(graph.ids))
     press(viewer, "y")  # every link approved; divisions of nodes with children are reviewed
     remaining = controller.review.state().queue.items()
-    assert all(item.kind == "division" and not len(graph.children_of(item.node))
-               for item in remaining)
+    assert all(
+        item.kind == "division" and not len(graph.children_of(item.node)) for item in remaining
+    )
 
 
 def test_a_graph_without_margins_is_ranked_by_geometry_and_nan_margins_count_as_none(
@@ -117,8 +118,9 @@ def test_a_graph_without_margins_is_ranked_by_geometry_and_nan_margins_count_as_
     graph = make_graph()
     columns = {name: graph[name] for name in graph.columns}
     columns[MARGIN_COLUMN] = np.full(len(graph), np.nan)
-    nan_session = TrackingSession.from_graph(TrackGraph.from_arrays(**columns), name="nan",
-                                             geometry=Geometry(3, SCALE))
+    nan_session = TrackingSession.from_graph(
+        TrackGraph.from_arrays(**columns), name="nan", geometry=Geometry(3, SCALE)
+    )
     controller.add_session(nan_session)
     assert controller.session is nan_session
     got = [(i.kind, i.node) for i in controller.review.state().queue.items()]
@@ -146,8 +148,11 @@ def test_the_widgets_show_the_count_and_it_drops_after_approving_from_the_canvas
 
     viewer = make_napari_viewer()
     controller = controller_for(viewer)
-    controller.add_session(TrackingSession.from_graph(graph_with_margins(make_graph),
-                                                      name="test", geometry=Geometry(3, SCALE)))
+    controller.add_session(
+        TrackingSession.from_graph(
+            graph_with_margins(make_graph), name="test", geometry=Geometry(3, SCALE)
+        )
+    )
     editor, finetune = EditorWidget(viewer), FinetuneWidget(viewer)
     assert f"To review: {EXPECTED_UNCERTAIN} uncertain" in editor.review_label.text()
     assert f"not reviewed: {EXPECTED_UNCERTAIN} " in finetune.review_label.text()

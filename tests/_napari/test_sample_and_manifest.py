@@ -37,8 +37,12 @@ def test_manifest_validates_and_both_copies_are_identical():
     package_copy = (ROOT / "src" / "napari_cellect" / "napari.yaml").read_bytes()
     assert root_copy == package_copy
     npe2 = Path(sys.executable).with_name("npe2")
-    result = subprocess.run([str(npe2), "validate", "napari-cellect", "--imports"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(npe2), "validate", "napari-cellect", "--imports"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
@@ -50,7 +54,12 @@ def test_manifest_lists_the_reader_writers_sample_and_widgets():
     assert manifest.name == "napari-cellect" and manifest.display_name == "CELLECT tracking"
     contributions = manifest.contributions
     assert {w.display_name for w in contributions.widgets} == {
-        "Track cells", "Edit tracks", "Lineage view", "Export tracks", "Fine-tune"}
+        "Track cells",
+        "Edit tracks",
+        "Lineage view",
+        "Export tracks",
+        "Fine-tune",
+    }
     assert {tuple(w.layer_types) for w in contributions.writers} == {("points",), ("tracks",)}
     assert contributions.readers[0].accepts_directories
     assert [s.key for s in contributions.sample_data] == ["synthetic_embryo"]

@@ -37,8 +37,15 @@ def fake_pipeline(graph, stop_after=None, calls=None):
 
 def test_progress_passes_through_and_masks_are_painted_per_frame(graph):
     images = np.zeros((5, 4, 32, 32), np.uint8)
-    job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
-                       should_stop=lambda: False)
+    job = tracking_job(
+        fake_pipeline(graph),
+        images,
+        None,
+        z_ratio=1.0,
+        device="cpu",
+        tile=None,
+        should_stop=lambda: False,
+    )
     records, output = run(job)
     assert [r.stage for r in records] == ["detect"] * 5 + ["tracks"] + ["labels"] * 5
     assert records[5].graph is graph  # the tracks, before the masks are made
@@ -52,16 +59,31 @@ def test_progress_passes_through_and_masks_are_painted_per_frame(graph):
 
 def test_a_cancelled_run_returns_none(graph):
     images = np.zeros((5, 1, 8, 8), np.uint8)
-    job = tracking_job(fake_pipeline(graph, stop_after=2), images, None, z_ratio=1.0,
-                       device="cpu", tile=None, should_stop=lambda: False)
+    job = tracking_job(
+        fake_pipeline(graph, stop_after=2),
+        images,
+        None,
+        z_ratio=1.0,
+        device="cpu",
+        tile=None,
+        should_stop=lambda: False,
+    )
     records, output = run(job)
     assert len(records) == 2 and output is None
 
 
 def test_masks_too_large_for_memory_are_skipped(graph):
     images = np.zeros((5, 4, 32, 32), np.uint8)
-    job = tracking_job(fake_pipeline(graph), images, None, z_ratio=1.0, device="cpu", tile=None,
-                       should_stop=lambda: False, max_label_bytes=1000)
+    job = tracking_job(
+        fake_pipeline(graph),
+        images,
+        None,
+        z_ratio=1.0,
+        device="cpu",
+        tile=None,
+        should_stop=lambda: False,
+        max_label_bytes=1000,
+    )
     records, output = run(job)
     assert output.labels is None and [r.stage for r in records] == ["detect"] * 5 + ["tracks"]
 
@@ -70,8 +92,16 @@ def test_the_nucleus_radius_goes_to_the_pipeline(graph):
     images = np.zeros((5, 4, 32, 32), np.uint8)
     calls: list = []
     for radius in (None, 7.5):
-        job = tracking_job(fake_pipeline(graph, calls=calls), images, None, z_ratio=1.0,
-                           device="cpu", tile=None, should_stop=lambda: False, cell_radius=radius)
+        job = tracking_job(
+            fake_pipeline(graph, calls=calls),
+            images,
+            None,
+            z_ratio=1.0,
+            device="cpu",
+            tile=None,
+            should_stop=lambda: False,
+            cell_radius=radius,
+        )
         run(job)
     assert [c["cell_radius"] for c in calls] == [None, 7.5]
 
@@ -81,8 +111,9 @@ def test_the_reference_radius_is_read_from_the_model_file(tmp_path):
 
     bundle = ModelBundle.random("small", seed=0)
     plain = bundle.save(tmp_path / "plain.pt")
-    sized = dataclasses.replace(bundle, normalization=dataclasses.replace(
-        bundle.normalization, reference_radius=4.25)).save(tmp_path / "sized.pt")
+    sized = dataclasses.replace(
+        bundle, normalization=dataclasses.replace(bundle.normalization, reference_radius=4.25)
+    ).save(tmp_path / "sized.pt")
     assert model_reference_radius(str(plain)) is None
     assert model_reference_radius(str(sized)) == pytest.approx(4.25)
     assert model_reference_radius(None) == ModelBundle.load_default().normalization.reference_radius

@@ -33,17 +33,27 @@ def _state(layer: Tracks) -> dict[str, object]:
     """Everything napari derives from the data and the graph, by attribute."""
     manager = layer._manager
     return {
-        "data": layer.data, "order": manager._order, "ordered": manager._ordered_points_idx,
-        "points": manager._points, "points_id": manager._points_id,
+        "data": layer.data,
+        "order": manager._order,
+        "ordered": manager._ordered_points_idx,
+        "points": manager._points,
+        "points_id": manager._points_id,
         "lookup": {int(k): (v.start, v.stop) for k, v in manager._points_lookup.items()},
-        "id2idxs": manager._id2idxs.toarray(), "vertices": manager.track_vertices,
-        "connex": layer.track_connex, "times": layer.track_times, "colors": layer.track_colors,
-        "graph": layer.graph, "graph_vertices": manager.graph_vertices,
-        "graph_connex": layer.graph_connex, "graph_times": layer.graph_times,
-        "view": layer._view_data, "view_graph": layer._view_graph,
+        "id2idxs": manager._id2idxs.toarray(),
+        "vertices": manager.track_vertices,
+        "connex": layer.track_connex,
+        "times": layer.track_times,
+        "colors": layer.track_colors,
+        "graph": layer.graph,
+        "graph_vertices": manager.graph_vertices,
+        "graph_connex": layer.graph_connex,
+        "graph_times": layer.graph_times,
+        "view": layer._view_data,
+        "view_graph": layer._view_graph,
         "features": layer.features.to_numpy(),
-        "feature_names": list(layer.features.columns), "extent": layer.extent.data,
-    }  # fmt: skip
+        "feature_names": list(layer.features.columns),
+        "extent": layer.extent.data,
+    }
 
 
 def _assert_same(got: Tracks, expected: Tracks) -> None:

@@ -35,12 +35,31 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None, produced=None):
     """A tracking generator that 'finds' the ground truth, one frame pair at a time (``produced``
     gets each frame as the worker finishes it)."""
 
-    def iter_tracking(images, bundle=None, *, z_ratio, device, tile, cache_dir, should_stop,
-                      keep_foreground=False, cell_radius=None, scheduler=None):
+    def iter_tracking(
+        images,
+        bundle=None,
+        *,
+        z_ratio,
+        device,
+        tile,
+        cache_dir,
+        should_stop,
+        keep_foreground=False,
+        cell_radius=None,
+        scheduler=None,
+    ):
         n = images.shape[0]
         if calls is not None:
-            calls.append(dict(shape=images.shape, z_ratio=z_ratio, device=device, tile=tile,
-                              cell_radius=cell_radius, scheduler=scheduler))
+            calls.append(
+                dict(
+                    shape=images.shape,
+                    z_ratio=z_ratio,
+                    device=device,
+                    tile=tile,
+                    cell_radius=cell_radius,
+                    scheduler=scheduler,
+                )
+            )
         for t in range(n):
             if should_stop():
                 from napari_cellect.errors import Cancelled
@@ -70,8 +89,11 @@ def sample_image_and_truth(viewer):
     controller = open_sample(viewer)
     truth = controller.session.graph
     truth_labels = controller.bound.labels.data.copy()
-    for name in ("embryo ground truth labels", "embryo ground truth tracks",
-                 "embryo ground truth centres"):
+    for name in (
+        "embryo ground truth labels",
+        "embryo ground truth tracks",
+        "embryo ground truth centres",
+    ):
         viewer.layers.remove(name)
     return truth, truth_labels
 
@@ -91,27 +113,45 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     widget.run_button.click()
     assert widget.running and not widget.run_button.isEnabled()
     widget.jobs.worker.yielded.connect(
-        lambda p: seen_preview.append(len(widget._preview.points()) if widget._preview else 0))
+        lambda p: seen_preview.append(len(widget._preview.points()) if widget._preview else 0)
+    )
     widget.jobs.worker.yielded.connect(
-        lambda p: seen_layers.update(layer.name for layer in viewer.layers))
+        lambda p: seen_layers.update(layer.name for layer in viewer.layers)
+    )
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
 
     from napari_cellect.settings.tiling import TilingConfig
 
-    assert calls == [dict(shape=(10, 16, 96, 96), z_ratio=pytest.approx(2.0), device="cpu",
-                          tile=tuple(TilingConfig().tile),  # the boxes start at the default
-                          cell_radius="auto",  # the radius field holds the estimate
-                          scheduler=None)]  # and the scheduler field empty: this machine
+    assert calls == [
+        dict(
+            shape=(10, 16, 96, 96),
+            z_ratio=pytest.approx(2.0),
+            device="cpu",
+            tile=tuple(TilingConfig().tile),  # the boxes start at the default
+            cell_radius="auto",  # the radius field holds the estimate
+            scheduler=None,
+        )
+    ]  # and the scheduler field empty: this machine
     assert seen_preview and seen_preview[-1] > 0  # centres appeared while frames finished
     assert "synthetic embryo tracks (running)" in seen_layers  # tracks before the masks
     names = [layer.name for layer in viewer.layers]
-    assert names == ["synthetic embryo", "synthetic embryo tracked labels",
-                     "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
+    assert names == [
+        "synthetic embryo",
+        "synthetic embryo tracked labels",
+        "synthetic embryo tracked tracks",
+        "synthetic embryo tracked centres",
+    ]
     result = widget.result_session
     assert controller_for(viewer).session is result and len(result.graph) == len(truth)
     points = viewer.layers["synthetic embryo tracked centres"]
-    assert set(points.features.columns) >= {"id", "track_id", "score", "radius", "division_score",
-                                            "approved"}
+    assert set(points.features.columns) >= {
+        "id",
+        "track_id",
+        "score",
+        "radius",
+        "division_score",
+        "approved",
+    }
     np.testing.assert_array_equal(points.features["track_id"], result.graph.track_ids())
     tracks = viewer.layers["synthetic embryo tracked tracks"]
     assert len(tracks.graph) == 2 * len(result.graph.divisions())
@@ -120,8 +160,9 @@ def test_tracking_runs_in_a_worker_and_gives_centres_tracks_and_labels(make_napa
     # a label, its centre and its track line share a colour
     tid = int(result.graph.track_ids()[0])
     np.testing.assert_allclose(labels.colormap.map(tid), track_colors(tid)[0], atol=1e-6)
-    np.testing.assert_allclose(tracks.colormaps_dict["track_id"].map(np.array([tid]))[0],
-                               track_colors(tid)[0], atol=1e-6)
+    np.testing.assert_allclose(
+        tracks.colormaps_dict["track_id"].map(np.array([tid]))[0], track_colors(tid)[0], atol=1e-6
+    )
     assert widget.progress.value() == widget.progress.maximum()
     assert "cells" in widget.status.text()
     assert result.journal is not None and (result.journal_folder / "base.csv").is_file()
@@ -160,13 +201,18 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
     per_frame = [len(truth.frame(t)) for t in range(int(truth["t"].max()) + 1)]
     assert [len(points) for points in shown] == list(np.cumsum(per_frame))
     for t, points in enumerate(shown):  # frame t's centres, in the image's voxels
-        np.testing.assert_allclose(points[points[:, 0] == t][:, 1:],
-                                   truth.positions(truth.frame(t)))
+        np.testing.assert_allclose(
+            points[points[:, 0] == t][:, 1:], truth.positions(truth.frame(t))
+        )
     assert len(previews) == 1 and rebuilt == []
     assert tuple(previews[0].scale) == tuple(viewer.layers["synthetic embryo"].scale)
     names = [layer.name for layer in viewer.layers]  # the previews gone, the result in place
-    assert names == ["synthetic embryo", "synthetic embryo tracked labels",
-                     "synthetic embryo tracked tracks", "synthetic embryo tracked centres"]
+    assert names == [
+        "synthetic embryo",
+        "synthetic embryo tracked labels",
+        "synthetic embryo tracked tracks",
+        "synthetic embryo tracked centres",
+    ]
     assert len(viewer.layers["synthetic embryo tracked centres"].data) == len(truth)
 
 
@@ -175,11 +221,13 @@ def test_cancel_stops_within_one_frame_pair(make_napari_viewer, qtbot):
     viewer.add_image(np.zeros((40, 2, 16, 16), np.uint8), name="img")
     from napari_cellect.track.graph import TrackGraph
 
-    truth = TrackGraph.from_arrays(id=np.arange(1, 41), t=np.arange(40), z=np.zeros(40),
-                                   y=np.full(40, 5.0), x=np.full(40, 5.0))
+    truth = TrackGraph.from_arrays(
+        id=np.arange(1, 41), t=np.arange(40), z=np.zeros(40), y=np.full(40, 5.0), x=np.full(40, 5.0)
+    )
     produced: list[int] = []  # frames the worker finished (the main thread may lag behind)
-    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, delay=0.1,
-                                                                    produced=produced))
+    widget = TrackingWidget(
+        viewer, tracking_function=fake_pipeline(truth, None, delay=0.1, produced=produced)
+    )
     widget.run()
     qtbot.waitUntil(lambda: len(produced) >= 2, timeout=WAIT_MS)
     widget.cancel_button.click()
@@ -213,8 +261,9 @@ def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, 
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((3, 2, 16, 16), np.uint8), name="img")
-    truth = TrackGraph.from_arrays(id=[1, 2, 3], t=[0, 1, 2], z=[0.0] * 3, y=[5.0] * 3,
-                                   x=[5.0] * 3, parent_id=[-1, 1, 2])
+    truth = TrackGraph.from_arrays(
+        id=[1, 2, 3], t=[0, 1, 2], z=[0.0] * 3, y=[5.0] * 3, x=[5.0] * 3, parent_id=[-1, 1, 2]
+    )
     calls: list = []
     widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, calls=calls))
     spin = widget.cell_radius_spin
@@ -248,13 +297,15 @@ def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, 
     assert widget.cell_radius() == pytest.approx(7.5) and widget.run_button.isEnabled()
 
 
-def test_the_nucleus_radius_is_estimated_from_the_image_and_a_typed_one_wins(make_napari_viewer,
-                                                                            qtbot):  # fmt: skip
+def test_the_nucleus_radius_is_estimated_from_the_image_and_a_typed_one_wins(
+    make_napari_viewer, qtbot
+):
     viewer = make_napari_viewer()
     truth, truth_labels = sample_image_and_truth(viewer)
     calls: list = []
-    widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, truth_labels,
-                                                                    calls=calls))  # fmt: skip
+    widget = TrackingWidget(
+        viewer, tracking_function=fake_pipeline(truth, truth_labels, calls=calls)
+    )
     viewer.window.add_dock_widget(widget)
     spin = widget.cell_radius_spin
     qtbot.waitUntil(lambda: spin.value() > 0, timeout=WAIT_MS)  # filled off the GUI thread
@@ -278,14 +329,14 @@ def test_the_nucleus_radius_is_estimated_from_the_image_and_a_typed_one_wins(mak
     assert calls[-1]["cell_radius"] == pytest.approx(12.0)
 
 
-def test_the_scheduler_typed_in_goes_to_the_run_and_bad_ones_are_refused(make_napari_viewer,
-                                                                          qtbot):
+def test_the_scheduler_typed_in_goes_to_the_run_and_bad_ones_are_refused(make_napari_viewer, qtbot):
     from napari_cellect.track.graph import TrackGraph
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 2, 16, 16), np.uint8), name="img")
-    truth = TrackGraph.from_arrays(id=[1, 2], t=[0, 1], z=[0.0] * 2, y=[5.0] * 2, x=[5.0] * 2,
-                                   parent_id=[-1, 1])  # fmt: skip
+    truth = TrackGraph.from_arrays(
+        id=[1, 2], t=[0, 1], z=[0.0] * 2, y=[5.0] * 2, x=[5.0] * 2, parent_id=[-1, 1]
+    )
     calls: list = []
     widget = TrackingWidget(viewer, tracking_function=fake_pipeline(truth, None, calls=calls))
     qtbot.keyClicks(widget.scheduler_edit, "localhost:8786")
@@ -346,8 +397,11 @@ def test_keys_on_the_canvas_edit_and_undo(make_napari_viewer, qtbot):
     qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     after_undo = graph.to_dataframe().sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(after_undo, before)
-    qtbot.keyClick(canvas, Qt.Key.Key_Z,
-                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClick(
+        canvas,
+        Qt.Key.Key_Z,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
     assert graph.parent_of(child) == -1
     qtbot.keyClick(canvas, Qt.Key.Key_Period)  # next node of the (now shorter) track
     assert controller.selection == (int(graph.children_of(child)[0]),)
@@ -366,8 +420,9 @@ def test_lineage_view_click_selects_and_moves_the_viewer(make_napari_viewer, qtb
     row = int(np.flatnonzero(graph["t"] == 5)[0])
     node = int(graph.ids[row])
     point = widget.canvas.to_screen(layout.node_x[row], layout.node_t[row])
-    qtbot.mouseClick(widget.canvas, Qt.MouseButton.LeftButton,
-                     pos=QPoint(round(point.x()), round(point.y())))
+    qtbot.mouseClick(
+        widget.canvas, Qt.MouseButton.LeftButton, pos=QPoint(round(point.x()), round(point.y()))
+    )
     assert controller.selection == (node,)
     assert viewer.dims.current_step[0] == 5
     _z, y, x = graph.positions(np.array([row]))[0]
@@ -444,8 +499,9 @@ def test_journal_restores_edits_of_a_viewer_closed_without_saving(
     first.close()  # no save
 
     asked = []
-    monkeypatch.setattr(_dialogs, "ask_restore_journal",
-                        lambda folder: asked.append(folder) or True)
+    monkeypatch.setattr(
+        _dialogs, "ask_restore_journal", lambda folder: asked.append(folder) or True
+    )
     second = make_napari_viewer()
     second.open(str(path), plugin="napari-cellect")
     restored = controller_for(second, create=False).session
@@ -481,8 +537,9 @@ def test_screenshot_shows_the_tracks(make_napari_viewer, qtbot):
     assert (np.abs(empty - empty[0, 0]).sum(axis=-1) > 60).mean() < coloured.mean() / 10
 
 
-def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer, tmp_path,
-                                                             monkeypatch):
+def test_editor_widget_shows_the_keys_runs_actions_and_saves(
+    make_napari_viewer, tmp_path, monkeypatch
+):
     from napari_cellect._napari._editor_widget import EditorWidget
     from napari_cellect._napari._keybindings import KEYBINDINGS
 
@@ -490,8 +547,10 @@ def test_editor_widget_shows_the_keys_runs_actions_and_saves(make_napari_viewer,
     controller = open_sample(viewer)
     widget = EditorWidget(viewer)
     assert widget.table.rowCount() == len(KEYBINDINGS)
-    keys = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
-            for r in range(widget.table.rowCount())}
+    keys = {
+        widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
+        for r in range(widget.table.rowCount())
+    }
     assert keys["Redo"] == "Ctrl+Shift+Z" and keys["Delete node"] == "Delete\nBackspace"
     graph = controller.session.graph
     child = int(graph.ids[graph["parent_id"] >= 0][0])

@@ -48,9 +48,16 @@ def test_plain_points_use_their_id_and_parent_features(tmp_path):
 
 def test_plain_tracks_link_consecutive_vertices_and_divisions(tmp_path):
     # track 1: t 0-1, divides into tracks 2 (t 2-3) and 3 (t 2); rows deliberately unsorted
-    data = np.array([
-        [2, 3, 0, 5, 5], [1, 1, 0, 1, 1], [3, 2, 0, 9, 9], [1, 0, 0, 0, 0], [2, 2, 0, 4, 4],
-    ], dtype=float)
+    data = np.array(
+        [
+            [2, 3, 0, 5, 5],
+            [1, 1, 0, 1, 1],
+            [3, 2, 0, 9, 9],
+            [1, 0, 0, 0, 0],
+            [2, 2, 0, 4, 4],
+        ],
+        dtype=float,
+    )
     graph = graph_from_tracks(data, {2: [1], 3: 1})
     assert len(graph) == 5 and graph.n_edges == 4
     mother_last = graph.ids[(graph["t"] == 1)][0]

@@ -48,10 +48,9 @@ def test_minimal_csv_derives_tracks(tmp_path):
 
 def test_csv_approved_words_2d_and_extra_columns(tmp_path):
     path = tmp_path / "2d.csv"
-    path.write_text("id,t,y,x,parent_id,approved,area,name\n"
-                    "0,0,5,5,-1,true,12.5,a\n"
-                    "\n"
-                    "1,1,6,6,0,0,13,b\n")
+    path.write_text(
+        "id,t,y,x,parent_id,approved,area,name\n0,0,5,5,-1,true,12.5,a\n\n1,1,6,6,0,0,13,b\n"
+    )
     graph = read_csv(path)
     assert graph["z"].tolist() == [0.0, 0.0]
     assert graph["approved"].tolist() == [True, False]
@@ -63,22 +62,38 @@ def test_csv_approved_words_2d_and_extra_columns(tmp_path):
     ("text", "pattern"),
     [
         ("id,t,z,y\n0,0,1,1\n", r"bad\.csv, line 1: missing column\(s\) x, parent_id"),
-        ("id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,abc,1,0\n",
-         r"bad\.csv, line 3: column 'y': expected a number, found 'abc'"),
-        ("id,t,z,y,x,parent_id\n0,0.5,1,1,1,-1\n",
-         r"bad\.csv, line 2: column 't': expected a whole number, found '0.5'"),
-        ("id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,1,1,7\n",
-         r"bad\.csv, line 3: parent 7 of id 1 does not exist"),
-        ("id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n0,1,1,1,1,-1\n",
-         r"bad\.csv, line 3: id 0 is used twice \(also on line 2\)"),
-        ("id,t,z,y,x,parent_id\n0,1,1,1,1,-1\n1,1,1,1,1,0\n",
-         r"bad\.csv, line 3: parent 0 \(frame 1\) of id 1 \(frame 1\) is not in an earlier"),
-        ("id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,1,1,0\n2,1,1,1,1,0\n3,1,1,1,1,0\n",
-         r"bad\.csv, line 2: id 0 has 3 children .* lines 3, 4, 5"),
-        ("id,t,z,y,x,parent_id,approved\n0,0,1,1,1,-1,maybe\n",
-         r"bad\.csv, line 2: column 'approved': expected 0/1 or true/false, found 'maybe'"),
-        ("id,t,z,y,x,parent_id\n0,,1,1,1,-1\n",
-         r"bad\.csv, line 2: column 't': expected a whole number, found ''"),
+        (
+            "id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,abc,1,0\n",
+            r"bad\.csv, line 3: column 'y': expected a number, found 'abc'",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,0.5,1,1,1,-1\n",
+            r"bad\.csv, line 2: column 't': expected a whole number, found '0.5'",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,1,1,7\n",
+            r"bad\.csv, line 3: parent 7 of id 1 does not exist",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n0,1,1,1,1,-1\n",
+            r"bad\.csv, line 3: id 0 is used twice \(also on line 2\)",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,1,1,1,1,-1\n1,1,1,1,1,0\n",
+            r"bad\.csv, line 3: parent 0 \(frame 1\) of id 1 \(frame 1\) is not in an earlier",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,0,1,1,1,-1\n1,1,1,1,1,0\n2,1,1,1,1,0\n3,1,1,1,1,0\n",
+            r"bad\.csv, line 2: id 0 has 3 children .* lines 3, 4, 5",
+        ),
+        (
+            "id,t,z,y,x,parent_id,approved\n0,0,1,1,1,-1,maybe\n",
+            r"bad\.csv, line 2: column 'approved': expected 0/1 or true/false, found 'maybe'",
+        ),
+        (
+            "id,t,z,y,x,parent_id\n0,,1,1,1,-1\n",
+            r"bad\.csv, line 2: column 't': expected a whole number, found ''",
+        ),
     ],
 )
 def test_csv_bad_input(tmp_path, text, pattern):
@@ -127,8 +142,11 @@ def test_linajea_without_div_state_and_commented_header(tmp_path):
 def test_linajea_missing_parent(tmp_path):
     path = tmp_path / "tracks.txt"
     path.write_text(TRACKS_TXT.replace("4\t2\t1\t9.0", "4\t99\t1\t9.0"))
-    with pytest.raises(InputError, match=r"tracks\.txt, line 5: parent 99 of cell_id 4 does "
-                                         r"not exist"):
+    with pytest.raises(
+        InputError,
+        match=r"tracks\.txt, line 5: parent 99 of cell_id 4 does "
+        r"not exist",
+    ):
         read_tracks(path)
 
 
@@ -145,8 +163,13 @@ def _write_ctc_gt(folder, with_gap=True):
     """Track 1 (t0-1) divides into 2 and 3 (t2); track 3 has a gap continued by 4 (t4)."""
     folder.mkdir(parents=True)
     shape = (6, 24, 24)
-    frames = {0: [(1, (3, 5, 5))], 1: [(1, (3, 6, 6))], 2: [(2, (3, 4, 10)), (3, (3, 12, 16))],
-              3: [(2, (3, 5, 11))], 4: [(4, (2, 14, 18))] if with_gap else []}
+    frames = {
+        0: [(1, (3, 5, 5))],
+        1: [(1, (3, 6, 6))],
+        2: [(2, (3, 4, 10)), (3, (3, 12, 16))],
+        3: [(2, (3, 5, 11))],
+        4: [(4, (2, 14, 18))] if with_gap else [],
+    }
     for t, objects in frames.items():
         image = np.zeros(shape, np.uint16)
         for label, centre in objects:
@@ -165,11 +188,15 @@ def test_ctc_ground_truth(tmp_path):
     np.testing.assert_allclose(by_frame[0], [[3, 5, 5]])
     np.testing.assert_allclose(by_frame[2], [[3, 4, 10], [3, 12, 16]])
     # the edges, described by the (t, y) of their ends
-    key = {int(i): (int(t), int(round(y))) for i, t, y in
-           zip(graph.ids, graph["t"], graph["y"])}
+    key = {int(i): (int(t), int(round(y))) for i, t, y in zip(graph.ids, graph["t"], graph["y"])}
     edges = {(key[a], key[b]) for a, b in graph.edges().tolist()}
-    assert edges == {((0, 5), (1, 6)), ((1, 6), (2, 4)), ((1, 6), (2, 12)), ((2, 4), (3, 5)),
-                     ((2, 12), (4, 14))}
+    assert edges == {
+        ((0, 5), (1, 6)),
+        ((1, 6), (2, 4)),
+        ((1, 6), (2, 12)),
+        ((2, 4), (3, 5)),
+        ((2, 12), (4, 14)),
+    }
     mother = graph.ids[(graph["t"] == 1)]
     assert graph["division_score"][graph.index_of(mother)].tolist() == [1.0]
     assert np.all(graph["radius"] > 1)
@@ -180,7 +207,7 @@ def test_ctc_results_folder_2d(tmp_path):
     folder.mkdir()
     for t in range(3):
         image = np.zeros((20, 20), np.uint16)
-        image[4:8, 4 + t:8 + t] = 5
+        image[4:8, 4 + t : 8 + t] = 5
         tifffile.imwrite(folder / f"mask{t:03d}.tif", image)
     (folder / "res_track.txt").write_text("5 0 2 0\n")
     graph = read_ctc(folder / "res_track.txt")
@@ -193,15 +220,21 @@ def test_ctc_bad_inputs(tmp_path):
     folder = tmp_path / "TRA"
     _write_ctc_gt(folder)
     (folder / "man_track.txt").write_text("1 0 1 0\n2 2 3 1\n3 2 2 1\n4 4 4 9\n")
-    with pytest.raises(InputError, match=r"man_track\.txt, line 4: parent track 9 of track 4 "
-                                         r"is not listed"):
+    with pytest.raises(
+        InputError,
+        match=r"man_track\.txt, line 4: parent track 9 of track 4 "
+        r"is not listed",
+    ):
         read_tracks(folder)
     (folder / "man_track.txt").write_text("1 0 1 0\n2 2 x 1\n")
     with pytest.raises(InputError, match=r"man_track\.txt, line 2: expected four whole numbers"):
         read_tracks(folder)
     (folder / "man_track.txt").write_text("1 0 1 0\n2 2 3 1\n3 2 2 1\n")
-    with pytest.raises(InputError, match=r"man_track004\.tif: label\(s\) 4 are not in "
-                                         r"man_track\.txt"):
+    with pytest.raises(
+        InputError,
+        match=r"man_track004\.tif: label\(s\) 4 are not in "
+        r"man_track\.txt",
+    ):
         read_tracks(folder)
 
 
@@ -215,8 +248,11 @@ def test_ctc_daughter_before_mother_ends(tmp_path):
             image[6:8, 6:8] = 2
         tifffile.imwrite(folder / f"mask{t:03d}.tif", image)
     (folder / "res_track.txt").write_text("1 0 2 0\n2 1 2 1\n")
-    with pytest.raises(InputError, match=r"res_track\.txt, line 2: track 2 starts in frame 1 "
-                                         r"but its parent track 1 ends in frame 2"):
+    with pytest.raises(
+        InputError,
+        match=r"res_track\.txt, line 2: track 2 starts in frame 1 "
+        r"but its parent track 1 ends in frame 2",
+    ):
         read_tracks(folder)
 
 
@@ -238,16 +274,34 @@ def test_geff_with_two_parents_is_refused(tmp_path):
     from geff_spec import Axis, GeffMetadata
 
     path = tmp_path / "merge.geff"
-    props = {name: {"values": np.array(values, dtype=float), "missing": None}
-             for name, values in (("t", [0, 0, 1]), ("y", [1, 5, 3]), ("x", [1, 1, 1]))}
-    meta = GeffMetadata(directed=True, node_props_metadata={}, edge_props_metadata={},
-                        axes=[Axis(name="t", type="time"), Axis(name="y", type="space"),
-                              Axis(name="x", type="space")])
-    write_arrays(path, np.array([0, 1, 2], np.uint64), props,
-                 np.array([[0, 2], [1, 2]], np.uint64), None, meta)
+    props = {
+        name: {"values": np.array(values, dtype=float), "missing": None}
+        for name, values in (("t", [0, 0, 1]), ("y", [1, 5, 3]), ("x", [1, 1, 1]))
+    }
+    meta = GeffMetadata(
+        directed=True,
+        node_props_metadata={},
+        edge_props_metadata={},
+        axes=[
+            Axis(name="t", type="time"),
+            Axis(name="y", type="space"),
+            Axis(name="x", type="space"),
+        ],
+    )
+    write_arrays(
+        path,
+        np.array([0, 1, 2], np.uint64),
+        props,
+        np.array([[0, 2], [1, 2]], np.uint64),
+        None,
+        meta,
+    )
     assert detect_format(path)[0] == "geff"
-    with pytest.raises(InputError, match=r"merge\.geff: node\(s\) 2 have more than one "
-                                         r"incoming edge"):
+    with pytest.raises(
+        InputError,
+        match=r"merge\.geff: node\(s\) 2 have more than one "
+        r"incoming edge",
+    ):
         read_geff(path)
 
 
@@ -256,14 +310,24 @@ def test_geff_2d_from_another_tool(tmp_path):
     from geff_spec import Axis, GeffMetadata
 
     path = tmp_path / "other.zarr"
-    props = {"frame": {"values": np.array([0, 1]), "missing": None},
-             "row": {"values": np.array([2.0, 3.0]), "missing": None},
-             "col": {"values": np.array([4.0, 5.0]), "missing": None}}
-    meta = GeffMetadata(directed=True, node_props_metadata={}, edge_props_metadata={},
-                        axes=[Axis(name="frame", type="time"), Axis(name="row", type="space"),
-                              Axis(name="col", type="space")])
-    write_arrays(path, np.array([7, 8], np.uint64), props, np.array([[7, 8]], np.uint64), None,
-                 meta)
+    props = {
+        "frame": {"values": np.array([0, 1]), "missing": None},
+        "row": {"values": np.array([2.0, 3.0]), "missing": None},
+        "col": {"values": np.array([4.0, 5.0]), "missing": None},
+    }
+    meta = GeffMetadata(
+        directed=True,
+        node_props_metadata={},
+        edge_props_metadata={},
+        axes=[
+            Axis(name="frame", type="time"),
+            Axis(name="row", type="space"),
+            Axis(name="col", type="space"),
+        ],
+    )
+    write_arrays(
+        path, np.array([7, 8], np.uint64), props, np.array([[7, 8]], np.uint64), None, meta
+    )
     graph = read_tracks(path)
     assert graph.positions().tolist() == [[0, 2, 4], [0, 3, 5]]
     assert _edges(graph) == {(7, 8)}

@@ -17,13 +17,19 @@ from napari_cellect.track.graph import TrackGraph
 
 
 def graph(n: int = 5) -> TrackGraph:
-    return TrackGraph.from_arrays(id=np.arange(n), t=np.arange(n), z=np.zeros(n),
-                                  y=np.arange(n, dtype=float), x=np.ones(n),
-                                  parent_id=np.arange(n) - 1)
+    return TrackGraph.from_arrays(
+        id=np.arange(n),
+        t=np.arange(n),
+        z=np.zeros(n),
+        y=np.arange(n, dtype=float),
+        x=np.ones(n),
+        parent_id=np.arange(n) - 1,
+    )
 
 
 def full_disk(monkeypatch) -> None:
     """Every fsync fails as on a full disk (data is flushed there; so do written bytes)."""
+
     def no_space(_fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -39,8 +45,11 @@ def test_a_full_disk_keeps_the_previous_csv(tmp_path, monkeypatch):
     write_csv(graph(3), path)
     before = path.read_bytes()
     full_disk(monkeypatch)
-    with pytest.raises(WriteError, match=r"cannot write .*tracks.csv: the disk is full \(No space "
-                                         r"left on device\); the previous file is kept") as info:
+    with pytest.raises(
+        WriteError,
+        match=r"cannot write .*tracks.csv: the disk is full \(No space "
+        r"left on device\); the previous file is kept",
+    ) as info:
         write_csv(graph(5), path)
     assert isinstance(info.value, OSError) and isinstance(info.value, CellectError)
     assert info.value.errno == errno.ENOSPC
@@ -91,33 +100,53 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cache", [False, True], ids=["no cache", "cache beside the output"])
 def test_cellect_track_on_a_full_disk_prints_one_line_and_keeps_the_old_tracks(
-        cache, tmp_path, monkeypatch, capsys):
+    cache, tmp_path, monkeypatch, capsys
+):
     import tifffile
 
     from napari_cellect.cli import main
     from napari_cellect.model.bundle import ModelBundle
 
     images = tmp_path / "movie.tif"
-    tifffile.imwrite(images, (np.random.default_rng(0).random((2, 4, 32, 32)) * 900)
-                     .astype(np.uint16), imagej=True, metadata={"axes": "TZYX"})
+    tifffile.imwrite(
+        images,
+        (np.random.default_rng(0).random((2, 4, 32, 32)) * 900).astype(np.uint16),
+        imagej=True,
+        metadata={"axes": "TZYX"},
+    )
     weights = ModelBundle.random(preset="small", seed=0).save(tmp_path / "model.pt")
     out = tmp_path / "tracks.csv"
     out.write_text("id,t,z,y,x,parent_id\n1,0,0,0,0,-1\n")
     before = out.read_bytes()
     full_disk(monkeypatch)
-    code = main(["track", str(images), "-o", str(out), "--weights", str(weights), "--device",
-                 "cpu", *([] if cache else ["--no-cache"])])
+    code = main(
+        [
+            "track",
+            str(images),
+            "-o",
+            str(out),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            *([] if cache else ["--no-cache"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if "error" in line]
     if cache:  # the detection cache is the first thing written
         manifest = tmp_path / "tracks.csv.cellect-cache" / "cache.json"
-        assert lines == [f"cellect track: error: cannot write {manifest}: the disk is full (No "
-                         "space left on device); no file was written; free some space or save "
-                         "elsewhere"]
+        assert lines == [
+            f"cellect track: error: cannot write {manifest}: the disk is full (No "
+            "space left on device); no file was written; free some space or save "
+            "elsewhere"
+        ]
     else:
-        assert lines == [f"cellect track: error: cannot write {out}: the disk is full (No space "
-                         "left on device); the previous file is kept unchanged; free some space "
-                         "or save elsewhere"]
+        assert lines == [
+            f"cellect track: error: cannot write {out}: the disk is full (No space "
+            "left on device); the previous file is kept unchanged; free some space "
+            "or save elsewhere"
+        ]
     assert out.read_bytes() == before
     assert leftovers(tmp_path) == []

@@ -41,8 +41,10 @@ def graph() -> TrackGraph:
 
 def _edges_by_place(graph) -> set:
     """Edges named by (t, rounded z y x) of both ends, independent of node ids."""
-    place = {int(i): (int(t), *np.round(p).astype(int).tolist())
-             for i, t, p in zip(graph.ids, graph["t"], graph.positions())}
+    place = {
+        int(i): (int(t), *np.round(p).astype(int).tolist())
+        for i, t, p in zip(graph.ids, graph["t"], graph.positions())
+    }
     return {(place[a], place[b]) for a, b in graph.edges().tolist()}
 
 
@@ -54,14 +56,26 @@ def test_csv_round_trip_and_format(tmp_path, graph):
     write_csv(graph, path)
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(CSV_COLUMNS)
-    assert lines[0] == ("id,t,z,y,x,parent_id,track_id,parent_track_id,radius,division_score,"
-                        "link_score,approved")
+    assert lines[0] == (
+        "id,t,z,y,x,parent_id,track_id,parent_track_id,radius,division_score,link_score,approved"
+    )
     first = dict(zip(lines[0].split(","), lines[1].split(",")))
     assert first["approved"] == "1" and first["link_score"] == ""
     back = read_csv(path)
     rows = back.index_of(graph.ids)
-    for column in ("t", "z", "y", "x", "parent_id", "division_score", "link_score", "approved",
-                   "radius", "track_id", "parent_track_id"):
+    for column in (
+        "t",
+        "z",
+        "y",
+        "x",
+        "parent_id",
+        "division_score",
+        "link_score",
+        "approved",
+        "radius",
+        "track_id",
+        "parent_track_id",
+    ):
         np.testing.assert_array_equal(back[column][rows], graph[column], err_msg=column)
 
 
@@ -87,8 +101,7 @@ def test_ctc_table_cuts_gaps(graph):
     labels, table = ctc_tracks(graph)
     # graph track ids: 1 (nodes 0-2), 4 (node 3), 5 (nodes 4, 5), 7 (node 6); the edge 4 -> 5
     # skips frame 4, so node 5 starts a new CTC track 8 whose parent is 5
-    assert table.tolist() == [[1, 0, 2, 0], [4, 3, 3, 1], [5, 3, 3, 1], [7, 0, 0, 0],
-                              [8, 5, 5, 5]]
+    assert table.tolist() == [[1, 0, 2, 0], [4, 3, 3, 1], [5, 3, 3, 1], [7, 0, 0, 0], [8, 5, 5, 5]]
     assert labels[graph.index_of([0, 1, 2, 3, 4, 5, 6])].tolist() == [1, 1, 1, 4, 5, 8, 7]
 
 
@@ -103,8 +116,9 @@ def test_ctc_results_from_points_round_trip(tmp_path, graph):
     assert set(np.unique(mask)) == {0, 1, 7}
     back = read_ctc(folder)
     assert len(back) == len(graph)
-    np.testing.assert_allclose(np.sort(back.positions(), axis=0),
-                               np.sort(graph.positions(), axis=0), atol=1e-9)
+    np.testing.assert_allclose(
+        np.sort(back.positions(), axis=0), np.sort(graph.positions(), axis=0), atol=1e-9
+    )
     assert _edges_by_place(back) == _edges_by_place(graph)
 
 
@@ -123,7 +137,7 @@ def painted_labels(graph, dtype) -> np.ndarray:
     track = graph.track_ids()
     for row in range(len(graph)):
         z, y, x = graph.positions()[row].astype(int)
-        labels[graph["t"][row], z, y - 1:y + 2, x - 1:x + 2] = track[row]
+        labels[graph["t"][row], z, y - 1 : y + 2, x - 1 : x + 2] = track[row]
     return labels
 
 
@@ -139,8 +153,10 @@ def test_ctc_masks_from_label_array_and_callable(tmp_path, graph):
 
     folder2 = write_ctc(graph, tmp_path / "res2", labels=lambda t: labels[t]).folder
     for t in range(SHAPE[0]):
-        np.testing.assert_array_equal(tifffile.imread(folder2 / f"mask{t:03d}.tif"),
-                                      tifffile.imread(folder / f"mask{t:03d}.tif"))
+        np.testing.assert_array_equal(
+            tifffile.imread(folder2 / f"mask{t:03d}.tif"),
+            tifffile.imread(folder / f"mask{t:03d}.tif"),
+        )
 
 
 def test_ctc_nodes_without_mask_pixels_become_markers_on_background(tmp_path, graph):
@@ -166,8 +182,9 @@ def test_ctc_nodes_without_mask_pixels_become_markers_on_background(tmp_path, gr
 
 
 def test_ctc_2d_and_uint32(tmp_path):
-    graph = TrackGraph.from_arrays(id=[70000, 70001], t=[0, 1], z=[0.0, 0], y=[5.0, 6],
-                                   x=[5.0, 6], parent_id=[-1, 70000])
+    graph = TrackGraph.from_arrays(
+        id=[70000, 70001], t=[0, 1], z=[0.0, 0], y=[5.0, 6], x=[5.0, 6], parent_id=[-1, 70000]
+    )
     folder = write_ctc(graph, tmp_path / "res", shape=(2, 12, 12)).folder
     mask = tifffile.imread(folder / "mask001.tif")
     assert mask.shape == (12, 12) and mask.dtype == np.uint32
@@ -215,8 +232,9 @@ def test_table_only_without_images(tmp_path, graph):
 
 
 def test_draw_markers_is_anisotropic():
-    image = draw_markers((9, 21, 21), np.array([[4.0, 10, 10]]), np.array([4.0]),
-                         np.array([3]), z_ratio=2.0)
+    image = draw_markers(
+        (9, 21, 21), np.array([[4.0, 10, 10]]), np.array([4.0]), np.array([3]), z_ratio=2.0
+    )
     z, y, _x = np.nonzero(image)
     assert (z.min(), z.max()) == (2, 6)  # 4 px radius = 2 slices at z_ratio 2
     assert (y.min(), y.max()) == (6, 14)
@@ -225,8 +243,9 @@ def test_draw_markers_is_anisotropic():
 
 
 def test_overlapping_markers_split_between_centres():
-    image = draw_markers((1, 10, 20), np.array([[0.0, 5, 7], [0.0, 5, 11]]),
-                         np.array([4.0, 4.0]), np.array([1, 2]))
+    image = draw_markers(
+        (1, 10, 20), np.array([[0.0, 5, 7], [0.0, 5, 11]]), np.array([4.0, 4.0]), np.array([1, 2])
+    )
     assert image[0, 5, 8] == 1 and image[0, 5, 10] == 2
     assert image[0, 5, 7] == 1 and image[0, 5, 11] == 2
 
@@ -244,8 +263,19 @@ def test_geff_round_trip(tmp_path, graph):
     assert attrs["track_node_props"] == {"tracklet": "track_id", "lineage": "lineage_id"}
     back = read_geff(path)
     rows = back.index_of(graph.ids)
-    for column in ("t", "z", "y", "x", "parent_id", "radius", "score", "division_score",
-                   "link_score", "approved", "track_id"):
+    for column in (
+        "t",
+        "z",
+        "y",
+        "x",
+        "parent_id",
+        "radius",
+        "score",
+        "division_score",
+        "link_score",
+        "approved",
+        "track_id",
+    ):
         np.testing.assert_array_equal(back[column][rows], graph[column], err_msg=column)
     assert "lineage_id" not in back.columns
 

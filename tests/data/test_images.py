@@ -58,8 +58,7 @@ def test_numeric_sort_not_lexicographic(tmp_path):
 
 def test_gap_in_numbering_warns_with_missing_frames(tmp_path):
     volumes = [np.full((2, 6, 6), i, np.uint8) for i in range(6)]
-    folder = _write_folder(tmp_path / "gaps", volumes, name="f{}.tiff",
-                           numbers=[1, 2, 5, 6, 7, 11])
+    folder = _write_folder(tmp_path / "gaps", volumes, name="f{}.tiff", numbers=[1, 2, 5, 6, 7, 11])
     with pytest.warns(UserWarning, match=r"frames 3-4, 8-10 are missing"):
         seq = open_sequence(folder)
     assert seq.frames == [1, 2, 5, 6, 7, 11]
@@ -89,8 +88,11 @@ def test_folder_errors(tmp_path, movie):
         open_sequence(empty)
 
     shapes = _write_folder(tmp_path / "shapes", [movie[0], movie[1, :, :8]])
-    with pytest.raises(InputError, match=r"t001\.tif: .*shape \(5, 16, 12\) of t000\.tif, "
-                                         r"found \(5, 8, 12\)"):
+    with pytest.raises(
+        InputError,
+        match=r"t001\.tif: .*shape \(5, 16, 12\) of t000\.tif, "
+        r"found \(5, 8, 12\)",
+    ):
         open_sequence(shapes)
 
     dtypes = _write_folder(tmp_path / "dtypes", [movie[0], movie[1].astype(np.float32)])
@@ -143,8 +145,13 @@ def test_frames_are_read_lazily_one_at_a_time(tmp_path, movie, monkeypatch):
 
 def test_imagej_hyperstack_with_scale(tmp_path, movie):
     path = tmp_path / "movie.tif"
-    tifffile.imwrite(path, movie, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"axes": "TZYX", "spacing": 1.25, "unit": "um"})
+    tifffile.imwrite(
+        path,
+        movie,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "TZYX", "spacing": 1.25, "unit": "um"},
+    )
     seq = open_sequence(path)
     assert seq.data.shape == (T, Z, Y, X)
     assert seq.scale == pytest.approx((1.25, 0.25, 0.25))
@@ -155,9 +162,13 @@ def test_imagej_hyperstack_with_scale(tmp_path, movie):
 
 def test_ome_tiff_scale_and_compressed_pages(tmp_path, movie):
     path = tmp_path / "movie.ome.tif"
-    tifffile.imwrite(path, movie, ome=True, compression="zlib",
-                     metadata={"axes": "TZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5,
-                               "PhysicalSizeX": 0.5})
+    tifffile.imwrite(
+        path,
+        movie,
+        ome=True,
+        compression="zlib",
+        metadata={"axes": "TZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5},
+    )
     with pytest.raises(ValueError):
         tifffile.memmap(path, mode="r")  # compressed: the zarr path is exercised
     seq = open_sequence(path)
@@ -203,10 +214,14 @@ def test_4d_tiff_without_metadata_is_tzyx(tmp_path, movie):
 
 def test_multichannel_is_refused(tmp_path):
     path = tmp_path / "two_channels.tif"
-    tifffile.imwrite(path, np.zeros((2, 3, 2, 8, 8), np.uint8), imagej=True,
-                     metadata={"axes": "TZCYX"})
-    with pytest.raises(InputError, match=r"two_channels\.tif: the image has 2 channels.*one "
-                                         r"channel"):
+    tifffile.imwrite(
+        path, np.zeros((2, 3, 2, 8, 8), np.uint8), imagej=True, metadata={"axes": "TZCYX"}
+    )
+    with pytest.raises(
+        InputError,
+        match=r"two_channels\.tif: the image has 2 channels.*one "
+        r"channel",
+    ):
         open_sequence(path)
 
 
@@ -228,8 +243,9 @@ def test_bad_paths(tmp_path):
 
 def test_zarr_tzyx_lazy(tmp_path, movie):
     path = tmp_path / "movie.zarr"
-    stored = zarr.open_array(str(path), mode="w", shape=movie.shape, chunks=(1, Z, Y, X),
-                             dtype=movie.dtype)
+    stored = zarr.open_array(
+        str(path), mode="w", shape=movie.shape, chunks=(1, Z, Y, X), dtype=movie.dtype
+    )
     stored[:] = movie
     seq = open_sequence(path)
     assert seq.data.shape == (T, Z, Y, X) and seq.name == "movie"
@@ -246,23 +262,35 @@ def test_zarr_tyx_and_axes(tmp_path, movie):
     np.testing.assert_array_equal(seq.data[:, 0].compute(), movie[:, 0])
 
     yxt = tmp_path / "yxt.zarr"
-    zarr.open_array(str(yxt), mode="w", shape=(Y, X, T), dtype=np.uint16)[:] = \
-        movie[:, 0].transpose(1, 2, 0)
-    np.testing.assert_array_equal(open_sequence(yxt, axes="YXT").data[:, 0].compute(),
-                                  movie[:, 0])
+    zarr.open_array(str(yxt), mode="w", shape=(Y, X, T), dtype=np.uint16)[:] = movie[
+        :, 0
+    ].transpose(1, 2, 0)
+    np.testing.assert_array_equal(open_sequence(yxt, axes="YXT").data[:, 0].compute(), movie[:, 0])
 
 
 def test_ome_ngff_group(tmp_path, movie):
     path = tmp_path / "image.zarr"
     group = zarr.open_group(str(path), mode="w")
     group.create_array("0", shape=(T, 1, Z, Y, X), dtype=np.uint16)[:] = movie[:, None]
-    group.attrs["multiscales"] = [{
-        "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
-                 {"name": "z", "type": "space"}, {"name": "y", "type": "space"},
-                 {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, 1.0, 3.0, 0.5, 0.5]}]}],
-    }]
+    group.attrs["multiscales"] = [
+        {
+            "axes": [
+                {"name": "t", "type": "time"},
+                {"name": "c", "type": "channel"},
+                {"name": "z", "type": "space"},
+                {"name": "y", "type": "space"},
+                {"name": "x", "type": "space"},
+            ],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.0, 1.0, 3.0, 0.5, 0.5]}
+                    ],
+                }
+            ],
+        }
+    ]
     seq = open_sequence(path)
     assert seq.data.shape == (T, Z, Y, X)
     assert seq.scale == pytest.approx((3.0, 0.5, 0.5))

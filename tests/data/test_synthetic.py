@@ -178,9 +178,14 @@ def test_division_score_marks_exactly_the_mothers(dividing):
 
 def test_mother_condenses_and_brightens_before_dividing():
     config = dataclasses.replace(
-        DIVIDING, frames=10, min_cycle=6, division_rate=0.3, noise=0.0, texture=0.0,
+        DIVIDING,
+        frames=10,
+        min_cycle=6,
+        division_rate=0.3,
+        noise=0.0,
+        texture=0.0,
         brightness_variation=0.0,
-    )  # fmt: skip
+    )
     seq = generate(config)
     tracks = seq.tracks.set_index("id")
     ratios = []
@@ -356,9 +361,30 @@ def test_write_refuses_a_non_empty_folder_unless_overwriting(tmp_path):
 
 def test_cli_writes_the_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["synth", str(out), "--frames", "4", "--shape", "6", "48", "48", "--cells", "5",
-                 "--seed", "3", "--z-ratio", "2", "--noise", "0.5", "--speed", "1.5",
-                 "--division-rate", "0.1"])  # fmt: skip
+    code = main(
+        [
+            "synth",
+            str(out),
+            "--frames",
+            "4",
+            "--shape",
+            "6",
+            "48",
+            "48",
+            "--cells",
+            "5",
+            "--seed",
+            "3",
+            "--z-ratio",
+            "2",
+            "--noise",
+            "0.5",
+            "--speed",
+            "1.5",
+            "--division-rate",
+            "0.1",
+        ]
+    )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "4 frames of 6x48x48" in lines[0]
@@ -371,8 +397,22 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
 
 def test_cli_preset_and_density(tmp_path, capsys):
     out = tmp_path / "cli2d"
-    code = main(["synth", str(out), "--preset", "sparse2d", "--frames", "3",
-                 "--shape", "1", "64", "64", "--density", "0.1"])  # fmt: skip
+    code = main(
+        [
+            "synth",
+            str(out),
+            "--preset",
+            "sparse2d",
+            "--frames",
+            "3",
+            "--shape",
+            "1",
+            "64",
+            "64",
+            "--density",
+            "0.1",
+        ]
+    )
     assert code == 0
     config = json.loads((out / "synthetic.json").read_text())["config"]
     assert config["shape"] == [1, 64, 64]

@@ -22,15 +22,31 @@ from napari_cellect.errors import InputError
 
 #: a small noise-free 2D+t sequence whose nuclei are easy to measure in the masks
 FLAT = dataclasses.replace(
-    PRESETS["sparse2d"], shape=(1, 96, 96), frames=3, n_cells=12, noise=0.0, texture=0.0,
-    shape_irregularity=0.0, psf_sigma_xy=0.0, division_rate=0.0, radius_range=(7.0, 7.0),
-    seed=3, flicker=0.0, brightness_variation=0.0,
-)  # fmt: skip
+    PRESETS["sparse2d"],
+    shape=(1, 96, 96),
+    frames=3,
+    n_cells=12,
+    noise=0.0,
+    texture=0.0,
+    shape_irregularity=0.0,
+    psf_sigma_xy=0.0,
+    division_rate=0.0,
+    radius_range=(7.0, 7.0),
+    seed=3,
+    flicker=0.0,
+    brightness_variation=0.0,
+)
 #: a small 3D sequence with frequent divisions
 DIVIDING = dataclasses.replace(
-    PRESETS["default"], shape=(8, 64, 64), frames=8, n_cells=8, max_cells=40, division_rate=0.5,
-    min_cycle=3, seed=2,
-)  # fmt: skip
+    PRESETS["default"],
+    shape=(8, 64, 64),
+    frames=8,
+    n_cells=8,
+    max_cells=40,
+    division_rate=0.5,
+    min_cycle=3,
+    seed=2,
+)
 
 
 def _children(tracks: pd.DataFrame) -> pd.Series:
@@ -158,8 +174,9 @@ def test_touching_doublets_are_unrelated_pairs_in_contact():
 
 
 def test_dim_nuclei():
-    config = dataclasses.replace(FLAT, n_cells=20, brightness_range=(800.0, 800.0),
-                                 dim_fraction=0.5, dim_factor=(0.2, 0.2))  # fmt: skip
+    config = dataclasses.replace(
+        FLAT, n_cells=20, brightness_range=(800.0, 800.0), dim_fraction=0.5, dim_factor=(0.2, 0.2)
+    )
     seq = generate(config)
     first = seq.tracks.query("t == 0")
     idx = np.rint(first[["z", "y", "x"]].to_numpy()).astype(int)
@@ -175,8 +192,9 @@ def test_rim_and_background_structures_change_pixels_not_ground_truth():
         assert not np.array_equal(other.images, plain.images), changes
         assert np.array_equal(other.labels, plain.labels), changes
         pd.testing.assert_frame_equal(other.tracks, plain.tracks)
-    structured = generate(dataclasses.replace(FLAT, structures=300.0, structure_scale=8.0),
-                          labels=True)  # fmt: skip
+    structured = generate(
+        dataclasses.replace(FLAT, structures=300.0, structure_scale=8.0), labels=True
+    )
     outside = plain.labels == 0
     added = structured.images.astype(float) - plain.images
     # thin bright lines, not a uniform offset
@@ -224,11 +242,17 @@ def _mother_brightening(config: SyntheticConfig) -> float:
 
 
 def test_divisions_with_and_without_condensation_and_brightening():
-    quiet = dict(noise=0.0, texture=0.0, brightness_variation=0.0, flicker=0.0, frames=10,
-                 min_cycle=6, division_rate=0.3)  # fmt: skip
+    quiet = dict(
+        noise=0.0,
+        texture=0.0,
+        brightness_variation=0.0,
+        flicker=0.0,
+        frames=10,
+        min_cycle=6,
+        division_rate=0.3,
+    )
     usual = dataclasses.replace(DIVIDING, **quiet)
-    plain = dataclasses.replace(usual, condensation_probability=0.0,
-                                brightening_probability=0.0)  # fmt: skip
+    plain = dataclasses.replace(usual, condensation_probability=0.0, brightening_probability=0.0)
     assert _mother_brightening(usual) > 1.1
     assert _mother_brightening(plain) < 1.08
     # without brightening the daughters start at their inherited brightness
@@ -237,8 +261,9 @@ def test_divisions_with_and_without_condensation_and_brightening():
 
 
 def test_daughters_far_apart_and_unequal():
-    config = dataclasses.replace(DIVIDING, daughter_separation=2.4, daughter_asymmetry=0.25,
-                                 separation_jitter=0.0)  # fmt: skip
+    config = dataclasses.replace(
+        DIVIDING, daughter_separation=2.4, daughter_asymmetry=0.25, separation_jitter=0.0
+    )
     tracks = simulate(config).tracks
     mothers = tracks[tracks["division_score"] == 1]
     assert len(mothers) >= 3
@@ -254,8 +279,9 @@ def test_daughters_far_apart_and_unequal():
 
 
 def test_large_nuclei_never_divide():
-    config = dataclasses.replace(DIVIDING, giant_fraction=0.4, giant_factor=(1.8, 1.8),
-                                 radius_range=(5.0, 5.0), frames=10)  # fmt: skip
+    config = dataclasses.replace(
+        DIVIDING, giant_fraction=0.4, giant_factor=(1.8, 1.8), radius_range=(5.0, 5.0), frames=10
+    )
     tracks = simulate(config).tracks
     large = tracks["radius"] > 7.0
     assert large.sum() > 0

@@ -49,9 +49,12 @@ def sequence(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client():
     """Two one-thread worker processes (torch on one thread each, as in the tests' process)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster, timeout=60) as client:  # fmt: skip
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, timeout=60) as client,
+    ):
         client.wait_for_workers(2, timeout=120)
         yield client
 
@@ -72,11 +75,19 @@ def test_a_local_cluster_gives_the_same_tracks_and_masks_as_a_local_run(
     bundle, sequence, client, local_run
 ):
     config, seq = sequence
-    result = track_images(seq, bundle, z_ratio=config.z_ratio, keep_foreground=True,
-                          scheduler=client, should_stop=within_limit())  # fmt: skip
+    result = track_images(
+        seq,
+        bundle,
+        z_ratio=config.z_ratio,
+        keep_foreground=True,
+        scheduler=client,
+        should_stop=within_limit(),
+    )
     _same_tracks(local_run, result)
-    labels = [make_labeler(r.graph, r.shape, z_ratio=config.z_ratio, foreground=r.foreground)
-              for r in (local_run, result)]  # fmt: skip
+    labels = [
+        make_labeler(r.graph, r.shape, z_ratio=config.z_ratio, foreground=r.foreground)
+        for r in (local_run, result)
+    ]
     for t in range(len(seq)):
         np.testing.assert_array_equal(labels[0](t), labels[1](t))
     assert result.foreground.get(0) is not None
@@ -84,8 +95,13 @@ def test_a_local_cluster_gives_the_same_tracks_and_masks_as_a_local_run(
 
 def test_images_only_in_memory_travel_with_their_tasks(bundle, sequence, client, local_run):
     config, seq = sequence
-    result = track_images(np.asarray(seq.data), bundle, z_ratio=config.z_ratio,
-                          scheduler=client, should_stop=within_limit())  # fmt: skip
+    result = track_images(
+        np.asarray(seq.data),
+        bundle,
+        z_ratio=config.z_ratio,
+        scheduler=client,
+        should_stop=within_limit(),
+    )
     _same_tracks(local_run, result)
 
 
@@ -95,16 +111,20 @@ def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, c
     too_long = within_limit()
 
     def kill_a_busy_worker() -> bool:
-        busy = [addr for addr, keys in client.processing().items()
-                if any("cellect-frame" in str(k) for k in keys)]  # fmt: skip
+        busy = [
+            addr
+            for addr, keys in client.processing().items()
+            if any("cellect-frame" in str(k) for k in keys)
+        ]
         if busy and not killed:
             pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
             os.kill(pid, signal.SIGKILL)
             killed.append(busy[0])
         return too_long()
 
-    result = track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client,
-                          should_stop=kill_a_busy_worker)  # fmt: skip
+    result = track_images(
+        seq, bundle, z_ratio=config.z_ratio, scheduler=client, should_stop=kill_a_busy_worker
+    )
     assert killed, "no worker was busy with a frame pair while the client waited"
     _same_tracks(local_run, result)
     client.wait_for_workers(2, timeout=120)  # the nanny restarts it for the next test
@@ -149,8 +169,11 @@ def test_a_cluster_without_workers_is_an_error_not_a_hang(bundle, sequence, monk
 
     config, seq = sequence
     monkeypatch.setattr(on_cluster, "WORKER_WAIT_S", 1.0)
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty, \
-            distributed.Client(empty) as client:  # fmt: skip
+    with (
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty,
+        distributed.Client(empty) as client,
+    ):
         with pytest.raises(SchedulerError, match="no worker for 1 s"):
-            track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client,
-                         should_stop=within_limit())  # fmt: skip
+            track_images(
+                seq, bundle, z_ratio=config.z_ratio, scheduler=client, should_stop=within_limit()
+            )

@@ -47,15 +47,22 @@ def limit_memory(monkeypatch, max_yx: int, seen: list[tuple[int, ...]]) -> None:
 
 def test_out_of_memory_retries_with_smaller_tiles_and_says_so(bundle, monkeypatch, caplog):
     whole = TilingConfig(tile=(8, 64, 64), overlap=(2, 8, 8))
-    expected = predict_frame(bundle.unet, pair(), t=0, z_ratio=1.0, tiling=TilingConfig(
-        tile=(8, 32, 32), overlap=(2, 8, 8))).detections
+    expected = predict_frame(
+        bundle.unet,
+        pair(),
+        t=0,
+        z_ratio=1.0,
+        tiling=TilingConfig(tile=(8, 32, 32), overlap=(2, 8, 8)),
+    ).detections
     seen: list[tuple[int, ...]] = []
     limit_memory(monkeypatch, 32, seen)
     with caplog.at_level(logging.WARNING, logger="napari_cellect.infer.predict"):
         got = predict_frame(bundle.unet, pair(), t=3, z_ratio=1.0, tiling=whole).detections
     assert seen[0] == (8, 64, 64) and set(seen[1:]) == {(8, 32, 32)}
-    assert ("out of memory on cpu with tiles of 8x64x64 voxels (frame 3); retrying with tiles "
-            "of 8x32x32") in caplog.text
+    assert (
+        "out of memory on cpu with tiles of 8x64x64 voxels (frame 3); retrying with tiles "
+        "of 8x32x32"
+    ) in caplog.text
     np.testing.assert_allclose(got.positions, expected.positions)
     np.testing.assert_allclose(got.embeddings, expected.embeddings, rtol=1e-5, atol=1e-6)
 
@@ -63,10 +70,18 @@ def test_out_of_memory_retries_with_smaller_tiles_and_says_so(bundle, monkeypatc
 def test_no_tile_small_enough_is_a_device_error(bundle, monkeypatch):
     seen: list[tuple[int, ...]] = []
     limit_memory(monkeypatch, 0, seen)
-    with pytest.raises(DeviceError, match=r"out of memory on cpu even with tiles of 8x\d+x\d+ "
-                                          r"voxels .frame 0.*CUDA out of memory"):
-        predict_frame(bundle.unet, pair(), t=0, z_ratio=1.0,
-                      tiling=TilingConfig(tile=(8, 64, 64), overlap=(2, 8, 8)))
+    with pytest.raises(
+        DeviceError,
+        match=r"out of memory on cpu even with tiles of 8x\d+x\d+ "
+        r"voxels .frame 0.*CUDA out of memory",
+    ):
+        predict_frame(
+            bundle.unet,
+            pair(),
+            t=0,
+            z_ratio=1.0,
+            tiling=TilingConfig(tile=(8, 64, 64), overlap=(2, 8, 8)),
+        )
     smallest = model_size_multiple(bundle.unet)
     assert seen[-1][1:] == tuple(smallest[1:])  # it went down to the smallest tile first
 
@@ -81,8 +96,22 @@ def test_cellect_track_survives_out_of_memory(bundle, monkeypatch, caplog, tmp_p
     seen: list[tuple[int, ...]] = []
     limit_memory(monkeypatch, 32, seen)
     with caplog.at_level(logging.WARNING):
-        code = main(["track", str(images), "-o", str(tmp_path / "tracks.csv"), "--weights",
-                     str(weights), "--device", "cpu", "--tile", "8", "64", "64"])
+        code = main(
+            [
+                "track",
+                str(images),
+                "-o",
+                str(tmp_path / "tracks.csv"),
+                "--weights",
+                str(weights),
+                "--device",
+                "cpu",
+                "--tile",
+                "8",
+                "64",
+                "64",
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     for t in (0, 1):  # (division refinement may predict crops of a frame again)
         assert f"tiles of 8x64x64 voxels (frame {t}); retrying with tiles of 8x32x32" in caplog.text

@@ -67,7 +67,9 @@ def test_every_pair_runs_once_and_last_frame_pairs_with_itself(fake_unet, blobs)
     model = fake_unet()
     source = CountingArray(images)
     done = []
-    dets = run(source, model, progress=lambda step: done.append((step.stage, step.done, step.total)))
+    dets = run(
+        source, model, progress=lambda step: done.append((step.stage, step.done, step.total))
+    )
     assert [d.t for d in dets] == [0, 1, 2, 3]
     assert model.calls == 4
     pairs = [(frame_of(x, 0, images), frame_of(x, 1, images)) for x in model.inputs]
@@ -105,9 +107,13 @@ def test_cache_hit_avoids_model_calls(fake_unet, blobs, tmp_path):
         np.testing.assert_array_equal(a.embeddings, b.embeddings)
     # another threshold is another fingerprint: the stale cache is not used
     fp2 = cache_fingerprint(
-        model, ["a.tif", "b.tif"], z_ratio=1.0, tile=TILE, normalization=NORM,
+        model,
+        ["a.tif", "b.tif"],
+        z_ratio=1.0,
+        tile=TILE,
+        normalization=NORM,
         detection=DetectionConfig(threshold=0.6),
-    )  # fmt: skip
+    )
     assert fp2 != fp
     run(images, model, cache=DetectionCache(tmp_path, fp2))
     assert model.calls == 6
@@ -118,9 +124,14 @@ def test_should_stop_cancels_within_one_pair(fake_unet, blobs):
     model = fake_unet()
     yielded = []
     gen = predict_sequence(
-        images, model, z_ratio=1.0, device="cpu", tile=TILE, normalization=NORM,
+        images,
+        model,
+        z_ratio=1.0,
+        device="cpu",
+        tile=TILE,
+        normalization=NORM,
         should_stop=lambda: len(yielded) >= 1,
-    )  # fmt: skip
+    )
     with pytest.raises(Cancelled, match="1 of 5"):
         for d in gen:
             yielded.append(d)
@@ -157,10 +168,14 @@ def test_dask_input_and_z1(fake_unet, blobs):
     model = fake_unet()
     dets = list(
         predict_sequence(
-            da.from_array(frames, chunks=(1, 1, 32, 32)), model, z_ratio=5.0, device="cpu",
-            tile=TilingConfig(tile=(4, 32, 32), overlap=(0, 0, 0), pad_to_tile=True), normalization=NORM,
+            da.from_array(frames, chunks=(1, 1, 32, 32)),
+            model,
+            z_ratio=5.0,
+            device="cpu",
+            tile=TilingConfig(tile=(4, 32, 32), overlap=(0, 0, 0), pad_to_tile=True),
+            normalization=NORM,
         )
-    )  # fmt: skip
+    )
     assert [len(d) for d in dets] == [2, 2]
     assert np.all(dets[0].positions[:, 0] == 0)
     assert model.inputs[0].shape[2] == 4  # the single slice was padded to the tile
@@ -178,10 +193,14 @@ def test_bundle_settings_are_used_and_overridable(fake_unet, blobs):
     strict = list(predict_sequence(images, bundle, z_ratio=1.0, device="cpu", tile=TILE))
     loose = list(
         predict_sequence(
-            images, bundle, z_ratio=1.0, device="cpu", tile=TILE,
+            images,
+            bundle,
+            z_ratio=1.0,
+            device="cpu",
+            tile=TILE,
             detection=DetectionConfig(threshold=0.5),
         )
-    )  # fmt: skip
+    )
     assert len(strict[0]) == 1 and len(loose[0]) == 2
 
 
@@ -225,8 +244,9 @@ def test_image_sequence_input_and_default_heads_dtype(fake_unet, blobs):
     model = fake_unet()
     dets = run(sequence, model)
     assert [len(d) for d in dets] == [2, 2]
-    heads = predict_frame(model, np.stack([images[0], images[1]]), t=0, z_ratio=1.0,
-                          return_heads=True).heads  # fmt: skip
+    heads = predict_frame(
+        model, np.stack([images[0], images[1]]), t=0, z_ratio=1.0, return_heads=True
+    ).heads
     assert heads["centre"].dtype == np.float16 and heads["centre"].shape == (5, *SHAPE)
     assert heads["seg"].shape == (3, *SHAPE) and heads["radius"].shape == (1, *SHAPE)
 
@@ -300,8 +320,9 @@ def test_the_coarse_embedding_gives_the_embeddings_of_the_full_map():
     pair = rng.normal(size=(2, 4, 64, 64)).astype(np.float32)
     cfg = DetectionConfig(threshold=0.0, foreground_threshold=0.0)
     ours = predict_frame(unet, pair, t=0, z_ratio=2.0, detection=cfg).detections
-    reference = predict_frame(FullResolution(unet), pair, t=0, z_ratio=2.0,
-                              detection=cfg).detections  # fmt: skip
+    reference = predict_frame(
+        FullResolution(unet), pair, t=0, z_ratio=2.0, detection=cfg
+    ).detections
     assert len(ours) > 0
     np.testing.assert_array_equal(ours.positions, reference.positions)
     np.testing.assert_array_equal(ours.embeddings, reference.embeddings)

@@ -24,9 +24,15 @@ def lineage(division_score: float, children: int = 1) -> TrackGraph:
     ids, t, parent = ids + [2], t + [2], parent + [1]
     n = len(ids)
     return TrackGraph.from_arrays(
-        id=ids, t=t, z=[MOTHER[0]] * n, y=[MOTHER[1]] * n, x=[MOTHER[2]] * n, parent_id=parent,
-        radius=[3.0] * n, division_score=[division_score] + [0.0] * (n - 1),
-    )  # fmt: skip
+        id=ids,
+        t=t,
+        z=[MOTHER[0]] * n,
+        y=[MOTHER[1]] * n,
+        x=[MOTHER[2]] * n,
+        parent_id=parent,
+        radius=[3.0] * n,
+        division_score=[division_score] + [0.0] * (n - 1),
+    )
 
 
 @pytest.fixture
@@ -40,9 +46,16 @@ def division(fake_unet, blobs):
 
 
 def refine(images, model, graph, raw, **config):
-    return refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
-                            config=DivisionRefinementConfig(**config),
-                            tiling=tiling_for(SHAPE))  # fmt: skip
+    return refine_divisions(
+        images,
+        model,
+        graph,
+        raw,
+        z_ratio=1.0,
+        division_threshold=0.5,
+        config=DivisionRefinementConfig(**config),
+        tiling=tiling_for(SHAPE),
+    )
 
 
 def test_a_magnified_second_look_separates_daughters_the_first_pass_merged(division):
@@ -69,9 +82,14 @@ def test_nothing_to_refine_changes_nothing(division, graph, config):
 
 def test_candidates_are_predicted_mothers_with_fewer_than_two_children_before_the_last_frame():
     graph = TrackGraph.from_arrays(
-        id=[0, 1, 2, 3, 4, 5], t=[0, 0, 0, 1, 1, 1], z=[0.0] * 6, y=[0.0, 10, 20, 0, 10, 20],
-        x=[0.0] * 6, parent_id=[-1, -1, -1, 0, 0, 2], division_score=[0.9, 0.8, 0.4, 0.9, 0, 0],
-    )  # fmt: skip
+        id=[0, 1, 2, 3, 4, 5],
+        t=[0, 0, 0, 1, 1, 1],
+        z=[0.0] * 6,
+        y=[0.0, 10, 20, 0, 10, 20],
+        x=[0.0] * 6,
+        parent_id=[-1, -1, -1, 0, 0, 2],
+        division_score=[0.9, 0.8, 0.4, 0.9, 0, 0],
+    )
     # 0 has two children, 2 is below the threshold, 3 is in the last frame: only 1
     assert division_candidates(graph, 0.5).tolist() == [1]
     assert division_candidates(TrackGraph(), 0.5).tolist() == []
@@ -96,8 +114,9 @@ def test_2d_series_keep_their_single_slice(fake_unet, blobs):
     raw = list(predict_sequence(images, model, z_ratio=1.0, device="cpu", tile=shape))
     graph = lineage(0.9)
     graph.set_values("z", graph.ids, np.zeros(len(graph)))
-    out, n = refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
-                              tiling=tiling_for(shape))  # fmt: skip
+    out, n = refine_divisions(
+        images, model, graph, raw, z_ratio=1.0, division_threshold=0.5, tiling=tiling_for(shape)
+    )
     assert n == 1 and len(out[1]) == 1 and np.all(out[1].positions[:, 0] == 0.0)
 
 
@@ -120,15 +139,20 @@ def test_the_crops_of_a_frame_go_through_the_u_net_together(fake_unet, blobs):
     raw = list(predict_sequence(images, model, z_ratio=1.0, device="cpu", tile=shape))
     assert len(raw[1]) == 3
     graph = TrackGraph.from_arrays(
-        id=[0, 1, 2, 3, 4, 5], t=[0, 0, 0, 1, 1, 1], z=mothers[:, 0].tolist() * 2,
-        y=mothers[:, 1].tolist() * 2, x=mothers[:, 2].tolist() * 2,
-        parent_id=[-1, -1, -1, 0, 1, 2], radius=[2.8, 2.8, 2.8, 3.0, 3.0, 3.0],
+        id=[0, 1, 2, 3, 4, 5],
+        t=[0, 0, 0, 1, 1, 1],
+        z=mothers[:, 0].tolist() * 2,
+        y=mothers[:, 1].tolist() * 2,
+        x=mothers[:, 2].tolist() * 2,
+        parent_id=[-1, -1, -1, 0, 1, 2],
+        radius=[2.8, 2.8, 2.8, 3.0, 3.0, 3.0],
         division_score=[0.9, 0.9, 0.9, 0.0, 0.0, 0.0],
-    )  # fmt: skip
+    )
     calls_before = model.calls
     tiling = TilingConfig(tile=(16, 128, 128), overlap=(2, 8, 8))  # room for three crops
-    out, n = refine_divisions(images, model, graph, raw, z_ratio=1.0, division_threshold=0.5,
-                              tiling=tiling)  # fmt: skip
+    out, n = refine_divisions(
+        images, model, graph, raw, z_ratio=1.0, division_threshold=0.5, tiling=tiling
+    )
     assert n == 3
     batches = [x.shape[0] for x in model.inputs[calls_before:]]
     assert batches == [3]

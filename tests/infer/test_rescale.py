@@ -45,8 +45,14 @@ def test_positions_map_back_onto_the_original_pixel_grid():
     resized = original.copy()
     resized[:, 1] = (original[:, 1] + 0.5) * s_y - 0.5
     resized[:, 2] = (original[:, 2] + 0.5) * s_x - 0.5
-    dets = Detections(0, resized, np.zeros((2, 4), np.float32), np.array([2.0, 3.0], np.float32),
-                      np.zeros((2, 2), np.float32), np.ones(2, np.float32))  # fmt: skip
+    dets = Detections(
+        0,
+        resized,
+        np.zeros((2, 4), np.float32),
+        np.array([2.0, 3.0], np.float32),
+        np.zeros((2, 2), np.float32),
+        np.ones(2, np.float32),
+    )
     back = detections_to_original(dets, np.array([1.0, s_y, s_x]))
     np.testing.assert_allclose(back.positions, original)
     np.testing.assert_allclose(back.radius, dets.radius / np.sqrt(s_y * s_x))
@@ -67,18 +73,24 @@ def test_images_at_another_magnification_give_the_same_cells(fake_unet, blobs, f
     heads: dict[int, dict[str, np.ndarray]] = {}
 
     def run(images, z_ratio, **kw):
-        return list(predict_sequence(images, fake_unet(), z_ratio=z_ratio, device="cpu",
-                                     normalization=norm, **kw))  # fmt: skip
+        return list(
+            predict_sequence(
+                images, fake_unet(), z_ratio=z_ratio, device="cpu", normalization=norm, **kw
+            )
+        )
 
     reference = run(native, 1.0)[0]
-    found = run(big, factor, cell_radius=REFERENCE * factor,
-                on_heads=lambda t, h: heads.__setitem__(t, h))[0]  # fmt: skip
+    found = run(
+        big, factor, cell_radius=REFERENCE * factor, on_heads=lambda t, h: heads.__setitem__(t, h)
+    )[0]
     assert len(found) == len(reference) == 2
     order = np.argsort(found.positions[:, 1])
     np.testing.assert_allclose(found.positions[order], centres, atol=0.5 * max(factor, 1.0))
-    np.testing.assert_allclose(found.radius[order],
-                               reference.radius[np.argsort(reference.positions[:, 1])] * factor,
-                               rtol=0.05)  # fmt: skip
+    np.testing.assert_allclose(
+        found.radius[order],
+        reference.radius[np.argsort(reference.positions[:, 1])] * factor,
+        rtol=0.05,
+    )
     assert {k: v.shape[1:] for k, v in heads[0].items()} == {k: zoomed for k in heads[0]}
 
 
@@ -86,8 +98,9 @@ def test_the_cache_fingerprint_depends_on_the_cell_radius(fake_unet):
     norm = NormalizationConfig(mode="none", reference_radius=REFERENCE)
     model = fake_unet()
     prints = {
-        radius: cache_fingerprint(model, ["a.tif"], z_ratio=1.0, normalization=norm,
-                                  cell_radius=radius)  # fmt: skip
+        radius: cache_fingerprint(
+            model, ["a.tif"], z_ratio=1.0, normalization=norm, cell_radius=radius
+        )
         for radius in (None, REFERENCE, 6.0, 9.0)
     }
     assert prints[None] == prints[REFERENCE]  # no resize either way

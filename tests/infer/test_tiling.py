@@ -68,8 +68,15 @@ def computed_voxels(grid) -> int:
 
 @pytest.mark.parametrize(
     "shape",
-    [(1, 314, 345), (16, 128, 128), (41, 512, 512), (64, 512, 512), (100, 1024, 1024),
-     (5, 700, 90), (3, 40, 2000)],
+    [
+        (1, 314, 345),
+        (16, 128, 128),
+        (41, 512, 512),
+        (64, 512, 512),
+        (100, 1024, 1024),
+        (5, 700, 90),
+        (3, 40, 2000),
+    ],
 )
 def test_fitted_tiles_follow_the_volume(shape):
     """Tiles of at most the configured voxel count, never more voxels computed than the
@@ -206,9 +213,13 @@ def test_tiled_and_whole_volume_detections_are_identical(fake_unet, blobs):
     model = fake_unet(size_multiple=(1, 4, 4))
     cfg = DetectionConfig(threshold=0.5)
     whole = predict_frame(
-        model, pair, t=0, z_ratio=z_ratio, detection=cfg,
+        model,
+        pair,
+        t=0,
+        z_ratio=z_ratio,
+        detection=cfg,
         tiling=TilingConfig(tile=shape, overlap=(0, 0, 0)),
-    ).detections  # fmt: skip
+    ).detections
     assert model.calls == 1
     tiled_cfg = TilingConfig(tile=(8, 48, 48), overlap=(6, 24, 24), pad_to_tile=True)
     assert len(plan_tiles(shape, tiled_cfg, (1, 4, 4))) == 27  # seams on every axis
@@ -229,16 +240,23 @@ def test_stitched_heads_match_whole_volume_in_the_interior(fake_unet, blobs):
     pair = _pair(blobs, shape, [(4, 20, 20), (4, 40, 44)], 1.0)
     model = fake_unet()
     whole = predict_frame(
-        model, pair, t=0, z_ratio=1.0,
+        model,
+        pair,
+        t=0,
+        z_ratio=1.0,
         tiling=TilingConfig(tile=shape, overlap=(0, 0, 0), heads_dtype="float32"),
         return_heads=True,
-    ).heads  # fmt: skip
+    ).heads
     tiled = predict_frame(
-        model, pair, t=0, z_ratio=1.0,
-        tiling=TilingConfig(tile=(8, 32, 32), overlap=(0, 12, 12), heads_dtype="float32",
-                            pad_to_tile=True),
+        model,
+        pair,
+        t=0,
+        z_ratio=1.0,
+        tiling=TilingConfig(
+            tile=(8, 32, 32), overlap=(0, 12, 12), heads_dtype="float32", pad_to_tile=True
+        ),
         return_heads=True,
-    ).heads  # fmt: skip
+    ).heads
     for name in ("seg", "centre", "division", "radius"):
         assert tiled[name].shape == whole[name].shape
         # z has no tiling seams here; compare away from the volume's z faces (zero padding)
@@ -254,13 +272,21 @@ def test_real_unet_tiled_close_to_whole():
     pair = rng.normal(size=(2, *shape)).astype(np.float32)
     cfg = DetectionConfig(threshold=0.0, foreground_threshold=0.0)
     whole = predict_frame(
-        model, pair, t=0, z_ratio=2.0, detection=cfg,
+        model,
+        pair,
+        t=0,
+        z_ratio=2.0,
+        detection=cfg,
         tiling=TilingConfig(tile=shape, overlap=(0, 0, 0)),
-    ).detections  # fmt: skip
+    ).detections
     tiled = predict_frame(
-        model, pair, t=0, z_ratio=2.0, detection=cfg,
+        model,
+        pair,
+        t=0,
+        z_ratio=2.0,
+        detection=cfg,
         tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 32, 32)),
-    ).detections  # fmt: skip
+    ).detections
     assert len(whole) > 0 and len(tiled) > 0
     # GroupNorm statistics depend on the tile, so only ask that most detections agree
     d = np.linalg.norm(tiled.positions[:, None] - whole.positions[None], axis=2)
@@ -271,8 +297,7 @@ def test_real_unet_tiled_close_to_whole():
 def test_thin_volumes_are_padded_to_the_minimum_depth_centred():
     for pad_to_tile, tile in ((False, (48, 64, 64)), (True, (4, 64, 64))):
         config = TilingConfig(tile=tile, overlap=(0, 16, 16), pad_to_tile=pad_to_tile)
-        grid = plan_tiles((1, 40, 40), config,
-                          (1, 16, 16), min_shape=(16, 1, 1))  # fmt: skip
+        grid = plan_tiles((1, 40, 40), config, (1, 16, 16), min_shape=(16, 1, 1))
         assert grid.padded_shape[0] == grid.tile_shape[0] == 16
         assert grid.pad_before[0] == 7  # where a training crop puts a single slice
         assert np.all(ownership_count(grid) == 1)
@@ -294,8 +319,9 @@ def test_a_2d_frame_is_predicted_as_the_training_crops_showed_it():
     tiling = TilingConfig(heads_dtype="float32")
 
     def heads(volume: np.ndarray, min_depth: int) -> dict[str, np.ndarray]:
-        return predict_frame(unet, volume, t=0, z_ratio=1.0, tiling=tiling, return_heads=True,
-                             min_depth=min_depth).heads  # fmt: skip
+        return predict_frame(
+            unet, volume, t=0, z_ratio=1.0, tiling=tiling, return_heads=True, min_depth=min_depth
+        ).heads
 
     padded = heads(pair, 16)
     crop = heads(np.repeat(pair, 16, axis=1), 1)

@@ -34,10 +34,14 @@ def _scores(bundle: ModelBundle, kind: str):
     gen = torch.Generator().manual_seed(1)
     e = bundle.unet_config.embedding_dim
     args = (
-        torch.randn(4, e, generator=gen), torch.randn(4, 5, e, generator=gen),
-        torch.randn(4, 5, 3, generator=gen), torch.rand(4, generator=gen), torch.rand(4, 5, generator=gen),
-        torch.rand(4, 2, generator=gen), torch.rand(4, 5, 2, generator=gen),
-    )  # fmt: skip
+        torch.randn(4, e, generator=gen),
+        torch.randn(4, 5, e, generator=gen),
+        torch.randn(4, 5, 3, generator=gen),
+        torch.rand(4, generator=gen),
+        torch.rand(4, 5, generator=gen),
+        torch.rand(4, 2, generator=gen),
+        torch.rand(4, 5, 2, generator=gen),
+    )
     scorer = bundle.merge_scorer if kind == "merge" else bundle.link_scorer
     with torch.inference_mode():
         return scorer.score(*args).logits
@@ -118,28 +122,65 @@ def _reshape_link_weight(d):
 BAD_FILES = {
     "text": (lambda p, s: p.write_text("not a model\n"), "not a PyTorch file"),
     "empty": (lambda p, s: p.write_bytes(b""), "the file is empty"),
-    "half a pickle": (lambda p, s: p.write_bytes(pickle.dumps({"a": 1})[:6]), "truncated or damaged"),
-    "truncated": (lambda p, s: p.write_bytes(s.read_bytes()[: s.stat().st_size // 2]), "truncated or damaged"),
-    "python pickle": (lambda p, s: p.write_bytes(pickle.dumps(logging.getLogger("x"))), "plain Python pickle"),
-    "unsafe objects": (lambda p, s: torch.save({"when": datetime.date(2020, 1, 1)}, p), "never loaded, for safety"),
-    "raw state dict": (lambda p, s: torch.save(PairScorer().state_dict(), p), "plain PyTorch state dict"),
+    "half a pickle": (
+        lambda p, s: p.write_bytes(pickle.dumps({"a": 1})[:6]),
+        "truncated or damaged",
+    ),
+    "truncated": (
+        lambda p, s: p.write_bytes(s.read_bytes()[: s.stat().st_size // 2]),
+        "truncated or damaged",
+    ),
+    "python pickle": (
+        lambda p, s: p.write_bytes(pickle.dumps(logging.getLogger("x"))),
+        "plain Python pickle",
+    ),
+    "unsafe objects": (
+        lambda p, s: torch.save({"when": datetime.date(2020, 1, 1)}, p),
+        "never loaded, for safety",
+    ),
+    "raw state dict": (
+        lambda p, s: torch.save(PairScorer().state_dict(), p),
+        "plain PyTorch state dict",
+    ),
     "a list": (lambda p, s: torch.save([1, 2], p), "expected a dict, found list"),
     "other dict": (lambda p, s: torch.save({"format": "something", "x": 1}, p), "expected format"),
-    "newer version": (lambda p, s: _edit(s, p, lambda d: d.update(version=99, written_by="napari-cellect 9.1")),
-                      r"bundle version 99.*napari-cellect 9\.1, newer than this napari-cellect"),
-    "bad version": (lambda p, s: _edit(s, p, lambda d: d.update(version="1")), "unsupported bundle version '1'"),
-    "no thresholds": (lambda p, s: _edit(s, p, lambda d: d.pop("thresholds")), r"missing \['thresholds'\]"),
-    "missing key": (lambda p, s: _edit(s, p, _drop_unet_key), r"'unet' weights do not match the network: missing 1 key"),
-    "extra key": (lambda p, s: _edit(s, p, lambda d: d["merge"].update(extra=torch.zeros(1))), "unexpected 1 key.*extra"),
+    "newer version": (
+        lambda p, s: _edit(s, p, lambda d: d.update(version=99, written_by="napari-cellect 9.1")),
+        r"bundle version 99.*napari-cellect 9\.1, newer than this napari-cellect",
+    ),
+    "bad version": (
+        lambda p, s: _edit(s, p, lambda d: d.update(version="1")),
+        "unsupported bundle version '1'",
+    ),
+    "no thresholds": (
+        lambda p, s: _edit(s, p, lambda d: d.pop("thresholds")),
+        r"missing \['thresholds'\]",
+    ),
+    "missing key": (
+        lambda p, s: _edit(s, p, _drop_unet_key),
+        r"'unet' weights do not match the network: missing 1 key",
+    ),
+    "extra key": (
+        lambda p, s: _edit(s, p, lambda d: d["merge"].update(extra=torch.zeros(1))),
+        "unexpected 1 key.*extra",
+    ),
     "wrong shape": (lambda p, s: _edit(s, p, _reshape_link_weight), r"wrong shape .*\(3, 3\)"),
-    "bad config": (lambda p, s: _edit(s, p, lambda d: d["unet_config"].update(norm="layer")), "invalid configuration.*norm"),
-    "unknown field": (lambda p, s: _edit(s, p, lambda d: d["link_config"].update(size=3)), "unknown PairScorerConfig field"),
+    "bad config": (
+        lambda p, s: _edit(s, p, lambda d: d["unet_config"].update(norm="layer")),
+        "invalid configuration.*norm",
+    ),
+    "unknown field": (
+        lambda p, s: _edit(s, p, lambda d: d["link_config"].update(size=3)),
+        "unknown PairScorerConfig field",
+    ),
     "bad threshold": (
         lambda p, s: _edit(s, p, lambda d: d["thresholds"]["link"].update(link_threshold=2.0)),
         "link_threshold must be in",
     ),
     "swapped scorers": (
-        lambda p, s: _edit(s, p, lambda d: d.update(merge=d["link"], merge_config=d["link_config"])),
+        lambda p, s: _edit(
+            s, p, lambda d: d.update(merge=d["link"], merge_config=d["link_config"])
+        ),
         "merge_scorer has kind 'link'",
     ),
 }
@@ -194,9 +235,11 @@ def test_inconsistent_parts_are_rejected(small):
     original = ModelBundle.random("cellect-original")
     with pytest.raises(ModelError, match=r"thresholds\.link\.k is 7"):
         ModelBundle(
-            original.unet, original.merge_scorer, original.link_scorer,
+            original.unet,
+            original.merge_scorer,
+            original.link_scorer,
             thresholds=TrackingConfig(link=LinkingConfig(k=7)),
-        )  # fmt: skip
+        )
 
 
 def test_normalize_uses_the_bundle_settings(small):
@@ -211,8 +254,14 @@ def test_candidate_scorer_for_tracking(small):
     from napari_cellect.track.detections import Detections
 
     rng = np.random.default_rng(0)
-    det = Detections(0, rng.uniform(0, 50, (6, 3)), rng.normal(size=(6, 64)), np.full(6, 4.0),
-                     rng.uniform(0, 1, (6, 2)), np.ones(6))  # fmt: skip
+    det = Detections(
+        0,
+        rng.uniform(0, 50, (6, 3)),
+        rng.normal(size=(6, 64)),
+        np.full(6, 4.0),
+        rng.uniform(0, 1, (6, 2)),
+        np.ones(6),
+    )
     scores = small.candidate_scorer("link").score(det, det, np.tile(np.arange(5), (6, 1)), 2.0)
     assert scores.p_match.shape == (6, 5) and scores.p_divide.shape == (6,)
     with pytest.raises(InputError, match="'merge' or 'link'"):

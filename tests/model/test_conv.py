@@ -67,4 +67,3 @@ def test_other_dtypes_and_disabled_onednn_take_torch_own_path(monkeypatch):
     with torch.backends.mkldnn.flags(enabled=False):
         Conv3d(2, 2, 3, padding=1)(torch.randn(1, 2, 4, 8, 8))
     assert calls == []
-

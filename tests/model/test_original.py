@@ -35,15 +35,21 @@ def test_kernel_permutation_reproduces_the_original_axis_order():
         torch.testing.assert_close(b, a.permute(0, 1, 4, 2, 3), rtol=1e-3, atol=1e-3)
     # a wrong permutation (e.g. plain reversal) does not
     wrong = UNet3D(unet_preset("cellect-original")).eval()
-    wrong.load_state_dict({k: v.permute(0, 1, 4, 3, 2) if v.ndim == 5 else v
-                           for k, v in original_layout.state_dict().items()})  # fmt: skip
+    wrong.load_state_dict(
+        {
+            k: v.permute(0, 1, 4, 3, 2) if v.ndim == 5 else v
+            for k, v in original_layout.state_dict().items()
+        }
+    )
     with torch.inference_mode():
         error = (wrong(x_original.permute(0, 1, 4, 2, 3)).seg - found.seg).abs().max()
     assert error > 100 * 1e-3
 
 
 def test_import_original_builds_a_working_bundle(original_files, tmp_path):
-    bundle = import_original(original_files["unet"], original_files["link"], original_files["merge"])
+    bundle = import_original(
+        original_files["unet"], original_files["link"], original_files["merge"]
+    )
     raw = torch.load(original_files["unet"], weights_only=True)
     state = bundle.unet.state_dict()
     key = "conv3d_c1_1.weight"
@@ -81,10 +87,21 @@ def _rewrite(path, change):
     [
         ("unet", lambda s: s.pop("conv3d_l4.weight"), r"missing 1 key\(s\): conv3d_l4.weight"),
         ("unet", lambda s: s.update(extra=torch.zeros(2)), r"unexpected 1 key\(s\): extra"),
-        ("unet", lambda s: s.update({"conv3d_f1.weight": torch.zeros(32, 32, 1, 1, 1)}),
-         r"wrong shape .*conv3d_f1.weight \(32, 32, 1, 1, 1\) \(expected \(64, 32, 1, 1, 1\)\)"),
-        ("merge", lambda s: s.pop("bnx.running_mean"), "EN weights.*missing 1 key.*bnx.running_mean"),
-        ("link", lambda s: s.update({"l4.weight": torch.zeros(64, 16)}), r"EX weights.*l4.weight \(64, 16\)"),
+        (
+            "unet",
+            lambda s: s.update({"conv3d_f1.weight": torch.zeros(32, 32, 1, 1, 1)}),
+            r"wrong shape .*conv3d_f1.weight \(32, 32, 1, 1, 1\) \(expected \(64, 32, 1, 1, 1\)\)",
+        ),
+        (
+            "merge",
+            lambda s: s.pop("bnx.running_mean"),
+            "EN weights.*missing 1 key.*bnx.running_mean",
+        ),
+        (
+            "link",
+            lambda s: s.update({"l4.weight": torch.zeros(64, 16)}),
+            r"EX weights.*l4.weight \(64, 16\)",
+        ),
     ],
 )
 def test_wrong_checkpoints_name_file_and_keys(original_files, which, change, message):
@@ -109,17 +126,30 @@ def test_not_a_state_dict(original_files, tmp_path):
 
 
 def test_data_parallel_prefix_is_accepted(original_files):
-    _rewrite(original_files["merge"], lambda s: s.update({f"module.{k}": s.pop(k) for k in list(s)}))
-    bundle = import_original(original_files["unet"], original_files["link"], original_files["merge"])
+    _rewrite(
+        original_files["merge"], lambda s: s.update({f"module.{k}": s.pop(k) for k in list(s)})
+    )
+    bundle = import_original(
+        original_files["unet"], original_files["link"], original_files["merge"]
+    )
     assert bundle.merge_scorer.config.kind == "merge"
 
 
 def test_cli_import_weights_end_to_end(original_files, tmp_path, capsys):
     out = tmp_path / "original.pt"
     argv = [
-        "import-weights", "--unet", str(original_files["unet"]), "--link", str(original_files["link"]),
-        "--merge", str(original_files["merge"]), "-o", str(out), "--name", "mskcc",
-    ]  # fmt: skip
+        "import-weights",
+        "--unet",
+        str(original_files["unet"]),
+        "--link",
+        str(original_files["link"]),
+        "--merge",
+        str(original_files["merge"]),
+        "-o",
+        str(out),
+        "--name",
+        "mskcc",
+    ]
     assert main(argv) == 0
     bundle = ModelBundle.load(out)
     assert bundle.metadata.name == "mskcc"
@@ -133,10 +163,19 @@ def test_cli_import_weights_end_to_end(original_files, tmp_path, capsys):
 def test_cli_import_weights_reports_bad_keys_in_one_line(original_files, tmp_path, capsys):
     _rewrite(original_files["link"], lambda s: s.pop("cx.bias"))
     out = tmp_path / "original.pt"
-    code = main([
-        "import-weights", "--unet", str(original_files["unet"]), "--link", str(original_files["link"]),
-        "--merge", str(original_files["merge"]), "-o", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "import-weights",
+            "--unet",
+            str(original_files["unet"]),
+            "--link",
+            str(original_files["link"]),
+            "--merge",
+            str(original_files["merge"]),
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("cellect import-weights: error:") and "cx.bias" in err

@@ -41,10 +41,14 @@ def test_pair_features_follow_the_original_definitions():
     c = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])
     offsets = torch.tensor([[[0.0, -3.0, 4.0], [6.0, 0.0, -8.0]]])  # distances 5 and 10
     f = pair_features(
-        q, c, offsets,
-        query_radius=torch.tensor([4.0]), cand_radius=torch.tensor([[6.0, 12.0]]),
-        query_div=torch.tensor([[0.9, 0.1]]), cand_div=torch.tensor([[[0.2, 0.7], [0.0, 0.3]]]),
-    )  # fmt: skip
+        q,
+        c,
+        offsets,
+        query_radius=torch.tensor([4.0]),
+        cand_radius=torch.tensor([[6.0, 12.0]]),
+        query_div=torch.tensor([[0.9, 0.1]]),
+        cand_div=torch.tensor([[[0.2, 0.7], [0.0, 0.3]]]),
+    )
     torch.testing.assert_close(f["emb_diff"], torch.tensor([[[0.0, 0.0], [-3.0, -2.0]]]))
     torch.testing.assert_close(f["emb_prod"][0, 0], torch.tensor([9.0, 16.0]) / 25.0)
     torch.testing.assert_close(f["emb_prod"][0, 1], torch.tensor([0.0, 8.0]) / 10.0)
@@ -120,7 +124,9 @@ def test_original_scorer_depends_on_candidate_order():
     scorer = _scorer("link", "cellect-original")
     args = _inputs(e=64)
     perm = torch.tensor([1, 0, 2, 3, 4])
-    permuted = {k: v[:, perm] if k.startswith("cand") or k == "offsets" else v for k, v in args.items()}
+    permuted = {
+        k: v[:, perm] if k.startswith("cand") or k == "offsets" else v for k, v in args.items()
+    }
     with torch.inference_mode():
         a, b = scorer.score(**args), scorer.score(**permuted)
     assert not torch.allclose(b.candidates, a.candidates[:, perm])
@@ -162,10 +168,14 @@ def test_original_scorer_needs_exactly_five_candidates():
         PairScorerConfig(architecture="cellect-original", k=6)
 
 
-@pytest.mark.parametrize(("kind", "section", "n_params"), [("merge", "EN+", 191_716), ("link", "EX+", 191_850)])
+@pytest.mark.parametrize(
+    ("kind", "section", "n_params"), [("merge", "EN+", 191_716), ("link", "EX+", 191_850)]
+)
 def test_original_scorer_matches_the_published_layout(layout, kind, section, n_params):
     net = OriginalEXNet(PairScorerConfig(kind=kind, architecture="cellect-original"))
-    assert [(k, list(v.shape)) for k, v in net.state_dict().items()] == list(layout[section].items())
+    assert [(k, list(v.shape)) for k, v in net.state_dict().items()] == list(
+        layout[section].items()
+    )
     assert sum(p.numel() for p in net.parameters()) == n_params
 
 
@@ -180,12 +190,24 @@ def _reference_exnet(net: OriginalEXNet, f: dict) -> torch.Tensor:
         b = lrelu(net.bnc(net.c2(image)), 0.01)
         per_candidate.append(net.cx(torch.cat([a, b], dim=1).reshape(m, 1024)))
     inputs = [
-        torch.cat(per_candidate, dim=1), f["emb_diff"].reshape(m, -1), f["emb_prod"].reshape(m, -1),
-        f["offsets"][..., [1, 2, 0]].reshape(m, -1), f["size"].reshape(m, -1), f["division"].reshape(m, -1),
-    ]  # fmt: skip
-    layers = [(net.l1, net.bn1), (net.l2, net.bn2), (net.l3, net.bn3), (net.l4, net.bn4),
-              (net.l5, net.bn5), (net.l6, net.bn6)]  # fmt: skip
-    hidden = torch.cat([lrelu(bn(linear(x)), 0.01) for (linear, bn), x in zip(layers, inputs)], dim=1)
+        torch.cat(per_candidate, dim=1),
+        f["emb_diff"].reshape(m, -1),
+        f["emb_prod"].reshape(m, -1),
+        f["offsets"][..., [1, 2, 0]].reshape(m, -1),
+        f["size"].reshape(m, -1),
+        f["division"].reshape(m, -1),
+    ]
+    layers = [
+        (net.l1, net.bn1),
+        (net.l2, net.bn2),
+        (net.l3, net.bn3),
+        (net.l4, net.bn4),
+        (net.l5, net.bn5),
+        (net.l6, net.bn6),
+    ]
+    hidden = torch.cat(
+        [lrelu(bn(linear(x)), 0.01) for (linear, bn), x in zip(layers, inputs)], dim=1
+    )
     hidden = net.bn7(lrelu(net.fc(hidden), 0.01))
     return net.out(lrelu(net.fc2(hidden), 0.01))
 
@@ -226,12 +248,13 @@ def test_original_scorer_feeds_features_in_the_original_order():
 def test_gradients_flow(architecture):
     scorer = _scorer("link", architecture).train()
     out = scorer.score(**_inputs(m=8, e=scorer.config.embedding_dim))
-    (out.logits ** 2).mean().backward()
+    (out.logits**2).mean().backward()
     unused = {"bnx", "bny", "outc"}
     missing = [
-        n for n, p in scorer.named_parameters()
+        n
+        for n, p in scorer.named_parameters()
         if n.split(".")[0] not in unused and (p.grad is None or not p.grad.abs().sum() > 0)
-    ]  # fmt: skip
+    ]
     assert missing == []
 
 

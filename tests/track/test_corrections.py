@@ -84,10 +84,15 @@ def test_candidate_negatives_are_the_other_nearby_cells():
     # parent 1 at y=10; frame 1 holds its approved child 2 (y=11), a rival 3 (y=16), its
     # unapproved second child 4 (y=5) and a far cell 5 (y=80)
     graph = TrackGraph.from_arrays(
-        id=[1, 2, 3, 4, 5], t=[0, 1, 1, 1, 1], z=[0.0] * 5,
-        y=[10.0, 11, 16, 5, 80], x=[10.0] * 5, parent_id=[-1, 1, -1, 1, -1],
-        approved=[False, True, False, False, False], radius=[RADIUS] * 5,
-    )  # fmt: skip
+        id=[1, 2, 3, 4, 5],
+        t=[0, 1, 1, 1, 1],
+        z=[0.0] * 5,
+        y=[10.0, 11, 16, 5, 80],
+        x=[10.0] * 5,
+        parent_id=[-1, 1, -1, 1, -1],
+        approved=[False, True, False, False, False],
+        radius=[RADIUS] * 5,
+    )
     cs = build(graph, link_k=3, start_negatives=False)
     assert pairs(cs.positive_links) == {(1, 2)}
     # the 3 nearest are 2 (own child), 4 (own, unapproved child: maybe a daughter), 3 (rival)
@@ -98,9 +103,15 @@ def test_candidate_negatives_are_the_other_nearby_cells():
 
 def test_approved_track_start_rejects_the_cells_before_it():
     graph = TrackGraph.from_arrays(
-        id=[1, 2, 3], t=[0, 0, 1], z=[0.0] * 3, y=[10.0, 30, 12], x=[10.0] * 3,
-        parent_id=[-1, -1, -1], approved=[False, False, True], radius=[RADIUS] * 3,
-    )  # fmt: skip
+        id=[1, 2, 3],
+        t=[0, 0, 1],
+        z=[0.0] * 3,
+        y=[10.0, 30, 12],
+        x=[10.0] * 3,
+        parent_id=[-1, -1, -1],
+        approved=[False, False, True],
+        radius=[RADIUS] * 3,
+    )
     cs = build(graph, link_k=2)
     assert cs.starts.tolist() == [3]
     assert pairs(cs.candidate_negatives) == {(1, 3), (2, 3)}
@@ -137,10 +148,15 @@ def test_deleted_duplicate_is_a_merge_positive_and_close_approved_cells_are_dist
     # frame 0: cell 1, its duplicate 2 (1.5 px away), a false positive 3 far from everyone;
     # frame 1: approved cells 4 and 5 close together, approved cell 6 far away
     graph = TrackGraph.from_arrays(
-        id=[1, 2, 3, 4, 5, 6], t=[0, 0, 0, 1, 1, 1], z=[0.0] * 6,
-        y=[10.0, 11.5, 60, 10, 17, 70], x=[10.0] * 6, parent_id=[-1] * 6,
-        approved=[False, False, False, True, True, True], radius=[RADIUS] * 6,
-    )  # fmt: skip
+        id=[1, 2, 3, 4, 5, 6],
+        t=[0, 0, 0, 1, 1, 1],
+        z=[0.0] * 6,
+        y=[10.0, 11.5, 60, 10, 17, 70],
+        x=[10.0] * 6,
+        parent_id=[-1] * 6,
+        approved=[False, False, False, True, True, True],
+        radius=[RADIUS] * 6,
+    )
     history = History(graph)
     history.do(edits.delete_node, 2)
     history.do(edits.delete_node, 3)
@@ -201,8 +217,13 @@ def test_malformed_record_is_an_input_error(graph):
 
 def test_no_corrections_or_only_positives_cannot_be_trained():
     lone = TrackGraph.from_arrays(
-        id=[1, 2, 3], t=[0, 1, 2], z=[0.0] * 3, y=[10.0] * 3, x=[10.0] * 3, parent_id=[-1, 1, 2],
-    )  # fmt: skip
+        id=[1, 2, 3],
+        t=[0, 1, 2],
+        z=[0.0] * 3,
+        y=[10.0] * 3,
+        x=[10.0] * 3,
+        parent_id=[-1, 1, 2],
+    )
     with pytest.raises(NotEnoughCorrections, match="no corrections"):
         build_corrections(lone).require_trainable()
     lone.set_values("approved", [2, 3], True)

@@ -115,20 +115,23 @@ def test_the_rule_is_relative_to_the_mother_radius():
     """The same division and the same split, scaled 3x in space and size, get the same answer."""
     for factor in (1.0, 3.0):
         mother = _mother()
-        mother = dataclasses.replace(mother, positions=mother.positions * factor,
-                                     radius=mother.radius * factor)  # fmt: skip
+        mother = dataclasses.replace(
+            mother, positions=mother.positions * factor, radius=mother.radius * factor
+        )
         for offset, size, expected in ((0.6, 0.8, True), (0.2, 0.5, False)):
             pair = _pair(-offset * R_MOTHER, offset * R_MOTHER, size * R_MOTHER, size * R_MOTHER)
-            pair = dataclasses.replace(pair, positions=pair.positions * factor,
-                                       radius=pair.radius * factor)  # fmt: skip
+            pair = dataclasses.replace(
+                pair, positions=pair.positions * factor, radius=pair.radius * factor
+            )
             ok = plausible_daughters(mother, pair, [0], [0], [1], LinkingConfig(), Z_RATIO)
             assert ok.tolist() == [expected]
 
 
 def test_a_pinned_child_is_kept_whatever_the_geometry():
     fragments = _pair(-0.2 * R_MOTHER, 0.2 * R_MOTHER, 0.5 * R_MOTHER, 0.5 * R_MOTHER)
-    links = link_frame_pair(_mother(), fragments, None, LinkingConfig(), Z_RATIO,
-                            pinned=[(0, 0), (0, 1)])  # fmt: skip
+    links = link_frame_pair(
+        _mother(), fragments, None, LinkingConfig(), Z_RATIO, pinned=[(0, 0), (0, 1)]
+    )
     assert sorted(links.dst_idx.tolist()) == [0, 1] and links.pinned.all()
 
 
@@ -137,4 +140,3 @@ def test_bad_daughter_settings_raise():
         LinkingConfig(daughter_min_size=1.5, daughter_max_size=1.0)
     with pytest.raises(InputError, match="daughter_midpoint_radii"):
         LinkingConfig(daughter_midpoint_radii=-1.0)
-

@@ -84,7 +84,9 @@ def test_link_within_one_frame_is_refused(graph):
 
 
 def test_link_replaces_old_parent_and_orders_by_time(graph):
-    command = History(graph).do(edits.link, 9, 2)  # given child first: the earlier node is the parent
+    command = History(graph).do(
+        edits.link, 9, 2
+    )  # given child first: the earlier node is the parent
     assert graph.parent_of(9) == 2
     assert {"kind": "link", "parent": 2, "child": 9} in command.corrections
 
@@ -146,15 +148,22 @@ def new_node(node_id: int, t: int, **extra) -> dict[str, list]:
 CREATING = [
     ("set_values", lambda: [edits.SetValues("flag", [2, 7], [1.0, 0.0])], {"flag"}),
     ("add_float", lambda: [edits.AddNodes(new_node(20, 4, link_margin=[0.25]))], {"link_margin"}),
-    ("add_int_and_bool", lambda: [edits.AddNodes(new_node(20, 4, label=[3], seen=[True]))],
-     {"label", "seen"}),
+    (
+        "add_int_and_bool",
+        lambda: [edits.AddNodes(new_node(20, 4, label=[3], seen=[True]))],
+        {"label", "seen"},
+    ),
     # as a re-link does it: new nodes bring the column, then the old nodes get their values
-    ("add_then_set", lambda: [
-        edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
-        edits.SetValues("link_margin", [3, 4], [0.5, 0.75]),
-        edits.SetValues("flag", [20], [1.0]),
-    ], {"link_margin", "flag"}),
-]  # fmt: skip
+    (
+        "add_then_set",
+        lambda: [
+            edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
+            edits.SetValues("link_margin", [3, 4], [0.5, 0.75]),
+            edits.SetValues("flag", [20], [1.0]),
+        ],
+        {"link_margin", "flag"},
+    ),
+]
 
 
 @pytest.mark.parametrize("name, steps, created", CREATING, ids=[c[0] for c in CREATING])
@@ -203,10 +212,13 @@ def test_undo_of_a_change_to_an_existing_column_keeps_it(graph):
 
 def test_failed_action_removes_the_column_it_created(graph):
     columns_before, before = column_dtypes(graph), snapshot(graph)
-    command = edits.Compound("bad", [
-        edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
-        edits.SetParents([20], [6]),  # 6 already has two children
-    ])  # fmt: skip
+    command = edits.Compound(
+        "bad",
+        [
+            edits.AddNodes(new_node(20, 4, link_margin=[0.25])),
+            edits.SetParents([20], [6]),  # 6 already has two children
+        ],
+    )
     with pytest.raises(GraphError, match="at most two children"):
         History(graph).execute(command)
     assert column_dtypes(graph) == columns_before

@@ -47,7 +47,9 @@ def test_napari_tracks_sorted_by_track_then_time():
 def test_invalid_structure_is_refused_with_node_names(parents, message):
     g = division_graph()
     with pytest.raises(GraphError, match=message):
-        TrackGraph.from_arrays(**{**{c: g[c] for c in ("id", "t", "z", "y", "x")}, "parent_id": parents})
+        TrackGraph.from_arrays(
+            **{**{c: g[c] for c in ("id", "t", "z", "y", "x")}, "parent_id": parents}
+        )
 
 
 def test_duplicate_ids_refused():

@@ -79,8 +79,9 @@ def test_discard_removes_the_journal(tmp_path):
     history.do(edits.break_link, 5)  # no longer journalled, no error
 
 
-def test_a_full_disk_stops_the_journal_at_the_last_edit_it_could_write(tmp_path, monkeypatch,
-                                                                      caplog):
+def test_a_full_disk_stops_the_journal_at_the_last_edit_it_could_write(
+    tmp_path, monkeypatch, caplog
+):
     """Appending after a missing edit would replay something else: the journal keeps the
     edits up to the failure, says so, and writes nothing more even once space is free."""
     import errno

@@ -258,8 +258,9 @@ def _brute_force_pair(det_a, det_b, config, z_ratio) -> float:
                     break
                 total += -np.log(max(s.p_divide[i], config.min_probability))
                 kids = [j for j, (p, _) in enumerate(choice) if p == i]
-                ok = bool(plausible_daughters(det_a, det_b, [i], [kids[0]], [kids[1]], config,
-                                              z_ratio)[0])  # fmt: skip
+                ok = bool(
+                    plausible_daughters(det_a, det_b, [i], [kids[0]], [kids[1]], config, z_ratio)[0]
+                )
                 if not ok:
                     break
         if ok:
@@ -269,17 +270,26 @@ def _brute_force_pair(det_a, det_b, config, z_ratio) -> float:
 
 def _random_pair(rng):
     n_a, n_b = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    det_a = _det(0, rng.uniform(0, 12, (n_a, 3)), emb=1 + 0.3 * rng.normal(size=(n_a, 4)),
-                 division=rng.uniform(0, 1, (n_a, 2)).astype(np.float32))  # fmt: skip
-    det_b = _det(1, rng.uniform(0, 12, (n_b, 3)), emb=1 + 0.3 * rng.normal(size=(n_b, 4)),
-                 division=rng.uniform(0, 1, (n_b, 2)).astype(np.float32))  # fmt: skip
+    det_a = _det(
+        0,
+        rng.uniform(0, 12, (n_a, 3)),
+        emb=1 + 0.3 * rng.normal(size=(n_a, 4)),
+        division=rng.uniform(0, 1, (n_a, 2)).astype(np.float32),
+    )
+    det_b = _det(
+        1,
+        rng.uniform(0, 12, (n_b, 3)),
+        emb=1 + 0.3 * rng.normal(size=(n_b, 4)),
+        division=rng.uniform(0, 1, (n_b, 2)).astype(np.float32),
+    )
     return det_a, det_b
 
 
 def test_frame_pair_is_optimal_against_brute_force():
     rng = np.random.default_rng(11)
-    config = LinkingConfig(k=3, link_threshold=0.05, appear_cost=1.5, disappear_cost=1.0,
-                           division_geometry=False)  # fmt: skip
+    config = LinkingConfig(
+        k=3, link_threshold=0.05, appear_cost=1.5, disappear_cost=1.0, division_geometry=False
+    )
     n_divisions = 0
     for _ in range(40):
         det_a, det_b = _random_pair(rng)
@@ -344,7 +354,8 @@ def _wrong_links(graph, n_cells) -> int:
     """Cells are numbered frame by frame in the same order: a right link keeps the index."""
     child = np.flatnonzero(graph["parent_id"] >= 0)
     return int(np.sum(graph["parent_id"][child] % n_cells != graph.ids[child] % n_cells)) + (
-        (graph.n_frames - 1) * n_cells - len(child))
+        (graph.n_frames - 1) * n_cells - len(child)
+    )
 
 
 def test_motion_prediction_follows_directed_migration():
@@ -353,8 +364,9 @@ def test_motion_prediction_follows_directed_migration():
     frames = _accelerating(rng, 12, n_cells, jitter=0.5)
     config = LinkingConfig(max_distance_radii=4.0, motion_prediction=False)
     still = link_sequence(frames, None, config, z_ratio=1.0)
-    moving = link_sequence(frames, None, dataclasses.replace(config, motion_prediction=True),
-                           z_ratio=1.0)  # fmt: skip
+    moving = link_sequence(
+        frames, None, dataclasses.replace(config, motion_prediction=True), z_ratio=1.0
+    )
     assert _wrong_links(still, n_cells) >= 2 * n_cells  # the nearest cell is another one
     assert _wrong_links(moving, n_cells) == 0
 
@@ -364,8 +376,12 @@ def test_motion_prediction_keeps_random_walks_in_place():
     positions = rng.uniform(0, 200, (40, 3)) * [0, 1, 1]
     steps = rng.normal(0, 1.5, (10, 40, 3)) * [0, 1, 1]
     frames = [_det(t, positions + steps[: t + 1].sum(0)) for t in range(10)]
-    model = MotionModel(np.concatenate([d.positions for d in frames]),
-                        np.repeat(np.arange(10), 40), 1.0, min_samples=10)  # fmt: skip
+    model = MotionModel(
+        np.concatenate([d.positions for d in frames]),
+        np.repeat(np.arange(10), 40),
+        1.0,
+        min_samples=10,
+    )
     parent = np.full(400, -1)
     parent[40:] = np.arange(360)  # the true links
     for f in range(10):
@@ -394,8 +410,9 @@ def test_no_division_keeps_the_best_child_and_starts_the_other():
     default = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids)
     assert default.children_of(10).tolist() == [20, 21]  # the cue alone makes it divide
     for empty in (None, [], np.zeros(0, np.int64)):
-        same = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids,
-                             no_division=empty)  # fmt: skip
+        same = link_sequence(
+            frames, None, LinkingConfig(), Z_RATIO, node_ids=ids, no_division=empty
+        )
         assert same.edges().tolist() == default.edges().tolist()
 
     kept = link_sequence(frames, None, LinkingConfig(), Z_RATIO, node_ids=ids, no_division=[10])
@@ -406,8 +423,9 @@ def test_no_division_keeps_the_best_child_and_starts_the_other():
     assert kept.node(10)["division_score"] == pytest.approx(0.95)
 
     # the same in one frame pair, by index
-    links = link_frame_pair(mother, daughters, None, LinkingConfig(), Z_RATIO,
-                            no_division=np.array([True]))  # fmt: skip
+    links = link_frame_pair(
+        mother, daughters, None, LinkingConfig(), Z_RATIO, no_division=np.array([True])
+    )
     assert links.src_idx.tolist() == [0] and links.dst_idx.tolist() == [0]
     assert not links.is_division.any()
 
@@ -417,8 +435,9 @@ def test_no_division_with_a_pinned_child_adds_no_second_one():
     frames = [mother, daughters]
     pinned = link_sequence(frames, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 2)])
     assert pinned.children_of(0).tolist() == [1, 2]  # a pin alone still lets the mother divide
-    graph = link_sequence(frames, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 2)],
-                          no_division=[0])  # fmt: skip
+    graph = link_sequence(
+        frames, None, LinkingConfig(), Z_RATIO, pinned_edges=[(0, 2)], no_division=[0]
+    )
     assert graph.children_of(0).tolist() == [2]  # the pinned (farther) daughter only
     assert graph.parent_of(1) == -1 and graph.node(2)["approved"]
 

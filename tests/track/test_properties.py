@@ -29,8 +29,11 @@ from napari_cellect.track.graph import CSV_COLUMNS, TrackGraph
 from napari_cellect.track.journal import Journal, restore
 from napari_cellect.track.link import link_sequence
 
-FAST = settings(max_examples=30, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 COORD = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, width=64)
 
 
@@ -51,9 +54,15 @@ def graphs(draw, max_nodes: int = 14, max_frames: int = 5) -> TrackGraph:
     floats = st.lists(COORD, min_size=n, max_size=n)
     unit = st.lists(st.floats(0, 1, width=32), min_size=n, max_size=n)
     graph = TrackGraph.from_arrays(
-        id=ids, t=t, z=draw(floats), y=draw(floats), x=draw(floats), parent_id=parents,
+        id=ids,
+        t=t,
+        z=draw(floats),
+        y=draw(floats),
+        x=draw(floats),
+        parent_id=parents,
         radius=draw(st.lists(st.floats(0.5, 50, width=32), min_size=n, max_size=n)),
-        score=draw(unit), division_score=draw(unit),
+        score=draw(unit),
+        division_score=draw(unit),
         link_score=[draw(st.floats(0, 1, width=32)) if p != -1 else np.nan for p in parents],
         approved=draw(st.lists(st.booleans(), min_size=n, max_size=n)),
     )
@@ -62,12 +71,27 @@ def graphs(draw, max_nodes: int = 14, max_frames: int = 5) -> TrackGraph:
 
 
 #: (action, how many node picks it takes); "undo" and "redo" act on the history
-ACTIONS = {"link": 2, "break_link": 1, "delete_node": 1, "add_node": 1, "mark_division": 1,
-           "unmark_division": 1, "swap_parents": 2, "approve": 1, "approve_track": 1,
-           "undo": 0, "redo": 0}
-steps = st.lists(st.tuples(st.sampled_from(sorted(ACTIONS)),
-                           st.lists(st.integers(0, 1000), min_size=2, max_size=2),
-                           st.tuples(COORD, COORD, COORD)), max_size=12)
+ACTIONS = {
+    "link": 2,
+    "break_link": 1,
+    "delete_node": 1,
+    "add_node": 1,
+    "mark_division": 1,
+    "unmark_division": 1,
+    "swap_parents": 2,
+    "approve": 1,
+    "approve_track": 1,
+    "undo": 0,
+    "redo": 0,
+}
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(ACTIONS)),
+        st.lists(st.integers(0, 1000), min_size=2, max_size=2),
+        st.tuples(COORD, COORD, COORD),
+    ),
+    max_size=12,
+)
 
 
 def apply_step(history: History, step) -> None:
@@ -219,26 +243,38 @@ def linking_inputs(draw):
     frames, ids, next_id = [], [], 0
     for t in range(n_frames):
         n = draw(st.integers(0, 6))
-        positions = np.array(draw(st.lists(
-            st.tuples(*[st.floats(0, 12, width=32)] * 3), min_size=n, max_size=n)),
-            np.float64).reshape(n, 3)
-        division = np.array(draw(st.lists(st.tuples(st.floats(0, 1, width=32),
-                                                     st.floats(0, 1, width=32)),
-                                           min_size=n, max_size=n)), np.float32).reshape(n, 2)
-        frames.append(Detections(t=t, positions=positions,
-                                 embeddings=np.zeros((n, 4), np.float32),
-                                 radius=np.full(n, 2.0, np.float32), division=division,
-                                 score=np.ones(n, np.float32)))
+        positions = np.array(
+            draw(st.lists(st.tuples(*[st.floats(0, 12, width=32)] * 3), min_size=n, max_size=n)),
+            np.float64,
+        ).reshape(n, 3)
+        division = np.array(
+            draw(
+                st.lists(
+                    st.tuples(st.floats(0, 1, width=32), st.floats(0, 1, width=32)),
+                    min_size=n,
+                    max_size=n,
+                )
+            ),
+            np.float32,
+        ).reshape(n, 2)
+        frames.append(
+            Detections(
+                t=t,
+                positions=positions,
+                embeddings=np.zeros((n, 4), np.float32),
+                radius=np.full(n, 2.0, np.float32),
+                division=division,
+                score=np.ones(n, np.float32),
+            )
+        )
         ids.append(np.arange(next_id, next_id + n))
         next_id += n
     frame_of = {int(i): t for t, frame_ids in enumerate(ids) for i in frame_ids}
     pins, parent_taken, children = [], set(), {}
-    for child in draw(st.lists(st.sampled_from(sorted(frame_of) or [0]), max_size=4,
-                               unique=True)):
+    for child in draw(st.lists(st.sampled_from(sorted(frame_of) or [0]), max_size=4, unique=True)):
         if child not in frame_of:
             continue
-        earlier = [p for p, t in frame_of.items()
-                   if t < frame_of[child] and children.get(p, 0) < 2]
+        earlier = [p for p, t in frame_of.items() if t < frame_of[child] and children.get(p, 0) < 2]
         parent = draw(st.sampled_from([-1, *earlier]))
         if child in parent_taken:
             continue
@@ -250,10 +286,10 @@ def linking_inputs(draw):
 
 
 @FAST
-@given(inputs=linking_inputs(), division_threshold=st.floats(0, 1),
-       gap_closing=st.booleans())
-def test_the_linker_never_makes_three_children_and_keeps_every_pin(inputs, division_threshold,
-                                                                   gap_closing):
+@given(inputs=linking_inputs(), division_threshold=st.floats(0, 1), gap_closing=st.booleans())
+def test_the_linker_never_makes_three_children_and_keeps_every_pin(
+    inputs, division_threshold, gap_closing
+):
     frames, pins = inputs
     config = LinkingConfig(division_threshold=division_threshold, gap_closing=gap_closing)
     graph = link_sequence(frames, None, config, 1.0, pinned_edges=pins or None)

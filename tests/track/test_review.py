@@ -76,10 +76,14 @@ def test_count_unreviewed(graph):
 def test_link_margins_recomputed_without_the_column():
     # frame 0: cell 1 with two equidistant next-frame candidates (ambiguous), cell 2 alone
     graph = TrackGraph.from_arrays(
-        id=[1, 2, 3, 4, 5], t=[0, 0, 1, 1, 1], z=[0.0] * 5,
-        y=[10.0, 60, 7, 13, 60], x=[10.0] * 5, parent_id=[-1, -1, 1, -1, 2],
+        id=[1, 2, 3, 4, 5],
+        t=[0, 0, 1, 1, 1],
+        z=[0.0] * 5,
+        y=[10.0, 60, 7, 13, 60],
+        x=[10.0] * 5,
+        parent_id=[-1, -1, 1, -1, 2],
         radius=[4.0] * 5,
-    )  # fmt: skip
+    )
     margins = link_margins(graph)
     assert np.isnan(margins[:2]).all() and np.isnan(margins[3])
     assert margins[2] < 0.1 < margins[4]

@@ -38,8 +38,9 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def sequence():
-    return generate(SyntheticConfig(frames=4, shape=(16, 64, 64), n_cells=8, seed=3,
-                                    z_ratio=Z_RATIO))
+    return generate(
+        SyntheticConfig(frames=4, shape=(16, 64, 64), n_cells=8, seed=3, z_ratio=Z_RATIO)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,16 @@ def corrections(sequence) -> CorrectionSet:
 def three_nodes() -> CorrectionSet:
     """Frame 0: an approved node A, an unreviewed neighbour C (stored as context), and a deleted
     false detection B."""
-    nodes = {"id": [1, 2], "t": [0, 0], "z": [8.0, 8.0], "y": [20.0, 20.0], "x": [20.0, 34.0],
-             "radius": [5.0, 5.0], "approved": [True, False], "hand_added": [False, False]}
+    nodes = {
+        "id": [1, 2],
+        "t": [0, 0],
+        "z": [8.0, 8.0],
+        "y": [20.0, 20.0],
+        "x": [20.0, 34.0],
+        "radius": [5.0, 5.0],
+        "approved": [True, False],
+        "hand_added": [False, False],
+    }
     removed = {"id": [9], "t": [0], "z": [8.0], "y": [44.0], "x": [44.0], "radius": [4.0]}
     return CorrectionSet(nodes=nodes, removed=removed, starts=[1], z_ratio=Z_RATIO)
 
@@ -74,11 +83,24 @@ def test_targets_positive_at_an_approved_node_negative_at_a_deleted_one_ignored_
 
 
 def test_targets_of_a_division_and_its_daughters():
-    nodes = {"id": [1, 2, 3], "t": [0, 1, 1], "z": [8.0, 8.0, 8.0], "y": [30.0, 22.0, 38.0],
-             "x": [30.0, 30.0, 30.0], "radius": [5.0, 4.0, 4.0], "approved": [True] * 3,
-             "hand_added": [False] * 3}
-    cs = CorrectionSet(nodes=nodes, positive_links=[[1, 2], [1, 3]], starts=[1],
-                       division_nodes=[1], division_divides=[True], z_ratio=Z_RATIO)
+    nodes = {
+        "id": [1, 2, 3],
+        "t": [0, 1, 1],
+        "z": [8.0, 8.0, 8.0],
+        "y": [30.0, 22.0, 38.0],
+        "x": [30.0, 30.0, 30.0],
+        "radius": [5.0, 4.0, 4.0],
+        "approved": [True] * 3,
+        "hand_added": [False] * 3,
+    }
+    cs = CorrectionSet(
+        nodes=nodes,
+        positive_links=[[1, 2], [1, 3]],
+        starts=[1],
+        division_nodes=[1],
+        division_divides=[True],
+        z_ratio=Z_RATIO,
+    )
     annotation = correction_annotation(cs)
     tg = crop_targets(annotation, 0, (0, 0, 0), (16, 64, 64))
     assert tg.division[0][8, 30, 30] == 1 and tg.division_valid[0][8, 30, 30]
@@ -90,8 +112,16 @@ def test_targets_of_a_division_and_its_daughters():
 
 
 def test_nothing_reviewed_is_a_clear_error():
-    nodes = {"id": [1], "t": [0], "z": [8.0], "y": [20.0], "x": [20.0], "radius": [5.0],
-             "approved": [False], "hand_added": [False]}
+    nodes = {
+        "id": [1],
+        "t": [0],
+        "z": [8.0],
+        "y": [20.0],
+        "x": [20.0],
+        "radius": [5.0],
+        "approved": [False],
+        "hand_added": [False],
+    }
     with pytest.raises(InputError, match="no reviewed cell"):
         correction_annotation(CorrectionSet(nodes=nodes, z_ratio=Z_RATIO))
 
@@ -109,7 +139,8 @@ def test_a_few_steps_train_only_the_heads_and_fit_the_corrections(sequence, corr
     assert all(torch.equal(v, before[k]) for k, v in base.unet.state_dict().items())
     assert tuned.metadata.name.endswith("+det1")
     assert correction_loss(tuned, corrections, sequence.images, config=cfg) < correction_loss(
-        base, corrections, sequence.images, config=cfg)
+        base, corrections, sequence.images, config=cfg
+    )
 
 
 def test_the_last_decoder_block_trains_when_asked():
@@ -125,10 +156,16 @@ def test_cancel_leaves_the_bundle_untouched(sequence, corrections):
     before = {k: v.clone() for k, v in base.unet.state_dict().items()}
     calls = iter(range(100))
     with pytest.raises(Cancelled):
-        adapt_detector(base, corrections, sequence.images, config=AdaptConfig(steps=20),
-                       should_stop=lambda: next(calls) >= 5)
-    work = adapt_detector_part(base, corrections, sequence.images, None,
-                               config=AdaptConfig(steps=20))
+        adapt_detector(
+            base,
+            corrections,
+            sequence.images,
+            config=AdaptConfig(steps=20),
+            should_stop=lambda: next(calls) >= 5,
+        )
+    work = adapt_detector_part(
+        base, corrections, sequence.images, None, config=AdaptConfig(steps=20)
+    )
     for _ in range(6):
         next(work)
     work.close()  # what a widget's Cancel does
@@ -137,8 +174,9 @@ def test_cancel_leaves_the_bundle_untouched(sequence, corrections):
 
 def test_corrections_outside_the_images_are_refused(sequence, corrections):
     with pytest.raises(InputError, match="frame"):
-        run_to_end(adapt_detector_part(ModelBundle.load_default(), corrections,
-                                       sequence.images[:2], None))
+        run_to_end(
+            adapt_detector_part(ModelBundle.load_default(), corrections, sequence.images[:2], None)
+        )
 
 
 # ------------------------------------------------------------------------- re-detection
@@ -149,10 +187,16 @@ def chain(n_frames: int, approved_until: int) -> TrackGraph:
     t = np.repeat(np.arange(n_frames), 2)
     ids = np.arange(len(t))
     parent = np.where(t > 0, ids - 2, NO_PARENT)
-    return TrackGraph.from_arrays(id=ids, t=t, z=np.full(len(t), 8.0),
-                                  y=np.tile([20.0, 44.0], n_frames), x=10.0 + 3.0 * t,
-                                  radius=np.full(len(t), 4.0), parent_id=parent,
-                                  approved=t <= approved_until)
+    return TrackGraph.from_arrays(
+        id=ids,
+        t=t,
+        z=np.full(len(t), 8.0),
+        y=np.tile([20.0, 44.0], n_frames),
+        x=10.0 + 3.0 * t,
+        radius=np.full(len(t), 4.0),
+        parent_id=parent,
+        approved=t <= approved_until,
+    )
 
 
 def test_frames_to_redetect_are_the_unapproved_ones_and_their_neighbours():
@@ -175,17 +219,33 @@ def test_redetection_touches_only_unapproved_frames_and_keeps_approved_links(mon
         out = []
         for t in frames:
             rows = graph.frame(t)
-            out.append(Detections(t, graph.positions(rows), np.zeros((len(rows), 4), np.float32),
-                                  graph["radius"][rows], np.zeros((len(rows), 2), np.float32),
-                                  np.ones(len(rows), np.float32)))
+            out.append(
+                Detections(
+                    t,
+                    graph.positions(rows),
+                    np.zeros((len(rows), 4), np.float32),
+                    graph["radius"][rows],
+                    np.zeros((len(rows), 2), np.float32),
+                    np.ones(len(rows), np.float32),
+                )
+            )
         yield from ()
         return out
 
     monkeypatch.setattr("napari_cellect.pipeline.iter_detect", fake_detect)
     images = np.zeros((6, 16, 64, 64), np.float32)
-    out = run_to_end(redetect_relink_job(images, model, graph.copy(), None, z_ratio=Z_RATIO,
-                                         corrections=None, device="cpu",
-                                         should_stop=lambda: False))
+    out = run_to_end(
+        redetect_relink_job(
+            images,
+            model,
+            graph.copy(),
+            None,
+            z_ratio=Z_RATIO,
+            corrections=None,
+            device="cpu",
+            should_stop=lambda: False,
+        )
+    )
     assert asked == out.frames == [2, 3, 4, 5]
     new = out.relink.graph
     for child, parent in ((3, 0), (2, 1), (5, 3)):
@@ -197,9 +257,14 @@ def test_redetection_touches_only_unapproved_frames_and_keeps_approved_links(mon
 def test_a_frame_whose_every_detection_was_reviewed_counts_as_a_whole():
     cs = three_nodes()
     cs.nodes["approved"][:] = True  # C reviewed too
-    dets = Detections(0, np.array([[8.0, 20.0, 21.0], [8.0, 44.0, 44.0], [8.0, 20.0, 34.0]]),
-                      np.zeros((3, 4), np.float32), np.full(3, 5.0, np.float32),
-                      np.zeros((3, 2), np.float32), np.ones(3, np.float32))
+    dets = Detections(
+        0,
+        np.array([[8.0, 20.0, 21.0], [8.0, 44.0, 44.0], [8.0, 20.0, 34.0]]),
+        np.zeros((3, 4), np.float32),
+        np.full(3, 5.0, np.float32),
+        np.zeros((3, 2), np.float32),
+        np.ones(3, np.float32),
+    )
     whole = crop_targets(correction_annotation(cs, [dets]), 0, (0, 0, 0), (16, 64, 64))
     assert whole.valid.all() and whole.seg[8, 60, 2] == 0
     stray = Detections.concat([dets, dets.subset([0])])
@@ -222,9 +287,24 @@ def test_cli_finetune_adapts_the_detector(tmp_path, sequence, capsys):
     graph.set_values("approved", graph.ids, graph["t"] <= 2)
     tracks = tmp_path / "corrected.csv"
     write_csv(graph, tracks)
-    common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
-              "--z-ratio", str(Z_RATIO), "--epochs", "2", "--adapt-detector",
-              "--adapt-steps", "2", "--device", "cpu"]  # fmt: skip
+    common = [
+        "finetune",
+        "--tracks",
+        str(tracks),
+        "--images",
+        str(images),
+        "--axes",
+        "ZYX",
+        "--z-ratio",
+        str(Z_RATIO),
+        "--epochs",
+        "2",
+        "--adapt-detector",
+        "--adapt-steps",
+        "2",
+        "--device",
+        "cpu",
+    ]
     # the base model makes no error on the held-back frame: the guard adopts nothing
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     out = capsys.readouterr().out
@@ -241,8 +321,9 @@ def test_cli_finetune_adapts_the_detector(tmp_path, sequence, capsys):
     assert "adapt_detector" in events and events[-2:] == ["finetune", "guard"]
     assert tuned.metadata.history[events.index("adapt_detector")]["frames"] == "0, 1, 2"
     base = ModelBundle.load_default()
-    assert not torch.equal(tuned.unet.state_dict()["heads.weight"],
-                           base.unet.state_dict()["heads.weight"])
+    assert not torch.equal(
+        tuned.unet.state_dict()["heads.weight"], base.unet.state_dict()["heads.weight"]
+    )
     assert main([*common, "-o", str(tmp_path / "no.pt"), "--cell-radius", "6"]) == 2
     assert "--adapt-detector works on the frames as they are" in capsys.readouterr().err
 

@@ -11,24 +11,57 @@ from napari_cellect.data.synthetic import PRESETS, write_synthetic
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.train.checkpoint import load_checkpoint
 
-TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--crop", "4", "32", "32",
-        "--device", "cpu", "--val-frames", "0",
-        "--calibration-frames", "0"]  # fmt: skip
+TINY = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "1",
+    "--crop",
+    "4",
+    "32",
+    "32",
+    "--device",
+    "cpu",
+    "--val-frames",
+    "0",
+    "--calibration-frames",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    config = dataclasses.replace(PRESETS["default"], frames=3, shape=(4, 32, 32), n_cells=4,
-                                 radius_range=(4.0, 5.0), z_ratio=2.0, seed=3)  # fmt: skip
+    config = dataclasses.replace(
+        PRESETS["default"],
+        frames=3,
+        shape=(4, 32, 32),
+        n_cells=4,
+        radius_range=(4.0, 5.0),
+        z_ratio=2.0,
+        seed=3,
+    )
     paths = write_synthetic(root / "data", config)
     return paths
 
 
 def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
     out = tmp_path / "model.pt"
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(out), *TINY, "--workers", "1"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(out),
+            *TINY,
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
     bundle = ModelBundle.load(out)
     assert bundle.metadata.name == "model"
@@ -39,8 +72,19 @@ def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
 
 def test_init_starts_from_the_bundled_model(dataset, tmp_path):
     out = tmp_path / "tuned.pt"
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(out), *TINY, "--init", "default"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(out),
+            *TINY,
+            "--init",
+            "default",
+        ]
+    )
     assert code == 0
     events = [e["event"] for e in ModelBundle.load(out).metadata.history]
     assert events[-2:] == ["initialised", "train"]
@@ -61,8 +105,17 @@ def write_csv(path, rows):
 )
 def test_bad_annotations_exit_2(dataset, tmp_path, capsys, rows, message):
     ann = write_csv(tmp_path / "ann.csv", rows)
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(ann),
-                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(ann),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "ann.csv" in err
@@ -70,40 +123,147 @@ def test_bad_annotations_exit_2(dataset, tmp_path, capsys, rows, message):
 
 
 def test_missing_files_exit_2(dataset, tmp_path, capsys):
-    code = main(["train", str(tmp_path / "nope"), "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(tmp_path / "nope"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+        ]
+    )
     assert code == 2 and "nope" in capsys.readouterr().err
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(tmp_path / "x.csv"),
-                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(tmp_path / "x.csv"),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+        ]
+    )
     assert code == 2 and "x.csv" in capsys.readouterr().err
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "no" / "m.pt"), *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "no" / "m.pt"),
+            *TINY,
+        ]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "m.pt"), *TINY, "--resume", str(tmp_path / "old.ckpt")])
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+            "--resume",
+            str(tmp_path / "old.ckpt"),
+        ]
+    )
     assert code == 2 and "old.ckpt" in capsys.readouterr().err
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "m.pt"), *TINY, "--init", str(tmp_path / "w.pt")])
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+            "--init",
+            str(tmp_path / "w.pt"),
+        ]
+    )
     assert code == 2 and "w.pt" in capsys.readouterr().err
 
 
 def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):
     images = str(dataset.root / "images")
-    code = main(["train", images, images, "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "m.pt"), *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            images,
+            images,
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+        ]
+    )
     assert code == 2 and "one annotation file per training image series" in capsys.readouterr().err
-    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
-                 str(tmp_path / "m.pt"), "--val-images", images, *TINY])  # fmt: skip
+    code = main(
+        [
+            "train",
+            images,
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            "--val-images",
+            images,
+            *TINY,
+        ]
+    )
     assert code == 2 and "--val-annotations" in capsys.readouterr().err
-    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
-                 str(tmp_path / "m.pt"), *TINY, "--crop", "0", "32", "32"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            images,
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+            "--crop",
+            "0",
+            "32",
+            "32",
+        ]
+    )
     assert code == 2 and "crop" in capsys.readouterr().err
-    code = main(["train", images, "--annotations", str(dataset.tracks), "-o",
-                 str(tmp_path / "m.pt"), *TINY, "--workers", "-1"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            images,
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+            "--workers",
+            "-1",
+        ]
+    )
     assert code == 2 and "workers must be >= 0, found -1" in capsys.readouterr().err
 
 
 def test_crop_must_fit_the_network(dataset, tmp_path, capsys):
-    code = main(["train", str(dataset.root / "images"), "--annotations", str(dataset.tracks),
-                 "-o", str(tmp_path / "m.pt"), *TINY, "--crop", "4", "30", "32"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(dataset.root / "images"),
+            "--annotations",
+            str(dataset.tracks),
+            "-o",
+            str(tmp_path / "m.pt"),
+            *TINY,
+            "--crop",
+            "4",
+            "30",
+            "32",
+        ]
+    )
     assert code == 2 and "multiple" in capsys.readouterr().err

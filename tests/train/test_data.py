@@ -34,14 +34,21 @@ def lineage_graph() -> TrackGraph:
     """Frames 0-3 annotated, frame 4 not; cell 1 divides into 3, 4 after frame 1."""
     rows = [
         # id, t, z, y, x, parent
-        (1, 0, 3, 12, 10, -1), (2, 0, 3, 28, 30, -1),
-        (5, 1, 3, 13, 11, 1), (6, 1, 3, 27, 29, 2),
-        (7, 2, 3, 8, 9, 5), (8, 2, 3, 18, 14, 5), (9, 2, 3, 26, 28, 6),
-        (10, 3, 3, 7, 9, 7), (11, 3, 3, 19, 15, 8), (12, 3, 3, 25, 27, 9),
-    ]  # fmt: skip
+        (1, 0, 3, 12, 10, -1),
+        (2, 0, 3, 28, 30, -1),
+        (5, 1, 3, 13, 11, 1),
+        (6, 1, 3, 27, 29, 2),
+        (7, 2, 3, 8, 9, 5),
+        (8, 2, 3, 18, 14, 5),
+        (9, 2, 3, 26, 28, 6),
+        (10, 3, 3, 7, 9, 7),
+        (11, 3, 3, 19, 15, 8),
+        (12, 3, 3, 25, 27, 9),
+    ]
     ids, t, z, y, x, parent = (np.array(c) for c in zip(*rows))
-    return TrackGraph.from_arrays(id=ids, t=t, z=z, y=y, x=x, parent_id=parent,
-                                  radius=np.full(len(ids), 5.0))  # fmt: skip
+    return TrackGraph.from_arrays(
+        id=ids, t=t, z=z, y=y, x=x, parent_id=parent, radius=np.full(len(ids), 5.0)
+    )
 
 
 def images_from(graph: TrackGraph, n_frames: int = 5) -> np.ndarray:
@@ -88,8 +95,11 @@ def test_crops_match_inference_normalisation(sampler):
 
 def test_small_volumes_are_padded_and_padding_ignored():
     graph = lineage_graph()
-    sampler = Sampler([(images_from(graph), graph, Z_RATIO)],
-                      SamplingConfig(crop=(8, 48, 32)), AugmentConfig(enabled=False))  # fmt: skip
+    sampler = Sampler(
+        [(images_from(graph), graph, Z_RATIO)],
+        SamplingConfig(crop=(8, 48, 32)),
+        AugmentConfig(enabled=False),
+    )
     sample = sampler.sample(np.random.default_rng(0))
     assert sample.images.shape == (2, 2, 8, 48, 32)
     assert sample.origin[0] == -1 and sample.origin[1] == -4  # centred, like the tiler
@@ -100,8 +110,13 @@ def test_small_volumes_are_padded_and_padding_ignored():
 
 def test_division_crops_are_oversampled(sampler):
     rng = np.random.default_rng(3)
-    config = dataclasses.replace(sampler.sampling, division_fraction=1.0, cell_fraction=0.0,
-                                 crop=(6, 16, 16), centre_jitter=0.0)  # fmt: skip
+    config = dataclasses.replace(
+        sampler.sampling,
+        division_fraction=1.0,
+        cell_fraction=0.0,
+        crop=(6, 16, 16),
+        centre_jitter=0.0,
+    )
     sampler.sampling = config
     for _ in range(10):
         origin = sampler.choose_origin(rng, 0, 1)
@@ -109,8 +124,9 @@ def test_division_crops_are_oversampled(sampler):
         assert origin[1] <= 13 < origin[1] + 16 and origin[2] <= 11 < origin[2] + 16
 
 
-@pytest.mark.parametrize("k,flip_y,flip_x", list(itertools.product(range(4), (False, True),
-                                                                   (False, True))))  # fmt: skip
+@pytest.mark.parametrize(
+    "k,flip_y,flip_x", list(itertools.product(range(4), (False, True), (False, True)))
+)
 def test_augmentation_keeps_images_and_targets_aligned(sampler, k, flip_y, flip_x):
     sample = augment_geometry(sampler.build(0, 1, (0, 2, 5)), k, flip_y, flip_x)
     targets = sample.targets.a
@@ -122,13 +138,15 @@ def test_augmentation_keeps_images_and_targets_aligned(sampler, k, flip_y, flip_
     inside = cells.in_crop(targets.shape)
     vox = cells.centre_voxels(targets.shape)[inside]
     assert np.all(targets.centre[vox[:, 0], vox[:, 1], vox[:, 2]] == TOP)
-    np.testing.assert_array_equal(targets.ids_t[vox[:, 0], vox[:, 1], vox[:, 2]],
-                                  cells.label[inside])  # fmt: skip
+    np.testing.assert_array_equal(
+        targets.ids_t[vox[:, 0], vox[:, 1], vox[:, 2]], cells.label[inside]
+    )
     nxt = targets.cells_next
     inside = nxt.in_crop(targets.shape)
     vox = nxt.centre_voxels(targets.shape)[inside]
-    np.testing.assert_array_equal(targets.ids_next[vox[:, 0], vox[:, 1], vox[:, 2]],
-                                  nxt.lineage[inside])  # fmt: skip
+    np.testing.assert_array_equal(
+        targets.ids_next[vox[:, 0], vox[:, 1], vox[:, 2]], nxt.lineage[inside]
+    )
 
 
 @pytest.mark.parametrize("k", range(4))
@@ -146,9 +164,11 @@ def test_points_follow_maps_on_non_square_volumes(k):
 
 def test_random_augmentation_skips_rotation_for_non_square_crops():
     graph = lineage_graph()
-    sampler = Sampler([(images_from(graph), graph, Z_RATIO)], SamplingConfig(crop=(6, 32, 16)),
-                      AugmentConfig(intensity_probability=0.0, poisson_probability=0.0,
-                                    gaussian_probability=0.0))  # fmt: skip
+    sampler = Sampler(
+        [(images_from(graph), graph, Z_RATIO)],
+        SamplingConfig(crop=(6, 32, 16)),
+        AugmentConfig(intensity_probability=0.0, poisson_probability=0.0, gaussian_probability=0.0),
+    )
     rng = np.random.default_rng(0)
     for _ in range(8):
         sample = sampler.sample(rng)
@@ -159,15 +179,17 @@ def test_random_augmentation_skips_rotation_for_non_square_crops():
 def test_intensity_augmentation_changes_values_not_shape():
     rng = np.random.default_rng(0)
     images = np.random.default_rng(1).uniform(0, 1, (2, 2, 4, 8, 8)).astype(np.float32)
-    config = AugmentConfig(intensity_probability=1.0, poisson_probability=1.0,
-                           gaussian_probability=1.0)  # fmt: skip
+    config = AugmentConfig(
+        intensity_probability=1.0, poisson_probability=1.0, gaussian_probability=1.0
+    )
     out = augment_intensity(images, config, rng)
     assert out.shape == images.shape and out.dtype == np.float32
     assert not np.allclose(out, images)
     # contrast is preserved in order on average: bright stays brighter than dark
     assert out[images > 0.8].mean() > out[images < 0.2].mean()
-    np.testing.assert_array_equal(images, np.random.default_rng(1).uniform(0, 1, images.shape)
-                                  .astype(np.float32))  # the input is untouched  # fmt: skip
+    np.testing.assert_array_equal(
+        images, np.random.default_rng(1).uniform(0, 1, images.shape).astype(np.float32)
+    )  # the input is untouched
 
 
 def test_collate_stacks_both_passes(sampler):
@@ -197,8 +219,15 @@ def test_bad_sources_raise_input_errors():
     with pytest.raises(InputError, match="empty"):
         Sampler([(images, TrackGraph(), Z_RATIO)])
     with pytest.raises(InputError, match="no annotation lies inside the images"):
-        Sampler([(images[:, :, :5, :5], TrackGraph.from_arrays(
-            id=[1], t=[0], z=[3], y=[30], x=[30]), Z_RATIO)])  # fmt: skip
+        Sampler(
+            [
+                (
+                    images[:, :, :5, :5],
+                    TrackGraph.from_arrays(id=[1], t=[0], z=[3], y=[30], x=[30]),
+                    Z_RATIO,
+                )
+            ]
+        )
     late = TrackGraph.from_arrays(id=[1], t=[9], z=[3], y=[10], x=[10])
     with pytest.raises(InputError, match=r"frames 9\.\.9"):
         Sampler([(images, late, Z_RATIO)])

@@ -83,9 +83,15 @@ def graph_from(frames: list[Detections], parent_of, approved_frames) -> TrackGra
     approved = [t in approved_frames for t in range(n) for c in range(N)]
     pos = np.concatenate([d.positions for d in frames])
     return TrackGraph.from_arrays(
-        id=np.arange(n * N), t=np.repeat(np.arange(n), N), z=pos[:, 0], y=pos[:, 1], x=pos[:, 2],
-        parent_id=parent, approved=approved, radius=np.full(n * N, 3.0),
-    )  # fmt: skip
+        id=np.arange(n * N),
+        t=np.repeat(np.arange(n), N),
+        z=pos[:, 0],
+        y=pos[:, 1],
+        x=pos[:, 2],
+        parent_id=parent,
+        approved=approved,
+        radius=np.full(n * N, 3.0),
+    )
 
 
 def accuracy(graph: TrackGraph, first: int, n_frames: int = T) -> float:
@@ -136,8 +142,13 @@ def nearest_model(frames) -> ModelBundle:
 @pytest.fixture
 def corrected(frames, nearest_model) -> tuple[TrackGraph, History]:
     """The nearest model's tracks with the links into frames 1 and 2 corrected by hand."""
-    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
-                          Z_RATIO, node_ids=ids())  # fmt: skip
+    graph = link_sequence(
+        frames,
+        nearest_model.candidate_scorer("link"),
+        nearest_model.thresholds.link,
+        Z_RATIO,
+        node_ids=ids(),
+    )
     history = History(graph)
     for t in range(1, FIRST_HELD_OUT):
         for c in range(N):
@@ -152,8 +163,9 @@ def test_finetune_fixes_a_systematic_error_on_held_out_frames(frames, nearest_mo
     cs = build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
     assert len(cs.broken_links) > 0 and len(cs.positive_links) == 2 * N
     reports = []
-    tuned = finetune(nearest_model, cs, frames, z_ratio=Z_RATIO, progress=reports.append,
-                     source="corrected.csv")  # fmt: skip
+    tuned = finetune(
+        nearest_model, cs, frames, z_ratio=Z_RATIO, progress=reports.append, source="corrected.csv"
+    )
     relinked, changed = relink(frames, tuned, graph, None, Z_RATIO)
     assert accuracy(relinked, FIRST_HELD_OUT) >= 0.95
     assert accuracy(relinked, 1) >= 0.95
@@ -169,8 +181,13 @@ def test_finetune_fixes_a_systematic_error_on_held_out_frames(frames, nearest_mo
 
 
 def test_pinned_links_survive_relinking(frames, nearest_model):
-    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
-                          Z_RATIO, node_ids=ids())  # fmt: skip
+    graph = link_sequence(
+        frames,
+        nearest_model.candidate_scorer("link"),
+        nearest_model.thresholds.link,
+        Z_RATIO,
+        node_ids=ids(),
+    )
     assert len(graph.children_of(4 * N)) == 0  # the parent of the hand-added node below
     history = History(graph)
     for c in range(N):  # links into frame 4 set right by hand: the model would not choose them
@@ -230,7 +247,10 @@ def test_merge_scorer_learns_deleted_duplicates():
 
     def n_merged(bundle: ModelBundle) -> list[int]:
         scorer = bundle.candidate_scorer("merge")
-        return [len(merge_duplicates(d, scorer, bundle.thresholds.merge, Z_RATIO)[0]) for d in frames[3:]]
+        return [
+            len(merge_duplicates(d, scorer, bundle.thresholds.merge, Z_RATIO)[0])
+            for d in frames[3:]
+        ]
 
     assert n_merged(base) == [N + PER] * (T - 3)  # the base model keeps every duplicate
     assert n_merged(tuned) == [N] * (T - 3)  # held-out frames: every duplicate merged
@@ -322,9 +342,24 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(predict_module, "predict_sequence", fake_predict)
     cache = tmp_path / "cache"
-    common = ["finetune", "--tracks", str(tracks), "--images", str(images), "--axes", "ZYX",
-              "--weights", str(base_path), "--cache", str(cache), "--z-ratio", "1",
-              "--epochs", "3", "--no-guard"]  # fmt: skip
+    common = [
+        "finetune",
+        "--tracks",
+        str(tracks),
+        "--images",
+        str(images),
+        "--axes",
+        "ZYX",
+        "--weights",
+        str(base_path),
+        "--cache",
+        str(cache),
+        "--z-ratio",
+        "1",
+        "--epochs",
+        "3",
+        "--no-guard",
+    ]
     assert main([*common, "-o", str(tmp_path / "tuned.pt")]) == 0
     assert predicted == [0, 1, 2, 3]  # the corrected frames and the next one, predicted once
     assert sorted(p.name for p in cache.glob("t*.npz")) == [f"t{t:06d}.npz" for t in range(4)]
@@ -350,7 +385,6 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert base_path.read_bytes() == base_bytes
 
 
-
 def test_the_division_loss_keeps_the_natural_class_frequencies():
     """The bundle's division threshold was tuned on probabilities calibrated to how rare
     divisions are; re-weighting the few labels of a fine-tune to balanced classes would lift
@@ -374,8 +408,13 @@ GUARD_QUICK = FinetuneConfig(epochs=6, steps_per_epoch=4, lr=1e-3)
 @pytest.fixture
 def corrected_to_frame_4(frames, nearest_model):
     """The nearest model's tracks with the links into frames 1-4 corrected."""
-    graph = link_sequence(frames, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
-                          Z_RATIO, node_ids=ids())  # fmt: skip
+    graph = link_sequence(
+        frames,
+        nearest_model.candidate_scorer("link"),
+        nearest_model.thresholds.link,
+        Z_RATIO,
+        node_ids=ids(),
+    )
     history = History(graph)
     for t in range(1, 5):
         for c in range(N):
@@ -404,12 +443,15 @@ def merge_everything(bundle: ModelBundle) -> None:
 
 def guarded(bundle, cs, frames, **kwargs):
     steps: list = []
-    result = run_to_end(iter_guarded_finetune(bundle, cs, frames, z_ratio=Z_RATIO, **kwargs),
-                        steps.append)  # fmt: skip
+    result = run_to_end(
+        iter_guarded_finetune(bundle, cs, frames, z_ratio=Z_RATIO, **kwargs), steps.append
+    )
     return result, steps
 
 
-def test_the_guard_adopts_what_helps_and_rejects_what_hurts(frames, nearest_model, corrected_to_frame_4):
+def test_the_guard_adopts_what_helps_and_rejects_what_hurts(
+    frames, nearest_model, corrected_to_frame_4
+):
     graph, cs = corrected_to_frame_4
     link_before = copy.deepcopy(nearest_model.link_scorer.state_dict())
     harmful = Trainer("merger", merge_everything)
@@ -432,7 +474,9 @@ def test_the_guard_adopts_what_helps_and_rejects_what_hurts(frames, nearest_mode
     assert result.bundle.metadata.history[-1]["event"] == "guard"
 
 
-def test_a_part_that_redetects_is_judged_on_its_own_detections(frames, nearest_model, corrected_to_frame_4):
+def test_a_part_that_redetects_is_judged_on_its_own_detections(
+    frames, nearest_model, corrected_to_frame_4
+):
     _, cs = corrected_to_frame_4
     asked: list[list[int]] = []
 
@@ -458,8 +502,9 @@ def test_the_detection_threshold_is_raised_where_deleted_cells_come_back(frames,
         fake.positions = fake.positions + [0.0, 10.0, 0.0]
         fake.score = np.full(3, 0.6, np.float32)
         noisy.append(Detections.concat([d, fake]))
-    graph = link_sequence(noisy, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link,
-                          Z_RATIO)  # fmt: skip
+    graph = link_sequence(
+        noisy, nearest_model.candidate_scorer("link"), nearest_model.thresholds.link, Z_RATIO
+    )
     history = History(graph)
     for t in range(1, 5):
         rows = graph.frame(t)
@@ -491,8 +536,7 @@ def test_bad_input_is_refused_by_name(frames, nearest_model):
     graph = graph_from(frames, right, (1, 2))
     # corrections on frames never tracked
     with pytest.raises(InputError, match=r"frame\(s\) 1, 2 that were never tracked"):
-        guarded(nearest_model, build_corrections(graph, z_ratio=Z_RATIO), [frames[0]] +
-                frames[3:])
+        guarded(nearest_model, build_corrections(graph, z_ratio=Z_RATIO), [frames[0]] + frames[3:])
     # a frame corrected to have no cells: all its nodes deleted, nothing approved there
     empty = graph_from(frames, right, ())
     history = History(empty)

@@ -21,8 +21,14 @@ from napari_cellect.train.losses import LossConfig
 
 @pytest.fixture(scope="module")
 def sequences():
-    base = dataclasses.replace(PRESETS["default"], frames=4, shape=(4, 48, 48), n_cells=6,
-                               radius_range=(4.0, 5.0), z_ratio=2.0)  # fmt: skip
+    base = dataclasses.replace(
+        PRESETS["default"],
+        frames=4,
+        shape=(4, 48, 48),
+        n_cells=6,
+        radius_range=(4.0, 5.0),
+        z_ratio=2.0,
+    )
     train = generate(dataclasses.replace(base, seed=1))
     val = generate(dataclasses.replace(base, seed=2))
     return [(train.images, train.graph, train.config.z_ratio)], [
@@ -32,13 +38,21 @@ def sequences():
 
 def tiny_config(**changes) -> TrainConfig:
     config = TrainConfig(
-        epochs=2, steps_per_epoch=2, batch_size=1, embedding_dim=8, scorer_hidden=16,
-        warmup_steps=0, sampling=SamplingConfig(crop=(4, 32, 32)),
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=1,
+        embedding_dim=8,
+        scorer_hidden=16,
+        warmup_steps=0,
+        sampling=SamplingConfig(crop=(4, 32, 32)),
         tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 0, 0)),
-        validation_frames=1, validation_crops=1, threshold_grid=(0.3, 0.5), device="cpu",
+        validation_frames=1,
+        validation_crops=1,
+        threshold_grid=(0.3, 0.5),
+        device="cpu",
         calibration_frames=1,
         detector_ready_f1=0.0,
-    )  # fmt: skip
+    )
     return dataclasses.replace(config, **changes)
 
 
@@ -71,9 +85,13 @@ def test_a_few_steps_lower_the_loss(sequences):
     for key in ("segmentation", "centre", "radius"):
         assert after[key] < before[key], key
     # the per-cell losses alone reach the U-Net (through the embeddings)
-    trainer.losses = dataclasses.replace(trainer.losses, config=dataclasses.replace(
-        trainer.config, losses=LossConfig(segmentation=0, centre=0, radius=0, division=0,
-                                          link_division=0)))
+    trainer.losses = dataclasses.replace(
+        trainer.losses,
+        config=dataclasses.replace(
+            trainer.config,
+            losses=LossConfig(segmentation=0, centre=0, radius=0, division=0, link_division=0),
+        ),
+    )
     trainer.optimizer.zero_grad()
     total, _ = loss(use_detections=True)
     total.backward()
@@ -100,8 +118,9 @@ def test_batch_reader_matches_direct_indexing():
     emb, radius, division = results[r1]
     torch.testing.assert_close(emb, out.embedding[2, :, v1[:, 0], v1[:, 1], v1[:, 2]].T)
     torch.testing.assert_close(radius, out.radius[2, 0, v1[:, 0], v1[:, 1], v1[:, 2]])
-    torch.testing.assert_close(division,
-                               torch.sigmoid(out.division[2, :, v1[:, 0], v1[:, 1], v1[:, 2]].T))
+    torch.testing.assert_close(
+        division, torch.sigmoid(out.division[2, :, v1[:, 0], v1[:, 1], v1[:, 2]].T)
+    )
     torch.testing.assert_close(results[r2][0], out.embedding[0, :, 1, 0, 0][None])
     assert results[r3][0].shape == (0, 7)
     emb.sum().backward()
@@ -131,8 +150,9 @@ def test_checkpoint_and_resume_continue_exactly(sequences, tmp_path):
     assert {int(s["step"]) for s in state_b["optimizer"]["state"].values()} == {4}
     for key in ("unet", "merge", "link"):
         for name, tensor in state_a["bundle"][key].items():
-            torch.testing.assert_close(state_b["bundle"][key][name], tensor, rtol=0, atol=0,
-                                       msg=f"{key}.{name}")  # fmt: skip
+            torch.testing.assert_close(
+                state_b["bundle"][key][name], tensor, rtol=0, atol=0, msg=f"{key}.{name}"
+            )
     assert [h["metrics"] for h in state_a["history"]] == [h["metrics"] for h in state_b["history"]]
     for key in ("unet", "merge", "link"):
         for (name, a), b in zip(bundle_a.to_dict()[key].items(), bundle_b.to_dict()[key].values()):
@@ -203,10 +223,14 @@ def test_candidate_features_match_inference_scoring():
     rng = np.random.default_rng(0)
 
     def dets(n: int) -> Detections:
-        return Detections(t=0, positions=rng.uniform(0, 30, (n, 3)),
-                          embeddings=rng.normal(size=(n, 8)).astype(np.float32),
-                          radius=rng.uniform(3, 6, n), division=rng.uniform(0, 1, (n, 2)),
-                          score=np.ones(n))  # fmt: skip
+        return Detections(
+            t=0,
+            positions=rng.uniform(0, 30, (n, 3)),
+            embeddings=rng.normal(size=(n, 8)).astype(np.float32),
+            radius=rng.uniform(3, 6, n),
+            division=rng.uniform(0, 1, (n, 2)),
+            score=np.ones(n),
+        )
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -220,9 +244,17 @@ def test_candidate_features_match_inference_scoring():
         return torch.as_tensor(a, dtype=torch.float32)
 
     feats, mask = candidate_features(
-        query.positions, t(query.embeddings), t(query.radius), t(query.division),
-        cands.positions, t(cands.embeddings), t(cands.radius), t(cands.division), cand_idx, 2.5,
-    )  # fmt: skip
+        query.positions,
+        t(query.embeddings),
+        t(query.radius),
+        t(query.division),
+        cands.positions,
+        t(cands.embeddings),
+        t(cands.radius),
+        t(cands.division),
+        cand_idx,
+        2.5,
+    )
     with torch.no_grad():
         p_match, p_none, p_div = scorer(feats, mask).probabilities()
     np.testing.assert_allclose(p_match.numpy() * (cand_idx >= 0), expected.p_match, atol=1e-6)
@@ -245,8 +277,9 @@ def test_division_threshold_calibration(sequences, monkeypatch):
 
         def score(self, query, cands, cand_idx, z_ratio):
             m, k = cand_idx.shape
-            return CandidateScores(np.zeros((m, k), np.float32), np.ones(m, np.float32),
-                                   p_divide[:m])  # fmt: skip
+            return CandidateScores(
+                np.zeros((m, k), np.float32), np.ones(m, np.float32), p_divide[:m]
+            )
 
     monkeypatch.setattr(validation_module, "ModelScorer", StubScorer)
     train, _ = sequences
@@ -254,13 +287,22 @@ def test_division_threshold_calibration(sequences, monkeypatch):
     # six cells; the first two divide (two children each)
     ids = np.arange(1, 7)
     graph = TrackGraph.from_arrays(
-        id=np.concatenate([ids, [11, 12, 13, 14]]), t=[0] * 6 + [1] * 4,
-        z=np.ones(10), y=np.concatenate([ids * 6.0, [5, 7, 11, 13]]), x=np.full(10, 8.0),
+        id=np.concatenate([ids, [11, 12, 13, 14]]),
+        t=[0] * 6 + [1] * 4,
+        z=np.ones(10),
+        y=np.concatenate([ids * 6.0, [5, 7, 11, 13]]),
+        x=np.full(10, 8.0),
         parent_id=np.concatenate([np.full(6, -1), [1, 1, 2, 2]]),
-    )  # fmt: skip
+    )
     cells = AnnotationIndex(graph, TargetConfig()).frame_cells(0, (0, 0, 0), (4, 48, 48), 2.0)
-    det = Detections(t=0, positions=cells.positions, embeddings=np.zeros((6, 8), np.float32),
-                     radius=np.full(6, 3.0), division=np.zeros((6, 2)), score=np.ones(6))
+    det = Detections(
+        t=0,
+        positions=cells.positions,
+        embeddings=np.zeros((6, 8), np.float32),
+        radius=np.full(6, 3.0),
+        division=np.zeros((6, 2)),
+        score=np.ones(6),
+    )
     predictions = [{"frames": [(det, cells), (det, cells)], "z_ratio": 2.0}]
     threshold, f1 = trainer.validation.division_threshold(predictions, 0.5)
     assert threshold == 0.3 and f1 == pytest.approx(0.8)
@@ -277,8 +319,10 @@ def test_warm_start_copies_the_weights_of_a_bundle(sequences):
             assert torch.equal(mine.state_dict()[key], value), key
     assert trainer.bundle.metadata.history[-1]["event"] == "initialised"
     fresh = Trainer(train, val, tiny_config(seed=0)).bundle
-    assert not all(torch.equal(a, b) for a, b in zip(
-        fresh.unet.state_dict().values(), source.unet.state_dict().values()))  # fmt: skip
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.unet.state_dict().values(), source.unet.state_dict().values())
+    )
 
 
 def test_warm_start_refuses_another_architecture(sequences):

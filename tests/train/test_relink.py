@@ -41,8 +41,14 @@ class GeometricBundle:
 def _det(t: int, positions, division) -> Detections:
     pos = np.asarray(positions, np.float64).reshape(-1, 3)
     n = len(pos)
-    return Detections(t, pos, np.ones((n, E), np.float32), np.full(n, RADIUS, np.float32),
-                      np.asarray(division, np.float32), np.ones(n, np.float32))  # fmt: skip
+    return Detections(
+        t,
+        pos,
+        np.ones((n, E), np.float32),
+        np.full(n, RADIUS, np.float32),
+        np.asarray(division, np.float32),
+        np.ones(n, np.float32),
+    )
 
 
 def _frames() -> list[Detections]:
@@ -59,15 +65,21 @@ def _graph(parent: dict[int, int], approved: set[int]) -> TrackGraph:
     ids = [MOTHER, OTHER, NEAR, FAR, OTHER_CHILD]
     pos = np.concatenate([d.positions for d in _frames()])
     return TrackGraph.from_arrays(
-        id=ids, t=[0, 0, 1, 1, 1], z=pos[:, 0], y=pos[:, 1], x=pos[:, 2],
-        parent_id=[parent.get(i, -1) for i in ids], approved=[i in approved for i in ids],
+        id=ids,
+        t=[0, 0, 1, 1, 1],
+        z=pos[:, 0],
+        y=pos[:, 1],
+        x=pos[:, 2],
+        parent_id=[parent.get(i, -1) for i in ids],
+        approved=[i in approved for i in ids],
         radius=np.full(5, RADIUS),
-    )  # fmt: skip
+    )
 
 
 def _relink(graph: TrackGraph, corrections: CorrectionSet | None = None) -> TrackGraph:
-    new, _ = relink(_frames(), GeometricBundle(), graph, None, Z_RATIO, corrections=corrections,
-                    merge=False)  # fmt: skip
+    new, _ = relink(
+        _frames(), GeometricBundle(), graph, None, Z_RATIO, corrections=corrections, merge=False
+    )
     return new
 
 

@@ -19,8 +19,14 @@ from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interr
 
 @pytest.fixture(scope="module")
 def sources():
-    base = dataclasses.replace(PRESETS["default"], frames=4, shape=(4, 48, 48), n_cells=6,
-                               radius_range=(4.0, 5.0), z_ratio=2.0)  # fmt: skip
+    base = dataclasses.replace(
+        PRESETS["default"],
+        frames=4,
+        shape=(4, 48, 48),
+        n_cells=6,
+        radius_range=(4.0, 5.0),
+        z_ratio=2.0,
+    )
     train = generate(dataclasses.replace(base, seed=1))
     val = generate(dataclasses.replace(base, seed=2))
     return [(train.images, train.graph, 2.0)], [(val.images, val.graph, 2.0)]
@@ -30,12 +36,22 @@ def _config() -> TrainConfig:
     """Tiny model and crops, chunks of 2 steps; a horizon far beyond the run and a constant
     learning rate after the warm-up, so the schedule does not depend on where a run stops."""
     return TrainConfig(
-        epochs=1000, steps_per_epoch=2, batch_size=1, embedding_dim=8, scorer_hidden=16,
-        warmup_steps=1, lr_final_factor=1.0, sampling=SamplingConfig(crop=(4, 32, 32)),
-        tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 0, 0)), validation_frames=1,
-        validation_crops=1, threshold_grid=(0.3, 0.5), device="cpu", calibration_frames=0,
+        epochs=1000,
+        steps_per_epoch=2,
+        batch_size=1,
+        embedding_dim=8,
+        scorer_hidden=16,
+        warmup_steps=1,
+        lr_final_factor=1.0,
+        sampling=SamplingConfig(crop=(4, 32, 32)),
+        tiling=TilingConfig(tile=(4, 48, 48), overlap=(0, 0, 0)),
+        validation_frames=1,
+        validation_crops=1,
+        threshold_grid=(0.3, 0.5),
+        device="cpu",
+        calibration_frames=0,
         detector_ready_f1=0.0,
-    )  # fmt: skip
+    )
 
 
 def _train(sources, path, steps, resume):

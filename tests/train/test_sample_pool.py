@@ -16,8 +16,14 @@ from napari_cellect.train.sample_pool import SamplePool
 
 @pytest.fixture(scope="module")
 def sequences():
-    base = dataclasses.replace(PRESETS["default"], frames=4, shape=(4, 48, 48), n_cells=6,
-                               radius_range=(4.0, 5.0), z_ratio=2.0)  # fmt: skip
+    base = dataclasses.replace(
+        PRESETS["default"],
+        frames=4,
+        shape=(4, 48, 48),
+        n_cells=6,
+        radius_range=(4.0, 5.0),
+        z_ratio=2.0,
+    )
     train = generate(dataclasses.replace(base, seed=1))
     return [(train.images, train.graph, 2.0)]
 
@@ -27,8 +33,12 @@ def test_workers_draw_the_same_batches_in_the_same_order(sequences, lazy, tmp_pa
     if lazy:  # a TIFF series read lazily (dask), as `cellect train` reads it
         images, graph, z = sequences[0]
         for t, frame in enumerate(images):
-            tifffile.imwrite(tmp_path / f"t{t:03d}.tif", frame, photometric="minisblack",
-                             metadata={"axes": "ZYX"})
+            tifffile.imwrite(
+                tmp_path / f"t{t:03d}.tif",
+                frame,
+                photometric="minisblack",
+                metadata={"axes": "ZYX"},
+            )
         sequences = [(open_sequence(tmp_path).data, graph, z)]
     sampler = Sampler(sequences, SamplingConfig(crop=(4, 32, 32)))
     alone = list(SamplePool(sampler, 0).batches(seed=3, epoch=1, steps=range(4), batch_size=3))

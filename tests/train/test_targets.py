@@ -137,8 +137,15 @@ def test_thin_cell_still_has_a_centre_voxel():
 
 
 def test_other_class_has_no_centre_or_id():
-    graph = TrackGraph.from_arrays(id=[1, 2], t=[0, 0], z=[4, 4], y=[10, 30], x=[10, 30],
-                                   radius=[5.0, 5.0], seg_class=[1.0, 2.0])  # fmt: skip
+    graph = TrackGraph.from_arrays(
+        id=[1, 2],
+        t=[0, 0],
+        z=[4, 4],
+        y=[10, 30],
+        x=[10, 30],
+        radius=[5.0, 5.0],
+        seg_class=[1.0, 2.0],
+    )
     targets = pair_targets(AnnotationIndex(graph), 0, (0, 0, 0), SHAPE, Z_RATIO, next_t=-1)
     assert targets.seg[4, 30, 30] == OTHER and targets.centre[4, 30, 30] == 0
     assert targets.ids_t[4, 30, 30] == 0 and targets.radius[4, 30, 30] == 0
@@ -185,6 +192,7 @@ def test_jittered_cells_with_duplicates():
     assert len(pos) == 2 * len(cells)
     np.testing.assert_allclose(pos[: len(cells)], cells.positions)
     assert sorted(cell.tolist()) == sorted(list(range(len(cells))) * 2)
-    dup_dist = np.linalg.norm((pos[len(cells):] - cells.positions[cell[len(cells):]])
-                              * [Z_RATIO, 1, 1], axis=1)  # fmt: skip
-    assert np.all(dup_dist <= 0.6 * cells.radius[cell[len(cells):]] + 1e-6)
+    dup_dist = np.linalg.norm(
+        (pos[len(cells) :] - cells.positions[cell[len(cells) :]]) * [Z_RATIO, 1, 1], axis=1
+    )
+    assert np.all(dup_dist <= 0.6 * cells.radius[cell[len(cells) :]] + 1e-6)

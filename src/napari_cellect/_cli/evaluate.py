@@ -103,13 +103,34 @@ def run(args: argparse.Namespace) -> int:
 def format_table(scores: Scores, *, z_ratio: float, division_tolerance: int) -> str:
     """The human-readable report."""
     rows = (
-        ("detection", scores.det_precision, scores.det_recall, scores.det_f1,
-         scores.node_tp, scores.node_fp, scores.node_fn),
-        ("links", scores.link_precision, scores.link_recall, scores.link_f1,
-         scores.edge_tp, scores.edge_fp, scores.edge_fn),
-        ("divisions", scores.div_precision, scores.div_recall, scores.div_f1,
-         scores.div_tp, scores.div_fp, scores.div_fn),
-    )  # fmt: skip
+        (
+            "detection",
+            scores.det_precision,
+            scores.det_recall,
+            scores.det_f1,
+            scores.node_tp,
+            scores.node_fp,
+            scores.node_fn,
+        ),
+        (
+            "links",
+            scores.link_precision,
+            scores.link_recall,
+            scores.link_f1,
+            scores.edge_tp,
+            scores.edge_fp,
+            scores.edge_fn,
+        ),
+        (
+            "divisions",
+            scores.div_precision,
+            scores.div_recall,
+            scores.div_f1,
+            scores.div_tp,
+            scores.div_fp,
+            scores.div_fn,
+        ),
+    )
     lines = [
         f"{scores.n_pred} predicted vs {scores.n_gt} GT nodes (max_dist {scores.max_dist:g} px, "
         f"z_ratio {z_ratio:g}, division tolerance ±{division_tolerance} frame"
@@ -136,5 +157,3 @@ def _default_z_ratio(*paths: Path) -> float:
 
     kinds = {detect_format(path)[0] for path in paths}
     return LINAJEA_Z_RATIO if "linajea" in kinds else DEFAULT_Z_RATIO
-
-

@@ -55,51 +55,130 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add = parser.add_argument
-    add("--tracks", type=Path, required=True, metavar="CSV",
-        help="corrected tracks; the 'approved' column marks the corrections")
-    add("--images", type=Path, required=True, metavar="INPUT",
-        help="the images the tracks were made from (TIFF folder, TIFF or .zarr)")
-    add("--weights", type=Path, default=None, metavar="BUNDLE",
-        help="the model that made the tracks (default: the bundled model)")
-    add("-o", "--output", type=Path, required=True, metavar="TUNED",
-        help="where to write the fine-tuned model (.pt)")
-    add("--cache", type=Path, default=None, metavar="DIR",
+    add(
+        "--tracks",
+        type=Path,
+        required=True,
+        metavar="CSV",
+        help="corrected tracks; the 'approved' column marks the corrections",
+    )
+    add(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="INPUT",
+        help="the images the tracks were made from (TIFF folder, TIFF or .zarr)",
+    )
+    add(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="BUNDLE",
+        help="the model that made the tracks (default: the bundled model)",
+    )
+    add(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="TUNED",
+        help="where to write the fine-tuned model (.pt)",
+    )
+    add(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help=f"detection cache folder (default: the one `cellect track` left beside the tracks, "
-             f"CSV{CACHE_SUFFIX}, if there is one, else INPUT{CACHE_SUFFIX} beside the images)")
-    add("--corrections", type=Path, default=None, metavar="PATH",
-        help="a corrections.json saved by an editing session (or its journal folder)")
-    add("--z-ratio", type=positive_float, default=None, metavar="R",
-        help="z spacing / xy spacing (default: from the image metadata)")
-    add("--epochs", type=positive_int, default=defaults.epochs, metavar="N",
+        f"CSV{CACHE_SUFFIX}, if there is one, else INPUT{CACHE_SUFFIX} beside the images)",
+    )
+    add(
+        "--corrections",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a corrections.json saved by an editing session (or its journal folder)",
+    )
+    add(
+        "--z-ratio",
+        type=positive_float,
+        default=None,
+        metavar="R",
+        help="z spacing / xy spacing (default: from the image metadata)",
+    )
+    add(
+        "--epochs",
+        type=positive_int,
+        default=defaults.epochs,
+        metavar="N",
         help=f"most epochs per phase (default: {defaults.epochs}; early stopping usually ends "
-             "sooner)")
-    add("--lr", type=positive_float, default=defaults.lr, metavar="LR",
-        help=f"learning rate (default: {defaults.lr:g})")
-    add("--no-guard", action="store_true",
-        help="adopt every tuned part without checking it on held-back corrections")
-    add("--always-write", action="store_true",
-        help="write the output model even when the guard adopted nothing (an unchanged copy)")
-    add("--axes", default=None, metavar="AXES",
-        help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)")
-    add("--tile", type=positive_int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        "sooner)",
+    )
+    add(
+        "--lr",
+        type=positive_float,
+        default=defaults.lr,
+        metavar="LR",
+        help=f"learning rate (default: {defaults.lr:g})",
+    )
+    add(
+        "--no-guard",
+        action="store_true",
+        help="adopt every tuned part without checking it on held-back corrections",
+    )
+    add(
+        "--always-write",
+        action="store_true",
+        help="write the output model even when the guard adopted nothing (an unchanged copy)",
+    )
+    add(
+        "--axes",
+        default=None,
+        metavar="AXES",
+        help="axis order of the image files, e.g. TZYX or ZYX (default: from the metadata)",
+    )
+    add(
+        "--tile",
+        type=positive_int,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
         help="sliding-window tile of the tracking run, so its detection cache is found "
-             "(default: the model's)")
-    add("--cell-radius", type=cell_radius, default="auto", metavar="R",
+        "(default: the model's)",
+    )
+    add(
+        "--cell-radius",
+        type=cell_radius,
+        default="auto",
+        metavar="R",
         help="the --cell-radius of the tracking run (typical nucleus radius in xy pixels), so "
-             "its detection cache is found and uncached frames are resized the same way "
-             "(default: auto, estimated as cellect track does; 'none': as they are)")
-    add("--device", default="auto", metavar="DEVICE",
+        "its detection cache is found and uncached frames are resized the same way "
+        "(default: auto, estimated as cellect track does; 'none': as they are)",
+    )
+    add(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
         help="device for predicting uncached frames (and adapting the detector): auto, cpu, "
-             "cuda or mps (default: auto)")
-    add("--adapt-detector", action="store_true",
+        "cuda or mps (default: auto)",
+    )
+    add(
+        "--adapt-detector",
+        action="store_true",
         help="also adapt the U-Net's heads to the corrections (added cells, deleted "
-             "detections, divisions, approved links), as one part of the guarded update: the "
-             "scorers are also tuned on the corrected frames detected again with it, and the "
-             "detector is adopted only where it does better on the held-back corrections "
-             "(--no-guard: always); the tracks then need `cellect track` again with the new "
-             "model")
-    add("--adapt-steps", type=positive_int, default=AdaptConfig().steps, metavar="N",
-        help=f"training steps of --adapt-detector (default: {AdaptConfig().steps})")
+        "detections, divisions, approved links), as one part of the guarded update: the "
+        "scorers are also tuned on the corrected frames detected again with it, and the "
+        "detector is adopted only where it does better on the held-back corrections "
+        "(--no-guard: always); the tracks then need `cellect track` again with the new "
+        "model",
+    )
+    add(
+        "--adapt-steps",
+        type=positive_int,
+        default=AdaptConfig().steps,
+        metavar="N",
+        help=f"training steps of --adapt-detector (default: {AdaptConfig().steps})",
+    )
     parser.set_defaults(run=run)
 
 
@@ -129,8 +208,9 @@ def run(args: argparse.Namespace) -> int:
         xy_scale(args.cell_radius, bundle.normalization.reference_radius)
     sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
-    radius = resolve_cell_radius(args.cell_radius, sequence.data, z_ratio,
-                                 bundle.normalization.reference_radius)  # fmt: skip
+    radius = resolve_cell_radius(
+        args.cell_radius, sequence.data, z_ratio, bundle.normalization.reference_radius
+    )
     # the session's rule: the file's approved links over the saved corrections they override
     session = TrackingSession.read_tracks(args.tracks, z_ratio=z_ratio)
     if args.corrections is not None:
@@ -140,14 +220,24 @@ def run(args: argparse.Namespace) -> int:
     n_frames = int(sequence.data.shape[0])
     wanted = _frames_to_load(corrections.frames(), n_frames, args.tracks)
     cache_dir = args.cache if args.cache is not None else _default_cache(args.images, args.tracks)
-    detections = _cached_detections(sequence, bundle, z_ratio, cache_dir, wanted, args.device,
-                                    args.tile, radius)  # fmt: skip
-    trainers = [_detector_trainer(args, detections, sequence, z_ratio, radius)] if (
-        args.adapt_detector) else []  # fmt: skip
+    detections = _cached_detections(
+        sequence, bundle, z_ratio, cache_dir, wanted, args.device, args.tile, radius
+    )
+    trainers = (
+        [_detector_trainer(args, detections, sequence, z_ratio, radius)]
+        if (args.adapt_detector)
+        else []
+    )
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, guard=not args.no_guard)
-    steps = iter_guarded_finetune(bundle, corrections, detections, z_ratio=z_ratio,
-                                  config=config, trainers=trainers,
-                                  source=str(args.tracks))  # fmt: skip
+    steps = iter_guarded_finetune(
+        bundle,
+        corrections,
+        detections,
+        z_ratio=z_ratio,
+        config=config,
+        trainers=trainers,
+        source=str(args.tracks),
+    )
     with tqdm(desc="fine-tune", unit="step", leave=False) as bar:
 
         def report(step: Step) -> None:
@@ -169,17 +259,20 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in result.report.lines():
         print(line)
-    decided = [f"{p.name} {'adopted' if p.adopted else 'not adopted'}"
-               for p in result.report.parts]  # fmt: skip
+    decided = [f"{p.name} {'adopted' if p.adopted else 'not adopted'}" for p in result.report.parts]
     if decided:
         print(f"parts: {', '.join(decided)}")
     if "detector" in result.report.adopted:
-        print("the detector was adopted: track again with the new model (cellect track "
-              "--weights TUNED --keep-approved CSV) so the frames nobody approved are detected "
-              "with it")
+        print(
+            "the detector was adopted: track again with the new model (cellect track "
+            "--weights TUNED --keep-approved CSV) so the frames nobody approved are detected "
+            "with it"
+        )
     if not result.changed and not args.always_write:
-        print(f"the guard adopted nothing: no model written; keep using "
-              f"{bundle.metadata.name!r} (--always-write writes it anyway)")
+        print(
+            f"the guard adopted nothing: no model written; keep using "
+            f"{bundle.metadata.name!r} (--always-write writes it anyway)"
+        )
         return 0
     result.bundle.save(args.output)
     if not result.changed:
@@ -193,8 +286,13 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _detector_trainer(args: argparse.Namespace, detections: list[Any], sequence: Any,
-                      z_ratio: float, radius: float | None) -> Any:
+def _detector_trainer(
+    args: argparse.Namespace,
+    detections: list[Any],
+    sequence: Any,
+    z_ratio: float,
+    radius: float | None,
+) -> Any:
     """The detector as a part of the guarded fine-tune (adapted, judged and adopted like the
     scorers; its detections of the corrected frames are not cached: the tracking run's cache
     stays that of its model)."""
@@ -207,9 +305,14 @@ def _detector_trainer(args: argparse.Namespace, detections: list[Any], sequence:
             "the detector on the frames unresized"
         )
     tile = tuple(args.tile) if args.tile is not None else None
-    return DetectorTrainer(sequence.data, detections, z_ratio,
-                           AdaptConfig(steps=args.adapt_steps, device=args.device),
-                           device=args.device, tile=tile)  # fmt: skip
+    return DetectorTrainer(
+        sequence.data,
+        detections,
+        z_ratio,
+        AdaptConfig(steps=args.adapt_steps, device=args.device),
+        device=args.device,
+        tile=tile,
+    )
 
 
 def _frames_to_load(frames: np.ndarray, n_frames: int, tracks: Path) -> list[int]:
@@ -235,22 +338,38 @@ def _default_cache(images: Path, tracks: Path) -> Path:
 
 
 def _cached_detections(
-    sequence: Any, bundle: Any, z_ratio: float, cache_dir: Path, frames: list[int], device: str,
-    tile: list[int] | None, cell_radius: float | None = None,
-) -> list[Any]:  # fmt: skip
+    sequence: Any,
+    bundle: Any,
+    z_ratio: float,
+    cache_dir: Path,
+    frames: list[int],
+    device: str,
+    tile: list[int] | None,
+    cell_radius: float | None = None,
+) -> list[Any]:
     """Detections of ``frames`` from the cache; the missing ones are predicted and cached
     (with the tracking run's ``tile`` and ``cell_radius``, which are part of the cache's
     fingerprint)."""
     from napari_cellect.pipeline import iter_detect, open_detection_cache
-    cache = open_detection_cache(sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile,
-                                 cell_radius=cell_radius)  # fmt: skip
+
+    cache = open_detection_cache(
+        sequence, bundle, cache_dir, z_ratio=z_ratio, tile=tile, cell_radius=cell_radius
+    )
     cached = set(cache.frames())
     todo = [t for t in frames if t not in cached]
     if todo:
         logger.info("predicting %d uncached frame(s) into %s", len(todo), cache_dir)
     with tqdm(total=len(frames), desc="detections", unit="frame", disable=not todo) as bar:
-        steps = iter_detect(sequence, bundle, z_ratio=z_ratio, device=device, tile=tile,
-                            cache=cache, frames=frames, cell_radius=cell_radius)
+        steps = iter_detect(
+            sequence,
+            bundle,
+            z_ratio=z_ratio,
+            device=device,
+            tile=tile,
+            cache=cache,
+            frames=frames,
+            cell_radius=cell_radius,
+        )
         return run_to_end(steps, lambda _step: bar.update(1))
 
 
@@ -261,7 +380,3 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         pass
     return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
-
-
-
-

@@ -23,17 +23,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "and thresholds."
         ),
     )
-    parser.add_argument("--unet", required=True, type=Path, metavar="U.pth",
-                        help="original U-Net weights (U-ext+-*.pth)")
-    parser.add_argument("--link", required=True, type=Path, metavar="EX.pth",
-                        help="original inter-frame scorer weights (EX+-*.pth)")
-    parser.add_argument("--merge", required=True, type=Path, metavar="EN.pth",
-                        help="original intra-frame scorer weights (EN+-*.pth)")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="BUNDLE.pt",
-                        help="model bundle to write")
-    parser.add_argument("--name", default="cellect-original", help="model name stored in the bundle")
+    parser.add_argument(
+        "--unet",
+        required=True,
+        type=Path,
+        metavar="U.pth",
+        help="original U-Net weights (U-ext+-*.pth)",
+    )
+    parser.add_argument(
+        "--link",
+        required=True,
+        type=Path,
+        metavar="EX.pth",
+        help="original inter-frame scorer weights (EX+-*.pth)",
+    )
+    parser.add_argument(
+        "--merge",
+        required=True,
+        type=Path,
+        metavar="EN.pth",
+        help="original intra-frame scorer weights (EN+-*.pth)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="BUNDLE.pt",
+        help="model bundle to write",
+    )
+    parser.add_argument(
+        "--name", default="cellect-original", help="model name stored in the bundle"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    parser.set_defaults(run=run)  # fmt: skip
+    parser.set_defaults(run=run)
     return parser
 
 

@@ -33,17 +33,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", metavar="OUT", type=Path, help="output folder (new or empty)")
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default",
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
         help="starting configuration (default: default)",
     )
     parser.add_argument("--frames", type=int, metavar="T", help="number of time points")
     parser.add_argument(
-        "--shape", type=int, nargs="+", metavar="SIZE",
+        "--shape",
+        type=int,
+        nargs="+",
+        metavar="SIZE",
         help="volume size as three numbers Z Y X (Z = 1 for 2D+t)",
     )
     parser.add_argument("--cells", type=int, metavar="N", help="nuclei in view at t = 0")
     parser.add_argument(
-        "--density", type=float, metavar="F",
+        "--density",
+        type=float,
+        metavar="F",
         help="instead of --cells: fraction of the embryo volume filled by nuclei at t = 0",
     )
     parser.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
@@ -53,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--speed", type=float, metavar="V", help="rms step in pixels per frame")
     parser.add_argument(
-        "--division-rate", type=float, metavar="P",
+        "--division-rate",
+        type=float,
+        metavar="P",
         help="probability per cell and frame of dividing after the minimum cycle",
     )
     parser.add_argument(

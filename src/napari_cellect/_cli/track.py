@@ -30,45 +30,92 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=_thresholds_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT", type=Path, nargs="?",
-                        help="folder of per-time TIFFs, a (T,Z,Y,X)/(T,Y,X) TIFF, a CTC folder or zarr")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        type=Path,
+        nargs="?",
+        help="folder of per-time TIFFs, a (T,Z,Y,X)/(T,Y,X) TIFF, a CTC folder or zarr",
+    )
     parser.add_argument("-o", "--output", type=Path, metavar="CSV", help="tracks CSV to write")
-    parser.add_argument("--weights", type=Path, metavar="BUNDLE",
-                        help="model bundle (default: the bundled model)")
-    parser.add_argument("--z-ratio", type=float, metavar="R",
-                        help="z spacing / xy spacing (default: from the image metadata, else 1)")
+    parser.add_argument(
+        "--weights", type=Path, metavar="BUNDLE", help="model bundle (default: the bundled model)"
+    )
+    parser.add_argument(
+        "--z-ratio",
+        type=float,
+        metavar="R",
+        help="z spacing / xy spacing (default: from the image metadata, else 1)",
+    )
     parser.add_argument("--axes", metavar="AXES", help="axes of a TIFF without metadata, e.g. TZYX")
-    parser.add_argument("--cell-radius", type=cell_radius, metavar="R", default="auto",
-                        help="typical nucleus radius of the images in xy pixels; the frames are "
-                             "resized so nuclei match the size the model was trained on (see "
-                             "--show-config: normalization.reference_radius). Default 'auto': "
-                             "estimated from a few frames and logged (no resizing when close to "
-                             "the model's, or when no size is found); 'none': never resize")
-    parser.add_argument("--device", default="auto", metavar="D",
-                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
-    parser.add_argument("--tile", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="largest sliding-window tile; its voxel count bounds memory, and "
-                             "tiles are fitted to each frame (default: the model's)")
-    parser.add_argument("--cache", type=Path, metavar="DIR",
-                        help="detection cache: a re-run after an interruption, a re-link or a "
-                             "fine-tune skips the frame pairs already there (default: "
-                             f"CSV{CACHE_SUFFIX} beside the output CSV)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="keep no detection cache (the run cannot be resumed)")
-    parser.add_argument("--scheduler", metavar="ADDR",
-                        help="run the U-Net on a dask.distributed cluster: tcp://HOST:PORT of a "
-                             "running scheduler (the images must be on storage the workers see "
-                             "at the same path), or local:N for N local worker processes; "
-                             "needs pip install 'napari-cellect[distributed]'")
-    parser.add_argument("--keep-approved", type=Path, metavar="CSV",
-                        help="a corrected tracks CSV: its approved links are kept, the rest re-solved")
-    parser.add_argument("--ctc", type=Path, metavar="DIR", help="also write CTC res_track.txt (+ masks)")
+    parser.add_argument(
+        "--cell-radius",
+        type=cell_radius,
+        metavar="R",
+        default="auto",
+        help="typical nucleus radius of the images in xy pixels; the frames are "
+        "resized so nuclei match the size the model was trained on (see "
+        "--show-config: normalization.reference_radius). Default 'auto': "
+        "estimated from a few frames and logged (no resizing when close to "
+        "the model's, or when no size is found); 'none': never resize",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="D",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps",
+    )
+    parser.add_argument(
+        "--tile",
+        type=positive_int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="largest sliding-window tile; its voxel count bounds memory, and "
+        "tiles are fitted to each frame (default: the model's)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="detection cache: a re-run after an interruption, a re-link or a "
+        "fine-tune skips the frame pairs already there (default: "
+        f"CSV{CACHE_SUFFIX} beside the output CSV)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="keep no detection cache (the run cannot be resumed)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="run the U-Net on a dask.distributed cluster: tcp://HOST:PORT of a "
+        "running scheduler (the images must be on storage the workers see "
+        "at the same path), or local:N for N local worker processes; "
+        "needs pip install 'napari-cellect[distributed]'",
+    )
+    parser.add_argument(
+        "--keep-approved",
+        type=Path,
+        metavar="CSV",
+        help="a corrected tracks CSV: its approved links are kept, the rest re-solved",
+    )
+    parser.add_argument(
+        "--ctc", type=Path, metavar="DIR", help="also write CTC res_track.txt (+ masks)"
+    )
     parser.add_argument("--geff", type=Path, metavar="PATH", help="also write GEFF")
-    parser.add_argument("--labels", type=Path, metavar="PATH",
-                        help="also write instance masks (label = track id), .tif or .zarr")
-    parser.add_argument("--show-config", action="store_true",
-                        help="print the model's thresholds and normalization (with the nucleus "
-                             "radius it was trained on, reference_radius) and exit")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="PATH",
+        help="also write instance masks (label = track id), .tif or .zarr",
+    )
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the model's thresholds and normalization (with the nucleus "
+        "radius it was trained on, reference_radius) and exit",
+    )
     parser.set_defaults(run=run)
 
 
@@ -89,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
     if args.show_config:
         import json
 
-        print(json.dumps({"thresholds": config_to_dict(bundle.thresholds),
-                          "normalization": config_to_dict(bundle.normalization)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "thresholds": config_to_dict(bundle.thresholds),
+                    "normalization": config_to_dict(bundle.normalization),
+                },
+                indent=2,
+            )
+        )
         return 0
     if args.input is None or args.output is None:
         raise InputError("expected INPUT and -o/--output CSV (or --show-config)")
@@ -108,15 +162,24 @@ def run(args: argparse.Namespace) -> int:
         session = TrackingSession.read_tracks(args.keep_approved, z_ratio=z_ratio)
         keep, corrections = session.graph, session.corrections(correction_config(bundle))
     n_frames = images.data.shape[0]
-    with _cluster(args.scheduler) as client, tqdm(total=n_frames, unit="frame",
-                                                  desc="tracking") as bar:  # fmt: skip
+    with (
+        _cluster(args.scheduler) as client,
+        tqdm(total=n_frames, unit="frame", desc="tracking") as bar,
+    ):
         result = track_images(
-            images, bundle, z_ratio=z_ratio, device=args.device, tile=args.tile,
-            cache_dir=cache_folder(args), keep_approved=keep, corrections=corrections,
+            images,
+            bundle,
+            z_ratio=z_ratio,
+            device=args.device,
+            tile=args.tile,
+            cache_dir=cache_folder(args),
+            keep_approved=keep,
+            corrections=corrections,
             cell_radius=args.cell_radius,
-            scheduler=client, keep_foreground=args.labels is not None or args.ctc is not None,
+            scheduler=client,
+            keep_foreground=args.labels is not None or args.ctc is not None,
             progress=lambda step: bar.update(1) if step.stage == "detect" else None,
-        )  # fmt: skip
+        )
     graph = result.graph
     write_csv(graph, args.output, extra=("changed",) if result.changed is not None else ())
     shape = result.shape
@@ -128,11 +191,15 @@ def run(args: argparse.Namespace) -> int:
         write_ctc(graph, args.ctc, labels=labeler, shape=(n_frames, *shape), z_ratio=z_ratio)
     if args.geff is not None:
         write_geff(graph, args.geff, z_ratio=z_ratio)
-    print(f"{len(graph)} cells, {graph.n_edges} links, {len(graph.divisions())} divisions "
-          f"in {n_frames} frames -> {args.output}")
+    print(
+        f"{len(graph)} cells, {graph.n_edges} links, {len(graph.divisions())} divisions "
+        f"in {n_frames} frames -> {args.output}"
+    )
     if result.changed is not None:
-        print(f"{len(result.changed)} link(s) differ from {args.keep_approved} "
-              "(column `changed` marks them for review)")
+        print(
+            f"{len(result.changed)} link(s) differ from {args.keep_approved} "
+            "(column `changed` marks them for review)"
+        )
     return 0
 
 
@@ -162,8 +229,10 @@ def _thresholds_help() -> str:
     from napari_cellect.settings.conversion import config_to_dict
     from napari_cellect.settings.tracking import TrackingConfig
 
-    lines = ["thresholds stored in every model bundle (defaults of a new bundle shown; "
-             "--show-config prints the values of yours):"]
+    lines = [
+        "thresholds stored in every model bundle (defaults of a new bundle shown; "
+        "--show-config prints the values of yours):"
+    ]
     for section, values in config_to_dict(TrackingConfig()).items():
         lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return "\n".join(lines)

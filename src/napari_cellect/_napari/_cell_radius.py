@@ -70,6 +70,8 @@ def radius_tooltip(reference: Callable[[], float | None]) -> str:
     finally:
         QApplication.restoreOverrideCursor()
     if radius is None:
-        return (f"{CELL_RADIUS_HELP}\nThis model does not record the nucleus size it was "
-                "trained on: leave 'as trained'.")
+        return (
+            f"{CELL_RADIUS_HELP}\nThis model does not record the nucleus size it was "
+            "trained on: leave 'as trained'."
+        )
     return f"{CELL_RADIUS_HELP}\nThis model was trained on nuclei of radius {radius:g} px."

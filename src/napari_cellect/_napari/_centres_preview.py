@@ -30,8 +30,9 @@ class CentresPreview:
         self._filled = filled
 
     @classmethod
-    def create(cls, viewer: Any, coords: np.ndarray, expected: int,
-               **kwargs: Any) -> CentresPreview:
+    def create(
+        cls, viewer: Any, coords: np.ndarray, expected: int, **kwargs: Any
+    ) -> CentresPreview:
         """Add the layer to ``viewer`` with ``coords`` shown and room for about ``expected``
         centres in all (``kwargs`` go to ``viewer.add_points``)."""
         capacity = max(int(expected * RESERVE_FACTOR), len(coords))

@@ -38,14 +38,20 @@ class ChangedLinks(QListWidget):
         self.links = np.zeros((0, 2), np.int64)
         self.removed = np.zeros((0, 2), np.int64)
         self._history: Any = None
-        self.setToolTip("Links the last re-link changed (highlighted in the viewer); click one "
-                        "to go there")
+        self.setToolTip(
+            "Links the last re-link changed (highlighted in the viewer); click one to go there"
+        )
         self.itemClicked.connect(self.jump_to)
         self.itemActivated.connect(self.jump_to)
         self.destroyed.connect(lambda *_args, unwatch=self._unwatch: unwatch())
 
-    def show_links(self, session: TrackingSession, command: Command, links: np.ndarray,
-                   removed: np.ndarray | None = None) -> None:
+    def show_links(
+        self,
+        session: TrackingSession,
+        command: Command,
+        links: np.ndarray,
+        removed: np.ndarray | None = None,
+    ) -> None:
         """List and highlight the links the re-link ``command`` of ``session`` made (``links``)
         and took away (``removed``); the children of both are highlighted."""
         self._unwatch()
@@ -56,7 +62,8 @@ class ChangedLinks(QListWidget):
         self._history = session.history
         self._fill()
         self.controller.highlight(
-            session, np.unique(np.concatenate([self.links[:, 1], self.removed[:, 1]])), command)
+            session, np.unique(np.concatenate([self.links[:, 1], self.removed[:, 1]])), command
+        )
 
     def _unwatch(self) -> None:
         if self._history is not None:
@@ -75,8 +82,11 @@ class ChangedLinks(QListWidget):
         times = graph["t"][graph.index_of(shown[:, 1])] if len(shown) else np.zeros(0, int)
         for i in np.lexsort((shown[:, 1], times))[:MAX_LISTED]:
             parent, child = (int(v) for v in shown[i])
-            text = (f"t={int(times[i])}: {parent} -x- {child} (link removed)" if is_gone[i]
-                    else f"t={int(times[i])}: {parent} -> {child}")
+            text = (
+                f"t={int(times[i])}: {parent} -x- {child} (link removed)"
+                if is_gone[i]
+                else f"t={int(times[i])}: {parent} -> {child}"
+            )
             item = QListWidgetItem(text)
             item.setData(LINK_ROLE, (parent, child))
             self.addItem(item)
@@ -94,8 +104,10 @@ class ChangedLinks(QListWidget):
             self.say("error", f"node {child} is gone (deleted or undone)")
             return
         bound = self.controller.bound_for(session)
-        if bound is not None and bound.points is not None and (
-            self.controller.session is not session
+        if (
+            bound is not None
+            and bound.points is not None
+            and (self.controller.session is not session)
         ):
             self.controller.viewer.layers.selection.active = bound.points  # edit this session
         self.controller.select([child], center=True)

@@ -47,7 +47,8 @@ class CloseGuard(ParentEventFilter):
             return False
         window = watched if isinstance(watched, QWidget) else None
         answer = _dialogs.ask_unsaved_edits(
-            [s.name for s in unsaved], [str(s.journal_folder) for s in unsaved], window)
+            [s.name for s in unsaved], [str(s.journal_folder) for s in unsaved], window
+        )
         if answer == "discard" or (
             answer == "save" and all(_save(session, window) for session in unsaved)
         ):
@@ -60,9 +61,12 @@ def _save(session: TrackingSession, parent: QWidget | None) -> bool:
     """Save ``session`` to its file, asking for one if it has none; False if not saved."""
     target: str | Path | None = session.source
     if target is None:
-        target = _dialogs.ask_save_path(parent, f"Save {session.name}",
-                                        str(Path.home() / f"{session.name}_tracks.csv"),
-                                        "Tracks CSV (*.csv)")
+        target = _dialogs.ask_save_path(
+            parent,
+            f"Save {session.name}",
+            str(Path.home() / f"{session.name}_tracks.csv"),
+            "Tracks CSV (*.csv)",
+        )
         if not target:
             return False
     try:

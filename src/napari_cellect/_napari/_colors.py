@@ -39,10 +39,14 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     table = np.stack(
         [
-            np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
-            np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1),
+            np.stack([v, t, p], -1),
+            np.stack([q, v, p], -1),
+            np.stack([p, v, t], -1),
+            np.stack([p, q, v], -1),
+            np.stack([t, p, v], -1),
+            np.stack([v, p, q], -1),
         ]
-    )  # fmt: skip
+    )
     return table[i, np.arange(len(h))]
 
 

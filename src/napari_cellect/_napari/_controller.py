@@ -56,8 +56,10 @@ logger = logging.getLogger(__name__)
 def autosave_stopped_text(error: BaseException) -> str:
     """What the person editing is told when the journal could not be written."""
     said = str(error)
-    return (f"{said[:1].upper()}{said[1:]}. Your edits are still in the viewer: in Edit tracks, "
-            "Save as... writes them to another disk, and Autosave folder... autosaves there.")
+    return (
+        f"{said[:1].upper()}{said[1:]}. Your edits are still in the viewer: in Edit tracks, "
+        "Save as... writes them to another disk, and Autosave folder... autosaves there."
+    )
 
 
 #: layer roles, in the order their layers are added
@@ -201,8 +203,14 @@ class CellectController:
             bound.labels = layer  # type: ignore[assignment]
             self._bind_labels(bound, layer)  # type: ignore[arg-type]
         if bound.points is not None:
-            bound.sync = LayerSync(session, bound.points, bound.tracks, bound.labels,
-                                   highlighted=bound.highlight, thumbnails=self._thumbnails)
+            bound.sync = LayerSync(
+                session,
+                bound.points,
+                bound.tracks,
+                bound.labels,
+                highlighted=bound.highlight,
+                thumbnails=self._thumbnails,
+            )
             if role != "centres":
                 bound.sync.full_refresh()
         if bound.points is not None and self._active is not bound:
@@ -289,9 +297,14 @@ class CellectController:
                 else:
                     bound.labels = None
                 if bound.points is not None:
-                    bound.sync = LayerSync(bound.session, bound.points, bound.tracks, bound.labels,
-                                           highlighted=bound.highlight,
-                                           thumbnails=self._thumbnails)
+                    bound.sync = LayerSync(
+                        bound.session,
+                        bound.points,
+                        bound.tracks,
+                        bound.labels,
+                        highlighted=bound.highlight,
+                        thumbnails=self._thumbnails,
+                    )
 
     def _on_active_layer(self, event: Any) -> None:
         layer = event.value
@@ -325,8 +338,11 @@ class CellectController:
     def _on_graph_changed(self, bound: BoundSession, changes: ChangeSet) -> None:
         if bound.sync is not None:
             bound.sync.refresh(changes)
-        if bound.tracks is None and bound.wants_tracks and bound.points is not None and len(
-            bound.session.graph
+        if (
+            bound.tracks is None
+            and bound.wants_tracks
+            and bound.points is not None
+            and len(bound.session.graph)
         ):
             self._add_tracks_layer(bound)
         if bound is self._active:
@@ -340,8 +356,9 @@ class CellectController:
         from napari.layers import Layer
 
         session = bound.session
-        data, kwargs, kind = tracks_layer_data(session.graph, session.geometry, session.name,
-                                               {SESSION_KEY: session})
+        data, kwargs, kind = tracks_layer_data(
+            session.graph, session.geometry, session.name, {SESSION_KEY: session}
+        )
         viewer = self.viewer
         points = bound.points
         index = viewer.layers.index(points) if points in viewer.layers else len(viewer.layers)
@@ -388,9 +405,11 @@ class CellectController:
         return self.execute(command)
 
     def highlight(
-        self, session: TrackingSession, ids: Sequence[int] | np.ndarray,
+        self,
+        session: TrackingSession,
+        ids: Sequence[int] | np.ndarray,
         command: Command | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Draw the centres of nodes ``ids`` of ``session`` with the highlight border (an empty
         list clears it). With ``command`` (the edit that made those nodes worth a look), undoing
         that edit clears the highlight and redoing it brings it back."""
@@ -409,8 +428,7 @@ class CellectController:
     def _follow_highlight(self, bound: BoundSession, command: Command | None, how: str) -> None:
         if command is None or command is not bound.highlight_command:
             return
-        self._set_highlight(bound, bound.highlight_ids if how == "redo" else
-                            np.zeros(0, np.int64))
+        self._set_highlight(bound, bound.highlight_ids if how == "redo" else np.zeros(0, np.int64))
 
     def undo(self) -> None:
         bound = self.require()
@@ -523,8 +541,10 @@ class CellectController:
         if event.type != "mouse_press" or layer.mode != "pan_zoom":
             return
         value = layer.get_value(
-            event.position, view_direction=event.view_direction,
-            dims_displayed=event.dims_displayed, world=True,
+            event.position,
+            view_direction=event.view_direction,
+            dims_displayed=event.dims_displayed,
+            world=True,
         )
         if value is None or int(value) <= 0:
             return
@@ -535,6 +555,7 @@ class CellectController:
         if len(match):
             self.activate(bound)
             self.select([int(graph.ids[match[0]])])
+
 
 def _remove(callbacks: list[Any], callback: Any) -> None:
     if callback in callbacks:

@@ -37,8 +37,7 @@ def ask_folder(parent: QWidget | None, caption: str, start: str) -> str:
     return QFileDialog.getExistingDirectory(parent, caption, start)
 
 
-def ask_unsaved_edits(names: list[str], journals: list[str], parent: QWidget | None = None
-                      ) -> str:
+def ask_unsaved_edits(names: list[str], journals: list[str], parent: QWidget | None = None) -> str:
     """Closing with unsaved edits: returns "save", "discard" or "cancel"."""
     where = "\n".join(journals)
     answer = QMessageBox.question(
@@ -46,7 +45,8 @@ def ask_unsaved_edits(names: list[str], journals: list[str], parent: QWidget | N
         "Save your edits?",
         f"Edits to {', '.join(names)} are not saved.\n\nSave them before closing? Discard "
         f"keeps them only in the autosave journal:\n{where}",
-        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+        QMessageBox.StandardButton.Save
+        | QMessageBox.StandardButton.Discard
         | QMessageBox.StandardButton.Cancel,
         QMessageBox.StandardButton.Save,
     )

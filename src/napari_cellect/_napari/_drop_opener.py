@@ -58,8 +58,12 @@ class DropOpener(ParentEventFilter):
             return False
         path = _single_local_path(event)
         viewer = self._viewer_ref()
-        if (viewer is None or path is None or QGuiApplication.keyboardModifiers() & NAPARI_MODIFIERS
-                or _user_prefers_a_reader(path)):
+        if (
+            viewer is None
+            or path is None
+            or QGuiApplication.keyboardModifiers() & NAPARI_MODIFIERS
+            or _user_prefers_a_reader(path)
+        ):
             return False
         if not ours(path):
             return self._refuse_damaged_tiff(path, event)

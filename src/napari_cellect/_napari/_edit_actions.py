@@ -54,8 +54,10 @@ class EditActions:
             return None
         if len(self.controller.selection) < n:
             selected = len(self.controller.selection)
-            self.controller.report("error", f"{what}: select {n} node{'s' if n > 1 else ''} "
-                                            f"first ({selected} selected)")
+            self.controller.report(
+                "error",
+                f"{what}: select {n} node{'s' if n > 1 else ''} first ({selected} selected)",
+            )
             return None
         return self.controller.selection
 
@@ -110,8 +112,11 @@ class EditActions:
         if bound is None or bound.points is None:
             return
         if not self.controller.viewer.mouse_over_canvas:  # the cursor stays where it last left
-            self.controller.report("error", "A adds a node where the pointer is on the image: "
-                                            "move the pointer over the canvas and press A again")
+            self.controller.report(
+                "error",
+                "A adds a node where the pointer is on the image: "
+                "move the pointer over the canvas and press A again",
+            )
             return
         self.add_at_world(self.controller.viewer.cursor.position)
 
@@ -121,7 +126,7 @@ class EditActions:
         if bound is None or bound.points is None:
             return
         points = bound.points
-        world = np.asarray(world_position, dtype=np.float64)[-points.ndim:]
+        world = np.asarray(world_position, dtype=np.float64)[-points.ndim :]
         coords = np.asarray(points.world_to_data(world), dtype=np.float64)
         t = int(round(coords[0]))
         zyx = bound.session.geometry.position_of(coords)
@@ -154,10 +159,13 @@ class EditActions:
             return
         children = graph.children_of(node)
         if not divides and len(children) == 1:
-            self.controller.report("warning", f"node {node} is marked dividing but has one "
-                                              f"child ({int(children[0])}): link its other "
-                                              "daughter (select both, L). Approving the track as "
-                                              "it is would contradict the mark; Ctrl+Z undoes it")
+            self.controller.report(
+                "warning",
+                f"node {node} is marked dividing but has one "
+                f"child ({int(children[0])}): link its other "
+                "daughter (select both, L). Approving the track as "
+                "it is would contradict the mark; Ctrl+Z undoes it",
+            )
         else:
             self._warn_contradictions()
 
@@ -170,8 +178,10 @@ class EditActions:
         try:
             session.corrections()
         except ContradictoryCorrections as error:
-            self.controller.report("warning", "this edit contradicts an earlier one: "
-                                              f"{error.conflicts[0]} (Ctrl+Z undoes it)")
+            self.controller.report(
+                "warning",
+                f"this edit contradicts an earlier one: {error.conflicts[0]} (Ctrl+Z undoes it)",
+            )
         except CellectError:
             pass  # other problems are reported where the corrections are used
 

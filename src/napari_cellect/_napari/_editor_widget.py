@@ -64,8 +64,10 @@ class EditorWidget(QWidget):
         self.message_label.setWordWrap(True)
         self.review_label = QLabel()
         self.review_label.setWordWrap(True)
-        self.review_label.setToolTip("Links and divisions nobody approved yet whose certainty is "
-                                     "low (the review queue); N jumps to the next")
+        self.review_label.setToolTip(
+            "Links and divisions nobody approved yet whose certainty is "
+            "low (the review queue); N jumps to the next"
+        )
 
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
@@ -126,19 +128,26 @@ class EditorWidget(QWidget):
         layout.addWidget(QLabel("Keys (work when a layer of the tracks is selected):"))
         layout.addWidget(self.table, 1)
 
-        disconnect_on_destroy(self, [
-            (self.controller.session_changed, self._on_session_changed),
-            (self.controller.selection_changed, self._on_selection_changed),
-            (self.controller.refreshed, self._on_refreshed),
-            (self.controller.message, self._on_message),
-        ])
+        disconnect_on_destroy(
+            self,
+            [
+                (self.controller.session_changed, self._on_session_changed),
+                (self.controller.selection_changed, self._on_selection_changed),
+                (self.controller.refreshed, self._on_refreshed),
+                (self.controller.message, self._on_message),
+            ],
+        )
         self._on_session_changed(self.controller.session)
 
     # ------------------------------------------------------------------ display
     def _on_session_changed(self, session: TrackingSession | None) -> None:
         has = session is not None
-        for button in (*self.buttons.values(), self.save_button, self.save_as_button,
-                       self.journal_button):
+        for button in (
+            *self.buttons.values(),
+            self.save_button,
+            self.save_as_button,
+            self.journal_button,
+        ):
             button.setEnabled(has)
         self._update_session_text()
         self._on_selection_changed(self.controller.selection)
@@ -150,20 +159,25 @@ class EditorWidget(QWidget):
     def _update_session_text(self) -> None:
         session = self.controller.session
         if session is None:
-            self.session_label.setText("No tracks. Open a tracks file, run tracking, or start "
-                                       "new empty tracks on an image.")
+            self.session_label.setText(
+                "No tracks. Open a tracks file, run tracking, or start "
+                "new empty tracks on an image."
+            )
             self.journal_label.setText("")
             self.review_label.setText("")
             return
-        self.review_label.setText(f"To review: {self.controller.review.count()} uncertain links "
-                                  "and divisions (N: next, Shift+N: back)")
+        self.review_label.setText(
+            f"To review: {self.controller.review.count()} uncertain links "
+            "and divisions (N: next, Shift+N: back)"
+        )
         graph = session.graph
         n_tracks = len(set(graph.track_ids().tolist())) if len(graph) else 0
         dirty = " (unsaved edits)" if session.dirty and session.source else ""
         where = session.source.name if session.source else "not saved yet"
         self.session_label.setText(
             f"<b>{session.name}</b>: {len(graph)} nodes, {n_tracks} tracks, "
-            f"{len(graph.divisions())} divisions - {where}{dirty}")
+            f"{len(graph.divisions())} divisions - {where}{dirty}"
+        )
         journal = session.journal_folder
         stopped = session.journal.error if session.journal is not None else None
         self.journal_label.setStyleSheet(ERROR_STYLE if stopped else "")
@@ -171,7 +185,8 @@ class EditorWidget(QWidget):
             self.journal_label.setText(autosave_stopped_text(stopped))
         else:
             self.journal_label.setText(
-                f"Autosave: {journal}" if journal else "Autosave: starts at the first edit")
+                f"Autosave: {journal}" if journal else "Autosave: starts at the first edit"
+            )
 
     def _on_selection_changed(self, ids: tuple[int, ...]) -> None:
         graph = self.controller.graph
@@ -184,8 +199,10 @@ class EditorWidget(QWidget):
             children = ", ".join(str(c) for c in graph.children_of(node)) or "none"
             parent = info["parent_id"] if info["parent_id"] >= 0 else "none"
             ok = "approved" if info["approved"] else "not approved"
-            parts.append(f"node {node} (t={info['t']}, track {info['track_id']}, parent {parent}, "
-                         f"children {children}, {ok})")
+            parts.append(
+                f"node {node} (t={info['t']}, track {info['track_id']}, parent {parent}, "
+                f"children {children}, {ok})"
+            )
         more = f" and {len(ids) - 2} more" if len(ids) > 2 else ""
         self.selection_label.setText("Selected: " + "; ".join(parts) + more)
 
@@ -253,8 +270,9 @@ class EditorWidget(QWidget):
         scale = tuple(float(s) for s in layer.scale[1:])
         voxel = scale if spatial == 3 else (scale[0], *scale)
         geometry = Geometry(spatial, voxel)  # type: ignore[arg-type]
-        session = TrackingSession.from_graph(TrackGraph(), name=f"{layer.name} manual",
-                                             geometry=geometry)
+        session = TrackingSession.from_graph(
+            TrackGraph(), name=f"{layer.name} manual", geometry=geometry
+        )
         self.controller.add_session(session)
         self._on_message("info", "empty tracks created: press A to add a node at the cursor")
         return session

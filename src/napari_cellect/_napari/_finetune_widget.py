@@ -113,7 +113,8 @@ ADAPT_HELP = (
     "checked update: the corrected frames are detected again with it and the scorers tuned on "
     "those detections; it is adopted only where it does better on the held-back corrections. "
     "After Keep, the frames nobody approved are detected again and re-linked, keeping approved "
-    "work.")
+    "work."
+)
 
 NO_DETECTIONS = (
     "These tracks have no cached detections (they were read from a file, or made by hand), so "
@@ -156,17 +157,20 @@ class Controls:
 CONTROLS: dict[FinetuneState, Controls] = {
     FinetuneState.NO_TRACKS: Controls(why_not="open or compute tracks first"),
     FinetuneState.NO_DETECTIONS: Controls(
-        edit_session=True, why_not="no cached detections: detect cells first (below)"),
+        edit_session=True, why_not="no cached detections: detect cells first (below)"
+    ),
     FinetuneState.CONTRADICTION: Controls(
         edit_session=True,
-        why_not="your corrections contradict each other: resolve that first (see above)"),
+        why_not="your corrections contradict each other: resolve that first (see above)",
+    ),
     FinetuneState.READY: Controls(learn=True, edit_session=True),
     FinetuneState.DETECTING: Controls(cancel=True),
     FinetuneState.FINETUNING: Controls(cancel=True),
     FinetuneState.RELINKING: Controls(cancel=True),
     FinetuneState.CANCELLING: Controls(),
     FinetuneState.DECIDING: Controls(
-        decide=True, why_not="keep or discard the fine-tuned model first (below)"),
+        decide=True, why_not="keep or discard the fine-tuned model first (below)"
+    ),
 }
 
 
@@ -198,12 +202,20 @@ class FinetuneWidget(QWidget):
         self._count_timer.setInterval(COUNT_DELAY_MS)
         self._count_timer.timeout.connect(self.update_counts)
         self._build()
-        disconnect_on_destroy(self, [
-            (self.controller.session_changed, self._on_session_changed),
-            (self.controller.refreshed, self._on_refreshed),
-            *((emitter, self._refresh_images) for emitter in (
-                napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed)),
-        ])
+        disconnect_on_destroy(
+            self,
+            [
+                (self.controller.session_changed, self._on_session_changed),
+                (self.controller.refreshed, self._on_refreshed),
+                *(
+                    (emitter, self._refresh_images)
+                    for emitter in (
+                        napari_viewer.layers.events.inserted,
+                        napari_viewer.layers.events.removed,
+                    )
+                ),
+            ],
+        )
         self._refresh_images()
         self._on_session_changed(self.controller.session)
 
@@ -226,8 +238,9 @@ class FinetuneWidget(QWidget):
         self.detect_text = QLabel(NO_DETECTIONS)
         self.detect_text.setWordWrap(True)
         self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The image the tracks belong to (detection and the "
-                                    "detector's adaptation run on it)")
+        self.image_combo.setToolTip(
+            "The image the tracks belong to (detection and the detector's adaptation run on it)"
+        )
         #: the image combo with its label: shown to detect, or to adapt the detector
         self.image_row = QWidget()
         image_layout = QHBoxLayout(self.image_row)
@@ -254,8 +267,10 @@ class FinetuneWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.relink_after = QCheckBox("Re-link after fine-tuning")
         self.relink_after.setChecked(True)
-        self.relink_after.setToolTip("Track the detections again with the tuned model, keeping "
-                                     "every approved link (one edit: Ctrl+Z undoes it)")
+        self.relink_after.setToolTip(
+            "Track the detections again with the tuned model, keeping "
+            "every approved link (one edit: Ctrl+Z undoes it)"
+        )
         self.adapt_detector = QCheckBox("Also adapt the detector (U-Net heads)")
         self.adapt_detector.setChecked(False)
         self.adapt_detector.setToolTip(ADAPT_HELP)
@@ -278,8 +293,9 @@ class FinetuneWidget(QWidget):
         self.keep_button = QPushButton("Keep")
         self.keep_button.setToolTip("Use the tuned model (then re-link, if ticked above)")
         self.discard_button = QPushButton("Discard")
-        self.discard_button.setToolTip("Drop the tuned model: the model in use and the tracks "
-                                       "stay as they are")
+        self.discard_button.setToolTip(
+            "Drop the tuned model: the model in use and the tracks stay as they are"
+        )
         decide = QHBoxLayout()
         decide.addWidget(self.keep_button)
         decide.addWidget(self.discard_button)
@@ -299,8 +315,14 @@ class FinetuneWidget(QWidget):
         after.addWidget(self.relink_button)
         after.addWidget(self.save_model_button)
         layout = QVBoxLayout(scrolled_content(self))
-        for widget in (self.session_label, self.model_label, self.counts_label,
-                       self.conflict_button, self.review_label, self.detect_box):
+        for widget in (
+            self.session_label,
+            self.model_label,
+            self.counts_label,
+            self.conflict_button,
+            self.review_label,
+            self.detect_box,
+        ):
             layout.addWidget(widget)
         layout.addWidget(self.adapt_detector)
         layout.addWidget(self.image_row)
@@ -317,9 +339,13 @@ class FinetuneWidget(QWidget):
 
         self.finetune_button.clicked.connect(self.fine_tune)
         self.jobs = JobRunner(
-            self, cancel_button=self.cancel_button, progress=self.progress,
-            progress_label=self.progress_label, report=self._report_job,
-            on_finished=self._on_job_finished, error_text=_error_text,
+            self,
+            cancel_button=self.cancel_button,
+            progress=self.progress,
+            progress_label=self.progress_label,
+            report=self._report_job,
+            on_finished=self._on_job_finished,
+            error_text=_error_text,
             on_cancel=lambda: self._set_state(FinetuneState.CANCELLING),
         )
         self.relink_button.clicked.connect(self.relink)
@@ -367,37 +393,49 @@ class FinetuneWidget(QWidget):
         allowed = CONTROLS[self.state]
         session = self.controller.session
         self.detect_box.setVisible(session is not None and not session.detections)
-        self.image_row.setVisible(self.detect_box.isVisibleTo(self)
-                                  or self.adapt_detector.isChecked())
+        self.image_row.setVisible(
+            self.detect_box.isVisibleTo(self) or self.adapt_detector.isChecked()
+        )
         self.adapt_detector.setEnabled(allowed.learn)
         model = session is not None and has_model(session)
         self.model_button.setEnabled(allowed.edit_session)
         self.cell_radius_spin.setEnabled(allowed.edit_session)
-        self.detect_button.setEnabled(allowed.edit_session and model
-                                      and self.image_combo.count() > 0)
+        self.detect_button.setEnabled(
+            allowed.edit_session and model and self.image_combo.count() > 0
+        )
         self.detect_button.setToolTip(
             "Run the model's detector on the image (no linking): fine-tuning then matches your "
-            "tracks to the detections" if model else
-            "no model: choose a model file (the bundled model is not installed)")
+            "tracks to the detections"
+            if model
+            else "no model: choose a model file (the bundled model is not installed)"
+        )
         self.result_box.setVisible(self.pending is not None)
-        self.keep_button.setEnabled(allowed.decide and self.pending is not None
-                                    and self.pending.changed)
+        self.keep_button.setEnabled(
+            allowed.decide and self.pending is not None and self.pending.changed
+        )
         self.discard_button.setEnabled(allowed.decide)
         self.finetune_button.setEnabled(allowed.learn)
         self.relink_button.setEnabled(allowed.learn)
-        self.finetune_button.setToolTip(allowed.why_not or "Fine-tune the link, division and "
-                                                           "merge scorers on your corrections")
-        self.relink_button.setToolTip(allowed.why_not or "Link the detections again with the "
-                                                         "session's model, keeping every "
-                                                         "approved link and node")
+        self.finetune_button.setToolTip(
+            allowed.why_not or "Fine-tune the link, division and merge scorers on your corrections"
+        )
+        self.relink_button.setToolTip(
+            allowed.why_not
+            or "Link the detections again with the "
+            "session's model, keeping every "
+            "approved link and node"
+        )
         self.save_model_button.setEnabled(allowed.edit_session and session.model_tuned)
         self.cancel_button.setEnabled(allowed.cancel)
         if session is None:
             self.session_label.setText("No tracks. Track an image or open a tracks file.")
             self.model_label.setText("")
             return
-        frames = f"{len(session.detections)} frames of detections" if session.detections else (
-            "no detections")
+        frames = (
+            f"{len(session.detections)} frames of detections"
+            if session.detections
+            else ("no detections")
+        )
         self.session_label.setText(f"<b>{session.name}</b>: {len(session.graph)} nodes, {frames}")
         self.model_label.setText(f"Model: {describe_model(session)}")
 
@@ -425,13 +463,16 @@ class FinetuneWidget(QWidget):
             self.counts_label.setText(
                 f"Corrections: {_plural(counts['positive_links'], 'approved link')}, "
                 f"{_plural(counts['broken_links'], 'broken link')}, "
-                f"{_plural(n_div, 'division label')} ({counts['divides']} dividing)")
-            self.counts_label.setToolTip("\n".join(f"{k.replace('_', ' ')}: {v}"
-                                                   for k, v in counts.items()))
+                f"{_plural(n_div, 'division label')} ({counts['divides']} dividing)"
+            )
+            self.counts_label.setToolTip(
+                "\n".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
+            )
         count = self.controller.review.count()
         self.review_label.setText(
             f"Uncertain links and divisions not reviewed: {count} "
-            "(N: jump to the next, Shift+N: back)")
+            "(N: jump to the next, Shift+N: back)"
+        )
         self._update_controls()
 
     def _show_contradiction(self, error: ContradictoryCorrections) -> None:
@@ -440,9 +481,11 @@ class FinetuneWidget(QWidget):
         conflicts = error.conflicts or (str(error),)
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         self.counts_label.setStyleSheet(ERROR_STYLE)
-        self.counts_label.setText(f"Your corrections contradict each other: {conflicts[0]}"
-                                  f"{more}. Undo one of the edits, or fix the node, to fine-tune "
-                                  "or re-link.")
+        self.counts_label.setText(
+            f"Your corrections contradict each other: {conflicts[0]}"
+            f"{more}. Undo one of the edits, or fix the node, to fine-tune "
+            "or re-link."
+        )
         self.counts_label.setToolTip("\n".join(conflicts))
         if error.nodes:
             self.conflict_button.setText(f"Go to node {error.nodes[0]}")
@@ -505,10 +548,10 @@ class FinetuneWidget(QWidget):
             return
         self.discard(quiet=True)
         try:
-            trainers = [self._detector_trainer(session)] if self.adapt_detector.isChecked() \
-                else []  # fmt: skip
-            job = session.finetune_job(self.config, should_stop=self.jobs.should_stop,
-                                       trainers=trainers)  # fmt: skip
+            trainers = [self._detector_trainer(session)] if self.adapt_detector.isChecked() else []
+            job = session.finetune_job(
+                self.config, should_stop=self.jobs.should_stop, trainers=trainers
+            )
         except (CellectError, ValueError) as error:
             self._error(str(error))
             return
@@ -517,23 +560,34 @@ class FinetuneWidget(QWidget):
             return (yield from job)  # ``job`` polls the runner's flag already
 
         self._start(
-            FinetuneState.FINETUNING, "fine-tuning: preparing the training rows...", run,
-            what="fine-tuning", on_step=self._on_finetune_progress,
+            FinetuneState.FINETUNING,
+            "fine-tuning: preparing the training rows...",
+            run,
+            what="fine-tuning",
+            on_step=self._on_finetune_progress,
             on_result=lambda result: self._on_finetuned(session, result),
         )
 
     def _chosen_images(self, session: TrackingSession) -> Any:
         """The (T, Z, Y, X) data of the image chosen in the image box, checked against the
         tracks (ValueError or CellectError say what is wrong)."""
-        layer = next((lyr for lyr in trackable_images(self.viewer)
-                      if lyr.name == self.image_combo.currentText()), None)
+        layer = next(
+            (
+                lyr
+                for lyr in trackable_images(self.viewer)
+                if lyr.name == self.image_combo.currentText()
+            ),
+            None,
+        )
         if layer is None:
             raise ValueError("choose the image the tracks belong to (the Image box)")
         images = as_tzyx(layer)
         last = int(session.graph["t"].max()) if len(session.graph) else -1
         if last >= images.shape[0]:
-            raise ValueError(f"the tracks reach frame {last} but {layer.name!r} has only "
-                             f"{images.shape[0]} frames: choose the image the tracks belong to")
+            raise ValueError(
+                f"the tracks reach frame {last} but {layer.name!r} has only "
+                f"{images.shape[0]} frames: choose the image the tracks belong to"
+            )
         return images
 
     def _detector_trainer(self, session: TrackingSession) -> Any:
@@ -547,9 +601,14 @@ class FinetuneWidget(QWidget):
         return trainer
 
     def _set_adapt_estimate(self, seconds: float | None, source: str) -> None:
-        extra = "" if seconds is None else (
-            f"\n\nExtra time: about {_minutes(seconds)} ({source}, on 2 CPU cores; a GPU is "
-            "used when there is one).")
+        extra = (
+            ""
+            if seconds is None
+            else (
+                f"\n\nExtra time: about {_minutes(seconds)} ({source}, on 2 CPU cores; a GPU is "
+                "used when there is one)."
+            )
+        )
         self.adapt_detector.setToolTip(ADAPT_HELP + extra)
 
     def _on_finetune_progress(self, report: Any) -> None:
@@ -559,34 +618,48 @@ class FinetuneWidget(QWidget):
                 self._set_adapt_estimate(report.part_seconds["detector"], "from the plan")
             return
         if not isinstance(report, FinetuneProgress):
-            what = (report.stage if str(report.stage).startswith("detector") else
-                    "checking the update on held-back corrections")
-            self.jobs.show_step(report.done, report.total,
-                                f"{what}: {report.done}/{report.total}")
+            what = (
+                report.stage
+                if str(report.stage).startswith("detector")
+                else "checking the update on held-back corrections"
+            )
+            self.jobs.show_step(report.done, report.total, f"{what}: {report.done}/{report.total}")
             return
         epochs = max(int(report.epochs), 1)
         rows = ", ".join(f"{v} {k}" for k, v in report.n_rows.items())
         if report.epoch == 0:
             self.jobs.show_step(0, epochs, f"fine-tuning on {rows} training rows...")
             return
-        val = "" if np.isnan(report.val_loss) else (
-            f", validation {report.val_loss:.3f} (best {report.best_val_loss:.3f})")
-        self.jobs.show_step(report.epoch, epochs, f"{report.stage}: epoch {report.epoch}/"
-                                                  f"{epochs}, training loss "
-                                                  f"{report.train_loss:.3f}{val}")
+        val = (
+            ""
+            if np.isnan(report.val_loss)
+            else (f", validation {report.val_loss:.3f} (best {report.best_val_loss:.3f})")
+        )
+        self.jobs.show_step(
+            report.epoch,
+            epochs,
+            f"{report.stage}: epoch {report.epoch}/"
+            f"{epochs}, training loss "
+            f"{report.train_loss:.3f}{val}",
+        )
 
     def _on_finetuned(self, session: TrackingSession, result: FinetuneResult) -> None:
         self.pending, self._pending_session = result, session
         lines = result.report.lines()
         if result.changed:
-            lines.append("Keep uses the tuned model; Discard leaves the model and tracks as "
-                         "they are.")
-            self._show("info", f"fine-tuned: {model_name(result.bundle)} is ready: keep or "
-                               "discard it")
+            lines.append(
+                "Keep uses the tuned model; Discard leaves the model and tracks as they are."
+            )
+            self._show(
+                "info", f"fine-tuned: {model_name(result.bundle)} is ready: keep or discard it"
+            )
         else:
             lines.append("The guard adopted nothing: the model in use stays.")
-            self._show("info", "fine-tuned, but nothing did better on your held-back "
-                               "corrections: the model in use stays")
+            self._show(
+                "info",
+                "fine-tuned, but nothing did better on your held-back "
+                "corrections: the model in use stays",
+            )
         self.result_label.setText("\n".join(lines))
 
     def keep(self) -> None:
@@ -599,8 +672,11 @@ class FinetuneWidget(QWidget):
         self._update_controls()
         if not kept:
             return
-        self._show("info", f"kept: {model_name(result.bundle)} is now the model of "
-                           f"{session.name} (Save model... writes it)")
+        self._show(
+            "info",
+            f"kept: {model_name(result.bundle)} is now the model of "
+            f"{session.name} (Save model... writes it)",
+        )
         if self.controller.session is not session:
             return
         if session.needs_redetection:  # the detector was adopted: its detections are needed
@@ -635,8 +711,11 @@ class FinetuneWidget(QWidget):
             return (yield from job)  # ``job`` polls the runner's flag already
 
         self._start(
-            FinetuneState.RELINKING, "re-linking (approved links are kept)...", run,
-            what="re-linking", on_result=lambda output: self._on_relinked(session, top, output),
+            FinetuneState.RELINKING,
+            "re-linking (approved links are kept)...",
+            run,
+            what="re-linking",
+            on_result=lambda output: self._on_relinked(session, top, output),
         )
 
     def _on_relinked(
@@ -644,18 +723,24 @@ class FinetuneWidget(QWidget):
     ) -> bool:
         done = session.history.done
         if (done[-1] if done else None) is not top:
-            self._error("the tracks were edited while re-linking, so the result was not applied; "
-                        "press Re-link again")
+            self._error(
+                "the tracks were edited while re-linking, so the result was not applied; "
+                "press Re-link again"
+            )
             return False
         command = session.apply_relink(
-            output, lambda edit: self.controller.execute(edit, session=session))
+            output, lambda edit: self.controller.execute(edit, session=session)
+        )
         if command is None:
             return False
         self.relink_command = command
         self.changed_list.show_links(session, command, output.changed, output.removed)
         made, gone = len(output.changed), len(output.removed)
-        self._show("info", f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
-                           "removed; listed and highlighted); Ctrl+Z undoes the re-link")
+        self._show(
+            "info",
+            f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
+            "removed; listed and highlighted); Ctrl+Z undoes the re-link",
+        )
         return True
 
     def redetect(self) -> None:
@@ -674,42 +759,64 @@ class FinetuneWidget(QWidget):
         graph = session.graph.copy()
         n = len(frames_to_redetect(graph, int(images.shape[0])))
         self._start(
-            FinetuneState.RELINKING, f"detecting {n} frame(s) nobody approved with the adapted "
-                                     "detector, then re-linking (approved links are kept)...",
-            redetect_relink_job, images, session.model, graph, session.detections,
-            z_ratio=session.anisotropy, corrections=session.corrections(), device="auto",
-            cell_radius=session.cell_radius, what="re-detection",
+            FinetuneState.RELINKING,
+            f"detecting {n} frame(s) nobody approved with the adapted "
+            "detector, then re-linking (approved links are kept)...",
+            redetect_relink_job,
+            images,
+            session.model,
+            graph,
+            session.detections,
+            z_ratio=session.anisotropy,
+            corrections=session.corrections(),
+            device="auto",
+            cell_radius=session.cell_radius,
+            what="re-detection",
             on_step=lambda step: self.jobs.show_step(
-                step.done, step.total, f"{step.stage}: {step.done}/{max(step.total, 1)}"),
+                step.done, step.total, f"{step.stage}: {step.done}/{max(step.total, 1)}"
+            ),
             on_result=lambda output: self._on_redetected(session, top, output),
         )
 
-    def _on_redetected(self, session: TrackingSession, top: Command | None,
-                       output: RedetectOutput) -> None:
+    def _on_redetected(
+        self, session: TrackingSession, top: Command | None, output: RedetectOutput
+    ) -> None:
         done = session.history.done
         if (done[-1] if done else None) is not top:
-            self._error("the tracks were edited while re-detecting, so the result was not "
-                        "applied; keep editing, then press Re-link")
+            self._error(
+                "the tracks were edited while re-detecting, so the result was not "
+                "applied; keep editing, then press Re-link"
+            )
             return
         self.redetected_frames = list(output.frames)
         command = session.apply_redetect(
-            output, lambda edit: self.controller.execute(edit, session=session))
+            output, lambda edit: self.controller.execute(edit, session=session)
+        )
         if command is None:
             return
         relink = output.relink
         self.relink_command = command
         self.changed_list.show_links(session, command, relink.changed, relink.removed)
         made, gone = len(relink.changed), len(relink.removed)
-        self._show("info", f"detected {len(output.frames)} frame(s) nobody approved again and "
-                           f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
-                           "removed; listed and highlighted); Ctrl+Z undoes the re-link")
+        self._show(
+            "info",
+            f"detected {len(output.frames)} frame(s) nobody approved again and "
+            f"re-linked: {made + gone} link(s) changed ({made} made, {gone} "
+            "removed; listed and highlighted); Ctrl+Z undoes the re-link",
+        )
 
     # ------------------------------------------------------------------ detection
     def detect(self) -> None:
         """Detect cells on the chosen image for tracks that have no detections."""
         session = self.controller.session
-        layer = next((lyr for lyr in trackable_images(self.viewer)
-                      if lyr.name == self.image_combo.currentText()), None)
+        layer = next(
+            (
+                lyr
+                for lyr in trackable_images(self.viewer)
+                if lyr.name == self.image_combo.currentText()
+            ),
+            None,
+        )
         if session is None or self.running:
             return
         if layer is None:
@@ -722,30 +829,41 @@ class FinetuneWidget(QWidget):
             return
         last = int(session.graph["t"].max()) if len(session.graph) else -1
         if last >= images.shape[0]:
-            self._error(f"the tracks reach frame {last} but {layer.name!r} has only "
-                        f"{images.shape[0]} frames: choose the image the tracks belong to")
+            self._error(
+                f"the tracks reach frame {last} but {layer.name!r} has only "
+                f"{images.shape[0]} frames: choose the image the tracks belong to"
+            )
             return
         z_ratio = geometry_of(layer).z_ratio
         radius = self.cell_radius_spin.radius()
         size = f" (nuclei of radius {radius:g} px)" if radius else ""
         self._start(
-            FinetuneState.DETECTING, f"detecting cells in {layer.name}{size}...",
-            detect_job, images, session.model, session.model_path, z_ratio=z_ratio,
-            device="auto", cell_radius=radius, what="detection",
+            FinetuneState.DETECTING,
+            f"detecting cells in {layer.name}{size}...",
+            detect_job,
+            images,
+            session.model,
+            session.model_path,
+            z_ratio=z_ratio,
+            device="auto",
+            cell_radius=radius,
+            what="detection",
             on_step=lambda step: self.jobs.show_step(
-                step.done, step.total, f"detecting cells: {step.done}/{max(step.total, 1)} "
-                                       "frames"),
+                step.done, step.total, f"detecting cells: {step.done}/{max(step.total, 1)} frames"
+            ),
             on_result=lambda output: self._on_detected(session, output, z_ratio, radius),
         )
 
     def _on_detected(
-        self, session: TrackingSession, output: DetectOutput, z_ratio: float,
+        self,
+        session: TrackingSession,
+        output: DetectOutput,
+        z_ratio: float,
         cell_radius: float | None,
     ) -> None:
         session.use_detections(output, z_ratio, cell_radius)
         n = sum(len(d) for d in output.detections)
-        self._show("info", f"{n} detections in {len(output.detections)} frames: ready to "
-                           "fine-tune")
+        self._show("info", f"{n} detections in {len(output.detections)} frames: ready to fine-tune")
 
     def _choose_model(self) -> None:
         session = self.controller.session
@@ -772,8 +890,9 @@ class FinetuneWidget(QWidget):
         if session is None:
             return None
         if path is None and session.model_tuned:
-            path = _dialogs.ask_save_path(self, "Save fine-tuned model",
-                                          str(suggested_path(session)), "Model bundle (*.pt)")
+            path = _dialogs.ask_save_path(
+                self, "Save fine-tuned model", str(suggested_path(session)), "Model bundle (*.pt)"
+            )
             if not path:
                 return None
         try:
@@ -798,8 +917,9 @@ class FinetuneWidget(QWidget):
             return None
         return session
 
-    def _start(self, state: FinetuneState, text: str, function: Any, *args: Any,
-               **kwargs: Any) -> None:
+    def _start(
+        self, state: FinetuneState, text: str, function: Any, *args: Any, **kwargs: Any
+    ) -> None:
         self._show("info", text)
         if self.jobs.start(function, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
             self._set_state(state)

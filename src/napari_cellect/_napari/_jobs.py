@@ -116,8 +116,12 @@ class JobRunner:
         self._outcome = None
         self._job = _Job(what, on_result, cancelled_text or f"{what} cancelled", then)
         worker = create_worker(
-            function, *args, should_stop=self._stop.is_set, **kwargs,
-            _start_thread=False, _ignore_errors=True,  # errors: _on_errored reports them
+            function,
+            *args,
+            should_stop=self._stop.is_set,
+            **kwargs,
+            _start_thread=False,
+            _ignore_errors=True,  # errors: _on_errored reports them
         )
         if on_step is not None:
             worker.yielded.connect(lambda step: None if self._closed else on_step(step))

@@ -37,32 +37,84 @@ class KeyBinding:
 
 
 KEYBINDINGS: tuple[KeyBinding, ...] = (
-    KeyBinding("Link", ("L",), "Link the two selected nodes (earlier to later). A second child "
-               "makes the earlier node divide.", "edits.link_selected"),
-    KeyBinding("Break link", ("B",), "Remove the link into the selected node (the later one if "
-               "two are selected).", "edits.break_selected"),
-    KeyBinding("Delete node", ("Delete", "Backspace"), "Delete the selected nodes; a track with "
-               "one node deleted from its middle is healed over the gap.", "edits.delete_selected"),
-    KeyBinding("Add node", ("A",), "Add a node where the pointer is on the canvas, in the "
-               "current frame. If one node of an earlier frame is selected, the new node is "
-               "linked to it.", "edits.add_at_cursor"),
-    KeyBinding("Division", ("D",), "Mark the selected node as dividing, or unmark it (unmarking "
-               "a node with two children unlinks the farther one).", "edits.toggle_division"),
-    KeyBinding("Swap parents", ("S",), "Exchange the parents of the two selected nodes (two "
-               "crossing cells).", "edits.swap_selected"),
-    KeyBinding("Approve link", ("Y",), "Approve the incoming link of the selected nodes.",
-               "edits.approve_selected"),
-    KeyBinding("Approve track", ("Shift-Y",), "Approve every link of the selected node's track.",
-               "edits.approve_track_selected"),
-    KeyBinding("Next node", (".",), "Select the next node of the track and move the view to it.",
-               "edits.next_node"),
-    KeyBinding("Previous node", (",",), "Select the previous node of the track and move the view "
-               "to it.", "edits.previous_node"),
-    KeyBinding("Next uncertain", ("N",), "Jump to the next most uncertain link or division "
-               "nobody approved yet (review queue) and select what approving it takes.",
-               "review.next_uncertain"),
-    KeyBinding("Previous uncertain", ("Shift-N",), "Go back to the review item shown before.",
-               "review.previous_uncertain"),
+    KeyBinding(
+        "Link",
+        ("L",),
+        "Link the two selected nodes (earlier to later). A second child "
+        "makes the earlier node divide.",
+        "edits.link_selected",
+    ),
+    KeyBinding(
+        "Break link",
+        ("B",),
+        "Remove the link into the selected node (the later one if two are selected).",
+        "edits.break_selected",
+    ),
+    KeyBinding(
+        "Delete node",
+        ("Delete", "Backspace"),
+        "Delete the selected nodes; a track with "
+        "one node deleted from its middle is healed over the gap.",
+        "edits.delete_selected",
+    ),
+    KeyBinding(
+        "Add node",
+        ("A",),
+        "Add a node where the pointer is on the canvas, in the "
+        "current frame. If one node of an earlier frame is selected, the new node is "
+        "linked to it.",
+        "edits.add_at_cursor",
+    ),
+    KeyBinding(
+        "Division",
+        ("D",),
+        "Mark the selected node as dividing, or unmark it (unmarking "
+        "a node with two children unlinks the farther one).",
+        "edits.toggle_division",
+    ),
+    KeyBinding(
+        "Swap parents",
+        ("S",),
+        "Exchange the parents of the two selected nodes (two crossing cells).",
+        "edits.swap_selected",
+    ),
+    KeyBinding(
+        "Approve link",
+        ("Y",),
+        "Approve the incoming link of the selected nodes.",
+        "edits.approve_selected",
+    ),
+    KeyBinding(
+        "Approve track",
+        ("Shift-Y",),
+        "Approve every link of the selected node's track.",
+        "edits.approve_track_selected",
+    ),
+    KeyBinding(
+        "Next node",
+        (".",),
+        "Select the next node of the track and move the view to it.",
+        "edits.next_node",
+    ),
+    KeyBinding(
+        "Previous node",
+        (",",),
+        "Select the previous node of the track and move the view to it.",
+        "edits.previous_node",
+    ),
+    KeyBinding(
+        "Next uncertain",
+        ("N",),
+        "Jump to the next most uncertain link or division "
+        "nobody approved yet (review queue) and select what approving it takes.",
+        "review.next_uncertain",
+    ),
+    KeyBinding(
+        "Previous uncertain",
+        ("Shift-N",),
+        "Go back to the review item shown before.",
+        "review.previous_uncertain",
+    ),
     KeyBinding("Undo", ("Control-Z",), "Undo the last edit.", "undo"),
     KeyBinding("Redo", ("Control-Shift-Z",), "Redo the last undone edit.", "redo"),
 )

@@ -97,8 +97,9 @@ class LabelsSync:
                 touched.add(int(frame_t))
         return touched
 
-    def erase(self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray,
-              positions: np.ndarray) -> set[int]:
+    def erase(
+        self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray, positions: np.ndarray
+    ) -> set[int]:
         """Clear the voxels of deleted nodes (label ``values[i]`` in frame ``t[i]``); keep them."""
         touched: set[int] = set()
         for node, frame_t, value, pos in zip(node_ids, t, values, positions, strict=True):
@@ -116,8 +117,9 @@ class LabelsSync:
             touched.add(int(frame_t))
         return touched
 
-    def restore(self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray,
-                positions: np.ndarray) -> set[int]:
+    def restore(
+        self, node_ids: np.ndarray, t: np.ndarray, values: np.ndarray, positions: np.ndarray
+    ) -> set[int]:
         """Paint back the voxels of re-added nodes erased with the same frame and place."""
         touched: set[int] = set()
         self._fit_dtype(np.asarray(values))

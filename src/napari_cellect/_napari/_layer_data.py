@@ -23,8 +23,15 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 #: features of the centres Points layer, in table order
 POINT_FEATURES = (
-    "id", "track_id", "parent_id", "score", "radius", "division_score", "link_score", "approved",
-)  # fmt: skip
+    "id",
+    "track_id",
+    "parent_id",
+    "score",
+    "radius",
+    "division_score",
+    "link_score",
+    "approved",
+)
 
 #: keys of the layer metadata that tie a layer to its tracking session
 SESSION_KEY = "cellect_session"
@@ -90,7 +97,10 @@ def napari_tracks(graph: TrackGraph, geometry: Geometry) -> tuple[np.ndarray, di
 
 
 def points_layer_data(
-    graph: TrackGraph, geometry: Geometry, name: str, metadata: dict[str, Any],
+    graph: TrackGraph,
+    geometry: Geometry,
+    name: str,
+    metadata: dict[str, Any],
     style: PointsStyle | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """A napari LayerData tuple for the centres."""
@@ -110,7 +120,10 @@ def points_layer_data(
 
 
 def tracks_layer_data(
-    graph: TrackGraph, geometry: Geometry, name: str, metadata: dict[str, Any],
+    graph: TrackGraph,
+    geometry: Geometry,
+    name: str,
+    metadata: dict[str, Any],
     style: TracksStyle | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """A napari LayerData tuple for the track lines and the division graph."""

@@ -74,8 +74,9 @@ class LayerSync:
         self._labels_sync = LabelsSync(labels.data) if labels is not None else None
         self._hidden_for_empty = False
         #: node ids drawn with the highlight border (see :meth:`set_highlight`)
-        self.highlighted = np.zeros(0, np.int64) if highlighted is None else np.asarray(
-            highlighted, np.int64)
+        self.highlighted = (
+            np.zeros(0, np.int64) if highlighted is None else np.asarray(highlighted, np.int64)
+        )
         self._updating = 0
         #: every per-point style was set from the graph during the current refresh
         self._restyled = False
@@ -230,22 +231,27 @@ class LayerSync:
         old_sorted = self._ids[old_order]
         pos = np.searchsorted(old_sorted, ids)
         pos_c = np.minimum(pos, max(len(old_sorted) - 1, 0))
-        existed = (pos < len(old_sorted)) & (old_sorted[pos_c] == ids) if len(old_sorted) else (
-            np.zeros(len(ids), bool))
+        existed = (
+            (pos < len(old_sorted)) & (old_sorted[pos_c] == ids)
+            if len(old_sorted)
+            else (np.zeros(len(ids), bool))
+        )
         previous = self._track_ids[old_order][pos_c] if len(old_sorted) else 0
         old_track = np.where(existed, previous, 0)
         touched: set[int] = set()
         gone = ~np.isin(self._ids, ids)
         if np.any(gone):
             touched |= self._labels_sync.erase(
-                self._ids[gone], self._t[gone], self._track_ids[gone], self._positions[gone])
+                self._ids[gone], self._t[gone], self._track_ids[gone], self._positions[gone]
+            )
         moved = existed & (old_track != track)
         if np.any(moved):
             touched |= self._labels_sync.relabel(graph["t"][moved], old_track[moved], track[moved])
         if np.any(~existed):
             new = ~existed
             touched |= self._labels_sync.restore(
-                ids[new], graph["t"][new], track[new], graph.positions(np.flatnonzero(new)))
+                ids[new], graph["t"][new], track[new], graph.positions(np.flatnonzero(new))
+            )
         if self._labels_sync.labels is not self.labels.data:
             self.labels.data = self._labels_sync.labels
         elif touched:

@@ -58,8 +58,18 @@ def compute_layout(graph: TrackGraph) -> LineageLayout:
     n = len(graph)
     if n == 0:
         empty_i = np.zeros(0, np.int64)
-        return LineageLayout(empty_i, np.zeros(0), empty_i, empty_i, empty_i, empty_i,
-                             np.zeros(0), empty_i, empty_i, 0.0)
+        return LineageLayout(
+            empty_i,
+            np.zeros(0),
+            empty_i,
+            empty_i,
+            empty_i,
+            empty_i,
+            np.zeros(0),
+            empty_i,
+            empty_i,
+            0.0,
+        )
     track_of_node = graph.track_ids()
     t = graph["t"]
     track, node_branch = np.unique(track_of_node, return_inverse=True)
@@ -95,8 +105,16 @@ def compute_layout(graph: TrackGraph) -> LineageLayout:
     x = offset + (leaves - 1.0) / 2.0
     width = float(offset[roots[-1]] + leaves[roots[-1]]) if len(roots) else 0.0
     return LineageLayout(
-        track=track, x=x, t0=t0, t1=t1, parent=parent, node_branch=node_branch,
-        node_x=x[node_branch], node_t=t.copy(), node_ids=graph.ids.copy(), width=width,
+        track=track,
+        x=x,
+        t0=t0,
+        t1=t1,
+        parent=parent,
+        node_branch=node_branch,
+        node_x=x[node_branch],
+        node_t=t.copy(),
+        node_ids=graph.ids.copy(),
+        width=width,
     )
 
 
@@ -144,8 +162,11 @@ def approved_runs(graph: TrackGraph, layout: LineageLayout) -> np.ndarray:
     diag = rows[~same_branch]
     if len(diag):
         p = parent_rows[~same_branch]
-        out.append(np.column_stack([layout.node_x[p], layout.node_t[p],
-                                    layout.node_x[diag], layout.node_t[diag]]))
+        out.append(
+            np.column_stack(
+                [layout.node_x[p], layout.node_t[p], layout.node_x[diag], layout.node_t[diag]]
+            )
+        )
     inner, inner_p = rows[same_branch], parent_rows[same_branch]
     if len(inner):
         order = np.lexsort((layout.node_t[inner], layout.node_branch[inner]))
@@ -154,8 +175,14 @@ def approved_runs(graph: TrackGraph, layout: LineageLayout) -> np.ndarray:
         starts = np.r_[True, inner_p[1:] != inner[:-1]]
         first = np.flatnonzero(starts)
         last = np.r_[first[1:] - 1, len(inner) - 1]
-        out.append(np.column_stack([
-            layout.node_x[inner_p[first]], layout.node_t[inner_p[first]],
-            layout.node_x[inner[last]], layout.node_t[inner[last]],
-        ]))
+        out.append(
+            np.column_stack(
+                [
+                    layout.node_x[inner_p[first]],
+                    layout.node_t[inner_p[first]],
+                    layout.node_x[inner[last]],
+                    layout.node_t[inner[last]],
+                ]
+            )
+        )
     return np.concatenate(out).astype(np.float64)

@@ -199,8 +199,9 @@ class LineageCanvas(QWidget):
     def _visible_nodes(self, layout: LineageLayout) -> np.ndarray:
         sx = layout.node_x * self._sx + self._dx
         sy = layout.node_t * self._st + self._dy
-        return np.flatnonzero((sx >= -10) & (sx <= self.width() + 10) & (sy >= -10)
-                              & (sy <= self.height() + 10))
+        return np.flatnonzero(
+            (sx >= -10) & (sx <= self.width() + 10) & (sy >= -10) & (sy <= self.height() + 10)
+        )
 
     def _draw_dots(self, painter: QPainter, layout: LineageLayout) -> None:
         if self._st < self.style_.dots_min_frame_px:
@@ -342,16 +343,21 @@ class LineageWidget(QWidget):
         layout = QVBoxLayout(scrolled_content(self))
         layout.addLayout(bar)
         layout.addWidget(self.canvas, 1)
-        self.setToolTip("Click a node to select it and go there. Wheel: zoom (Shift: time only, "
-                        "Ctrl: columns only). Drag: pan. Double-click: fit.")
+        self.setToolTip(
+            "Click a node to select it and go there. Wheel: zoom (Shift: time only, "
+            "Ctrl: columns only). Drag: pan. Double-click: fit."
+        )
 
         self.canvas.node_clicked.connect(self._on_node_clicked)
-        disconnect_on_destroy(self, [
-            (self.controller.session_changed, self._on_session_changed),
-            (self.controller.refreshed, self._on_refreshed),
-            (self.controller.selection_changed, self._on_selection_changed),
-            (napari_viewer.dims.events.current_step, self._on_current_step),
-        ])
+        disconnect_on_destroy(
+            self,
+            [
+                (self.controller.session_changed, self._on_session_changed),
+                (self.controller.refreshed, self._on_refreshed),
+                (self.controller.selection_changed, self._on_selection_changed),
+                (napari_viewer.dims.events.current_step, self._on_current_step),
+            ],
+        )
         self._on_session_changed(self.controller.session)
 
     # ------------------------------------------------------------------ updates

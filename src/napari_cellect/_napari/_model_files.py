@@ -26,8 +26,9 @@ def model_name(model: Any) -> str:
 def describe_model(session: TrackingSession) -> str:
     """Which model the session uses, and whether a fine-tuned one is saved."""
     if session.model_tuned:
-        saved = (f"saved as {session.model_saved_as.name}" if session.model_saved_as else
-                 "not saved yet")
+        saved = (
+            f"saved as {session.model_saved_as.name}" if session.model_saved_as else "not saved yet"
+        )
         return f"{model_name(session.model)} (fine-tuned here, {saved})"
     if session.model is not None:
         where = session.model_path.name if session.model_path else "bundled default"
@@ -46,8 +47,9 @@ def has_model(session: TrackingSession) -> bool:
 
 def suggested_path(session: TrackingSession) -> Path:
     """Where the save dialog starts: beside the model (or the tracks), named after the model."""
-    folder = (session.model_saved_as or session.model_path or session.source or
-              Path.home() / "model").parent
+    folder = (
+        session.model_saved_as or session.model_path or session.source or Path.home() / "model"
+    ).parent
     return folder / (model_name(session.model).replace("+", "_") + MODEL_SUFFIX)
 
 
@@ -65,8 +67,10 @@ def save_tuned_model(session: TrackingSession, path: str | Path) -> Path:
         target = target.with_name(target.name + MODEL_SUFFIX)
     protected = [p for p in (session.model_path, BUNDLED_MODEL) if p is not None]
     if any(_same_file(target, p) for p in protected):
-        raise InputError(f"{target} is the model these tracks started from; save the "
-                         "fine-tuned model under another name")
+        raise InputError(
+            f"{target} is the model these tracks started from; save the "
+            "fine-tuned model under another name"
+        )
     session.model.save(target)
     session.model_saved_as = target
     return target

@@ -42,8 +42,11 @@ def trackable_images(viewer: napari.Viewer) -> list[Image]:
     (T, Z, Y, X), of one channel."""
     from napari.layers import Image
 
-    return [layer for layer in viewer.layers
-            if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb]
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb
+    ]
 
 
 def scrolled_content(widget: QWidget) -> QWidget:
@@ -120,8 +123,10 @@ class _VerticalScrollArea(QScrollArea):
         # the hints above follow the content: when its layout changes (say, the style gives it
         # larger fonts once shown), let that layout settle, then make the dock ask again
         handled = super().eventFilter(watched, event)
-        if watched is self.widget() and event is not None and (
-            event.type() == QEvent.Type.LayoutRequest
+        if (
+            watched is self.widget()
+            and event is not None
+            and (event.type() == QEvent.Type.LayoutRequest)
         ):
             layout = watched.layout()
             if layout is not None:
@@ -153,9 +158,13 @@ class _JoinTabs(QObject):
             return
         area = window.dockWidgetArea(dock)
         siblings = [
-            other for other in window.findChildren(QDockWidget)
-            if other is not dock and not other.isFloating() and not other.isHidden()
-            and window.dockWidgetArea(other) == area and other.widget() is not None
+            other
+            for other in window.findChildren(QDockWidget)
+            if other is not dock
+            and not other.isFloating()
+            and not other.isHidden()
+            and window.dockWidgetArea(other) == area
+            and other.widget() is not None
             and other.widget().property(TAB_GROUP)
         ]
         if siblings and dock not in window.tabifiedDockWidgets(siblings[0]):

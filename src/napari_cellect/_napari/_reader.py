@@ -36,7 +36,7 @@ JOURNAL_SUFFIX = ".cellect-journal"
 NAPARI_AXES = AxesOption(
     spell=str,
     lead="Save the file with its axes in the metadata (Fiji: Image > Hyperstacks > Re-order "
-         "Hyperstack, then File > Save As > Tiff):",
+    "Hyperstack, then File > Save As > Tiff):",
     tail=", then open it again",
 )
 
@@ -153,8 +153,11 @@ def read_journal(path: str) -> list[LayerData]:
     folder = Path(path)
     base = folder.name[: -len(JOURNAL_SUFFIX)]
     source = folder.with_name(base) if base and folder.with_name(base).is_file() else None
-    session = TrackingSession.open_journal(folder, source=source, geometry=Geometry(
-        spatial_ndim=3 if _any_z(folder) else 2, scale=(1.0, 1.0, 1.0)))
+    session = TrackingSession.open_journal(
+        folder,
+        source=source,
+        geometry=Geometry(spatial_ndim=3 if _any_z(folder) else 2, scale=(1.0, 1.0, 1.0)),
+    )
     ensure_controller_for_current_viewer()
     return session_layer_data(session)
 

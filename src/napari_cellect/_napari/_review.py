@@ -82,7 +82,8 @@ class ReviewNavigation:
         session = bound.session
         graph = session.graph
         has_margins = MARGIN_COLUMN in graph.columns and bool(
-            np.any(np.isfinite(graph[MARGIN_COLUMN])))
+            np.any(np.isfinite(graph[MARGIN_COLUMN]))
+        )
         threshold = _division_threshold(session.model)
         key = (has_margins, threshold)
         state = bound.review
@@ -91,11 +92,15 @@ class ReviewNavigation:
                 state.close()
             config = ReviewConfig(division_threshold=threshold)
             # a margin column of NaNs only (left by undoing a re-link) counts as none
-            margins = None if has_margins or MARGIN_COLUMN not in graph.columns else (
-                link_margins(graph))
-            state = ReviewState(ReviewQueue(graph, config, margins), key,
-                                current=state.current if state else None,
-                                trail=state.trail if state else None)
+            margins = (
+                None if has_margins or MARGIN_COLUMN not in graph.columns else (link_margins(graph))
+            )
+            state = ReviewState(
+                ReviewQueue(graph, config, margins),
+                key,
+                current=state.current if state else None,
+                trail=state.trail if state else None,
+            )
             bound.review = state
         return state
 
@@ -117,8 +122,9 @@ class ReviewNavigation:
         item = state.queue.next(after=state.current) or state.queue.next()
         if item is None:
             state.current = None
-            self.controller.report("info", "nothing left to review: every link and division is "
-                                           "approved")
+            self.controller.report(
+                "info", "nothing left to review: every link and division is approved"
+            )
             return
         if state.current is not None and item != state.current:
             state.trail = [*(state.trail or []), state.current]
@@ -146,8 +152,11 @@ class ReviewNavigation:
         if item.kind == DIVISION:
             children = [int(c) for c in graph.children_of(item.node)]
             targets = children or [item.node]
-            what = (f"division of {item.node} into {', '.join(map(str, children))}" if
-                    len(children) == 2 else f"possible division of {item.node}")
+            what = (
+                f"division of {item.node} into {', '.join(map(str, children))}"
+                if len(children) == 2
+                else f"possible division of {item.node}"
+            )
         else:
             targets = [item.node]
             what = f"link {item.parent} -> {item.node}"
@@ -155,8 +164,9 @@ class ReviewNavigation:
         self.controller.go_to(targets[0])
         left = self.count()
         t = graph.node(targets[0])["t"]
-        self.controller.report("info", f"review: {what} at t={t} (certainty {item.margin:+.2f}); "
-                                       f"{left} uncertain left")
+        self.controller.report(
+            "info", f"review: {what} at t={t} (certainty {item.margin:+.2f}); {left} uncertain left"
+        )
 
 
 def _division_threshold(model: Any) -> float:

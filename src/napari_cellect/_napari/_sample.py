@@ -31,21 +31,29 @@ def make_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
     geometry = Geometry(spatial_ndim=3, scale=(float(config.z_ratio), 1.0, 1.0))
     labels = None if sequence.labels is None else np.ascontiguousarray(sequence.labels)
     session = TrackingSession.from_graph(
-        sequence.graph.copy(), name="embryo ground truth", geometry=geometry, labels=labels,
+        sequence.graph.copy(),
+        name="embryo ground truth",
+        geometry=geometry,
+        labels=labels,
         image_shape=tuple(sequence.images.shape),
     )
     image = (
         sequence.images,
-        {"name": "synthetic embryo", "scale": geometry.layer_scale, "blending": "additive",
-         "colormap": "gray"},
+        {
+            "name": "synthetic embryo",
+            "scale": geometry.layer_scale,
+            "blending": "additive",
+            "colormap": "gray",
+        },
         "image",
     )
     ensure_controller_for_current_viewer()
     return [image, *(_as_ground_truth(*layer) for layer in session_layer_data(session))]
 
 
-def _as_ground_truth(data: Any, kwargs: dict[str, Any], kind: str
-                     ) -> tuple[Any, dict[str, Any], str]:
+def _as_ground_truth(
+    data: Any, kwargs: dict[str, Any], kind: str
+) -> tuple[Any, dict[str, Any], str]:
     """Ground truth must not look like a tracking result: its masks start hidden (they would
     cover the tracked ones) and its centres are crosses, not discs."""
     kwargs = dict(kwargs)

@@ -83,8 +83,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_TILE = 4096
 PREVIEW_COLOR = "yellow"
 PREVIEW_SIZE = 5.0
-TILE_HELP = ("The image is processed in blocks of this many voxels (depth, height, width), "
-             "overlapping a little. Smaller blocks need less memory; automatic fits the model.")
+TILE_HELP = (
+    "The image is processed in blocks of this many voxels (depth, height, width), "
+    "overlapping a little. Smaller blocks need less memory; automatic fits the model."
+)
 #: most distinct warnings shown with a result
 MAX_WARNINGS_SHOWN = 3
 
@@ -107,21 +109,30 @@ def _format_seconds(seconds: float) -> str:
 def _why_untrackable(layer: Image) -> str:
     """Why an image layer is not offered for tracking (RGB, or not a time series)."""
     if layer.rgb:
-        return (f"'{layer.name}' is an RGB image: track its nuclear channel on its own "
-                "(right-click the layer, Split RGB)")
+        return (
+            f"'{layer.name}' is an RGB image: track its nuclear channel on its own "
+            "(right-click the layer, Split RGB)"
+        )
     if layer.ndim == 2:
-        return (f"'{layer.name}' is a single 2D image (Y, X) without a time axis: open a time "
-                "series, (T, Y, X) or (T, Z, Y, X)")
-    return (f"'{layer.name}' has {layer.ndim} dimensions: expected (T, Z, Y, X) or (T, Y, X); "
-            "save each channel on its own")
+        return (
+            f"'{layer.name}' is a single 2D image (Y, X) without a time axis: open a time "
+            "series, (T, Y, X) or (T, Z, Y, X)"
+        )
+    return (
+        f"'{layer.name}' has {layer.ndim} dimensions: expected (T, Z, Y, X) or (T, Y, X); "
+        "save each channel on its own"
+    )
 
 
 def _what_was_said(warnings: list[str], found: bool) -> str:
     """The warnings the core logged during a run, as a line under the result (an empty image
     says why nothing was found)."""
     if not warnings:
-        return "" if found else (
-            "\nNo cells were found: check the image, the model and the nucleus radius")
+        return (
+            ""
+            if found
+            else ("\nNo cells were found: check the image, the model and the nucleus radius")
+        )
     more = len(warnings) - MAX_WARNINGS_SHOWN
     said = "; ".join(warnings[:MAX_WARNINGS_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
     return "\n" + ("Warnings: " if found else "No cells, because: ") + said
@@ -187,7 +198,8 @@ class TrackingWidget(QWidget):
         self.scheduler_edit.setPlaceholderText("this machine")
         self.scheduler_edit.setToolTip(
             "optional: run the U-Net on a dask cluster, tcp://HOST:PORT of a running scheduler "
-            "or local:N for N worker processes here (needs dask.distributed)")
+            "or local:N for N worker processes here (needs dask.distributed)"
+        )
         self.tile_auto = QCheckBox("automatic")
         self.tile_auto.setChecked(True)
         self.tile_auto.setToolTip(TILE_HELP)
@@ -243,8 +255,11 @@ class TrackingWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.run_button.clicked.connect(self.run)
         self.jobs = JobRunner(
-            self, cancel_button=self.cancel_button, progress=self.progress,
-            progress_label=self.progress_label, report=self._show,
+            self,
+            cancel_button=self.cancel_button,
+            progress=self.progress,
+            progress_label=self.progress_label,
+            report=self._show,
             on_finished=self._on_finished,
             cancelling_text="cancelling after the current frame pair...",
         )
@@ -252,8 +267,13 @@ class TrackingWidget(QWidget):
 
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
-        disconnect_on_destroy(self, [(emitter, self._refresh_layers) for emitter in (
-            events.inserted, events.removed, events.reordered)])
+        disconnect_on_destroy(
+            self,
+            [
+                (emitter, self._refresh_layers)
+                for emitter in (events.inserted, events.removed, events.reordered)
+            ],
+        )
 
     def _refresh_layers(self, *_args: Any) -> None:
         current = self.image_layer()
@@ -272,8 +292,9 @@ class TrackingWidget(QWidget):
     def _update_run_button(self) -> None:
         has_image = self.image_combo.count() > 0
         self.run_button.setEnabled(has_image and not self.running)
-        self.run_button.setToolTip("Track the cells of the chosen image" if has_image else
-                                   self._nothing_to_track())
+        self.run_button.setToolTip(
+            "Track the cells of the chosen image" if has_image else self._nothing_to_track()
+        )
         said = self._nothing_to_track() if not has_image and self._untrackable_layers() else ""
         if said or (self._layers_said and self.status.text() == self._layers_said):  # stale: gone
             self._show("error", said)
@@ -283,8 +304,11 @@ class TrackingWidget(QWidget):
         from napari.layers import Image
 
         trackable = trackable_images(self.viewer)
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and layer not in trackable]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer not in trackable
+        ]
 
     def _nothing_to_track(self) -> str:
         """Why no image layer can be tracked: none is open, or what is wrong with each."""
@@ -326,11 +350,17 @@ class TrackingWidget(QWidget):
             images = as_tzyx(layer)
         except ValueError:
             return
-        worker = create_worker(estimate_radius, images, float(self.z_ratio.value()),
-                               _start_thread=False, _ignore_errors=True)  # fmt: skip
+        worker = create_worker(
+            estimate_radius,
+            images,
+            float(self.z_ratio.value()),
+            _start_thread=False,
+            _ignore_errors=True,
+        )
         worker.returned.connect(lambda estimate: self._on_estimate(worker, estimate))
-        worker.errored.connect(lambda error: logger.warning("cannot estimate the nucleus "
-                                                            "radius: %s", error))  # fmt: skip
+        worker.errored.connect(
+            lambda error: logger.warning("cannot estimate the nucleus radius: %s", error)
+        )
         self._estimate_worker = worker
         worker.start()
 
@@ -352,13 +382,17 @@ class TrackingWidget(QWidget):
         spin.blockSignals(False)
         spin.setStatusTip(estimate.describe())
         if estimate.radius is None:
-            self._show("warning", f"Nucleus radius: {estimate.describe()}; the frames are used "
-                       "as they are unless you type a radius")  # fmt: skip
+            self._show(
+                "warning",
+                f"Nucleus radius: {estimate.describe()}; the frames are used "
+                "as they are unless you type a radius",
+            )
 
     def _on_radius_typed(self, *_args: Any) -> None:
         spin = self.cell_radius_spin
         if spin.suffix() and spin.radius() != self._estimated_radius:
             spin.setSuffix("")
+
     def _on_model_kind(self, *_args: Any) -> None:
         is_file = self.model_combo.currentData() == "file"
         self.model_path.setEnabled(is_file)
@@ -393,8 +427,10 @@ class TrackingWidget(QWidget):
         estimate = self.cell_radius_spin.statusTip()
         auto = f"\n{AUTO_RADIUS_HELP}" + (f"\nEstimated: {estimate}" if estimate else "")
         if self.model_combo.currentData() == "file" and self.model_file() is None:
-            return (f"{CELL_RADIUS_HELP}\nChoose a model file to see the radius it was trained "
-                    f"on.{auto}")  # fmt: skip
+            return (
+                f"{CELL_RADIUS_HELP}\nChoose a model file to see the radius it was trained "
+                f"on.{auto}"
+            )
         return radius_tooltip(lambda: model_reference_radius(self.model_file())) + auto
 
     # ------------------------------------------------------------------ running
@@ -418,8 +454,12 @@ class TrackingWidget(QWidget):
             return
         layer = self.image_layer()
         if layer is None:
-            self._show("error", self._nothing_to_track() if self._untrackable_layers() else
-                       "choose an image layer (T, Z, Y, X) or (T, Y, X) to track")
+            self._show(
+                "error",
+                self._nothing_to_track()
+                if self._untrackable_layers()
+                else "choose an image layer (T, Z, Y, X) or (T, Y, X) to track",
+            )
             return
         if self.model_combo.currentData() == "file" and self.model_file() is None:
             self._show("error", "choose a model file, or use the bundled default model")
@@ -440,11 +480,19 @@ class TrackingWidget(QWidget):
         self._show("info", f"tracking {layer.name}...")
         function = self.tracking_function or default_tracking_function()
         self.jobs.start(
-            tracking_job, function, images, self.model_file(), z_ratio=float(self.z_ratio.value()),
-            device=self.device_combo.currentText(), tile=self.tile(),
-            cell_radius=self._run_cell_radius, scheduler=scheduler,
-            what="tracking", busy_text="loading the model...",
-            on_step=self._on_progress, on_result=self._on_result,
+            tracking_job,
+            function,
+            images,
+            self.model_file(),
+            z_ratio=float(self.z_ratio.value()),
+            device=self.device_combo.currentText(),
+            tile=self.tile(),
+            cell_radius=self._run_cell_radius,
+            scheduler=scheduler,
+            what="tracking",
+            busy_text="loading the model...",
+            on_step=self._on_progress,
+            on_result=self._on_result,
         )
         self.run_button.setEnabled(False)
 
@@ -462,10 +510,16 @@ class TrackingWidget(QWidget):
         rate_done = done - self._stage_first
         left = ""
         if done < total:
-            left = (f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
-                    if rate_done > 0 else ", estimating the time left...")
-        self.jobs.show_step(done, total, STAGE_TEXT.get(stage, "{done}/{total}").format(
-            done=done, total=total) + left)
+            left = (
+                f", about {_format_seconds(elapsed / rate_done * (total - done))} left"
+                if rate_done > 0
+                else ", estimating the time left..."
+            )
+        self.jobs.show_step(
+            done,
+            total,
+            STAGE_TEXT.get(stage, "{done}/{total}").format(done=done, total=total) + left,
+        )
         detections = getattr(progress, "detections", None)
         if detections is not None and len(getattr(detections, "positions", ())):
             self._show_centres(detections, total)
@@ -482,9 +536,13 @@ class TrackingWidget(QWidget):
             coords = np.delete(coords, 1, axis=1)
         if self._preview is None or self._preview.layer not in self.viewer.layers:
             self._preview = CentresPreview.create(
-                self.viewer, coords, expected=len(coords) * frames,
-                name=f"{layer.name} centres (running)", scale=geometry.layer_scale,
-                face_color=PREVIEW_COLOR, size=PREVIEW_SIZE,
+                self.viewer,
+                coords,
+                expected=len(coords) * frames,
+                name=f"{layer.name} centres (running)",
+                scale=geometry.layer_scale,
+                face_color=PREVIEW_COLOR,
+                size=PREVIEW_SIZE,
             )
             self.viewer.layers.selection.active = layer
         else:
@@ -518,12 +576,18 @@ class TrackingWidget(QWidget):
             if geometry.spatial_ndim == 2 and labels.ndim == 4:
                 labels = labels[:, 0]
         session = TrackingSession.from_tracking(
-            dataclasses.replace(output, labels=labels), z_ratio=float(self.z_ratio.value()),
-            model_path=self._run_model_file, name=f"{layer.name} tracked", geometry=geometry,
+            dataclasses.replace(output, labels=labels),
+            z_ratio=float(self.z_ratio.value()),
+            model_path=self._run_model_file,
+            name=f"{layer.name} tracked",
+            geometry=geometry,
             image_shape=tuple(int(n) for n in as_tzyx(layer).shape),
             journal_folder=self._journal_folder(layer),
-            cell_radius=(output.result.cell_radius if self._run_cell_radius == "auto"
-                         else self._run_cell_radius),  # what the frames were resized for
+            cell_radius=(
+                output.result.cell_radius
+                if self._run_cell_radius == "auto"
+                else self._run_cell_radius
+            ),  # what the frames were resized for
         )
         try:
             session.ensure_journal()
@@ -532,10 +596,14 @@ class TrackingWidget(QWidget):
         self.controller.add_session(session)
         self.result_session = session
         n_tracks = len(np.unique(graph.track_ids())) if len(graph) else 0
-        text = (f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} divisions in "
-                f"{_format_seconds(time.monotonic() - self._started)}")
-        self._show("info" if len(graph) else "error",
-                   text + _what_was_said(self._warnings.messages(), found=len(graph) > 0))
+        text = (
+            f"{len(graph)} cells, {n_tracks} tracks, {len(graph.divisions())} divisions in "
+            f"{_format_seconds(time.monotonic() - self._started)}"
+        )
+        self._show(
+            "info" if len(graph) else "error",
+            text + _what_was_said(self._warnings.messages(), found=len(graph) > 0),
+        )
         return True
 
     @staticmethod
@@ -546,8 +614,9 @@ class TrackingWidget(QWidget):
             return None
         folder = journal_folder_for(path.with_name(f"{path.stem}_tracks.csv"))
         if Journal.exists(folder):  # never overwrite unsaved edits of an earlier session
-            folder = folder.with_name(f"{path.stem}_tracks-{time.strftime('%Y%m%d-%H%M%S')}"
-                                      ".csv.cellect-journal")
+            folder = folder.with_name(
+                f"{path.stem}_tracks-{time.strftime('%Y%m%d-%H%M%S')}.csv.cellect-journal"
+            )
         return folder
 
     def _on_finished(self, _outcome: Outcome) -> None:

@@ -26,13 +26,27 @@ MIRRORED_NAPARI = frozenset({(0, 9)})
 
 #: what :func:`_replace_directly` reads or writes on the layer and on its track manager
 _LAYER_ATTRIBUTES = (
-    "_manager", "_recolor_tracks", "_update_dims", "_block_refresh", "_reset_editable",
-)  # fmt: skip
+    "_manager",
+    "_recolor_tracks",
+    "_update_dims",
+    "_block_refresh",
+    "_reset_editable",
+)
 _MANAGER_ATTRIBUTES = (
-    "_data", "_order", "_ordered_points_idx", "_points", "_kdtree", "_points_lookup",
-    "_id2idxs", "_track_end_times", "_graph", "_graph_vertices", "_graph_connex",
-    "_fast_points_lookup", "build_tracks",
-)  # fmt: skip
+    "_data",
+    "_order",
+    "_ordered_points_idx",
+    "_points",
+    "_kdtree",
+    "_points_lookup",
+    "_id2idxs",
+    "_track_end_times",
+    "_graph",
+    "_graph_vertices",
+    "_graph_connex",
+    "_fast_points_lookup",
+    "build_tracks",
+)
 
 
 class LazyKDTree:

@@ -31,12 +31,18 @@ def _csv_path(path: str) -> Path:
 def _spatial(coords: np.ndarray) -> dict[str, np.ndarray]:
     """``t, z, y, x`` columns from (N, 3) or (N, 4) layer coordinates (z = 0 for 2D)."""
     if coords.shape[1] not in (3, 4):
-        raise InputError(f"expected points with (t, y, x) or (t, z, y, x) coordinates, found "
-                         f"{coords.shape[1]} dimensions")
+        raise InputError(
+            f"expected points with (t, y, x) or (t, z, y, x) coordinates, found "
+            f"{coords.shape[1]} dimensions"
+        )
     if coords.shape[1] == 3:
         coords = np.insert(coords, 1, 0.0, axis=1)
-    return {"t": np.round(coords[:, 0]).astype(np.int64), "z": coords[:, 1],
-            "y": coords[:, 2], "x": coords[:, 3]}
+    return {
+        "t": np.round(coords[:, 0]).astype(np.int64),
+        "z": coords[:, 1],
+        "y": coords[:, 2],
+        "x": coords[:, 3],
+    }
 
 
 def graph_from_points(data: np.ndarray, features: Any) -> TrackGraph:
@@ -86,7 +92,9 @@ def write_tracks(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     return _write(path, attributes, lambda: graph_from_tracks(data, attributes.get("graph")))
 
 
-def _write(path: str, attributes: dict[str, Any], make_graph: Callable[[], TrackGraph]) -> list[str]:
+def _write(
+    path: str, attributes: dict[str, Any], make_graph: Callable[[], TrackGraph]
+) -> list[str]:
     """Save through the layer's editing session when it has one (it then knows it was saved),
     else build the graph from the layer data alone."""
     from napari_cellect.data.export import write_csv

@@ -76,16 +76,22 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
     """``(kind, path to read)`` with kind one of ``csv``, ``linajea``, ``ctc``, ``geff``."""
     path = Path(path)
     if not path.exists():
-        raise InputError("no such file or folder (expected a tracks CSV, tracks.txt, a CTC "
-                         "TRA/RES folder or a GEFF)", path)
+        raise InputError(
+            "no such file or folder (expected a tracks CSV, tracks.txt, a CTC "
+            "TRA/RES folder or a GEFF)",
+            path,
+        )
     if path.is_dir():
         if _is_geff(path):
             return "geff", path
         for folder in (path, path / "TRA"):
             if any((folder / name).is_file() for name in CTC_TABLES):
                 return "ctc", folder
-        raise InputError("expected a CTC folder (man_track.txt or res_track.txt) or a GEFF "
-                         "folder, found neither", path)
+        raise InputError(
+            "expected a CTC folder (man_track.txt or res_track.txt) or a GEFF "
+            "folder, found neither",
+            path,
+        )
     if path.name in CTC_TABLES:
         return "ctc", path.parent
     header = _first_line(path)
@@ -96,7 +102,10 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
         return "csv", path
     raise InputError(
         f"cannot tell the tracks format: expected a CSV header with id,t,z,y,x,parent_id or a "
-        f"tracks.txt header with cell_id,parent_id, found {header[:80]!r}", path, 1)
+        f"tracks.txt header with cell_id,parent_id, found {header[:80]!r}",
+        path,
+        1,
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -122,19 +131,31 @@ def _read_table(path: Path, sep: str | None, header_prefix: str = "") -> pd.Data
         with warnings.catch_warnings():
             # index_col=False: a row longer than the header is an error, never an index
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                             skip_blank_lines=False, encoding="utf-8-sig", index_col=False,
-                             engine="python" if len(sep) > 1 else "c")
+            df = pd.read_csv(
+                path,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                index_col=False,
+                engine="python" if len(sep) > 1 else "c",
+            )
     except UnicodeDecodeError as error:
         raise _not_utf8(path) from error
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as error:
         raise _too_many_fields(path, sep) or InputError(
-            f"cannot parse the table ({str(error).strip()})", path) from error
+            f"cannot parse the table ({str(error).strip()})", path
+        ) from error
     names = [_column_name(c, header_prefix) for c in _header_fields(header, sep)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise InputError(f"column(s) {', '.join(repeated)} appear more than once in the header; "
-                         "expected each column once", path, 1)
+        raise InputError(
+            f"column(s) {', '.join(repeated)} appear more than once in the header; "
+            "expected each column once",
+            path,
+            1,
+        )
     df.columns = [_column_name(c, header_prefix) for c in df.columns]
     df = df.apply(lambda col: col.str.strip())
     lines = np.arange(len(df)) + 2  # line 1 is the header; blank lines are kept, then dropped
@@ -162,8 +183,12 @@ def _not_utf8(path: Path) -> InputError:
         raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        return InputError(f"expected UTF-8 text, found the byte 0x{raw[error.start]:02x} "
-                          f"(byte {error.start}); save the file as UTF-8 CSV", path, line)
+        return InputError(
+            f"expected UTF-8 text, found the byte 0x{raw[error.start]:02x} "
+            f"(byte {error.start}); save the file as UTF-8 CSV",
+            path,
+            line,
+        )
     return InputError("expected UTF-8 text; save the file as UTF-8 CSV", path)
 
 
@@ -180,8 +205,11 @@ def _too_many_fields(path: Path, sep: str) -> InputError | None:
                 width = len(row) if row else None
                 continue
             if len(row) > width:
-                return InputError(f"expected at most {width} fields per row (as in the header), "
-                                  f"found {len(row)}", path, rows.line_num)
+                return InputError(
+                    f"expected at most {width} fields per row (as in the header), found {len(row)}",
+                    path,
+                    rows.line_num,
+                )
     return None
 
 
@@ -190,11 +218,21 @@ def _require(df: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
     if missing:
         raise InputError(
             f"missing column(s) {', '.join(missing)}; expected at least {', '.join(required)}, "
-            f"found {', '.join(df.columns) or 'none'}", path, 1)
+            f"found {', '.join(df.columns) or 'none'}",
+            path,
+            1,
+        )
 
 
-def _numbers(df: pd.DataFrame, column: str, path: Path, *, integer: bool = False,
-             required: bool = True, default: float = np.nan) -> np.ndarray:
+def _numbers(
+    df: pd.DataFrame,
+    column: str,
+    path: Path,
+    *,
+    integer: bool = False,
+    required: bool = True,
+    default: float = np.nan,
+) -> np.ndarray:
     """A column as numbers; a non-numeric (or, if required, empty) cell names its line."""
     raw = df[column]
     values = np.array(pd.to_numeric(raw.where(~raw.isin(EMPTY)), errors="coerce"), np.float64)
@@ -212,9 +250,12 @@ def _numbers(df: pd.DataFrame, column: str, path: Path, *, integer: bool = False
             kind = "a finite number"
         elif integer and abs(values[row]) > MAX_INT:
             kind = "a whole number of at most 2**53"
-        raise InputError(f"column {column!r}: expected {kind}, found {raw.iloc[row]!r}"
-                         + (f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""),
-                         path, int(df.attrs["lines"][row]))
+        raise InputError(
+            f"column {column!r}: expected {kind}, found {raw.iloc[row]!r}"
+            + (f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""),
+            path,
+            int(df.attrs["lines"][row]),
+        )
     values[empty] = default
     return values
 
@@ -225,8 +266,11 @@ def _frame_numbers(df: pd.DataFrame, path: Path) -> np.ndarray:
     negative = np.flatnonzero(t < 0)
     if len(negative):
         row = int(negative[0])
-        raise InputError(f"column 't': expected a frame index >= 0, found {t[row]}", path,
-                         int(df.attrs["lines"][row]))
+        raise InputError(
+            f"column 't': expected a frame index >= 0, found {t[row]}",
+            path,
+            int(df.attrs["lines"][row]),
+        )
     return t
 
 
@@ -235,44 +279,66 @@ def _booleans(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = ~words.isin(TRUE_WORDS | FALSE_WORDS)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"column {column!r}: expected 0/1 or true/false, found "
-                         f"{df[column].iloc[row]!r}", path, int(df.attrs["lines"][row]))
+        raise InputError(
+            f"column {column!r}: expected 0/1 or true/false, found {df[column].iloc[row]!r}",
+            path,
+            int(df.attrs["lines"][row]),
+        )
     return words.isin(TRUE_WORDS).to_numpy()
 
 
-def _check_links(ids: np.ndarray, t: np.ndarray, parent: np.ndarray, lines: np.ndarray,
-                 path: Path, id_name: str = "id") -> None:
+def _check_links(
+    ids: np.ndarray,
+    t: np.ndarray,
+    parent: np.ndarray,
+    lines: np.ndarray,
+    path: Path,
+    id_name: str = "id",
+) -> None:
     """Unique ids, existing and earlier parents, at most two children: else name the line."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
     if len(repeated):
         first, second = order[repeated[0]], order[repeated[0] + 1]
-        raise InputError(f"{id_name} {ids[second]} is used twice (also on line "
-                         f"{lines[first]}); ids must be unique", path, int(lines[second]))
+        raise InputError(
+            f"{id_name} {ids[second]} is used twice (also on line "
+            f"{lines[first]}); ids must be unique",
+            path,
+            int(lines[second]),
+        )
     linked = np.flatnonzero(parent != NO_PARENT)
     pos = np.minimum(np.searchsorted(sorted_ids, parent[linked]), max(len(ids) - 1, 0))
     found = sorted_ids[pos] == parent[linked] if len(ids) else np.zeros(0, bool)
     if not np.all(found):
         row = linked[np.flatnonzero(~found)[0]]
-        raise InputError(f"parent {parent[row]} of {id_name} {ids[row]} does not exist "
-                         f"(expected the {id_name} of a cell in an earlier frame, or -1)",
-                         path, int(lines[row]))
+        raise InputError(
+            f"parent {parent[row]} of {id_name} {ids[row]} does not exist "
+            f"(expected the {id_name} of a cell in an earlier frame, or -1)",
+            path,
+            int(lines[row]),
+        )
     parent_rows = order[pos]
     later = np.flatnonzero(t[parent_rows] >= t[linked])
     if len(later):
         row = linked[later[0]]
-        raise InputError(f"parent {parent[row]} (frame {t[parent_rows[later[0]]]}) of "
-                         f"{id_name} {ids[row]} (frame {t[row]}) is not in an earlier frame",
-                         path, int(lines[row]))
+        raise InputError(
+            f"parent {parent[row]} (frame {t[parent_rows[later[0]]]}) of "
+            f"{id_name} {ids[row]} (frame {t[row]}) is not in an earlier frame",
+            path,
+            int(lines[row]),
+        )
     counts = np.bincount(parent_rows, minlength=len(ids))
     crowded = np.flatnonzero(counts > 2)
     if len(crowded):
         children = linked[parent_rows == crowded[0]]
-        raise InputError(f"{id_name} {ids[crowded[0]]} has {counts[crowded[0]]} children (at "
-                         "most 2: a cell divides in two); they are on lines "
-                         + ", ".join(str(lines[c]) for c in children), path,
-                         int(lines[crowded[0]]))
+        raise InputError(
+            f"{id_name} {ids[crowded[0]]} has {counts[crowded[0]]} children (at "
+            "most 2: a cell divides in two); they are on lines "
+            + ", ".join(str(lines[c]) for c in children),
+            path,
+            int(lines[crowded[0]]),
+        )
 
 
 def _graph(columns: dict[str, Any], path: Path) -> TrackGraph:
@@ -301,8 +367,9 @@ def read_csv(path: str | Path) -> TrackGraph:
         "z": _numbers(df, "z", path) if "z" in df else np.zeros(len(df)),
         "y": _numbers(df, "y", path),
         "x": _numbers(df, "x", path),
-        "parent_id": _numbers(df, "parent_id", path, integer=True, required=False,
-                              default=NO_PARENT).astype(np.int64),
+        "parent_id": _numbers(
+            df, "parent_id", path, integer=True, required=False, default=NO_PARENT
+        ).astype(np.int64),
     }
     for name in CSV_OPTIONAL:
         if name in df:
@@ -342,7 +409,9 @@ def read_linajea(path: str | Path, z_ratio: float = LINAJEA_Z_RATIO) -> TrackGra
     parent = _numbers(df, "parent_id", path, integer=True).astype(np.int64)
     _check_links(ids, t, parent, df.attrs["lines"], path, id_name="cell_id")
     columns: dict[str, Any] = {
-        "id": ids, "t": t, "parent_id": parent,
+        "id": ids,
+        "t": t,
+        "parent_id": parent,
         "z": _numbers(df, "z", path) / z_ratio,
         "y": _numbers(df, "y", path),
         "x": _numbers(df, "x", path),
@@ -383,8 +452,7 @@ def read_ctc(path: str | Path, z_ratio: float = 1.0) -> TrackGraph:
         path = path / "TRA"
     table_name = next((n for n in CTC_TABLES if (path / n).is_file()), None)
     if table_name is None:
-        raise InputError("expected man_track.txt (ground truth) or res_track.txt (results)",
-                         path)
+        raise InputError("expected man_track.txt (ground truth) or res_track.txt (results)", path)
     table_path = path / table_name
     table = _read_lbep(table_path)
     images = _ctc_images(path, CTC_TABLES[table_name])
@@ -395,13 +463,16 @@ def read_ctc(path: str | Path, z_ratio: float = 1.0) -> TrackGraph:
         if labels.ndim == 2:
             labels = labels[np.newaxis]
         if labels.ndim != 3 or labels.dtype.kind not in "iu":
-            raise InputError(f"expected a 2D or 3D integer label image, found {labels.ndim}D "
-                             f"{labels.dtype}", file)
+            raise InputError(
+                f"expected a 2D or 3D integer label image, found {labels.ndim}D {labels.dtype}",
+                file,
+            )
         values, centroids, counts = label_centroids(labels)
         unknown = np.setdiff1d(values, table[:, 0])
         if len(unknown):
-            raise InputError(f"label(s) {', '.join(map(str, unknown[:10]))} are not in "
-                             f"{table_name}", file)
+            raise InputError(
+                f"label(s) {', '.join(map(str, unknown[:10]))} are not in {table_name}", file
+            )
         t_all.append(np.full(len(values), t))
         label_all.append(values)
         pos_all.append(centroids)
@@ -413,11 +484,20 @@ def read_ctc(path: str | Path, z_ratio: float = 1.0) -> TrackGraph:
     counts = np.concatenate(count_all) if count_all else np.zeros(0)
     parent = _ctc_parents(t, label, table, table_path)
     ids = np.arange(len(t), dtype=np.int64)
-    radius = (np.sqrt(counts / np.pi) if is_2d
-              else np.cbrt(3.0 * counts * z_ratio / (4.0 * np.pi)))
-    graph = _graph({"id": ids, "t": t, "z": positions[:, 0], "y": positions[:, 1],
-                    "x": positions[:, 2], "parent_id": parent, "radius": radius,
-                    "division_score": _mother_flags(ids, parent)}, table_path)
+    radius = np.sqrt(counts / np.pi) if is_2d else np.cbrt(3.0 * counts * z_ratio / (4.0 * np.pi))
+    graph = _graph(
+        {
+            "id": ids,
+            "t": t,
+            "z": positions[:, 0],
+            "y": positions[:, 1],
+            "x": positions[:, 2],
+            "parent_id": parent,
+            "radius": radius,
+            "division_score": _mother_flags(ids, parent),
+        },
+        table_path,
+    )
     logger.debug("read %d nodes, %d tracks from %s", len(graph), len(table), path)
     return graph
 
@@ -431,15 +511,20 @@ def _read_lbep(path: Path) -> np.ndarray:
             if not fields:
                 continue
             if len(fields) != 4 or not all(re.fullmatch(r"-?\d+", f) for f in fields):
-                raise InputError(f"expected four whole numbers 'L B E P', found {line.strip()!r}",
-                                 path, number)
+                raise InputError(
+                    f"expected four whole numbers 'L B E P', found {line.strip()!r}", path, number
+                )
             rows.append([int(f) for f in fields])
             lines.append(number)
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
     for (label, begin, end, parent), number in zip(table, lines):
         if label <= 0 or begin < 0 or end < begin or parent < 0 or parent == label:
-            raise InputError(f"expected L > 0, 0 <= B <= E and P >= 0 (P != L), found "
-                             f"{label} {begin} {end} {parent}", path, number)
+            raise InputError(
+                f"expected L > 0, 0 <= B <= E and P >= 0 (P != L), found "
+                f"{label} {begin} {end} {parent}",
+                path,
+                number,
+            )
     labels, first = np.unique(table[:, 0], return_index=True)
     if len(labels) != len(table):
         dup = np.setdiff1d(np.arange(len(table)), first)[0]
@@ -447,18 +532,23 @@ def _read_lbep(path: Path) -> np.ndarray:
     orphans = np.flatnonzero((table[:, 3] != 0) & ~np.isin(table[:, 3], table[:, 0]))
     if len(orphans):
         row = orphans[0]
-        raise InputError(f"parent track {table[row, 3]} of track {table[row, 0]} is not listed",
-                         path, lines[row])
+        raise InputError(
+            f"parent track {table[row, 3]} of track {table[row, 0]} is not listed", path, lines[row]
+        )
     return table
 
 
 def _ctc_images(folder: Path, prefix: str) -> list[tuple[int, Path]]:
     pattern = re.compile(rf"{prefix}(\d+)\.tiff?$", re.IGNORECASE)
-    found = sorted((int(m.group(1)), folder / name) for name in (p.name for p in folder.iterdir())
-                   if (m := pattern.match(name)))
+    found = sorted(
+        (int(m.group(1)), folder / name)
+        for name in (p.name for p in folder.iterdir())
+        if (m := pattern.match(name))
+    )
     if not found:
-        raise InputError(f"expected {prefix}###.tif label images next to the track table, "
-                         "found none", folder)
+        raise InputError(
+            f"expected {prefix}###.tif label images next to the track table, found none", folder
+        )
     return found
 
 
@@ -469,8 +559,14 @@ def label_centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     values, inverse = np.unique(flat[foreground], return_inverse=True)
     counts = np.bincount(inverse, minlength=len(values)).astype(np.float64)
     coords = np.unravel_index(foreground, labels.shape)
-    centroids = np.stack([np.bincount(inverse, weights=c, minlength=len(values)) / counts
-                          for c in coords], axis=1) if len(values) else np.zeros((0, 3))
+    centroids = (
+        np.stack(
+            [np.bincount(inverse, weights=c, minlength=len(values)) / counts for c in coords],
+            axis=1,
+        )
+        if len(values)
+        else np.zeros((0, 3))
+    )
     return values.astype(np.int64), centroids, counts
 
 
@@ -488,23 +584,35 @@ def _ctc_parents(t: np.ndarray, label: np.ndarray, table: np.ndarray, path: Path
     last_of = dict(zip(label[lasts].tolist(), lasts.tolist()))
     for number, (track, begin, end, mother) in enumerate(table, start=1):
         if track not in first_of:
-            logger.warning("%s: track %d (frames %d-%d) has no label in any image", path,
-                           track, begin, end)
+            logger.warning(
+                "%s: track %d (frames %d-%d) has no label in any image", path, track, begin, end
+            )
             continue
         seen = (int(t[first_of[track]]), int(t[last_of[track]]))
         if seen != (begin, end):
-            logger.warning("%s: track %d spans frames %d-%d in the table but %d-%d in the "
-                           "images", path, track, begin, end, *seen)
+            logger.warning(
+                "%s: track %d spans frames %d-%d in the table but %d-%d in the images",
+                path,
+                track,
+                begin,
+                end,
+                *seen,
+            )
         if mother == 0:
             continue
         if mother not in last_of:
-            logger.warning("%s: parent track %d of track %d has no label in any image",
-                           path, mother, track)
+            logger.warning(
+                "%s: parent track %d of track %d has no label in any image", path, mother, track
+            )
             continue
         mother_row, child_row = last_of[mother], first_of[track]
         if t[mother_row] >= t[child_row]:
-            raise InputError(f"track {track} starts in frame {t[child_row]} but its parent "
-                             f"track {mother} ends in frame {t[mother_row]}", path, number)
+            raise InputError(
+                f"track {track} starts in frame {t[child_row]} but its parent "
+                f"track {mother} ends in frame {t[mother_row]}",
+                path,
+                number,
+            )
         parent[child_row] = mother_row
     return parent
 
@@ -546,7 +654,7 @@ def read_geff(path: str | Path) -> TrackGraph:
     props = {name: _prop_values(prop) for name, prop in geff["node_props"].items()}
     time_name, space_names = _geff_axes(geff["metadata"], props, path)
     columns: dict[str, Any] = {"id": node_ids, "t": _whole(props[time_name], time_name, path)}
-    for axis, name in zip("zyx"[3 - len(space_names):], space_names):
+    for axis, name in zip("zyx"[3 - len(space_names) :], space_names):
         columns[axis] = props[name]
     columns.setdefault("z", np.zeros(len(node_ids)))
     used = {time_name, *space_names, "track_id", "lineage_id", "parent_id", "id"}
@@ -560,14 +668,20 @@ def read_geff(path: str | Path) -> TrackGraph:
         pos = np.minimum(np.searchsorted(node_ids[order], edges), len(node_ids) - 1)
         unknown = node_ids[order][pos] != edges
         if len(node_ids) == 0 or np.any(unknown):
-            raise InputError(f"edges name node(s) that do not exist: "
-                             f"{', '.join(map(str, np.unique(edges[unknown])[:10]))}", path)
+            raise InputError(
+                f"edges name node(s) that do not exist: "
+                f"{', '.join(map(str, np.unique(edges[unknown])[:10]))}",
+                path,
+            )
         child_rows = order[pos[:, 1]]
         counts = np.bincount(child_rows, minlength=len(node_ids))
         if np.any(counts > 1):
             bad = node_ids[counts > 1][:10]
-            raise InputError(f"node(s) {', '.join(map(str, bad))} have more than one incoming "
-                             "edge; a tracking graph allows one parent per node", path)
+            raise InputError(
+                f"node(s) {', '.join(map(str, bad))} have more than one incoming "
+                "edge; a tracking graph allows one parent per node",
+                path,
+            )
         parent[child_rows] = edges[:, 0]
         edge_props = {n: _prop_values(p) for n, p in geff["edge_props"].items()}
         if "link_score" in edge_props:
@@ -593,8 +707,7 @@ def _prop_values(prop: dict[str, Any]) -> np.ndarray:
     return values
 
 
-def _geff_axes(metadata: Any, props: dict[str, np.ndarray], path: Path
-               ) -> tuple[str, list[str]]:
+def _geff_axes(metadata: Any, props: dict[str, np.ndarray], path: Path) -> tuple[str, list[str]]:
     axes = metadata.axes or []
     time = [a.name for a in axes if a.type == "time"]
     space = [a.name for a in axes if a.type == "space"]
@@ -603,9 +716,12 @@ def _geff_axes(metadata: Any, props: dict[str, np.ndarray], path: Path
     if not space:
         space = [n for n in ("z", "y", "x") if n in props]
     if len(time) != 1 or len(space) not in (2, 3):
-        raise InputError(f"expected one time axis and 2 or 3 space axes, found time "
-                         f"{time or 'none'} and space {space or 'none'} (properties "
-                         f"{', '.join(props)})", path)
+        raise InputError(
+            f"expected one time axis and 2 or 3 space axes, found time "
+            f"{time or 'none'} and space {space or 'none'} (properties "
+            f"{', '.join(props)})",
+            path,
+        )
     return time[0], space
 
 

@@ -126,8 +126,13 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
@@ -220,8 +225,12 @@ def atomic_write(
         if binary:
             handle = open(tmp, exclusive)  # noqa: SIM115 - closed below
         else:
-            handle = open(tmp, exclusive, encoding=encoding or "utf-8",  # noqa: SIM115
-                          newline=newline)
+            handle = open(  # noqa: SIM115 - closed below
+                tmp,
+                exclusive,
+                encoding=encoding or "utf-8",
+                newline=newline,
+            )
     except OSError as error:
         raise _write_error(dest, error) from error
     try:
@@ -240,8 +249,12 @@ def atomic_write(
 
 
 #: errno -> what it means for the person saving
-_WRITE_REASONS = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied",
-                  errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only"}
+_WRITE_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the disk is read-only",
+}
 if hasattr(errno, "EDQUOT"):  # not on Windows
     _WRITE_REASONS[errno.EDQUOT] = "the disk quota is used up"
 
@@ -252,8 +265,7 @@ def _write_error(dest: Path, error: OSError) -> WriteError:
         return error
     reason = _WRITE_REASONS.get(error.errno or -1, "the system refused")
     detail = error.strerror or str(error) or type(error).__name__
-    kept = ("the previous file is kept unchanged" if dest.exists()
-            else "no file was written")
+    kept = "the previous file is kept unchanged" if dest.exists() else "no file was written"
     message = f"cannot write {dest}: {reason} ({detail}); {kept}"
     if error.errno == errno.ENOSPC:
         message += "; free some space or save elsewhere"

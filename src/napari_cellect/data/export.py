@@ -83,7 +83,8 @@ def ctc_tracks(graph: TrackGraph) -> tuple[np.ndarray, np.ndarray]:
     n_children = graph.n_children()
     starts = ~linked
     starts[linked] = (n_children[parent_rows[linked]] != 1) | (
-        t[linked] - t[parent_rows[linked]] > 1)
+        t[linked] - t[parent_rows[linked]] > 1
+    )
     first = np.where(starts, np.arange(n), parent_rows)
     while True:  # pointer jumping: every row ends up at the first row of its chain
         jumped = first[first]
@@ -124,9 +125,14 @@ def _digits(n_frames: int) -> int:
 # --------------------------------------------------------------------------- masks
 
 
-def draw_markers(shape: tuple[int, int, int], centres: np.ndarray, radii: np.ndarray,
-                 values: np.ndarray, z_ratio: float = 1.0,
-                 dtype: np.dtype | type = np.uint16) -> np.ndarray:
+def draw_markers(
+    shape: tuple[int, int, int],
+    centres: np.ndarray,
+    radii: np.ndarray,
+    values: np.ndarray,
+    z_ratio: float = 1.0,
+    dtype: np.dtype | type = np.uint16,
+) -> np.ndarray:
     """A (Z, Y, X) label image with a ball of ``radii`` (xy pixels) at each centre (z y x).
 
     Balls are round in scaled space (z spacing ``z_ratio``). Where balls overlap, each voxel
@@ -141,9 +147,12 @@ def draw_markers(shape: tuple[int, int, int], centres: np.ndarray, radii: np.nda
         hi = np.minimum(np.ceil(centre + half).astype(int) + 1, extent)
         if np.any(hi <= lo):
             continue
-        grids = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        dist = (((grids[0] - centre[0]) * z_ratio) ** 2 + (grids[1] - centre[1]) ** 2
-                + (grids[2] - centre[2]) ** 2) / max(radius, 1e-6) ** 2
+        grids = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        dist = (
+            ((grids[0] - centre[0]) * z_ratio) ** 2
+            + (grids[1] - centre[1]) ** 2
+            + (grids[2] - centre[2]) ** 2
+        ) / max(radius, 1e-6) ** 2
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         centre_voxel = tuple(np.clip(np.rint(centre).astype(int), lo, hi - 1) - lo)
         inside = dist <= 1.0
@@ -154,8 +163,9 @@ def draw_markers(shape: tuple[int, int, int], centres: np.ndarray, radii: np.nda
     return out
 
 
-def _relabel(frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, dtype: Any,
-             t: int) -> tuple[np.ndarray, np.ndarray]:
+def _relabel(
+    frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, dtype: Any, t: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Map the track ids of a label frame to CTC labels; ids without a node here become 0.
     Also returns which ``from_values`` have no pixels in the frame."""
     frame = np.asarray(frame)
@@ -165,8 +175,12 @@ def _relabel(frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, 
     present = present[present > 0]
     unknown = np.setdiff1d(present, from_values)
     if len(unknown):
-        logger.warning("frame %d: %d label(s) have no node in this frame and are dropped "
-                       "(e.g. %s)", t, len(unknown), ", ".join(map(str, unknown[:5])))
+        logger.warning(
+            "frame %d: %d label(s) have no node in this frame and are dropped (e.g. %s)",
+            t,
+            len(unknown),
+            ", ".join(map(str, unknown[:5])),
+        )
     keep = np.isin(from_values, present)
     lookup_from, lookup_to = from_values[keep], to_values[keep]
     order = np.argsort(lookup_from)
@@ -180,8 +194,7 @@ def _relabel(frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, 
     return out, ~keep
 
 
-def _n_frames(graph: TrackGraph, labels: LabelSource | None, shape: tuple[int, ...] | None
-              ) -> int:
+def _n_frames(graph: TrackGraph, labels: LabelSource | None, shape: tuple[int, ...] | None) -> int:
     if shape is not None:
         return int(shape[0])
     if labels is not None and not callable(labels):
@@ -253,8 +266,9 @@ def write_ctc(
     node_labels, table = ctc_tracks(graph)
     n_frames = _n_frames(graph, labels, shape)
     if len(graph) and graph["t"].max() >= n_frames:
-        raise InputError(f"the tracks reach frame {graph['t'].max()} but the images have "
-                         f"{n_frames} frames")
+        raise InputError(
+            f"the tracks reach frame {graph['t'].max()} but the images have {n_frames} frames"
+        )
     frame_shape = _frame_shape(shape)
     write_masks = labels is not None or frame_shape is not None
     if not write_masks:
@@ -276,14 +290,19 @@ def write_ctc(
         left_out: list[np.ndarray] = []
         if write_masks:
             for t in range(n_frames):
-                rows = t_sorted[bounds[t]:bounds[t + 1]]
+                rows = t_sorted[bounds[t] : bounds[t + 1]]
                 mask, marked_rows, outside_rows = _ctc_frame(
-                    graph, node_labels, t, rows, labels, frame_shape, radius, z_ratio, dtype)
+                    graph, node_labels, t, rows, labels, frame_shape, radius, z_ratio, dtype
+                )
                 marked.append(graph.ids[marked_rows])
                 left_out.append(graph.ids[outside_rows])
                 name = f"{prefix}{t:0{digits}d}.tif"
-                tifffile.imwrite(staging / name, mask[0] if mask.shape[0] == 1 else mask,
-                                 compression="zlib", photometric="minisblack")
+                tifffile.imwrite(
+                    staging / name,
+                    mask[0] if mask.shape[0] == 1 else mask,
+                    compression="zlib",
+                    photometric="minisblack",
+                )
                 names.append(name)
         _move_into(staging, dest, names, prefix)
     except BaseException:
@@ -295,11 +314,17 @@ def write_ctc(
     logger.info("wrote %d CTC tracks (%d frames) to %s", len(table), n_frames, dest)
     result = CtcExport(dest, _concat_ids(marked), _concat_ids(left_out))
     if len(result.marked):
-        logger.info("%d node(s) had no pixels in the masks and were drawn as markers (e.g. %s)",
-                    len(result.marked), result.marked[:5].tolist())
+        logger.info(
+            "%d node(s) had no pixels in the masks and were drawn as markers (e.g. %s)",
+            len(result.marked),
+            result.marked[:5].tolist(),
+        )
     if len(result.left_out):
-        logger.warning("%d node(s) lie outside the image and have no pixels (e.g. %s)",
-                       len(result.left_out), result.left_out[:5].tolist())
+        logger.warning(
+            "%d node(s) lie outside the image and have no pixels (e.g. %s)",
+            len(result.left_out),
+            result.left_out[:5].tolist(),
+        )
     return result
 
 
@@ -307,10 +332,17 @@ def _concat_ids(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def _ctc_frame(graph: TrackGraph, node_labels: np.ndarray, t: int, rows: np.ndarray,
-               labels: LabelSource | None, frame_shape: tuple[int, int, int] | None,
-               radius: float | None, z_ratio: float, dtype: Any
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ctc_frame(
+    graph: TrackGraph,
+    node_labels: np.ndarray,
+    t: int,
+    rows: np.ndarray,
+    labels: LabelSource | None,
+    frame_shape: tuple[int, int, int] | None,
+    radius: float | None,
+    z_ratio: float,
+    dtype: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (Z, Y, X) mask of frame ``t`` (whose nodes are ``rows``) with CTC labels, the rows
     drawn as markers because the labels had no pixels for them, and the rows outside the
     image."""
@@ -320,23 +352,36 @@ def _ctc_frame(graph: TrackGraph, node_labels: np.ndarray, t: int, rows: np.ndar
         if frame.ndim == 2:
             frame = frame[np.newaxis]
         if frame.ndim != 3 or (frame_shape is not None and frame.shape != frame_shape):
-            raise InputError(f"expected a label frame of shape {frame_shape or '(Z, Y, X)'}, "
-                             f"found {frame.shape} in frame {t}")
+            raise InputError(
+                f"expected a label frame of shape {frame_shape or '(Z, Y, X)'}, "
+                f"found {frame.shape} in frame {t}"
+            )
         mask, missing = _relabel(frame, graph.track_ids()[rows], node_labels[rows], dtype, t)
         if not np.any(missing):
             return mask, empty, empty
         missing_rows = rows[missing]
         outside = _outside(graph.positions()[missing_rows], mask.shape, t)
         inside_rows = missing_rows[~outside]
-        _fill_markers(mask, graph.positions()[inside_rows],
-                      _marker_radii(graph, inside_rows, radius), node_labels[inside_rows], z_ratio)
+        _fill_markers(
+            mask,
+            graph.positions()[inside_rows],
+            _marker_radii(graph, inside_rows, radius),
+            node_labels[inside_rows],
+            z_ratio,
+        )
         return mask, inside_rows, missing_rows[outside]
     assert frame_shape is not None
     centres = graph.positions()[rows]
     outside = _outside(centres, frame_shape, t)
     keep = ~outside
-    mask = draw_markers(frame_shape, centres[keep], _marker_radii(graph, rows[keep], radius),
-                        node_labels[rows][keep], z_ratio=z_ratio, dtype=dtype)
+    mask = draw_markers(
+        frame_shape,
+        centres[keep],
+        _marker_radii(graph, rows[keep], radius),
+        node_labels[rows][keep],
+        z_ratio=z_ratio,
+        dtype=dtype,
+    )
     return mask, empty, rows[outside]
 
 
@@ -351,13 +396,18 @@ def _marker_radii(graph: TrackGraph, rows: np.ndarray, radius: float | None) -> 
 def _outside(centres: np.ndarray, frame_shape: tuple[int, ...], t: int) -> np.ndarray:
     outside = np.any((centres < -0.5) | (centres > np.asarray(frame_shape) - 0.5), axis=1)
     if np.any(outside):
-        logger.warning("frame %d: %d node(s) lie outside the image %s and get no marker", t,
-                       int(outside.sum()), tuple(frame_shape))
+        logger.warning(
+            "frame %d: %d node(s) lie outside the image %s and get no marker",
+            t,
+            int(outside.sum()),
+            tuple(frame_shape),
+        )
     return outside
 
 
-def _fill_markers(mask: np.ndarray, centres: np.ndarray, radii: np.ndarray, values: np.ndarray,
-                  z_ratio: float) -> None:
+def _fill_markers(
+    mask: np.ndarray, centres: np.ndarray, radii: np.ndarray, values: np.ndarray, z_ratio: float
+) -> None:
     """Draw markers into ``mask`` on background voxels only, so no segmented cell loses pixels;
     a node whose marker found no background still gets its centre voxel."""
     if len(centres) == 0:
@@ -431,11 +481,14 @@ def write_geff(graph: TrackGraph, path: str | Path, z_ratio: float = 1.0) -> Non
     }
     metadata = GeffMetadata(
         directed=True,
-        axes=[Axis(name="t", type="time", unit="frame"),
-              Axis(name="z", type="space", unit="pixel", scale=float(z_ratio)),
-              Axis(name="y", type="space", unit="pixel", scale=1.0),
-              Axis(name="x", type="space", unit="pixel", scale=1.0)],
-        node_props_metadata={}, edge_props_metadata={},
+        axes=[
+            Axis(name="t", type="time", unit="frame"),
+            Axis(name="z", type="space", unit="pixel", scale=float(z_ratio)),
+            Axis(name="y", type="space", unit="pixel", scale=1.0),
+            Axis(name="x", type="space", unit="pixel", scale=1.0),
+        ],
+        node_props_metadata={},
+        edge_props_metadata={},
         track_node_props={"tracklet": "track_id", "lineage": "lineage_id"},
         extra={"napari_cellect": {"z_ratio": float(z_ratio)}},
     )

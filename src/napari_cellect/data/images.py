@@ -42,8 +42,17 @@ UNKNOWN_AXES = "QI"
 #: tifffile letters that mean "channel-like": colour samples and ImageJ/OME channels
 CHANNEL_AXES = "CS"
 #: unit name -> micrometres, for OME physical sizes given in other units
-UNIT_TO_UM = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0,
-              "mm": 1e3, "cm": 1e4, "m": 1e6}
+UNIT_TO_UM = {
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "nm": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,9 @@ class AxesOption:
 
     def say(self, *choices: tuple[str, str]) -> str:
         """``Pass axes='TYX' (a 2D time series) or axes='ZYX' (a single volume)``."""
-        options = " or ".join(f"{self.spell(axes)}{f' ({what})' if what else ''}"
-                              for axes, what in choices)
+        options = " or ".join(
+            f"{self.spell(axes)}{f' ({what})' if what else ''}" for axes, what in choices
+        )
         return f"{self.lead} {options}{self.tail}"
 
 
@@ -104,8 +114,9 @@ class ImageSequence:
         return int(self.data.shape[0])
 
 
-def open_sequence(path: str | Path, axes: str | None = None, *,
-                  axes_option: AxesOption = PYTHON_AXES) -> ImageSequence:
+def open_sequence(
+    path: str | Path, axes: str | None = None, *, axes_option: AxesOption = PYTHON_AXES
+) -> ImageSequence:
     """Open an image time series without reading its pixels.
 
     Args:
@@ -123,8 +134,9 @@ def open_sequence(path: str | Path, axes: str | None = None, *,
     """
     path = Path(path)
     if not path.exists():
-        raise InputError("no such file or folder (expected a folder of TIFFs, a TIFF or a .zarr)",
-                         path)
+        raise InputError(
+            "no such file or folder (expected a folder of TIFFs, a TIFF or a .zarr)", path
+        )
     if _is_zarr(path):
         sequence = _open_zarr(path, axes, axes_option)
     elif path.is_dir():
@@ -134,7 +146,9 @@ def open_sequence(path: str | Path, axes: str | None = None, *,
     else:
         raise InputError(
             f"expected a folder of TIFFs, a .tif/.tiff file or a .zarr array, found a "
-            f"'{path.suffix or 'no suffix'}' file", path)
+            f"'{path.suffix or 'no suffix'}' file",
+            path,
+        )
     sequence.origin = (path.resolve(), axes)
     return sequence
 
@@ -158,15 +172,25 @@ def _parse_axes(axes: str, ndim: int, source: Path) -> str:
     if bad or len(set(letters)) != len(letters):
         raise InputError(
             f"axes must use each of the letters {', '.join(KNOWN_AXES)} at most once, "
-            f"found {axes!r}", source)
+            f"found {axes!r}",
+            source,
+        )
     if len(letters) != ndim:
         raise InputError(
-            f"axes {axes!r} name {len(letters)} dimensions but the image has {ndim}", source)
+            f"axes {axes!r} name {len(letters)} dimensions but the image has {ndim}", source
+        )
     return letters
 
 
-def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence: bool,
-                  source: Path, option: AxesOption, default_3d: str | None = None) -> str:
+def _resolve_axes(
+    found: str,
+    shape: Sequence[int],
+    given: str | None,
+    sequence: bool,
+    source: Path,
+    option: AxesOption,
+    default_3d: str | None = None,
+) -> str:
     """Decide the axis letters (from T Z Y X C) of stored data.
 
     ``found`` is the file's own description (tifffile letters; Q/I mean unknown). ``sequence``
@@ -186,7 +210,9 @@ def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence:
             raise InputError(
                 f"unsupported axes {found!r} with shape {tuple(shape)}; expected only "
                 f"{', '.join(KNOWN_AXES)}. {option.say(('TZYX', ''))} (the order of your file) "
-                "to say which axis is which", source)
+                "to say which axis is which",
+                source,
+            )
         return letters
     # no usable metadata: decide by the number of dimensions
     if ndim == 3 and default_3d is not None:
@@ -199,32 +225,44 @@ def _resolve_axes(found: str, shape: Sequence[int], given: str | None, sequence:
         raise InputError(
             f"cannot tell whether the 3 dimensions {tuple(shape)} are T,Y,X or Z,Y,X: the file "
             "has no axes metadata. "
-            + option.say(("TYX", "a 2D time series"), ("ZYX", "a single volume")), source)
+            + option.say(("TYX", "a 2D time series"), ("ZYX", "a single volume")),
+            source,
+        )
     expected = "(T,Z,Y,X) or (T,Y,X)" if sequence else "(Z,Y,X) or (Y,X)"
     raise InputError(
         f"expected {expected} data, found {ndim} dimensions {tuple(shape)} without axes "
         f"metadata. {option.say(('TZYX' if sequence else 'ZYX', ''))} (the order of your file) "
-        "to say which axis is which", source)
+        "to say which axis is which",
+        source,
+    )
 
 
-def _check_axes(letters: str, shape: Sequence[int], sequence: bool, source: Path,
-                option: AxesOption) -> None:
+def _check_axes(
+    letters: str, shape: Sequence[int], sequence: bool, source: Path, option: AxesOption
+) -> None:
     """Refuse multi-channel data, more than one time axis in a per-frame file, and no YX."""
     if "Y" not in letters or "X" not in letters:
         raise InputError(f"axes {letters!r} lack Y or X (shape {tuple(shape)})", source)
     sizes = dict(zip(letters, shape))
     if sizes.get("C", 1) > 1:
         free = next((a for a in "TZ" if a not in letters), None)
-        hint = (f" If this axis is not a channel: {option.say((letters.replace('C', free), ''))}"
-                if free else "")
+        hint = (
+            f" If this axis is not a channel: {option.say((letters.replace('C', free), ''))}"
+            if free
+            else ""
+        )
         raise InputError(
             f"the image has {sizes['C']} channels (axes {letters}, shape {tuple(shape)}); "
             "napari-cellect tracks one channel: save the nuclear channel on its own "
-            f"(e.g. Fiji: Image > Color > Split Channels) and open that.{hint}", source)
+            f"(e.g. Fiji: Image > Color > Split Channels) and open that.{hint}",
+            source,
+        )
     if not sequence and sizes.get("T", 1) > 1:
         raise InputError(
             f"expected one time point per file in a folder, found {sizes['T']} time points "
-            f"(axes {letters}, shape {tuple(shape)}). Open the file on its own instead", source)
+            f"(axes {letters}, shape {tuple(shape)}). Open the file on its own instead",
+            source,
+        )
 
 
 def _frame_shape(letters: str, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -254,7 +292,8 @@ def _read_tiff_frame(path: str, letters: str, t: int | None) -> np.ndarray:
     reads through tifffile's zarr view, which also decodes only the pages asked for.
     """
     index: tuple[Any, ...] = tuple(
-        t if (a == "T" and t is not None) else slice(None) for a in letters)
+        t if (a == "T" and t is not None) else slice(None) for a in letters
+    )
     rest = letters.replace("T", "") if t is not None else letters
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
@@ -280,9 +319,11 @@ class _TiffHeader:
 
 #: what tifffile logs (and then reads on with what it could) when a file's structure is damaged;
 #: other errors it logs (odd metadata, a strange tag) leave the pixels readable
-_TIFF_DAMAGE = re.compile(r"corrupted|invalid (page |value )?offset|invalid offset to page|"
-                          r"invalid next page|missing data|incorrect Strip|does not match|"
-                          r"failed to reshape|circular reference")
+_TIFF_DAMAGE = re.compile(
+    r"corrupted|invalid (page |value )?offset|invalid offset to page|"
+    r"invalid next page|missing data|incorrect Strip|does not match|"
+    r"failed to reshape|circular reference"
+)
 
 
 class _TifffileErrors(logging.Handler):
@@ -316,12 +357,16 @@ def _read_header(path: Path) -> _TiffHeader:
             series = tif.series[0]
             _check_data_extent(series, path)
             if errors.messages:
-                raise InputError("the TIFF is damaged or truncated (tifffile: "
-                                 f"{_strip_file_name(errors.messages[0])})", path)
+                raise InputError(
+                    "the TIFF is damaged or truncated (tifffile: "
+                    f"{_strip_file_name(errors.messages[0])})",
+                    path,
+                )
             if len(tif.series) > 1:
                 logger.info("%s holds %d image series; using the first", path, len(tif.series))
-            return _TiffHeader(series.axes, tuple(series.shape), np.dtype(series.dtype),
-                               _tiff_scale(tif))
+            return _TiffHeader(
+                series.axes, tuple(series.shape), np.dtype(series.dtype), _tiff_scale(tif)
+            )
     except InputError:
         raise
     except (tifffile.TiffFileError, OSError, ValueError) as error:
@@ -336,12 +381,21 @@ def _check_data_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
     if series.dataoffset is not None:  # contiguous: one block of known size
         end = int(series.dataoffset) + int(series.nbytes)
     else:
-        end = max((int(o) + int(c) for page in series.pages if page is not None
-                   for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+        end = max(
+            (
+                int(o) + int(c)
+                for page in series.pages
+                if page is not None
+                for o, c in zip(page.dataoffsets, page.databytecounts)
+            ),
+            default=0,
+        )
     if end > size:
         raise InputError(
             f"the TIFF is truncated or its header is wrong: it describes {_describe(series)} "
-            f"with pixel data up to byte {end:,}, but the file has {size:,} bytes", path)
+            f"with pixel data up to byte {end:,}, but the file has {size:,} bytes",
+            path,
+        )
 
 
 def _describe(series: tifffile.TiffPageSeries) -> str:
@@ -384,8 +438,9 @@ def _ome_scale(xml: str) -> tuple[float, float, float] | None:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"),
-                  None)
+    pixels = next(
+        (el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None
+    )
     if pixels is None:
         return None
     sizes = []
@@ -400,8 +455,9 @@ def _ome_scale(xml: str) -> tuple[float, float, float] | None:
     return (sizes[0] or 1.0, y, x)
 
 
-def _final_scale(scale: tuple[float, float, float] | None, letters: str
-                 ) -> tuple[float, float, float]:
+def _final_scale(
+    scale: tuple[float, float, float] | None, letters: str
+) -> tuple[float, float, float]:
     """Default (1,1,1); 2D data gets z = y spacing so that z_ratio is 1."""
     z, y, x = scale if scale is not None else (1.0, 1.0, 1.0)
     if "Z" not in letters:
@@ -411,20 +467,28 @@ def _final_scale(scale: tuple[float, float, float] | None, letters: str
 
 def _open_tiff_file(path: Path, axes: str | None, option: AxesOption) -> ImageSequence:
     header = _read_header(path)
-    letters = _resolve_axes(header.axes, header.shape, axes, sequence=True, source=path,
-                            option=option)
+    letters = _resolve_axes(
+        header.axes, header.shape, axes, sequence=True, source=path, option=option
+    )
     _check_axes(letters, header.shape, sequence=True, source=path, option=option)
     frame_shape = _frame_shape(letters, header.shape)
     if "T" in letters:
         n_frames = header.shape[letters.index("T")]
-        tasks = [dask.delayed(_read_tiff_frame, pure=True)(str(path), letters, t)
-                 for t in range(n_frames)]
+        tasks = [
+            dask.delayed(_read_tiff_frame, pure=True)(str(path), letters, t)
+            for t in range(n_frames)
+        ]
     else:  # one explicitly labelled volume, e.g. an ImageJ ZYX stack: a one-frame sequence
         tasks = [dask.delayed(_read_tiff_frame, pure=True)(str(path), letters, None)]
     data = da.stack([da.from_delayed(task, frame_shape, header.dtype) for task in tasks])
     logger.debug("opened %s: axes %s, %d frames of %s", path, letters, len(tasks), frame_shape)
-    return ImageSequence(data=data, scale=_final_scale(header.scale, letters),
-                         frames=list(range(len(tasks))), sources=[path], name=_stem(path))
+    return ImageSequence(
+        data=data,
+        scale=_final_scale(header.scale, letters),
+        frames=list(range(len(tasks))),
+        sources=[path],
+        name=_stem(path),
+    )
 
 
 def frame_number(path: Path) -> int | None:
@@ -442,8 +506,11 @@ def _missing_frames_text(frames: Sequence[int]) -> str:
 
 
 def _list_frames(folder: Path) -> tuple[list[int], list[Path]]:
-    files = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")
+    ]
     if not files:
         raise InputError("expected .tif/.tiff files (one per time point), found none", folder)
     numbered: dict[int, Path] = {}
@@ -451,44 +518,66 @@ def _list_frames(folder: Path) -> tuple[list[int], list[Path]]:
         number = frame_number(file)
         if number is None:
             raise InputError(
-                "expected a frame number in every file name (e.g. t007.tif), found none", file)
+                "expected a frame number in every file name (e.g. t007.tif), found none", file
+            )
         if number in numbered:
             raise InputError(
                 f"two files have frame number {number}: {numbered[number].name} and "
-                f"{file.name}; keep one time series per folder", folder)
+                f"{file.name}; keep one time series per folder",
+                folder,
+            )
         numbered[number] = file
     frames = sorted(numbered)
     if frames[-1] - frames[0] + 1 != len(frames):
-        warnings.warn(f"{folder}: frames {_missing_frames_text(frames)} are missing; the series "
-                      f"jumps over them ({len(frames)} files, frames {frames[0]}..{frames[-1]})",
-                      UserWarning, stacklevel=4)
+        warnings.warn(
+            f"{folder}: frames {_missing_frames_text(frames)} are missing; the series "
+            f"jumps over them ({len(frames)} files, frames {frames[0]}..{frames[-1]})",
+            UserWarning,
+            stacklevel=4,
+        )
     return frames, [numbered[f] for f in frames]
 
 
 def _open_tiff_folder(folder: Path, axes: str | None, option: AxesOption) -> ImageSequence:
     frames, files = _list_frames(folder)
     first = _read_header(files[0])
-    letters = _resolve_axes(first.axes, first.shape, axes, sequence=False, source=files[0],
-                            option=option)
+    letters = _resolve_axes(
+        first.axes, first.shape, axes, sequence=False, source=files[0], option=option
+    )
     _check_axes(letters, first.shape, sequence=False, source=files[0], option=option)
     for file in files[1:]:
         header = _read_header(file)
         if header.shape != first.shape:
             raise InputError(
                 f"expected every file of the series to have the shape {first.shape} of "
-                f"{files[0].name}, found {header.shape}", file)
+                f"{files[0].name}, found {header.shape}",
+                file,
+            )
         if header.dtype != first.dtype:
             raise InputError(
                 f"expected every file of the series to have the dtype {first.dtype} of "
-                f"{files[0].name}, found {header.dtype}", file)
+                f"{files[0].name}, found {header.dtype}",
+                file,
+            )
     frame_shape = _frame_shape(letters, first.shape)
-    data = da.stack([
-        da.from_delayed(dask.delayed(_read_tiff_frame, pure=True)(str(f), letters, None),
-                        frame_shape, first.dtype)
-        for f in files])
+    data = da.stack(
+        [
+            da.from_delayed(
+                dask.delayed(_read_tiff_frame, pure=True)(str(f), letters, None),
+                frame_shape,
+                first.dtype,
+            )
+            for f in files
+        ]
+    )
     logger.debug("opened %s: %d files of %s (axes %s)", folder, len(files), frame_shape, letters)
-    return ImageSequence(data=data, scale=_final_scale(first.scale, letters), frames=frames,
-                         sources=files, name=folder.name)
+    return ImageSequence(
+        data=data,
+        scale=_final_scale(first.scale, letters),
+        frames=frames,
+        sources=files,
+        name=folder.name,
+    )
 
 
 # --------------------------------------------------------------------------------- zarr
@@ -497,7 +586,8 @@ def _open_tiff_folder(folder: Path, axes: str | None, option: AxesOption) -> Ima
 def _is_zarr(path: Path) -> bool:
     markers = ("zarr.json", ".zarray", ".zgroup")
     return path.suffix.lower() == ".zarr" or (
-        path.is_dir() and any((path / m).exists() for m in markers))
+        path.is_dir() and any((path / m).exists() for m in markers)
+    )
 
 
 def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequence:
@@ -512,8 +602,9 @@ def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequenc
     if not found and isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
         found = "".join(str(d)[:1].upper() for d in attrs["_ARRAY_DIMENSIONS"])
     shape = tuple(int(n) for n in node.shape)
-    letters = _resolve_axes(found, shape, axes, sequence=True, source=path, option=option,
-                            default_3d="TYX")
+    letters = _resolve_axes(
+        found, shape, axes, sequence=True, source=path, option=option, default_3d="TYX"
+    )
     _check_axes(letters, shape, sequence=True, source=path, option=option)
     data = da.from_zarr(node)
     stored = letters
@@ -528,12 +619,18 @@ def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequenc
     if scale is not None and len(scale) == len(stored):
         sizes = dict(zip(stored, scale))
         zyx = (sizes.get("Z", 1.0), sizes.get("Y", 1.0), sizes.get("X", 1.0))
-    return ImageSequence(data=data, scale=_final_scale(zyx, stored),
-                         frames=list(range(data.shape[0])), sources=[path], name=_stem(path))
+    return ImageSequence(
+        data=data,
+        scale=_final_scale(zyx, stored),
+        frames=list(range(data.shape[0])),
+        sources=[path],
+        name=_stem(path),
+    )
 
 
-def _zarr_image_in_group(group: zarr.Group, path: Path
-                         ) -> tuple[zarr.Array, str, list[float] | None]:
+def _zarr_image_in_group(
+    group: zarr.Group, path: Path
+) -> tuple[zarr.Array, str, list[float] | None]:
     """Level 0 of an OME-NGFF image (with its axes and scale), or a group's only array."""
     attrs = group.attrs.asdict()
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
@@ -543,8 +640,10 @@ def _zarr_image_in_group(group: zarr.Group, path: Path
         names = [a["name"] if isinstance(a, dict) else str(a) for a in image.get("axes", [])]
         found = "".join(n[:1].upper() for n in names)
         scale = None
-        for transforms in (dataset.get("coordinateTransformations", []),
-                           image.get("coordinateTransformations", [])):
+        for transforms in (
+            dataset.get("coordinateTransformations", []),
+            image.get("coordinateTransformations", []),
+        ):
             for transform in transforms:
                 if transform.get("type") == "scale":
                     values = [float(v) for v in transform["scale"]]
@@ -555,7 +654,9 @@ def _zarr_image_in_group(group: zarr.Group, path: Path
         return group[arrays[0]], "", None
     raise InputError(
         f"expected a zarr array or an OME-NGFF image, found a group with arrays {arrays}; "
-        "pass the path of the array itself", path)
+        "pass the path of the array itself",
+        path,
+    )
 
 
 def _stem(path: Path) -> str:

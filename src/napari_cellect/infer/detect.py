@@ -69,9 +69,7 @@ def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
     which is several times faster than torch's CPU reductions for this shape.
     """
     if mode not in CENTRE_MODES:
-        raise InputError(
-            f"centre_mode: expected one of {', '.join(CENTRE_MODES)}, found {mode!r}"
-        )
+        raise InputError(f"centre_mode: expected one of {', '.join(CENTRE_MODES)}, found {mode!r}")
     if centre.ndim != 4 or centre.shape[0] < 2:
         raise InputError(
             f"centre head: expected (levels >= 2, Z, Y, X) logits, found {tuple(centre.shape)}"
@@ -105,9 +103,7 @@ def centre_probability(
     return _sigmoid(centre_logit(centre, mode))
 
 
-def _foreground_rule(
-    logits: np.ndarray, threshold: float, include_other_class: bool
-) -> np.ndarray:
+def _foreground_rule(logits: np.ndarray, threshold: float, include_other_class: bool) -> np.ndarray:
     """The foreground test on segmentation logits (C, ...): ``1 - P(background) >= threshold``
     and, unless ``include_other_class``, argmax != 2 ("other")."""
     logits = logits.astype(np.float32, copy=False)
@@ -450,9 +446,7 @@ def finalize_detections(
     keep &= dets.radius >= cfg.min_radius
     dets = dets.subset(keep)
     dets = dets.subset(
-        non_max_suppression(
-            dets.positions, dets.score, dets.radius, z_ratio=z_ratio, config=cfg
-        )
+        non_max_suppression(dets.positions, dets.score, dets.radius, z_ratio=z_ratio, config=cfg)
     )
     order = np.lexsort((dets.positions[:, 2], dets.positions[:, 1], dets.positions[:, 0]))
     return dets.subset(order)

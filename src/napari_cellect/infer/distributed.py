@@ -87,11 +87,15 @@ def connect(scheduler: Any) -> Iterator[Any]:
         return
     kind, value = parse_scheduler(scheduler)
     if kind == "local":
-        with distributed.LocalCluster(
-            n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:  # fmt: skip
-            logger.info("started a LocalCluster of %d workers at %s", value,
-                        cluster.scheduler_address)  # fmt: skip
+        with (
+            distributed.LocalCluster(
+                n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+        ):
+            logger.info(
+                "started a LocalCluster of %d workers at %s", value, cluster.scheduler_address
+            )
             yield client
         return
     try:
@@ -157,9 +161,13 @@ def _worker_images(path: str, axes: str | None) -> Any:
 
 
 def _predict_task(
-    blob: bytes, key: str, source: _Source | None,
-    pair: np.ndarray | None, t: int, settings: _Settings,
-) -> tuple[Detections, np.ndarray | None]:  # fmt: skip
+    blob: bytes,
+    key: str,
+    source: _Source | None,
+    pair: np.ndarray | None,
+    t: int,
+    settings: _Settings,
+) -> tuple[Detections, np.ndarray | None]:
     """Runs on a worker: the Detections of frame ``t`` and its packed foreground mask."""
     from napari_cellect.infer.predict import predict_sequence
 
@@ -171,22 +179,34 @@ def _predict_task(
         try:
             images = _worker_images(path, axes).data
         except InputError as err:
-            raise InputError(f"{err} (on a dask worker: the images must be on storage every "
-                             "worker sees, at the same path)") from err  # fmt: skip
+            raise InputError(
+                f"{err} (on a dask worker: the images must be on storage every "
+                "worker sees, at the same path)"
+            ) from err
         if tuple(images.shape) != tuple(shape):
-            raise InputError(f"a dask worker sees images of shape {tuple(images.shape)}, the "
-                             f"client {tuple(shape)}: not the same files", path)  # fmt: skip
+            raise InputError(
+                f"a dask worker sees images of shape {tuple(images.shape)}, the "
+                f"client {tuple(shape)}: not the same files",
+                path,
+            )
         index = t
     masks: list[np.ndarray] = []
 
     def on_heads(_: int, heads: dict[str, np.ndarray]) -> None:
         masks.append(np.packbits(np.argmax(heads["seg"], axis=0) == 1))
 
-    dets = next(predict_sequence(
-        images, bundle, z_ratio=settings.z_ratio, device=settings.device, tile=settings.tile,
-        frames=[index], cell_radius=settings.cell_radius,
-        on_heads=on_heads if settings.keep_foreground else None,
-    ))  # fmt: skip
+    dets = next(
+        predict_sequence(
+            images,
+            bundle,
+            z_ratio=settings.z_ratio,
+            device=settings.device,
+            tile=settings.tile,
+            frames=[index],
+            cell_radius=settings.cell_radius,
+            on_heads=on_heads if settings.keep_foreground else None,
+        )
+    )
     if dets.t != t:
         dets = replace(dets, t=t)
     return dets, (masks[0] if masks else None)
@@ -249,8 +269,12 @@ def predict_distributed(
         window = max(2, 2 * sum(client.nthreads().values()))
     cached = set(cache.frames()) if cache is not None else set()
     if cached:
-        logger.info("%d of %d frames already in %s", len(cached & set(range(n_frames))),
-                    n_frames, cache.folder)  # type: ignore[union-attr]  # fmt: skip
+        logger.info(
+            "%d of %d frames already in %s",
+            len(cached & set(range(n_frames))),
+            n_frames,
+            cache.folder,  # type: ignore[union-attr]
+        )
     run = uuid.uuid4().hex[:8]  # task keys of this run, unlike those of any other
     # a task (not scattered data), so the scheduler can make it again if its worker dies
     model = client.submit(_return, blob, key=f"cellect-model-{key[:12]}-{run}", pure=False)
@@ -278,14 +302,24 @@ def predict_distributed(
             if source is None:
                 nxt = min(t + 1, n_frames - 1)
                 pair = client.scatter(np.stack([np.asarray(data[t]), np.asarray(data[nxt])]))
-            future = client.submit(_predict_task, model, key, source, pair, t, settings,
-                                   key=f"cellect-frame-{t}-{run}", pure=False)  # fmt: skip
+            future = client.submit(
+                _predict_task,
+                model,
+                key,
+                source,
+                pair,
+                t,
+                settings,
+                key=f"cellect-frame-{t}-{run}",
+                pure=False,
+            )
             running[future] = t
 
     def collect() -> None:
         try:
-            finished = distributed.wait(list(running), timeout=_POLL_S,
-                                        return_when="FIRST_COMPLETED").done  # fmt: skip
+            finished = distributed.wait(
+                list(running), timeout=_POLL_S, return_when="FIRST_COMPLETED"
+            ).done
         except TimeoutError:
             check_workers()
             return

@@ -194,16 +194,25 @@ def predict_frame(
     grid = plan_tiles(pair.shape[-3:], tiling, model_size_multiple(unet), (min_depth, 1, 1))
     while True:
         try:
-            return _predict_frame_tiled(unet, pair, grid, tiling, t, z_ratio, det_cfg, device,
-                                        return_heads)
+            return _predict_frame_tiled(
+                unet, pair, grid, tiling, t, z_ratio, det_cfg, device, return_heads
+            )
         except torch.OutOfMemoryError as error:
-            tiling, grid = _after_out_of_memory(error, unet, pair, tiling, grid, min_depth,
-                                                device, t)
+            tiling, grid = _after_out_of_memory(
+                error, unet, pair, tiling, grid, min_depth, device, t
+            )
 
 
-def _after_out_of_memory(error: torch.OutOfMemoryError, unet: torch.nn.Module, pair: np.ndarray,
-                         tiling: TilingConfig, grid: TileGrid, min_depth: int,
-                         device: torch.device, t: int) -> tuple[TilingConfig, TileGrid]:
+def _after_out_of_memory(
+    error: torch.OutOfMemoryError,
+    unet: torch.nn.Module,
+    pair: np.ndarray,
+    tiling: TilingConfig,
+    grid: TileGrid,
+    min_depth: int,
+    device: torch.device,
+    t: int,
+) -> tuple[TilingConfig, TileGrid]:
     """Smaller tiles after the device ran out of memory (and says so), or DeviceError when the
     tiles cannot get any smaller."""
     if device.type == "cuda":
@@ -214,10 +223,15 @@ def _after_out_of_memory(error: torch.OutOfMemoryError, unet: torch.nn.Module, p
         raise DeviceError(
             f"out of memory on {device} even with tiles of {_shape_text(grid.tile_shape)} "
             f"voxels (frame {t}); free memory on the device (close other programs using it) or "
-            f"run on the CPU ({_first_line(error)})") from error
+            f"run on the CPU ({_first_line(error)})"
+        ) from error
     logger.warning(
         "out of memory on %s with tiles of %s voxels (frame %d); retrying with tiles of %s",
-        device, _shape_text(grid.tile_shape), t, _shape_text(new_grid.tile_shape))
+        device,
+        _shape_text(grid.tile_shape),
+        t,
+        _shape_text(new_grid.tile_shape),
+    )
     return smaller, new_grid
 
 
@@ -230,9 +244,17 @@ def _first_line(error: BaseException) -> str:
     return lines[0][:160] if lines else type(error).__name__
 
 
-def _predict_frame_tiled(unet: torch.nn.Module, pair: np.ndarray, grid: TileGrid,
-                         tiling: TilingConfig, t: int, z_ratio: float, det_cfg: DetectionConfig,
-                         device: torch.device, return_heads: bool) -> FramePrediction:
+def _predict_frame_tiled(
+    unet: torch.nn.Module,
+    pair: np.ndarray,
+    grid: TileGrid,
+    tiling: TilingConfig,
+    t: int,
+    z_ratio: float,
+    det_cfg: DetectionConfig,
+    device: torch.device,
+    return_heads: bool,
+) -> FramePrediction:
     """One pass of :func:`predict_frame` over the tiles of ``grid``."""
     padded = pad_volume(pair, grid, tiling.pad_mode)
     stitcher = HeadStitcher(grid, tiling.heads_dtype) if return_heads else None
@@ -269,8 +291,9 @@ def predict_volumes(
     tiling = tiling or TilingConfig()
     device = device or torch.device("cpu")
     if len(z_ratios) != len(pairs):
-        raise InputError(f"expected one z ratio per volume, found {len(z_ratios)} for "
-                         f"{len(pairs)} volumes")  # fmt: skip
+        raise InputError(
+            f"expected one z ratio per volume, found {len(z_ratios)} for {len(pairs)} volumes"
+        )
     groups: dict[tuple[tuple[int, ...], float], list[int]] = {}
     for i, (pair, z_ratio) in enumerate(zip(pairs, z_ratios)):
         groups.setdefault((tuple(pair.shape[-3:]), float(z_ratio)), []).append(i)
@@ -279,9 +302,16 @@ def predict_volumes(
 
     def one_by_one(indices: Sequence[int], z_ratio: float) -> None:
         for i in indices:
-            found[i] = predict_frame(unet, pairs[i], t=t, z_ratio=z_ratio, detection=det_cfg,
-                                     tiling=tiling, device=device,
-                                     min_depth=min_depth).detections  # fmt: skip
+            found[i] = predict_frame(
+                unet,
+                pairs[i],
+                t=t,
+                z_ratio=z_ratio,
+                detection=det_cfg,
+                tiling=tiling,
+                device=device,
+                min_depth=min_depth,
+            ).detections
 
     for (shape, z_ratio), members in groups.items():
         grid = plan_tiles(shape, tiling, model_size_multiple(unet), (min_depth, 1, 1))
@@ -295,17 +325,24 @@ def predict_volumes(
             batch = np.stack([pad_volume(pairs[i], grid, tiling.pad_mode) for i in chunk])
             try:
                 with _evaluating(unet, device):
-                    outs = predict_batch(unet, batch, grid, device,
-                                         channels_last=device.type == "cpu")  # fmt: skip
+                    outs = predict_batch(
+                        unet, batch, grid, device, channels_last=device.type == "cpu"
+                    )
                     for i, out in zip(chunk, outs):
                         part = _tile_detections(out, tile, z_ratio, det_cfg, t)
-                        found[i] = finalize_detections([part], shape=grid.shape,
-                                                       z_ratio=z_ratio, config=det_cfg)  # fmt: skip
+                        found[i] = finalize_detections(
+                            [part], shape=grid.shape, z_ratio=z_ratio, config=det_cfg
+                        )
             except torch.OutOfMemoryError:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                logger.warning("out of memory on %s with a batch of %d volumes (frame %d); "
-                               "predicting them one by one", device, len(chunk), t)  # fmt: skip
+                logger.warning(
+                    "out of memory on %s with a batch of %d volumes (frame %d); "
+                    "predicting them one by one",
+                    device,
+                    len(chunk),
+                    t,
+                )
                 one_by_one(chunk, z_ratio)
     return [found[i] for i in range(len(pairs))]
 
@@ -327,8 +364,15 @@ def _tile_detections(
     out: Any, tile: Tile, z_ratio: float, config: DetectionConfig, t: int
 ) -> Detections:
     """The detections one tile owns, in volume coordinates."""
-    return find_detections(out, z_ratio=z_ratio, config=config, t=t, region=tile.owned,
-                           valid=tile.valid, origin=tile.origin)  # fmt: skip
+    return find_detections(
+        out,
+        z_ratio=z_ratio,
+        config=config,
+        t=t,
+        region=tile.owned,
+        valid=tile.valid,
+        origin=tile.origin,
+    )
 
 
 class _FrameReader:
@@ -428,8 +472,10 @@ def predict_sequence(
     if scale != 1.0:
         logger.info(
             "nuclei of radius %g px, model trained on %g px: frames resized by %.3g in y and x",
-            cell_radius, model.normalization.reference_radius, scale,
-        )  # fmt: skip
+            cell_radius,
+            model.normalization.reference_radius,
+            scale,
+        )
     tiling = tiling_for(tile)
     dev = resolve_device(device)
     if n_frames == 1:
@@ -437,8 +483,20 @@ def predict_sequence(
             "only one frame: it is paired with itself, so its detections carry no motion or "
             "division cues"
         )
-    return _run(images, model, todo, n_frames, z_ratio, tiling, dev, cache, progress, should_stop,
-                on_heads, scale)  # fmt: skip
+    return _run(
+        images,
+        model,
+        todo,
+        n_frames,
+        z_ratio,
+        tiling,
+        dev,
+        cache,
+        progress,
+        should_stop,
+        on_heads,
+        scale,
+    )
 
 
 def _run(
@@ -469,8 +527,9 @@ def _run(
                 if device.type == "cpu":
                     _channels_last(model.unet)
                 prepared = True
-            dets = _predict_one(reader, model, t, n_frames, z_ratio, tiling, device, on_heads,
-                                scale)  # fmt: skip
+            dets = _predict_one(
+                reader, model, t, n_frames, z_ratio, tiling, device, on_heads, scale
+            )
             if cache is not None:
                 cache.save(dets)
         if progress is not None:
@@ -478,7 +537,9 @@ def _run(
         yield dets
 
 
-def _heads_to_original(heads: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def _heads_to_original(
+    heads: dict[str, np.ndarray], shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
     """Head maps of a resized frame back on the frame's own grid (radii in its pixels)."""
     if all(h.shape[-2:] == tuple(shape[-2:]) for h in heads.values()):
         return heads

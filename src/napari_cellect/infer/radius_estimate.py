@@ -90,8 +90,10 @@ class RadiusEstimate:
     def describe(self) -> str:
         if self.radius is None:
             return f"could not find a nucleus size ({self.reason})"
-        return (f"nucleus radius {self.radius:.1f} px (median of {self.n_nuclei} nuclei in "
-                f"frame(s) {', '.join(map(str, self.frames))}; spread {self.spread:.2f})")  # fmt: skip
+        return (
+            f"nucleus radius {self.radius:.1f} px (median of {self.n_nuclei} nuclei in "
+            f"frame(s) {', '.join(map(str, self.frames))}; spread {self.spread:.2f})"
+        )
 
 
 def estimate_radius(
@@ -113,13 +115,17 @@ def estimate_radius(
     elif ndim == 3:
         data = data[None]
     elif ndim != 4:
-        raise InputError(f"expected (T, Z, Y, X), (Z, Y, X) or (Y, X) images, found shape "
-                         f"{getattr(data, 'shape', None)}")  # fmt: skip
+        raise InputError(
+            f"expected (T, Z, Y, X), (Z, Y, X) or (Y, X) images, found shape "
+            f"{getattr(data, 'shape', None)}"
+        )
     if not (math.isfinite(z_ratio) and z_ratio > 0):
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
     n_frames = int(data.shape[0])
     if isinstance(frames, int):
-        chosen = sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(frames, n_frames))})
+        chosen = sorted(
+            {int(round(i)) for i in np.linspace(0, n_frames - 1, min(frames, n_frames))}
+        )
     else:
         chosen = sorted({int(t) for t in frames})
     radii: list[np.ndarray] = []
@@ -133,20 +139,38 @@ def estimate_radius(
     seconds = time.perf_counter() - started
     frames_used = tuple(chosen)
     if len(found) < MIN_NUCLEI:
-        return RadiusEstimate(None, len(found), 0.0, frames_used,
-                              f"{len(found)} nucleus-like blob(s) stand out of the noise, "
-                              f"expected at least {MIN_NUCLEI}", seconds)  # fmt: skip
+        return RadiusEstimate(
+            None,
+            len(found),
+            0.0,
+            frames_used,
+            f"{len(found)} nucleus-like blob(s) stand out of the noise, "
+            f"expected at least {MIN_NUCLEI}",
+            seconds,
+        )
     q1, median, q3 = np.percentile(found, [25, 50, 75])
     spread = float((q3 - q1) / median)
     if spread > MAX_SPREAD:
-        return RadiusEstimate(None, len(found), spread, frames_used,
-                              f"the {len(found)} blobs found vary too much in size (radius "
-                              f"{q1:.1f}-{q3:.1f} px between quartiles)", seconds)  # fmt: skip
+        return RadiusEstimate(
+            None,
+            len(found),
+            spread,
+            frames_used,
+            f"the {len(found)} blobs found vary too much in size (radius "
+            f"{q1:.1f}-{q3:.1f} px between quartiles)",
+            seconds,
+        )
     largest = min(data.shape[2:]) / 4
     if median > largest:
-        return RadiusEstimate(None, len(found), spread, frames_used,
-                              f"the blobs found (radius {median:.0f} px) are too large for "
-                              f"frames of {data.shape[2]}x{data.shape[3]} px", seconds)  # fmt: skip
+        return RadiusEstimate(
+            None,
+            len(found),
+            spread,
+            frames_used,
+            f"the blobs found (radius {median:.0f} px) are too large for "
+            f"frames of {data.shape[2]}x{data.shape[3]} px",
+            seconds,
+        )
     return RadiusEstimate(float(median), len(found), spread, frames_used, None, seconds)
 
 
@@ -163,11 +187,14 @@ def resolve_cell_radius(
     if cell_radius is None or not isinstance(cell_radius, str):
         return cell_radius
     if cell_radius != AUTO:
-        raise InputError(f"cell_radius: expected a radius in xy pixels, '{AUTO}' or None, "
-                         f"found {cell_radius!r}")  # fmt: skip
+        raise InputError(
+            f"cell_radius: expected a radius in xy pixels, '{AUTO}' or None, found {cell_radius!r}"
+        )
     if reference_radius is None:
-        logger.info("this model does not record the nucleus size it was trained on: the frames "
-                    "are used as they are")  # fmt: skip
+        logger.info(
+            "this model does not record the nucleus size it was trained on: the frames "
+            "are used as they are"
+        )
         return None
     estimate = estimate_radius(images, z_ratio)
     return radius_to_resize_for(estimate, reference_radius)
@@ -179,17 +206,26 @@ def radius_to_resize_for(estimate: RadiusEstimate, reference_radius: float) -> f
         logger.warning(
             "%s: the frames are used as they are (the model's own nucleus radius, %g px); if "
             "the nuclei are much larger or smaller, give their radius (--cell-radius R)",
-            estimate.describe(), reference_radius,
-        )  # fmt: skip
+            estimate.describe(),
+            reference_radius,
+        )
         return None
     factor = estimate.radius / reference_radius
     if 1 / NO_RESIZE_FACTOR <= factor <= NO_RESIZE_FACTOR:
-        logger.info("%s, close to the model's %g px: the frames are used as they are (give "
-                    "--cell-radius R to resize anyway)", estimate.describe(), reference_radius)  # fmt: skip
+        logger.info(
+            "%s, close to the model's %g px: the frames are used as they are (give "
+            "--cell-radius R to resize anyway)",
+            estimate.describe(),
+            reference_radius,
+        )
         return None
-    logger.info("%s; the model was trained on %g px: frames are resized by %.3g (give "
-                "--cell-radius R to override)", estimate.describe(), reference_radius,
-                1 / factor)  # fmt: skip
+    logger.info(
+        "%s; the model was trained on %g px: frames are resized by %.3g (give "
+        "--cell-radius R to override)",
+        estimate.describe(),
+        reference_radius,
+        1 / factor,
+    )
     return estimate.radius
 
 
@@ -223,7 +259,9 @@ def _frame_radii(frame: np.ndarray, z_ratio: float) -> np.ndarray:
     if not blobs:
         return np.empty(0)
     strong = STRONG_FRACTION * np.percentile([b[0] for b in blobs], 95)
-    radii = [_measure_central(frame, z, y, x, r0) for score, z, y, x, r0 in blobs if score >= strong]
+    radii = [
+        _measure_central(frame, z, y, x, r0) for score, z, y, x, r0 in blobs if score >= strong
+    ]
     return np.array([r for r in radii if r is not None], np.float64)
 
 
@@ -301,7 +339,7 @@ def _blobs(
         if response.size == 0:
             continue
         size = (3 if depth > 1 else 1, 3, 3)
-        peaks = (response == ndimage.maximum_filter(response, size=size, mode="nearest"))
+        peaks = response == ndimage.maximum_filter(response, size=size, mode="nearest")
         peaks &= response > MIN_Z_SCORE
         zs, ys, xs = np.nonzero(peaks)
         if len(zs) == 0:
@@ -346,7 +384,9 @@ def _sample(entry: tuple[_Level, np.ndarray], zs: np.ndarray, yx: np.ndarray) ->
 
 def _measure_central(frame: np.ndarray, z: int, y: float, x: float, r0: float) -> float | None:
     """The largest xy section of a blob near slice z: the one through its centre."""
-    sections = [_measure(frame, k, y, x, r0) for k in range(max(0, z - 1), min(frame.shape[0], z + 2))]
+    sections = [
+        _measure(frame, k, y, x, r0) for k in range(max(0, z - 1), min(frame.shape[0], z + 2))
+    ]
     found = [r for r in sections if r is not None]
     return max(found) if found else None
 
@@ -363,9 +403,12 @@ def _measure(frame: np.ndarray, z: int, y: float, x: float, r0: float) -> float 
     step = min(0.5, r0 / 20)
     rho = np.arange(0.0, reach, step)
     angles = np.linspace(0, 2 * math.pi, N_RAYS, endpoint=False)
-    coords = np.stack([y - y0 + np.sin(angles)[:, None] * rho, x - x0 + np.cos(angles)[:, None] * rho])
-    profiles = ndimage.map_coordinates(patch, coords.reshape(2, -1), order=1, mode="constant",
-                                       cval=np.nan).reshape(N_RAYS, -1)  # fmt: skip
+    coords = np.stack(
+        [y - y0 + np.sin(angles)[:, None] * rho, x - x0 + np.cos(angles)[:, None] * rho]
+    )
+    profiles = ndimage.map_coordinates(
+        patch, coords.reshape(2, -1), order=1, mode="constant", cval=np.nan
+    ).reshape(N_RAYS, -1)
     inside = ~np.isnan(profiles)
     blur = math.hypot(PSF_SIGMA, smoothing)
     # the plateau: the part of the blob the blur leaves flat (just the centre of a small one)
@@ -377,8 +420,10 @@ def _measure(frame: np.ndarray, z: int, y: float, x: float, r0: float) -> float 
     below = (profiles < half) & inside
     # a ray counts when it falls below half maximum before leaving the frame
     first = np.where(below.any(axis=1), below.argmax(axis=1), profiles.shape[1])
-    crossed = below.any(axis=1) & (inside.cumsum(axis=1)[np.arange(N_RAYS), np.minimum(
-        first, profiles.shape[1] - 1)] == np.minimum(first, profiles.shape[1] - 1) + 1)
+    crossed = below.any(axis=1) & (
+        inside.cumsum(axis=1)[np.arange(N_RAYS), np.minimum(first, profiles.shape[1] - 1)]
+        == np.minimum(first, profiles.shape[1] - 1) + 1
+    )
     if crossed.mean() < MIN_RAY_FRACTION:
         return None
     first = np.maximum(first[crossed], 1)

@@ -48,8 +48,9 @@ def division_candidates(graph: TrackGraph, division_threshold: float) -> np.ndar
         return np.zeros(0, np.int64)
     last = int(graph["t"].max())
     score = np.nan_to_num(np.asarray(graph["division_score"], np.float64), nan=0.0)
-    return np.flatnonzero((score >= division_threshold) & (graph.n_children() < 2)
-                          & (graph["t"] < last))  # fmt: skip
+    return np.flatnonzero(
+        (score >= division_threshold) & (graph.n_children() < 2) & (graph["t"] < last)
+    )
 
 
 def refine_divisions(
@@ -101,29 +102,41 @@ def refine_divisions(
             raise Cancelled("division refinement cancelled")
         target = t + 1
         nxt = min(target + 1, n_frames - 1)
-        pair = normalize_pair(np.stack([np.asarray(images[target]), np.asarray(images[nxt])]),
-                              model.normalization)  # fmt: skip
+        pair = normalize_pair(
+            np.stack([np.asarray(images[target]), np.asarray(images[nxt])]), model.normalization
+        )
         frame = out[target]
         here = np.flatnonzero(mothers_t == t)
-        boxes = [_box(positions[m], radius[m], pair.shape[1:], z_ratio, cfg.reach, context)
-                 for m in here.tolist()]  # fmt: skip
+        boxes = [
+            _box(positions[m], radius[m], pair.shape[1:], z_ratio, cfg.reach, context)
+            for m in here.tolist()
+        ]
         merged = _merge_overlapping(boxes)
-        found = _magnified(pair, model, [box for box, _ in merged], target, z_ratio, cfg.scale,
-                           device, tiling)  # fmt: skip
+        found = _magnified(
+            pair, model, [box for box, _ in merged], target, z_ratio, cfg.scale, device, tiling
+        )
         for (_, members), crop_found in zip(merged, found, strict=True):
             for m in here[members].tolist():
-                frame = _replace_near(frame, crop_found, positions[m], radius[m], z_ratio,
-                                      cfg.reach)  # fmt: skip
+                frame = _replace_near(
+                    frame, crop_found, positions[m], radius[m], z_ratio, cfg.reach
+                )
         out[target] = frame
-    logger.info("division refinement: %d predicted mother(s) in %d frame(s) looked at again",
-                len(rows), len(np.unique(mothers_t)))  # fmt: skip
+    logger.info(
+        "division refinement: %d predicted mother(s) in %d frame(s) looked at again",
+        len(rows),
+        len(np.unique(mothers_t)),
+    )
     return out, len(rows)
 
 
 def _box(
-    centre: np.ndarray, radius: float, shape: tuple[int, ...], z_ratio: float, reach: float,
+    centre: np.ndarray,
+    radius: float,
+    shape: tuple[int, ...],
+    z_ratio: float,
+    reach: float,
     context: np.ndarray,
-) -> tuple[slice, ...]:  # fmt: skip
+) -> tuple[slice, ...]:
     """The crop (z, y, x slices) holding everything within ``reach`` radii, plus context.
 
     Its size is exact: crops rounded up to shared sizes (so that more of them could share a
@@ -158,9 +171,15 @@ def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice
 
 
 def _magnified(
-    pair: np.ndarray, model: Any, boxes: list[tuple[slice, ...]], t: int, z_ratio: float,
-    scale: float, device: torch.device, tiling: TilingConfig,
-) -> list[Detections]:  # fmt: skip
+    pair: np.ndarray,
+    model: Any,
+    boxes: list[tuple[slice, ...]],
+    t: int,
+    z_ratio: float,
+    scale: float,
+    device: torch.device,
+    tiling: TilingConfig,
+) -> list[Detections]:
     """Detections of each crop ``box`` of ``pair``, predicted magnified ``scale`` times, in
     frame pixels; crops of one shape go through the U-Net in one batch."""
     crops, factors = [], []
@@ -172,10 +191,16 @@ def _magnified(
         zoomed_shape = tuple(zoomed.tolist())
         factors.append(resize_factors(crop.shape, zoomed_shape))
         crops.append(resize(crop, zoomed_shape))
-    found = predict_volumes(model.unet, crops, t=t,
-                            z_ratios=[grid_z_ratio(z_ratio, f) for f in factors],
-                            detection=model.detection, tiling=tiling, device=device,
-                            min_depth=model.normalization.min_depth)  # fmt: skip
+    found = predict_volumes(
+        model.unet,
+        crops,
+        t=t,
+        z_ratios=[grid_z_ratio(z_ratio, f) for f in factors],
+        detection=model.detection,
+        tiling=tiling,
+        device=device,
+        min_depth=model.normalization.min_depth,
+    )
     return [
         detections_to_original(dets, f, origin=[b.start for b in box])
         for dets, f, box in zip(found, factors, boxes, strict=True)
@@ -183,9 +208,13 @@ def _magnified(
 
 
 def _replace_near(
-    frame: Detections, found: Detections, centre: np.ndarray, radius: float, z_ratio: float,
+    frame: Detections,
+    found: Detections,
+    centre: np.ndarray,
+    radius: float,
+    z_ratio: float,
     reach: float,
-) -> Detections:  # fmt: skip
+) -> Detections:
     """``frame`` with its detections within ``reach`` radii of ``centre`` replaced by those of
     ``found`` there."""
     scale = np.array([z_ratio, 1.0, 1.0])

@@ -32,8 +32,12 @@ def xy_scale(cell_radius: float | None, reference_radius: float | None) -> float
     """The y/x resize factor for images whose nuclei have ``cell_radius`` (1.0 when None)."""
     if cell_radius is None:
         return 1.0
-    if not (isinstance(cell_radius, (int, float)) and math.isfinite(cell_radius) and cell_radius > 0):
-        raise InputError(f"cell_radius: expected a nucleus radius in xy pixels > 0, found {cell_radius!r}")
+    if not (
+        isinstance(cell_radius, (int, float)) and math.isfinite(cell_radius) and cell_radius > 0
+    ):
+        raise InputError(
+            f"cell_radius: expected a nucleus radius in xy pixels > 0, found {cell_radius!r}"
+        )
     if reference_radius is None:
         raise InputError(
             f"cell_radius {cell_radius:g} was given, but this model does not record the nucleus "

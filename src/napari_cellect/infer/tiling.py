@@ -130,8 +130,9 @@ class _AxisPlan(NamedTuple):
     owned: list[tuple[int, int]]  # padded coordinates
 
 
-def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: bool,
-               minimum: int = 1) -> _AxisPlan:
+def _plan_axis(
+    size: int, tile: int, overlap: int, multiple: int, pad_to_tile: bool, minimum: int = 1
+) -> _AxisPlan:
     minimum = _round_up(minimum, multiple)
     tile = max(_round_up(tile, multiple), minimum)
     if not pad_to_tile:
@@ -144,9 +145,7 @@ def _plan_axis(size: int, tile: int, overlap: int, multiple: int, pad_to_tile: b
     # Boundary between tiles i-1 and i: the middle of their overlap, where both are equally
     # far from their own edge; each voxel goes to the tile in which it is most central.
     bounds = [0] + [(starts[i] + starts[i - 1] + tile) // 2 for i in range(1, count)] + [padded]
-    owned = [
-        (max(bounds[i], before), min(bounds[i + 1], before + size)) for i in range(count)
-    ]
+    owned = [(max(bounds[i], before), min(bounds[i + 1], before + size)) for i in range(count)]
     return _AxisPlan(tile, padded, before, starts, owned)
 
 
@@ -200,8 +199,11 @@ def fitted_tile(
     Y and X are fitted to the voxels left.
     """
     budget = math.prod(_round_up(t, m) for t, m in zip(config.tile, size_multiple))
-    z_cuts = len(_plan_axis(shape[0], config.tile[0], config.overlap[0], size_multiple[0],
-                            False, min_shape[0]).starts)  # fmt: skip
+    z_cuts = len(
+        _plan_axis(
+            shape[0], config.tile[0], config.overlap[0], size_multiple[0], False, min_shape[0]
+        ).starts
+    )
     z_options = _axis_options(shape[0], config.overlap[0], size_multiple[0], min_shape[0])
     per_axis = [[min(z_options, key=lambda option: abs(option[1] - z_cuts))]] + [
         _axis_options(s, o, m, lo)
@@ -374,8 +376,9 @@ def _run_model(model: Any, x: torch.Tensor) -> Any:
     return model(x)
 
 
-def _check_output(out: TileOutput, tile_shape: tuple[int, int, int],
-                  stride: tuple[int, int, int] = (1, 1, 1)) -> None:  # fmt: skip
+def _check_output(
+    out: TileOutput, tile_shape: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1)
+) -> None:
     for name, head in zip(_HEAD_NAMES, out):
         step = stride if name == "embedding" else (1, 1, 1)
         expected = tuple(n // s for n, s in zip(tile_shape, step))

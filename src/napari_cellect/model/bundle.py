@@ -49,7 +49,14 @@ BUNDLE_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 DEFAULT_BUNDLE_PATH = Path(__file__).parent / "weights" / "default.pt"
 
-_CONFIG_KEYS = ("unet_config", "merge_config", "link_config", "thresholds", "normalization", "metadata")
+_CONFIG_KEYS = (
+    "unet_config",
+    "merge_config",
+    "link_config",
+    "thresholds",
+    "normalization",
+    "metadata",
+)
 _STATE_KEYS = ("unet", "merge", "link")
 #: How many names an error message lists before "... and N more".
 _MAX_LISTED = 6
@@ -127,7 +134,9 @@ class ModelBundle:
                 )
             k = getattr(self.thresholds, kind).k
             if scorer.config.architecture == "cellect-original" and k != scorer.config.k:
-                out.append(f"thresholds.{kind}.k is {k} but the original {kind} scorer needs {scorer.config.k}")
+                out.append(
+                    f"thresholds.{kind}.k is {k} but the original {kind} scorer needs {scorer.config.k}"
+                )
         return out
 
     # ------------------------------------------------------------------------- use
@@ -137,7 +146,9 @@ class ModelBundle:
             for module in self.modules():
                 module.to(device)
         except (RuntimeError, AssertionError) as error:
-            raise DeviceError(f"cannot move the model to {device!s}: {_first_line(error)}") from error
+            raise DeviceError(
+                f"cannot move the model to {device!s}: {_first_line(error)}"
+            ) from error
         return self
 
     def eval(self) -> ModelBundle:
@@ -193,14 +204,18 @@ class ModelBundle:
         """Write the bundle atomically (an interrupted save never damages an existing file)."""
         path = Path(path)
         if not path.parent.is_dir():
-            raise InputError(f"cannot save the model: the folder {path.parent} does not exist", path)
+            raise InputError(
+                f"cannot save the model: the folder {path.parent} does not exist", path
+            )
         with atomic_write(path, mode="wb") as handle:
             torch.save(self.to_dict(), handle)
         logger.info("saved model bundle %r to %s", self.metadata.name, path)
         return path
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>", device: str | torch.device = "cpu") -> ModelBundle:
+    def from_dict(
+        cls, data: Any, source: str = "<dict>", device: str | torch.device = "cpu"
+    ) -> ModelBundle:
         """Build a bundle from :meth:`to_dict` output, checking everything; ``source`` names the
         file in error messages."""
         _check_envelope(data, source)
@@ -209,7 +224,9 @@ class ModelBundle:
             merge_config = PairScorerConfig.from_dict(_mapping(data, "merge_config", source))
             link_config = PairScorerConfig.from_dict(_mapping(data, "link_config", source))
             thresholds = config_from_dict(TrackingConfig, _mapping(data, "thresholds", source))
-            normalization = config_from_dict(NormalizationConfig, _mapping(data, "normalization", source))
+            normalization = config_from_dict(
+                NormalizationConfig, _mapping(data, "normalization", source)
+            )
             metadata = config_from_dict(BundleMetadata, _mapping(data, "metadata", source))
         except ModelError:
             raise
@@ -251,7 +268,9 @@ class ModelBundle:
         return cls.load(DEFAULT_BUNDLE_PATH, device)
 
     @classmethod
-    def random(cls, preset: str = "small", seed: int = 0, embedding_dim: int | None = None) -> ModelBundle:
+    def random(
+        cls, preset: str = "small", seed: int = 0, embedding_dim: int | None = None
+    ) -> ModelBundle:
         """An untrained bundle with reproducible random weights (tests, training start).
 
         ``preset`` is a U-Net preset; ``cellect-original`` also gets the original scorers,
@@ -267,14 +286,19 @@ class ModelBundle:
             unet = UNet3D(unet_config)
             scorers = [
                 build_scorer(
-                    PairScorerConfig(kind=kind, architecture=architecture,
-                                     embedding_dim=unet_config.embedding_dim)
+                    PairScorerConfig(
+                        kind=kind,
+                        architecture=architecture,
+                        embedding_dim=unet_config.embedding_dim,
+                    )
                 )
                 for kind in ("merge", "link")
-            ]  # fmt: skip
+            ]
         thresholds = TrackingConfig.cellect_original() if original else TrackingConfig()
         normalization = NormalizationConfig(mode="cellect-log" if original else "percentile")
-        metadata = BundleMetadata(name=f"random-{preset}-seed{seed}", notes="untrained random weights")
+        metadata = BundleMetadata(
+            name=f"random-{preset}-seed{seed}", notes="untrained random weights"
+        )
         return cls(unet, scorers[0], scorers[1], thresholds, normalization, metadata).eval()
 
 
@@ -347,9 +371,12 @@ def _check_envelope(data: Any, source: str) -> None:
         newer = isinstance(version, int) and version > max(SUPPORTED_VERSIONS)
         writer = data.get("written_by")
         by = f" by {writer}" if isinstance(writer, str) and writer else ""
-        hint = (f"; it was written{by or ' by a newer napari-cellect'}, newer than this "
-                f"napari-cellect {__version__}: upgrade napari-cellect to use it"
-                if newer else "")
+        hint = (
+            f"; it was written{by or ' by a newer napari-cellect'}, newer than this "
+            f"napari-cellect {__version__}: upgrade napari-cellect to use it"
+            if newer
+            else ""
+        )
         raise ModelError(
             f"{source}: unsupported bundle version {version!r}; napari-cellect {__version__} "
             f"reads bundle version(s) {list(SUPPORTED_VERSIONS)}{hint}"

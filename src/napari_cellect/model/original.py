@@ -82,11 +82,17 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise ModelError(f"{path}: {what} file not found")
     state = read_torch_file(path, what)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+    if (
+        isinstance(state, Mapping)
+        and "state_dict" in state
+        and isinstance(state["state_dict"], Mapping)
+    ):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not state:
         found = "an empty dict" if isinstance(state, Mapping) else type(state).__name__
-        raise ModelError(f"{path}: expected {what} as a state dict (a dict of tensors), found {found}")
+        raise ModelError(
+            f"{path}: expected {what} as a state dict (a dict of tensors), found {found}"
+        )
     state = dict(state)
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
@@ -118,7 +124,8 @@ def load_original_unet(path: str | Path) -> UNet3D:
     problems = state_dict_problems(state, expected_unet_shapes(variant))
     if problems:
         raise ModelError(
-            f"{path}: {what} do not match the CELLECT U-Net ({variant} variant): " + "; ".join(problems)
+            f"{path}: {what} do not match the CELLECT U-Net ({variant} variant): "
+            + "; ".join(problems)
         )
     unet = UNet3D(original_unet_config(variant))
     load_checked(unet, permute_unet_kernels(state), f"{path}: {what}")
@@ -143,7 +150,9 @@ def load_original_scorer(path: str | Path, kind: str) -> OriginalEXNet:
         )
     problems = state_dict_problems(state, expected_scorer_shapes(kind))
     if problems:
-        raise ModelError(f"{path}: {what} do not match the CELLECT {name} network: " + "; ".join(problems))
+        raise ModelError(
+            f"{path}: {what} do not match the CELLECT {name} network: " + "; ".join(problems)
+        )
     scorer = OriginalEXNet(original_scorer_config(kind))
     load_checked(scorer, state, f"{path}: {what}")
     return scorer
@@ -178,13 +187,18 @@ def import_original(
         unet_variant=unet.config.downsampling,
     )
     bundle = ModelBundle(
-        unet, merge, link,
+        unet,
+        merge,
+        link,
         thresholds=TrackingConfig.cellect_original(),
         normalization=NormalizationConfig(mode="cellect-log"),
         metadata=metadata,
-    )  # fmt: skip
+    )
     logger.info(
         "imported original CELLECT weights: U-Net %s (%s variant), EX %s, EN %s",
-        unet_path, unet.config.downsampling, link_path, merge_path,
-    )  # fmt: skip
+        unet_path,
+        unet.config.downsampling,
+        link_path,
+        merge_path,
+    )
     return bundle.eval()

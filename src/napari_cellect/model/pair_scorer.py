@@ -84,7 +84,9 @@ class PairScorerConfig:
         if self.kind not in KINDS:
             problems.append(f"kind must be one of {KINDS}, found {self.kind!r}")
         if self.architecture not in ARCHITECTURES:
-            problems.append(f"architecture must be one of {ARCHITECTURES}, found {self.architecture!r}")
+            problems.append(
+                f"architecture must be one of {ARCHITECTURES}, found {self.architecture!r}"
+            )
         for name in ("k", "embedding_dim", "hidden"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, found {getattr(self, name)}")
@@ -179,10 +181,13 @@ def pair_features(
     """
     m, k, e = cand_emb.shape
     _check_shapes(
-        query_emb=(query_emb, (m, e)), offsets=(offsets, (m, k, N_OFFSETS)),
-        query_radius=(query_radius, (m,)), cand_radius=(cand_radius, (m, k)),
-        query_div=(query_div, (m, 2)), cand_div=(cand_div, (m, k, 2)),
-    )  # fmt: skip
+        query_emb=(query_emb, (m, e)),
+        offsets=(offsets, (m, k, N_OFFSETS)),
+        query_radius=(query_radius, (m,)),
+        cand_radius=(cand_radius, (m, k)),
+        query_div=(query_div, (m, 2)),
+        cand_div=(cand_div, (m, k, 2)),
+    )
     dtype = torch.float32
     q = query_emb.to(dtype)[:, None, :]
     c = cand_emb.to(dtype)
@@ -211,12 +216,15 @@ def pair_features(
     q_mother, c_newborn = q_div[..., 0], c_div[..., 1]
     division = torch.stack(
         [
-            q_div[..., 0], q_div[..., 1], c_div[..., 0], c_div[..., 1],
+            q_div[..., 0],
+            q_div[..., 1],
+            c_div[..., 0],
+            c_div[..., 1],
             ((q_mother > DIVISION_INDICATOR) & (c_newborn > DIVISION_INDICATOR)).to(dtype),
             q_mother * c_newborn,
         ],
         dim=2,
-    )  # fmt: skip
+    )
     return {
         "query_emb": q[:, 0, :],
         "cand_emb": c,
@@ -316,9 +324,12 @@ class PairScorer(BaseScorer):
         n_in = 2 * e + N_OFFSETS + N_SIZE_FEATURES + N_DIVISION_FEATURES + 2
         slope = config.negative_slope
         self.encoder = nn.Sequential(
-            nn.Linear(n_in, h), nn.LayerNorm(h), nn.LeakyReLU(slope),
-            nn.Linear(h, h), nn.LeakyReLU(slope),
-        )  # fmt: skip
+            nn.Linear(n_in, h),
+            nn.LayerNorm(h),
+            nn.LeakyReLU(slope),
+            nn.Linear(h, h),
+            nn.LeakyReLU(slope),
+        )
         self.drop = nn.Dropout(config.dropout)
         # candidate head: own code and context enter through separate linears (same as one linear
         # on their concatenation, but the context part is computed once per query, not per pair)
@@ -337,12 +348,16 @@ class PairScorer(BaseScorer):
         distance through :func:`signed_log` (they span several orders of magnitude)."""
         return torch.cat(
             [
-                features["emb_diff"], features["emb_prod"],
-                signed_log(features["offsets"]), signed_log(features["size"]),
-                features["division"], signed_log(features["emb_dist"]), features["cosine"],
+                features["emb_diff"],
+                features["emb_prod"],
+                signed_log(features["offsets"]),
+                signed_log(features["size"]),
+                features["division"],
+                signed_log(features["emb_dist"]),
+                features["cosine"],
             ],
             dim=2,
-        )  # fmt: skip
+        )
 
     def _logits(
         self, features: Mapping[str, Tensor], mask: Tensor | None
@@ -443,13 +458,14 @@ class OriginalEXNet(BaseScorer):
         division = logits[:, k + 1 : k + 3] if self.config.has_division else None
         return logits[:, :k], logits[:, k], division
 
-
     def _pair_conv(self, query: Tensor, cand: Tensor) -> Tensor:
         """Branch 1 before ``cx``: per candidate, query over candidate as a 1 x 2 x E image
         through ``c1`` (kernel 2 x 5) and ``c2`` (2 x 3), each through the shared ``bnc`` and
         LReLU, concatenated channel-wise: (M, k, 16, E). All candidates run as one batch."""
         m, k, e = cand.shape
-        image = torch.stack([query[:, None, :].expand(m, k, e), cand], dim=2).reshape(m * k, 1, 2, e)
+        image = torch.stack([query[:, None, :].expand(m, k, e), cand], dim=2).reshape(
+            m * k, 1, 2, e
+        )
         a = self.lrelu(self.bnc(self.c1(image)))
         b = self.lrelu(self.bnc(self.c2(image)))
         return torch.cat([a, b], dim=1).reshape(m, k, -1, e)

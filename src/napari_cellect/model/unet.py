@@ -117,15 +117,24 @@ class UNetConfig:
     def __post_init__(self) -> None:
         problems = []
         if self.architecture not in ARCHITECTURES:
-            problems.append(f"architecture must be one of {ARCHITECTURES}, found {self.architecture!r}")
+            problems.append(
+                f"architecture must be one of {ARCHITECTURES}, found {self.architecture!r}"
+            )
         if self.norm not in NORMS:
             problems.append(f"norm must be one of {NORMS}, found {self.norm!r}")
         if self.radius_activation not in RADIUS_ACTIVATIONS:
             problems.append(
                 f"radius_activation must be one of {RADIUS_ACTIVATIONS}, found {self.radius_activation!r}"
             )
-        for name in ("base_width", "depth", "embedding_dim", "centre_levels", "cen_base_width",
-                     "cen_depth", "norm_group_size"):  # fmt: skip
+        for name in (
+            "base_width",
+            "depth",
+            "embedding_dim",
+            "centre_levels",
+            "cen_base_width",
+            "cen_depth",
+            "norm_group_size",
+        ):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, found {getattr(self, name)}")
         if self.centre_levels < 2:
@@ -135,7 +144,9 @@ class UNetConfig:
             if len(value) != 3 or any(int(v) < 1 for v in value):
                 problems.append(f"{name} must be 3 positive integers (z, y, x), found {value}")
         if self.downsampling not in DOWNSAMPLINGS:
-            problems.append(f"downsampling must be one of {DOWNSAMPLINGS}, found {self.downsampling!r}")
+            problems.append(
+                f"downsampling must be one of {DOWNSAMPLINGS}, found {self.downsampling!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), found {self.dropout}")
         if self.architecture == "cellect-original":
@@ -146,7 +157,9 @@ class UNetConfig:
             if tuple(self.stem) != (1, 1, 1):
                 problems.append(f"cellect-original has no stem, found stem={self.stem}")
             if self.cen_depth != 5:
-                problems.append(f"cellect-original's CEN has 5 levels, found cen_depth={self.cen_depth}")
+                problems.append(
+                    f"cellect-original's CEN has 5 levels, found cen_depth={self.cen_depth}"
+                )
         if problems:
             raise InputError("invalid UNetConfig: " + "; ".join(problems))
         object.__setattr__(self, "pooling", tuple(int(v) for v in self.pooling))
@@ -402,9 +415,13 @@ class CompactUNet3D(UNet3D):
         super().__init__(config or unet_preset("small"))
         cfg = self.config
         if cfg.architecture != "compact":
-            raise InputError(f"CompactUNet3D needs architecture 'compact', found {cfg.architecture!r}")
+            raise InputError(
+                f"CompactUNet3D needs architecture 'compact', found {cfg.architecture!r}"
+            )
         stem_voxels = cfg.stem[0] * cfg.stem[1] * cfg.stem[2]
-        self.trunk = CompactUNet(IN_CHANNELS * stem_voxels, cfg.base_width, cfg.depth, cfg, cfg.dropout)
+        self.trunk = CompactUNet(
+            IN_CHANNELS * stem_voxels, cfg.base_width, cfg.depth, cfg, cfg.dropout
+        )
         width = cfg.base_width
         # segmentation (3) + division (2) + radius (1) + trunk centre logits (L), one 1x1 conv
         self.heads = Conv3d(width, SEG_CLASSES + DIVISION_CHANNELS + 1 + cfg.centre_levels, 1)
@@ -420,8 +437,7 @@ class CompactUNet3D(UNet3D):
     def embedding_stride(self) -> tuple[int, int, int]:
         return tuple(self.config.stem)  # type: ignore[return-value]
 
-    def embedding_from(self, features: TrunkFeatures, *, redo_last_block: bool = False
-                       ) -> Tensor:
+    def embedding_from(self, features: TrunkFeatures, *, redo_last_block: bool = False) -> Tensor:
         """The embedding alone, on its coarse grid (:attr:`embedding_stride`)."""
         return self._embedding(self._fine(features, redo_last_block), features.coarse)
 
@@ -449,11 +465,18 @@ class CompactUNet3D(UNet3D):
         skips = self.trunk.encode(space_to_depth(x, cfg.stem))
         decoded = self.trunk.decode(skips)
         pooled_input = F.avg_pool3d(x, cfg.stem, cfg.stem) if cfg.stem != (1, 1, 1) else x
-        return TrunkFeatures(decoded[-1], decoded[-2] if cfg.depth > 1 else None, skips[0],
-                             pooled_input)
+        return TrunkFeatures(
+            decoded[-1], decoded[-2] if cfg.depth > 1 else None, skips[0], pooled_input
+        )
 
-    def heads_from(self, features: TrunkFeatures, *, coarse_embedding: bool = False,
-                   redo_last_block: bool = False, cen_grad: bool = True) -> UNetOutput:
+    def heads_from(
+        self,
+        features: TrunkFeatures,
+        *,
+        coarse_embedding: bool = False,
+        redo_last_block: bool = False,
+        cen_grad: bool = True,
+    ) -> UNetOutput:
         """The five heads from :meth:`trunk_features`; with ``redo_last_block`` the finest
         decoder level is computed again from the level above it (so it can be trained); with
         ``cen_grad`` False the centre-refinement network runs without gradients (its output
@@ -499,9 +522,13 @@ def _inorm(channels: int) -> nn.InstanceNorm3d:
 def _up_block(c_in: int, c_out: int, pool: tuple[int, int, int]) -> nn.Sequential:
     """`norm_lrelu_upscale_conv_norm_lrelu_*`: IN, LReLU, nearest upsampling, conv, IN, LReLU."""
     return nn.Sequential(
-        _inorm(c_in), _lrelu(), nn.Upsample(scale_factor=pool, mode="nearest"),
-        _conv(c_in, c_out), _inorm(c_out), _lrelu(),
-    )  # fmt: skip
+        _inorm(c_in),
+        _lrelu(),
+        nn.Upsample(scale_factor=pool, mode="nearest"),
+        _conv(c_in, c_out),
+        _inorm(c_out),
+        _lrelu(),
+    )
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -515,7 +542,9 @@ class _IsenseeMixin:
     weights), the decoder and the deep-supervision 1x1 convs. Attribute names are those of the
     original checkpoints (docs/method.md §3.3, cellect-checkpoint-layout.json)."""
 
-    def _build_template(self, c_in: int, n_out: int, base: int, cfg: UNetConfig, residual_down: bool) -> None:
+    def _build_template(
+        self, c_in: int, n_out: int, base: int, cfg: UNetConfig, residual_down: bool
+    ) -> None:
         """``residual_down``: the trunk's two-path downsampling (conv, conv + 1x1 projection,
         pooled by MaxPool or by stride, see ``UNetConfig.downsampling``); else (the CEN) a single
         strided 3x3x3 conv."""
@@ -558,7 +587,11 @@ class _IsenseeMixin:
         for level, k in ((1, 3), (2, 2), (3, 1)):
             setattr(self, f"conv_norm_lrelu_l{level}", _conv_block(2 * w[k], 2 * w[k]))
             setattr(self, f"conv3d_l{level}", _conv(2 * w[k], w[k], kernel=1))
-            setattr(self, f"norm_lrelu_upscale_conv_norm_lrelu_l{level}", _up_block(w[k], w[k - 1], pool))
+            setattr(
+                self,
+                f"norm_lrelu_upscale_conv_norm_lrelu_l{level}",
+                _up_block(w[k], w[k - 1], pool),
+            )
         self.conv_norm_lrelu_l4 = _conv_block(2 * w[0], 2 * w[0])
         self.conv3d_l4 = _conv(2 * w[0], n_out, kernel=1)
         self.ds2_1x1_conv3d = _conv(2 * w[2], n_out, kernel=1)

@@ -62,8 +62,9 @@ def newer_wins(old: CorrectionSet, new: CorrectionSet) -> CorrectionSet:
     new_pos = _keys(new.positive_links)
     new_broken = _keys(new.broken_links)
     old_pos = old.positive_links
-    keep_pos = ~np.isin(_keys(old_pos), new_broken) & ~np.isin(old_pos[:, 1],
-                                                               new.positive_links[:, 1])
+    keep_pos = ~np.isin(_keys(old_pos), new_broken) & ~np.isin(
+        old_pos[:, 1], new.positive_links[:, 1]
+    )
     keep_broken = ~np.isin(_keys(old.broken_links), new_pos)
     keep_div = ~np.isin(old.division_nodes, new.division_nodes)
     kept = dataclasses.replace(

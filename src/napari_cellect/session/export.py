@@ -9,8 +9,9 @@ if TYPE_CHECKING:
     from napari_cellect.session.tracking_session import TrackingSession
 
 
-def export_session(session: TrackingSession, fmt: str, path: str | Path,
-                   labels: Any = None) -> tuple[Path, str]:
+def export_session(
+    session: TrackingSession, fmt: str, path: str | Path, labels: Any = None
+) -> tuple[Path, str]:
     """Write ``session`` in format ``fmt`` (``csv``, ``ctc`` or ``geff``) to ``path``.
 
     Returns the path written and a note for the user about what the export could not keep as
@@ -29,13 +30,15 @@ def export_session(session: TrackingSession, fmt: str, path: str | Path,
     if fmt == "ctc":
         shape = None if labels is not None else session.image_shape
         written = write_ctc(graph, path, labels=labels, shape=shape, z_ratio=z_ratio)
-        return written.folder, _ctc_note(written.marked, written.left_out,
-                                         labels is not None or shape is not None)
+        return written.folder, _ctc_note(
+            written.marked, written.left_out, labels is not None or shape is not None
+        )
     raise ValueError(f"unknown export format {fmt!r}; expected one of csv, ctc, geff")
 
 
 def _ctc_note(marked: Any, left_out: Any, masks: bool) -> str:
     """What a CTC export changed or left out, in words (ids shown: the first few)."""
+
     def some(ids: Any) -> str:
         shown = ", ".join(str(int(i)) for i in ids[:5])
         return shown + (", ..." if len(ids) > 5 else "")
@@ -44,9 +47,13 @@ def _ctc_note(marked: Any, left_out: Any, masks: bool) -> str:
     if not masks:
         notes.append("no masks written (no Labels layer and no image size): res_track.txt only")
     if len(marked):
-        notes.append(f"{len(marked)} node(s) had no pixels in the Labels layer and were written "
-                     f"as round markers of their radius (ids {some(marked)})")
+        notes.append(
+            f"{len(marked)} node(s) had no pixels in the Labels layer and were written "
+            f"as round markers of their radius (ids {some(marked)})"
+        )
     if len(left_out):
-        notes.append(f"{len(left_out)} node(s) lie outside the image and are NOT in the masks "
-                     f"(ids {some(left_out)})")
+        notes.append(
+            f"{len(left_out)} node(s) lie outside the image and are NOT in the masks "
+            f"(ids {some(left_out)})"
+        )
     return "; ".join(notes)

@@ -31,9 +31,11 @@ _STRUCTURE = frozenset({"id", "parent_id"})
 
 
 def replace_command(
-    old: TrackGraph, new: TrackGraph, description: str,
+    old: TrackGraph,
+    new: TrackGraph,
+    description: str,
     skip: Iterable[str] = TRANSIENT_COLUMNS,
-) -> Compound:  # fmt: skip
+) -> Compound:
     """A command that makes ``old`` equal to ``new`` (node ids, parents and every column of
     ``new`` except ``skip``). ``old`` is not changed; the diff is worked out on a copy."""
     skip = frozenset(skip)
@@ -50,10 +52,18 @@ def replace_command(
         run(RemoveNodes(gone.tolist()))
     added_rows = np.flatnonzero(~np.isin(new.ids, old.ids))
     if len(added_rows):
-        run(AddNodes({
-            c: (np.full(len(added_rows), NO_PARENT) if c == "parent_id" else new[c][added_rows])
-            .tolist() for c in columns
-        }))  # fmt: skip
+        run(
+            AddNodes(
+                {
+                    c: (
+                        np.full(len(added_rows), NO_PARENT)
+                        if c == "parent_id"
+                        else new[c][added_rows]
+                    ).tolist()
+                    for c in columns
+                }
+            )
+        )
     rows = scratch.index_of(new.ids)
     relinked = np.flatnonzero(scratch["parent_id"][rows] != new["parent_id"])
     if len(relinked):

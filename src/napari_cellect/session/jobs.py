@@ -119,22 +119,36 @@ def tracking_job(
     on_cluster = {"scheduler": scheduler} if scheduler else {}
     try:
         result = yield from tracking_function(
-            images, bundle, z_ratio=z_ratio, device=device, tile=tile, cache_dir=None,
-            keep_foreground=True, should_stop=should_stop, cell_radius=cell_radius, **on_cluster,
+            images,
+            bundle,
+            z_ratio=z_ratio,
+            device=device,
+            tile=tile,
+            cache_dir=None,
+            keep_foreground=True,
+            should_stop=should_stop,
+            cell_radius=cell_radius,
+            **on_cluster,
         )
         if getattr(result, "graph", None) is not None:
             yield TracksReady(result.graph)
         labels = getattr(result, "labels", None)
         if labels is None and result is not None:
-            labels = yield from _segment(result, images.shape, z_ratio, should_stop,
-                                         max_label_bytes)
+            labels = yield from _segment(
+                result, images.shape, z_ratio, should_stop, max_label_bytes
+            )
     except Cancelled:
         return None
     return TrackingOutput(result, None if labels is None else np.asarray(labels), bundle)
 
 
-def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
-             should_stop: Callable[[], bool], max_label_bytes: int) -> Iterator[Any]:
+def _segment(
+    result: Any,
+    shape: tuple[int, ...],
+    z_ratio: float,
+    should_stop: Callable[[], bool],
+    max_label_bytes: int,
+) -> Iterator[Any]:
     """Instance masks of every frame, from the foreground the pipeline kept (or spheres)."""
     from napari_cellect.pipeline import TrackingProgress, make_labeler
     from napari_cellect.segment import label_dtype
@@ -146,8 +160,12 @@ def _segment(result: Any, shape: tuple[int, ...], z_ratio: float,
     if n_frames * int(np.prod(frame_shape)) * dtype.itemsize > max_label_bytes:
         logger.info("no Labels layer: the masks would take more than %d bytes", max_label_bytes)
         return None
-    labeler = make_labeler(graph, frame_shape, z_ratio=z_ratio,  # type: ignore[arg-type]
-                           foreground=getattr(result, "foreground", None))
+    labeler = make_labeler(
+        graph,
+        frame_shape,
+        z_ratio=z_ratio,  # type: ignore[arg-type]
+        foreground=getattr(result, "foreground", None),
+    )
     labels = np.zeros((n_frames, *frame_shape), dtype=dtype)
     for t in range(n_frames):
         if should_stop():
@@ -188,8 +206,14 @@ def detect_job(
 
     base = load_model(model, model_path)
     try:
-        frames = yield from iter_detect(images, base, z_ratio=z_ratio, device=device,
-                                        should_stop=should_stop, cell_radius=cell_radius)
+        frames = yield from iter_detect(
+            images,
+            base,
+            z_ratio=z_ratio,
+            device=device,
+            should_stop=should_stop,
+            cell_radius=cell_radius,
+        )
     except Cancelled:
         logger.info("detection cancelled")
         return None
@@ -222,9 +246,15 @@ def finetune_job(
     base = load_model(model, model_path)
     try:
         result = yield from iter_guarded_finetune(
-            base, corrections, detections, z_ratio=z_ratio, config=config, trainers=trainers,
-            should_stop=should_stop, source=source,
-        )  # fmt: skip
+            base,
+            corrections,
+            detections,
+            z_ratio=z_ratio,
+            config=config,
+            trainers=trainers,
+            should_stop=should_stop,
+            source=source,
+        )
     except Cancelled:
         logger.info("fine-tuning cancelled; the model in use is unchanged")
         return None
@@ -276,16 +306,18 @@ def relink_job(
             raise Cancelled("re-linking cancelled; the tracks are unchanged")
 
     try:
-        out = relink_keeping_work(detections, bundle, graph, z_ratio, corrections=corrections,
-                                  progress=stop_if_asked)
+        out = relink_keeping_work(
+            detections, bundle, graph, z_ratio, corrections=corrections, progress=stop_if_asked
+        )
     except Cancelled:
         logger.info("re-linking cancelled")
         return None
     yield Progress("relink", 1, 1)
     n = len(out.changed) + len(out.removed)
     description = f"re-link with {bundle.metadata.name} ({n} link{'' if n == 1 else 's'} changed)"
-    return RelinkOutput(out.graph, out.changed, out.removed,
-                        replace_command(graph, out.graph, description), bundle)
+    return RelinkOutput(
+        out.graph, out.changed, out.removed, replace_command(graph, out.graph, description), bundle
+    )
 
 
 # ------------------------------------------------------------- re-detection after adaptation
@@ -338,8 +370,15 @@ def redetect_relink_job(
     n_frames = int(images.shape[0])
     frames = frames_to_redetect(graph, n_frames)
     try:
-        new = yield from iter_detect(images, model, z_ratio=z_ratio, device=device, frames=frames,
-                                     cell_radius=cell_radius, should_stop=should_stop)
+        new = yield from iter_detect(
+            images,
+            model,
+            z_ratio=z_ratio,
+            device=device,
+            frames=frames,
+            cell_radius=cell_radius,
+            should_stop=should_stop,
+        )
     except Cancelled:
         logger.info("re-detection cancelled; the tracks are unchanged")
         return None
@@ -347,8 +386,15 @@ def redetect_relink_job(
     old = {d.t: d for d in detections or []}
     by_frame = {**old, **{d.t: d for d in new}}
     merged = [by_frame.get(t) or Detections.empty(t, dim) for t in range(n_frames)]
-    relinked = yield from relink_job(merged, model, None, graph, z_ratio=z_ratio,
-                                     corrections=corrections, should_stop=should_stop)
+    relinked = yield from relink_job(
+        merged,
+        model,
+        None,
+        graph,
+        z_ratio=z_ratio,
+        corrections=corrections,
+        should_stop=should_stop,
+    )
     if relinked is None:
         return None
     return RedetectOutput(merged, frames, relinked)

@@ -147,18 +147,27 @@ class TrackingSession:
         return session
 
     @classmethod
-    def from_tracking(cls, output: TrackingOutput, *, z_ratio: float,
-                      model_path: str | Path | None = None, **kwargs: Any) -> TrackingSession:
+    def from_tracking(
+        cls,
+        output: TrackingOutput,
+        *,
+        z_ratio: float,
+        model_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> TrackingSession:
         """A session around a tracking run's result, keeping its raw detections and model for
         fine-tuning and re-linking (the U-Net never runs again for them)."""
         result = output.result
         kwargs.setdefault("detections_digest", _digest(output.model))
         return cls.from_graph(
-            result.graph, labels=output.labels,
+            result.graph,
+            labels=output.labels,
             detections=list(getattr(result, "raw_detections", None) or []) or None,
-            z_ratio=getattr(result, "z_ratio", None) or float(z_ratio), model=output.model,
-            model_path=Path(model_path) if model_path else None, **kwargs,
-        )  # fmt: skip
+            z_ratio=getattr(result, "z_ratio", None) or float(z_ratio),
+            model=output.model,
+            model_path=Path(model_path) if model_path else None,
+            **kwargs,
+        )
 
     @classmethod
     def read_tracks(cls, path: str | os.PathLike[str], **kwargs: Any) -> TrackingSession:
@@ -168,12 +177,18 @@ class TrackingSession:
 
         path = Path(path)
         kwargs.setdefault("name", _stem(path))
-        return cls.from_graph(read_tracks(path), source=path,
-                              stored_corrections=load_stored(journal_folder_for(path)), **kwargs)
+        return cls.from_graph(
+            read_tracks(path),
+            source=path,
+            stored_corrections=load_stored(journal_folder_for(path)),
+            **kwargs,
+        )
 
     @classmethod
     def open_tracks(
-        cls, path: str | os.PathLike[str], ask_restore: AskRestore | None = None,
+        cls,
+        path: str | os.PathLike[str],
+        ask_restore: AskRestore | None = None,
         **kwargs: object,
     ) -> TrackingSession:
         """Read a tracks file; when its journal holds edits, offer to restore them.
@@ -192,8 +207,14 @@ class TrackingSession:
             Journal(folder).discard()  # corrections.json, if any, stays
         graph = read_tracks(path)
         name = kwargs.pop("name", None) or _stem(path)
-        return cls.from_graph(graph, name=name, source=path, journal_folder=folder,
-                              stored_corrections=load_stored(folder), **kwargs)
+        return cls.from_graph(
+            graph,
+            name=name,
+            source=path,
+            journal_folder=folder,
+            stored_corrections=load_stored(folder),
+            **kwargs,
+        )
 
     @classmethod
     def open_journal(
@@ -205,8 +226,9 @@ class TrackingSession:
         if "name" not in kwargs:
             kwargs["name"] = _stem(source) if source is not None else _stem(folder)
         kwargs.setdefault("stored_corrections", load_stored(folder))
-        session = cls(graph=history.graph, history=history, source=source, journal_folder=folder,
-                      **kwargs)  # type: ignore[arg-type]
+        session = cls(
+            graph=history.graph, history=history, source=source, journal_folder=folder, **kwargs
+        )  # type: ignore[arg-type]
         session._journal = Journal(folder)
         session._journal.resume(history)
         # the restored edits are not in any saved file: the session starts dirty
@@ -290,9 +312,12 @@ class TrackingSession:
             ContradictoryCorrections: naming the nodes (from the core).
         """
         current = build_corrections(
-            self.graph, corrections_from_history(self.history), z_ratio=self.anisotropy,
-            config=config, source=str(self.source or self.name),
-        )  # fmt: skip
+            self.graph,
+            corrections_from_history(self.history),
+            z_ratio=self.anisotropy,
+            config=config,
+            source=str(self.source or self.name),
+        )
         if self.stored_corrections is None:
             return current
         return newer_wins(self.stored_corrections, current)
@@ -306,8 +331,10 @@ class TrackingSession:
         """
         if self.journal_folder is None:
             return None
-        if only_if_needed and self.stored_corrections is None and not needs_file(
-            corrections_from_history(self.history)
+        if (
+            only_if_needed
+            and self.stored_corrections is None
+            and not needs_file(corrections_from_history(self.history))
         ):
             return None
         try:
@@ -317,8 +344,9 @@ class TrackingSession:
             return None
 
     # ------------------------------------------------------------------ the loop
-    def use_detections(self, output: DetectOutput, z_ratio: float,
-                       cell_radius: float | None = None) -> None:
+    def use_detections(
+        self, output: DetectOutput, z_ratio: float, cell_radius: float | None = None
+    ) -> None:
         """Keep the raw detections of a detection run (for tracks read from a file)."""
         self.detections = output.detections
         self.detections_digest = _digest(output.model)
@@ -349,8 +377,10 @@ class TrackingSession:
         return corrections
 
     def finetune_job(
-        self, config: FinetuneConfig | None = None,
-        should_stop: Callable[[], bool] = lambda: False, trainers: Sequence[Any] = (),
+        self,
+        config: FinetuneConfig | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        trainers: Sequence[Any] = (),
     ) -> Generator[Step, None, FinetuneResult | None]:
         """The guarded fine-tune of this session's model on its corrections (a generator for a
         worker; applies nothing: :meth:`keep_finetune` does). What cannot work is refused here,
@@ -364,9 +394,17 @@ class TrackingSession:
         detections = self._detections()
         model = load_model(self.model, self.model_path)
         self.check_model_made_detections(model)
-        return finetune_job(model, None, corrections, detections, z_ratio=self.anisotropy,
-                            config=config, should_stop=should_stop,
-                            source=str(self.source or self.name), trainers=trainers)
+        return finetune_job(
+            model,
+            None,
+            corrections,
+            detections,
+            z_ratio=self.anisotropy,
+            config=config,
+            should_stop=should_stop,
+            source=str(self.source or self.name),
+            trainers=trainers,
+        )
 
     def iter_finetune(
         self, config: FinetuneConfig | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -383,8 +421,9 @@ class TrackingSession:
         self.use_tuned_model(result.bundle)
         return True
 
-    def detector_trainer(self, images: Any, config: AdaptConfig | None = None,
-                         device: str = "auto") -> DetectorTrainer:
+    def detector_trainer(
+        self, images: Any, config: AdaptConfig | None = None, device: str = "auto"
+    ) -> DetectorTrainer:
         """The detector as a part of :meth:`finetune_job` (``trainers=[...]``), adapted on
         ``images`` (the images the tracks belong to, as they are). After keeping a result that
         adopted it, :meth:`iter_redetect_relink` predicts the frames nobody approved again."""
@@ -422,12 +461,15 @@ class TrackingSession:
                 f"the model {model.metadata.name!r} has another U-Net than the one that found "
                 "this session's detections (it was trained or tuned on other images): detect "
                 "the cells again with it, or choose the model the tracks were made with. "
-                "Nothing was changed")
+                "Nothing was changed"
+            )
 
     def iter_adapt_detector(
-        self, images: Any, config: AdaptConfig | None = None,
+        self,
+        images: Any,
+        config: AdaptConfig | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-    ) -> Generator[Step, None, ModelBundle | None]:  # fmt: skip
+    ) -> Generator[Step, None, ModelBundle | None]:
         """Adapt the model's U-Net to this session's corrections on ``images`` (the images the
         tracks belong to); makes the adapted model the session's and returns it (None:
         cancelled; the model in use is then unchanged). Follow it with
@@ -439,8 +481,9 @@ class TrackingSession:
         corrections = self.prepare_finetune()
         base = load_model(self.model, self.model_path)
         try:
-            adapted = yield from adapt_detector_part(base, corrections, images, self.detections,
-                                                     should_stop, config)  # fmt: skip
+            adapted = yield from adapt_detector_part(
+                base, corrections, images, self.detections, should_stop, config
+            )
         except Cancelled:
             logger.info("detector adaptation cancelled; the model in use is unchanged")
             return None
@@ -458,37 +501,51 @@ class TrackingSession:
 
         model = load_model(self.model, self.model_path)
         output = yield from redetect_relink_job(
-            images, model, self.graph.copy(), self.detections, z_ratio=self.anisotropy,
-            corrections=self.corrections(), device=device, should_stop=should_stop,
+            images,
+            model,
+            self.graph.copy(),
+            self.detections,
+            z_ratio=self.anisotropy,
+            corrections=self.corrections(),
+            device=device,
+            should_stop=should_stop,
             cell_radius=self.cell_radius,
-        )  # fmt: skip
+        )
         if output is not None:
             self.apply_redetect(output)
         return output
 
-    def apply_redetect(self, output: RedetectOutput,
-                       execute: Callable[[Command], Command | None] | None = None
-                       ) -> Command | None:  # fmt: skip
+    def apply_redetect(
+        self, output: RedetectOutput, execute: Callable[[Command], Command | None] | None = None
+    ) -> Command | None:
         """Keep the detections of a re-detection (with the U-Net that found them, so the model
         is accepted for fine-tuning and re-linking again) and apply its re-link as one edit."""
         self.detections = output.detections
         self.detections_digest = _digest(output.relink.model)
         return self.apply_relink(output.relink, execute)
 
-    def relink_job(self, should_stop: Callable[[], bool] = lambda: False
-                   ) -> Generator[Step, None, RelinkOutput | None]:
+    def relink_job(
+        self, should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[Step, None, RelinkOutput | None]:
         """The re-link of this session's tracks (a snapshot) with its model, keeping approved
         work and the corrections; applies nothing (see :meth:`apply_relink`)."""
         from napari_cellect.session.jobs import load_model, relink_job
 
         model = load_model(self.model, self.model_path)
         self.check_model_made_detections(model)
-        return relink_job(self._detections(), model, None, self.graph.copy(),
-                          z_ratio=self.anisotropy, corrections=self.corrections(),
-                          should_stop=should_stop)  # fmt: skip
+        return relink_job(
+            self._detections(),
+            model,
+            None,
+            self.graph.copy(),
+            z_ratio=self.anisotropy,
+            corrections=self.corrections(),
+            should_stop=should_stop,
+        )
 
-    def apply_relink(self, output: RelinkOutput,
-                     execute: Callable[[Command], Command | None] | None = None) -> Command | None:
+    def apply_relink(
+        self, output: RelinkOutput, execute: Callable[[Command], Command | None] | None = None
+    ) -> Command | None:
         """Apply a re-link as one undoable edit (through ``execute``, default the history)."""
         if self.model is None:
             self.model = output.model  # the default model, loaded once
@@ -497,16 +554,18 @@ class TrackingSession:
             execute = self.history.execute
         return execute(output.command)
 
-    def iter_relink(self, should_stop: Callable[[], bool] = lambda: False
-                    ) -> Generator[Step, None, RelinkOutput | None]:
+    def iter_relink(
+        self, should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[Step, None, RelinkOutput | None]:
         """:meth:`relink_job` and :meth:`apply_relink` in one (None: cancelled)."""
         output = yield from self.relink_job(should_stop)
         if output is not None:
             self.apply_relink(output)
         return output
 
-    def export(self, fmt: str, path: str | os.PathLike[str], labels: Any = None
-               ) -> tuple[Path, str]:
+    def export(
+        self, fmt: str, path: str | os.PathLike[str], labels: Any = None
+    ) -> tuple[Path, str]:
         """Write the tracks as ``csv``, ``ctc`` or ``geff`` (see
         :func:`~napari_cellect.session.export.export_session`)."""
         from napari_cellect.session.export import export_session
@@ -515,8 +574,10 @@ class TrackingSession:
 
     def _detections(self) -> list[Detections]:
         if not self.detections:
-            raise InputError("this session has no detections: track the images, or detect "
-                               "on the image the tracks belong to, first")
+            raise InputError(
+                "this session has no detections: track the images, or detect "
+                "on the image the tracks belong to, first"
+            )
         return self.detections
 
     def close(self) -> None:

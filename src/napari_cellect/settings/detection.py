@@ -58,9 +58,14 @@ class DetectionConfig:
     def __post_init__(self) -> None:
         check_probability(self, "threshold", "foreground_threshold")
         check_non_negative(
-            self, "nms_radius_factor", "min_nms_radius", "peak_radius", "foreground_radius",
-            "min_radius", finite=True,
-        )  # fmt: skip
+            self,
+            "nms_radius_factor",
+            "min_nms_radius",
+            "peak_radius",
+            "foreground_radius",
+            "min_radius",
+            finite=True,
+        )
         check_choice(self, "centre_mode", CENTRE_MODES)
         margin = int_triple(self.border_margin, "DetectionConfig.border_margin")
         if min(margin) < 0:

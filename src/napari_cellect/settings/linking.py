@@ -91,20 +91,35 @@ class LinkingConfig:
         check_positive_int(self, "k")
         check_probability(self, "link_threshold", "division_threshold")
         check_non_negative(
-            self, "max_distance_radii", "radius_floor", "max_distance", "appear_cost",
-            "disappear_cost", "gap_cost", "gap_distance_factor", "min_motion_samples",
-            "daughter_midpoint_radii", "daughter_min_separation_radii",
-            "daughter_max_separation_radii", "daughter_min_radius_ratio", "daughter_min_size",
-            "daughter_max_size", "daughter_min_overlap_ratio",
-        )  # fmt: skip
+            self,
+            "max_distance_radii",
+            "radius_floor",
+            "max_distance",
+            "appear_cost",
+            "disappear_cost",
+            "gap_cost",
+            "gap_distance_factor",
+            "min_motion_samples",
+            "daughter_midpoint_radii",
+            "daughter_min_separation_radii",
+            "daughter_max_separation_radii",
+            "daughter_min_radius_ratio",
+            "daughter_min_size",
+            "daughter_max_size",
+            "daughter_min_overlap_ratio",
+        )
         if not (math.isfinite(self.appear_cost) and math.isfinite(self.disappear_cost)):
             raise InputError("LinkingConfig.appear_cost and disappear_cost must be finite")
         if not 0.0 < self.min_probability < 1.0:
             raise InputError(
                 f"LinkingConfig.min_probability must be in (0, 1), found {self.min_probability}"
             )
-        for low, high in (("daughter_min_separation_radii", "daughter_max_separation_radii"),
-                          ("daughter_min_size", "daughter_max_size")):
+        for low, high in (
+            ("daughter_min_separation_radii", "daughter_max_separation_radii"),
+            ("daughter_min_size", "daughter_max_size"),
+        ):
             if getattr(self, low) > getattr(self, high):
-                raise InputError(f"LinkingConfig.{low} ({getattr(self, low)}) must not exceed "
-                                 f"{high} ({getattr(self, high)})")  # fmt: skip
+                raise InputError(
+                    f"LinkingConfig.{low} ({getattr(self, low)}) must not exceed "
+                    f"{high} ({getattr(self, high)})"
+                )

@@ -30,9 +30,12 @@ class TrackingConfig:
             detection=DetectionConfig(centre_mode="ordinal", threshold=0.5),
             merge=MergeConfig(k=5, threshold=0.6, max_distance_radii=0.6, max_distance_floor=5.0),
             link=LinkingConfig(
-                k=5, max_distance_radii=6.0, radius_floor=5.0, link_threshold=0.1,
+                k=5,
+                max_distance_radii=6.0,
+                radius_floor=5.0,
+                link_threshold=0.1,
                 division_threshold=0.5,
             ),
             # a full-resolution network: nothing to magnify
             division_refinement=DivisionRefinementConfig(enabled=False),
-        )  # fmt: skip
+        )

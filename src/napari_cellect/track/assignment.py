@@ -79,20 +79,31 @@ class AssignmentProblem:
 
     def __post_init__(self) -> None:
         n_s, n_t = int(self.n_sources), int(self.n_targets)
-        as_int = {n: np.asarray(getattr(self, n), dtype=np.int64).ravel() for n in
-                  ("edge_src", "edge_dst", "pinned_src", "pinned_dst")}  # fmt: skip
+        as_int = {
+            n: np.asarray(getattr(self, n), dtype=np.int64).ravel()
+            for n in ("edge_src", "edge_dst", "pinned_src", "pinned_dst")
+        }
         for name, value in as_int.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "edge_cost", np.asarray(self.edge_cost, dtype=np.float64).ravel())
         for name, size in (("division_cost", n_s), ("disappear_cost", n_s), ("appear_cost", n_t)):
             value = np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), (size,))
             object.__setattr__(self, name, value)
-        fixed_children = (np.zeros(n_s, np.int64) if self.fixed_children is None
-                          else np.asarray(self.fixed_children, dtype=np.int64).ravel())  # fmt: skip
-        fixed_parent = (np.zeros(n_t, bool) if self.fixed_parent is None
-                        else np.asarray(self.fixed_parent, dtype=bool).ravel())  # fmt: skip
-        second_ok = (np.ones(len(self.edge_src), bool) if self.second_child_ok is None
-                     else np.asarray(self.second_child_ok, dtype=bool).ravel())  # fmt: skip
+        fixed_children = (
+            np.zeros(n_s, np.int64)
+            if self.fixed_children is None
+            else np.asarray(self.fixed_children, dtype=np.int64).ravel()
+        )
+        fixed_parent = (
+            np.zeros(n_t, bool)
+            if self.fixed_parent is None
+            else np.asarray(self.fixed_parent, dtype=bool).ravel()
+        )
+        second_ok = (
+            np.ones(len(self.edge_src), bool)
+            if self.second_child_ok is None
+            else np.asarray(self.second_child_ok, dtype=bool).ravel()
+        )
         object.__setattr__(self, "fixed_children", fixed_children)
         object.__setattr__(self, "fixed_parent", fixed_parent)
         object.__setattr__(self, "second_child_ok", second_ok)
@@ -116,9 +127,12 @@ class AssignmentProblem:
                 f"fixed_children needs {n_s} entries and fixed_parent {n_t}; got "
                 f"{len(self.fixed_children)} and {len(self.fixed_parent)}"
             )
-        for name, idx, size in (("edge_src", self.edge_src, n_s), ("edge_dst", self.edge_dst, n_t),
-                                ("pinned_src", self.pinned_src, n_s),
-                                ("pinned_dst", self.pinned_dst, n_t)):  # fmt: skip
+        for name, idx, size in (
+            ("edge_src", self.edge_src, n_s),
+            ("edge_dst", self.edge_dst, n_t),
+            ("pinned_src", self.pinned_src, n_s),
+            ("pinned_dst", self.pinned_dst, n_t),
+        ):
             if len(idx) and (idx.min() < 0 or idx.max() >= size):
                 raise InputError(f"{name} must index 0..{size - 1}; found {idx.min()}..{idx.max()}")
         if not np.all(np.isfinite(self.edge_cost)):
@@ -194,34 +208,36 @@ def solve_assignment(problem: AssignmentProblem) -> AssignmentResult:
     e1 = (slot1_row[edge_src] >= 0) & second_ok
     slot_rows = np.concatenate([slot0_row[edge_src[e0]], slot1_row[edge_src[e1]]])
     slot_cols = np.concatenate([target_col[edge_dst[e0]], target_col[edge_dst[e1]]])
-    slot_w = np.concatenate(
-        [edge_cost[e0], edge_cost[e1] + problem.division_cost[edge_src[e1]]]
-    )
+    slot_w = np.concatenate([edge_cost[e0], edge_cost[e1] + problem.division_cost[edge_src[e1]]])
     # A slot's own "no child here" column: the source disappears only if slot 0 stays empty.
     slot_src = np.concatenate([np.flatnonzero(has_slot0), np.flatnonzero(has_slot1)])
-    own_w = np.concatenate(
-        [problem.disappear_cost[has_slot0], np.zeros(n_slots - n_slot0)]
-    )
+    own_w = np.concatenate([problem.disappear_cost[has_slot0], np.zeros(n_slots - n_slot0)])
     n_rows = n_slots + n_cols_t  # slots, then one appear row per open target
     open_targets = np.flatnonzero(~taken)
-    rows = np.concatenate([
-        slot_rows,
-        np.arange(n_slots),
-        n_slots + np.arange(n_cols_t),
-        n_slots + slot_cols,
-    ])  # fmt: skip
-    cols = np.concatenate([
-        slot_cols,
-        n_cols_t + np.arange(n_slots),
-        np.arange(n_cols_t),
-        n_cols_t + slot_rows,
-    ])  # fmt: skip
-    weights = np.concatenate([
-        slot_w,
-        own_w,
-        problem.appear_cost[open_targets],
-        np.zeros(len(slot_rows)),
-    ])  # fmt: skip
+    rows = np.concatenate(
+        [
+            slot_rows,
+            np.arange(n_slots),
+            n_slots + np.arange(n_cols_t),
+            n_slots + slot_cols,
+        ]
+    )
+    cols = np.concatenate(
+        [
+            slot_cols,
+            n_cols_t + np.arange(n_slots),
+            np.arange(n_cols_t),
+            n_cols_t + slot_rows,
+        ]
+    )
+    weights = np.concatenate(
+        [
+            slot_w,
+            own_w,
+            problem.appear_cost[open_targets],
+            np.zeros(len(slot_rows)),
+        ]
+    )
 
     chosen_src = _EMPTY_INT
     chosen_dst = _EMPTY_INT

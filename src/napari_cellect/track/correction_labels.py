@@ -115,18 +115,30 @@ def build_corrections(
     duplicates = _duplicates(view, removed, cfg)
     distinct = _distinct(view, cfg)
 
-    labelled = np.unique(np.concatenate([
-        positive.ravel(), broken.ravel(), candidates.ravel(), starts,
-        np.fromiter(divisions.keys(), np.int64, len(divisions)),
-        duplicates[:, 0], distinct.ravel(),
-    ]))  # fmt: skip
+    labelled = np.unique(
+        np.concatenate(
+            [
+                positive.ravel(),
+                broken.ravel(),
+                candidates.ravel(),
+                starts,
+                np.fromiter(divisions.keys(), np.int64, len(divisions)),
+                duplicates[:, 0],
+                distinct.ravel(),
+            ]
+        )
+    )
     rows = _with_context(view, view.rows(labelled), removed, cfg)
     nodes = {
-        "id": view.ids[rows], "t": view.t[rows],
-        "z": view.pos[rows, 0], "y": view.pos[rows, 1], "x": view.pos[rows, 2],
-        "radius": graph["radius"][rows], "approved": view.approved[rows],
+        "id": view.ids[rows],
+        "t": view.t[rows],
+        "z": view.pos[rows, 0],
+        "y": view.pos[rows, 1],
+        "x": view.pos[rows, 2],
+        "radius": graph["radius"][rows],
+        "approved": view.approved[rows],
         "hand_added": np.isin(view.ids[rows], np.fromiter(state.hand_added, np.int64)),
-    }  # fmt: skip
+    }
     result = CorrectionSet(
         nodes=nodes,
         removed=removed,
@@ -231,8 +243,10 @@ def _broken_links(
     broken = broken[known]
     in_graph = view.parent[view.rows(broken[:, 1])] == broken[:, 0]
     if np.any(in_graph):
-        logger.debug("%d broken link(s) are back in the tracks (re-linked); not negatives",
-                     int(in_graph.sum()))  # fmt: skip
+        logger.debug(
+            "%d broken link(s) are back in the tracks (re-linked); not negatives",
+            int(in_graph.sum()),
+        )
     return broken[~in_graph]
 
 
@@ -380,10 +394,12 @@ def _with_context(
             continue
         here = rows[view.t[rows] == t]
         centres = np.concatenate([view.pos[here], removed_pos[removed["t"] == t]])
-        radius = np.concatenate([
-            view.radius[here],
-            np.full(int(np.count_nonzero(removed["t"] == t)), cfg.radius_floor),
-        ])  # fmt: skip
+        radius = np.concatenate(
+            [
+                view.radius[here],
+                np.full(int(np.count_nonzero(removed["t"] == t)), cfg.radius_floor),
+            ]
+        )
         tree = cKDTree(scaled(view.pos[frame], view.z_ratio))
         hits = tree.query_ball_point(scaled(centres, view.z_ratio), r=cfg.context_radii * radius)
         found = np.fromiter((i for h in hits for i in h), np.int64)

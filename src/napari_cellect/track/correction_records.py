@@ -16,8 +16,14 @@ logger = logging.getLogger(__name__)
 
 #: Record kinds written by ``track/edits.py``.
 KINDS = (
-    "link", "unlink", "division", "approve", "unapprove", "false_detection", "missed_detection",
-)  # fmt: skip
+    "link",
+    "unlink",
+    "division",
+    "approve",
+    "unapprove",
+    "false_detection",
+    "missed_detection",
+)
 
 # ------------------------------------------------------------------------------------ history
 
@@ -118,9 +124,12 @@ def replay_records(records: Iterable[Mapping[str, Any]]) -> RecordState:
             state.broken = {(p, c) for p, c in state.broken if node not in (p, c)}
             if all(k in record for k in ("t", "z", "y", "x")):
                 state.removed[node] = {
-                    "t": int(record["t"]), "z": float(record["z"]), "y": float(record["y"]),
-                    "x": float(record["x"]), "radius": float(record.get("radius", np.nan)),
-                }  # fmt: skip
+                    "t": int(record["t"]),
+                    "z": float(record["z"]),
+                    "y": float(record["y"]),
+                    "x": float(record["x"]),
+                    "radius": float(record.get("radius", np.nan)),
+                }
             else:
                 logger.debug("false detection %d has no position; no merge label from it", node)
     return state

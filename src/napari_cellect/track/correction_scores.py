@@ -48,8 +48,9 @@ class CorrectionScores:
     """Detections where a person deleted a false detection."""
 
     def __add__(self, other: CorrectionScores) -> CorrectionScores:
-        return CorrectionScores(*(getattr(self, f.name) + getattr(other, f.name)
-                                  for f in fields(self)))  # fmt: skip
+        return CorrectionScores(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(self))
+        )
 
     @property
     def link_errors(self) -> int:
@@ -62,8 +63,13 @@ class CorrectionScores:
     @property
     def errors(self) -> int:
         """Link, division and detection errors: what the guard minimises."""
-        return self.link_errors + self.division_errors + self.cells - self.cells_found + (
-            self.false_cells)
+        return (
+            self.link_errors
+            + self.division_errors
+            + self.cells
+            - self.cells_found
+            + (self.false_cells)
+        )
 
     @property
     def link_recall(self) -> float:
@@ -122,9 +128,14 @@ def score_on_corrections(
 
 
 def _score_pair(
-    graph: TrackGraph, pair: list[Detections], truth: CorrectionSet, reviewed: np.ndarray,
-    t: int, z_ratio: float, match: MatchConfig,
-) -> CorrectionScores:  # fmt: skip
+    graph: TrackGraph,
+    pair: list[Detections],
+    truth: CorrectionSet,
+    reviewed: np.ndarray,
+    t: int,
+    z_ratio: float,
+    match: MatchConfig,
+) -> CorrectionScores:
     nodes = truth.nodes
     # predicted node ids: link_sequence numbers them 0, 1, ... in frame order
     pred_ids = [np.arange(len(pair[0])), np.arange(len(pair[0]), len(pair[0]) + len(pair[1]))]
@@ -133,10 +144,12 @@ def _score_pair(
     # truth node -> predicted node (one-to-one), per frame
     pred_of_before = _match(pair[0], pred_ids[0], nodes, before, z_ratio, match)
     pred_of_here = _match(pair[1], pred_ids[1], nodes, here, z_ratio, match)
-    truth_of_pred = {int(p): int(nodes["id"][r]) for r, p in zip(before, pred_of_before,
-                                                                 strict=True) if p >= 0}
-    true_parent = dict(zip(truth.positive_links[:, 1].tolist(),
-                           truth.positive_links[:, 0].tolist(), strict=True))  # fmt: skip
+    truth_of_pred = {
+        int(p): int(nodes["id"][r]) for r, p in zip(before, pred_of_before, strict=True) if p >= 0
+    }
+    true_parent = dict(
+        zip(truth.positive_links[:, 1].tolist(), truth.positive_links[:, 0].tolist(), strict=True)
+    )
     parent_col = dict(zip(graph.ids.tolist(), graph["parent_id"].tolist(), strict=True))
     links = found = false = 0
     for r, p in zip(here, pred_of_here, strict=True):
@@ -149,8 +162,13 @@ def _score_pair(
         elif got_pred != NO_PARENT:
             false += 1
     # divisions of the mothers labelled in frame t - 1
-    n_children = np.bincount(np.maximum(graph["parent_id"], 0)[graph["parent_id"] >= 0],
-                             minlength=len(graph)) if len(graph) else np.zeros(0, np.int64)
+    n_children = (
+        np.bincount(
+            np.maximum(graph["parent_id"], 0)[graph["parent_id"] >= 0], minlength=len(graph)
+        )
+        if len(graph)
+        else np.zeros(0, np.int64)
+    )
     divides = truth.divides
     div = div_found = div_false = 0
     for r, p in zip(before, pred_of_before, strict=True):
@@ -166,17 +184,35 @@ def _score_pair(
     false_cells = 0
     if np.any(gone):
         free = np.setdiff1d(np.arange(len(pair[1])), pred_of_here - len(pair[0]))
-        hit = match_to_detections(pair[1].subset(free), table_xyz(truth.removed)[gone],
-                                  truth.removed["radius"][gone], z_ratio, match)
+        hit = match_to_detections(
+            pair[1].subset(free),
+            table_xyz(truth.removed)[gone],
+            truth.removed["radius"][gone],
+            z_ratio,
+            match,
+        )
         false_cells = int(np.count_nonzero(hit >= 0))
-    return CorrectionScores(links, found, false, div, div_found, div_false, len(here),
-                            int(np.count_nonzero(pred_of_here >= 0)), false_cells)  # fmt: skip
+    return CorrectionScores(
+        links,
+        found,
+        false,
+        div,
+        div_found,
+        div_false,
+        len(here),
+        int(np.count_nonzero(pred_of_here >= 0)),
+        false_cells,
+    )
 
 
 def _match(
-    dets: Detections, ids: np.ndarray, nodes: dict[str, np.ndarray], rows: np.ndarray,
-    z_ratio: float, match: MatchConfig,
-) -> np.ndarray:  # fmt: skip
+    dets: Detections,
+    ids: np.ndarray,
+    nodes: dict[str, np.ndarray],
+    rows: np.ndarray,
+    z_ratio: float,
+    match: MatchConfig,
+) -> np.ndarray:
     """Predicted node id of each truth row (-1 for none)."""
     hit = match_to_detections(dets, table_xyz(nodes)[rows], nodes["radius"][rows], z_ratio, match)
     if len(ids) == 0:

@@ -43,6 +43,7 @@ REMOVED_COLUMNS: dict[str, np.dtype] = {
 #: How many conflicts an error message lists.
 _MAX_LISTED = 10
 
+
 def empty_pairs() -> np.ndarray:
     """An empty (0, 2) array of node id pairs."""
     return np.zeros((0, 2), np.int64)
@@ -91,8 +92,13 @@ class CorrectionSet:
     def __post_init__(self) -> None:
         self.nodes = column_table(self.nodes, NODE_COLUMNS, "nodes")
         self.removed = column_table(self.removed, REMOVED_COLUMNS, "removed")
-        for name in ("positive_links", "broken_links", "candidate_negatives", "duplicates",
-                     "distinct"):  # fmt: skip
+        for name in (
+            "positive_links",
+            "broken_links",
+            "candidate_negatives",
+            "duplicates",
+            "distinct",
+        ):
             setattr(self, name, _pairs(getattr(self, name), name))
         self.starts = np.asarray(self.starts, np.int64).reshape(-1)
         self.division_nodes = np.asarray(self.division_nodes, np.int64).reshape(-1)
@@ -242,7 +248,8 @@ class CorrectionSet:
         positive = unique_pairs(np.concatenate([self.positive_links, other.positive_links]))
         broken = unique_pairs(np.concatenate([self.broken_links, other.broken_links]))
         conflicts = [
-            f"link {p} -> {c} is both approved and broken" for p, c in intersect_pairs(positive, broken)
+            f"link {p} -> {c} is both approved and broken"
+            for p, c in intersect_pairs(positive, broken)
         ]
         # two sets may give one child different approved parents
         child, counts = np.unique(positive[:, 1], return_counts=True)
@@ -419,7 +426,10 @@ def raise_conflicts(conflicts: Sequence[str]) -> None:
     more = f"; ... ({len(conflicts)} in all)" if len(conflicts) > _MAX_LISTED else ""
     raise ContradictoryCorrections(
         f"contradictory corrections: {shown}{more}. Undo or redo the conflicting edits, then try "
-        "again", tuple(conflicts), tuple(_conflict_node(c) for c in conflicts))
+        "again",
+        tuple(conflicts),
+        tuple(_conflict_node(c) for c in conflicts),
+    )
 
 
 def _conflict_node(conflict: str) -> int:

@@ -42,11 +42,14 @@ def split_corrections(cs: CorrectionSet, every: int = 3) -> CorrectionSplit | No
     frames = np.unique(labelled_t)
     if len(frames) >= MIN_FRAMES_FOR_FRAME_SPLIT:
         # the middle frame of each group of ``every``: held-back frames lie inside the range
-        held_frames = frames[(every // 2)::every] if len(frames) >= every else frames[1:2]
+        held_frames = frames[(every // 2) :: every] if len(frames) >= every else frames[1:2]
         held_node = np.isin(nodes["t"], held_frames)
         held_removed = np.isin(cs.removed["t"], held_frames)
-        description = f"frame{'s' if len(held_frames) > 1 else ''} " + ", ".join(
-            str(int(t)) for t in held_frames) + " held back"
+        description = (
+            f"frame{'s' if len(held_frames) > 1 else ''} "
+            + ", ".join(str(int(t)) for t in held_frames)
+            + " held back"
+        )
     else:
         approved = nodes["approved"]
         if np.count_nonzero(approved) < 2:
@@ -54,8 +57,11 @@ def split_corrections(cs: CorrectionSet, every: int = 3) -> CorrectionSplit | No
         middle = float(np.median(nodes["x"][approved]))
         held_node = nodes["x"] >= middle
         held_removed = cs.removed["x"] >= middle
-        description = f"the half x >= {middle:.0f} of frame(s) " + ", ".join(
-            str(int(t)) for t in frames) + " held back"
+        description = (
+            f"the half x >= {middle:.0f} of frame(s) "
+            + ", ".join(str(int(t)) for t in frames)
+            + " held back"
+        )
     train = restrict(cs, ~held_node, ~held_removed)
     held = restrict(cs, held_node, held_removed)
     if train.is_empty() or held.is_empty():
@@ -86,10 +92,19 @@ def restrict(cs: CorrectionSet, keep_node: np.ndarray, keep_removed: np.ndarray)
     mother_kept = in_next if _frame_split(cs, keep_node) else on(cs.division_nodes)
     duplicates = cs.duplicates[np.isin(cs.duplicates[:, 1], removed_ids)]
     distinct = cs.distinct[on(cs.distinct[:, 0]) & on(cs.distinct[:, 1])]
-    referenced = np.unique(np.concatenate([
-        positive.ravel(), broken.ravel(), rivals.ravel(), starts, cs.division_nodes[mother_kept],
-        duplicates[:, 0], distinct.ravel(),
-    ]))  # fmt: skip
+    referenced = np.unique(
+        np.concatenate(
+            [
+                positive.ravel(),
+                broken.ravel(),
+                rivals.ravel(),
+                starts,
+                cs.division_nodes[mother_kept],
+                duplicates[:, 0],
+                distinct.ravel(),
+            ]
+        )
+    )
     frames = np.unique(cs.nodes["t"][np.isin(cs.nodes["id"], referenced)])
     node_rows = np.isin(cs.nodes["t"], frames)
     removed_rows = np.isin(cs.removed["id"], removed_ids)

@@ -194,8 +194,9 @@ def _source_identity(source: Any) -> Any:
     return _jsonable(source)
 
 
-def fingerprint_parts(model_digest: str, sources: Sequence[Any] = (), config: Any = None
-                      ) -> dict[str, Any]:
+def fingerprint_parts(
+    model_digest: str, sources: Sequence[Any] = (), config: Any = None
+) -> dict[str, Any]:
     """What produced a set of detections, as JSON: model digest, input sources and settings.
 
     Args:
@@ -225,8 +226,12 @@ def make_fingerprint(model_digest: str, sources: Sequence[Any] = (), config: Any
 
 
 #: what differs between two :func:`fingerprint_parts`, in words
-_PART_NAMES = {"format": "another cache format", "model": "another model",
-               "sources": "other images", "config": "other settings"}
+_PART_NAMES = {
+    "format": "another cache format",
+    "model": "another model",
+    "sources": "other images",
+    "config": "other settings",
+}
 
 
 # --------------------------------------------------------------------------- cache
@@ -243,8 +248,12 @@ class DetectionCache:
 
     MANIFEST = "cache.json"
 
-    def __init__(self, folder: str | os.PathLike[str], fingerprint: str = "",
-                 parts: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        fingerprint: str = "",
+        parts: dict[str, Any] | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.parts = parts
         if parts is not None and not fingerprint:
@@ -317,15 +326,22 @@ class DetectionCache:
         if not isinstance(stored, dict) or stored.get("fingerprint") == self.fingerprint:
             return None
         mine = self.parts or {}
-        differ = [words for key, words in _PART_NAMES.items()
-                  if key in mine and stored.get("parts", {}).get(key) != _jsonable(mine[key])]
+        differ = [
+            words
+            for key, words in _PART_NAMES.items()
+            if key in mine and stored.get("parts", {}).get(key) != _jsonable(mine[key])
+        ]
         return ", ".join(differ) or "another model, other images or other settings"
 
     def _write_manifest(self) -> None:
         if self._manifest_written or self.parts is None:
             return
-        text = json.dumps({"fingerprint": self.fingerprint, "parts": self.parts}, indent=1,
-                          sort_keys=True, default=str)
+        text = json.dumps(
+            {"fingerprint": self.fingerprint, "parts": self.parts},
+            indent=1,
+            sort_keys=True,
+            default=str,
+        )
         with atomic_write(self.folder / self.MANIFEST, mode="w") as f:
             f.write(text)
         self._manifest_written = True

@@ -89,7 +89,9 @@ class RemoveNodes(Command):
         assert self._removed is not None and self._children is not None
         removed = dict(self._removed)
         parents = np.asarray(removed.pop("parent_id"), dtype=np.int64)
-        graph.add_nodes(**{k: np.asarray(v) for k, v in removed.items()}, parent_id=np.full(len(parents), -1))
+        graph.add_nodes(
+            **{k: np.asarray(v) for k, v in removed.items()}, parent_id=np.full(len(parents), -1)
+        )
         # restore edges in two steps so that parents among the removed nodes exist first
         linked = parents != NO_PARENT
         if np.any(linked):
@@ -241,7 +243,9 @@ def link(graph: TrackGraph, parent: int, child: int) -> Compound:
             "break one of those links first"
         )
     old_parent = int(graph["parent_id"][c_row])
-    corrections: list[dict[str, Any]] = [{"kind": "link", "parent": int(parent), "child": int(child)}]
+    corrections: list[dict[str, Any]] = [
+        {"kind": "link", "parent": int(parent), "child": int(child)}
+    ]
     if old_parent not in (NO_PARENT, parent):
         corrections.append({"kind": "unlink", "parent": old_parent, "child": int(child)})
     steps: list[Command] = [
@@ -301,10 +305,16 @@ def add_node(
     node_id = graph.next_id()
     z, y, x = (float(v) for v in position)
     columns = {
-        "id": [node_id], "t": [int(t)], "z": [z], "y": [y], "x": [x],
-        "radius": [float(radius)], "score": [1.0], "approved": [True],
+        "id": [node_id],
+        "t": [int(t)],
+        "z": [z],
+        "y": [y],
+        "x": [x],
+        "radius": [float(radius)],
+        "score": [1.0],
+        "approved": [True],
         "parent_id": [NO_PARENT],
-    }  # fmt: skip
+    }
     steps: list[Command] = [AddNodes(columns)]
     corrections: list[dict[str, Any]] = [{"kind": "missed_detection", "node": node_id}]
     if parent is not None:
@@ -321,7 +331,9 @@ def mark_division(graph: TrackGraph, mother: int, divides: bool = True) -> Compo
     steps: list[Command] = [
         SetValues("division_score", [int(mother)], [1.0 if divides else 0.0]),
     ]
-    corrections: list[dict[str, Any]] = [{"kind": "division", "node": int(mother), "divides": divides}]
+    corrections: list[dict[str, Any]] = [
+        {"kind": "division", "node": int(mother), "divides": divides}
+    ]
     children = graph.children_of(mother)
     if not divides and len(children) == 2:
         pos = graph.positions(graph.index_of([mother, *children]))
@@ -349,12 +361,17 @@ def swap_parents(graph: TrackGraph, a: int, b: int) -> Compound:
     corrections = [c for c in corrections if c["parent"] != NO_PARENT]
     return Compound(
         f"swap parents of {a} and {b}",
-        [SetParents([int(a), int(b)], [pb, pa]), SetValues("approved", [int(a), int(b)], [True, True])],
+        [
+            SetParents([int(a), int(b)], [pb, pa]),
+            SetValues("approved", [int(a), int(b)], [True, True]),
+        ],
         corrections,
     )
 
 
-def approve(graph: TrackGraph, nodes: Sequence[int] | np.ndarray, approved: bool = True) -> Compound:
+def approve(
+    graph: TrackGraph, nodes: Sequence[int] | np.ndarray, approved: bool = True
+) -> Compound:
     """Approve (or un-approve) the incoming links of ``nodes``."""
     ids = _ints(nodes)
     graph.index_of(ids)
@@ -364,7 +381,9 @@ def approve(graph: TrackGraph, nodes: Sequence[int] | np.ndarray, approved: bool
         for c, p in zip(ids, graph["parent_id"][graph.index_of(ids)], strict=True)
     ]
     return Compound(
-        f"{kind} {len(ids)} link(s)", [SetValues("approved", ids, [approved] * len(ids))], corrections
+        f"{kind} {len(ids)} link(s)",
+        [SetValues("approved", ids, [approved] * len(ids))],
+        corrections,
     )
 
 

@@ -50,9 +50,19 @@ REQUIRED = ("id", "t", "z", "y", "x")
 
 #: Column order of our CSV format (see docs/architecture.md).
 CSV_COLUMNS = (
-    "id", "t", "z", "y", "x", "parent_id", "track_id", "parent_track_id",
-    "radius", "division_score", "link_score", "approved",
-)  # fmt: skip
+    "id",
+    "t",
+    "z",
+    "y",
+    "x",
+    "parent_id",
+    "track_id",
+    "parent_track_id",
+    "radius",
+    "division_score",
+    "link_score",
+    "approved",
+)
 
 NO_PARENT = -1
 
@@ -112,7 +122,9 @@ class TrackGraph:
 
     def copy(self) -> TrackGraph:
         """A deep copy without signal connections."""
-        return TrackGraph.from_arrays(validate=False, **{k: v.copy() for k, v in self._cols.items()})
+        return TrackGraph.from_arrays(
+            validate=False, **{k: v.copy() for k, v in self._cols.items()}
+        )
 
     # ------------------------------------------------------------------ basic access
     def __len__(self) -> int:
@@ -170,8 +182,10 @@ class TrackGraph:
         order, sorted_ids = self._sorted_index()
         pos = np.searchsorted(sorted_ids, ids_arr)
         pos_clipped = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-        found = (pos < len(sorted_ids)) & (sorted_ids[pos_clipped] == ids_arr) if len(self) else (
-            np.zeros(len(ids_arr), bool)
+        found = (
+            (pos < len(sorted_ids)) & (sorted_ids[pos_clipped] == ids_arr)
+            if len(self)
+            else (np.zeros(len(ids_arr), bool))
         )
         if not np.all(found):
             missing = ids_arr[~found]
@@ -318,7 +332,9 @@ class TrackGraph:
         child = np.atleast_1d(np.asarray(child_ids, dtype=np.int64))
         parent = np.broadcast_to(np.asarray(parent_ids, dtype=np.int64), child.shape)
         if len(np.unique(child)) != len(child):
-            raise GraphError(f"a node can have only one parent; repeated child ids {_fmt_ids(child)}")
+            raise GraphError(
+                f"a node can have only one parent; repeated child ids {_fmt_ids(child)}"
+            )
         rows = self.index_of(child)
         old = self._cols["parent_id"][rows].copy()
         self._cols["parent_id"][rows] = parent
@@ -391,7 +407,9 @@ class TrackGraph:
         child_rows = rows[linked]
         _, sorted_ids = self._sorted_index()
         pos = np.searchsorted(sorted_ids, parent_ids[linked])
-        ok = (pos < len(sorted_ids)) & (sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == parent_ids[linked])
+        ok = (pos < len(sorted_ids)) & (
+            sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == parent_ids[linked]
+        )
         if not np.all(ok):
             bad = child_rows[~ok]
             raise GraphError(
@@ -496,8 +514,11 @@ def _normalise_columns(
             if name == "approved":
                 values = np.asarray(values, dtype=np.float64)
                 values = np.nan_to_num(values, nan=0.0) != 0
-            elif (np.issubdtype(dtype, np.integer) and values.dtype.kind == "f"
-                  and (np.any(~np.isfinite(values)) or np.any(values != np.round(values)))):
+            elif (
+                np.issubdtype(dtype, np.integer)
+                and values.dtype.kind == "f"
+                and (np.any(~np.isfinite(values)) or np.any(values != np.round(values)))
+            ):
                 raise GraphError(f"column {name!r} must hold whole numbers")
             out[name] = values.astype(dtype, copy=True)
         else:

@@ -88,7 +88,8 @@ class Journal:
         edits up to the failure (a line cut short is ignored on restore)."""
         self.error = WriteError(
             f"autosave to {self.folder / EDITS_NAME} stopped: {error.strerror or error}; the "
-            "edits made from now on are not autosaved: save the tracks to keep them")
+            "edits made from now on are not autosaved: save the tracks to keep them"
+        )
         logger.error("%s", self.error)
         try:
             self.close()  # disconnects from the history first
@@ -143,7 +144,9 @@ def restore(folder: str | os.PathLike[str]) -> History:
             if number == len(lines):
                 logger.warning("ignoring the last journal line, cut short by a crash: %s", error)
                 break
-            raise InputError(f"unreadable journal entry ({error})", folder / EDITS_NAME, number) from None
+            raise InputError(
+                f"unreadable journal entry ({error})", folder / EDITS_NAME, number
+            ) from None
         how = entry.get("how")
         if how == "do":
             history.execute(command_from_dict(entry["command"]))
@@ -153,6 +156,8 @@ def restore(folder: str | os.PathLike[str]) -> History:
             history.redo()
         else:
             raise InputError(
-                f"journal entry has how={how!r}; expected do, undo or redo", folder / EDITS_NAME, number
+                f"journal entry has how={how!r}; expected do, undo or redo",
+                folder / EDITS_NAME,
+                number,
             )
     return history

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 #: Extra TrackGraph column: uncertainty of each node's incoming link (see :class:`FrameLinks`).
 MARGIN_COLUMN = "link_margin"
 
+
 @dataclass(frozen=True)
 class FrameLinks:
     """The links chosen between two frames, as parallel arrays sorted by target index."""
@@ -111,9 +112,11 @@ def link_frame_pair(
     if no_division is not None:
         no_division = np.asarray(no_division)
         if no_division.dtype != bool or no_division.shape != (n_a,):
-            raise InputError(f"no_division: expected a boolean array of shape ({n_a},), one per "
-                             f"cell of det_a; found {no_division.dtype} array of shape "
-                             f"{no_division.shape}")  # fmt: skip
+            raise InputError(
+                f"no_division: expected a boolean array of shape ({n_a},), one per "
+                f"cell of det_a; found {no_division.dtype} array of shape "
+                f"{no_division.shape}"
+            )
     pinned_arr = _as_pairs(pinned, "pinned")
     for col, size, name in ((0, n_a, "det_a"), (1, n_b, "det_b")):
         idx = pinned_arr[:, col]
@@ -129,24 +132,27 @@ def link_frame_pair(
     if no_division is not None:
         division_cost[no_division] = np.inf
     fixed = np.zeros(n_a, np.int64) if fixed_children is None else np.asarray(fixed_children)
-    second_ok = _second_child_ok(det_a, det_b, cands, pinned_arr, fixed, division_cost, config,
-                                 z_ratio)  # fmt: skip
+    second_ok = _second_child_ok(
+        det_a, det_b, cands, pinned_arr, fixed, division_cost, config, z_ratio
+    )
     while True:
-        result = solve_assignment(AssignmentProblem(
-            n_sources=n_a,
-            n_targets=n_b,
-            edge_src=edge_src,
-            edge_dst=cands.cand_idx[edge_src, edge_col],
-            edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
-            division_cost=division_cost,
-            appear_cost=config.appear_cost,
-            disappear_cost=config.disappear_cost,
-            pinned_src=pinned_arr[:, 0],
-            pinned_dst=pinned_arr[:, 1],
-            fixed_children=fixed_children,
-            fixed_parent=fixed_parent,
-            second_child_ok=second_ok[edge_src, edge_col],
-        ))  # fmt: skip
+        result = solve_assignment(
+            AssignmentProblem(
+                n_sources=n_a,
+                n_targets=n_b,
+                edge_src=edge_src,
+                edge_dst=cands.cand_idx[edge_src, edge_col],
+                edge_cost=-np.log(p_clipped[edge_src, edge_col].astype(np.float64)),
+                division_cost=division_cost,
+                appear_cost=config.appear_cost,
+                disappear_cost=config.disappear_cost,
+                pinned_src=pinned_arr[:, 0],
+                pinned_dst=pinned_arr[:, 1],
+                fixed_children=fixed_children,
+                fixed_parent=fixed_parent,
+                second_child_ok=second_ok[edge_src, edge_col],
+            )
+        )
         # second_ok only says that each child pairs plausibly with *some* other candidate: a
         # mother whose two chosen children are no plausible pair together loses its second
         # child, and all is solved again (restricting it to its best plausible pair instead
@@ -272,8 +278,19 @@ def link_sequence(
         # a gap link gives a child to frame f only, which later steps never look at again
         n_children = np.bincount(parent[parent >= 0], minlength=n)
         for f in range(n_frames - 2):
-            _close_gap(frames, f, offsets, n_children, fixed_parent, parent, link_score, margin,
-                       scorer, config, z_ratio)  # fmt: skip
+            _close_gap(
+                frames,
+                f,
+                offsets,
+                n_children,
+                fixed_parent,
+                parent,
+                link_score,
+                margin,
+                scorer,
+                config,
+                z_ratio,
+            )
             done += 1
             if progress is not None:
                 progress(Progress("link", done, n_steps))
@@ -314,9 +331,7 @@ def _score_candidates(
             allowed=np.zeros(cand_idx.shape, bool),
             p_divide=det_a.division[:, 0].astype(np.float32),
         )
-    scores = scorer.score(det_a, det_b, cand_idx, z_ratio).checked(
-        cand_idx, type(scorer).__name__
-    )
+    scores = scorer.score(det_a, det_b, cand_idx, z_ratio).checked(cand_idx, type(scorer).__name__)
     radius = np.maximum(det_a.radius.astype(np.float64), config.radius_floor)
     gate = gate_factor * np.minimum(config.max_distance_radii * radius, config.max_distance)
     allowed = (cand_idx >= 0) & (dist <= gate[:, None])
@@ -533,14 +548,18 @@ def _no_division_mask(
     if arr.size == 0:
         return mask
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise InputError(f"no_division: expected a 1-D integer array of node ids; found "
-                         f"{arr.dtype} array of shape {arr.shape}")  # fmt: skip
+        raise InputError(
+            f"no_division: expected a 1-D integer array of node ids; found "
+            f"{arr.dtype} array of shape {arr.shape}"
+        )
     mask[lookup(arr.astype(np.int64), "no_division:")] = True
     pinned_children = np.bincount(pins.parent[pins.parent >= 0], minlength=n)
     divided = mask & (pinned_children > 1)
     if np.any(divided):
-        raise GraphError(f"pinned_edges give node(s) {lookup.ids[divided][:10].tolist()} two "
-                         "children, but no_division says they do not divide")  # fmt: skip
+        raise GraphError(
+            f"pinned_edges give node(s) {lookup.ids[divided][:10].tolist()} two "
+            "children, but no_division says they do not divide"
+        )
     return mask
 
 
@@ -551,8 +570,10 @@ def _as_pairs(value: np.ndarray | Sequence[tuple[int, int]] | None, name: str) -
     if arr.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype.kind not in "iu":
-        raise InputError(f"{name}: expected an (N, 2) integer array of pairs; found {arr.dtype} "
-                         f"array of shape {arr.shape}")  # fmt: skip
+        raise InputError(
+            f"{name}: expected an (N, 2) integer array of pairs; found {arr.dtype} "
+            f"array of shape {arr.shape}"
+        )
     return arr.astype(np.int64)
 
 
@@ -566,8 +587,9 @@ class MotionModel:
     random walk, where predicting would only add noise.
     """
 
-    def __init__(self, positions: np.ndarray, frame_of: np.ndarray, z_ratio: float,
-                 min_samples: int):  # fmt: skip
+    def __init__(
+        self, positions: np.ndarray, frame_of: np.ndarray, z_ratio: float, min_samples: int
+    ):
         self.positions = positions
         self.frame_of = frame_of
         self.scale = np.array([z_ratio, 1.0, 1.0])
@@ -613,8 +635,9 @@ class MotionModel:
 def _check_frames(frames: list[Detections]) -> None:
     t = np.array([d.t for d in frames], dtype=np.int64)
     if len(t) > 1 and np.any(np.diff(t) <= 0):
-        raise InputError(f"detections must be in strictly increasing frame order; found t = "
-                         f"{t.tolist()[:20]}")  # fmt: skip
+        raise InputError(
+            f"detections must be in strictly increasing frame order; found t = {t.tolist()[:20]}"
+        )
     dims = {d.embedding_dim for d in frames if len(d)}
     if len(dims) > 1:
         raise InputError(f"all frames must have embeddings of one length; found {sorted(dims)}")
@@ -625,13 +648,16 @@ def _node_ids(node_ids: Sequence[np.ndarray] | None, sizes: np.ndarray) -> np.nd
     if node_ids is None:
         return np.arange(n, dtype=np.int64)
     if len(node_ids) != len(sizes):
-        raise InputError(f"node_ids: expected one id array per frame ({len(sizes)}); "
-                         f"found {len(node_ids)}")  # fmt: skip
+        raise InputError(
+            f"node_ids: expected one id array per frame ({len(sizes)}); found {len(node_ids)}"
+        )
     for f, (given, size) in enumerate(zip(node_ids, sizes, strict=True)):
         if len(given) != size:
             raise InputError(f"node_ids: frame {f} has {size} detections but {len(given)} ids")
-    ids = np.concatenate([np.asarray(g, dtype=np.int64).ravel() for g in node_ids]) if n else (
-        np.zeros(0, np.int64)
+    ids = (
+        np.concatenate([np.asarray(g, dtype=np.int64).ravel() for g in node_ids])
+        if n
+        else (np.zeros(0, np.int64))
     )
     if len(ids) and ids.min() < 0:
         raise InputError(f"node_ids must be >= 0; found {int(ids.min())}")

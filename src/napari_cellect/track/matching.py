@@ -126,8 +126,9 @@ def match_detections(
     owner[d_idx[order][first]] = c_idx[order][first]
     # one-to-one: at most as many matches as possible, then the smallest total distance
     # (an unmatched cost above every gate)
-    det_rows, cell_rows = assign_pairs(d_idx, c_idx, dist, n, m,
-                                       unmatched_cost=float(gate.max()) * 5.0 + 0.5)
+    det_rows, cell_rows = assign_pairs(
+        d_idx, c_idx, dist, n, m, unmatched_cost=float(gate.max()) * 5.0 + 0.5
+    )
     primary[det_rows] = cell_rows
     owner[det_rows] = cell_rows
     return Matching(primary, owner)
@@ -179,7 +180,6 @@ class MatchSettings:
     maximises the number of matches first. 0.5 reproduces traccuracy 0.4.3's PointMatcher."""
 
 
-
 DEFAULT_MATCH = MatchSettings()
 
 
@@ -201,7 +201,6 @@ class NodeMatching:
         return DetectionCounts(tp, len(self.pred_to_gt) - tp, len(self.gt_to_pred) - tp)
 
 
-
 def default_max_dist(gt: TrackGraph, settings: MatchSettings = DEFAULT_MATCH) -> float:
     """Half the median finite GT radius (xy pixels), or the fallback when no radius is known."""
     radius = np.asarray(gt["radius"], dtype=np.float64) if len(gt) else np.empty(0)
@@ -209,7 +208,6 @@ def default_max_dist(gt: TrackGraph, settings: MatchSettings = DEFAULT_MATCH) ->
     if len(known) == 0:
         return settings.fallback_max_dist
     return float(settings.radius_fraction * np.median(known))
-
 
 
 def match_nodes(
@@ -253,7 +251,6 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
-
 def _scaled_points(graph: TrackGraph, z_ratio: float, frame_step: float, what: str) -> np.ndarray:
     """(N, 4) points ``(t * frame_step, z * z_ratio, y, x)``."""
     pos = graph.positions().astype(np.float64)
@@ -264,7 +261,6 @@ def _scaled_points(graph: TrackGraph, z_ratio: float, frame_step: float, what: s
     pos[:, 0] *= z_ratio
     t = graph["t"].astype(np.float64)[:, None] * frame_step
     return np.hstack([t, pos])
-
 
 
 # ---------------------------------------------------------------------------- assignment
@@ -310,4 +306,3 @@ def assign_pairs(
             out_g.append(g_rows[r[keep]])
             out_p.append(p_rows[c[keep]])
     return np.concatenate(out_g), np.concatenate(out_p)
-

@@ -108,7 +108,9 @@ def relink(
     for det in frames:
         dets = merge_duplicates(det, merge_scorer, merge_cfg, z_ratio)[0] if merge else det
         rows = graph.frame(det.t)
-        det_of_node = match_to_detections(dets, positions[rows], graph["radius"][rows], z_ratio, match)
+        det_of_node = match_to_detections(
+            dets, positions[rows], graph["radius"][rows], z_ratio, match
+        )
         frame_ids = np.full(len(dets), -1, np.int64)
         hit = det_of_node >= 0
         frame_ids[det_of_node[hit]] = graph.ids[rows[hit]]
@@ -125,7 +127,11 @@ def relink(
             gone = removed["t"] == det.t
             free = np.flatnonzero(frame_ids < 0)
             hit_removed = match_to_detections(
-                dets.subset(free), table_positions(removed, gone), removed["radius"][gone], z_ratio, match
+                dets.subset(free),
+                table_positions(removed, gone),
+                removed["radius"][gone],
+                z_ratio,
+                match,
             )
             drop[free[hit_removed[hit_removed >= 0]]] = True
         new = (frame_ids < 0) & ~drop
@@ -151,9 +157,16 @@ def relink(
     present = np.isin(no_division, kept)
     if not np.all(present):  # unapproved nodes that no detection matches any more
         logger.debug("relink: %d node(s) that must not divide are gone", int((~present).sum()))
-    new_graph = link_sequence(per_frame, bundle.candidate_scorer("link"), link_cfg, z_ratio,
-                              pinned_edges=pinned, node_ids=ids, progress=progress,
-                              no_division=no_division[present])  # fmt: skip
+    new_graph = link_sequence(
+        per_frame,
+        bundle.candidate_scorer("link"),
+        link_cfg,
+        z_ratio,
+        pinned_edges=pinned,
+        node_ids=ids,
+        progress=progress,
+        no_division=no_division[present],
+    )
     return _mark_changed(new_graph, graph)
 
 
@@ -186,14 +199,18 @@ def relink_keeping_work(
     prediction, and nodes that no changed link touches keep their old values (position,
     scores, link margin...), so the review queue moves only where the links changed.
     """
-    new, changed = relink(detections, bundle, graph, None, z_ratio, corrections=corrections,
-                          progress=progress)
+    new, changed = relink(
+        detections, bundle, graph, None, z_ratio, corrections=corrections, progress=progress
+    )
     if corrections is not None and len(corrections.division_nodes):
-        marked = corrections.division_nodes[np.isin(corrections.division_nodes, new.ids)
-                                            & np.isin(corrections.division_nodes, graph.ids)]
+        marked = corrections.division_nodes[
+            np.isin(corrections.division_nodes, new.ids)
+            & np.isin(corrections.division_nodes, graph.ids)
+        ]
         if len(marked):
-            new.set_values("division_score", marked,
-                           graph["division_score"][graph.index_of(marked)])
+            new.set_values(
+                "division_score", marked, graph["division_score"][graph.index_of(marked)]
+            )
     removed = _missing_links(graph, new)
     _keep_untouched(graph, new, np.concatenate([changed, removed]))
     return Relinked(new, changed, removed)
@@ -249,8 +266,11 @@ def no_division_ids(graph: TrackGraph, corrections: CorrectionSet | None = None)
     two_approved = mothers[n_approved >= 2]
     clash = np.intersect1d(out, two_approved)
     if len(clash):
-        logger.warning("relink: node(s) %s are labelled not dividing but have two approved "
-                       "children; the approved links are kept", clash[:10].tolist())  # fmt: skip
+        logger.warning(
+            "relink: node(s) %s are labelled not dividing but have two approved "
+            "children; the approved links are kept",
+            clash[:10].tolist(),
+        )
         out = np.setdiff1d(out, clash)
     return out.astype(np.int64)
 

@@ -125,9 +125,16 @@ class ReviewQueue:
         if cfg.divisions:
             parts.append(self._division_items())
         if not parts:
-            return {k: np.zeros(0, d) for k, d in (("kind", np.int64), ("node", np.int64),
-                                                    ("parent", np.int64), ("t", np.int64),
-                                                    ("margin", np.float64))}  # fmt: skip
+            return {
+                k: np.zeros(0, d)
+                for k, d in (
+                    ("kind", np.int64),
+                    ("node", np.int64),
+                    ("parent", np.int64),
+                    ("t", np.int64),
+                    ("margin", np.float64),
+                )
+            }
         items = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         order = np.lexsort((items["kind"], items["node"], items["t"], items["margin"]))
         logger.debug("review queue: %d items over %d nodes", len(order), len(graph))
@@ -144,10 +151,12 @@ class ReviewQueue:
         margin = np.where(np.isfinite(margin), margin, 2.0 * score - 1.0)
         margin = np.where(np.isfinite(margin), margin, 1.0)  # nothing known: last
         return {
-            "kind": np.zeros(len(rows), np.int64), "node": graph.ids[rows],
-            "parent": graph["parent_id"][rows], "t": graph["t"][rows],
+            "kind": np.zeros(len(rows), np.int64),
+            "node": graph.ids[rows],
+            "parent": graph["parent_id"][rows],
+            "t": graph["t"][rows],
             "margin": np.clip(margin, -1.0, 1.0),
-        }  # fmt: skip
+        }
 
     def _division_items(self) -> dict[str, np.ndarray]:
         graph, thr = self.graph, self.config.division_threshold
@@ -163,10 +172,12 @@ class ReviewQueue:
         rows = np.flatnonzero(~reviewed & np.isfinite(score) & ~last)
         margin = np.abs(score[rows] - thr) / max(thr, 1.0 - thr)
         return {
-            "kind": np.ones(len(rows), np.int64), "node": graph.ids[rows],
-            "parent": np.full(len(rows), NO_PARENT, np.int64), "t": graph["t"][rows],
+            "kind": np.ones(len(rows), np.int64),
+            "node": graph.ids[rows],
+            "parent": np.full(len(rows), NO_PARENT, np.int64),
+            "t": graph["t"][rows],
             "margin": margin,
-        }  # fmt: skip
+        }
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -198,9 +209,10 @@ class ReviewQueue:
             return self._item(ranked, 0)
         m, t, node, kind = ranked["margin"], ranked["t"], ranked["node"], ranked["kind"]
         a_m, a_t, a_n, a_k = after.margin, after.t, after.node, _kind_code(after.kind)
-        later = (m > a_m) | ((m == a_m) & (
-            (t > a_t) | ((t == a_t) & ((node > a_n) | ((node == a_n) & (kind > a_k))))
-        ))  # fmt: skip
+        later = (m > a_m) | (
+            (m == a_m)
+            & ((t > a_t) | ((t == a_t) & ((node > a_n) | ((node == a_n) & (kind > a_k)))))
+        )
         if not later.any():
             return None
         return self._item(ranked, int(np.argmax(later)))
@@ -262,8 +274,9 @@ def link_margins(
             continue
         sorter = np.argsort(graph.ids[rows_a])
         src = sorter[np.searchsorted(graph.ids[rows_a], parent[rows_b[linked]], sorter=sorter)]
-        links = link_frame_pair(det_a, det_b, scorer, cfg, z_ratio,
-                                pinned=np.stack([src, linked], axis=1))  # fmt: skip
+        links = link_frame_pair(
+            det_a, det_b, scorer, cfg, z_ratio, pinned=np.stack([src, linked], axis=1)
+        )
         pinned = links.pinned
         out[rows_b[links.dst_idx[pinned]]] = links.margin[pinned]
     return out

@@ -213,9 +213,7 @@ class GeometricScorer:
         c_r = np.asarray(cands.radius, dtype=np.float64)
         pair_r = 0.5 * (q_r[:, None] + (c_r[safe] if len(c_r) else 0.0))
         pair_r = np.maximum(pair_r, self.radius_floor)
-        emb = cosine_distance(
-            np.asarray(query.embeddings), np.asarray(cands.embeddings), cand_idx
-        )
+        emb = cosine_distance(np.asarray(query.embeddings), np.asarray(cands.embeddings), cand_idx)
         logit = (
             self.match_logit
             - 0.5 * (np.where(valid, dist, 0.0) / (self.distance_scale * pair_r)) ** 2

@@ -62,7 +62,9 @@ class ReviewedRegionConfig:
         for name in ("context_radii", "negative_radii", "fallback_radius"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
-                raise InputError(f"ReviewedRegionConfig.{name}: expected a number > 0, found {value}")
+                raise InputError(
+                    f"ReviewedRegionConfig.{name}: expected a number > 0, found {value}"
+                )
 
 
 @dataclass
@@ -94,8 +96,9 @@ class CorrectionAnnotation:
     def points(self, t: int) -> np.ndarray:
         """(N, 3) positives and negatives of frame ``t`` (where crops are centred)."""
         rows = self.index.rows_in_frame(t)
-        return np.concatenate([self.index.positions[rows],
-                               self.negatives["positions"][self.negatives["t"] == t]])
+        return np.concatenate(
+            [self.index.positions[rows], self.negatives["positions"][self.negatives["t"] == t]]
+        )
 
 
 def correction_annotation(
@@ -121,8 +124,9 @@ def correction_annotation(
             "detections, before adapting the detector"
         )
     z_ratio = corrections.z_ratio
-    radius = _filled_radius(nodes["radius"], nodes["t"], table_xyz(nodes), detections, z_ratio,
-                            cfg.fallback_radius)  # fmt: skip
+    radius = _filled_radius(
+        nodes["radius"], nodes["t"], table_xyz(nodes), detections, z_ratio, cfg.fallback_radius
+    )
     rows = np.flatnonzero(positive)
     links = corrections.positive_links
     links = links[np.isin(links[:, 0], ids[rows]) & np.isin(links[:, 1], ids[rows])]
@@ -131,9 +135,14 @@ def correction_annotation(
     for p, c in links.tolist():
         parent[child_row[c]] = p
     graph = TrackGraph.from_arrays(
-        id=ids[rows], t=nodes["t"][rows], z=nodes["z"][rows], y=nodes["y"][rows],
-        x=nodes["x"][rows], radius=radius[rows], parent_id=parent,
-    )  # fmt: skip
+        id=ids[rows],
+        t=nodes["t"][rows],
+        z=nodes["z"][rows],
+        y=nodes["y"][rows],
+        x=nodes["x"][rows],
+        radius=radius[rows],
+        parent_id=parent,
+    )
     index = AnnotationIndex(graph, TargetConfig(default_radius=cfg.fallback_radius))
     labels = corrections.divides
     labelled = np.array([int(i) in labels for i in index.ids], bool)
@@ -142,23 +151,53 @@ def correction_annotation(
     divides = np.where(labelled, marked, index.mother)
     incoming_known = np.isin(index.ids, ids[nodes["approved"] | nodes["hand_added"]])
     unknown_rows = np.flatnonzero(~positive)
-    gone_radius = _filled_radius(removed["radius"], removed["t"], table_xyz(removed), detections,
-                                 z_ratio, cfg.fallback_radius)  # fmt: skip
-    complete = _complete_frames(index, removed["t"], table_xyz(removed), gone_radius,
-                                nodes["t"][unknown_rows], detections, z_ratio)  # fmt: skip
+    gone_radius = _filled_radius(
+        removed["radius"],
+        removed["t"],
+        table_xyz(removed),
+        detections,
+        z_ratio,
+        cfg.fallback_radius,
+    )
+    complete = _complete_frames(
+        index,
+        removed["t"],
+        table_xyz(removed),
+        gone_radius,
+        nodes["t"][unknown_rows],
+        detections,
+        z_ratio,
+    )
     return CorrectionAnnotation(
-        index=index, fate_known=fate_known, divides=divides, incoming_known=incoming_known,
-        negatives={"t": removed["t"].astype(np.int64), "positions": table_xyz(removed),
-                   "radius": gone_radius},
-        unknown={"t": nodes["t"][unknown_rows], "positions": table_xyz(nodes)[unknown_rows],
-                 "radius": radius[unknown_rows]},
-        complete=complete, z_ratio=z_ratio, config=cfg,
-    )  # fmt: skip
+        index=index,
+        fate_known=fate_known,
+        divides=divides,
+        incoming_known=incoming_known,
+        negatives={
+            "t": removed["t"].astype(np.int64),
+            "positions": table_xyz(removed),
+            "radius": gone_radius,
+        },
+        unknown={
+            "t": nodes["t"][unknown_rows],
+            "positions": table_xyz(nodes)[unknown_rows],
+            "radius": radius[unknown_rows],
+        },
+        complete=complete,
+        z_ratio=z_ratio,
+        config=cfg,
+    )
 
 
-def _complete_frames(index: AnnotationIndex, gone_t: np.ndarray, gone_positions: np.ndarray,
-                    gone_radius: np.ndarray, unknown_t: np.ndarray,
-                    detections: list[Detections] | None, z_ratio: float) -> frozenset[int]:
+def _complete_frames(
+    index: AnnotationIndex,
+    gone_t: np.ndarray,
+    gone_positions: np.ndarray,
+    gone_radius: np.ndarray,
+    unknown_t: np.ndarray,
+    detections: list[Detections] | None,
+    z_ratio: float,
+) -> frozenset[int]:
     """Frames with detections, every one of them within a radius of a reviewed cell or a
     deleted detection, and no unreviewed node."""
     scale = np.array([z_ratio, 1.0, 1.0])
@@ -177,9 +216,14 @@ def _complete_frames(index: AnnotationIndex, gone_t: np.ndarray, gone_positions:
     return frozenset(out)
 
 
-def _filled_radius(radius: np.ndarray, t: np.ndarray, positions: np.ndarray,
-                   detections: list[Detections] | None, z_ratio: float,
-                   fallback: float) -> np.ndarray:
+def _filled_radius(
+    radius: np.ndarray,
+    t: np.ndarray,
+    positions: np.ndarray,
+    detections: list[Detections] | None,
+    z_ratio: float,
+    fallback: float,
+) -> np.ndarray:
     """``radius`` with missing values (NaN, <= 0) taken from the nearest detection of the same
     frame, else the median detected radius, else ``fallback``."""
     out = np.asarray(radius, np.float64).copy()
@@ -269,10 +313,12 @@ def crop_targets(
     division[0] = render.gather(annotation.divides[rows], False, np.float32)
     division[1] = render_next.gather(nxt[1], False, np.float32)
     division_valid = np.zeros((2, *shape), bool)
-    division_valid[0] = background | (owned & render.gather(annotation.fate_known[rows], False,
-                                                             bool))  # fmt: skip
+    division_valid[0] = background | (
+        owned & render.gather(annotation.fate_known[rows], False, bool)
+    )
     division_valid[1] = (region_next & ~owned_next) | (
-        owned_next & render_next.gather(nxt[2], False, bool))
+        owned_next & render_next.gather(nxt[2], False, bool)
+    )
     return CropTargets(
         seg=np.where(owned, NUCLEUS, BACKGROUND).astype(np.int64),
         centre=render.level.astype(np.int64),
@@ -289,8 +335,12 @@ def _rows(index: AnnotationIndex, node_ids: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(index.ids[order], node_ids)]
 
 
-def _next_frame_cells(annotation: CorrectionAnnotation, t: int, origin: tuple[int, int, int],
-                      shape: tuple[int, int, int]) -> tuple[FrameCells, np.ndarray, np.ndarray]:
+def _next_frame_cells(
+    annotation: CorrectionAnnotation,
+    t: int,
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+) -> tuple[FrameCells, np.ndarray, np.ndarray]:
     """Positives of frame t+1, whether each is a newborn daughter, whether its incoming link
     is known."""
     index = annotation.index
@@ -303,8 +353,13 @@ def _next_frame_cells(annotation: CorrectionAnnotation, t: int, origin: tuple[in
     return cells, newborn, annotation.incoming_known[rows] | newborn
 
 
-def _balls(annotation: CorrectionAnnotation, t: int, origin: tuple[int, int, int],
-           shape: tuple[int, int, int], radii: float) -> np.ndarray:
+def _balls(
+    annotation: CorrectionAnnotation,
+    t: int,
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    radii: float,
+) -> np.ndarray:
     """Voxels of the crop within ``radii`` radii of a positive of frame ``t``."""
     index = annotation.index
     rows = index.rows_in_frame(t)
@@ -314,8 +369,14 @@ def _balls(annotation: CorrectionAnnotation, t: int, origin: tuple[int, int, int
     return _ball_mask(positions, index.radius[rows] * radii, shape, annotation.z_ratio)
 
 
-def _table_balls(table: dict[str, np.ndarray], t: int, origin: tuple[int, int, int],
-                 shape: tuple[int, int, int], z_ratio: float, radii: float) -> np.ndarray:
+def _table_balls(
+    table: dict[str, np.ndarray],
+    t: int,
+    origin: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    z_ratio: float,
+    radii: float,
+) -> np.ndarray:
     rows = np.flatnonzero(table["t"] == t)
     if len(rows) == 0:
         return np.zeros(shape, bool)
@@ -323,8 +384,9 @@ def _table_balls(table: dict[str, np.ndarray], t: int, origin: tuple[int, int, i
     return _ball_mask(positions, table["radius"][rows] * radii, shape, z_ratio)
 
 
-def _ball_mask(positions: np.ndarray, radius: np.ndarray, shape: tuple[int, int, int],
-               z_ratio: float) -> np.ndarray:
+def _ball_mask(
+    positions: np.ndarray, radius: np.ndarray, shape: tuple[int, int, int], z_ratio: float
+) -> np.ndarray:
     """Union of the ellipsoids (spheres in scaled space) reaching into the crop."""
     radius = np.asarray(radius, np.float64)
     reach = np.stack([radius / z_ratio, radius, radius], axis=1) + 1.0

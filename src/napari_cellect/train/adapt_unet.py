@@ -102,11 +102,13 @@ class AdaptConfig:
             if int(getattr(self, name)) < 1:
                 raise InputError(f"AdaptConfig.{name}: expected >= 1, found {getattr(self, name)}")
         if self.decoder_blocks not in (0, 1):
-            raise InputError(f"AdaptConfig.decoder_blocks: expected 0 or 1, found "
-                             f"{self.decoder_blocks}")  # fmt: skip
+            raise InputError(
+                f"AdaptConfig.decoder_blocks: expected 0 or 1, found {self.decoder_blocks}"
+            )
         if not (self.lr > 0 and self.l2sp >= 0):
-            raise InputError(f"AdaptConfig: expected lr > 0 and l2sp >= 0, found {self.lr} and "
-                             f"{self.l2sp}")  # fmt: skip
+            raise InputError(
+                f"AdaptConfig: expected lr > 0 and l2sp >= 0, found {self.lr} and {self.l2sp}"
+            )
         if len(self.crop) != 2 or min(self.crop) < 1:
             raise InputError(f"AdaptConfig.crop: expected (Y, X) > 0, found {self.crop}")
 
@@ -139,8 +141,10 @@ def adapt_detector_part(
     cfg = config or AdaptConfig()
     unet = bundle.unet
     if not isinstance(unet, CompactUNet3D):
-        raise InputError(f"only a compact U-Net can be adapted to corrections; this model's is "
-                         f"{bundle.unet_config.architecture!r}")  # fmt: skip
+        raise InputError(
+            f"only a compact U-Net can be adapted to corrections; this model's is "
+            f"{bundle.unet_config.architecture!r}"
+        )
     annotation = correction_annotation(corrections, list(detections or []), cfg.review)
     shape = tuple(int(s) for s in getattr(images, "shape", ()))
     if len(shape) != 4:
@@ -148,8 +152,10 @@ def adapt_detector_part(
     frames = annotation.frames
     outside = frames[(frames < 0) | (frames >= shape[0])]
     if len(outside):
-        raise InputError(f"corrections in frame(s) {outside[:10].tolist()}, but the images have "
-                         f"{shape[0]} frames (0..{shape[0] - 1})")  # fmt: skip
+        raise InputError(
+            f"corrections in frame(s) {outside[:10].tolist()}, but the images have "
+            f"{shape[0]} frames (0..{shape[0] - 1})"
+        )
     return _adapt(bundle, annotation, images, cfg, should_stop)
 
 
@@ -168,15 +174,19 @@ def adapt_detector(
     return run_to_end(work, progress)
 
 
-def trained_parameters(unet: CompactUNet3D, decoder_blocks: int = 0, train_cen: bool = False
-                       ) -> dict[str, Tensor]:
+def trained_parameters(
+    unet: CompactUNet3D, decoder_blocks: int = 0, train_cen: bool = False
+) -> dict[str, Tensor]:
     """The parameters an adaptation trains, by name."""
     prefixes = list(HEAD_MODULES) + (["cen"] if train_cen else [])
     if decoder_blocks:
         n = len(unet.trunk.dec)
         prefixes += [f"trunk.dec.{n - 1}.", f"trunk.up.{n - 1}."]
-    return {name: p for name, p in unet.named_parameters()
-            if any(name == pre or name.startswith(pre.rstrip(".") + ".") for pre in prefixes)}
+    return {
+        name: p
+        for name, p in unet.named_parameters()
+        if any(name == pre or name.startswith(pre.rstrip(".") + ".") for pre in prefixes)
+    }
 
 
 # ------------------------------------------------------------------------------ frames
@@ -193,8 +203,9 @@ class _Frame:
     shape: tuple[int, int, int]  # padded frame (Z, Y, X)
 
 
-def _padding(shape: tuple[int, int, int], multiple: tuple[int, int, int], min_depth: int
-             ) -> list[tuple[int, int]]:
+def _padding(
+    shape: tuple[int, int, int], multiple: tuple[int, int, int], min_depth: int
+) -> list[tuple[int, int]]:
     """Symmetric padding of a frame up to the grid (and the model's smallest depth)."""
     out = []
     for axis, (n, m) in enumerate(zip(shape, multiple)):
@@ -204,8 +215,9 @@ def _padding(shape: tuple[int, int, int], multiple: tuple[int, int, int], min_de
     return out
 
 
-def _frame(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, t: int,
-           device: torch.device) -> _Frame:
+def _frame(
+    bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, t: int, device: torch.device
+) -> _Frame:
     unet = bundle.unet
     n_frames = int(images.shape[0])
     pair = np.stack([np.asarray(images[t]), np.asarray(images[next_frame(t, n_frames)])])
@@ -221,17 +233,22 @@ def _frame(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, t
     _, inside = crop_slices(origin, frame_shape, shape)
     x = torch.from_numpy(np.ascontiguousarray(padded[None])).to(device)
     with torch.no_grad():
-        features = TrunkFeatures(*(None if f is None else f.detach()
-                                   for f in unet.trunk_features(x)))  # fmt: skip
+        features = TrunkFeatures(
+            *(None if f is None else f.detach() for f in unet.trunk_features(x))
+        )
     previous = t - 1 if t > 0 else None
     targets = crop_targets(annotation, t, origin, frame_shape, inside=inside, previous=previous)
     points = annotation.points(t) - np.asarray(origin, np.float64)
     return _Frame(t, features, targets, points, frame_shape)
 
 
-def _frames(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any,
-            device: torch.device, stop_if_asked: Callable[[], None]
-            ) -> Generator[Progress, None, dict[int, _Frame]]:
+def _frames(
+    bundle: ModelBundle,
+    annotation: CorrectionAnnotation,
+    images: Any,
+    device: torch.device,
+    stop_if_asked: Callable[[], None],
+) -> Generator[Progress, None, dict[int, _Frame]]:
     frames: dict[int, _Frame] = {}
     times = annotation.frames.tolist()
     yield Progress(STAGE_FEATURES, 0, len(times))
@@ -248,22 +265,30 @@ def _align(unet: CompactUNet3D) -> tuple[int, int]:
     return ucfg.stem[1] * ucfg.pooling[1], ucfg.stem[2] * ucfg.pooling[2]
 
 
-def correction_loss(bundle: ModelBundle, corrections: CorrectionSet, images: Any,
-                    detections: Sequence[Detections] | None = None,
-                    config: AdaptConfig | None = None) -> float:
+def correction_loss(
+    bundle: ModelBundle,
+    corrections: CorrectionSet,
+    images: Any,
+    detections: Sequence[Detections] | None = None,
+    config: AdaptConfig | None = None,
+) -> float:
     """The adaptation's loss on the whole corrected frames (mean over frames): how well a
     bundle's heads fit the corrections."""
     cfg = config or AdaptConfig()
     annotation = correction_annotation(corrections, list(detections or []), cfg.review)
     unet = bundle.unet
     if not isinstance(unet, CompactUNet3D):
-        raise InputError(f"only a compact U-Net has a correction loss; this model's is "
-                         f"{bundle.unet_config.architecture!r}")  # fmt: skip
+        raise InputError(
+            f"only a compact U-Net has a correction loss; this model's is "
+            f"{bundle.unet_config.architecture!r}"
+        )
     device = next(unet.parameters()).device
     with torch.no_grad():
         frames = run_to_end(_frames(bundle, annotation, images, device, lambda: None))
-        losses = [float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]),
-                                   cfg)) for f in frames.values()]  # fmt: skip
+        losses = [
+            float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]), cfg))
+            for f in frames.values()
+        ]
     return float(np.mean(losses))
 
 
@@ -312,8 +337,9 @@ def _looked_at(annotation: CorrectionAnnotation, t: int, points: np.ndarray) -> 
     rows = index.rows_in_frame(t)
     at = gone["t"] == t
     centres = np.concatenate([index.positions[rows], gone["positions"][at]])
-    reach = np.concatenate([index.radius[rows] * cfg.context_radii,
-                            gone["radius"][at] * cfg.negative_radii]).astype(np.float64)
+    reach = np.concatenate(
+        [index.radius[rows] * cfg.context_radii, gone["radius"][at] * cfg.negative_radii]
+    ).astype(np.float64)
     if len(centres) == 0:
         return np.zeros(len(points), bool)
     scale = np.array([annotation.z_ratio, 1.0, 1.0])
@@ -324,8 +350,13 @@ def _looked_at(annotation: CorrectionAnnotation, t: int, points: np.ndarray) -> 
 # ----------------------------------------------------------------------------- training
 
 
-def _adapt(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, cfg: AdaptConfig,
-           should_stop: Callable[[], bool] | None) -> Generator[Progress, None, ModelBundle]:
+def _adapt(
+    bundle: ModelBundle,
+    annotation: CorrectionAnnotation,
+    images: Any,
+    cfg: AdaptConfig,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[Progress, None, ModelBundle]:
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     if cfg.threads is not None:
@@ -363,8 +394,9 @@ def _adapt(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, c
             loss = torch.stack(losses).mean()
             data_loss = float(loss.detach())
             if cfg.l2sp > 0:
-                loss = loss + cfg.l2sp * sum(((p - anchors[n]) ** 2).sum()
-                                             for n, p in params.items())  # fmt: skip
+                loss = loss + cfg.l2sp * sum(
+                    ((p - anchors[n]) ** 2).sum() for n, p in params.items()
+                )
             loss.backward()
             optimiser.step()
             first_loss = data_loss if step == 0 else first_loss
@@ -376,15 +408,21 @@ def _adapt(bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, c
         tuned.to("cpu").eval()
         seconds = time.perf_counter() - started
         _record(tuned, annotation, cfg, times, first_loss, last_loss, seconds)
-        logger.info("adapted the detector on %d frame(s) in %.1f s: loss %.4g -> %.4g",
-                    len(times), seconds, first_loss, last_loss)  # fmt: skip
+        logger.info(
+            "adapted the detector on %d frame(s) in %.1f s: loss %.4g -> %.4g",
+            len(times),
+            seconds,
+            first_loss,
+            last_loss,
+        )
         return tuned
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _crop_window(frame: _Frame, rng: np.random.Generator, crop: tuple[int, int],
-                 align: tuple[int, int]) -> tuple[slice, slice]:
+def _crop_window(
+    frame: _Frame, rng: np.random.Generator, crop: tuple[int, int], align: tuple[int, int]
+) -> tuple[slice, slice]:
     """(y, x) slices of a crop holding a random correction, aligned to the feature grids."""
     centre = frame.points[rng.integers(len(frame.points))] if len(frame.points) else None
     out = []
@@ -402,21 +440,31 @@ def _crop_window(frame: _Frame, rng: np.random.Generator, crop: tuple[int, int],
     return out[0], out[1]
 
 
-def _features_crop(features: TrunkFeatures, ys: slice, xs: slice, stem: tuple[int, ...],
-                   pool: tuple[int, ...]) -> TrunkFeatures:
+def _features_crop(
+    features: TrunkFeatures, ys: slice, xs: slice, stem: tuple[int, ...], pool: tuple[int, ...]
+) -> TrunkFeatures:
     def cut(tensor: Tensor | None, fy: int, fx: int) -> Tensor | None:
         if tensor is None:
             return None
         return tensor[..., ys.start // fy : ys.stop // fy, xs.start // fx : xs.stop // fx]
 
     sy, sx = stem[1], stem[2]
-    return TrunkFeatures(cut(features.fine, sy, sx), cut(features.coarse, sy * pool[1],
-                         sx * pool[2]), cut(features.skip, sy, sx),
-                         cut(features.pooled_input, sy, sx))  # fmt: skip
+    return TrunkFeatures(
+        cut(features.fine, sy, sx),
+        cut(features.coarse, sy * pool[1], sx * pool[2]),
+        cut(features.skip, sy, sx),
+        cut(features.pooled_input, sy, sx),
+    )
 
 
-def _crop_loss(unet: CompactUNet3D, frame: _Frame, frames: dict[int, _Frame], ys: slice,
-               xs: slice, cfg: AdaptConfig) -> Tensor:
+def _crop_loss(
+    unet: CompactUNet3D,
+    frame: _Frame,
+    frames: dict[int, _Frame],
+    ys: slice,
+    xs: slice,
+    cfg: AdaptConfig,
+) -> Tensor:
     """The voxel losses of the crop ``ys, xs`` of ``frame`` and the triplet loss of its cells
     with their approved successors in the next frame (same crop of that frame's features)."""
     out = _heads(unet, frame, ys, xs, cfg)
@@ -432,29 +480,38 @@ def _crop_loss(unet: CompactUNet3D, frame: _Frame, frames: dict[int, _Frame], ys
     voxel_weight = 1.0 + (w.dividing_voxel_weight - 1.0) * division.amax(dim=1)
     total = (
         w.segmentation * segmentation_loss(out.seg, seg, valid, w.seg_class_weights, voxel_weight)
-        + w.centre * ordinal_centre_loss(out.centre, centre, valid, w.centre_pos_weights,
-                                         voxel_weight)
+        + w.centre
+        * ordinal_centre_loss(out.centre, centre, valid, w.centre_pos_weights, voxel_weight)
         + w.radius * radius_loss(out.radius, tensor(tg.radius), valid & (seg == NUCLEUS))
-        + w.division * division_loss(out.division, division, tensor(tg.division_valid),
-                                     w.division_pos_weight)
-    )  # fmt: skip
+        + w.division
+        * division_loss(out.division, division, tensor(tg.division_valid), w.division_pos_weight)
+    )
     following = frames.get(frame.t + 1)
     if w.triplet > 0 and following is not None:
         total = total + w.triplet * _triplet(unet, frame, following, out, ys, xs, cfg)
     return total
 
 
-def _heads(unet: CompactUNet3D, frame: _Frame, ys: slice, xs: slice, cfg: AdaptConfig
-           ) -> UNetOutput:
+def _heads(
+    unet: CompactUNet3D, frame: _Frame, ys: slice, xs: slice, cfg: AdaptConfig
+) -> UNetOutput:
     ucfg = unet.config
     crop = _features_crop(frame.features, ys, xs, ucfg.stem, ucfg.pooling)
-    out = unet.heads_from(crop, coarse_embedding=True, redo_last_block=cfg.decoder_blocks > 0,
-                          cen_grad=cfg.train_cen)  # fmt: skip
+    out = unet.heads_from(
+        crop, coarse_embedding=True, redo_last_block=cfg.decoder_blocks > 0, cen_grad=cfg.train_cen
+    )
     return UNetOutput(*(o.float() for o in out))
 
 
-def _triplet(unet: CompactUNet3D, frame: _Frame, following: _Frame, out: UNetOutput,
-             ys: slice, xs: slice, cfg: AdaptConfig) -> Tensor:
+def _triplet(
+    unet: CompactUNet3D,
+    frame: _Frame,
+    following: _Frame,
+    out: UNetOutput,
+    ys: slice,
+    xs: slice,
+    cfg: AdaptConfig,
+) -> Tensor:
     """Batch-hard triplet loss on the cells of the crop in both frames: a cell and its approved
     successor (or daughters) share a label, every other cell is a negative."""
     ucfg = unet.config
@@ -464,9 +521,10 @@ def _triplet(unet: CompactUNet3D, frame: _Frame, following: _Frame, out: UNetOut
     origin = np.array([0, ys.start, xs.start])
     shape = np.array([frame.shape[0], ys.stop - ys.start, xs.stop - xs.start])
     embeddings, labels = [], []
-    for cells, emb, lab in ((frame.targets.cells, out.embedding, frame.targets.cells.label),
-                            (following.targets.cells, emb_next,
-                             following.targets.cells.lineage)):  # fmt: skip
+    for cells, emb, lab in (
+        (frame.targets.cells, out.embedding, frame.targets.cells.label),
+        (following.targets.cells, emb_next, following.targets.cells.lineage),
+    ):
         vox = np.rint(cells.positions).astype(np.int64) - origin
         keep = np.all((vox >= 0) & (vox < shape), axis=1)
         if not np.any(keep):
@@ -480,15 +538,29 @@ def _triplet(unet: CompactUNet3D, frame: _Frame, following: _Frame, out: UNetOut
     return batch_hard_triplet_loss(torch.cat(embeddings), labels_t, cfg.losses.triplet_margin)
 
 
-def _record(bundle: ModelBundle, annotation: CorrectionAnnotation, cfg: AdaptConfig,
-            frames: list[int], first_loss: float, last_loss: float, seconds: float) -> None:
+def _record(
+    bundle: ModelBundle,
+    annotation: CorrectionAnnotation,
+    cfg: AdaptConfig,
+    frames: list[int],
+    first_loss: float,
+    last_loss: float,
+    seconds: float,
+) -> None:
     n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "adapt_detector")
     base = bundle.metadata.name
     bundle.metadata.record(
-        "adapt_detector", base=base, frames=", ".join(map(str, frames)),
-        positives=len(annotation.index), negatives=len(annotation.negatives["t"]),
-        steps=cfg.steps, decoder_blocks=cfg.decoder_blocks, lr=cfg.lr, l2sp=cfg.l2sp,
-        loss_first_step=round(first_loss, 5), loss_last_step=round(last_loss, 5),
+        "adapt_detector",
+        base=base,
+        frames=", ".join(map(str, frames)),
+        positives=len(annotation.index),
+        negatives=len(annotation.negatives["t"]),
+        steps=cfg.steps,
+        decoder_blocks=cfg.decoder_blocks,
+        lr=cfg.lr,
+        l2sp=cfg.l2sp,
+        loss_first_step=round(first_loss, 5),
+        loss_last_step=round(last_loss, 5),
         seconds=round(float(seconds), 2),
-    )  # fmt: skip
+    )
     bundle.metadata.name = f"{base}+det{n_before + 1}"

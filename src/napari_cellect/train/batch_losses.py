@@ -67,8 +67,11 @@ class _BatchReader:
         """Queue the voxels (N, 3) of batch item ``b``; returns the request's number."""
         vox = np.asarray(voxels, np.int64).reshape(-1, 3)
         self._items.append(np.full(len(vox), b, np.int64))
-        self._flat.append(np.ravel_multi_index((vox[:, 0], vox[:, 1], vox[:, 2]), self.shape)
-                          if len(vox) else np.zeros(0, np.int64))  # fmt: skip
+        self._flat.append(
+            np.ravel_multi_index((vox[:, 0], vox[:, 1], vox[:, 2]), self.shape)
+            if len(vox)
+            else np.zeros(0, np.int64)
+        )
         return len(self._items) - 1
 
     def run(self) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -86,9 +89,16 @@ class _BatchReader:
 
 
 def candidate_features(
-    q_pos: np.ndarray, q_emb: Tensor, q_radius: Tensor, q_div: Tensor,
-    c_pos: np.ndarray, c_emb: Tensor, c_radius: Tensor, c_div: Tensor,
-    cand_idx: np.ndarray, z_ratio: float,
+    q_pos: np.ndarray,
+    q_emb: Tensor,
+    q_radius: Tensor,
+    q_div: Tensor,
+    c_pos: np.ndarray,
+    c_emb: Tensor,
+    c_radius: Tensor,
+    c_div: Tensor,
+    cand_idx: np.ndarray,
+    z_ratio: float,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """:func:`pair_features` of queries against their candidates, built as inference builds
     them (:class:`napari_cellect.model.scoring.ModelScorer`): offsets are candidate minus query
@@ -104,9 +114,14 @@ def candidate_features(
     offsets = (np.asarray(c_pos)[safe] - np.asarray(q_pos)[:, None, :]) * scale
     idx = torch.as_tensor(safe, dtype=torch.long, device=device)
     features = pair_features(
-        q_emb, c_emb[idx], torch.as_tensor(offsets, dtype=torch.float32, device=device),
-        q_radius, c_radius[idx], q_div, c_div[idx],
-    )  # fmt: skip
+        q_emb,
+        c_emb[idx],
+        torch.as_tensor(offsets, dtype=torch.float32, device=device),
+        q_radius,
+        c_radius[idx],
+        q_div,
+        c_div[idx],
+    )
     return features, torch.as_tensor(valid, device=device)
 
 
@@ -125,8 +140,15 @@ class _ScorerRows:
     division: list[np.ndarray] = field(default_factory=list)
     weight: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, features: dict[str, Tensor], mask: Tensor, target: np.ndarray,
-            known: np.ndarray, division: np.ndarray, weight: np.ndarray) -> None:
+    def add(
+        self,
+        features: dict[str, Tensor],
+        mask: Tensor,
+        target: np.ndarray,
+        known: np.ndarray,
+        division: np.ndarray,
+        weight: np.ndarray,
+    ) -> None:
         if len(target) == 0:
             return
         self.features.append(features)
@@ -140,8 +162,9 @@ class _ScorerRows:
         return sum(len(t) for t in self.target)
 
 
-def _scorer_loss(scorer: BaseScorer, rows: _ScorerRows, device: torch.device,
-                 with_division: bool) -> tuple[Tensor | None, Tensor | None]:
+def _scorer_loss(
+    scorer: BaseScorer, rows: _ScorerRows, device: torch.device, with_division: bool
+) -> tuple[Tensor | None, Tensor | None]:
     if len(rows) == 0:
         return None, None
     feats = _cat_features(rows.features)
@@ -173,8 +196,9 @@ class BatchLosses:
     link: BaseScorer
     detection: DetectionConfig
 
-    def compute(self, batch: Batch, rng: np.random.Generator,
-                use_detections: bool) -> tuple[Tensor, dict[str, float]]:
+    def compute(
+        self, batch: Batch, rng: np.random.Generator, use_detections: bool
+    ) -> tuple[Tensor, dict[str, float]]:
         """The weighted total loss of a batch and its terms (as floats)."""
         cfg = self.config
         w = cfg.losses
@@ -187,27 +211,45 @@ class BatchLosses:
         dividing = torch.from_numpy(batch.dividing).to(dev)
         voxel_weight = 1.0 + (w.dividing_voxel_weight - 1.0) * dividing.float()
         terms: dict[str, Tensor] = {
-            "segmentation": segmentation_loss(out.seg, seg, valid, w.seg_class_weights,
-                                              voxel_weight),
-            "centre": ordinal_centre_loss(out.centre, torch.from_numpy(batch.centre).to(dev),
-                                          valid, w.centre_pos_weights, voxel_weight),
-            "radius": radius_loss(out.radius, torch.from_numpy(batch.radius).to(dev),
-                                  valid & (seg == NUCLEUS)),
-            "division": division_loss(out.division, torch.from_numpy(batch.division).to(dev),
-                                      torch.from_numpy(batch.division_valid).to(dev),
-                                      w.division_pos_weight),
-        }  # fmt: skip
+            "segmentation": segmentation_loss(
+                out.seg, seg, valid, w.seg_class_weights, voxel_weight
+            ),
+            "centre": ordinal_centre_loss(
+                out.centre,
+                torch.from_numpy(batch.centre).to(dev),
+                valid,
+                w.centre_pos_weights,
+                voxel_weight,
+            ),
+            "radius": radius_loss(
+                out.radius, torch.from_numpy(batch.radius).to(dev), valid & (seg == NUCLEUS)
+            ),
+            "division": division_loss(
+                out.division,
+                torch.from_numpy(batch.division).to(dev),
+                torch.from_numpy(batch.division_valid).to(dev),
+                w.division_pos_weight,
+            ),
+        }
         terms.update(self._cell_losses(out, batch, rng, use_detections))
-        weights = {"segmentation": w.segmentation, "centre": w.centre, "radius": w.radius,
-                   "division": w.division, "triplet": w.triplet, "merge": w.merge,
-                   "link": w.link, "link_division": w.link_division}  # fmt: skip
+        weights = {
+            "segmentation": w.segmentation,
+            "centre": w.centre,
+            "radius": w.radius,
+            "division": w.division,
+            "triplet": w.triplet,
+            "merge": w.merge,
+            "link": w.link,
+            "link_division": w.link_division,
+        }
         total = sum(weights[k] * v for k, v in terms.items())
         parts = {k: float(v.detach()) for k, v in terms.items()}
         parts["total"] = float(total.detach())
         return total, parts
 
-    def _cell_losses(self, out: UNetOutput, batch: Batch, rng: np.random.Generator,
-                     use_detections: bool) -> dict[str, Tensor]:
+    def _cell_losses(
+        self, out: UNetOutput, batch: Batch, rng: np.random.Generator, use_detections: bool
+    ) -> dict[str, Tensor]:
         """Triplet loss and the two scorers' losses (see the module docstring)."""
         cfg = self.config
         n = batch.size
@@ -230,15 +272,35 @@ class BatchLosses:
                     keys = np.stack([np.full(int(keep.sum()), i), labels[keep]], axis=1)
                     triplet.append((reader.add(b, vox[keep]), keys))
             # ---- scorer views: jittered annotated centres, then the peak finder's detections
-            views = [(
-                jittered_cells(ta.cells_t, shape, z_ratio, rng, cfg.gt_jitter,
-                               cfg.duplicate_fraction, cfg.duplicate_offset),
-                jittered_cells(ta.cells_next, shape, z_ratio, rng, cfg.gt_jitter,
-                               cfg.duplicate_fraction, cfg.duplicate_offset),
-            )]  # fmt: skip
+            views = [
+                (
+                    jittered_cells(
+                        ta.cells_t,
+                        shape,
+                        z_ratio,
+                        rng,
+                        cfg.gt_jitter,
+                        cfg.duplicate_fraction,
+                        cfg.duplicate_offset,
+                    ),
+                    jittered_cells(
+                        ta.cells_next,
+                        shape,
+                        z_ratio,
+                        rng,
+                        cfg.gt_jitter,
+                        cfg.duplicate_fraction,
+                        cfg.duplicate_offset,
+                    ),
+                )
+            ]
             if use_detections:
-                views.append((self._detected(out, i, ta.cells_t, z_ratio, sample.t),
-                              self._detected(out, n + i, ta.cells_next, z_ratio, sample.t + 1)))
+                views.append(
+                    (
+                        self._detected(out, i, ta.cells_t, z_ratio, sample.t),
+                        self._detected(out, n + i, ta.cells_next, z_ratio, sample.t + 1),
+                    )
+                )
             for (pos_a, cell_a), (pos_b, cell_b) in views:
                 set_a, req_a = self._queue(reader, i, pos_a, cell_a, ta.valid)
                 set_b, req_b = (None, -1)
@@ -254,8 +316,9 @@ class BatchLosses:
             if set_b is not None:
                 set_b.embedding, set_b.radius, set_b.division = results[req_b]
                 self._merge_rows(merge_rows, set_b, sample.z_ratio)
-                self._link_rows(link_rows, set_a, set_b, ta.cells_t, ta.cells_next,
-                                sample.z_ratio, ta.shape)  # fmt: skip
+                self._link_rows(
+                    link_rows, set_a, set_b, ta.cells_t, ta.cells_next, sample.z_ratio, ta.shape
+                )
         zero = out.embedding.sum() * 0.0
         terms: dict[str, Tensor] = {}
         if triplet:
@@ -274,8 +337,9 @@ class BatchLosses:
         return terms
 
     @staticmethod
-    def _queue(reader: _BatchReader, b: int, positions: np.ndarray, cell: np.ndarray,
-               valid: np.ndarray) -> tuple[_FrameSet, int]:
+    def _queue(
+        reader: _BatchReader, b: int, positions: np.ndarray, cell: np.ndarray, valid: np.ndarray
+    ) -> tuple[_FrameSet, int]:
         vox = clip_voxels(positions, reader.shape)
         fs = _FrameSet(
             positions=np.asarray(positions, np.float64).reshape(-1, 3),
@@ -284,15 +348,26 @@ class BatchLosses:
         )
         return fs, reader.add(b, vox)
 
-    def _detected(self, out: UNetOutput, b: int, cells: FrameCells, z_ratio: float, t: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def _detected(
+        self, out: UNetOutput, b: int, cells: FrameCells, z_ratio: float, t: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Peak-finder detections of pass ``b`` and the annotated cell each belongs to."""
-        heads = {"centre": out.centre[b].detach(), "seg": out.seg[b].detach(),
-                 "radius": out.radius[b].detach(), "division": None, "embedding": None}  # fmt: skip
+        heads = {
+            "centre": out.centre[b].detach(),
+            "seg": out.seg[b].detach(),
+            "radius": out.radius[b].detach(),
+            "division": None,
+            "embedding": None,
+        }
         dets = detect(heads, z_ratio=z_ratio, config=self.detection, t=t)
         tracked = np.flatnonzero(cells.tracked())
-        matching = match_detections(dets.positions, cells.positions[tracked],
-                                    cells.radius[tracked], z_ratio, self.config.match)  # fmt: skip
+        matching = match_detections(
+            dets.positions,
+            cells.positions[tracked],
+            cells.radius[tracked],
+            z_ratio,
+            self.config.match,
+        )
         cell = np.where(matching.owner >= 0, tracked[np.maximum(matching.owner, 0)], -1)
         return dets.positions, cell
 
@@ -311,14 +386,36 @@ class BatchLosses:
         target = (c_cell >= 0) & (c_cell == fs.cell[query][:, None])
         known = (cand >= 0) & ((c_cell >= 0) | fs.inside[safe])
         feats, mask = candidate_features(
-            fs.positions[query], fs.embedding[query], fs.radius[query], fs.division[query],
-            fs.positions, fs.embedding, fs.radius, fs.division, cand, z_ratio,
-        )  # fmt: skip
-        rows.add(feats, mask, target, known, np.zeros(len(query), np.int64),
-                 np.ones(len(query), np.float32))  # fmt: skip
+            fs.positions[query],
+            fs.embedding[query],
+            fs.radius[query],
+            fs.division[query],
+            fs.positions,
+            fs.embedding,
+            fs.radius,
+            fs.division,
+            cand,
+            z_ratio,
+        )
+        rows.add(
+            feats,
+            mask,
+            target,
+            known,
+            np.zeros(len(query), np.int64),
+            np.ones(len(query), np.float32),
+        )
 
-    def _link_rows(self, rows: _ScorerRows, fa: _FrameSet, fb: _FrameSet, cells_a: FrameCells,
-                   cells_b: FrameCells, z_ratio: float, shape: tuple[int, int, int]) -> None:
+    def _link_rows(
+        self,
+        rows: _ScorerRows,
+        fa: _FrameSet,
+        fb: _FrameSet,
+        cells_a: FrameCells,
+        cells_b: FrameCells,
+        z_ratio: float,
+        shape: tuple[int, int, int],
+    ) -> None:
         """Link-scorer rows: k nearest next-frame detections; positive = the cell or a daughter.
 
         A query whose annotated successor lies outside the crop is skipped (its true candidate
@@ -347,7 +444,15 @@ class BatchLosses:
         mother = cells_a.mother[fa.cell[query]]
         weight = np.where(mother, self.config.losses.mother_row_weight, 1.0).astype(np.float32)
         feats, mask = candidate_features(
-            fa.positions[query], fa.embedding[query], fa.radius[query], fa.division[query],
-            fb.positions, fb.embedding, fb.radius, fb.division, cand, z_ratio,
-        )  # fmt: skip
+            fa.positions[query],
+            fa.embedding[query],
+            fa.radius[query],
+            fa.division[query],
+            fb.positions,
+            fb.embedding,
+            fb.radius,
+            fb.division,
+            cand,
+            z_ratio,
+        )
         rows.add(feats, mask, target, known, mother.astype(np.int64), weight)

@@ -115,6 +115,10 @@ class Checkpoints:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        return LoopState(epoch=int(state["epoch"]), step=int(state["step"]),
-                         history=list(state["history"]), best=state["best"],
-                         detector_ready=bool(state["detector_ready"]))
+        return LoopState(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            history=list(state["history"]),
+            best=state["best"],
+            detector_ready=bool(state["detector_ready"]),
+        )

@@ -107,8 +107,14 @@ class TrainConfig:
             problems.append(f"lr must be positive, found {self.lr}")
         if not 0 < self.lr_final_factor <= 1:
             problems.append(f"lr_final_factor must be in (0, 1], found {self.lr_final_factor}")
-        for name in ("warmup_steps", "workers", "validation_frames", "validation_crops",
-                     "calibration_frames", "min_calibration_divisions"):
+        for name in (
+            "warmup_steps",
+            "workers",
+            "validation_frames",
+            "validation_crops",
+            "calibration_frames",
+            "min_calibration_divisions",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, found {getattr(self, name)}")
         if not 0 <= self.duplicate_fraction <= 1:
@@ -163,4 +169,3 @@ class TrainProgress:
     @property
     def total(self) -> int:
         return self.total_steps
-

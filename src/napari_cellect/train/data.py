@@ -129,8 +129,12 @@ def check_source(source: TrainSource) -> None:
     if not np.all(usable):
         logger.warning(
             "%s: %d of %d annotations lie outside the images (%d frames of %s) and are ignored",
-            name, int(np.count_nonzero(~usable)), len(graph), n_t, tuple(shape[1:]),
-        )  # fmt: skip
+            name,
+            int(np.count_nonzero(~usable)),
+            len(graph),
+            n_t,
+            tuple(shape[1:]),
+        )
     if n_t < 2:
         raise InputError(f"{name}: training needs at least 2 frames, found {n_t}")
     if source.annotated_mask is not None:
@@ -290,8 +294,10 @@ class Sampler:
             )
         usable = np.array([len(f) > 0 for f in self.frames], dtype=np.float64)
         if self.sampling.source_weighting == "cells":
-            usable *= [sum(len(index.rows_in_frame(int(t))) for t in f)
-                       for f, index in zip(self.frames, self.indices)]  # fmt: skip
+            usable *= [
+                sum(len(index.rows_in_frame(int(t))) for t in f)
+                for f, index in zip(self.frames, self.indices)
+            ]
         self.source_weights = usable
         self.source_weights /= self.source_weights.sum()
 
@@ -311,8 +317,7 @@ class Sampler:
             self._cache.popitem(last=False)
         return out
 
-    def _crop(self, volume: np.ndarray, origin: tuple[int, int, int], fill_mode: str
-              ) -> np.ndarray:
+    def _crop(self, volume: np.ndarray, origin: tuple[int, int, int], fill_mode: str) -> np.ndarray:
         """Crop the last three axes at ``origin`` with the crop shape, padding outside."""
         crop = self.sampling.crop
         vol_sl, crop_sl = crop_slices(origin, crop, volume.shape[-3:])
@@ -320,16 +325,13 @@ class Sampler:
         part = volume[(..., *vol_sl)]
         if part.shape[-3:] == crop:
             return np.ascontiguousarray(part)
-        pad = [(0, 0)] * len(lead) + [
-            (c.start, size - c.stop) for c, size in zip(crop_sl, crop)
-        ]
+        pad = [(0, 0)] * len(lead) + [(c.start, size - c.stop) for c, size in zip(crop_sl, crop)]
         if fill_mode == "constant" or min(part.shape[-3:]) == 0:
             return np.pad(part, pad, mode="constant")
         return np.pad(part, pad, mode=fill_mode)
 
     # -------------------------------------------------------------------- crops
-    def choose_origin(self, rng: np.random.Generator, source: int, t: int
-                      ) -> tuple[int, int, int]:
+    def choose_origin(self, rng: np.random.Generator, source: int, t: int) -> tuple[int, int, int]:
         """A crop origin: centred on a division, on a cell, or uniform (SamplingConfig)."""
         cfg = self.sampling
         shape = np.asarray(self.sources[source].shape[1:])
@@ -359,9 +361,14 @@ class Sampler:
                 origin[axis] = int(np.clip(round(centre[axis] - crop[axis] / 2 + jitter), 0, hi))
         return tuple(int(o) for o in origin)  # type: ignore[return-value]
 
-    def sample(self, rng: np.random.Generator, source: int | None = None, t: int | None = None,
-               origin: tuple[int, int, int] | None = None, augment: bool | None = None
-               ) -> TrainSample:
+    def sample(
+        self,
+        rng: np.random.Generator,
+        source: int | None = None,
+        t: int | None = None,
+        origin: tuple[int, int, int] | None = None,
+        augment: bool | None = None,
+    ) -> TrainSample:
         """Draw one sample (any of ``source``, ``t``, ``origin`` may be fixed)."""
         if source is None:
             source = int(rng.choice(len(self.sources), p=self.source_weights))
@@ -393,17 +400,32 @@ class Sampler:
         mask_a = self._mask(source, t, origin)
         mask_b = self._mask(source, t + 1, origin)
         t_b_next = t + 2 if t + 2 < n_t else -1
-        targets_a = pair_targets(index, t, origin, crop, src.z_ratio, next_t=t + 1,
-                                 annotated_mask=mask_a, inside=inside)  # fmt: skip
-        targets_b = pair_targets(index, t + 1, origin, crop, src.z_ratio, next_t=t_b_next,
-                                 annotated_mask=mask_b, inside=inside)  # fmt: skip
+        targets_a = pair_targets(
+            index, t, origin, crop, src.z_ratio, next_t=t + 1, annotated_mask=mask_a, inside=inside
+        )
+        targets_b = pair_targets(
+            index,
+            t + 1,
+            origin,
+            crop,
+            src.z_ratio,
+            next_t=t_b_next,
+            annotated_mask=mask_b,
+            inside=inside,
+        )
         next_annotated = index.is_annotated(t + 1)
         if not next_annotated:
             targets_b.valid[...] = False
             targets_b.division_valid[...] = False
-        return TrainSample(images=images, targets=PassTargets(targets_a, targets_b),
-                           z_ratio=float(src.z_ratio), source=source, t=t, origin=origin,
-                           next_annotated=next_annotated)
+        return TrainSample(
+            images=images,
+            targets=PassTargets(targets_a, targets_b),
+            z_ratio=float(src.z_ratio),
+            source=source,
+            t=t,
+            origin=origin,
+            next_annotated=next_annotated,
+        )
 
     def _mask(self, source: int, t: int, origin: tuple[int, int, int]) -> np.ndarray | None:
         mask = self.sources[source].annotated_mask
@@ -433,8 +455,9 @@ def transform_maps(array: np.ndarray, k: int, flip_y: bool, flip_x: bool) -> np.
     return np.ascontiguousarray(out)
 
 
-def transform_points(points: np.ndarray, shape_yx: tuple[int, int], k: int, flip_y: bool,
-                     flip_x: bool) -> np.ndarray:
+def transform_points(
+    points: np.ndarray, shape_yx: tuple[int, int], k: int, flip_y: bool, flip_x: bool
+) -> np.ndarray:
     """The (N, 3) z, y, x positions after :func:`transform_maps` of a map with ``shape_yx``."""
     pts = np.array(points, dtype=np.float64, copy=True).reshape(-1, 3)
     ny, nx = shape_yx
@@ -451,8 +474,9 @@ def transform_points(points: np.ndarray, shape_yx: tuple[int, int], k: int, flip
     return pts
 
 
-def _transform_cells(cells: FrameCells, shape_yx: tuple[int, int], k: int, fy: bool, fx: bool
-                     ) -> FrameCells:
+def _transform_cells(
+    cells: FrameCells, shape_yx: tuple[int, int], k: int, fy: bool, fx: bool
+) -> FrameCells:
     out = cells.subset(np.ones(len(cells), dtype=bool))
     out.positions = transform_points(cells.positions, shape_yx, k, fy, fx)
     return out
@@ -492,8 +516,9 @@ def augment_geometry(sample: TrainSample, k: int, flip_y: bool, flip_x: bool) ->
     )
 
 
-def augment_intensity(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
-                      ) -> np.ndarray:
+def augment_intensity(
+    images: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> np.ndarray:
     """Contrast, brightness, gamma, shot and Gaussian noise on normalised images (a copy)."""
     out = np.array(images, dtype=np.float32, copy=True)
     if rng.random() < cfg.intensity_probability:
@@ -513,8 +538,9 @@ def augment_intensity(images: np.ndarray, cfg: AugmentConfig, rng: np.random.Gen
     return out
 
 
-def augment_sample(sample: TrainSample, cfg: AugmentConfig, rng: np.random.Generator
-                   ) -> TrainSample:
+def augment_sample(
+    sample: TrainSample, cfg: AugmentConfig, rng: np.random.Generator
+) -> TrainSample:
     """Random geometric and intensity augmentation of one sample (see the module docstring)."""
     k, flip_y, flip_x = 0, False, False
     ny, nx = sample.images.shape[-2:]
@@ -559,8 +585,9 @@ def collate(samples: Sequence[TrainSample]) -> Batch:
     if not samples:
         raise InputError("collate: expected at least one sample")
     targets = [s.targets.a for s in samples] + [s.targets.b for s in samples]
-    x = np.concatenate([np.stack([s.images[0] for s in samples]),
-                        np.stack([s.images[1] for s in samples])])  # fmt: skip
+    x = np.concatenate(
+        [np.stack([s.images[0] for s in samples]), np.stack([s.images[1] for s in samples])]
+    )
     division = np.stack([tg.division for tg in targets])
     valid = np.stack([tg.valid for tg in targets])
     div_known = np.stack([tg.division_valid for tg in targets])  # (2B, 2)

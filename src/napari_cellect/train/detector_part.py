@@ -57,10 +57,12 @@ class DetectorTrainer:
     tile: tuple[int, int, int] | None = None
     name: str = DETECTOR
 
-    def train(self, bundle: ModelBundle, corrections: CorrectionSet,
-              should_stop: Callable[[], bool]) -> Generator[Step, None, UpdatePart | None]:
-        adapted = yield from adapt_detector_part(bundle, corrections, self.images,
-                                                 self.detections, should_stop, self.config)
+    def train(
+        self, bundle: ModelBundle, corrections: CorrectionSet, should_stop: Callable[[], bool]
+    ) -> Generator[Step, None, UpdatePart | None]:
+        adapted = yield from adapt_detector_part(
+            bundle, corrections, self.images, self.detections, should_stop, self.config
+        )
         state = {k: v.detach().clone() for k, v in adapted.unet.state_dict().items()}
         event = dict(adapted.metadata.history[-1])
 
@@ -74,8 +76,14 @@ class DetectorTrainer:
         """Raw detections of ``frames`` with ``bundle``'s U-Net (a part applied to it)."""
         from napari_cellect.pipeline import iter_detect
 
-        steps = iter_detect(self.images, bundle, z_ratio=self.z_ratio, device=self.device,
-                            tile=self.tile, frames=list(frames))  # fmt: skip
+        steps = iter_detect(
+            self.images,
+            bundle,
+            z_ratio=self.z_ratio,
+            device=self.device,
+            tile=self.tile,
+            frames=list(frames),
+        )
         return run_to_end(steps)
 
     def estimate_seconds(self, corrections: CorrectionSet, rounds: int = 2) -> float:

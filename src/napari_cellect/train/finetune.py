@@ -68,8 +68,9 @@ def iter_finetune(
     if not (np.isfinite(z_ratio) and z_ratio > 0):
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
     corrections.require_trainable()
-    return _finetune_steps(bundle, corrections, detections, z_ratio, cfg, linking, should_stop,
-                           source)  # fmt: skip
+    return _finetune_steps(
+        bundle, corrections, detections, z_ratio, cfg, linking, should_stop, source
+    )
 
 
 @dataclass
@@ -117,9 +118,12 @@ def _finetune_steps(
         seconds = time.perf_counter() - started
         _record(tuned, corrections, data, cfg, source, outcome, seconds)
         logger.info(
-            "fine-tuned on %s rows in %.1f s: validation loss %s -> %s", n_rows, seconds,
-            outcome.val_before, outcome.val_after,
-        )  # fmt: skip
+            "fine-tuned on %s rows in %.1f s: validation loss %s -> %s",
+            n_rows,
+            seconds,
+            outcome.val_before,
+            outcome.val_after,
+        )
         return tuned
 
 
@@ -170,8 +174,15 @@ def _train_phase(
                 best, best_state, best_epoch, stale = val, _state(phase.scorers), epoch, 0
             else:
                 stale += 1
-            yield FinetuneProgress(outcome.epochs_run, total_epochs, float(np.mean(losses)), val,
-                                   best, n_rows, phase.name)  # fmt: skip
+            yield FinetuneProgress(
+                outcome.epochs_run,
+                total_epochs,
+                float(np.mean(losses)),
+                val,
+                best,
+                n_rows,
+                phase.name,
+            )
             if stale >= cfg.patience:
                 logger.debug("%s: early stop at epoch %d (best %d)", phase.name, epoch, best_epoch)
                 break
@@ -216,8 +227,16 @@ def finetune(
         NotEnoughCorrections: no corrections, only positives, or nothing matched a detection.
         Cancelled: ``should_stop`` returned True.
     """
-    runner = iter_finetune(bundle, corrections, detections, z_ratio=z_ratio, config=config,
-                           linking=linking, should_stop=should_stop, source=source)  # fmt: skip
+    runner = iter_finetune(
+        bundle,
+        corrections,
+        detections,
+        z_ratio=z_ratio,
+        config=config,
+        linking=linking,
+        should_stop=should_stop,
+        source=source,
+    )
     return run_to_end(runner, progress)
 
 
@@ -243,9 +262,14 @@ def _load_state(scorers: list[BaseScorer], states: list[dict[str, Tensor]]) -> N
 
 
 def _record(
-    bundle: ModelBundle, cs: CorrectionSet, data: TrainingData, cfg: FinetuneConfig,
-    source: str | None, outcome: _Outcome, seconds: float,
-) -> None:  # fmt: skip
+    bundle: ModelBundle,
+    cs: CorrectionSet,
+    data: TrainingData,
+    cfg: FinetuneConfig,
+    source: str | None,
+    outcome: _Outcome,
+    seconds: float,
+) -> None:
     """What the bundle was tuned on, in its metadata history."""
     n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "finetune")
     base = bundle.metadata.name

@@ -126,4 +126,3 @@ class FinetuneProgress:
     @property
     def total(self) -> int:
         return self.epochs
-

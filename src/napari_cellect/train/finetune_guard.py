@@ -104,8 +104,9 @@ class PartTrainer(Protocol):
 
     name: str
 
-    def train(self, bundle: ModelBundle, corrections: CorrectionSet,
-              should_stop: Callable[[], bool]) -> Generator[Step, None, UpdatePart | None]: ...
+    def train(
+        self, bundle: ModelBundle, corrections: CorrectionSet, should_stop: Callable[[], bool]
+    ) -> Generator[Step, None, UpdatePart | None]: ...
 
 
 # ================================================================================= the results
@@ -133,10 +134,12 @@ class FinetunePlan:
     def describe(self) -> str:
         rows = ", ".join(f"{n} {k} rows" for k, n in self.rows.items() if n)
         extra = "".join(f", {name} about {_duration(s)}" for name, s in self.part_seconds.items())
-        return (f"will train {', '.join(self.parts)} on {rows}; {self.split} to check the update; "
-                f"about {_duration(self.seconds)} ({self.steps} steps of "
-                f"{1000 * self.step_seconds:.0f} ms{', at most twice' if self.rounds > 1 else ''}"
-                f"{extra})")
+        return (
+            f"will train {', '.join(self.parts)} on {rows}; {self.split} to check the update; "
+            f"about {_duration(self.seconds)} ({self.steps} steps of "
+            f"{1000 * self.step_seconds:.0f} ms{', at most twice' if self.rounds > 1 else ''}"
+            f"{extra})"
+        )
 
 
 @dataclass(frozen=True)
@@ -193,11 +196,12 @@ class GuardReport:
         out = [f"checked on {self.split}:", *(f"  {line}" for line in self.figures())]
         for p in self.parts:
             verdict = "adopted" if p.adopted else "not adopted, the base part is kept"
-            out.append(f"  {p.name}: {verdict} (errors {p.errors_without} without, "
-                       f"{p.errors_with} with it)")
+            out.append(
+                f"  {p.name}: {verdict} (errors {p.errors_without} without, "
+                f"{p.errors_with} with it)"
+            )
         for name, (old, new) in self.thresholds.items():
-            out.append(f"  {name}: {old:g} -> {new:g}" if old != new else
-                       f"  {name}: {old:g} kept")
+            out.append(f"  {name}: {old:g} -> {new:g}" if old != new else f"  {name}: {old:g} kept")
         out += [f"  {note}" for note in self.notes]
         return out
 
@@ -239,8 +243,10 @@ def scorer_parts(tuned: ModelBundle, base: ModelBundle | None = None) -> list[Up
     def divisions(bundle: ModelBundle) -> None:
         bundle.link_scorer.load_state_dict({**bundle.link_scorer.state_dict(), **division})
 
-    parts = [UpdatePart("merge scorer", merge), UpdatePart(
-        "link scorer" if head is not None else "link scorer (with divisions)", link)]
+    parts = [
+        UpdatePart("merge scorer", merge),
+        UpdatePart("link scorer" if head is not None else "link scorer (with divisions)", link),
+    ]
     if head is not None and division:
         parts.append(UpdatePart("division head", divisions))
     if base is None:
@@ -281,15 +287,28 @@ def iter_guarded_finetune(
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
     corrections.require_trainable()
     _check_frames(corrections, detections)
-    return _guarded(bundle, corrections, list(detections), z_ratio, cfg, list(trainers),
-                    should_stop or (lambda: False), source)  # fmt: skip
+    return _guarded(
+        bundle,
+        corrections,
+        list(detections),
+        z_ratio,
+        cfg,
+        list(trainers),
+        should_stop or (lambda: False),
+        source,
+    )
 
 
 def _guarded(
-    base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_ratio: float,
-    cfg: FinetuneConfig, trainers: list[PartTrainer], should_stop: Callable[[], bool],
+    base: ModelBundle,
+    cs: CorrectionSet,
+    detections: list[Detections],
+    z_ratio: float,
+    cfg: FinetuneConfig,
+    trainers: list[PartTrainer],
+    should_stop: Callable[[], bool],
     source: str | None,
-) -> Generator[Step, None, FinetuneResult]:  # fmt: skip
+) -> Generator[Step, None, FinetuneResult]:
     split = split_corrections(cs, cfg.holdout_every) if cfg.guard else None
     by_t = {int(d.t): d for d in detections}
     plan = _plan(base, cs, detections, z_ratio, cfg, trainers, split)
@@ -305,16 +324,25 @@ def _guarded(
         tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source)
         parts += scorer_parts(tuned, base) if tuned is not None else []
         result = _assemble(base, parts, {})
-        report = GuardReport("nothing (the guard is off)", CorrectionScores(), CorrectionScores(),
-                             tuple(PartDecision(p.name, True, 0, 0) for p in parts),
-                             notes=("every part adopted unchecked (guard off)",))
+        report = GuardReport(
+            "nothing (the guard is off)",
+            CorrectionScores(),
+            CorrectionScores(),
+            tuple(PartDecision(p.name, True, 0, 0) for p in parts),
+            notes=("every part adopted unchecked (guard off)",),
+        )
         _record(result, cs, report, source)
         return FinetuneResult(result, base, report, plan)
     if split is None:
         report = GuardReport(
-            "nothing", CorrectionScores(), CorrectionScores(),
-            notes=("too few corrections to hold some back and check an update: nothing "
-                   "adopted; approve more cells (or a second frame) and fine-tune again",))
+            "nothing",
+            CorrectionScores(),
+            CorrectionScores(),
+            notes=(
+                "too few corrections to hold some back and check an update: nothing "
+                "adopted; approve more cells (or a second frame) and fine-tune again",
+            ),
+        )
         return FinetuneResult(copy.deepcopy(base), base, report, plan)
 
     # 3. train each part without the held-back corrections; the scorers once on the tracking
@@ -328,18 +356,45 @@ def _guarded(
     detector = next((p for p in extra if p.detect is not None), None)
     others = [p for p in extra if p.detect is None]
     notes: list[str] = []
-    families: list[tuple[UpdatePart | None, list[UpdatePart]]] = [(None, others + (
-        yield from _scorer_family(
-            base, split.train, detections, z_ratio, cfg, should_stop, source, notes)))]
+    families: list[tuple[UpdatePart | None, list[UpdatePart]]] = [
+        (
+            None,
+            others
+            + (
+                yield from _scorer_family(
+                    base, split.train, detections, z_ratio, cfg, should_stop, source, notes
+                )
+            ),
+        )
+    ]
     if detector is not None:
         found = judge.detections([detector], _near(cs, by_t))
-        families.append((detector, others + (yield from _scorer_family(
-            base, split.train, [found[t] for t in sorted(found)], z_ratio, cfg, should_stop,
-            source, notes))))
+        families.append(
+            (
+                detector,
+                others
+                + (
+                    yield from _scorer_family(
+                        base,
+                        split.train,
+                        [found[t] for t in sorted(found)],
+                        z_ratio,
+                        cfg,
+                        should_stop,
+                        source,
+                        notes,
+                    )
+                ),
+            )
+        )
 
     # 4. every combination of parts on the held-back corrections
-    combos = [((head,) if head is not None else ()) + c for head, family in families
-              for n in range(len(family) + 1) for c in itertools.combinations(family, n)]
+    combos = [
+        ((head,) if head is not None else ()) + c
+        for head, family in families
+        for n in range(len(family) + 1)
+        for c in itertools.combinations(family, n)
+    ]
     scores: dict[frozenset[int], CorrectionScores] = {}
     for i, combo in enumerate(combos):
         if should_stop():
@@ -375,16 +430,20 @@ def _guarded(
             found = judge.detections([new_detector], _near(cs, by_t))
             dets = [found[t] for t in sorted(found)]
         if set(names) & {p.name for p in scorer_parts(base)}:
-            full = yield from _train_scorers(base, cs, dets, z_ratio, cfg, should_stop,
-                                             source, NotEnoughCorrections)  # fmt: skip
+            full = yield from _train_scorers(
+                base, cs, dets, z_ratio, cfg, should_stop, source, NotEnoughCorrections
+            )
             again += [p for p in scorer_parts(full) if p.name in names] if full else []
         if sorted(p.name for p in again) == sorted(names) and (
-                judge.score(again, changes).errors <= after.errors):
+            judge.score(again, changes).errors <= after.errors
+        ):
             adopted = again
             notes.append("adopted parts retrained on all corrections")
         else:
-            notes.append("adopted parts kept as trained without the held-back corrections "
-                         "(retrained on all of them they did worse there)")
+            notes.append(
+                "adopted parts kept as trained without the held-back corrections "
+                "(retrained on all of them they did worse there)"
+            )
     tuned_bundle = _assemble(base, adopted, changes)
     report = GuardReport(split.description, before, after, decisions, thresholds, tuple(notes))
     if report.changed:
@@ -397,8 +456,14 @@ def _guarded(
 class _Judge:
     """Scores models with some parts and thresholds on the held-back (or all) corrections."""
 
-    def __init__(self, base: ModelBundle, split: CorrectionSplit, by_t: dict[int, Detections],
-                 z_ratio: float, cfg: FinetuneConfig):
+    def __init__(
+        self,
+        base: ModelBundle,
+        split: CorrectionSplit,
+        by_t: dict[int, Detections],
+        z_ratio: float,
+        cfg: FinetuneConfig,
+    ):
         self.base, self.split, self.by_t, self.z_ratio = base, split, by_t, z_ratio
         self.match = cfg.match
         self._detected: dict[int, dict[int, Detections]] = {}
@@ -414,8 +479,9 @@ class _Judge:
             bundle.thresholds = _with_thresholds(bundle.thresholds, thresholds)
         return bundle
 
-    def detections(self, parts: Sequence[UpdatePart], frames: Sequence[int]
-                   ) -> dict[int, Detections]:  # fmt: skip
+    def detections(
+        self, parts: Sequence[UpdatePart], frames: Sequence[int]
+    ) -> dict[int, Detections]:
         detector = next((p for p in parts if p.detect is not None), None)
         if detector is None:
             return self.by_t
@@ -427,16 +493,18 @@ class _Judge:
             cached.update({int(d.t): d for d in found})
         return cached
 
-    def score(self, parts: Sequence[UpdatePart], thresholds: dict[str, float],
-              on_held: bool = True) -> CorrectionScores:  # fmt: skip
+    def score(
+        self, parts: Sequence[UpdatePart], thresholds: dict[str, float], on_held: bool = True
+    ) -> CorrectionScores:
         truth = self.split.held if on_held else _union(self.split)
         frames = self.split.held_frames if on_held else None
         bundle = self.model(parts, thresholds)
         dets = self.detections(parts, frames or sorted(self.by_t))
         return score_on_corrections(bundle, dets, truth, self.z_ratio, frames, self.match)
 
-    def calibrate(self, parts: Sequence[UpdatePart], on_held: bool
-                  ) -> dict[str, tuple[float, float]]:  # fmt: skip
+    def calibrate(
+        self, parts: Sequence[UpdatePart], on_held: bool
+    ) -> dict[str, tuple[float, float]]:
         """Detection, then division threshold: the fewest errors, ties to the current value."""
         current = self.base.thresholds
         out: dict[str, tuple[float, float]] = {}
@@ -450,8 +518,15 @@ class _Judge:
         out[DIVISION] = (old, self._best(parts, chosen, DIVISION, old, options, on_held))
         return out
 
-    def _best(self, parts: Sequence[UpdatePart], fixed: dict[str, float], name: str, old: float,
-              options: Sequence[float], on_held: bool) -> float:  # fmt: skip
+    def _best(
+        self,
+        parts: Sequence[UpdatePart],
+        fixed: dict[str, float],
+        name: str,
+        old: float,
+        options: Sequence[float],
+        on_held: bool,
+    ) -> float:
         errors = {v: self.score(parts, {**fixed, name: v}, on_held).errors for v in options}
         return min(options, key=lambda v: (errors[v], abs(v - old)))
 
@@ -460,14 +535,26 @@ class _Judge:
 
 
 def _train_scorers(
-    base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_ratio: float,
-    cfg: FinetuneConfig, should_stop: Callable[[], bool], source: str | None,
+    base: ModelBundle,
+    cs: CorrectionSet,
+    detections: list[Detections],
+    z_ratio: float,
+    cfg: FinetuneConfig,
+    should_stop: Callable[[], bool],
+    source: str | None,
     tolerate: type[Exception] | tuple[()] = (),
-) -> Generator[Step, None, ModelBundle | None]:  # fmt: skip
+) -> Generator[Step, None, ModelBundle | None]:
     """The scorers tuned on ``cs`` (None when ``cs`` cannot train them and ``tolerate`` allows)."""
     try:
-        steps = iter_finetune(base, cs, detections, z_ratio=z_ratio, config=cfg,
-                              should_stop=should_stop, source=source)  # fmt: skip
+        steps = iter_finetune(
+            base,
+            cs,
+            detections,
+            z_ratio=z_ratio,
+            config=cfg,
+            should_stop=should_stop,
+            source=source,
+        )
         return (yield from steps)
     except tolerate as error:  # type: ignore[misc]
         logger.info("scorers not trained: %s", error)
@@ -475,17 +562,26 @@ def _train_scorers(
 
 
 def _scorer_family(
-    base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_ratio: float,
-    cfg: FinetuneConfig, should_stop: Callable[[], bool], source: str | None, notes: list[str],
-) -> Generator[Step, None, list[UpdatePart]]:  # fmt: skip
+    base: ModelBundle,
+    cs: CorrectionSet,
+    detections: list[Detections],
+    z_ratio: float,
+    cfg: FinetuneConfig,
+    should_stop: Callable[[], bool],
+    source: str | None,
+    notes: list[str],
+) -> Generator[Step, None, list[UpdatePart]]:
     """The scorer parts trained on ``cs`` with ``detections`` (none, with a note, when the
     training part holds one kind of label only)."""
-    tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source,
-                                      NotEnoughCorrections)  # fmt: skip
+    tuned = yield from _train_scorers(
+        base, cs, detections, z_ratio, cfg, should_stop, source, NotEnoughCorrections
+    )
     if tuned is not None:
         return scorer_parts(tuned, base)
-    note = ("the scorers could not be trained without the held-back corrections (one kind of "
-            "label only); they are kept")
+    note = (
+        "the scorers could not be trained without the held-back corrections (one kind of "
+        "label only); they are kept"
+    )
     if note not in notes:
         notes.append(note)
     return []
@@ -508,8 +604,9 @@ def _key(parts: Sequence[UpdatePart]) -> frozenset[int]:
 def _decisions(
     families: list[tuple[UpdatePart | None, list[UpdatePart]]],
     combos: list[tuple[UpdatePart, ...]],
-    scores: dict[frozenset[int], CorrectionScores], chosen: tuple[UpdatePart, ...],
-) -> tuple[PartDecision, ...]:  # fmt: skip
+    scores: dict[frozenset[int], CorrectionScores],
+    chosen: tuple[UpdatePart, ...],
+) -> tuple[PartDecision, ...]:
     """Each part of the chosen combination's family, with the errors of the chosen model with
     and without it; a re-detecting part's figures are the best model with and without it (the
     scorers with it were trained on its detections)."""
@@ -518,19 +615,23 @@ def _decisions(
     chosen_key = _key(chosen)
     for head, _family in families:
         if head is not None:
-            best = {has: min(errors[_key(c)] for c in combos if (id(head) in _key(c)) == has)
-                    for has in (True, False)}  # fmt: skip
+            best = {
+                has: min(errors[_key(c)] for c in combos if (id(head) in _key(c)) == has)
+                for has in (True, False)
+            }
             out.append(PartDecision(head.name, id(head) in chosen_key, best[True], best[False]))
     family = next(f for h, f in reversed(families) if h is None or id(h) in chosen_key)
     for part in family:
         with_it, without = chosen_key | {id(part)}, chosen_key - {id(part)}
-        out.append(PartDecision(part.name, id(part) in chosen_key, errors[with_it],
-                                errors[without]))  # fmt: skip
+        out.append(
+            PartDecision(part.name, id(part) in chosen_key, errors[with_it], errors[without])
+        )
     return tuple(out)
 
 
-def _assemble(base: ModelBundle, parts: Sequence[UpdatePart], thresholds: dict[str, float]
-              ) -> ModelBundle:  # fmt: skip
+def _assemble(
+    base: ModelBundle, parts: Sequence[UpdatePart], thresholds: dict[str, float]
+) -> ModelBundle:
     bundle = copy.deepcopy(base)
     for part in parts:
         part.apply(bundle)
@@ -556,19 +657,27 @@ def _cloned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def _record(bundle: ModelBundle, cs: CorrectionSet, report: GuardReport, source: str | None
-            ) -> None:  # fmt: skip
+def _record(
+    bundle: ModelBundle, cs: CorrectionSet, report: GuardReport, source: str | None
+) -> None:
     """The guard's choice in the tuned bundle's metadata (after the training's own record)."""
     n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "finetune")
     base = bundle.metadata.name
-    bundle.metadata.record("finetune", base=base, source=str(source or cs.source or ""),
-                           **{f"n_{k}": int(v) for k, v in cs.counts().items()})
+    bundle.metadata.record(
+        "finetune",
+        base=base,
+        source=str(source or cs.source or ""),
+        **{f"n_{k}": int(v) for k, v in cs.counts().items()},
+    )
     bundle.metadata.name = f"{base.split('+ft')[0]}+ft{n_before + 1}"
     bundle.metadata.record(
-        "guard", split=report.split, adopted=", ".join(report.adopted) or "none",
-        errors_before=report.before.errors, errors_after=report.after.errors,
+        "guard",
+        split=report.split,
+        adopted=", ".join(report.adopted) or "none",
+        errors_before=report.before.errors,
+        errors_after=report.after.errors,
         **{name.replace(" ", "_"): new for name, (_, new) in report.thresholds.items()},
-    )  # fmt: skip
+    )
 
 
 def _check_frames(cs: CorrectionSet, detections: Sequence[Detections]) -> None:
@@ -581,7 +690,8 @@ def _check_frames(cs: CorrectionSet, detections: Sequence[Detections]) -> None:
         raise InputError(
             f"corrections on frame(s) {shown} that were never tracked (no detections there; "
             f"the detections cover {_span(have)}): track or detect those frames first, or "
-            "undo the edits there")
+            "undo the edits there"
+        )
 
 
 def _span(frames: set[int]) -> str:
@@ -590,9 +700,15 @@ def _span(frames: set[int]) -> str:
     return f"frames {min(frames)}-{max(frames)}" if len(frames) > 1 else f"frame {min(frames)}"
 
 
-def _plan(base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_ratio: float,
-          cfg: FinetuneConfig, trainers: list[PartTrainer], split: CorrectionSplit | None
-          ) -> FinetunePlan:  # fmt: skip
+def _plan(
+    base: ModelBundle,
+    cs: CorrectionSet,
+    detections: list[Detections],
+    z_ratio: float,
+    cfg: FinetuneConfig,
+    trainers: list[PartTrainer],
+    split: CorrectionSplit | None,
+) -> FinetunePlan:
     """Rows and steps of the training, with the step time measured on a copy of the scorers."""
     with _torch_threads(cfg.threads):
         light = copy.copy(base)  # a plain dataclass: the copy's scorers are its own
@@ -614,21 +730,35 @@ def _plan(base: ModelBundle, cs: CorrectionSet, detections: list[Detections], z_
         step_s = (time.perf_counter() - started) / max(n, 1)
     steps = cfg.epochs * cfg.steps_per_epoch * len(phases)
     names = [p.name for p in phases] + [t.name for t in trainers]
-    names = ["link scorer" if n == "links and merges" else "division head" if n == "divisions"
-             else n for n in names]  # fmt: skip
+    names = [
+        "link scorer" if n == "links and merges" else "division head" if n == "divisions" else n
+        for n in names
+    ]
     if any(t.candidates and t.name == "merge" for t in terms):
         names.append("merge scorer")
     rounds = 2 if cfg.guard and cfg.retrain_on_all else 1
-    split_text = split.description if split is not None else (
-        "nothing held back" if not cfg.guard else "too few corrections to hold some back")
-    extra = {t.name: float(t.estimate_seconds(cs, rounds)) for t in trainers
-             if hasattr(t, "estimate_seconds")}  # fmt: skip
+    split_text = (
+        split.description
+        if split is not None
+        else ("nothing held back" if not cfg.guard else "too few corrections to hold some back")
+    )
+    extra = {
+        t.name: float(t.estimate_seconds(cs, rounds))
+        for t in trainers
+        if hasattr(t, "estimate_seconds")
+    }
     # the scorers train once more per round on a re-detecting part's detections
     scorer_rounds = rounds * (2 if extra and split is not None else 1)
-    return FinetunePlan(tuple(dict.fromkeys(names)), {"link": len(data.link),
-                        "merge": len(data.merge)}, split_text, steps, step_s,
-                        scorer_rounds * steps * step_s + sum(extra.values()), rounds,
-                        extra)  # fmt: skip
+    return FinetunePlan(
+        tuple(dict.fromkeys(names)),
+        {"link": len(data.link), "merge": len(data.merge)},
+        split_text,
+        steps,
+        step_s,
+        scorer_rounds * steps * step_s + sum(extra.values()),
+        rounds,
+        extra,
+    )
 
 
 def _ratio(value: float) -> str:
@@ -642,6 +772,12 @@ def _duration(seconds: float) -> str:
 
 
 __all__ = [
-    "FinetunePlan", "FinetuneResult", "GuardReport", "PartDecision", "PartTrainer",
-    "UpdatePart", "iter_guarded_finetune", "scorer_parts",
-]  # fmt: skip
+    "FinetunePlan",
+    "FinetuneResult",
+    "GuardReport",
+    "PartDecision",
+    "PartTrainer",
+    "UpdatePart",
+    "iter_guarded_finetune",
+    "scorer_parts",
+]

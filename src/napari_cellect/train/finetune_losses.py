@@ -78,10 +78,18 @@ class LossTerm:
     def loss(self, idx: np.ndarray, part: str, cfg: FinetuneConfig) -> Tensor:
         """The ``candidates`` or ``division`` loss (weighted) of rows ``idx``."""
         index = torch.as_tensor(idx, dtype=torch.long, device=self.rows["target"].device)
-        keys = ("query_emb", "cand_emb", "offsets", "query_radius", "cand_radius", "query_div",
-                "cand_div")  # fmt: skip
-        scores = self.scorer.score(**{k: self.rows[k][index] for k in keys},
-                                   mask=self.rows["mask"][index])  # fmt: skip
+        keys = (
+            "query_emb",
+            "cand_emb",
+            "offsets",
+            "query_radius",
+            "cand_radius",
+            "query_div",
+            "cand_div",
+        )
+        scores = self.scorer.score(
+            **{k: self.rows[k][index] for k in keys}, mask=self.rows["mask"][index]
+        )
         if part == "division":
             return cfg.division_weight * _division_loss(scores, self.rows, index)
         weight = cfg.link_weight if self.name == "link" else cfg.merge_weight
@@ -107,8 +115,9 @@ class TrainingPhase:
                     continue
                 idx = term.val_idx
             else:
-                idx = rng.choice(term.train_idx, size=min(cfg.batch_size, len(term.train_idx)),
-                                 replace=False)  # fmt: skip
+                idx = rng.choice(
+                    term.train_idx, size=min(cfg.batch_size, len(term.train_idx)), replace=False
+                )
             total = total + term.loss(idx, part, cfg)
         return total
 
@@ -129,20 +138,29 @@ def training_phases(terms: list[LossTerm]) -> list[TrainingPhase]:
     phases = []
     candidates = [t for t in terms if t.candidates]
     if candidates:
-        phases.append(TrainingPhase(
-            "links and merges", [(t, "candidates") for t in candidates],
-            [p for t in candidates for p in t.scorer.parameters()], [t.scorer for t in candidates],
-        ))  # fmt: skip
+        phases.append(
+            TrainingPhase(
+                "links and merges",
+                [(t, "candidates") for t in candidates],
+                [p for t in candidates for p in t.scorer.parameters()],
+                [t.scorer for t in candidates],
+            )
+        )
     for term in terms:
         if not term.division:
             continue
         head = getattr(term.scorer, "division_head", None)
         if head is not None:
-            phases.append(TrainingPhase("divisions", [(term, "division")], list(head.parameters()),
-                                 [term.scorer]))  # fmt: skip
+            phases.append(
+                TrainingPhase(
+                    "divisions", [(term, "division")], list(head.parameters()), [term.scorer]
+                )
+            )
         else:
             parts = [(term, "division")] + ([(term, "candidates")] if term.candidates else [])
-            phases.append(TrainingPhase("divisions", parts, list(term.scorer.parameters()), [term.scorer]))
+            phases.append(
+                TrainingPhase("divisions", parts, list(term.scorer.parameters()), [term.scorer])
+            )
     return phases
 
 
@@ -157,14 +175,19 @@ def _classes(rows: dict[str, Tensor], idx: np.ndarray) -> tuple[bool, bool]:
 
 
 def loss_terms(
-    bundle: ModelBundle, data: TrainingData, cfg: FinetuneConfig, rng: np.random.Generator,
+    bundle: ModelBundle,
+    data: TrainingData,
+    cfg: FinetuneConfig,
+    rng: np.random.Generator,
     device: torch.device,
-) -> list[LossTerm]:  # fmt: skip
+) -> list[LossTerm]:
     """Split each scorer's rows and decide which of its losses can be trained."""
     terms: list[LossTerm] = []
     missing: list[str] = []
-    specs = (("link", data.link, bundle.link_scorer, cfg.train_link, cfg.train_division),
-             ("merge", data.merge, bundle.merge_scorer, cfg.train_merge, False))  # fmt: skip
+    specs = (
+        ("link", data.link, bundle.link_scorer, cfg.train_link, cfg.train_division),
+        ("merge", data.merge, bundle.merge_scorer, cfg.train_merge, False),
+    )
     for name, rows, scorer, use_cand, use_div in specs:
         if len(rows) == 0:
             missing.append(f"no {name} rows (no {name} label matched a detection)")
@@ -190,7 +213,10 @@ def loss_terms(
         )
     for term in terms:
         logger.info(
-            "%s scorer: %d training and %d validation rows%s", term.name, len(term.train_idx),
-            len(term.val_idx), " (with the division head)" if term.division else "",
-        )  # fmt: skip
+            "%s scorer: %d training and %d validation rows%s",
+            term.name,
+            len(term.train_idx),
+            len(term.val_idx),
+            " (with the division head)" if term.division else "",
+        )
     return terms

@@ -99,8 +99,9 @@ def _prepare_frame(
     missing = np.flatnonzero((det_of_node < 0) & required)
     dets = merged
     if len(missing):
-        extra = synthetic_detections(merged, node_pos[missing], node_radius[missing], z_ratio,
-                                     embedding_dim)  # fmt: skip
+        extra = synthetic_detections(
+            merged, node_pos[missing], node_radius[missing], z_ratio, embedding_dim
+        )
         dets = Detections.concat([merged, extra]) if len(merged) else extra
         node = np.concatenate([node, node_ids[missing]])
         removed = np.concatenate([removed, np.full(len(missing), -1, np.int64)])
@@ -120,11 +121,15 @@ def _scorer_inputs(
     q_pos = scaled(query.positions, z_ratio)
     c_pos = scaled(cands.positions, z_ratio)[idx]
     return {
-        "query_emb": query.embeddings, "cand_emb": cands.embeddings[idx],
-        "offsets": c_pos - q_pos[:, None, :], "query_radius": query.radius,
-        "cand_radius": cands.radius[idx], "query_div": query.division,
-        "cand_div": cands.division[idx], "mask": mask,
-    }  # fmt: skip
+        "query_emb": query.embeddings,
+        "cand_emb": cands.embeddings[idx],
+        "offsets": c_pos - q_pos[:, None, :],
+        "query_radius": query.radius,
+        "cand_radius": cands.radius[idx],
+        "query_div": query.division,
+        "cand_div": cands.division[idx],
+        "mask": mask,
+    }
 
 
 @dataclass
@@ -137,8 +142,14 @@ class _Rows:
     none_known: list[np.ndarray] = field(default_factory=list)  # (M,) bool (target 0)
     division: list[np.ndarray] = field(default_factory=list)  # (M,) int: -1 unknown, 0, 1
 
-    def add(self, inputs: dict[str, np.ndarray], target: np.ndarray, known: np.ndarray,
-            none_known: np.ndarray, division: np.ndarray) -> None:  # fmt: skip
+    def add(
+        self,
+        inputs: dict[str, np.ndarray],
+        target: np.ndarray,
+        known: np.ndarray,
+        none_known: np.ndarray,
+        division: np.ndarray,
+    ) -> None:
         mask = inputs["mask"]
         extra = mask.shape[1] - target.shape[1]  # the original architecture's fixed width
         if extra:
@@ -179,9 +190,15 @@ def _pair_set(pairs: np.ndarray) -> set[tuple[int, int]]:
 
 
 def _link_rows(
-    rows: _Rows, fa: _Frame, fb: _Frame, queries: np.ndarray, cs: _Labels, k: int, z_ratio: float,
+    rows: _Rows,
+    fa: _Frame,
+    fb: _Frame,
+    queries: np.ndarray,
+    cs: _Labels,
+    k: int,
+    z_ratio: float,
     scorer: BaseScorer,
-) -> None:  # fmt: skip
+) -> None:
     """Rows of the labelled parents ``queries`` (node ids) of frame a against frame b."""
     q_det = np.flatnonzero(np.isin(fa.node, queries))
     if len(q_det) == 0 or len(fb.dets) == 0:
@@ -208,8 +225,13 @@ def _link_rows(
     # a deleted false detection is no continuation of a cell whose child is approved
     known |= has_positive[:, None] & (c_removed >= 0) & (c_node < 0) & valid
     division = np.array([cs.divides.get(int(q), -1) for q in q_node], np.int64)
-    rows.add(_scorer_inputs(query, fb.dets, cand_idx, z_ratio, scorer), target, known,
-             has_positive, division)  # fmt: skip
+    rows.add(
+        _scorer_inputs(query, fb.dets, cand_idx, z_ratio, scorer),
+        target,
+        known,
+        has_positive,
+        division,
+    )
 
 
 def _merge_rows(
@@ -245,8 +267,13 @@ def _merge_rows(
                 known[i, j] = True
     has_positive = (known & (target > 0)).any(axis=1)
     query = raw.subset(q)
-    rows.add(_scorer_inputs(query, raw, cand_idx, z_ratio, scorer), target, known, has_positive,
-             np.full(len(q), -1, np.int64))  # fmt: skip
+    rows.add(
+        _scorer_inputs(query, raw, cand_idx, z_ratio, scorer),
+        target,
+        known,
+        has_positive,
+        np.full(len(q), -1, np.int64),
+    )
 
 
 @dataclass
@@ -270,7 +297,8 @@ class _Labels:
             divides={n: int(d) for n, d in cs.divides.items()},
             duplicates=_pair_set(cs.duplicates),
             distinct=_pair_set(np.stack([distinct.min(axis=1), distinct.max(axis=1)], axis=1))
-            if len(distinct) else set(),
+            if len(distinct)
+            else set(),
             merge_nodes=np.unique(np.concatenate([cs.duplicates[:, 0], distinct.ravel()])),
             merge_removed=np.unique(cs.duplicates[:, 1]),
         )
@@ -309,9 +337,16 @@ def build_training_data(
     node_t = nodes["t"]
     frames_needed = set(np.unique(np.concatenate([node_t, removed["t"]])).tolist())
     # link rows need the frame after each labelled parent
-    parent_t = _frames_of(nodes, np.concatenate([corrections.positive_links[:, 0],
-                                                 corrections.negative_links[:, 0],
-                                                 corrections.division_nodes]))  # fmt: skip
+    parent_t = _frames_of(
+        nodes,
+        np.concatenate(
+            [
+                corrections.positive_links[:, 0],
+                corrections.negative_links[:, 0],
+                corrections.division_nodes,
+            ]
+        ),
+    )
     frames_needed |= {t + 1 for t in parent_t.tolist() if t + 1 in by_t}
     missing = sorted(t for t in frames_needed if t not in by_t)
     if missing:
@@ -327,18 +362,35 @@ def build_training_data(
         here = node_t == t
         gone = removed["t"] == t
         frames[t] = _prepare_frame(
-            by_t[t], merge_scorer, merge_cfg, z_ratio, cfg.match,
-            nodes["id"][here], table_positions(nodes, here), nodes["radius"][here],
+            by_t[t],
+            merge_scorer,
+            merge_cfg,
+            z_ratio,
+            cfg.match,
+            nodes["id"][here],
+            table_positions(nodes, here),
+            nodes["radius"][here],
             np.isin(nodes["id"][here], required_ids),
-            removed["id"][gone], table_positions(removed, gone), removed["radius"][gone], embedding_dim,
-        )  # fmt: skip
+            removed["id"][gone],
+            table_positions(removed, gone),
+            removed["radius"][gone],
+            embedding_dim,
+        )
 
     link_rows, merge_rows = _Rows(), _Rows()
     queries_by_t, n_gap = _link_queries(corrections, nodes)
     for t, queries in sorted(queries_by_t.items()):
         if t in frames and t + 1 in frames:
-            _link_rows(link_rows, frames[t], frames[t + 1], queries, labels, link_cfg.k, z_ratio,
-                       bundle.link_scorer)  # fmt: skip
+            _link_rows(
+                link_rows,
+                frames[t],
+                frames[t + 1],
+                queries,
+                labels,
+                link_cfg.k,
+                z_ratio,
+                bundle.link_scorer,
+            )
     for frame in frames.values():
         _merge_rows(merge_rows, frame, labels, merge_cfg.k, z_ratio, bundle.merge_scorer)
     return TrainingData(
@@ -359,10 +411,18 @@ def _frames_of(nodes: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
 
 def _labelled_ids(cs: CorrectionSet) -> np.ndarray:
     """Nodes a label refers to (they get a synthetic detection when none matches)."""
-    return np.unique(np.concatenate([
-        cs.positive_links.ravel(), cs.negative_links.ravel(), cs.starts, cs.division_nodes,
-        cs.duplicates[:, 0], cs.distinct.ravel(),
-    ]))  # fmt: skip
+    return np.unique(
+        np.concatenate(
+            [
+                cs.positive_links.ravel(),
+                cs.negative_links.ravel(),
+                cs.starts,
+                cs.division_nodes,
+                cs.duplicates[:, 0],
+                cs.distinct.ravel(),
+            ]
+        )
+    )
 
 
 def _link_queries(
@@ -382,8 +442,9 @@ def _link_queries(
     consecutive = (tp >= 0) & (tc == tp + 1)
     n_gap = int(np.count_nonzero((tp >= 0) & (tc > tp + 1)))
     if n_gap:
-        logger.info("%d labelled link(s) skip frames; the link scorer only sees consecutive frames",
-                    n_gap)  # fmt: skip
+        logger.info(
+            "%d labelled link(s) skip frames; the link scorer only sees consecutive frames", n_gap
+        )
     ids = np.concatenate([links[consecutive, 0], cs.division_nodes])
     t = np.concatenate([tp[consecutive], frame_of(cs.division_nodes)])
     out = {int(f): np.unique(ids[t == f]) for f in np.unique(t[t >= 0])}

@@ -133,8 +133,9 @@ class Trainer:
         if resume is not None:
             state = load_checkpoint(resume)
             saved = TrainConfig.from_dict(state["train_config"])
-            config = dataclasses.replace(saved, epochs=config.epochs, device=config.device,
-                                         workers=config.workers)
+            config = dataclasses.replace(
+                saved, epochs=config.epochs, device=config.device, workers=config.workers
+            )
             logger.info("resuming %s at epoch %d (step %d)", resume, state["epoch"], state["step"])
         self.config = config
         self.progress = progress
@@ -150,8 +151,11 @@ class Trainer:
         if init is not None and state is None:  # a resumed run restores its own weights
             self._load_initial_weights(init)
         self.unet, self.merge, self.link = self.bundle.modules()
-        bad = [f"{axis}={size}" for axis, size, m in
-               zip("ZYX", config.sampling.crop, self.unet.size_multiple) if size % m]  # fmt: skip
+        bad = [
+            f"{axis}={size}"
+            for axis, size, m in zip("ZYX", config.sampling.crop, self.unet.size_multiple)
+            if size % m
+        ]
         if bad:
             raise InputError(
                 f"the training crop {config.sampling.crop} must be a multiple of the U-Net's "
@@ -161,19 +165,31 @@ class Trainer:
             module.to(self.device)
         inference = resolve_model(self.bundle)
         normalization = inference.normalization
-        self.sampler = Sampler(train_sources, config.sampling, config.augment, config.targets,
-                               normalization)  # fmt: skip
+        self.sampler = Sampler(
+            train_sources, config.sampling, config.augment, config.targets, normalization
+        )
         if not val_sources:
             logger.warning("no validation data: validating on the training data")
         val_sampler = Sampler(
-            list(val_sources) if val_sources else list(self.sampler.sources), config.sampling,
-            dataclasses.replace(config.augment, enabled=False), config.targets, normalization,
-        )  # fmt: skip
+            list(val_sources) if val_sources else list(self.sampler.sources),
+            config.sampling,
+            dataclasses.replace(config.augment, enabled=False),
+            config.targets,
+            normalization,
+        )
         self.pool = SamplePool(self.sampler, config.workers)
-        self.losses = BatchLosses(config, self.device, self.unet, self.merge, self.link,
-                                  inference.detection)  # fmt: skip
-        self.validation = Validation(config, val_sampler, self.bundle, self.losses,
-                                     normalization, inference.detection, self.device)
+        self.losses = BatchLosses(
+            config, self.device, self.unet, self.merge, self.link, inference.detection
+        )
+        self.validation = Validation(
+            config,
+            val_sampler,
+            self.bundle,
+            self.losses,
+            normalization,
+            inference.detection,
+            self.device,
+        )
         params = [p for m in self.bundle.modules() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.total_steps = config.epochs * config.steps_per_epoch
@@ -181,8 +197,9 @@ class Trainer:
         # float16 autocast (GPUs without bfloat16) needs loss scaling; a no-op otherwise
         fp16 = config.amp and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.checkpoints = Checkpoints(checkpoint, config, self.bundle, self.optimizer,
-                                       self.scheduler, self.scaler)
+        self.checkpoints = Checkpoints(
+            checkpoint, config, self.bundle, self.optimizer, self.scheduler, self.scaler
+        )
         self.loop = self.checkpoints.restore(state) if state is not None else LoopState()
 
     # ------------------------------------------------------------------ setup
@@ -198,15 +215,20 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             unet = UNet3D(unet_config)
             scorers = [
-                build_scorer(PairScorerConfig(
-                    kind=kind, k=getattr(cfg.thresholds, kind).k,
-                    embedding_dim=cfg.embedding_dim, hidden=cfg.scorer_hidden,
-                ))
+                build_scorer(
+                    PairScorerConfig(
+                        kind=kind,
+                        k=getattr(cfg.thresholds, kind).k,
+                        embedding_dim=cfg.embedding_dim,
+                        hidden=cfg.scorer_hidden,
+                    )
+                )
                 for kind in ("merge", "link")
-            ]  # fmt: skip
+            ]
         metadata = BundleMetadata(name=cfg.name)
-        return ModelBundle(unet, scorers[0], scorers[1], cfg.thresholds, cfg.normalization,
-                           metadata)  # fmt: skip
+        return ModelBundle(
+            unet, scorers[0], scorers[1], cfg.thresholds, cfg.normalization, metadata
+        )
 
     def _load_initial_weights(self, init: ModelBundle | str | Path) -> None:
         """Warm start: copy the weights of a trained bundle of the same architecture."""
@@ -215,8 +237,11 @@ class Trainer:
         mine = (self.bundle.unet_config, self.bundle.merge_config, self.bundle.link_config)
         theirs = (source.unet_config, source.merge_config, source.link_config)
         for what, a, b in zip(("U-Net", "merge scorer", "link scorer"), mine, theirs):
-            differ = [f.name for f in dataclasses.fields(a)
-                      if f.name != "preset" and getattr(a, f.name) != getattr(b, f.name)]
+            differ = [
+                f.name
+                for f in dataclasses.fields(a)
+                if f.name != "preset" and getattr(a, f.name) != getattr(b, f.name)
+            ]
             if differ:
                 raise InputError(
                     f"cannot start training from {where}: its {what} differs from the one the "
@@ -224,8 +249,9 @@ class Trainer:
                     f"{getattr(b, differ[0])!r} there, {getattr(a, differ[0])!r} here); use "
                     "the same preset, embedding size and scorer width"
                 )
-        for what, target, module in zip(("U-Net", "merge scorer", "link scorer"),
-                                        self.bundle.modules(), source.modules()):
+        for what, target, module in zip(
+            ("U-Net", "merge scorer", "link scorer"), self.bundle.modules(), source.modules()
+        ):
             load_checked(target, module.state_dict(), f"the {what} weights of {where}")
         self.bundle.metadata.record("initialised", source=where)
         logger.info("starting from the weights of %s", where)
@@ -255,42 +281,75 @@ class Trainer:
             torch.backends.cudnn.benchmark = benchmark
         return self.finish()
 
-    def _end_epoch(self, train_losses: dict[str, float], val_losses: dict[str, float],
-                   metrics: dict[str, float], seconds: float) -> None:
+    def _end_epoch(
+        self,
+        train_losses: dict[str, float],
+        val_losses: dict[str, float],
+        metrics: dict[str, float],
+        seconds: float,
+    ) -> None:
         loop = self.loop
-        record = {"epoch": loop.epoch, "step": loop.step, "seconds": round(seconds, 2),
-                  "train": train_losses, "val": val_losses, "metrics": metrics}  # fmt: skip
+        record = {
+            "epoch": loop.epoch,
+            "step": loop.step,
+            "seconds": round(seconds, 2),
+            "train": train_losses,
+            "val": val_losses,
+            "metrics": metrics,
+        }
         loop.history.append(record)
         if metrics.get("f1", 0.0) >= self.config.detector_ready_f1 and not loop.detector_ready:
-            logger.info("epoch %d: detection F1 %.3f, detections now train the scorers",
-                        loop.epoch, metrics["f1"])  # fmt: skip
+            logger.info(
+                "epoch %d: detection F1 %.3f, detections now train the scorers",
+                loop.epoch,
+                metrics["f1"],
+            )
             loop.detector_ready = True
         if not self.validation.val_pairs:  # no frame pair to score: select by validation loss
             metrics["score"] = -val_losses.get("total", -float(loop.epoch))
         score = metrics.get("score", -math.inf)
         if loop.best is None or score > loop.best["score"]:
             loop.best = {
-                "score": score, "epoch": loop.epoch, "metrics": dict(metrics),
-                "states": [copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
-                           for m in self.bundle.modules()],
-            }  # fmt: skip
+                "score": score,
+                "epoch": loop.epoch,
+                "metrics": dict(metrics),
+                "states": [
+                    copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
+                    for m in self.bundle.modules()
+                ],
+            }
         logger.info(
             "epoch %d/%d: train loss %.4f, val loss %.4f, F1 %.3f (threshold %.2f), "
             "link accuracy %.3f, %.1f s",
-            loop.epoch + 1, self.config.epochs, train_losses.get("total", math.nan),
-            val_losses.get("total", math.nan), metrics.get("f1", math.nan),
-            metrics.get("threshold", math.nan), metrics.get("link_accuracy", math.nan), seconds,
-        )  # fmt: skip
+            loop.epoch + 1,
+            self.config.epochs,
+            train_losses.get("total", math.nan),
+            val_losses.get("total", math.nan),
+            metrics.get("f1", math.nan),
+            metrics.get("threshold", math.nan),
+            metrics.get("link_accuracy", math.nan),
+            seconds,
+        )
         self._report("validate", losses=val_losses, metrics=metrics)
 
-    def _report(self, phase: str, losses: dict[str, float] | None = None,
-                metrics: dict[str, float] | None = None) -> None:
+    def _report(
+        self,
+        phase: str,
+        losses: dict[str, float] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         if self.progress is not None:
-            self.progress(TrainProgress(
-                phase=phase, epoch=self.loop.epoch, epochs=self.config.epochs, step=self.loop.step,
-                total_steps=self.total_steps, losses=dict(losses or {}),
-                metrics=dict(metrics or {}),
-            ))  # fmt: skip
+            self.progress(
+                TrainProgress(
+                    phase=phase,
+                    epoch=self.loop.epoch,
+                    epochs=self.config.epochs,
+                    step=self.loop.step,
+                    total_steps=self.total_steps,
+                    losses=dict(losses or {}),
+                    metrics=dict(metrics or {}),
+                )
+            )
 
     def train_epoch(self) -> dict[str, float]:
         """One epoch of optimiser steps; returns the mean of each loss term."""
@@ -300,8 +359,7 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)
         self.bundle.train(True)
         sums: dict[str, float] = {}
-        batches = self.pool.batches(cfg.seed, epoch, range(cfg.steps_per_epoch),
-                                    cfg.batch_size)  # fmt: skip
+        batches = self.pool.batches(cfg.seed, epoch, range(cfg.steps_per_epoch), cfg.batch_size)
         for samples in batches:
             if self.should_stop is not None and self.should_stop():
                 batches.close()
@@ -315,15 +373,15 @@ class Trainer:
             self._report("train", losses=losses)
         return {k: v / cfg.steps_per_epoch for k, v in sums.items()}
 
-    def train_step(self, samples: Sequence[TrainSample], rng: np.random.Generator
-                   ) -> dict[str, float]:
+    def train_step(
+        self, samples: Sequence[TrainSample], rng: np.random.Generator
+    ) -> dict[str, float]:
         """Compute the losses of a batch (``rng``: pseudo-detection jitter and duplicates),
         take one optimiser step."""
         cfg = self.config
         batch = collate(samples)
         with autocast_context(self.device, enabled=cfg.amp):
-            total, parts = self.losses.compute(batch, rng,
-                                               use_detections=self.loop.detector_ready)
+            total, parts = self.losses.compute(batch, rng, use_detections=self.loop.detector_ready)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if cfg.grad_clip > 0:
@@ -361,9 +419,12 @@ class Trainer:
             thresholds = dataclasses.replace(thresholds, detection=detection, link=link)
             logger.info(
                 "calibrated on %d frame pairs: detection threshold %.2f (F1 %.3f), division "
-                "threshold %.2f", len(pairs), metrics["threshold"], metrics["f1"],
+                "threshold %.2f",
+                len(pairs),
+                metrics["threshold"],
+                metrics["f1"],
                 link.division_threshold,
-            )  # fmt: skip
+            )
         self.bundle.thresholds = thresholds
         cfg = self.config
         meta = self.bundle.metadata
@@ -371,17 +432,21 @@ class Trainer:
             s.name or f"source {i}" for i, s in enumerate(self.sampler.sources)
         )
         meta.record(
-            "train", epochs=loop.epoch, steps=loop.step,
+            "train",
+            epochs=loop.epoch,
+            steps=loop.step,
             best_epoch=-1 if loop.best is None else int(loop.best["epoch"]) + 1,
             f1=round(float(metrics.get("f1", 0.0)), 4),
             link_accuracy=round(float(metrics.get("link_accuracy", 0.0)), 4),
             threshold=float(thresholds.detection.threshold),
             division_threshold=float(thresholds.link.division_threshold),
             division_f1=round(float(metrics.get("division_f1", math.nan)), 4),
-            preset=cfg.preset, seed=cfg.seed,
-        )  # fmt: skip
+            preset=cfg.preset,
+            seed=cfg.seed,
+        )
         normalization = dataclasses.replace(
-            cfg.normalization, reference_radius=self._reference_radius(),
+            cfg.normalization,
+            reference_radius=self._reference_radius(),
             min_depth=cfg.sampling.crop[0],
         )
         bundle = ModelBundle(self.unet, self.merge, self.link, thresholds, normalization, meta)
@@ -436,6 +501,14 @@ def fit(
     """
     train = [as_source(s, i) for i, s in enumerate(train_sources)]
     val = [as_source(s, i) for i, s in enumerate(val_sources or [])]
-    trainer = Trainer(train, val, config, progress=progress, should_stop=should_stop,
-                      checkpoint=checkpoint, resume=resume, init=init)  # fmt: skip
+    trainer = Trainer(
+        train,
+        val,
+        config,
+        progress=progress,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        resume=resume,
+        init=init,
+    )
     return trainer.run()

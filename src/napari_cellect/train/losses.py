@@ -70,9 +70,19 @@ class LossConfig:
     """Extra weight of link-scorer rows whose query is a dividing mother."""
 
     def __post_init__(self) -> None:
-        for name in ("segmentation", "centre", "radius", "division", "triplet", "merge", "link",
-                     "link_division", "dividing_voxel_weight", "division_pos_weight",
-                     "mother_row_weight"):  # fmt: skip
+        for name in (
+            "segmentation",
+            "centre",
+            "radius",
+            "division",
+            "triplet",
+            "merge",
+            "link",
+            "link_division",
+            "dividing_voxel_weight",
+            "division_pos_weight",
+            "mother_row_weight",
+        ):
             value = getattr(self, name)
             if not value >= 0:
                 raise InputError(f"LossConfig.{name}: expected a number >= 0, found {value}")
@@ -204,9 +214,7 @@ def radius_loss(pred: Tensor, target: Tensor, nucleus: Tensor) -> Tensor:
     return _weighted_mean(err, nucleus.to(pred.dtype))
 
 
-def division_loss(
-    logits: Tensor, target: Tensor, valid: Tensor, pos_weight: float = 8.0
-) -> Tensor:
+def division_loss(logits: Tensor, target: Tensor, valid: Tensor, pos_weight: float = 8.0) -> Tensor:
     """Binary cross-entropy of the division channels with positive weighting.
 
     Args:

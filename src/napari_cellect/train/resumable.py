@@ -34,8 +34,13 @@ class ChunkStop:
     ``(now=True)``. ``step`` reads the trainer's optimiser step count (rebind it to go on with
     another trainer)."""
 
-    def __init__(self, step: Callable[[], int], steps_per_chunk: int,
-                 max_steps: int | None = None, minutes: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        step: Callable[[], int],
+        steps_per_chunk: int,
+        max_steps: int | None = None,
+        minutes: float | None = None,
+    ):
         self.step = step
         self.steps_per_chunk = int(steps_per_chunk)
         self.start = step()
@@ -79,9 +84,10 @@ def stop_on_interrupt(stop: ChunkStop) -> Iterator[None]:
         stop.request(now=now)
         logger.warning(
             "interrupted: stopping %s",
-            "now; the steps since the last checkpoint are dropped" if now
+            "now; the steps since the last checkpoint are dropped"
+            if now
             else "after this chunk, once its checkpoint is written (Ctrl+C again: now)",
-        )  # fmt: skip
+        )
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -59,18 +59,22 @@ class SamplePool:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker,
+                self.workers,
+                mp_context=context,
+                initializer=_init_worker,
                 initargs=(self.sampler,),
-            )  # fmt: skip
+            )
         return self._executor
 
-    def batches(self, seed: int, epoch: int, steps: range, batch_size: int
-                ) -> Iterator[list[TrainSample]]:
+    def batches(
+        self, seed: int, epoch: int, steps: range, batch_size: int
+    ) -> Iterator[list[TrainSample]]:
         """The batches of ``steps`` (step numbers within the epoch), in order."""
         if self.workers <= 0:
             for step in steps:
-                yield [self.sampler.sample(sample_rng(seed, epoch, step, i))
-                       for i in range(batch_size)]  # fmt: skip
+                yield [
+                    self.sampler.sample(sample_rng(seed, epoch, step, i)) for i in range(batch_size)
+                ]
             return
         pool = self._pool()
         jobs = ((step, i) for step in steps for i in range(batch_size))

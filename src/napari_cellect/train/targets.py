@@ -76,8 +76,10 @@ class TargetConfig:
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.level_edges)
         object.__setattr__(self, "level_edges", edges)
-        if not edges or any(not e > 0 for e in edges) or any(
-            b >= a for a, b in itertools.pairwise(edges)
+        if (
+            not edges
+            or any(not e > 0 for e in edges)
+            or any(b >= a for a, b in itertools.pairwise(edges))
         ):
             raise InputError(
                 f"TargetConfig.level_edges: expected positive, strictly decreasing values, "
@@ -221,11 +223,16 @@ class FrameCells:
     @classmethod
     def empty(cls) -> FrameCells:
         return cls(
-            node_ids=np.zeros(0, np.int64), positions=np.zeros((0, 3)),
-            radius=np.zeros(0, np.float32), seg_class=np.zeros(0, np.int8),
-            label=np.zeros(0, np.int64), lineage=np.zeros(0, np.int64),
-            mother=np.zeros(0, bool), newborn=np.zeros(0, bool), has_child=np.zeros(0, bool),
-        )  # fmt: skip
+            node_ids=np.zeros(0, np.int64),
+            positions=np.zeros((0, 3)),
+            radius=np.zeros(0, np.float32),
+            seg_class=np.zeros(0, np.int8),
+            label=np.zeros(0, np.int64),
+            lineage=np.zeros(0, np.int64),
+            mother=np.zeros(0, bool),
+            newborn=np.zeros(0, bool),
+            has_child=np.zeros(0, bool),
+        )
 
     def subset(self, keep: np.ndarray) -> FrameCells:
         return FrameCells(**{name: getattr(self, name)[keep] for name in _CELL_FIELDS})
@@ -245,8 +252,17 @@ class FrameCells:
         return self.seg_class == NUCLEUS
 
 
-_CELL_FIELDS = ("node_ids", "positions", "radius", "seg_class", "label", "lineage", "mother",
-                "newborn", "has_child")  # fmt: skip
+_CELL_FIELDS = (
+    "node_ids",
+    "positions",
+    "radius",
+    "seg_class",
+    "label",
+    "lineage",
+    "mother",
+    "newborn",
+    "has_child",
+)
 
 
 # ------------------------------------------------------------------------------- rendering
@@ -261,8 +277,9 @@ class FrameRender:
     level: np.ndarray
     """(Z, Y, X) int8 ordinal centre level (0 outside nuclei)."""
 
-    def gather(self, values: np.ndarray, fill: float | int = 0, dtype: np.dtype | type | None = None
-               ) -> np.ndarray:
+    def gather(
+        self, values: np.ndarray, fill: float | int = 0, dtype: np.dtype | type | None = None
+    ) -> np.ndarray:
         """A (Z, Y, X) map of ``values[owner]``, ``fill`` where no cell owns the voxel."""
         values = np.asarray(values)
         dtype = dtype or values.dtype
@@ -315,8 +332,9 @@ def render_cells(
             stop = start + 1
             while stop < n and (stop - start + 1) * box_voxels[order[stop]] <= cfg.max_chunk_voxels:
                 stop += 1
-            _render_chunk(order[start:stop], positions, radius, half, shape, z_ratio,
-                          best_rho, owner)  # fmt: skip
+            _render_chunk(
+                order[start:stop], positions, radius, half, shape, z_ratio, best_rho, owner
+            )
             start = stop
     owner = owner.reshape(shape)
     best_rho = best_rho.reshape(shape)
@@ -361,7 +379,8 @@ def _render_chunk(
     hz, hy, hx = ((c.shape[1] - 1) // 2 for c in coords)
     rho2[:, hz, hy, hx] = 0.0
     inside = (rho2 < 1.0) & (
-        in_bounds[0][:, :, None, None] & in_bounds[1][:, None, :, None]
+        in_bounds[0][:, :, None, None]
+        & in_bounds[1][:, None, :, None]
         & in_bounds[2][:, None, None, :]
     )
     c_idx, iz, iy, ix = np.nonzero(inside)
@@ -451,12 +470,20 @@ def pair_targets(
     has_next = next_t >= 0 and index.is_annotated(next_t)
     cells_next = (
         index.frame_cells(next_t, origin, shape, z_ratio, previous=t)
-        if next_t >= 0 else FrameCells.empty()
+        if next_t >= 0
+        else FrameCells.empty()
     )
-    render_t = render_cells(cells_t.positions, cells_t.radius, shape, z_ratio, cfg,
-                            has_centre=cells_t.tracked())  # fmt: skip
-    render_next = render_cells(cells_next.positions, cells_next.radius, shape, z_ratio, cfg,
-                               has_centre=cells_next.tracked())  # fmt: skip
+    render_t = render_cells(
+        cells_t.positions, cells_t.radius, shape, z_ratio, cfg, has_centre=cells_t.tracked()
+    )
+    render_next = render_cells(
+        cells_next.positions,
+        cells_next.radius,
+        shape,
+        z_ratio,
+        cfg,
+        has_centre=cells_next.tracked(),
+    )
     seg = render_t.gather(cells_t.seg_class, BACKGROUND, np.int64)
     tracked_t = cells_t.tracked()
     tracked_next = cells_next.tracked()
@@ -472,9 +499,7 @@ def pair_targets(
     if annotated_mask is not None:
         mask = np.asarray(annotated_mask, dtype=bool)
         if mask.shape != shape:
-            raise InputError(
-                f"annotated_mask crop: expected shape {shape}, found {mask.shape}"
-            )
+            raise InputError(f"annotated_mask crop: expected shape {shape}, found {mask.shape}")
         valid &= mask
     return PairTargets(
         seg=seg,
@@ -493,8 +518,9 @@ def pair_targets(
     )
 
 
-def crop_slices(origin: tuple[int, int, int], shape: tuple[int, int, int],
-                volume_shape: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def crop_slices(
+    origin: tuple[int, int, int], shape: tuple[int, int, int], volume_shape: tuple[int, int, int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """(volume slices, crop slices) of the overlap between a crop and the volume."""
     vol, crop = [], []
     for o, s, n in zip(origin, shape, volume_shape):

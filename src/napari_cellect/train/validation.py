@@ -88,8 +88,9 @@ class Validation:
         calibration: evenly spread annotated frames t whose frame t+1 is annotated too."""
         pairs = []
         for source, index in enumerate(self.val_sampler.indices):
-            frames = [int(t) for t in self.val_sampler.frames[source]
-                      if index.is_annotated(int(t) + 1)]  # fmt: skip
+            frames = [
+                int(t) for t in self.val_sampler.frames[source] if index.is_annotated(int(t) + 1)
+            ]
             if not frames or n == 0:
                 continue
             spread = np.linspace(0, len(frames) - 1, min(n, len(frames)))
@@ -132,12 +133,20 @@ class Validation:
         pair = np.stack([np.asarray(src.images[t]), np.asarray(src.images[next_frame(t, n_t)])])
         pair = normalize_pair(pair, self.normalization)
         det_cfg = dataclasses.replace(self.detection, threshold=threshold)
-        return predict_frame(self.unet, pair, t=t, z_ratio=src.z_ratio, detection=det_cfg,
-                             tiling=self.config.tiling, device=self.device,
-                             min_depth=self.config.sampling.crop[0]).detections  # fmt: skip
+        return predict_frame(
+            self.unet,
+            pair,
+            t=t,
+            z_ratio=src.z_ratio,
+            detection=det_cfg,
+            tiling=self.config.tiling,
+            device=self.device,
+            min_depth=self.config.sampling.crop[0],
+        ).detections
 
-    def predict(self, threshold: float,
-                pairs: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self, threshold: float, pairs: list[tuple[int, int]] | None = None
+    ) -> list[dict[str, Any]]:
         """Detections of frames t and t+1 of every validation pair, with their annotations."""
         out = []
         for source, t in self.val_pairs if pairs is None else pairs:
@@ -145,12 +154,24 @@ class Validation:
             src = self.val_sampler.sources[source]
             frames = []
             for tt in (t, t + 1):
-                cells = index.frame_cells(tt, (0, 0, 0), src.shape[1:], src.z_ratio,
-                                          previous=tt - 1 if tt == t + 1 else None)  # fmt: skip
+                cells = index.frame_cells(
+                    tt,
+                    (0, 0, 0),
+                    src.shape[1:],
+                    src.z_ratio,
+                    previous=tt - 1 if tt == t + 1 else None,
+                )
                 cells = cells.subset(cells.tracked() & cells.in_crop(src.shape[1:]))
                 frames.append((self._predict_frame(source, tt, threshold), cells))
-            out.append({"source": source, "t": t, "z_ratio": src.z_ratio, "frames": frames,
-                        "mask": self._frame_masks(source, t)})  # fmt: skip
+            out.append(
+                {
+                    "source": source,
+                    "t": t,
+                    "z_ratio": src.z_ratio,
+                    "frames": frames,
+                    "mask": self._frame_masks(source, t),
+                }
+            )
         return out
 
     def _frame_masks(self, source: int, t: int) -> list[np.ndarray | None]:
@@ -159,8 +180,9 @@ class Validation:
             return [None, None]
         return [np.asarray(mask[tt] if len(mask.shape) == 4 else mask, bool) for tt in (t, t + 1)]
 
-    def _detection_counts(self, predictions: list[dict[str, Any]], threshold: float
-                          ) -> DetectionCounts:
+    def _detection_counts(
+        self, predictions: list[dict[str, Any]], threshold: float
+    ) -> DetectionCounts:
         counts = DetectionCounts()
         for item in predictions:
             for (dets, cells), mask in zip(item["frames"], item["mask"]):
@@ -168,8 +190,9 @@ class Validation:
                 if mask is not None and len(pos):
                     vox = clip_voxels(pos, mask.shape)
                     pos = pos[mask[vox[:, 0], vox[:, 1], vox[:, 2]]]
-                m = match_detections(pos, cells.positions, cells.radius, item["z_ratio"],
-                                     self.config.match)  # fmt: skip
+                m = match_detections(
+                    pos, cells.positions, cells.radius, item["z_ratio"], self.config.match
+                )
                 counts += m.counts(len(cells))
         return counts
 
@@ -194,10 +217,12 @@ class Validation:
             det_b = det_b.subset(det_b.score >= threshold)
             if len(det_a) == 0 or len(det_b) == 0:
                 continue
-            ma = match_detections(det_a.positions, cells_a.positions, cells_a.radius, z_ratio,
-                                  self.config.match)  # fmt: skip
-            mb = match_detections(det_b.positions, cells_b.positions, cells_b.radius, z_ratio,
-                                  self.config.match)  # fmt: skip
+            ma = match_detections(
+                det_a.positions, cells_a.positions, cells_a.radius, z_ratio, self.config.match
+            )
+            mb = match_detections(
+                det_b.positions, cells_b.positions, cells_b.radius, z_ratio, self.config.match
+            )
             b_label = np.where(mb.primary >= 0, cells_b.lineage[np.maximum(mb.primary, 0)], -1)
             query = np.flatnonzero(ma.primary >= 0)
             q_label = cells_a.label[ma.primary[query]]
@@ -205,8 +230,9 @@ class Validation:
             query, q_label = query[has_successor], q_label[has_successor]
             if len(query) == 0:
                 continue
-            cand, _ = nearest_candidates(det_a.positions[query], det_b.positions,
-                                         self.link.config.k, z_ratio)  # fmt: skip
+            cand, _ = nearest_candidates(
+                det_a.positions[query], det_b.positions, self.link.config.k, z_ratio
+            )
             p_match = scorer.score(det_a.subset(query), det_b, cand, z_ratio).p_match
             best = cand[np.arange(len(query)), np.argmax(p_match, axis=1)]
             ok = (best >= 0) & (b_label[np.maximum(best, 0)] == q_label)
@@ -214,8 +240,9 @@ class Validation:
             total += len(query)
         return correct / total if total else 0.0
 
-    def division_threshold(self, predictions: list[dict[str, Any]], threshold: float
-                           ) -> tuple[float, float] | None:
+    def division_threshold(
+        self, predictions: list[dict[str, Any]], threshold: float
+    ) -> tuple[float, float] | None:
         """(threshold, F1) of the link scorer's P(divides) that best separates the annotated
         mothers among the matched frame-t detections; None with too few annotated mothers."""
         scorer = ModelScorer(self.link)
@@ -226,10 +253,16 @@ class Validation:
             det_b = det_b.subset(det_b.score >= threshold)
             if len(det_a) == 0:
                 continue
-            m = match_detections(det_a.positions, cells_a.positions, cells_a.radius,
-                                 item["z_ratio"], self.config.match)  # fmt: skip
-            cand, _ = nearest_candidates(det_a.positions, det_b.positions, self.link.config.k,
-                                         item["z_ratio"])  # fmt: skip
+            m = match_detections(
+                det_a.positions,
+                cells_a.positions,
+                cells_a.radius,
+                item["z_ratio"],
+                self.config.match,
+            )
+            cand, _ = nearest_candidates(
+                det_a.positions, det_b.positions, self.link.config.k, item["z_ratio"]
+            )
             p_divide = scorer.score(det_a, det_b, cand, item["z_ratio"]).p_divide
             matched = m.primary >= 0
             p_all.append(p_divide[matched])
@@ -238,8 +271,11 @@ class Validation:
             return None
         p, mother = np.concatenate(p_all), np.concatenate(mother_all)
         if int(mother.sum()) < self.config.min_calibration_divisions:
-            logger.info("only %d annotated divisions in the calibration frames: the division "
-                        "threshold keeps its value", int(mother.sum()))  # fmt: skip
+            logger.info(
+                "only %d annotated divisions in the calibration frames: the division "
+                "threshold keeps its value",
+                int(mother.sum()),
+            )
             return None
         best = None
         for thr in self.config.division_grid:
@@ -251,9 +287,17 @@ class Validation:
 
     def metrics(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
         if not predictions:
-            return {"f1": 0.0, "threshold": float(self.bundle.thresholds.detection.threshold),
-                    "link_accuracy": 0.0, "score": 0.0}  # fmt: skip
+            return {
+                "f1": 0.0,
+                "threshold": float(self.bundle.thresholds.detection.threshold),
+                "link_accuracy": 0.0,
+                "score": 0.0,
+            }
         f1, threshold = self._threshold_f1(predictions)
         link_accuracy = self._link_accuracy(predictions, threshold)
-        return {"f1": f1, "threshold": threshold, "link_accuracy": link_accuracy,
-                "score": 0.5 * (f1 + link_accuracy)}  # fmt: skip
+        return {
+            "f1": f1,
+            "threshold": threshold,
+            "link_accuracy": link_accuracy,
+            "score": 0.5 * (f1 + link_accuracy),
+        }

@@ -294,8 +294,13 @@ def _config_problems(c: SyntheticConfig) -> list[str]:
         len(c.embryo_axes) == 3 and all(a > 0 for a in c.embryo_axes),
         f"embryo_axes must be three positive fractions, found {c.embryo_axes}",
     )
-    for name in ("radius_range", "brightness_range", "speckle_size", "debris_radius",
-                 "debris_brightness"):
+    for name in (
+        "radius_range",
+        "brightness_range",
+        "speckle_size",
+        "debris_radius",
+        "debris_brightness",
+    ):
         lo_hi = getattr(c, name)
         need(
             len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1],
@@ -311,8 +316,12 @@ def _config_problems(c: SyntheticConfig) -> list[str]:
         len(c.dim_factor) == 2 and 0 < c.dim_factor[0] <= c.dim_factor[1] <= 1,
         f"dim_factor must be (low, high) with 0 < low <= high <= 1, found {c.dim_factor}",
     )
-    for name in ("dim_fraction", "giant_fraction", "condensation_probability",
-                 "brightening_probability"):
+    for name in (
+        "dim_fraction",
+        "giant_fraction",
+        "condensation_probability",
+        "brightening_probability",
+    ):
         need(0 <= getattr(c, name) <= 1, f"{name} must be in [0, 1], found {getattr(c, name)}")
     need(0 <= c.lobes <= 0.5, f"lobes must be in [0, 0.5], found {c.lobes}")
     need(
@@ -357,37 +366,75 @@ PRESETS: dict[str, SyntheticConfig] = {
     "default": SyntheticConfig(),
     # tightly packed nuclei that touch and slightly overlap
     "dense": _preset(
-        n_cells=110, radius_range=(4.5, 7.0), max_packing=0.45, contact_distance=0.92,
-        embryo_axes=(1.05, 0.95, 0.95), speed=0.8,
+        n_cells=110,
+        radius_range=(4.5, 7.0),
+        max_packing=0.45,
+        contact_distance=0.92,
+        embryo_axes=(1.05, 0.95, 0.95),
+        speed=0.8,
     ),
     # low signal, strong inhomogeneous background, bleaching and a polar body
     "noisy": _preset(
-        noise=3.0, brightness_range=(250.0, 700.0), background=150.0, background_variation=0.5,
-        illumination_variation=0.3, texture=0.45, bleach_rate=0.01, flicker=0.03,
-        depth_attenuation=0.4, psf_sigma_xy=1.3, psf_sigma_z=3.5, distractors=1,
+        noise=3.0,
+        brightness_range=(250.0, 700.0),
+        background=150.0,
+        background_variation=0.5,
+        illumination_variation=0.3,
+        texture=0.45,
+        bleach_rate=0.01,
+        flicker=0.03,
+        depth_attenuation=0.4,
+        psf_sigma_xy=1.3,
+        psf_sigma_z=3.5,
+        distractors=1,
     ),
     # large steps with coherent rotation and drift
     "fast": _preset(speed=3.0, persistence=0.8, rotation_speed=1.0, drift_speed=0.5),
     # everything at once: denser, noisier, faster, more divisions, cells entering and leaving
     "hard": _preset(
-        n_cells=80, radius_range=(4.0, 7.5), contact_distance=0.95, max_packing=0.4,
-        noise=2.5, brightness_range=(300.0, 900.0), background_variation=0.45,
-        illumination_variation=0.25, bleach_rate=0.008, texture=0.4, speed=2.5, persistence=0.75,
-        rotation_speed=0.6, drift_speed=0.3, division_rate=0.08, min_cycle=5,
-        appear_rate=0.3, disappear_rate=0.005, embryo_axes=(1.6, 1.35, 1.1), distractors=2,
+        n_cells=80,
+        radius_range=(4.0, 7.5),
+        contact_distance=0.95,
+        max_packing=0.4,
+        noise=2.5,
+        brightness_range=(300.0, 900.0),
+        background_variation=0.45,
+        illumination_variation=0.25,
+        bleach_rate=0.008,
+        texture=0.4,
+        speed=2.5,
+        persistence=0.75,
+        rotation_speed=0.6,
+        drift_speed=0.3,
+        division_rate=0.08,
+        min_cycle=5,
+        appear_rate=0.3,
+        disappear_rate=0.005,
+        embryo_axes=(1.6, 1.35, 1.1),
+        distractors=2,
         psf_sigma_z=3.5,
     ),
     # 2D+t: a single optical section
     "sparse2d": _preset(
-        shape=(1, 128, 128), z_ratio=1.0, n_cells=15, embryo_axes=(1.0, 0.92, 0.92),
+        shape=(1, 128, 128),
+        z_ratio=1.0,
+        n_cells=15,
+        embryo_axes=(1.0, 0.92, 0.92),
         depth_attenuation=0.0,
     ),
     # the size of a real confocal embryo stack (41 x 512 x 512, z step = 5 xy pixels)
     "large": _preset(
-        shape=(41, 512, 512), z_ratio=5.0, n_cells=120, radius_range=(9.0, 14.0), frames=10,
-        psf_sigma_xy=1.5, psf_sigma_z=5.0, field_scale=120.0, embryo_edge=8.0,
+        shape=(41, 512, 512),
+        z_ratio=5.0,
+        n_cells=120,
+        radius_range=(9.0, 14.0),
+        frames=10,
+        psf_sigma_xy=1.5,
+        psf_sigma_z=5.0,
+        field_scale=120.0,
+        embryo_edge=8.0,
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

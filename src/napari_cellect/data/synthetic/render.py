@@ -80,9 +80,7 @@ def _static_fields(config: SyntheticConfig) -> _StaticFields:
     structures = None
     if config.structures > 0:  # drawn last, so the fields above stay those of older versions
         f = _smooth_field(shape, spacing, config.structure_scale, rng)
-        structures = (config.structures * np.exp(-((f / _STRUCTURE_WIDTH) ** 2))).astype(
-            np.float32
-        )
+        structures = (config.structures * np.exp(-((f / _STRUCTURE_WIDTH) ** 2))).astype(np.float32)
     return _StaticFields(background, illumination, autofluorescence, structures)
 
 

@@ -86,8 +86,10 @@ class Simulation:
         self._renderer = Renderer(config, self.geometry)
         logger.debug(
             "simulated %d frames: %d nodes, %d divisions",
-            config.frames, len(self.tracks), int(self.tracks["division_score"].sum()),
-        )  # fmt: skip
+            config.frames,
+            len(self.tracks),
+            int(self.tracks["division_score"].sum()),
+        )
 
     @cached_property
     def graph(self) -> TrackGraph:

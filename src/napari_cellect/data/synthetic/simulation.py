@@ -293,8 +293,9 @@ class Simulator:
         if placed_inside < c.n_cells:
             logger.warning(
                 "placed %d of %d cells in the field of view: the embryo is too small",
-                placed_inside, c.n_cells,
-            )  # fmt: skip
+                placed_inside,
+                c.n_cells,
+            )
         self._randomise_cycle_phase(cells)
         if c.doublets:
             cells = cells.concat(self._doublet_partners(cells))
@@ -302,10 +303,12 @@ class Simulator:
             r = c.distractor_radius * c.radius_range[0]
             pos, keep = self._place(np.full(c.distractors, r), [True] * c.distractors, cells)
             extra = self._new_cells(
-                pos[keep], np.full(keep.sum(), r), np.full(keep.sum(), r),
+                pos[keep],
+                np.full(keep.sum(), r),
+                np.full(keep.sum(), r),
                 np.full(keep.sum(), c.distractor_brightness * c.brightness_range[1]),
                 tracked=False,
-            )  # fmt: skip
+            )
             cells = cells.concat(extra)
         if c.debris:
             r = self.rng.uniform(*c.debris_radius, c.debris) * c.radius_range[0]
@@ -465,12 +468,15 @@ class Simulator:
         lo_b, hi_b = c.brightness_range
         brightness = np.clip(brightness, lo_b * _BRIGHTNESS_SLACK[0], hi_b * _BRIGHTNESS_SLACK[1])
         daughters = self._new_cells(
-            pos, radius, target, brightness,
+            pos,
+            radius,
+            target,
+            brightness,
             boost=np.where(np.tile(mothers.brightens, 2), c.daughter_brightness, 1.0),
             mother=np.tile(mothers.uid, 2),
             vel=np.tile(mothers.vel, (2, 1))
             + np.concatenate([mothers.axis, -mothers.axis]) * c.daughter_speed,
-        )  # fmt: skip
+        )
         daughters.fluct = np.tile(mothers.fluct, 2)
         return daughters
 

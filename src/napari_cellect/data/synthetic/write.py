@@ -67,9 +67,13 @@ def _remove_stale_frames(folder: Path, keep: set[str]) -> None:
 def _write_tiff(path: Path, volume: np.ndarray, z_ratio: float) -> None:
     with atomic_write(path, mode=None) as tmp:
         tifffile.imwrite(
-            tmp, volume, imagej=True, resolution=(1.0, 1.0), photometric="minisblack",
+            tmp,
+            volume,
+            imagej=True,
+            resolution=(1.0, 1.0),
+            photometric="minisblack",
             metadata={"spacing": float(z_ratio), "unit": "pixel", "axes": "ZYX"},
-        )  # fmt: skip
+        )
 
 
 def iter_write_synthetic(
