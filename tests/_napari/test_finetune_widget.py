@@ -598,7 +598,9 @@ def no_detections_pipeline(graph):
 
     def iter_tracking(images, bundle=None, *, should_stop, cell_radius=None, **_kwargs):
         yield SimpleNamespace(stage="detect", done=1, total=1, detections=None)
-        return SimpleNamespace(graph=graph.copy(), labels=np.zeros(images.shape, np.uint16))
+        return SimpleNamespace(
+            graph=graph.copy(), labels=np.zeros(images.shape, np.uint16), cell_radius=None
+        )
 
     return iter_tracking
 

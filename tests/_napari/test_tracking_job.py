@@ -30,7 +30,7 @@ def fake_pipeline(graph, stop_after=None, calls=None):
             if should_stop() or (stop_after is not None and t == stop_after):
                 raise Cancelled("stopped")
             yield SimpleNamespace(stage="detect", done=t + 1, total=images.shape[0])
-        return SimpleNamespace(graph=graph, foreground=None)
+        return SimpleNamespace(graph=graph, foreground=None, cell_radius=None)
 
     return iter_tracking
 

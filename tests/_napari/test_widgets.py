@@ -71,7 +71,7 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None, produced=None):
             rows = truth.frame(t)
             detections = SimpleNamespace(t=t, positions=truth.positions(rows))
             yield SimpleNamespace(stage="detect", done=t + 1, total=n, detections=detections)
-        return SimpleNamespace(graph=truth.copy(), detections=[], labels=labels)
+        return SimpleNamespace(graph=truth.copy(), detections=[], labels=labels, cell_radius=None)
 
     return iter_tracking
 
