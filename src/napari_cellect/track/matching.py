@@ -62,6 +62,12 @@ class MatchConfig:
     min_distance: float = 2.0
     """...or below this many xy pixels, whichever is larger."""
 
+    def __post_init__(self) -> None:
+        for name in ("radius_factor", "min_distance"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise InputError(f"MatchConfig.{name}: expected a number > 0, found {value!r}")
+
     def gate(self, radius: np.ndarray) -> np.ndarray:
         return np.maximum(self.radius_factor * np.asarray(radius, np.float64), self.min_distance)
 

@@ -44,10 +44,8 @@ class FinetuneConfig:
     """Weight of the division-head loss (classes are balanced within it)."""
     merge_weight: float = 1.0
     """Weight of the merge candidate loss."""
-    match_radius_factor: float = 0.75
-    """A node matches a detection within this many node radii..."""
-    match_min_distance: float = 2.0
-    """...or within this many xy pixels, whichever is larger."""
+    match: MatchConfig = field(default_factory=MatchConfig)
+    """How nodes are matched to detections (as in training, ``TrainConfig.match``)."""
     seed: int = 0
     """Seed of the validation split and the mini-batches."""
     device: str = "cpu"
@@ -81,21 +79,13 @@ class FinetuneConfig:
         for name in ("epochs", "steps_per_epoch", "batch_size", "patience", "holdout_every"):
             if not _is_int(getattr(self, name), 1):
                 raise bad(name, "an integer >= 1")
-        for name in ("lr", "match_min_distance", "match_radius_factor"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "a number > 0")
+        if not self.lr > 0:
+            raise bad("lr", "a number > 0")
         for name in ("l2sp", "min_improvement", "link_weight", "division_weight", "merge_weight"):
             if not getattr(self, name) >= 0:
                 raise bad(name, "a number >= 0")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise bad("validation_fraction", "a number in [0, 1)")
-
-    @property
-    def match(self) -> MatchConfig:
-        """How nodes are matched to detections."""
-        return MatchConfig(
-            radius_factor=self.match_radius_factor, min_distance=self.match_min_distance
-        )
 
 
 def _is_int(value: Any, minimum: int) -> bool:

@@ -3,7 +3,7 @@
 An annotation is a :class:`~napari_cellect.track.graph.TrackGraph`: one node per cell per frame
 (t, z, y, x in voxels, ``radius`` in xy pixels, NaN meaning "use
 :attr:`TargetConfig.default_radius`") and parent links. For one crop of a frame pair (t, t+1)
-this module renders everything the U-Net losses need (cellect-method.md §5.1, but never the
+this module renders everything the U-Net losses need (docs/method.md §8.1, but never the
 original's full-volume float64 arrays written to disk):
 
 - **segmentation** (class 0 background, 1 nucleus, 2 other): each cell is an ellipsoid, a
