@@ -46,7 +46,7 @@ class Command:
 class AddNodes(Command):
     """Append nodes given as columns (``id`` included, so a replay makes the same ids)."""
 
-    columns: dict[str, list]
+    columns: dict[str, list[Any]]
     #: extra columns the graph did not have before (the other nodes got NaN / 0 there)
     _created: list[str] = field(default_factory=list, repr=False)
     name: ClassVar[str] = "add_nodes"
@@ -304,7 +304,7 @@ def add_node(
     """Add a hand-placed node (approved) at ``position`` (z, y, x) in frame ``t``."""
     node_id = graph.next_id()
     z, y, x = (float(v) for v in position)
-    columns = {
+    columns: dict[str, list[Any]] = {
         "id": [node_id],
         "t": [int(t)],
         "z": [z],
