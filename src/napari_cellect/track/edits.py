@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec
 
 import numpy as np
 from psygnal import Signal
 
 from napari_cellect.errors import GraphError
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
+
+#: the arguments of a user action after the graph (:meth:`History.do`)
+P = ParamSpec("P")
 
 # ---------------------------------------------------------------------------- primitives
 
@@ -435,7 +438,12 @@ class History:
         self.executed.emit(command, "do")
         return command
 
-    def do(self, action: Callable[..., Command], *args: Any, **kwargs: Any) -> Command:
+    def do(
+        self,
+        action: Callable[Concatenate[TrackGraph, P], Command],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Command:
         """Build a user action against the current graph and execute it."""
         return self.execute(action(self.graph, *args, **kwargs))
 
