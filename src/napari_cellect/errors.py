@@ -6,6 +6,7 @@ there is one. The CLI prints ``str(error)`` on one line and exits with code 2.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -16,7 +17,9 @@ class CellectError(Exception):
 class InputError(CellectError, ValueError):
     """Bad input data: a path, an image series, an annotation or a CSV file."""
 
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+    def __init__(
+        self, message: str, path: str | os.PathLike[str] | None = None, line: int | None = None
+    ):
         where = ""
         if path is not None:
             where = f"{path}"

@@ -350,7 +350,7 @@ def _score_divisions(
     free_pred[mate[mate_divides]] = False
 
     candidates: list[tuple[int, int, int, int]] = []  # (shift, t_gt, gt row, pred row)
-    for g in np.flatnonzero(free_gt):
+    for g in np.flatnonzero(free_gt).tolist():
         t_g = int(gt.t[g])
         # the prediction divides earlier: the GT track before g, matched to a predicted division
         for shift in range(1, tolerance + 1):
@@ -359,13 +359,13 @@ def _score_divisions(
                 continue
             p = int(g2p[anchor])
             if p >= 0 and free_pred[p] and _daughters_agree(pred, gt, p2g, p, g):
-                candidates.append((shift, t_g, int(g), p))
+                candidates.append((shift, t_g, g, p))
         # the prediction divides later: the first division on the predicted track from g's match
         q = int(g2p[g])
         if q >= 0:
             p = pred.first_division_after(q, t_g + tolerance)
             if p >= 0 and free_pred[p] and _daughters_agree(gt, pred, g2p, g, p):
-                candidates.append((int(pred.t[p]) - t_g, t_g, int(g), int(p)))
+                candidates.append((int(pred.t[p]) - t_g, t_g, g, int(p)))
     n_shifted = 0
     for _, _, g, p in sorted(candidates):
         if free_gt[g] and free_pred[p]:

@@ -12,10 +12,11 @@ import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from napari_cellect.data.arrays import ImageData, ImageInput
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
 from napari_cellect.infer.radius_estimate import resolve_cell_radius
@@ -26,6 +27,11 @@ from napari_cellect.track.detections import DetectionCache, Detections
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import link_sequence
 from napari_cellect.track.merge import merge_duplicates
+
+if TYPE_CHECKING:
+    from distributed import Client  # untyped: a dask.distributed client
+
+    from napari_cellect.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +122,18 @@ class _CacheWithForeground:
         return self.cache.save(det)
 
 
-def _image_data(images: Any) -> Any:
-    return images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
+def _image_data(images: ImageInput) -> ImageData:
+    data = images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
+    return cast(ImageData, data)
 
 
 def open_detection_cache(
-    images: Any,
-    bundle: Any,
+    images: ImageInput,
+    bundle: ModelBundle,
     cache_dir: str | Path,
     *,
     z_ratio: float,
-    tile: Any = None,
+    tile: Sequence[int] | None = None,
     cell_radius: float | None = None,
 ) -> DetectionCache:
     """The detection cache of these images with this model and these settings.
@@ -161,8 +168,8 @@ def open_detection_cache(
 
 
 def iter_tracking(
-    images: Any,
-    bundle: Any = None,
+    images: ImageInput,
+    bundle: ModelBundle | None = None,
     *,
     z_ratio: float = 1.0,
     device: str = "auto",
@@ -173,8 +180,8 @@ def iter_tracking(
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
     cell_radius: float | str | None = "auto",
-    scheduler: Any = None,
-) -> Iterator[TrackingProgress]:
+    scheduler: str | Client | None = None,
+) -> Generator[TrackingProgress, None, TrackingResult]:
     """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
 
     Args:
@@ -266,13 +273,13 @@ def iter_tracking(
         graph.n_edges,
         len(graph.divisions()),
     )
-    shape = tuple(int(s) for s in data.shape[1:])
+    shape = cast(tuple[int, int, int], tuple(int(s) for s in data.shape[1:]))
     return TrackingResult(graph, frames, z_ratio, foreground, shape, changed, raw, cell_radius)
 
 
 def iter_detect(
-    images: Any,
-    bundle: Any,
+    images: ImageInput,
+    bundle: ModelBundle,
     *,
     z_ratio: float,
     device: str = "auto",
@@ -311,7 +318,7 @@ def iter_detect(
 
 
 def _merged(
-    predictions: Iterator[tuple[Detections, np.ndarray | None]], bundle: Any, z_ratio: float
+    predictions: Iterator[tuple[Detections, np.ndarray | None]], bundle: ModelBundle, z_ratio: float
 ) -> Iterator[tuple[Detections, Detections, np.ndarray | None]]:
     """Each frame's raw detections, merged detections (the model's merge scorer and
     threshold) and foreground mask."""
@@ -322,9 +329,9 @@ def _merged(
 
 
 def _predictions(
-    images: Any,
-    bundle: Any,
-    scheduler: Any,
+    images: ImageInput,
+    bundle: ModelBundle,
+    scheduler: str | Client | None,
     keep_foreground: bool,
     settings: dict[str, Any],
 ) -> Iterator[tuple[Detections, np.ndarray | None]]:
@@ -352,8 +359,8 @@ def _predictions(
 
 
 def _refine(
-    data: Any,
-    bundle: Any,
+    data: ImageData,
+    bundle: ModelBundle,
     raw: list[Detections],
     frames: list[Detections],
     z_ratio: float,
@@ -393,8 +400,8 @@ def _refine(
 
 
 def track_images(
-    images: Any,
-    bundle: Any = None,
+    images: ImageInput,
+    bundle: ModelBundle | None = None,
     *,
     progress: OnStep[TrackingProgress] | None = None,
     **kwargs: Any,

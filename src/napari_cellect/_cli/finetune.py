@@ -20,7 +20,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +33,12 @@ from napari_cellect.train.adapt_unet import AdaptConfig
 from napari_cellect.train.finetune import FinetuneProgress
 from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_guard import FinetunePlan, iter_guarded_finetune
+
+if TYPE_CHECKING:
+    from napari_cellect.data.images import ImageSequence
+    from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.track.detections import Detections
+    from napari_cellect.train.detector_part import DetectorTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -288,11 +294,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _detector_trainer(
     args: argparse.Namespace,
-    detections: list[Any],
-    sequence: Any,
+    detections: list[Detections],
+    sequence: ImageSequence,
     z_ratio: float,
     radius: float | None,
-) -> Any:
+) -> DetectorTrainer:
     """The detector as a part of the guarded fine-tune (adapted, judged and adopted like the
     scorers; its detections of the corrected frames are not cached: the tracking run's cache
     stays that of its model)."""
@@ -338,15 +344,15 @@ def _default_cache(images: Path, tracks: Path) -> Path:
 
 
 def _cached_detections(
-    sequence: Any,
-    bundle: Any,
+    sequence: ImageSequence,
+    bundle: ModelBundle,
     z_ratio: float,
     cache_dir: Path,
     frames: list[int],
     device: str,
     tile: list[int] | None,
     cell_radius: float | None = None,
-) -> list[Any]:
+) -> list[Detections]:
     """Detections of ``frames`` from the cache; the missing ones are predicted and cached
     (with the tracking run's ``tile`` and ``cell_radius``, which are part of the cache's
     fingerprint)."""

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     graph = result.graph
     write_csv(graph, args.output, extra=("changed",) if result.changed is not None else ())
     shape = result.shape
-
+    assert shape is not None  # a tracking run always records the frame shape
     labeler = make_labeler(graph, shape, z_ratio=z_ratio, foreground=result.foreground)
     if args.labels is not None:
         write_label_series(map(labeler, range(n_frames)), args.labels, n_frames, shape)

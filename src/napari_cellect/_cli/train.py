@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -254,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         total=config.epochs * config.steps_per_epoch, desc="train", unit="step", disable=None
     )
 
-    def progress(p: TrainProgress) -> Any:
+    def progress(p: TrainProgress) -> None:
         bar.total = p.total_steps
         bar.n = p.step
         if p.phase == "train" and p.losses:

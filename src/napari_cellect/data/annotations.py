@@ -22,10 +22,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,9 @@ import tifffile
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.settings.formats import LINAJEA_Z_RATIO
 from napari_cellect.track.graph import TrackGraph
+
+if TYPE_CHECKING:
+    from geff_spec import GeffMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ CTC_TABLES = {"man_track.txt": "man_track", "res_track.txt": "mask"}
 MAX_INT = 2**53
 
 
-def read_tracks(path: str | Path, z_ratio: float | None = None) -> TrackGraph:
+def read_tracks(path: str | os.PathLike[str], z_ratio: float | None = None) -> TrackGraph:
     """Read tracks from any supported format (see the module docstring).
 
     Args:
@@ -72,7 +77,7 @@ def read_tracks(path: str | Path, z_ratio: float | None = None) -> TrackGraph:
     return read_geff(target)
 
 
-def detect_format(path: str | Path) -> tuple[str, Path]:
+def detect_format(path: str | os.PathLike[str]) -> tuple[str, Path]:
     """``(kind, path to read)`` with kind one of ``csv``, ``linajea``, ``ctc``, ``geff``."""
     path = Path(path)
     if not path.exists():
@@ -165,7 +170,7 @@ def _read_table(path: Path, sep: str | None, header_prefix: str = "") -> pd.Data
     return df
 
 
-def _column_name(raw: Any, header_prefix: str) -> str:
+def _column_name(raw: object, header_prefix: str) -> str:
     return str(raw).strip().lstrip(header_prefix).strip().strip('"').lower()
 
 
@@ -478,17 +483,17 @@ def read_ctc(path: str | Path, z_ratio: float = 1.0) -> TrackGraph:
         pos_all.append(centroids)
         count_all.append(counts)
         is_2d &= labels.shape[0] == 1
-    t = np.concatenate(t_all).astype(np.int64) if t_all else np.zeros(0, np.int64)
+    times = np.concatenate(t_all).astype(np.int64) if t_all else np.zeros(0, np.int64)
     label = np.concatenate(label_all).astype(np.int64) if label_all else np.zeros(0, np.int64)
     positions = np.concatenate(pos_all) if pos_all else np.zeros((0, 3))
     counts = np.concatenate(count_all) if count_all else np.zeros(0)
-    parent = _ctc_parents(t, label, table, table_path)
-    ids = np.arange(len(t), dtype=np.int64)
+    parent = _ctc_parents(times, label, table, table_path)
+    ids = np.arange(len(times), dtype=np.int64)
     radius = np.sqrt(counts / np.pi) if is_2d else np.cbrt(3.0 * counts * z_ratio / (4.0 * np.pi))
     graph = _graph(
         {
             "id": ids,
-            "t": t,
+            "t": times,
             "z": positions[:, 0],
             "y": positions[:, 1],
             "x": positions[:, 2],
@@ -698,7 +703,7 @@ def read_geff(path: str | Path) -> TrackGraph:
     return graph
 
 
-def _prop_values(prop: dict[str, Any]) -> np.ndarray:
+def _prop_values(prop: Mapping[str, Any]) -> np.ndarray:
     values = np.asarray(prop["values"])
     missing = prop.get("missing")
     if missing is not None and values.dtype.kind in "f" and np.any(missing):
@@ -707,7 +712,9 @@ def _prop_values(prop: dict[str, Any]) -> np.ndarray:
     return values
 
 
-def _geff_axes(metadata: Any, props: dict[str, np.ndarray], path: Path) -> tuple[str, list[str]]:
+def _geff_axes(
+    metadata: GeffMetadata, props: dict[str, np.ndarray], path: Path
+) -> tuple[str, list[str]]:
     axes = metadata.axes or []
     time = [a.name for a in axes if a.type == "time"]
     space = [a.name for a in axes if a.type == "space"]

@@ -16,17 +16,22 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
+from numpy.typing import DTypeLike
 
+from napari_cellect.data.arrays import LabelSource
 from napari_cellect.data.atomic import atomic_path, atomic_write
 from napari_cellect.errors import InputError
 from napari_cellect.track.graph import CSV_COLUMNS, TrackGraph
+
+if TYPE_CHECKING:
+    from geff._typing import PropDictNpArray  # geff exports it from no public module
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +41,6 @@ DEFAULT_MARKER_RADIUS = 3.0
 UINT16_MAX = 65535
 #: CTC file names use at least this many digits for the frame number
 CTC_MIN_DIGITS = 3
-
-LabelSource = Callable[[int], Any] | Any
-
 
 # --------------------------------------------------------------------------- CSV
 
@@ -131,7 +133,7 @@ def draw_markers(
     radii: np.ndarray,
     values: np.ndarray,
     z_ratio: float = 1.0,
-    dtype: np.dtype | type = np.uint16,
+    dtype: DTypeLike = np.uint16,
 ) -> np.ndarray:
     """A (Z, Y, X) label image with a ball of ``radii`` (xy pixels) at each centre (z y x).
 
@@ -164,7 +166,7 @@ def draw_markers(
 
 
 def _relabel(
-    frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, dtype: Any, t: int
+    frame: np.ndarray, from_values: np.ndarray, to_values: np.ndarray, dtype: DTypeLike, t: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map the track ids of a label frame to CTC labels; ids without a node here become 0.
     Also returns which ``from_values`` have no pixels in the frame."""
@@ -198,7 +200,7 @@ def _n_frames(graph: TrackGraph, labels: LabelSource | None, shape: tuple[int, .
     if shape is not None:
         return int(shape[0])
     if labels is not None and not callable(labels):
-        return int(len(labels))
+        return int(labels.shape[0])
     return int(graph["t"].max()) + 1 if len(graph) else 0
 
 
@@ -341,7 +343,7 @@ def _ctc_frame(
     frame_shape: tuple[int, int, int] | None,
     radius: float | None,
     z_ratio: float,
-    dtype: Any,
+    dtype: DTypeLike,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (Z, Y, X) mask of frame ``t`` (whose nodes are ``rows``) with CTC labels, the rows
     drawn as markers because the labels had no pixels for them, and the rows outside the
@@ -467,7 +469,7 @@ def write_geff(graph: TrackGraph, path: str | Path, z_ratio: float = 1.0) -> Non
     ids = graph.ids.astype(np.uint64)
     edges = graph.edges().astype(np.uint64).reshape(-1, 2)
     child_rows = graph.index_of(graph.edges()[:, 1]) if len(edges) else np.zeros(0, np.int64)
-    node_props: dict[str, dict[str, Any]] = {}
+    node_props: dict[str, PropDictNpArray] = {}
     for name in ("t", "z", "y", "x", "radius", "score", "division_score", "approved"):
         node_props[name] = {"values": np.asarray(graph[name]), "missing": None}
     node_props["track_id"] = {"values": graph.track_ids(), "missing": None}
@@ -475,7 +477,7 @@ def write_geff(graph: TrackGraph, path: str | Path, z_ratio: float = 1.0) -> Non
     for name in graph.columns:
         if name not in node_props and name not in ("id", "parent_id", "link_score"):
             node_props[name] = {"values": np.asarray(graph[name]), "missing": None}
-    edge_props = {
+    edge_props: dict[str, PropDictNpArray] = {
         "link_score": {"values": np.asarray(graph["link_score"])[child_rows], "missing": None},
         "approved": {"values": np.asarray(graph["approved"])[child_rows], "missing": None},
     }
@@ -502,7 +504,7 @@ def write_label_series(
     path: str | Path,
     n_frames: int,
     shape: tuple[int, int, int],
-    dtype: Any = np.uint32,
+    dtype: DTypeLike = np.uint32,
 ) -> Path:
     """Write (T, Z, Y, X) instance masks frame by frame, never holding the whole series.
 

@@ -26,12 +26,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
 from napari_cellect.errors import Cancelled, InputError, SchedulerError
 from napari_cellect.track.detections import DetectionCache, Detections
+
+if TYPE_CHECKING:
+    from distributed import Client  # untyped: Any to the checker
+
+    from napari_cellect.data.arrays import ImageData, ImageInput
+    from napari_cellect.data.images import ImageSequence
+    from napari_cellect.model.bundle import ModelBundle
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +53,7 @@ _POLL_S = 0.5
 INSTALL_HINT = "pip install 'napari-cellect[distributed]'"
 
 
-def _import_distributed() -> Any:
+def _import_distributed() -> ModuleType:
     try:
         import distributed
     except ImportError as err:
@@ -72,7 +82,7 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | str]:
 
 
 @contextlib.contextmanager
-def connect(scheduler: Any) -> Iterator[Any]:
+def connect(scheduler: str | Client) -> Iterator[Client]:
     """A dask Client for ``scheduler``: an existing Client (left open), ``'local:N'`` (a
     LocalCluster of N one-thread worker processes, closed on exit) or a scheduler address.
     A client made here is not dask's default scheduler: frames this process reads itself
@@ -85,7 +95,7 @@ def connect(scheduler: Any) -> Iterator[Any]:
     if isinstance(scheduler, distributed.Client):
         yield scheduler
         return
-    kind, value = parse_scheduler(scheduler)
+    kind, value = parse_scheduler(str(scheduler))
     if kind == "local":
         with (
             distributed.LocalCluster(
@@ -128,17 +138,17 @@ _Source = tuple[str, "str | None", tuple[int, ...]]
 @dataclass(frozen=True)
 class _Settings:
     z_ratio: float
-    tile: Any
+    tile: Sequence[int] | None
     cell_radius: float | None
     device: str
     keep_foreground: bool
 
 
-_models: dict[str, Any] = {}
+_models: dict[str, ModelBundle] = {}
 _models_lock = threading.Lock()
 
 
-def _worker_model(key: str, blob: bytes) -> Any:
+def _worker_model(key: str, blob: bytes) -> ModelBundle:
     """The bundle of ``key``, loaded once per process (only the latest one is kept)."""
     import torch
 
@@ -154,7 +164,7 @@ def _worker_model(key: str, blob: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_images(path: str, axes: str | None) -> Any:
+def _worker_images(path: str, axes: str | None) -> ImageSequence:
     from napari_cellect.data.images import open_sequence
 
     return open_sequence(path, axes)
@@ -172,6 +182,7 @@ def _predict_task(
     from napari_cellect.infer.predict import predict_sequence
 
     bundle = _worker_model(key, blob)
+    images: ImageData
     if pair is not None:  # frames sent by the client: (t, t+1), or (t, t) for the last frame
         images, index = pair, 0
     else:
@@ -212,7 +223,7 @@ def _predict_task(
     return dets, (masks[0] if masks else None)
 
 
-def _model_bytes(bundle: Any) -> bytes:
+def _model_bytes(bundle: ModelBundle) -> bytes:
     import torch
 
     buffer = io.BytesIO()
@@ -220,14 +231,14 @@ def _model_bytes(bundle: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _return(value: Any) -> Any:
+def _return(value: T) -> T:
     return value
 
 
 # ------------------------------------------------------------------------------ client side
 
 
-def _image_source(images: Any, shape: tuple[int, ...]) -> _Source | None:
+def _image_source(images: ImageInput, shape: tuple[int, ...]) -> _Source | None:
     """``(path, axes, shape)`` a worker opens the images from; None for images in memory."""
     origin = getattr(images, "origin", None)
     if origin is None:
@@ -236,9 +247,9 @@ def _image_source(images: Any, shape: tuple[int, ...]) -> _Source | None:
 
 
 def predict_distributed(
-    images: Any,
-    bundle: Any,
-    client: Any,
+    images: ImageInput,
+    bundle: ModelBundle,
+    client: Client,
     *,
     z_ratio: float,
     device: str = "auto",
@@ -258,7 +269,8 @@ def predict_distributed(
     submitted beyond the last one yielded.
     """
     distributed = _import_distributed()
-    data = images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
+    array = images.data if not hasattr(images, "shape") and hasattr(images, "data") else images
+    data = cast("ImageData", array)
     shape = tuple(int(s) for s in data.shape)
     n_frames = shape[0]
     source = _image_source(images, shape)
@@ -279,7 +291,7 @@ def predict_distributed(
     # a task (not scattered data), so the scheduler can make it again if its worker dies
     model = client.submit(_return, blob, key=f"cellect-model-{key[:12]}-{run}", pure=False)
     todo = [t for t in range(n_frames) if t not in cached]
-    running: dict[Any, int] = {}
+    running: dict[Any, int] = {}  # dask futures (untyped) -> frame
     arrived: dict[int, tuple[Detections, np.ndarray | None]] = {}
     idle_since: list[float] = []  # when the cluster was first seen without workers
 

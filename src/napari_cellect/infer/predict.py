@@ -46,6 +46,7 @@ from napari_cellect.infer.tiling import (
     HeadStitcher,
     Tile,
     TileGrid,
+    TileOutput,
     model_size_multiple,
     pad_volume,
     plan_tiles,
@@ -65,6 +66,7 @@ from napari_cellect.track.detections import (
 )
 
 if TYPE_CHECKING:
+    from napari_cellect.data.arrays import ImageData
     from napari_cellect.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ def model_digest(unet: torch.nn.Module) -> str:
 
 def cache_identity(
     bundle_or_model: ModelSource,
-    sources: Sequence[Any],
+    sources: Sequence[object],
     *,
     z_ratio: float,
     tile: TilingConfig | Sequence[int] | None = None,
@@ -161,7 +163,9 @@ def cache_identity(
     return fingerprint_parts(model_digest(model.unet), sources, config)
 
 
-def cache_fingerprint(bundle_or_model: ModelSource, sources: Sequence[Any], **settings: Any) -> str:
+def cache_fingerprint(
+    bundle_or_model: ModelSource, sources: Sequence[object], **settings: Any
+) -> str:
     """The :class:`DetectionCache` fingerprint of a prediction run with these settings
     (the keyword arguments of :func:`cache_identity`)."""
     return fingerprint_of(cache_identity(bundle_or_model, sources, **settings))
@@ -294,9 +298,10 @@ def predict_volumes(
         raise InputError(
             f"expected one z ratio per volume, found {len(z_ratios)} for {len(pairs)} volumes"
         )
-    groups: dict[tuple[tuple[int, ...], float], list[int]] = {}
+    groups: dict[tuple[tuple[int, int, int], float], list[int]] = {}
     for i, (pair, z_ratio) in enumerate(zip(pairs, z_ratios)):
-        groups.setdefault((tuple(pair.shape[-3:]), float(z_ratio)), []).append(i)
+        z, y, x = pair.shape[-3:]
+        groups.setdefault(((z, y, x), float(z_ratio)), []).append(i)
     budget = math.prod(tiling.tile)
     found: dict[int, Detections] = {}
 
@@ -361,7 +366,7 @@ def _evaluating(unet: torch.nn.Module, device: torch.device) -> Iterator[None]:
 
 
 def _tile_detections(
-    out: Any, tile: Tile, z_ratio: float, config: DetectionConfig, t: int
+    out: TileOutput, tile: Tile, z_ratio: float, config: DetectionConfig, t: int
 ) -> Detections:
     """The detections one tile owns, in volume coordinates."""
     return find_detections(
@@ -378,7 +383,7 @@ def _tile_detections(
 class _FrameReader:
     """Reads frames of a (T, Z, Y, X) array-like on demand, keeping at most two in memory."""
 
-    def __init__(self, images: Any) -> None:
+    def __init__(self, images: ImageData) -> None:
         self.images = images
         self._kept: dict[int, np.ndarray] = {}
 
@@ -396,7 +401,7 @@ class _FrameReader:
         return self._kept[t]
 
 
-def _check_images(images: Any) -> tuple[int, int, int, int]:
+def _check_images(images: object) -> tuple[int, int, int, int]:
     shape = tuple(getattr(images, "shape", ()))
     if len(shape) != 4:
         raise InputError(
@@ -421,7 +426,7 @@ def _frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
 
 
 def predict_sequence(
-    images: Any,
+    images: ImageData,
     bundle_or_model: ModelSource,
     *,
     z_ratio: float,
@@ -500,7 +505,7 @@ def predict_sequence(
 
 
 def _run(
-    images: Any,
+    images: ImageData,
     model: InferenceModel,
     todo: list[int],
     n_frames: int,
@@ -554,7 +559,8 @@ def _heads_to_original(
 def _channels_last(unet: torch.nn.Module) -> None:
     """channels_last_3d weights: about 25 % faster 3D convolutions on CPU."""
     try:
-        unet.to(memory_format=torch.channels_last_3d)
+        # torch's stubs leave out Module.to's memory_format keyword, which it documents
+        unet.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     except RuntimeError as err:  # a module with 4-D weights cannot take the 3-D format
         logger.debug("channels_last_3d not applied: %s", err)
 
@@ -580,7 +586,7 @@ def _predict_one(
             f"{second.shape} (frame {nxt})"
         )
     pair = normalize_pair(np.stack([first, second]), model.normalization)
-    shape = tuple(int(s) for s in pair.shape[1:])
+    shape = (int(pair.shape[1]), int(pair.shape[2]), int(pair.shape[3]))
     if scale != 1.0:
         pair = resize_yx(pair, scaled_shape(shape, scale))
     factors = resize_factors(shape, pair.shape)

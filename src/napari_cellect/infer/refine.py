@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from napari_cellect.errors import Cancelled
 from napari_cellect.infer.normalize import normalize_pair
-from napari_cellect.infer.predict import ModelSource, predict_volumes, resolve_model
+from napari_cellect.infer.predict import (
+    InferenceModel,
+    ModelSource,
+    predict_volumes,
+    resolve_model,
+)
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
@@ -37,6 +42,9 @@ from napari_cellect.settings.refinement import DivisionRefinementConfig
 from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.graph import TrackGraph
+
+if TYPE_CHECKING:
+    from napari_cellect.data.arrays import ImageData
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ def division_candidates(graph: TrackGraph, division_threshold: float) -> np.ndar
 
 
 def refine_divisions(
-    images: Any,
+    images: ImageData,
     bundle_or_model: ModelSource,
     graph: TrackGraph,
     raw: Sequence[Detections],
@@ -172,7 +180,7 @@ def _merge_overlapping(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice
 
 def _magnified(
     pair: np.ndarray,
-    model: Any,
+    model: InferenceModel,
     boxes: list[tuple[slice, ...]],
     t: int,
     z_ratio: float,
@@ -202,7 +210,7 @@ def _magnified(
         min_depth=model.normalization.min_depth,
     )
     return [
-        detections_to_original(dets, f, origin=[b.start for b in box])
+        detections_to_original(dets, f, origin=np.array([b.start for b in box]))
         for dets, f, box in zip(found, factors, boxes, strict=True)
     ]
 

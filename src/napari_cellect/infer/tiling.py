@@ -39,9 +39,10 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from napari_cellect.errors import InputError, ModelError
 from napari_cellect.settings.checks import int_triple
@@ -159,8 +160,8 @@ def smaller_tiling(config: TilingConfig, grid: TileGrid) -> TilingConfig:
         tile = (z, max(y // 2, 1), max(x // 2, 1))
     else:
         tile = (max(z // 2, 1), y, x)
-    overlap = tuple(min(o, t // 4) for o, t in zip(config.overlap, tile))
-    return dataclasses.replace(config, tile=tile, overlap=overlap)
+    oz, oy, ox = (min(o, t // 4) for o, t in zip(config.overlap, tile))
+    return dataclasses.replace(config, tile=tile, overlap=(oz, oy, ox))
 
 
 def _axis_options(size: int, overlap: int, multiple: int, minimum: int) -> list[tuple[int, int]]:
@@ -217,7 +218,7 @@ def fitted_tile(
         if best is None or key < best[0]:
             best = (key, tuple(tile for tile, _ in choice))  # type: ignore[assignment]
     assert best is not None
-    return best[1]  # type: ignore[return-value]
+    return best[1]
 
 
 def plan_tiles(
@@ -245,7 +246,7 @@ def plan_tiles(
     ]
     tile_shape = tuple(a.tile for a in axes)
     pad_before = tuple(a.before for a in axes)
-    tiles = []
+    tiles: list[Tile] = []
     for iz, iy, ix in np.ndindex(*(len(a.starts) for a in axes)):
         picks = (iz, iy, ix)
         start = tuple(a.starts[i] for a, i in zip(axes, picks))
@@ -296,7 +297,7 @@ class HeadStitcher:
     ``dtype`` (236 MB in float16 for a 41x512x512 frame).
     """
 
-    def __init__(self, grid: TileGrid, dtype: str | np.dtype = np.float16) -> None:
+    def __init__(self, grid: TileGrid, dtype: DTypeLike = np.float16) -> None:
         self.grid = grid
         channels = sum(n for _, n in SMALL_HEADS)
         self.data = np.zeros((channels, *grid.shape), dtype=np.dtype(dtype))
@@ -342,12 +343,12 @@ class TileOutput(NamedTuple):
 _HEAD_NAMES = TileOutput._fields
 
 
-def model_size_multiple(model: Any) -> tuple[int, int, int]:
+def model_size_multiple(model: torch.nn.Module) -> tuple[int, int, int]:
     """The (z, y, x) multiple a model's input must have (its ``size_multiple``, default 1)."""
     return int_triple(getattr(model, "size_multiple", 1), "model.size_multiple")
 
 
-def unpack_output(output: Any, item: int = 0) -> TileOutput:
+def unpack_output(output: object, item: int = 0) -> TileOutput:
     """Read the five heads from a UNetOutput, a plain 5-tuple or a mapping, batch ``item``."""
     if isinstance(output, Mapping):
         heads = [output[name] for name in _HEAD_NAMES]
@@ -363,12 +364,12 @@ def unpack_output(output: Any, item: int = 0) -> TileOutput:
     return TileOutput(*(h[item] for h in heads))
 
 
-def embedding_stride(model: Any) -> tuple[int, int, int]:
+def embedding_stride(model: torch.nn.Module) -> tuple[int, int, int]:
     """The grid step of a model's embedding (:attr:`UNet3D.embedding_stride`, default 1)."""
     return int_triple(getattr(model, "embedding_stride", 1), "model.embedding_stride")
 
 
-def _run_model(model: Any, x: torch.Tensor) -> Any:
+def _run_model(model: torch.nn.Module, x: torch.Tensor) -> object:
     """The model's outputs for ``x``, with the embedding left on its own grid where the model
     computes it coarser (it is read only at detections)."""
     if embedding_stride(model) != (1, 1, 1):

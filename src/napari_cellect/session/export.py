@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
+    from napari_cellect.data.arrays import LabelSource
     from napari_cellect.session.tracking_session import TrackingSession
 
 
 def export_session(
-    session: TrackingSession, fmt: str, path: str | Path, labels: Any = None
+    session: TrackingSession,
+    fmt: str,
+    path: str | os.PathLike[str],
+    labels: LabelSource | None = None,
 ) -> tuple[Path, str]:
     """Write ``session`` in format ``fmt`` (``csv``, ``ctc`` or ``geff``) to ``path``.
 
@@ -36,10 +43,10 @@ def export_session(
     raise ValueError(f"unknown export format {fmt!r}; expected one of csv, ctc, geff")
 
 
-def _ctc_note(marked: Any, left_out: Any, masks: bool) -> str:
+def _ctc_note(marked: np.ndarray, left_out: np.ndarray, masks: bool) -> str:
     """What a CTC export changed or left out, in words (ids shown: the first few)."""
 
-    def some(ids: Any) -> str:
+    def some(ids: np.ndarray) -> str:
         shown = ", ".join(str(int(i)) for i in ids[:5])
         return shown + (", ..." if len(ids) > 5 else "")
 

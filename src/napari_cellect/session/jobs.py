@@ -15,10 +15,10 @@ detections come back in the frame's pixels, which is what fine-tuning and re-lin
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -28,7 +28,9 @@ from napari_cellect.session.graph_replace import replace_command
 from napari_cellect.track.detections import Detections
 
 if TYPE_CHECKING:
+    from napari_cellect.data.arrays import ImageData, ImageInput
     from napari_cellect.model.bundle import ModelBundle
+    from napari_cellect.pipeline import TrackingResult
     from napari_cellect.track.corrections import CorrectionSet
     from napari_cellect.track.edits import Compound
     from napari_cellect.track.graph import TrackGraph
@@ -53,7 +55,8 @@ def load_model(model: ModelBundle | None, model_path: Path | str | None) -> Mode
 #: largest in-memory label volume built after tracking (bytes); above it, no Labels layer
 MAX_LABEL_BYTES = 2**31
 
-TrackingFunction = Callable[..., Iterator[Any]]
+#: :func:`~napari_cellect.pipeline.iter_tracking` or a stand-in with its signature
+TrackingFunction = Callable[..., Generator[Step, None, "TrackingResult"]]
 
 
 def default_tracking_function() -> TrackingFunction:
@@ -68,9 +71,9 @@ class TrackingOutput:
     """What the worker returns: the pipeline's result and the instance masks (or None), and
     the model it ran with when one was loaded from a file (None: the bundled default)."""
 
-    result: Any
+    result: TrackingResult
     labels: np.ndarray | None
-    model: Any = None
+    model: ModelBundle | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class TracksReady:
     """Yielded by :func:`tracking_job` once the pipeline has linked, before the masks are
     segmented: the tracks can be shown while the masks are still being made."""
 
-    graph: Any
+    graph: TrackGraph
     stage: ClassVar[str] = "tracks"
     done: ClassVar[int] = 1
     total: ClassVar[int] = 1
@@ -86,7 +89,7 @@ class TracksReady:
 
 def tracking_job(
     tracking_function: TrackingFunction,
-    images: Any,
+    images: ImageData,
     model_path: str | None,
     *,
     z_ratio: float,
@@ -96,7 +99,7 @@ def tracking_job(
     cell_radius: float | None = None,
     max_label_bytes: int = MAX_LABEL_BYTES,
     scheduler: str | None = None,
-) -> Iterator[Any]:
+) -> Generator[Step, None, TrackingOutput | None]:
     """The worker's generator: load the model, pass the pipeline's progress through, yield
     :class:`TracksReady`, then segment each frame into masks whose values are track ids (also
     in the worker thread).
@@ -143,19 +146,19 @@ def tracking_job(
 
 
 def _segment(
-    result: Any,
+    result: TrackingResult,
     shape: tuple[int, ...],
     z_ratio: float,
     should_stop: Callable[[], bool],
     max_label_bytes: int,
-) -> Iterator[Any]:
+) -> Generator[Step, None, np.ndarray | None]:
     """Instance masks of every frame, from the foreground the pipeline kept (or spheres)."""
     from napari_cellect.pipeline import TrackingProgress, make_labeler
     from napari_cellect.segment import label_dtype
 
     graph = result.graph
     n_frames = int(shape[0])
-    frame_shape = tuple(int(n) for n in shape[1:])
+    frame_shape = (int(shape[1]), int(shape[2]), int(shape[3]))
     dtype = label_dtype(int(graph.track_ids().max()) if len(graph) else 0)
     if n_frames * int(np.prod(frame_shape)) * dtype.itemsize > max_label_bytes:
         logger.info("no Labels layer: the masks would take more than %d bytes", max_label_bytes)
@@ -163,7 +166,7 @@ def _segment(
     labeler = make_labeler(
         graph,
         frame_shape,
-        z_ratio=z_ratio,  # type: ignore[arg-type]
+        z_ratio=z_ratio,
         foreground=getattr(result, "foreground", None),
     )
     labels = np.zeros((n_frames, *frame_shape), dtype=dtype)
@@ -187,7 +190,7 @@ class DetectOutput:
 
 
 def detect_job(
-    images: Any,
+    images: ImageInput,
     model: ModelBundle | None,
     model_path: Path | None,
     *,
@@ -195,7 +198,7 @@ def detect_job(
     device: str,
     should_stop: Callable[[], bool],
     cell_radius: float | None = None,
-) -> Iterator[Any]:
+) -> Generator[Step, None, DetectOutput | None]:
     """Detect in every frame, as the tracking pipeline does, without linking: tracks read from
     a file get the raw detections fine-tuning needs (the merged ones are shown). Yields the
     pipeline's ``TrackingProgress``; returns a :class:`DetectOutput`, or None when cancelled.
@@ -350,7 +353,7 @@ class RedetectOutput:
 
 
 def redetect_relink_job(
-    images: Any,
+    images: ImageData,
     model: ModelBundle,
     graph: TrackGraph,
     detections: Sequence[Detections] | None,

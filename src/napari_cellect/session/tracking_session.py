@@ -50,6 +50,7 @@ from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.journal import Journal, journal_folder_for, restore
 
 if TYPE_CHECKING:
+    from napari_cellect.data.arrays import ImageData, LabelSource
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.session.jobs import (
         DetectOutput,
@@ -129,7 +130,7 @@ class TrackingSession:
     detections: list[Detections] | None = None
     z_ratio: float | None = None
     cell_radius: float | None = None
-    model: Any = None
+    model: ModelBundle | None = None
     model_path: Path | None = None
     model_tuned: bool = False
     model_saved_as: Path | None = None
@@ -218,7 +219,7 @@ class TrackingSession:
 
     @classmethod
     def open_journal(
-        cls, folder: str | os.PathLike[str], source: Path | None = None, **kwargs: object
+        cls, folder: str | os.PathLike[str], source: Path | None = None, **kwargs: Any
     ) -> TrackingSession:
         """Rebuild a session (graph and undo history) from an autosave journal and keep it going."""
         folder = Path(folder)
@@ -228,7 +229,7 @@ class TrackingSession:
         kwargs.setdefault("stored_corrections", load_stored(folder))
         session = cls(
             graph=history.graph, history=history, source=source, journal_folder=folder, **kwargs
-        )  # type: ignore[arg-type]
+        )
         session._journal = Journal(folder)
         session._journal.resume(history)
         # the restored edits are not in any saved file: the session starts dirty
@@ -422,7 +423,7 @@ class TrackingSession:
         return True
 
     def detector_trainer(
-        self, images: Any, config: AdaptConfig | None = None, device: str = "auto"
+        self, images: ImageData, config: AdaptConfig | None = None, device: str = "auto"
     ) -> DetectorTrainer:
         """The detector as a part of :meth:`finetune_job` (``trainers=[...]``), adapted on
         ``images`` (the images the tracks belong to, as they are). After keeping a result that
@@ -466,7 +467,7 @@ class TrackingSession:
 
     def iter_adapt_detector(
         self,
-        images: Any,
+        images: ImageData,
         config: AdaptConfig | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Generator[Step, None, ModelBundle | None]:
@@ -491,7 +492,10 @@ class TrackingSession:
         return adapted
 
     def iter_redetect_relink(
-        self, images: Any, device: str = "auto", should_stop: Callable[[], bool] = lambda: False
+        self,
+        images: ImageData,
+        device: str = "auto",
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> Generator[Step, None, RedetectOutput | None]:
         """Predict again, with the session's (adapted) model, only the frames nobody approved
         and their neighbours (:func:`~napari_cellect.session.jobs.frames_to_redetect`), then
@@ -564,7 +568,7 @@ class TrackingSession:
         return output
 
     def export(
-        self, fmt: str, path: str | os.PathLike[str], labels: Any = None
+        self, fmt: str, path: str | os.PathLike[str], labels: LabelSource | None = None
     ) -> tuple[Path, str]:
         """Write the tracks as ``csv``, ``ctc`` or ``geff`` (see
         :func:`~napari_cellect.session.export.export_session`)."""
@@ -592,7 +596,7 @@ class TrackingSession:
         self._journal = None
 
 
-def _digest(model: Any) -> str | None:
+def _digest(model: ModelBundle | None) -> str | None:
     """The U-Net digest of a model bundle (None for none)."""
     if model is None:
         return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 from napari_cellect.errors import InputError
@@ -180,14 +181,14 @@ class _GraphView:
             for f, rows in zip(frames, np.split(order, starts[1:]), strict=True):
                 self._frames[int(f)] = rows
 
-    def has(self, ids: np.ndarray) -> np.ndarray:
+    def has(self, ids: ArrayLike) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
         if len(self._sorted) == 0:
             return np.zeros(ids.shape, bool)
         pos = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
         return self._sorted[pos] == ids
 
-    def rows(self, ids: np.ndarray) -> np.ndarray:
+    def rows(self, ids: ArrayLike) -> np.ndarray:
         """Rows of ids that are in the graph (unknown ids must be filtered out first)."""
         ids = np.asarray(ids, np.int64)
         return self._order[np.searchsorted(self._sorted, ids)]

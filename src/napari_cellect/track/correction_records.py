@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_cellect.errors import InputError
+
+if TYPE_CHECKING:
+    from napari_cellect.track.edits import Command, History
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ KINDS = (
 # ------------------------------------------------------------------------------------ history
 
 
-def corrections_from_history(history: Any) -> list[dict[str, Any]]:
+def corrections_from_history(history: History | Iterable[Command]) -> list[dict[str, Any]]:
     """The correction records of the applied commands, oldest first.
 
     Accepts a :class:`~napari_cellect.track.edits.History` (its ``done`` commands) or a sequence
@@ -48,7 +51,7 @@ def corrections_from_history(history: Any) -> list[dict[str, Any]]:
     return records
 
 
-def _removed_rows(command: Any) -> dict[int, dict[str, float]]:
+def _removed_rows(command: Command) -> dict[int, dict[str, float]]:
     """``{id: {t, z, y, x, radius}}`` of the nodes deleted by the RemoveNodes steps of a command
     (searched through nested compounds)."""
     out: dict[int, dict[str, float]] = {}

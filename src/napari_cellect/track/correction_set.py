@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import ContradictoryCorrections, InputError, NotEnoughCorrections
@@ -399,7 +400,7 @@ def minus_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[~np.isin(_pair_keys(a), _pair_keys(b))]
 
 
-def _rows_of(ids: np.ndarray, wanted: Any, what: str) -> np.ndarray:
+def _rows_of(ids: np.ndarray, wanted: ArrayLike, what: str) -> np.ndarray:
     wanted = np.atleast_1d(np.asarray(wanted, np.int64))
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]

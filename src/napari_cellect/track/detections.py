@@ -167,7 +167,7 @@ def file_digest(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
     return h.hexdigest()
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: object) -> Any:  # a JSON value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {"__type__": type(obj).__name__, **_jsonable(dataclasses.asdict(obj))}
     if isinstance(obj, dict):
@@ -183,7 +183,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _source_identity(source: Any) -> Any:
+def _source_identity(source: object) -> Any:  # a JSON value
     """A path's identity: resolved name, size and modification time, so edits invalidate."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -195,7 +195,7 @@ def _source_identity(source: Any) -> Any:
 
 
 def fingerprint_parts(
-    model_digest: str, sources: Sequence[Any] = (), config: Any = None
+    model_digest: str, sources: Sequence[object] = (), config: object = None
 ) -> dict[str, Any]:
     """What produced a set of detections, as JSON: model digest, input sources and settings.
 
@@ -220,7 +220,9 @@ def fingerprint_of(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def make_fingerprint(model_digest: str, sources: Sequence[Any] = (), config: Any = None) -> str:
+def make_fingerprint(
+    model_digest: str, sources: Sequence[object] = (), config: object = None
+) -> str:
     """Hash of what produced a set of detections (see :func:`fingerprint_parts`)."""
     return fingerprint_of(fingerprint_parts(model_digest, sources, config))
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec
 
 import numpy as np
 from psygnal import Signal
 
 from napari_cellect.errors import GraphError
 from napari_cellect.track.graph import NO_PARENT, TrackGraph
+
+#: the arguments of a user action after the graph (:meth:`History.do`)
+P = ParamSpec("P")
 
 # ---------------------------------------------------------------------------- primitives
 
@@ -46,7 +49,7 @@ class Command:
 class AddNodes(Command):
     """Append nodes given as columns (``id`` included, so a replay makes the same ids)."""
 
-    columns: dict[str, list]
+    columns: dict[str, list[Any]]
     #: extra columns the graph did not have before (the other nodes got NaN / 0 there)
     _created: list[str] = field(default_factory=list, repr=False)
     name: ClassVar[str] = "add_nodes"
@@ -304,7 +307,7 @@ def add_node(
     """Add a hand-placed node (approved) at ``position`` (z, y, x) in frame ``t``."""
     node_id = graph.next_id()
     z, y, x = (float(v) for v in position)
-    columns = {
+    columns: dict[str, list[Any]] = {
         "id": [node_id],
         "t": [int(t)],
         "z": [z],
@@ -435,7 +438,12 @@ class History:
         self.executed.emit(command, "do")
         return command
 
-    def do(self, action: Callable[..., Command], *args: Any, **kwargs: Any) -> Command:
+    def do(
+        self,
+        action: Callable[Concatenate[TrackGraph, P], Command],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Command:
         """Build a user action against the current graph and execute it."""
         return self.execute(action(self.graph, *args, **kwargs))
 

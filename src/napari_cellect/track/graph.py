@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from psygnal import Signal
 
 from napari_cellect.errors import GraphError
@@ -101,7 +102,7 @@ class TrackGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_arrays(cls, *, validate: bool = True, **columns: Any) -> TrackGraph:
+    def from_arrays(cls, *, validate: bool = True, **columns: ArrayLike) -> TrackGraph:
         """Build a graph from equal-length arrays; ``id, t, z, y, x`` are required."""
         graph = cls()
         graph._cols = _normalise_columns(columns)
@@ -291,7 +292,7 @@ class TrackGraph:
         return pd.DataFrame(data)
 
     # ------------------------------------------------------------------ mutations
-    def add_nodes(self, **columns: Any) -> np.ndarray:
+    def add_nodes(self, **columns: ArrayLike) -> np.ndarray:
         """Append nodes; ids are assigned when ``id`` is not given. Returns the new ids."""
         n = _common_length(columns)
         if "id" not in columns:
@@ -347,7 +348,7 @@ class TrackGraph:
             raise
         self.changed.emit(GraphChange("link", child.copy()))
 
-    def set_values(self, column: str, ids: Iterable[int] | int, values: Any) -> None:
+    def set_values(self, column: str, ids: Iterable[int] | int, values: ArrayLike) -> None:
         """Set one attribute of some nodes (use :meth:`set_parent` for ``parent_id``)."""
         if column in ("id", "parent_id", "track_id", "parent_track_id"):
             raise GraphError(f"column {column!r} cannot be set with set_values")

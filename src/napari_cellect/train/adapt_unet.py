@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ from napari_cellect.train.losses import (
     segmentation_loss,
 )
 from napari_cellect.train.targets import NUCLEUS, crop_slices
+
+if TYPE_CHECKING:
+    from napari_cellect.data.arrays import ImageData
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class AdaptConfig:
 def adapt_detector_part(
     bundle: ModelBundle,
     corrections: CorrectionSet,
-    images: Any,
+    images: ImageData,
     detections: Sequence[Detections] | None,
     should_stop: Callable[[], bool] | None = None,
     config: AdaptConfig | None = None,
@@ -162,7 +165,7 @@ def adapt_detector_part(
 def adapt_detector(
     bundle: ModelBundle,
     corrections: CorrectionSet,
-    images: Any,
+    images: ImageData,
     detections: Sequence[Detections] | None = None,
     *,
     config: AdaptConfig | None = None,
@@ -216,7 +219,11 @@ def _padding(
 
 
 def _frame(
-    bundle: ModelBundle, annotation: CorrectionAnnotation, images: Any, t: int, device: torch.device
+    bundle: ModelBundle,
+    annotation: CorrectionAnnotation,
+    images: ImageData,
+    t: int,
+    device: torch.device,
 ) -> _Frame:
     unet = bundle.unet
     n_frames = int(images.shape[0])
@@ -245,7 +252,7 @@ def _frame(
 def _frames(
     bundle: ModelBundle,
     annotation: CorrectionAnnotation,
-    images: Any,
+    images: ImageData,
     device: torch.device,
     stop_if_asked: Callable[[], None],
 ) -> Generator[Progress, None, dict[int, _Frame]]:
@@ -268,7 +275,7 @@ def _align(unet: CompactUNet3D) -> tuple[int, int]:
 def correction_loss(
     bundle: ModelBundle,
     corrections: CorrectionSet,
-    images: Any,
+    images: ImageData,
     detections: Sequence[Detections] | None = None,
     config: AdaptConfig | None = None,
 ) -> float:
@@ -295,7 +302,7 @@ def correction_loss(
 def detection_counts(
     bundle: ModelBundle,
     corrections: CorrectionSet,
-    images: Any,
+    images: ImageData,
     frames: Sequence[int],
     *,
     detections: Sequence[Detections] | None = None,
@@ -353,7 +360,7 @@ def _looked_at(annotation: CorrectionAnnotation, t: int, points: np.ndarray) -> 
 def _adapt(
     bundle: ModelBundle,
     annotation: CorrectionAnnotation,
-    images: Any,
+    images: ImageData,
     cfg: AdaptConfig,
     should_stop: Callable[[], bool] | None,
 ) -> Generator[Progress, None, ModelBundle]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellect.data.arrays import ImageData
 from napari_cellect.errors import InputError
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.settings.normalization import NormalizationConfig
@@ -62,13 +63,13 @@ SOURCE_WEIGHTINGS = ("uniform", "cells")
 class TrainSource:
     """One annotated image series."""
 
-    images: Any
+    images: ImageData
     """(T, Z, Y, X) array-like; frames are read with ``np.asarray(images[t])``."""
     graph: TrackGraph
     """Point annotations (t, z, y, x voxels, radius, parent links)."""
     z_ratio: float = 1.0
     """z spacing over xy spacing."""
-    annotated_mask: Any | None = None
+    annotated_mask: ImageData | None = None
     """Optional (T, Z, Y, X) or (Z, Y, X) bool array-like: where annotations are complete."""
     name: str = ""
 
@@ -77,7 +78,7 @@ class TrainSource:
         return tuple(int(s) for s in self.images.shape)  # type: ignore[return-value]
 
 
-def as_source(value: Any, position: int = 0) -> TrainSource:
+def as_source(value: object, position: int = 0) -> TrainSource:
     """Accept a :class:`TrainSource` or a tuple ``(images, graph, z_ratio[, annotated_mask])``."""
     if isinstance(value, TrainSource):
         source = value

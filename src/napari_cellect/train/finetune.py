@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,7 @@ from napari_cellect.infer.device import resolve_device
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.pair_scorer import BaseScorer
 from napari_cellect.progress import OnStep, run_to_end
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.train.finetune_config import FinetuneConfig, FinetuneProgress
@@ -56,10 +57,10 @@ def iter_finetune(
     *,
     z_ratio: float,
     config: FinetuneConfig | None = None,
-    linking: Any = None,
+    linking: LinkingConfig | None = None,
     should_stop: Callable[[], bool] | None = None,
     source: str | None = None,
-) -> Iterator[FinetuneProgress]:
+) -> Generator[FinetuneProgress, None, ModelBundle]:
     """:func:`finetune` as a generator: yields :class:`FinetuneProgress`, returns the tuned
     :class:`ModelBundle` (the generator's return value). Argument errors (z_ratio, too few
     corrections) are raised at the call; torch runs with ``config.threads`` threads while the
@@ -89,10 +90,10 @@ def _finetune_steps(
     detections: Sequence[Detections],
     z_ratio: float,
     cfg: FinetuneConfig,
-    linking: Any,
+    linking: LinkingConfig | None,
     should_stop: Callable[[], bool] | None,
     source: str | None,
-) -> Iterator[FinetuneProgress]:
+) -> Generator[FinetuneProgress, None, ModelBundle]:
     with _torch_threads(cfg.threads):
         started = time.perf_counter()
         tuned = copy.deepcopy(bundle)
@@ -203,7 +204,7 @@ def finetune(
     *,
     z_ratio: float,
     config: FinetuneConfig | None = None,
-    linking: Any = None,
+    linking: LinkingConfig | None = None,
     progress: OnStep[FinetuneProgress] | None = None,
     should_stop: Callable[[], bool] | None = None,
     source: str | None = None,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -88,8 +87,12 @@ class FinetuneConfig:
             raise bad("validation_fraction", "a number in [0, 1)")
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+def _is_int(value: object, minimum: int) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, np.integer))
+        and bool(value >= minimum)
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +49,7 @@ from napari_cellect.track.detections import Detections
 from napari_cellect.track.matching import MatchConfig, match_to_detections, table_positions
 from napari_cellect.track.merge import merge_duplicates
 from napari_cellect.track.relink import synthetic_detections
-from napari_cellect.track.scoring_protocol import nearest_candidates, scaled
+from napari_cellect.track.scoring_protocol import CandidateScorer, nearest_candidates, scaled
 from napari_cellect.train.finetune_config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class _Frame:
 
 def _prepare_frame(
     raw: Detections,
-    merge_scorer: Any,
+    merge_scorer: CandidateScorer | None,
     merge_cfg: MergeConfig,
     z_ratio: float,
     match: MatchConfig,
@@ -221,7 +220,7 @@ def _link_rows(
                 target[i, j], known[i, j] = 1.0, True
             elif pair in cs.negative:
                 known[i, j] = True
-    has_positive = (known & (target > 0)).any(axis=1)
+    has_positive = np.asarray((known & (target > 0)).any(axis=1))
     # a deleted false detection is no continuation of a cell whose child is approved
     known |= has_positive[:, None] & (c_removed >= 0) & (c_node < 0) & valid
     division = np.array([cs.divides.get(int(q), -1) for q in q_node], np.int64)
@@ -265,7 +264,7 @@ def _merge_rows(
                 target[i, j], known[i, j] = 1.0, True
             elif a_node >= 0 and b_node >= 0 and _ordered(a_node, b_node) in cs.distinct:
                 known[i, j] = True
-    has_positive = (known & (target > 0)).any(axis=1)
+    has_positive = np.asarray((known & (target > 0)).any(axis=1))
     query = raw.subset(q)
     rows.add(
         _scorer_inputs(query, raw, cand_idx, z_ratio, scorer),

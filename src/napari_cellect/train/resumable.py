@@ -20,9 +20,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from napari_cellect.errors import Cancelled
+
+if TYPE_CHECKING:
+    from napari_cellect.train.fit import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ def stop_on_interrupt(stop: ChunkStop) -> Iterator[None]:
     """While inside: the first Ctrl+C (SIGINT) asks ``stop`` to end at the chunk boundary, a
     second one to end now. The previous handler is restored afterwards."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         now = stop.requested
         stop.request(now=now)
         logger.warning(
@@ -96,7 +100,7 @@ def stop_on_interrupt(stop: ChunkStop) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_chunks(trainer: Any, stop: ChunkStop) -> str:
+def run_chunks(trainer: Trainer, stop: ChunkStop) -> str:
     """Train until ``stop`` (or the trainer's last epoch); returns why it stopped. The
     trainer's checkpoint then holds the last whole chunk."""
     trainer.should_stop = stop
