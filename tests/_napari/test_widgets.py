@@ -253,6 +253,11 @@ def test_errors_are_shown_in_the_widget(make_napari_viewer, qtbot):
     widget.run()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert "damaged" in widget.status.text() and widget.result_session is None
+    # a radius estimate that ends later (a blank image: no size found) keeps the error shown
+    widget._estimate_radius(viewer.layers["img"])
+    qtbot.waitUntil(lambda: widget._estimate_worker is None, timeout=WAIT_MS)
+    assert "could not find" in widget.cell_radius_spin.statusTip()
+    assert "damaged" in widget.status.text()
 
 
 def test_the_nucleus_radius_typed_in_goes_to_the_run(make_napari_viewer, qtbot, tmp_path):

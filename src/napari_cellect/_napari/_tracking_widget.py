@@ -78,6 +78,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: how the status line starts when it tells about the nucleus radius estimate
+RADIUS_STATUS = "Nucleus radius: "
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: largest tile edge offered in the widget
 MAX_TILE = 4096
@@ -381,10 +384,12 @@ class TrackingWidget(QWidget):
         spin.setSuffix(" (estimated)" if self._estimated_radius else "")
         spin.blockSignals(False)
         spin.setStatusTip(estimate.describe())
-        if estimate.radius is None:
+        shown = self.status.text()
+        if estimate.radius is None and not (shown and not shown.startswith(RADIUS_STATUS)):
+            # never over what a run reported: the field's status tip keeps the reason anyway
             self._show(
                 "warning",
-                f"Nucleus radius: {estimate.describe()}; the frames are used "
+                f"{RADIUS_STATUS}{estimate.describe()}; the frames are used "
                 "as they are unless you type a radius",
             )
 
