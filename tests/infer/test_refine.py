@@ -209,3 +209,27 @@ def test_frames_resized_for_large_nuclei_are_refined_on_the_resized_grid(fake_un
     np.testing.assert_allclose(
         found.positions[np.argsort(found.positions[:, 2])], daughters, atol=0.5 * factor
     )
+
+
+def test_frames_enlarged_for_small_nuclei_are_refined_over_their_own_pixels(division):
+    """Enlarging (cell_radius below the model's) does not change the refinement crops."""
+    images, model, raw = division
+
+    def crops(cell_radius):
+        wrapped = InferenceModel(
+            model, DetectionConfig(), NormalizationConfig(mode="none", reference_radius=3.0)
+        )
+        calls = model.calls
+        refine_divisions(
+            images,
+            wrapped,
+            lineage(0.9),
+            raw,
+            z_ratio=1.0,
+            division_threshold=0.5,
+            tiling=tiling_for(SHAPE),
+            cell_radius=cell_radius,
+        )
+        return [tuple(x.shape) for x in model.inputs[calls:]]
+
+    assert crops(1.5) == crops(None)

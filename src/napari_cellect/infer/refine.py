@@ -6,12 +6,13 @@ daughters can give one peak between them: the division is missed and a daughter 
 of larger size are resolved well, so the fix is local: for every cell that the link scorer
 predicts to divide (``p_divide >= division_threshold``) but that got fewer than two children,
 the next frame is predicted again on a crop around it, magnified ``scale`` times in every axis
-over the grid the first pass saw (so the z ratio the model sees is the first pass's), and the
-crop's detections near the mother replace the first ones. Where the first pass shrank the
-frames in y and x for large nuclei (``cell_radius``, :mod:`~napari_cellect.infer.rescale`), the
-crop is shrunk by that factor too: magnified from the images' own pixels, large nuclei would look
-``scale / xy_scale`` times the model's size and be split into several cells. The frame pair is the same as in the first pass (t+1 with t+2), so
-every frame pair still goes through the U-Net once at full size; the crops are small.
+(so z and xy keep their ratio), and the crop's detections near the mother replace the first
+ones. Where the first pass shrank the frames in y and x for large nuclei (``cell_radius``,
+:mod:`~napari_cellect.infer.rescale`), the crop is shrunk by that factor too: magnified from the
+images' own pixels, large nuclei would look ``scale / xy_scale`` times the model's size and be
+split into several cells (frames enlarged for small nuclei are magnified over their own pixels). The frame pair is the same as in the first pass
+(t+1 with t+2), so every frame pair still goes through the U-Net once at full size; the crops
+are small.
 
 The settings are :class:`napari_cellect.settings.refinement.DivisionRefinementConfig`
 (``thresholds.division_refinement`` of a bundle); :func:`napari_cellect.pipeline.iter_tracking`
