@@ -253,7 +253,7 @@ def iter_tracking(
     if bundle.thresholds.division_refinement.enabled and n_frames > 1:
         yield TrackingProgress("refine", 0, 1)
         raw, frames, unrefined = _refine(
-            data, bundle, raw, frames, z_ratio, device, tile, should_stop
+            data, bundle, raw, frames, z_ratio, device, tile, should_stop, cell_radius
         )
     changed = None
     if keep_approved is not None:
@@ -367,6 +367,7 @@ def _refine(
     device: str,
     tile: Sequence[int] | None,
     should_stop: Callable[[], bool] | None,
+    cell_radius: float | None,
 ) -> tuple[list[Detections], list[Detections], TrackGraph | None]:
     """Division refinement (``infer/refine.py``) between a first linking and the final one;
     the frames it changed are merged again. Returns the raw and merged frames, and the first
@@ -387,6 +388,7 @@ def _refine(
         device=resolve_device(device),
         tiling=tiling_for(tile),
         should_stop=should_stop,
+        cell_radius=cell_radius,
     )
     if n == 0:
         return raw, frames, first

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from napari_cellect.errors import InputError
-from napari_cellect.infer.predict import predict_sequence
+from napari_cellect.infer.predict import InferenceModel, predict_sequence
 from napari_cellect.infer.refine import _merge_overlapping, division_candidates, refine_divisions
+from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.settings.refinement import DivisionRefinementConfig
 from napari_cellect.settings.tiling import TilingConfig, tiling_for
 from napari_cellect.track.graph import TrackGraph
@@ -159,3 +161,75 @@ def test_the_crops_of_a_frame_go_through_the_u_net_together(fake_unet, blobs):
     found = out[1].positions[np.argsort(out[1].positions[:, 2])]
     expected = daughters[np.argsort(daughters[:, 2])]
     np.testing.assert_allclose(found, expected, atol=0.5)
+
+
+def test_frames_resized_for_large_nuclei_are_refined_on_the_resized_grid(fake_unet, blobs):
+    """The division scene drawn ``factor`` times larger in y and x and tracked with
+    ``cell_radius = factor * reference``: the refinement crops reach the U-Net at the size they
+    have in the scene at the model's own size (not ``factor`` times larger, where a large
+    nucleus looks like several), and the daughters are found where they are."""
+    factor, reference = 2.0, 3.0
+    norm = NormalizationConfig(mode="none", reference_radius=reference)
+
+    def scene(k: float):
+        shape = (SHAPE[0], round(SHAPE[1] * k), round(SHAPE[2] * k))
+        zoom = np.array([1.0, k, k])
+        mother = (np.asarray(MOTHER) + [0, 0.5, 0.5]) * zoom - [0, 0.5, 0.5]
+        daughters = (DAUGHTERS + [0, 0.5, 0.5]) * zoom - [0, 0.5, 0.5]
+        first = blobs(shape, [mother], sigma_xy=2.0 * k, z_ratio=k)
+        after = blobs(shape, daughters, sigma_xy=1.0 * k, z_ratio=k)
+        images = np.stack([first, after, after]).astype(np.float32)
+        model = InferenceModel(fake_unet(), DetectionConfig(), norm)
+        radius = reference * k if k != 1.0 else None
+        raw = list(
+            predict_sequence(images, model, z_ratio=k, device="cpu", tile=shape, cell_radius=radius)
+        )
+        graph = lineage(0.9)
+        graph.set_values("y", graph.ids, np.full(len(graph), mother[1]))
+        graph.set_values("x", graph.ids, np.full(len(graph), mother[2]))
+        graph.set_values("radius", graph.ids, np.full(len(graph), 3.0 * k))
+        calls = model.unet.calls
+        out, n = refine_divisions(
+            images,
+            model,
+            graph,
+            raw,
+            z_ratio=k,
+            division_threshold=0.5,
+            tiling=tiling_for(SHAPE),
+            cell_radius=radius,
+        )
+        assert n == 1
+        crops = [tuple(x.shape[2:]) for x in model.unet.inputs[calls:]]
+        return out[1], daughters, crops
+
+    _, _, native_crops = scene(1.0)
+    found, daughters, crops = scene(factor)
+    assert crops == native_crops
+    np.testing.assert_allclose(
+        found.positions[np.argsort(found.positions[:, 2])], daughters, atol=0.5 * factor
+    )
+
+
+def test_frames_enlarged_for_small_nuclei_are_refined_over_their_own_pixels(division):
+    """Enlarging (cell_radius below the model's) does not change the refinement crops."""
+    images, model, raw = division
+
+    def crops(cell_radius):
+        wrapped = InferenceModel(
+            model, DetectionConfig(), NormalizationConfig(mode="none", reference_radius=3.0)
+        )
+        calls = model.calls
+        refine_divisions(
+            images,
+            wrapped,
+            lineage(0.9),
+            raw,
+            z_ratio=1.0,
+            division_threshold=0.5,
+            tiling=tiling_for(SHAPE),
+            cell_radius=cell_radius,
+        )
+        return [tuple(x.shape) for x in model.inputs[calls:]]
+
+    assert crops(1.5) == crops(None)
