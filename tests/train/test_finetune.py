@@ -459,11 +459,14 @@ def test_the_guard_adopts_what_helps_and_rejects_what_hurts(
     report = result.report
     assert isinstance(steps[0], FinetunePlan) and "link scorer" in steps[0].parts
     assert steps[0].seconds > 0 and "held back" in steps[0].split
-    assert report.split == "frame 2 held back"
+    assert report.split == "the last corrected frame 4 held back"
     assert "link scorer" in report.adopted and "merger" not in report.adopted
     decision = {p.name: p for p in report.parts}
     assert decision["link scorer"].errors_with < decision["link scorer"].errors_without
-    assert any("merger: not adopted, the base part is kept" in line for line in report.lines())
+    lines = "\n".join(report.lines())
+    assert "merger not adopted (the base part is kept): 20 more errors on 10 held-back" in lines
+    assert "link scorer adopted: 18 fewer errors on 10 held-back cells and 0 divisions" in lines
+    assert "(10 decisions better, 0 worse), more than noise" in lines
     assert report.after.link_errors < report.before.link_errors
     assert report.after.link_recall == 1.0 and report.before.link_recall == 0.0
     # trained without the held-back frame, then not again (a rejected part is not retrained)
