@@ -49,7 +49,7 @@ class Comparison:
         """``new`` makes fewer errors and more events got better than noise explains."""
         return self.gain > 0 and self.better > self.worse and self.p <= self.alpha
 
-    def describe(self) -> str:
+    def describe(self, where: str = "held-back") -> str:
         """For people, e.g. ``3 fewer errors on 40 held-back cells and 2 divisions (5 decisions
         better, 2 worse)``."""
         if self.gain > 0:
@@ -59,7 +59,7 @@ class Comparison:
         else:
             size = "no fewer errors"
         return (
-            f"{size} on {self.cells} held-back cells and {self.divisions} divisions "
+            f"{size} on {self.cells} {where} cells and {self.divisions} divisions "
             f"({self.better} decision{'s' if self.better != 1 else ''} better, "
             f"{self.worse} worse)"
         )

@@ -437,7 +437,8 @@ def _guarded(
         )
         if not versus.clear or after.errors > unchanged.errors:
             notes.append(
-                f"thresholds kept: the recalibrated ones made {versus.describe()}"
+                "thresholds kept: the recalibrated ones made "
+                + versus.describe("held-back" if on_held else "corrected")
                 + (", within noise" if versus.gain > 0 and not versus.clear else "")
                 + (
                     f", but {after.errors} errors on the held-back part instead of "
