@@ -7,9 +7,10 @@ child, a rival (candidate negative) to the rival, a division label to the frame 
 frame. With enough corrected frames, whole frames are held back: the **last** ones (one in
 ``every`` corrected frames, at least one), because they are the closest in time to the frames
 nobody corrected, which the tuned model must generalise to (holding back every third frame
-judged the update on early frames, where a small win did not carry to the later ones); with only
-one or two, the half of each frame beyond the median x of the corrected cells is held back. A held-back frame takes
-its links from the frame before it, which may be a training frame: a parent can be on both sides.
+judged the update on early frames, where a small win did not carry to the later ones); with
+only one or two, the half of each frame beyond the median x of the corrected cells is held back.
+A held-back frame takes its links from the frame before it, which may be a training frame: a
+parent can be on both sides.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class CorrectionSplit:
 
 
 def split_corrections(cs: CorrectionSet, every: int = 3) -> CorrectionSplit | None:
-    """Hold back the last of every ``every`` corrected frames, or a spatial half (see the module
-    docstring). None when the corrections cover too little to split (a single labelled cell)."""
+    """Hold back the last ``n // every`` (at least one) of ``n`` corrected frames, or a spatial
+    half (see the module docstring). None when the corrections cover too little to split (a single labelled cell)."""
     nodes = cs.nodes
     labelled_t = _label_frames(cs)
     frames = np.unique(labelled_t)
