@@ -459,13 +459,18 @@ def test_the_guard_adopts_what_helps_and_rejects_what_hurts(
     report = result.report
     assert isinstance(steps[0], FinetunePlan) and "link scorer" in steps[0].parts
     assert steps[0].seconds > 0 and "held back" in steps[0].split
-    assert report.split == "frame 2 held back"
+    assert report.split == "the last corrected frame 4 held back"
     assert "link scorer" in report.adopted and "merger" not in report.adopted
     decision = {p.name: p for p in report.parts}
     assert decision["link scorer"].errors_with < decision["link scorer"].errors_without
-    assert any("merger: not adopted, the base part is kept" in line for line in report.lines())
+    lines = "\n".join(report.lines())
+    assert "merger not adopted (the base part is kept): 20 more errors on 10 held-back" in lines
+    assert "link scorer adopted: 18 fewer errors on 10 held-back cells and 0 divisions" in lines
+    assert "(10 decisions better, 0 worse), more than noise" in lines
     assert report.after.link_errors < report.before.link_errors
     assert report.after.link_recall == 1.0 and report.before.link_recall == 0.0
+    for scores in (report.before, report.after):  # the events, paired by the rule, add up
+        assert sum(n for *_, n in scores.wrong) == scores.errors
     # trained without the held-back frame, then not again (a rejected part is not retrained)
     assert harmful.calls == [len(split_corrections(cs).train.positive_links)]
     relinked, _ = relink(frames, result.bundle, graph, None, Z_RATIO)
@@ -550,3 +555,47 @@ def test_bad_input_is_refused_by_name(frames, nearest_model):
     history.do(edits.mark_division, N + 1, True)
     with pytest.raises(ContradictoryCorrections, match=f"node {N + 1}"):
         build_corrections(graph, corrections_from_history(history), z_ratio=Z_RATIO)
+
+
+def restoring(frames, cells: int):
+    """A stand-in detector: it finds again the last ``cells`` of the row the base lost (the
+    last cell of a row has no neighbour to be confused with: it is linked right)."""
+
+    def detect(bundle, wanted):
+        return [
+            frames[t].subset((np.arange(N) < PER) | (np.arange(N) >= N - cells))
+            if t == 4
+            else frames[t]
+            for t in wanted
+        ]
+
+    return detect
+
+
+LOST = PER  # the base does not detect the second row of the held-back frame 4
+
+
+@pytest.mark.parametrize(("cells", "adopted"), [(1, False), (LOST, True)])
+def test_the_guard_adopts_a_clear_win_only(
+    frames, nearest_model, corrected_to_frame_4, cells, adopted
+):
+    """The last corrected frame (4) is held back; the base misses its second row of cells. A
+    detector finding the row's last cell again wins by a margin within noise (its detection and
+    link: two decisions), one finding the whole row wins clearly (ten)."""
+    _, cs = corrected_to_frame_4
+    lossy = [d.subset(np.arange(N) < PER) if d.t == 4 else d for d in frames]
+    detector = Trainer("detector", lambda bundle: None, restoring(frames, cells))
+    result, _ = guarded(nearest_model, cs, lossy, config=GUARD_QUICK, trainers=[detector])
+    report = result.report
+    assert report.split == "the last corrected frame 4 held back"
+    assert ("detector" in report.adopted) is adopted
+    line = next(x for x in report.lines() if x.strip().startswith("detector"))
+    if adopted:
+        assert "detector adopted: " in line and "more than noise" in line
+        assert report.after.cells_found == report.before.cells_found + LOST
+    else:
+        assert "detector not adopted (the base part is kept): " in line
+        assert "2 fewer errors on 10 held-back cells and 0 divisions" in line
+        assert line.endswith("(2 decisions better, 0 worse) is within noise")
+        assert report.after.cells_found == report.before.cells_found
+    assert detector.calls == [len(split_corrections(cs).train.positive_links)]  # not retrained

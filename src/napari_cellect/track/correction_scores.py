@@ -13,7 +13,7 @@ reviewed is neither a missed cell nor a false one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,12 @@ class CorrectionScores:
     cells_found: int = 0
     false_cells: int = 0
     """Detections where a person deleted a false detection."""
+    wrong: tuple[tuple[str, int, int], ...] = field(default=(), compare=False, repr=False)
+    """The errors event by event, ``(kind, id, errors)`` for each event with errors: kind
+    ``link`` (a reviewed cell's incoming link; a wrong parent is 2 errors, missed and false),
+    ``cell`` (a reviewed cell not detected), ``division`` (a labelled mother) or ``deleted`` (a
+    deleted detection found again), id the node's. Their errors sum to :attr:`errors`; two
+    models scored on the same corrections are compared event by event (paired) with them."""
 
     def __add__(self, other: CorrectionScores) -> CorrectionScores:
         return CorrectionScores(
@@ -152,15 +158,21 @@ def _score_pair(
     )
     parent_col = dict(zip(graph.ids.tolist(), graph["parent_id"].tolist(), strict=True))
     links = found = false = 0
+    wrong: list[tuple[str, int, int]] = []
     for r, p in zip(here, pred_of_here, strict=True):
-        want = true_parent.get(int(nodes["id"][r]), NO_PARENT)
+        cell = int(nodes["id"][r])
+        want = true_parent.get(cell, NO_PARENT)
         links += want != NO_PARENT
         got_pred = parent_col.get(int(p), NO_PARENT) if p >= 0 else NO_PARENT
         got = truth_of_pred.get(got_pred, -2) if got_pred != NO_PARENT else NO_PARENT
-        if want != NO_PARENT and got == want:
-            found += 1
-        elif got_pred != NO_PARENT:
-            false += 1
+        hit = want != NO_PARENT and got == want
+        found += hit
+        extra = (not hit) and got_pred != NO_PARENT
+        false += extra
+        if n := int(want != NO_PARENT and not hit) + int(extra):
+            wrong.append(("link", cell, n))
+        if p < 0:
+            wrong.append(("cell", cell, 1))
     # divisions of the mothers labelled in frame t - 1
     n_children = (
         np.bincount(
@@ -179,6 +191,8 @@ def _score_pair(
         div += label
         div_found += label and predicted
         div_false += (not label) and predicted
+        if bool(label) != bool(predicted):
+            wrong.append(("division", int(nodes["id"][r]), 1))
     # deleted false detections that the pipeline detects again
     gone = truth.removed["t"] == t
     false_cells = 0
@@ -192,6 +206,7 @@ def _score_pair(
             match,
         )
         false_cells = int(np.count_nonzero(hit >= 0))
+        wrong += [("deleted", int(i), 1) for i in truth.removed["id"][gone][hit >= 0].tolist()]
     return CorrectionScores(
         links,
         found,
@@ -202,6 +217,7 @@ def _score_pair(
         len(here),
         int(np.count_nonzero(pred_of_here >= 0)),
         false_cells,
+        tuple(wrong),
     )
 
 

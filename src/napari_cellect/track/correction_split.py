@@ -4,10 +4,13 @@
 Every label belongs to the cell it is about on the later side of a frame pair: a link to its
 child, a rival (candidate negative) to the rival, a division label to the frame after the mother
 (its daughters' frame), a track start, a deleted duplicate or two distinct cells to their own
-frame. With enough corrected frames, whole frames are held back (every ``every``-th corrected
-frame, so the held-back frames spread over the corrected range); with only one or two, the half
-of each frame beyond the median x of the corrected cells is held back. A held-back frame takes
-its links from the frame before it, which may be a training frame: a parent can be on both sides.
+frame. With enough corrected frames, whole frames are held back: the **last** ones (one in
+``every`` corrected frames, at least one), because they are the closest in time to the frames
+nobody corrected, which the tuned model must generalise to (holding back every third frame
+judged the update on early frames, where a small win did not carry to the later ones); with
+only one or two, the half of each frame beyond the median x of the corrected cells is held back.
+A held-back frame takes its links from the frame before it, which may be a training frame: a
+parent can be on both sides.
 """
 
 from __future__ import annotations
@@ -35,18 +38,18 @@ class CorrectionSplit:
 
 
 def split_corrections(cs: CorrectionSet, every: int = 3) -> CorrectionSplit | None:
-    """Hold back every ``every``-th corrected frame, or a spatial half (see the module
-    docstring). None when the corrections cover too little to split (a single labelled cell)."""
+    """Hold back the last ``n // every`` (at least one) of ``n`` corrected frames, or a spatial
+    half (see the module docstring). None when the corrections cover too little to split (a single labelled cell)."""
     nodes = cs.nodes
     labelled_t = _label_frames(cs)
     frames = np.unique(labelled_t)
     if len(frames) >= MIN_FRAMES_FOR_FRAME_SPLIT:
-        # the middle frame of each group of ``every``: held-back frames lie inside the range
-        held_frames = frames[(every // 2) :: every] if len(frames) >= every else frames[1:2]
+        # the last frames: the nearest to the uncorrected ones the tuned model will track
+        held_frames = frames[-max(1, len(frames) // every) :]
         held_node = np.isin(nodes["t"], held_frames)
         held_removed = np.isin(cs.removed["t"], held_frames)
         description = (
-            f"frame{'s' if len(held_frames) > 1 else ''} "
+            f"the last corrected frame{'s' if len(held_frames) > 1 else ''} "
             + ", ".join(str(int(t)) for t in held_frames)
             + " held back"
         )

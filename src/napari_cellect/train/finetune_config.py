@@ -58,14 +58,23 @@ class FinetuneConfig:
     """Hold some corrections back and adopt each tuned part only where it does better there
     (:mod:`~napari_cellect.train.finetune_guard`); False adopts every part unchecked."""
     holdout_every: int = 3
-    """The guard holds back every this-many-th corrected frame (with 3 or more corrected
-    frames; else a spatial half). 3, not 5: a fifth of a few corrected frames holds too few
-    divisions to judge."""
+    """The guard holds back one in this many corrected frames, the last ones (with 3 or more
+    corrected frames; else a spatial half). 3, not 5: a fifth of a few corrected frames holds
+    too few divisions to judge."""
     calibrate_thresholds: bool = True
     """The guard recalibrates the detection and division thresholds on the corrections."""
     retrain_on_all: bool = True
     """The guard trains the adopted parts again on all corrections (kept unless they then do
     worse on the held-back ones)."""
+    retrain_detector_on_all: bool = False
+    """With ``retrain_on_all``, the detector too (else the adopted detector stays as trained
+    without the held-back corrections and only the scorers are trained again, on its
+    detections): training it twice doubles its time, above the 2-minute target for 6 corrected
+    frames on 2 CPU cores."""
+    adopt_alpha: float = 0.05
+    """The guard adopts a part (or new thresholds) only when it is clearly better on the
+    held-back corrections: a one-sided sign test on the events it changed, at this level
+    (:mod:`~napari_cellect.track.paired_comparison`)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InputError:
@@ -83,6 +92,8 @@ class FinetuneConfig:
         for name in ("l2sp", "min_improvement", "link_weight", "division_weight", "merge_weight"):
             if not getattr(self, name) >= 0:
                 raise bad(name, "a number >= 0")
+        if not 0.0 < self.adopt_alpha <= 1.0:
+            raise bad("adopt_alpha", "a number in (0, 1]")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise bad("validation_fraction", "a number in [0, 1)")
 

@@ -4,8 +4,9 @@
 ``cellect finetune`` run it):
 
 1. **Split** the corrections (:func:`~napari_cellect.track.correction_split.split_corrections`):
-   every third corrected frame, or a spatial half when only one or two frames are corrected, is
-   held back.
+   the last third of the corrected frames (the nearest to the frames nobody corrected, which the
+   tuned model must generalise to), or a spatial half when only one or two frames are
+   corrected, is held back.
 2. **Plan**: the training rows, the optimiser steps and a measured step time give an estimate
    of the time it takes (yielded first, as a :class:`FinetunePlan`).
 3. **Train** the scorers on the other part (:func:`~napari_cellect.train.finetune.iter_finetune`)
@@ -18,16 +19,25 @@
    detections of the U-Net they will run with.
 4. **Judge** every combination of the parts of each family by the full pipeline (detections ->
    merge -> link, :func:`~napari_cellect.track.correction_scores.score_on_corrections`) on the
-   held-back part, a re-detecting part on its own detections (each frame detected once); the
-   combination with the fewest errors wins, ties going to fewer parts (the base model wins a tie
-   with everything). A part that is not adopted keeps the base's weights, and the report says so
-   with its figures.
+   held-back part, a re-detecting part on its own detections (each frame detected once). A
+   few errors either way on a few held-back frames is noise, and adopting on noise made the
+   uncorrected frames worse, so a combination may be chosen only when it is **clearly** better
+   (:func:`~napari_cellect.track.paired_comparison.compare_paired`: paired, event by event on
+   the same held-back cells and divisions, a one-sided sign test at ``adopt_alpha`` on the
+   events that changed) than the base, and each of its parts clearly better than the same
+   combination without it (the detector: than the best choice without the detector); the
+   division head moreover only when the held-back division errors do not rise with it. Among
+   those the fewest errors win, ties to fewer parts; with none, the base is kept. A part that
+   is not adopted keeps the base's weights, and the report says why with its figures
+   ("division head not adopted (the base part is kept): 3 fewer errors on 40 held-back cells and
+   6 divisions (5 decisions better, 2 worse) is within noise").
 5. **Recalibrate** the detection threshold (raised only: the cached detections were found at
    the current one) and the division threshold on the corrections, with the adopted parts: on
-   the held-back part when a part was adopted (its training saw the rest), else on all of them.
-6. **Retrain** the adopted parts on all corrections (more labels; the scorers on the detections
-   of the retrained detector when it is adopted), kept unless they do worse on the held-back
-   part than the ones trained without it.
+   the held-back part when a part was adopted (its training saw the rest), else on all of them;
+   kept only when clearly better on the held-back part (the same test).
+6. **Retrain** the adopted scorers on all corrections (more labels; on the adopted detector's
+   detections), kept unless they do worse on the held-back part than the ones trained without
+   it. The detector is trained again only with ``retrain_detector_on_all`` (twice its time).
 
 The result (:class:`FinetuneResult`) holds the tuned bundle (the base's copy with only the
 adopted parts and thresholds), the base bundle and a :class:`GuardReport` with the figures
@@ -56,6 +66,7 @@ from napari_cellect.track.correction_scores import CorrectionScores, score_on_co
 from napari_cellect.track.correction_split import CorrectionSplit, split_corrections
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.paired_comparison import Comparison, compare_paired
 from napari_cellect.train.finetune import _torch_threads, iter_finetune
 from napari_cellect.train.finetune_config import FinetuneConfig
 from napari_cellect.train.finetune_losses import loss_terms, training_phases
@@ -144,13 +155,16 @@ class FinetunePlan:
 
 @dataclass(frozen=True)
 class PartDecision:
-    """Whether a part was adopted, and the held-back errors of the chosen model with and
-    without it."""
+    """Whether a part was adopted, the held-back errors of the chosen model with and without it,
+    and why (for people)."""
 
     name: str
     adopted: bool
     errors_with: int
     errors_without: int
+    reason: str = ""
+    """E.g. ``not adopted (the base part is kept): 3 fewer errors on 40 held-back cells and 6
+    divisions (5 decisions better, 2 worse) is within noise``."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +211,9 @@ class GuardReport:
         for p in self.parts:
             verdict = "adopted" if p.adopted else "not adopted, the base part is kept"
             out.append(
-                f"  {p.name}: {verdict} (errors {p.errors_without} without, "
+                f"  {p.name} {p.reason}"
+                if p.reason
+                else f"  {p.name}: {verdict} (errors {p.errors_without} without, "
                 f"{p.errors_with} with it)"
             )
         for name, (old, new) in self.thresholds.items():
@@ -401,19 +417,38 @@ def _guarded(
             raise Cancelled("fine-tuning cancelled; the model is unchanged")
         scores[_key(combo)] = judge.score(combo, {})
         yield Progress("check", i + 1, len(combos))
-    chosen = min(combos, key=lambda c: (scores[_key(c)].errors, len(c)))
+    rule = _Rule(families, combos, scores, cfg.adopt_alpha)
+    chosen = rule.chosen
     before = scores[_key(())]
-    decisions = _decisions(families, combos, scores, chosen)
+    decisions = rule.decisions()
     adopted = list(chosen)
 
     # 5. thresholds on the corrections
-    thresholds = judge.calibrate(adopted, on_held=bool(adopted)) if cfg.calibrate_thresholds else {}
+    on_held = bool(adopted)
+    thresholds = judge.calibrate(adopted, on_held=on_held) if cfg.calibrate_thresholds else {}
     changes = {k: v for k, (old, v) in thresholds.items() if v != old}
     after = judge.score(adopted, changes)
-    if after.errors > before.errors:  # the thresholds were chosen on other frames
-        notes.append("the recalibrated thresholds did worse on the held-back part; kept")
-        thresholds = {k: (old, old) for k, (old, _) in thresholds.items()}
-        changes, after = {}, judge.score(adopted, {})
+    if changes:  # judged where they were chosen, and never worse on the held-back part
+        unchanged = judge.score(adopted, {})
+        versus = compare_paired(
+            judge.score(adopted, {}, on_held),
+            judge.score(adopted, changes, on_held),
+            cfg.adopt_alpha,
+        )
+        if not versus.clear or after.errors > unchanged.errors:
+            notes.append(
+                "thresholds kept: the recalibrated ones made "
+                + versus.describe("held-back" if on_held else "corrected")
+                + (", within noise" if versus.gain > 0 and not versus.clear else "")
+                + (
+                    f", but {after.errors} errors on the held-back part instead of "
+                    f"{unchanged.errors}"
+                    if after.errors > unchanged.errors
+                    else ""
+                )
+            )
+            thresholds = {k: (old, old) for k, (old, _) in thresholds.items()}
+            changes, after = {}, unchanged
 
     # 6. the adopted parts again, on all corrections (the scorers on the detections of the
     #    retrained detector, when it is adopted)
@@ -421,9 +456,14 @@ def _guarded(
         names = [p.name for p in adopted]
         again: list[UpdatePart] = []
         for trainer in trainers:
-            if trainer.name in names:
-                part = yield from trainer.train(base, cs, should_stop)
-                again += [part] if part is not None else []
+            if trainer.name not in names:
+                continue
+            kept = next(p for p in adopted if p.name == trainer.name)
+            if kept.detect is not None and not cfg.retrain_detector_on_all:
+                again.append(kept)  # twice the detector's time: kept as trained
+                continue
+            part = yield from trainer.train(base, cs, should_stop)
+            again += [part] if part is not None else []
         dets = detections
         new_detector = next((p for p in again if p.detect is not None), None)
         if new_detector is not None:
@@ -601,32 +641,106 @@ def _key(parts: Sequence[UpdatePart]) -> frozenset[int]:
     return frozenset(map(id, parts))
 
 
-def _decisions(
-    families: list[tuple[UpdatePart | None, list[UpdatePart]]],
-    combos: list[tuple[UpdatePart, ...]],
-    scores: dict[frozenset[int], CorrectionScores],
-    chosen: tuple[UpdatePart, ...],
-) -> tuple[PartDecision, ...]:
-    """Each part of the chosen combination's family, with the errors of the chosen model with
-    and without it; a re-detecting part's figures are the best model with and without it (the
-    scorers with it were trained on its detections)."""
-    errors = {key: s.errors for key, s in scores.items()}
-    out: list[PartDecision] = []
-    chosen_key = _key(chosen)
-    for head, _family in families:
-        if head is not None:
-            best = {
-                has: min(errors[_key(c)] for c in combos if (id(head) in _key(c)) == has)
-                for has in (True, False)
-            }
-            out.append(PartDecision(head.name, id(head) in chosen_key, best[True], best[False]))
-    family = next(f for h, f in reversed(families) if h is None or id(h) in chosen_key)
-    for part in family:
-        with_it, without = chosen_key | {id(part)}, chosen_key - {id(part)}
-        out.append(
-            PartDecision(part.name, id(part) in chosen_key, errors[with_it], errors[without])
+class _Rule:
+    """The adoption rule (module docstring, step 4): which combination is chosen, and why each
+    part is or is not adopted."""
+
+    def __init__(
+        self,
+        families: list[tuple[UpdatePart | None, list[UpdatePart]]],
+        combos: list[tuple[UpdatePart, ...]],
+        scores: dict[frozenset[int], CorrectionScores],
+        alpha: float,
+    ):
+        self.families, self.combos, self.scores, self.alpha = families, combos, scores, alpha
+        heads = {id(h) for h, _ in families if h is not None}
+        plain = [c for c in combos if not heads & _key(c)]
+        self.without_head = self._best(plain)
+        self.chosen = self._best([self.without_head, *(c for c in combos if heads & _key(c))])
+
+    def compare(self, old: frozenset[int], new: frozenset[int]) -> Comparison:
+        return compare_paired(self.scores[old], self.scores[new], self.alpha)
+
+    def _best(self, candidates: list[tuple[UpdatePart, ...]]) -> tuple[UpdatePart, ...]:
+        eligible = [c for c in candidates if not c or not self._objection(c)]
+        return min([(), *eligible], key=lambda c: (self.scores[_key(c)].errors, len(c)))
+
+    def _objection(self, combo: tuple[UpdatePart, ...]) -> str:
+        """Why ``combo`` may not be chosen ("" when it may)."""
+        key = _key(combo)
+        if not self.compare(frozenset(), key).clear:
+            return "the model with it is not clearly better than the base"
+        for part in combo:
+            other = self._without(part, key)
+            if not self.compare(other, key).clear:
+                return f"{part.name} is not clearly better than without it"
+            if part.name == "division head" and (
+                self.scores[key].division_errors > self.scores[other].division_errors
+            ):
+                return "division head raises the division errors"
+        return ""
+
+    def _without(self, part: UpdatePart, key: frozenset[int]) -> frozenset[int]:
+        """The model to judge ``part`` against: ``key`` without it, or for a re-detecting part
+        the best choice without one."""
+        if part.detect is not None:
+            return _key(self.without_head)
+        return key - {id(part)}
+
+    def decisions(self) -> tuple[PartDecision, ...]:
+        """Each head, then each part of the chosen combination's family, with the held-back
+        errors with and without it and the reason; a re-detecting part's figures are the best
+        model with it against the best without (the scorers with it were trained on its
+        detections)."""
+        out: list[PartDecision] = []
+        chosen = _key(self.chosen)
+        for head, _family in self.families:
+            if head is not None:
+                with_head = [c for c in self.combos if id(head) in _key(c)]
+                best = self._best(with_head)
+                if not best:  # none may be chosen: the one with the fewest errors
+                    best = min(with_head, key=lambda c: (self.scores[_key(c)].errors, len(c)))
+                out.append(self._decision(head, _key(best), _key(self.without_head), chosen))
+        family = next(f for h, f in reversed(self.families) if h is None or id(h) in chosen)
+        for part in family:
+            with_it, without = chosen | {id(part)}, chosen - {id(part)}
+            out.append(self._decision(part, with_it, without, chosen))
+        return tuple(out)
+
+    def _decision(
+        self,
+        part: UpdatePart,
+        with_it: frozenset[int],
+        without: frozenset[int],
+        chosen: frozenset[int],
+    ) -> PartDecision:
+        versus = self.compare(without, with_it)
+        adopted = id(part) in chosen
+        if adopted:
+            reason = f"adopted: {versus.describe()}, more than noise"
+        else:
+            reason = "not adopted (the base part is kept): "
+            division = (self.scores[without].division_errors, self.scores[with_it].division_errors)
+            if part.name == "division head" and division[1] > division[0]:
+                reason += (
+                    f"division errors on the held-back part would rise {division[0]} -> "
+                    f"{division[1]} ({versus.describe()})"
+                )
+            elif versus.gain <= 0 or not versus.clear:
+                reason += versus.describe() + (" is within noise" if versus.gain > 0 else "")
+            else:
+                objection = self._objection(tuple(p for p in self._parts() if id(p) in with_it))
+                reason += f"{versus.describe()}, but {objection or 'another choice did better'}"
+        return PartDecision(
+            part.name,
+            adopted,
+            self.scores[with_it].errors,
+            self.scores[without].errors,
+            reason,
         )
-    return tuple(out)
+
+    def _parts(self) -> list[UpdatePart]:
+        return [p for h, family in self.families for p in ([h] if h is not None else []) + family]
 
 
 def _assemble(
@@ -742,8 +856,9 @@ def _plan(
         if split is not None
         else ("nothing held back" if not cfg.guard else "too few corrections to hold some back")
     )
+    part_rounds = rounds if cfg.retrain_detector_on_all else 1
     extra = {
-        t.name: float(t.estimate_seconds(cs, rounds))
+        t.name: float(t.estimate_seconds(cs, part_rounds))
         for t in trainers
         if hasattr(t, "estimate_seconds")
     }
