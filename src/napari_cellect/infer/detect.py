@@ -79,8 +79,8 @@ def centre_logit(centre: np.ndarray | torch.Tensor, mode: CentreMode = "softmax"
         return _centre_logit_numpy(logits.astype(np.float32, copy=False), mode)
     import torch
 
-    logits = centre.detach().float()
-    top, lower = logits[-1], logits[:-1]
+    on_device = centre.detach().float()
+    top, lower = on_device[-1], on_device[:-1]
     out = top - (torch.logsumexp(lower, dim=0) if mode == "softmax" else lower.amax(dim=0))
     return out.cpu().numpy()
 

@@ -13,6 +13,8 @@ the casts cost what the faster arithmetic saves (docs/benchmarks.md).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +25,7 @@ _ONEDNN = hasattr(torch, "mkldnn_convolution") and torch.backends.mkldnn.is_avai
 def onednn_applies(x: Tensor, conv: nn.Conv3d) -> bool:
     """Whether :class:`Conv3d` sends this call to oneDNN: float32 on the CPU, zero padding
     given as numbers, oneDNN available and not turned off by ``torch.backends.mkldnn``."""
-    return (
+    return bool(
         _ONEDNN
         and torch.backends.mkldnn.enabled
         and x.device.type == "cpu"
@@ -38,7 +40,8 @@ class Conv3d(nn.Conv3d):
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if onednn_applies(input, self):
+            padding = cast(tuple[int, ...], self.padding)  # a string padding never gets here
             return torch.mkldnn_convolution(
-                input, weight, bias, self.padding, self.stride, self.dilation, self.groups
+                input, weight, bias, padding, self.stride, self.dilation, self.groups
             )
         return super()._conv_forward(input, weight, bias)

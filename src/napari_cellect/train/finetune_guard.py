@@ -335,7 +335,8 @@ def _guarded(
             part = yield from trainer.train(base, cs, should_stop)
             parts += [part] if part is not None else []
         detector = next((p for p in parts if p.detect is not None), None)
-        if detector is not None:  # the scorers learn on the new detector's detections
+        # the scorers learn on the new detector's detections
+        if detector is not None and detector.detect is not None:
             detections = detector.detect(_assemble(base, [detector], {}), _near(cs, by_t))
         tuned = yield from _train_scorers(base, cs, detections, z_ratio, cfg, should_stop, source)
         parts += scorer_parts(tuned, base) if tuned is not None else []
@@ -523,7 +524,7 @@ class _Judge:
         self, parts: Sequence[UpdatePart], frames: Sequence[int]
     ) -> dict[int, Detections]:
         detector = next((p for p in parts if p.detect is not None), None)
-        if detector is None:
+        if detector is None or detector.detect is None:
             return self.by_t
         wanted = {f for t in frames for f in (t - 1, t) if f in self.by_t}
         cached = self._detected.setdefault(id(detector), {})
@@ -596,7 +597,7 @@ def _train_scorers(
             source=source,
         )
         return (yield from steps)
-    except tolerate as error:  # type: ignore[misc]
+    except tolerate as error:
         logger.info("scorers not trained: %s", error)
         return None
 

@@ -311,7 +311,7 @@ def render_cells(
     cfg = config or TargetConfig()
     if not z_ratio > 0:
         raise InputError(f"z_ratio must be positive, found {z_ratio}")
-    shape = tuple(int(s) for s in shape)
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     n_vox = int(np.prod(shape))
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     radius = np.maximum(np.asarray(radius, dtype=np.float64).reshape(-1), cfg.min_radius)
@@ -434,7 +434,8 @@ class PairTargets:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.seg.shape)  # type: ignore[return-value]
+        z, y, x = self.seg.shape
+        return int(z), int(y), int(x)
 
 
 def pair_targets(
@@ -464,7 +465,7 @@ def pair_targets(
         inside: the part of the crop that lies inside the image (padding is ignored).
     """
     cfg = index.config
-    shape = tuple(int(s) for s in shape)
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     next_t = t + 1 if next_t is None else next_t
     cells_t = index.frame_cells(t, origin, shape, z_ratio)
     has_next = next_t >= 0 and index.is_annotated(next_t)

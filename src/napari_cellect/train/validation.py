@@ -86,7 +86,7 @@ class Validation:
     def frame_pairs(self, n: int) -> list[tuple[int, int]]:
         """(source, t) of ``n`` frame pairs per validation source for F1, link accuracy and
         calibration: evenly spread annotated frames t whose frame t+1 is annotated too."""
-        pairs = []
+        pairs: list[tuple[int, int]] = []
         for source, index in enumerate(self.val_sampler.indices):
             frames = [
                 int(t) for t in self.val_sampler.frames[source] if index.is_annotated(int(t) + 1)
