@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.errors import Cancelled, InputError, ModelError
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.settings.tiling import TilingConfig
@@ -17,23 +16,6 @@ from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, collate
 from napari_cellect.train.fit import Trainer, fit, load_checkpoint
 from napari_cellect.train.losses import LossConfig
-
-
-@pytest.fixture(scope="module")
-def sequences():
-    base = dataclasses.replace(
-        PRESETS["default"],
-        frames=4,
-        shape=(4, 48, 48),
-        n_cells=6,
-        radius_range=(4.0, 5.0),
-        z_ratio=2.0,
-    )
-    train = generate(dataclasses.replace(base, seed=1))
-    val = generate(dataclasses.replace(base, seed=2))
-    return [(train.images, train.graph, train.config.z_ratio)], [
-        (val.images, val.graph, val.config.z_ratio)
-    ]
 
 
 def tiny_config(**changes) -> TrainConfig:

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 
-import pytest
 import torch
 
-from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig
 from napari_cellect.train.fit import Trainer, load_checkpoint
 from napari_cellect.train.resumable import ChunkStop, run_chunks, stop_on_interrupt
-
-
-@pytest.fixture(scope="module")
-def sources():
-    base = dataclasses.replace(
-        PRESETS["default"],
-        frames=4,
-        shape=(4, 48, 48),
-        n_cells=6,
-        radius_range=(4.0, 5.0),
-        z_ratio=2.0,
-    )
-    train = generate(dataclasses.replace(base, seed=1))
-    val = generate(dataclasses.replace(base, seed=2))
-    return [(train.images, train.graph, 2.0)], [(val.images, val.graph, 2.0)]
 
 
 def _config() -> TrainConfig:
@@ -54,8 +36,8 @@ def _config() -> TrainConfig:
     )
 
 
-def _train(sources, path, steps, resume):
-    train, val = sources
+def _train(sequences, path, steps, resume):
+    train, val = sequences
     trainer = Trainer(train, val, _config(), checkpoint=path, resume=path if resume else None)
     stop = ChunkStop(lambda: trainer.loop.step, trainer.config.steps_per_epoch, max_steps=steps)
     reason = run_chunks(trainer, stop)
@@ -67,13 +49,13 @@ def _weights(path):
     return {f"{k}.{n}": t for k in ("unet", "merge", "link") for n, t in state["bundle"][k].items()}
 
 
-def test_resumed_chunks_give_the_weights_of_one_run(sources, tmp_path):
+def test_resumed_chunks_give_the_weights_of_one_run(sequences, tmp_path):
     straight, split = tmp_path / "straight.ckpt", tmp_path / "split.ckpt"
-    trainer, reason = _train(sources, straight, 6, resume=False)
+    trainer, reason = _train(sequences, straight, 6, resume=False)
     assert reason == "6 steps done" and trainer.loop.step == 6
-    _train(sources, split, 2, resume=False)
+    _train(sequences, split, 2, resume=False)
     assert load_checkpoint(split)["step"] == 2
-    _train(sources, split, 3, resume=True)  # rounds up to whole chunks: 4 more steps
+    _train(sequences, split, 3, resume=True)  # rounds up to whole chunks: 4 more steps
     a, b = _weights(straight), _weights(split)
     assert load_checkpoint(split)["step"] == 6
     for name, tensor in a.items():
@@ -82,8 +64,8 @@ def test_resumed_chunks_give_the_weights_of_one_run(sources, tmp_path):
     assert history == [h["metrics"] for h in load_checkpoint(straight)["history"]]
 
 
-def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_path):
-    train, val = sources
+def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sequences, tmp_path):
+    train, val = sequences
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN where the suite runs in the background
     path = tmp_path / "run.ckpt"
     trainer = Trainer(train, val, _config(), checkpoint=path)
@@ -117,8 +99,8 @@ def test_first_interrupt_ends_at_the_chunk_boundary_second_at_once(sources, tmp_
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_a_deadline_ends_at_a_chunk_boundary(sources, tmp_path):
-    train, val = sources
+def test_a_deadline_ends_at_a_chunk_boundary(sequences, tmp_path):
+    train, val = sequences
     trainer = Trainer(train, val, _config(), checkpoint=tmp_path / "run.ckpt")
     stop = ChunkStop(lambda: trainer.loop.step, 2, minutes=0.0)
     assert run_chunks(trainer, stop) == "time is up"
