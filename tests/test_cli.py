@@ -3,6 +3,7 @@ tests next to the code it drives."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -73,7 +74,11 @@ def test_light_command_parsers_import_nothing_heavy():
 
 def test_demo_without_napari_says_so_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "napari", None)  # import napari -> ImportError
-    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    find_spec = importlib.util.find_spec  # only napari goes missing
+    monkeypatch.setattr(
+        "importlib.util.find_spec",
+        lambda name, *a: None if name == "napari" else find_spec(name, *a),
+    )
     assert main(["demo", str(tmp_path / "demo")]) != 0
     err = capsys.readouterr().err
     assert "napari is not installed" in err and "--headless" in err
