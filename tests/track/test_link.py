@@ -506,6 +506,8 @@ def test_frames_linked_as_they_arrive_match_the_whole_sequence(motion_prediction
     rng = np.random.default_rng(5)
     cases = [_random_frames(rng, 6, int(rng.integers(5, 30))) for _ in range(4)]
     cases.append(_accelerating(rng, 12, 30, jitter=0.5))  # where the motion model matters
+    moving = _accelerating(rng, 12, 30, jitter=0.5)  # and a frame without cells
+    cases.append([*moving[:4], _det(4, np.zeros((0, 3))), *moving[5:]])
     for frames in cases:
         config = LinkingConfig(
             max_distance_radii=4.0, gap_closing=False, motion_prediction=motion_prediction

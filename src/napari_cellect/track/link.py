@@ -327,6 +327,7 @@ class FrameByFrameLinker:
         self.config = LinkingConfig() if config is None else config
         self.z_ratio = z_ratio
         self._previous: Detections | None = None
+        self._n_frames = 0
         #: every cell so far: position, frame number (in arrival order), parent row (-1: none)
         self._positions = np.zeros((0, 3))
         self._frame_of = np.zeros(0, np.int64)
@@ -341,7 +342,6 @@ class FrameByFrameLinker:
         previous = self._previous
         parents = np.full(len(det), -1, np.int64)
         parent_rows = np.full(len(det), -1, np.int64)
-        frame = int(self._frame_of[-1]) + 1 if len(self._frame_of) else 0
         start = len(self._positions)
         if previous is not None:
             if det.t <= previous.t:
@@ -358,9 +358,10 @@ class FrameByFrameLinker:
             parents[links.dst_idx] = links.src_idx
             parent_rows[links.dst_idx] = a0 + links.src_idx
         self._positions = np.concatenate([self._positions, det.positions.reshape(-1, 3)])
-        self._frame_of = np.concatenate([self._frame_of, np.full(len(det), frame, np.int64)])
+        self._frame_of = np.concatenate([self._frame_of, np.full(len(det), self._n_frames, np.int64)])
         self._parent = np.concatenate([self._parent, parent_rows])
         self._previous = det
+        self._n_frames += 1
         return parents
 
 
