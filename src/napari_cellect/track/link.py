@@ -358,7 +358,9 @@ class FrameByFrameLinker:
             parents[links.dst_idx] = links.src_idx
             parent_rows[links.dst_idx] = a0 + links.src_idx
         self._positions = np.concatenate([self._positions, det.positions.reshape(-1, 3)])
-        self._frame_of = np.concatenate([self._frame_of, np.full(len(det), self._n_frames, np.int64)])
+        self._frame_of = np.concatenate(
+            [self._frame_of, np.full(len(det), self._n_frames, np.int64)]
+        )
         self._parent = np.concatenate([self._parent, parent_rows])
         self._previous = det
         self._n_frames += 1
