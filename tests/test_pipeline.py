@@ -13,6 +13,7 @@ from napari_cellect.data.synthetic import PRESETS, generate, write_synthetic
 from napari_cellect.errors import Cancelled, InputError
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.pipeline import iter_tracking, make_labeler, track_images
+from napari_cellect.track.link import link_sequence
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,22 @@ def test_progress_per_frame_then_link_and_cancel(bundle, tiny):
 
     with pytest.raises(Cancelled):
         list(iter_tracking(seq.images, bundle, z_ratio=config.z_ratio, should_stop=stop_after_one))
+
+
+def test_each_finished_frame_comes_with_its_links_to_the_frame_before(bundle, tiny):
+    config, seq = tiny
+    steps = [p for p in iter_tracking(seq.images, bundle, z_ratio=config.z_ratio)]
+    frames = [p.detections for p in steps if p.stage == "detect"]
+    parents = [p.parent_index for p in steps if p.stage == "detect"]
+    link_config = dataclasses.replace(bundle.thresholds.link, gap_closing=False)
+    linked = link_sequence(frames, bundle.candidate_scorer("link"), link_config, config.z_ratio)
+    assert linked.n_edges > 0
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in frames])])
+    as_ids = [
+        np.where(index >= 0, offsets[max(f - 1, 0)] + index, -1) for f, index in enumerate(parents)
+    ]
+    assert np.all(parents[0] == -1)
+    np.testing.assert_array_equal(np.concatenate(as_ids), linked["parent_id"])
 
 
 def test_single_frame_gives_detections_only(bundle, tiny):

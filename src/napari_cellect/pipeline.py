@@ -25,7 +25,7 @@ from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_fr
 from napari_cellect.track.corrections import CorrectionSet
 from napari_cellect.track.detections import DetectionCache, Detections
 from napari_cellect.track.graph import TrackGraph
-from napari_cellect.track.link import link_sequence
+from napari_cellect.track.link import FrameByFrameLinker, link_sequence
 from napari_cellect.track.merge import merge_duplicates
 
 if TYPE_CHECKING:
@@ -45,6 +45,11 @@ class TrackingProgress:
     done: int
     total: int
     detections: Detections | None = None
+    #: with ``detections``: each cell's parent as an index into the previous frame's detections
+    #: (-1: none), linked frame pair by frame pair as the frames finish
+    #: (:class:`~napari_cellect.track.link.FrameByFrameLinker`), to show tracks while the run
+    #: goes on; the result's linking (gap closing, division refinement) replaces them
+    parent_index: np.ndarray | None = None
 
 
 @dataclass
@@ -243,12 +248,14 @@ def iter_tracking(
         should_stop=should_stop,
     )
     predictions = _predictions(images, bundle, scheduler, keep_foreground, settings)
+    provisional = FrameByFrameLinker(link_scorer, bundle.thresholds.link, z_ratio)
     for dets, merged, mask in _merged(predictions, bundle, z_ratio):
         if mask is not None and foreground is not None:
             foreground.put_packed(dets.t, mask)
         raw.append(dets)
         frames.append(merged)
-        yield TrackingProgress("detect", len(frames), n_frames, merged)
+        parents = provisional.add(merged)
+        yield TrackingProgress("detect", len(frames), n_frames, merged, parents)
     unrefined = None  # the first linking, while refinement has changed nothing
     if bundle.thresholds.division_refinement.enabled and n_frames > 1:
         yield TrackingProgress("refine", 0, 1)

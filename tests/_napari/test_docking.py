@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_cellect._napari._controller import controller_for
@@ -64,5 +64,14 @@ def test_one_editing_state_per_viewer_whatever_the_docking_order(make_napari_vie
             assert "delete" in docked["Edit tracks"].message_label.text().lower()
             qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
             assert graph.has(child)
+            # A adds at the pointer, and undoing the add warns nothing either
+            QApplication.sendEvent(canvas, QEvent(QEvent.Type.Enter))
+            viewer.cursor.position = (float(viewer.dims.current_step[0]), 8.0, 40.0, 41.0)
+            n = len(graph)
+            qtbot.keyClick(canvas, Qt.Key.Key_A)
+            assert len(graph) == n + 1
+            assert "add" in docked["Edit tracks"].message_label.text().lower()
+            qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+            assert len(graph) == n
         assert not [r for r in caplog.records if "unknown node" in r.getMessage()]
         viewer.window.remove_dock_widget("all")

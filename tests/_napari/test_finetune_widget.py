@@ -220,8 +220,10 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
         for i in graph.ids
         if graph.parent_of(int(i)) >= 0 and len(graph.children_of(int(i))) == 1
     )
+    bridge = (graph.parent_of(middle), int(graph.children_of(middle)[0]))
     controller.select([middle])
     controller.edits.delete_selected()
+    assert bridge in edge_set(graph)
     widget.update_counts()
     review_before = widget.review_label.text()
     before, edges_before = table(graph), edge_set(graph)
@@ -255,6 +257,21 @@ def test_relink_reports_every_changed_link_and_touches_nothing_else(tracked, qtb
     )
     if not listed:
         assert widget.review_label.text() == review_before
+    # the case the issue met: this re-link removes the link that bridged the deleted node's gap
+    # (seeded model, so always), and it is listed and counted
+    assert bridge not in edges_after and bridge in listed
+
+    # a re-link that changes nothing says so and leaves the tracks and the review queue alone
+    first, review_after = widget.relink_command, widget.review_label.text()
+    widget.relink_button.click()
+    qtbot.waitUntil(
+        lambda: widget.relink_command is not first and not widget.running, timeout=WAIT_MS
+    )
+    assert "re-linked: 0 link(s) changed" in widget.message_label.text()
+    assert widget.changed_list.count() == 0
+    assert edge_set(graph) == edges_after
+    widget.update_counts()
+    assert widget.review_label.text() == review_after
 
 
 @pytest.mark.gui

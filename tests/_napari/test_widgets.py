@@ -25,6 +25,7 @@ from napari_cellect._napari._lineage_widget import LineageWidget
 from napari_cellect._napari._tracking_widget import TrackingWidget
 from napari_cellect.data.annotations import read_tracks
 from napari_cellect.data.export import write_csv
+from napari_cellect.track.graph import TrackGraph
 
 pytestmark = pytest.mark.gui
 
@@ -70,7 +71,14 @@ def fake_pipeline(truth, labels, delay=0.0, calls=None, produced=None):
                 produced.append(t)
             rows = truth.frame(t)
             detections = SimpleNamespace(t=t, positions=truth.positions(rows))
-            yield SimpleNamespace(stage="detect", done=t + 1, total=n, detections=detections)
+            before = truth.ids[truth.frame(t - 1)] if t else np.zeros(0, np.int64)
+            parents = truth["parent_id"][rows]  # as an index into the frame before, -1: none
+            index = np.array(
+                [np.flatnonzero(before == p)[0] if p in before else -1 for p in parents]
+            )
+            yield SimpleNamespace(
+                stage="detect", done=t + 1, total=n, detections=detections, parent_index=index
+            )
         return SimpleNamespace(graph=truth.copy(), detections=[], labels=labels, cell_radius=None)
 
     return iter_tracking
@@ -187,11 +195,14 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
             event.value.events.data.connect(rebuilt.append)
 
     shown: list[np.ndarray] = []  # the points the preview shows after each frame
+    tracks: list[np.ndarray | None] = []  # the preview tracks' vertices after each frame
 
     def record(progress):
         if getattr(progress, "stage", "") == "detect":
             layer = previews[-1]
             shown.append(layer.data[layer.shown].copy())
+            name = "synthetic embryo tracks (running)"
+            tracks.append(viewer.layers[name].data.copy() if name in viewer.layers else None)
 
     viewer.layers.events.inserted.connect(watch)
     widget.run_button.click()
@@ -203,6 +214,17 @@ def test_centres_are_appended_frame_by_frame_and_the_result_replaces_them(
     for t, points in enumerate(shown):  # frame t's centres, in the image's voxels
         np.testing.assert_allclose(
             points[points[:, 0] == t][:, 1:], truth.positions(truth.frame(t))
+        )
+    # tracks grow as frames finish: after frame t, the links of frames 0..t, as in the truth
+    assert tracks[0] is None  # one frame has no links yet
+    for t, data in enumerate(tracks[1:], start=1):
+        table = truth.to_dataframe()
+        so_far = TrackGraph.from_dataframe(table[table["t"] <= t])
+        expected, _ = so_far.to_napari_tracks()
+        assert data is not None and len(data) == len(expected)
+        assert len(np.unique(data[:, 0])) == len(np.unique(expected[:, 0]))  # same tracks
+        np.testing.assert_allclose(
+            data[np.lexsort(data[:, 1:].T)][:, 1:], expected[np.lexsort(expected[:, 1:].T)][:, 1:]
         )
     assert len(previews) == 1 and rebuilt == []
     assert tuple(previews[0].scale) == tuple(viewer.layers["synthetic embryo"].scale)

@@ -14,6 +14,7 @@ from napari_cellect.track.detections import Detections
 from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.link import (
     MARGIN_COLUMN,
+    FrameByFrameLinker,
     MotionModel,
     link_frame_pair,
     link_sequence,
@@ -485,3 +486,38 @@ def test_bad_no_division_raises():
         link_sequence(frames, None, cfg, Z_RATIO, pinned_edges=[(0, 1), (0, 2)], no_division=[0])
     with pytest.raises(InputError, match="no_division: expected a boolean array of shape"):
         link_frame_pair(mother, daughters, None, cfg, Z_RATIO, no_division=np.array([1, 0]))
+
+
+def _parents_frame_by_frame(frames, config) -> np.ndarray:
+    """Each cell's parent id when the frames are linked one by one (ids 0, 1, ... in frame
+    order, as link_sequence numbers them)."""
+    linker = FrameByFrameLinker(None, config, Z_RATIO)
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in frames])])
+    parents = []
+    for f, det in enumerate(frames):
+        index = linker.add(det)
+        assert len(index) == len(det)
+        parents.append(np.where(index >= 0, offsets[max(f - 1, 0)] + index, -1))
+    return np.concatenate(parents)
+
+
+@pytest.mark.parametrize("motion_prediction", [False, True])
+def test_frames_linked_as_they_arrive_match_the_whole_sequence(motion_prediction):
+    rng = np.random.default_rng(5)
+    cases = [_random_frames(rng, 6, int(rng.integers(5, 30))) for _ in range(4)]
+    cases.append(_accelerating(rng, 12, 30, jitter=0.5))  # where the motion model matters
+    moving = _accelerating(rng, 12, 30, jitter=0.5)  # and a frame without cells
+    cases.append([*moving[:4], _det(4, np.zeros((0, 3))), *moving[5:]])
+    for frames in cases:
+        config = LinkingConfig(
+            max_distance_radii=4.0, gap_closing=False, motion_prediction=motion_prediction
+        )
+        whole = link_sequence(frames, None, config, Z_RATIO)
+        np.testing.assert_array_equal(_parents_frame_by_frame(frames, config), whole["parent_id"])
+
+
+def test_frames_linked_as_they_arrive_refuse_going_back_in_time():
+    linker = FrameByFrameLinker(None, None, Z_RATIO)
+    linker.add(_det(3, np.zeros((1, 3))))
+    with pytest.raises(InputError, match="increasing t; found t = 3 after 3"):
+        linker.add(_det(3, np.zeros((1, 3))))

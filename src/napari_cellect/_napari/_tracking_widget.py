@@ -45,6 +45,7 @@ from napari_cellect._napari._cell_radius import (
 )
 from napari_cellect._napari._centres_preview import CentresPreview
 from napari_cellect._napari._controller import CellectController, controller_for
+from napari_cellect._napari._growing_tracks import GrowingTracks
 from napari_cellect._napari._jobs import JobRunner, Outcome
 from napari_cellect._napari._layer_data import tracks_layer_data
 from napari_cellect._napari._model_files import BUNDLED_MODEL
@@ -62,6 +63,7 @@ from napari_cellect._napari._tracking_job import (
     model_reference_radius,
     tiff_z_ratio,
 )
+from napari_cellect._napari._tracks_update import set_tracks
 from napari_cellect.session import TrackingSession
 from napari_cellect.session.jobs import (
     TrackingFunction,
@@ -159,6 +161,7 @@ class TrackingWidget(QWidget):
         self.result_session: TrackingSession | None = None
         self._preview: CentresPreview | None = None
         self._tracks_preview: Tracks | None = None
+        self._growing = GrowingTracks()
         self._started = 0.0
         self._run_layer: Image | None = None
         self._run_model_file: str | None = None
@@ -528,6 +531,11 @@ class TrackingWidget(QWidget):
         detections = getattr(progress, "detections", None)
         if detections is not None and len(getattr(detections, "positions", ())):
             self._show_centres(detections, total)
+        parents = getattr(progress, "parent_index", None)
+        if detections is not None and parents is not None:
+            self._growing.add(int(detections.t), detections.positions, parents)
+            if self._growing.n_links:
+                self._show_tracks(self._growing.graph(), linked=False)
 
     def _show_centres(self, detections: Any, frames: int) -> None:
         """One more frame's centres (``frames``: the run's number of frames)."""
@@ -553,19 +561,26 @@ class TrackingWidget(QWidget):
         else:
             self._preview.append(coords)
 
-    def _show_tracks(self, graph: Any) -> None:
-        """The linked tracks, shown while the masks are segmented (the result replaces them)."""
+    def _show_tracks(self, graph: Any, linked: bool = True) -> None:
+        """Tracks while the run goes on: the frames finished so far, linked pair by pair
+        (``linked=False``), then the whole linking, shown while the masks are segmented; the
+        result replaces them."""
         from napari.layers import Layer
 
         layer = self._run_layer
         if layer is None or graph.n_edges == 0:
             return
         data, kwargs, kind = tracks_layer_data(graph, geometry_of(layer), layer.name, {})
-        kwargs["name"] = f"{layer.name} tracks (running)"
-        self._tracks_preview = Layer.create(data, kwargs, kind)
-        self.viewer.add_layer(self._tracks_preview)
-        self.viewer.layers.selection.active = layer
-        self.progress_label.setText("tracks linked; making the masks...")
+        preview = self._tracks_preview
+        if preview is not None and preview in self.viewer.layers:
+            set_tracks(preview, data, kwargs["graph"])
+        else:
+            kwargs["name"] = f"{layer.name} tracks (running)"
+            self._tracks_preview = Layer.create(data, kwargs, kind)
+            self.viewer.add_layer(self._tracks_preview)
+            self.viewer.layers.selection.active = layer
+        if linked:
+            self.progress_label.setText("tracks linked; making the masks...")
 
     def _on_result(self, output: TrackingOutput) -> bool:
         layer = self._run_layer
@@ -635,6 +650,7 @@ class TrackingWidget(QWidget):
             if preview is not None and preview in self.viewer.layers:
                 self.viewer.layers.remove(preview)
         self._preview = self._tracks_preview = None
+        self._growing = GrowingTracks()
 
     def _show(self, level: str, text: str) -> None:
         show_status(self.status, level, text)

@@ -311,6 +311,62 @@ def link_sequence(
     )
 
 
+class FrameByFrameLinker:
+    """Links each frame to the one before as the frames arrive: the frame-pair assignments of
+    :func:`link_sequence` (same scorer, settings and motion prediction; no pins), without the
+    gap closing that needs later frames.
+
+    These are the tracks a person can watch grow while the rest of a series is detected; the
+    run's final linking (gap closing, division refinement) replaces them.
+    """
+
+    def __init__(
+        self, scorer: CandidateScorer | None, config: LinkingConfig | None, z_ratio: float
+    ):
+        self.scorer = GeometricScorer.for_link() if scorer is None else scorer
+        self.config = LinkingConfig() if config is None else config
+        self.z_ratio = z_ratio
+        self._previous: Detections | None = None
+        self._n_frames = 0
+        #: every cell so far: position, frame number (in arrival order), parent row (-1: none)
+        self._positions = np.zeros((0, 3))
+        self._frame_of = np.zeros(0, np.int64)
+        self._parent = np.zeros(0, np.int64)
+        self._motion = MotionModel(
+            self._positions, self._frame_of, z_ratio, self.config.min_motion_samples
+        )
+
+    def add(self, det: Detections) -> np.ndarray:
+        """Link ``det`` to the frame added before it: (len(det),) each cell's parent as an index
+        into that frame's detections, -1 for none (every cell of the first frame)."""
+        previous = self._previous
+        parents = np.full(len(det), -1, np.int64)
+        parent_rows = np.full(len(det), -1, np.int64)
+        start = len(self._positions)
+        if previous is not None:
+            if det.t <= previous.t:
+                raise InputError(
+                    f"frames must arrive in increasing t; found t = {det.t} after {previous.t}"
+                )
+            a0 = start - len(previous)
+            source = previous
+            if self.config.motion_prediction:
+                motion = self._motion
+                motion.positions, motion.frame_of = self._positions, self._frame_of
+                source = motion.predicted(previous, np.arange(a0, start), self._parent)
+            links = link_frame_pair(source, det, self.scorer, self.config, self.z_ratio)
+            parents[links.dst_idx] = links.src_idx
+            parent_rows[links.dst_idx] = a0 + links.src_idx
+        self._positions = np.concatenate([self._positions, det.positions.reshape(-1, 3)])
+        self._frame_of = np.concatenate(
+            [self._frame_of, np.full(len(det), self._n_frames, np.int64)]
+        )
+        self._parent = np.concatenate([self._parent, parent_rows])
+        self._previous = det
+        self._n_frames += 1
+        return parents
+
+
 # ----------------------------------------------------------------------------- internals
 def _score_candidates(
     det_a: Detections,
