@@ -161,7 +161,7 @@ class ModelBundle:
             module.train(mode)
         return self
 
-    def modules(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def modules(self) -> tuple[UNet3D, BaseScorer, BaseScorer]:
         return (self.unet, self.merge_scorer, self.link_scorer)
 
     def normalize(self, pair: np.ndarray) -> np.ndarray:
