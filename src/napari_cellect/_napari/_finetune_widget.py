@@ -555,14 +555,10 @@ class FinetuneWidget(QWidget):
         except (CellectError, ValueError) as error:
             self._error(str(error))
             return
-
-        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, FinetuneResult | None]:
-            return (yield from job)  # ``job`` polls the runner's flag already
-
         self._start(
             FinetuneState.FINETUNING,
             "fine-tuning: preparing the training rows...",
-            run,
+            job,
             what="fine-tuning",
             on_step=self._on_finetune_progress,
             on_result=lambda result: self._on_finetuned(session, result),
@@ -706,14 +702,10 @@ class FinetuneWidget(QWidget):
             return
         done = session.history.done
         top = done[-1] if done else None  # the result applies only to the tracks of now
-
-        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, RelinkOutput | None]:
-            return (yield from job)  # ``job`` polls the runner's flag already
-
         self._start(
             FinetuneState.RELINKING,
             "re-linking (approved links are kept)...",
-            run,
+            job,
             what="re-linking",
             on_result=lambda output: self._on_relinked(session, top, output),
         )
@@ -918,10 +910,15 @@ class FinetuneWidget(QWidget):
         return session
 
     def _start(
-        self, state: FinetuneState, text: str, function: Any, *args: Any, **kwargs: Any
+        self,
+        state: FinetuneState,
+        text: str,
+        job: Callable[..., Any] | Generator[Any, None, Any],
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         self._show("info", text)
-        if self.jobs.start(function, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
+        if self.jobs.start(job, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
             self._set_state(state)
 
     def _on_job_finished(self, _outcome: Outcome) -> None:
