@@ -700,8 +700,7 @@ class FinetuneWidget(QWidget):
         except CellectError as error:
             self._error(str(error))
             return
-        done = session.history.done
-        top = done[-1] if done else None  # the result applies only to the tracks of now
+        top = session.history.last_done  # the result applies only to the tracks of now
         self._start(
             FinetuneState.RELINKING,
             "re-linking (approved links are kept)...",
@@ -713,8 +712,7 @@ class FinetuneWidget(QWidget):
     def _on_relinked(
         self, session: TrackingSession, top: Command | None, output: RelinkOutput
     ) -> bool:
-        done = session.history.done
-        if (done[-1] if done else None) is not top:
+        if session.history.last_done is not top:
             self._error(
                 "the tracks were edited while re-linking, so the result was not applied; "
                 "press Re-link again"
@@ -746,8 +744,7 @@ class FinetuneWidget(QWidget):
         except (CellectError, ValueError) as error:
             self._error(f"{error}; the detector's frames were not detected again")
             return
-        done = session.history.done
-        top = done[-1] if done else None
+        top = session.history.last_done
         graph = session.graph.copy()
         n = len(frames_to_redetect(graph, int(images.shape[0])))
         self._start(
@@ -773,8 +770,7 @@ class FinetuneWidget(QWidget):
     def _on_redetected(
         self, session: TrackingSession, top: Command | None, output: RedetectOutput
     ) -> None:
-        done = session.history.done
-        if (done[-1] if done else None) is not top:
+        if session.history.last_done is not top:
             self._error(
                 "the tracks were edited while re-detecting, so the result was not "
                 "applied; keep editing, then press Re-link"

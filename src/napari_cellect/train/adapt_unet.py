@@ -559,11 +559,10 @@ def _record(
     last_loss: float,
     seconds: float,
 ) -> None:
-    n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "adapt_detector")
-    base = bundle.metadata.name
-    bundle.metadata.record(
+    bundle.metadata.record_version(
         "adapt_detector",
-        base=base,
+        "det",
+        replace=False,
         frames=", ".join(map(str, frames)),
         positives=len(annotation.index),
         negatives=len(annotation.negatives["t"]),
@@ -575,4 +574,3 @@ def _record(
         loss_last_step=round(last_loss, 5),
         seconds=round(float(seconds), 2),
     )
-    bundle.metadata.name = f"{base}+det{n_before + 1}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -283,28 +284,16 @@ class BatchLosses:
                     keys = np.stack([np.full(int(keep.sum()), i), labels[keep]], axis=1)
                     triplet.append((reader.add(b, vox[keep]), keys))
             # ---- scorer views: jittered annotated centres, then the peak finder's detections
-            views = [
-                (
-                    jittered_cells(
-                        ta.cells_t,
-                        shape,
-                        z_ratio,
-                        rng,
-                        cfg.gt_jitter,
-                        cfg.duplicate_fraction,
-                        cfg.duplicate_offset,
-                    ),
-                    jittered_cells(
-                        ta.cells_next,
-                        shape,
-                        z_ratio,
-                        rng,
-                        cfg.gt_jitter,
-                        cfg.duplicate_fraction,
-                        cfg.duplicate_offset,
-                    ),
-                )
-            ]
+            pseudo_detections = partial(
+                jittered_cells,
+                shape=shape,
+                z_ratio=z_ratio,
+                rng=rng,
+                jitter=cfg.gt_jitter,
+                duplicate_fraction=cfg.duplicate_fraction,
+                duplicate_offset=cfg.duplicate_offset,
+            )
+            views = [(pseudo_detections(ta.cells_t), pseudo_detections(ta.cells_next))]
             if use_detections:
                 views.append(
                     (
