@@ -18,10 +18,8 @@ def package(tmp_path, monkeypatch):
         "from napari_cellect.lazy_exports import LazyExports\n"
         "_LAZY = LazyExports(__name__, {'answer': '.heavy'})\n"
         "__all__ = _LAZY.public\n"
-        "def __getattr__(name):\n"
-        "    return _LAZY.load(name)\n"
-        "def __dir__():\n"
-        "    return _LAZY.names()\n"
+        "__getattr__ = _LAZY.load\n"
+        "__dir__ = _LAZY.names\n"
     )
     (root / "heavy.py").write_text("import builtins\nbuiltins.heavy_imports += 1\nanswer = 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))

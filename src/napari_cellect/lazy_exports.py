@@ -11,8 +11,8 @@ from typing import Any
 
 class LazyExports:
     """The package ``package``'s names, each from the module ``exports`` maps it to (relative
-    to the package). The package's ``__getattr__`` and ``__dir__`` call :meth:`load` and
-    :meth:`names`."""
+    to the package). The package sets ``__getattr__ = exports.load`` and
+    ``__dir__ = exports.names``."""
 
     def __init__(self, package: str, exports: Mapping[str, str]):
         self._package = package

@@ -18,8 +18,6 @@ Names are imported lazily, so importing this package does not import Qt.
 
 from __future__ import annotations
 
-from typing import Any
-
 from napari_cellect.lazy_exports import LazyExports
 
 _LAZY = LazyExports(
@@ -37,11 +35,5 @@ _LAZY = LazyExports(
 )
 
 __all__ = _LAZY.public
-
-
-def __getattr__(name: str) -> Any:
-    return _LAZY.load(name)
-
-
-def __dir__() -> list[str]:
-    return _LAZY.names()
+__getattr__ = _LAZY.load
+__dir__ = _LAZY.names

@@ -42,8 +42,6 @@ only the parameters, not scipy, pandas or the writers. The settings classes
 
 from __future__ import annotations
 
-from typing import Any
-
 from napari_cellect.lazy_exports import LazyExports
 
 _LAZY = LazyExports(
@@ -70,11 +68,5 @@ _LAZY = LazyExports(
 )
 
 __all__ = _LAZY.public
-
-
-def __getattr__(name: str) -> Any:
-    return _LAZY.load(name)
-
-
-def __dir__() -> list[str]:
-    return _LAZY.names()
+__getattr__ = _LAZY.load
+__dir__ = _LAZY.names
