@@ -8,8 +8,8 @@ it has no steps to show, and stops only through ``should_stop``). A generator al
 :class:`JobRunner` runs one job at a time for its widget: it passes ``should_stop`` to the job,
 hands each step and the result to the widget on the main thread, shows an error or a
 cancellation in the widget's status line, and leaves the Cancel button, the progress bar and
-its label as they were before the job, however it ended. Cancel sets the ``should_stop`` flag the core polls *and* asks the
-worker to quit at its next step, so a job stops within one step.
+its label as they were before the job, however it ended. Cancel sets the ``should_stop`` flag
+the core polls *and* asks the worker to quit at its next step, so a job stops within one step.
 """
 
 from __future__ import annotations

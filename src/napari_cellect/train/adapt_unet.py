@@ -39,6 +39,7 @@ from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.unet import CompactUNet3D, TrunkFeatures, UNetOutput
 from napari_cellect.progress import OnStep, Progress, run_to_end
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.correction_set import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.matching import DetectionCounts, match_detections
@@ -219,8 +220,8 @@ def _padding(
 
 
 def _frame(
-    bundle: ModelBundle,
     unet: CompactUNet3D,
+    normalization: NormalizationConfig,
     annotation: CorrectionAnnotation,
     images: ImageData,
     t: int,
@@ -228,7 +229,7 @@ def _frame(
 ) -> _Frame:
     n_frames = int(images.shape[0])
     pair = np.stack([np.asarray(images[t]), np.asarray(images[next_frame(t, n_frames)])])
-    pair = normalize_pair(pair.astype(np.float32), bundle.normalization)
+    pair = normalize_pair(pair.astype(np.float32), normalization)
     shape = (int(pair.shape[1]), int(pair.shape[2]), int(pair.shape[3]))
     stem, pooling, size_multiple = unet.config.stem, unet.config.pooling, unet.size_multiple
     multiple = (
@@ -236,7 +237,7 @@ def _frame(
         max(stem[1] * pooling[1], size_multiple[1]),
         max(stem[2] * pooling[2], size_multiple[2]),
     )
-    pad = _padding(shape, multiple, bundle.normalization.min_depth)
+    pad = _padding(shape, multiple, normalization.min_depth)
     mode: Literal["reflect", "edge"] = (
         "reflect" if all(n > max(p) for n, p in zip(shape, pad)) else "edge"
     )
@@ -254,8 +255,8 @@ def _frame(
 
 
 def _frames(
-    bundle: ModelBundle,
     unet: CompactUNet3D,
+    normalization: NormalizationConfig,
     annotation: CorrectionAnnotation,
     images: ImageData,
     device: torch.device,
@@ -266,7 +267,7 @@ def _frames(
     yield Progress(STAGE_FEATURES, 0, len(times))
     for i, t in enumerate(times):
         stop_if_asked()
-        frames[t] = _frame(bundle, unet, annotation, images, t, device)
+        frames[t] = _frame(unet, normalization, annotation, images, t, device)
         yield Progress(STAGE_FEATURES, i + 1, len(times))
     return frames
 
@@ -296,7 +297,9 @@ def correction_loss(
         )
     device = next(unet.parameters()).device
     with torch.no_grad():
-        frames = run_to_end(_frames(bundle, unet, annotation, images, device, lambda: None))
+        frames = run_to_end(
+            _frames(unet, bundle.normalization, annotation, images, device, lambda: None)
+        )
         losses = [
             float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]), cfg))
             for f in frames.values()
@@ -389,7 +392,9 @@ def _adapt(
             if should_stop is not None and should_stop():
                 raise Cancelled("detector adaptation cancelled; the model is unchanged")
 
-        frames = yield from _frames(tuned, unet, annotation, images, device, stop_if_asked)
+        frames = yield from _frames(
+            unet, tuned.normalization, annotation, images, device, stop_if_asked
+        )
         times = list(frames)
         align = _align(unet)
         anchors = {name: p.detach().clone() for name, p in params.items()}

@@ -254,7 +254,7 @@ class BatchLosses:
             "link_division": w.link_division,
         }
         weighted = [weights[k] * v for k, v in terms.items()]
-        total = sum(weighted[1:], start=weighted[0])
+        total = sum(weighted[1:], start=weighted[0])  # a tensor start: the total is a tensor
         parts = {k: float(v.detach()) for k, v in terms.items()}
         parts["total"] = float(total.detach())
         return total, parts
