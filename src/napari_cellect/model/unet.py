@@ -435,7 +435,7 @@ class CompactUNet3D(UNet3D):
 
     @property
     def embedding_stride(self) -> tuple[int, int, int]:
-        return tuple(self.config.stem)  # type: ignore[return-value]
+        return self.config.stem
 
     def embedding_from(self, features: TrunkFeatures, *, redo_last_block: bool = False) -> Tensor:
         """The embedding alone, on its coarse grid (:attr:`embedding_stride`)."""

@@ -365,7 +365,7 @@ class Sampler:
             else:
                 jitter = rng.uniform(-cfg.centre_jitter, cfg.centre_jitter) * crop[axis]
                 origin[axis] = int(np.clip(round(centre[axis] - crop[axis] / 2 + jitter), 0, hi))
-        return tuple(int(o) for o in origin)  # type: ignore[return-value]
+        return int(origin[0]), int(origin[1]), int(origin[2])
 
     def sample(
         self,
