@@ -56,9 +56,9 @@ logger = logging.getLogger(__name__)
 #: Most tiles one axis is cut into when the plan fits the tile to the volume.
 _MAX_TILES_PER_AXIS = 64
 
-#: Channels of the small heads that are stitched over the whole volume, in this order.
 _T = TypeVar("_T")
 
+#: Channels of the small heads that are stitched over the whole volume, in this order.
 SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
 
 
