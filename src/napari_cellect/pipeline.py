@@ -23,7 +23,7 @@ from napari_cellect.infer.radius_estimate import resolve_cell_radius
 from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
 from napari_cellect.track.corrections import CorrectionSet
-from napari_cellect.track.detections import DetectionCache, Detections
+from napari_cellect.track.detections import DetectionCache, Detections, FrameCache
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.link import FrameByFrameLinker, link_sequence
 from napari_cellect.track.merge import merge_duplicates
@@ -77,10 +77,11 @@ class ForegroundStore:
 
     def __init__(self, shape: tuple[int, ...], folder: str | Path | None = None):
         self.shape = tuple(int(s) for s in shape)
-        self._tmp = (
-            None if folder is not None else tempfile.TemporaryDirectory(prefix="cellect-fg-")
-        )
-        self.folder = Path(folder if folder is not None else self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if folder is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cellect-fg-")
+            folder = self._tmp.name
+        self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, t: int) -> Path:
@@ -223,17 +224,18 @@ def iter_tracking(
     n_frames = int(data.shape[0])
     reference_radius = bundle.normalization.reference_radius
     cell_radius = resolve_cell_radius(cell_radius, data, z_ratio, reference_radius)
-    cache = None
+    detection_cache = None
     if cache_dir is not None:
-        cache = open_detection_cache(
+        detection_cache = open_detection_cache(
             images, bundle, cache_dir, z_ratio=z_ratio, tile=tile, cell_radius=cell_radius
         )
+    cache: FrameCache | None = detection_cache
     frame_shape = tuple(int(s) for s in data.shape[1:])
     foreground = None
-    if keep_foreground and cache is not None:  # kept with the detections, for a resumed run
-        folder = cache.folder / f"foreground-{cache.fingerprint[:16]}"
+    if keep_foreground and detection_cache is not None:  # kept with the detections, to resume
+        folder = detection_cache.folder / f"foreground-{detection_cache.fingerprint[:16]}"
         foreground = ForegroundStore(frame_shape, folder)
-        cache = _CacheWithForeground(cache, foreground)  # type: ignore[assignment]
+        cache = _CacheWithForeground(detection_cache, foreground)
     elif keep_foreground:
         foreground = ForegroundStore(frame_shape)
     link_scorer = bundle.candidate_scorer("link")
@@ -291,7 +293,7 @@ def iter_detect(
     z_ratio: float,
     device: str = "auto",
     tile: Sequence[int] | None = None,
-    cache: DetectionCache | None = None,
+    cache: FrameCache | None = None,
     frames: Sequence[int] | None = None,
     cell_radius: float | None = None,
     should_stop: Callable[[], bool] | None = None,

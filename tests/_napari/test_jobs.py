@@ -175,3 +175,24 @@ def test_closing_the_widget_stops_its_job(qtbot):
     panel.deleteLater()
     qtbot.waitUntil(lambda: bool(stopped), timeout=WAIT_MS)
     assert len(seen) < 100_000
+
+
+def test_a_generator_already_made_runs_and_stops_like_a_job_function(panel, qtbot):
+    finished = count_to(3, should_stop=panel.jobs.should_stop)
+    assert panel.jobs.start(finished, what="counting", busy_text="", on_step=panel._step)
+    qtbot.waitUntil(lambda: not panel.jobs.running, timeout=WAIT_MS)
+    assert [s.done for s in panel.steps] == [1, 2, 3] and panel.outcomes == [Outcome.DONE]
+    seen: list[int] = []
+    endless = count_to(100_000, should_stop=panel.jobs.should_stop, seen=seen)
+    panel.jobs.start(endless, what="counting", busy_text="")
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=WAIT_MS)
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not panel.jobs.running, timeout=WAIT_MS)
+    assert panel.outcomes[-1] is Outcome.CANCELLED and len(seen) < 100_000
+    assert panel.status.text() == "counting cancelled"
+
+
+def test_a_generator_already_made_takes_no_arguments(panel):
+    with pytest.raises(TypeError, match="takes no arguments"):
+        panel.jobs.start(count_to(3, should_stop=panel.jobs.should_stop), 5, what="x", busy_text="")
+    assert not panel.jobs.running and not panel.cancel_button.isEnabled()

@@ -307,3 +307,8 @@ def test_zarr_errors(tmp_path):
     zarr.open_array(str(flat), mode="w", shape=(4, 4), dtype=np.uint8)
     with pytest.raises(InputError, match=r"flat\.zarr: expected \(T,Z,Y,X\) or \(T,Y,X\)"):
         open_sequence(flat)
+    nested = zarr.open_group(str(tmp_path / "nested.zarr"), mode="w")
+    nested.create_group("0")
+    nested.attrs["multiscales"] = [{"axes": ["t", "y", "x"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(InputError, match=r"nested\.zarr: expected an array at '0' .*found a group"):
+        open_sequence(tmp_path / "nested.zarr")

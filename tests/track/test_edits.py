@@ -134,6 +134,20 @@ def test_history_is_capped_and_redo_cleared(graph):
     assert not history.can_redo
 
 
+def test_last_done_names_the_tracks_of_now(graph):
+    history = History(graph)
+    assert history.last_done is None
+    first = history.do(edits.approve, [2])
+    second = history.do(edits.approve, [3])
+    assert history.last_done is second
+    history.undo()
+    assert history.last_done is first
+    history.undo()
+    assert history.last_done is None
+    history.redo()
+    assert history.last_done is first
+
+
 # ---------------------------------------------------------------- columns created by an edit
 
 

@@ -18,24 +18,22 @@ Names are imported lazily, so importing this package does not import Qt.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from napari_cellect.lazy_exports import LazyExports
 
-_EXPORTS = {
-    "CellectController": "._controller",
-    "controller_for": "._controller",
-    "KEYBINDINGS": "._keybindings",
-    "TrackingWidget": "._tracking_widget",
-    "EditorWidget": "._editor_widget",
-    "LineageWidget": "._lineage_widget",
-    "ExportWidget": "._export_widget",
-    "FinetuneWidget": "._finetune_widget",
-}
+_LAZY = LazyExports(
+    __name__,
+    {
+        "CellectController": "._controller",
+        "controller_for": "._controller",
+        "KEYBINDINGS": "._keybindings",
+        "TrackingWidget": "._tracking_widget",
+        "EditorWidget": "._editor_widget",
+        "LineageWidget": "._lineage_widget",
+        "ExportWidget": "._export_widget",
+        "FinetuneWidget": "._finetune_widget",
+    },
+)
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name], __name__), name)
+__all__ = _LAZY.public
+__getattr__ = _LAZY.load
+__dir__ = _LAZY.names

@@ -22,7 +22,7 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from psygnal import Signal
@@ -431,23 +431,21 @@ class CellectController:
         self._set_highlight(bound, bound.highlight_ids if how == "redo" else np.zeros(0, np.int64))
 
     def undo(self) -> None:
-        bound = self.require()
-        if bound is None:
-            return
-        with bound.collector.batch():
-            command = bound.session.history.undo()
-        self._follow_highlight(bound, command, "undo")
-        self.report("info", f"undid: {_describe(command)}" if command else "nothing to undo")
-        self._tell_if_autosave_stopped(bound)
+        self._step_history("undo")
 
     def redo(self) -> None:
+        self._step_history("redo")
+
+    def _step_history(self, how: Literal["undo", "redo"]) -> None:
         bound = self.require()
         if bound is None:
             return
+        history = bound.session.history
         with bound.collector.batch():
-            command = bound.session.history.redo()
-        self._follow_highlight(bound, command, "redo")
-        self.report("info", f"redid: {_describe(command)}" if command else "nothing to redo")
+            command = history.undo() if how == "undo" else history.redo()
+        self._follow_highlight(bound, command, how)
+        did = "undid" if how == "undo" else "redid"
+        self.report("info", f"{did}: {_describe(command)}" if command else f"nothing to {how}")
         self._tell_if_autosave_stopped(bound)
 
     def _tell_if_autosave_stopped(self, bound: BoundSession) -> None:

@@ -555,14 +555,10 @@ class FinetuneWidget(QWidget):
         except (CellectError, ValueError) as error:
             self._error(str(error))
             return
-
-        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, FinetuneResult | None]:
-            return (yield from job)  # ``job`` polls the runner's flag already
-
         self._start(
             FinetuneState.FINETUNING,
             "fine-tuning: preparing the training rows...",
-            run,
+            job,
             what="fine-tuning",
             on_step=self._on_finetune_progress,
             on_result=lambda result: self._on_finetuned(session, result),
@@ -704,16 +700,11 @@ class FinetuneWidget(QWidget):
         except CellectError as error:
             self._error(str(error))
             return
-        done = session.history.done
-        top = done[-1] if done else None  # the result applies only to the tracks of now
-
-        def run(should_stop: Callable[[], bool]) -> Generator[Any, None, RelinkOutput | None]:
-            return (yield from job)  # ``job`` polls the runner's flag already
-
+        top = session.history.last_done  # the result applies only to the tracks of now
         self._start(
             FinetuneState.RELINKING,
             "re-linking (approved links are kept)...",
-            run,
+            job,
             what="re-linking",
             on_result=lambda output: self._on_relinked(session, top, output),
         )
@@ -721,8 +712,7 @@ class FinetuneWidget(QWidget):
     def _on_relinked(
         self, session: TrackingSession, top: Command | None, output: RelinkOutput
     ) -> bool:
-        done = session.history.done
-        if (done[-1] if done else None) is not top:
+        if session.history.last_done is not top:
             self._error(
                 "the tracks were edited while re-linking, so the result was not applied; "
                 "press Re-link again"
@@ -754,8 +744,7 @@ class FinetuneWidget(QWidget):
         except (CellectError, ValueError) as error:
             self._error(f"{error}; the detector's frames were not detected again")
             return
-        done = session.history.done
-        top = done[-1] if done else None
+        top = session.history.last_done
         graph = session.graph.copy()
         n = len(frames_to_redetect(graph, int(images.shape[0])))
         self._start(
@@ -781,8 +770,7 @@ class FinetuneWidget(QWidget):
     def _on_redetected(
         self, session: TrackingSession, top: Command | None, output: RedetectOutput
     ) -> None:
-        done = session.history.done
-        if (done[-1] if done else None) is not top:
+        if session.history.last_done is not top:
             self._error(
                 "the tracks were edited while re-detecting, so the result was not "
                 "applied; keep editing, then press Re-link"
@@ -918,10 +906,15 @@ class FinetuneWidget(QWidget):
         return session
 
     def _start(
-        self, state: FinetuneState, text: str, function: Any, *args: Any, **kwargs: Any
+        self,
+        state: FinetuneState,
+        text: str,
+        job: Callable[..., Any] | Generator[Any, None, Any],
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         self._show("info", text)
-        if self.jobs.start(function, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
+        if self.jobs.start(job, *args, busy_text=text, cancelled_text=CANCELLED, **kwargs):
             self._set_state(state)
 
     def _on_job_finished(self, _outcome: Outcome) -> None:

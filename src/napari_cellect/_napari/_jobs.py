@@ -3,18 +3,19 @@
 A job is a generator function of the core side (``napari_cellect.session.jobs``): it
 yields progress steps (:class:`napari_cellect.progress.Step`: stage, done, total) and returns
 its result, or None when it was cancelled (a plain function that returns its result works too:
-it has no steps to show, and stops only through ``should_stop``). :class:`JobRunner` runs one
-job at a time for its widget: it passes ``should_stop`` to the job, hands each step and the
-result to the widget on the main thread, shows an error or a cancellation in the widget's
-status line, and leaves the Cancel button, the progress bar and its label as they were before
-the job, however it ended. Cancel sets the ``should_stop`` flag the core polls *and* asks the
-worker to quit at its next step, so a job stops within one step.
+it has no steps to show, and stops only through ``should_stop``). A generator already made
+(e.g. ``session.relink_job(should_stop=runner.should_stop)``) is a job too.
+:class:`JobRunner` runs one job at a time for its widget: it passes ``should_stop`` to the job,
+hands each step and the result to the widget on the main thread, shows an error or a
+cancellation in the widget's status line, and leaves the Cancel button, the progress bar and
+its label as they were before the job, however it ended. Cancel sets the ``should_stop`` flag
+the core polls *and* asks the worker to quit at its next step, so a job stops within one step.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -89,7 +90,7 @@ class JobRunner:
 
     def start(
         self,
-        function: Callable[..., Any],
+        job: Callable[..., Any] | Generator[Any, None, Any],
         *args: Any,
         what: str,
         busy_text: str,
@@ -99,8 +100,9 @@ class JobRunner:
         then: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> bool:
-        """Run ``function(*args, should_stop=..., **kwargs)`` in a worker thread; False (and
-        nothing started) while another job runs.
+        """Run ``job(*args, should_stop=..., **kwargs)`` in a worker thread, or run ``job`` to
+        its end when it is a generator already made (it was given :meth:`should_stop` and takes
+        no arguments here); False (and nothing started) while another job runs.
 
         ``what`` names the job in messages ("tracking" -> "tracking failed: ..."). ``on_step``
         gets every step it yields, ``on_result`` its result unless it was cancelled; a result
@@ -110,6 +112,12 @@ class JobRunner:
         """
         from napari.qt.threading import create_worker
 
+        if isinstance(job, Generator):
+            if args or kwargs:
+                raise TypeError("a generator already made takes no arguments; make it with them")
+            function, args, kwargs = _run_made, (job,), {}
+        else:
+            function, kwargs = job, {"should_stop": self._stop.is_set, **kwargs}
         if self.running:
             return False
         self._stop.clear()
@@ -118,7 +126,6 @@ class JobRunner:
         worker = create_worker(
             function,
             *args,
-            should_stop=self._stop.is_set,
             **kwargs,
             _start_thread=False,
             _ignore_errors=True,  # errors: _on_errored reports them
@@ -214,3 +221,8 @@ class _Job:
     on_result: Callable[[Any], bool | None] | None
     cancelled_text: str
     then: Callable[[], None] | None
+
+
+def _run_made(job: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """A generator function for a generator already made (napari's worker wants a function)."""
+    return (yield from job)

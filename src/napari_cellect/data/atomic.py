@@ -164,11 +164,8 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Pa
         path: the final destination. Its folder must exist.
         fsync: flush the written data to disk before the rename (every file of a folder).
     """
-    dest = Path(path)
-    if not dest.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {dest}: the folder {dest.parent} does not exist")
-    tmp = temp_sibling(dest)
-    try:
+    dest, tmp = _destination(path)
+    with _removed_on_failure(tmp, dest):
         yield tmp
         if not os.path.lexists(tmp):
             logger.debug("atomic_path: nothing was written for %s", dest)
@@ -176,12 +173,6 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Pa
         if fsync:
             _fsync_tree(tmp)
         _commit(tmp, dest)
-    except OSError as error:
-        _remove(tmp)
-        raise _write_error(dest, error) from error
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 @contextmanager
@@ -215,10 +206,7 @@ def atomic_write(
     binary = "b" in mode
     if binary and (encoding is not None or newline is not None):
         raise ValueError("atomic_write: encoding and newline apply to text modes only")
-    dest = Path(path)
-    if not dest.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {dest}: the folder {dest.parent} does not exist")
-    tmp = temp_sibling(dest)
+    dest, tmp = _destination(path)
     exclusive = mode.replace("w", "x")  # O_EXCL: never clobber a file we did not create
     handle: IO[Any]
     try:
@@ -233,13 +221,29 @@ def atomic_write(
             )
     except OSError as error:
         raise _write_error(dest, error) from error
-    try:
+    with _removed_on_failure(tmp, dest):
         with handle:
             yield handle
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
         _commit(tmp, dest)
+
+
+def _destination(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``path`` and a fresh temporary sibling to write first; its folder must exist."""
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {dest}: the folder {dest.parent} does not exist")
+    return dest, temp_sibling(dest)
+
+
+@contextmanager
+def _removed_on_failure(tmp: Path, dest: Path) -> Iterator[None]:
+    """Remove ``tmp`` when the block fails (``dest`` is untouched); an OSError is re-raised as
+    the error that says why ``dest`` could not be written."""
+    try:
+        yield
     except OSError as error:
         _remove(tmp)
         raise _write_error(dest, error) from error

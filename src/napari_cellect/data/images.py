@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import dask
 import dask.array as da
@@ -305,7 +305,7 @@ def _read_tiff_frame(path: str, letters: str, t: int | None) -> np.ndarray:
             block = np.array(mapped[index])
             del mapped
         else:
-            block = np.asarray(zarr.open(series.aszarr(), mode="r")[index])
+            block = np.asarray(zarr.open_array(series.aszarr(), mode="r")[index])
     return np.ascontiguousarray(_to_zyx(block, rest))
 
 
@@ -428,9 +428,9 @@ def _pixel_size(tag: tifffile.TiffTag | None) -> float:
     """A TIFF resolution tag holds pixels per unit as a rational; the size is its inverse."""
     if tag is None:
         return 1.0
-    value = tag.value
-    num, den = (value, 1) if np.isscalar(value) else value[:2]
-    return float(den) / float(num) if num else 1.0
+    rational = np.ravel(tag.value).astype(float)  # one number, or (numerator, denominator)
+    num, den = float(rational[0]), float(rational[1]) if rational.size > 1 else 1.0
+    return den / num if num else 1.0
 
 
 def _ome_scale(xml: str) -> tuple[float, float, float] | None:
@@ -598,9 +598,9 @@ def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequenc
     found, scale = "", None
     if isinstance(node, zarr.Group):
         node, found, scale = _zarr_image_in_group(node, path)
-    attrs = node.attrs.asdict()
-    if not found and isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
-        found = "".join(str(d)[:1].upper() for d in attrs["_ARRAY_DIMENSIONS"])
+    dimensions = node.attrs.asdict().get("_ARRAY_DIMENSIONS")  # xarray's axis names
+    if not found and isinstance(dimensions, list):
+        found = "".join(str(d)[:1].upper() for d in dimensions)
     shape = tuple(int(n) for n in node.shape)
     letters = _resolve_axes(
         found, shape, axes, sequence=True, source=path, option=option, default_3d="TYX"
@@ -628,11 +628,50 @@ def _open_zarr(path: Path, axes: str | None, option: AxesOption) -> ImageSequenc
     )
 
 
+class _NgffTransform(TypedDict, total=False):
+    type: str
+    scale: list[float]
+
+
+class _NgffAxis(TypedDict, total=False):
+    name: str
+
+
+class _NgffDataset(TypedDict, total=False):
+    path: str
+    coordinateTransformations: list[_NgffTransform]
+
+
+class _NgffImage(TypedDict, total=False):
+    datasets: list[_NgffDataset]
+    axes: list[_NgffAxis | str]  # OME-NGFF 0.3 names axes by bare strings
+    coordinateTransformations: list[_NgffTransform]
+
+
+class _NgffOme(TypedDict, total=False):
+    multiscales: list[_NgffImage]
+
+
+class _NgffAttrs(TypedDict, total=False):
+    """The attributes of an OME-NGFF image group (0.5 nests them under ``ome``)."""
+
+    multiscales: list[_NgffImage]
+    ome: _NgffOme
+
+
+def _array_in(group: zarr.Group, key: str, path: Path) -> zarr.Array:
+    node = group[key]
+    if not isinstance(node, zarr.Array):
+        raise InputError(f"expected an array at {key!r} in the zarr group, found a group", path)
+    return node
+
+
 def _zarr_image_in_group(
     group: zarr.Group, path: Path
 ) -> tuple[zarr.Array, str, list[float] | None]:
     """Level 0 of an OME-NGFF image (with its axes and scale), or a group's only array."""
-    attrs = group.attrs.asdict()
+    # the layout OME-NGFF 0.4 / 0.5 promises; a store that breaks it fails on a missing key
+    attrs = cast(_NgffAttrs, group.attrs.asdict())
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if multiscales:
         image = multiscales[0]
@@ -648,10 +687,10 @@ def _zarr_image_in_group(
                 if transform.get("type") == "scale":
                     values = [float(v) for v in transform["scale"]]
                     scale = values if scale is None else [a * b for a, b in zip(scale, values)]
-        return group[dataset["path"]], found, scale
+        return _array_in(group, dataset["path"], path), found, scale
     arrays = sorted(group.array_keys())
     if len(arrays) == 1:
-        return group[arrays[0]], "", None
+        return _array_in(group, arrays[0], path), "", None
     raise InputError(
         f"expected a zarr array or an OME-NGFF image, found a group with arrays {arrays}; "
         "pass the path of the array itself",

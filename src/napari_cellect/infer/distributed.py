@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 
 from napari_cellect.errors import Cancelled, InputError, SchedulerError
-from napari_cellect.track.detections import DetectionCache, Detections
+from napari_cellect.track.detections import Detections, FrameCache
 
 if TYPE_CHECKING:
     from distributed import Client  # untyped: Any to the checker
@@ -186,7 +186,8 @@ def _predict_task(
     if pair is not None:  # frames sent by the client: (t, t+1), or (t, t) for the last frame
         images, index = pair, 0
     else:
-        path, axes, shape = source  # type: ignore[misc]
+        assert source is not None, "the client sends the frames or where to read them"
+        path, axes, shape = source
         try:
             images = _worker_images(path, axes).data
         except InputError as err:
@@ -255,7 +256,7 @@ def predict_distributed(
     device: str = "auto",
     tile: Sequence[int] | None = None,
     cell_radius: float | None = None,
-    cache: DetectionCache | None = None,
+    cache: FrameCache | None = None,
     keep_foreground: bool = False,
     should_stop: Callable[[], bool] | None = None,
     window: int | None = None,
@@ -280,12 +281,12 @@ def predict_distributed(
     if window is None:
         window = max(2, 2 * sum(client.nthreads().values()))
     cached = set(cache.frames()) if cache is not None else set()
-    if cached:
+    if cache is not None and cached:
         logger.info(
             "%d of %d frames already in %s",
             len(cached & set(range(n_frames))),
             n_frames,
-            cache.folder,  # type: ignore[union-attr]
+            cache.folder,
         )
     run = uuid.uuid4().hex[:8]  # task keys of this run, unlike those of any other
     # a task (not scattered data), so the scheduler can make it again if its worker dies
@@ -366,8 +367,8 @@ def predict_distributed(
                 submit_up_to(t + window)
             if t in arrived:
                 yield arrived.pop(t)
-            else:
-                yield cache.load(t), None  # type: ignore[union-attr]
+            elif cache is not None:  # t is in ``cached``, which only a cache fills
+                yield cache.load(t), None
     finally:
         if running:
             client.cancel(list(running))

@@ -59,8 +59,8 @@ from napari_cellect.settings.detection import DetectionConfig
 from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.settings.tiling import TilingConfig, tiling_for
 from napari_cellect.track.detections import (
-    DetectionCache,
     Detections,
+    FrameCache,
     fingerprint_of,
     fingerprint_parts,
 )
@@ -410,7 +410,8 @@ def _check_images(images: object) -> tuple[int, int, int, int]:
         )
     if min(shape) < 1:
         raise InputError(f"expected images with every axis >= 1, found shape {shape}")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    n_t, z, y, x = (int(s) for s in shape)
+    return n_t, z, y, x
 
 
 def _frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
@@ -432,7 +433,7 @@ def predict_sequence(
     z_ratio: float,
     device: str | torch.device = "auto",
     tile: TilingConfig | Sequence[int] | None = None,
-    cache: DetectionCache | None = None,
+    cache: FrameCache | None = None,
     frames: Iterable[int] | None = None,
     progress: OnStep[Progress] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -512,7 +513,7 @@ def _run(
     z_ratio: float,
     tiling: TilingConfig,
     device: torch.device,
-    cache: DetectionCache | None,
+    cache: FrameCache | None,
     progress: OnStep[Progress] | None,
     should_stop: Callable[[], bool] | None,
     on_heads: HeadsCallback | None = None,

@@ -37,9 +37,9 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: Most tiles one axis is cut into when the plan fits the tile to the volume.
 _MAX_TILES_PER_AXIS = 64
+
+_T = TypeVar("_T")
 
 #: Channels of the small heads that are stitched over the whole volume, in this order.
 SMALL_HEADS = (("seg", 3), ("centre", 5), ("division", 2), ("radius", 1))
@@ -84,15 +86,12 @@ class Tile:
     @property
     def window(self) -> tuple[slice, slice, slice]:
         """Slices of this tile in the padded volume."""
-        window = tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))
-        return window  # type: ignore[return-value]
+        return _zyx(slice(s, s + n) for s, n in zip(self.start, self.shape))
 
     @property
     def owned_in_volume(self) -> tuple[slice, slice, slice]:
         """Slices of the owned voxels in the original volume."""
-        return tuple(  # type: ignore[return-value]
-            slice(sl.start + o, sl.stop + o) for sl, o in zip(self.owned, self.origin)
-        )
+        return _zyx(slice(sl.start + o, sl.stop + o) for sl, o in zip(self.owned, self.origin))
 
 
 @dataclass(frozen=True)
@@ -185,6 +184,12 @@ def _axis_options(size: int, overlap: int, multiple: int, minimum: int) -> list[
     return options
 
 
+def _zyx(values: Iterable[_T]) -> tuple[_T, _T, _T]:
+    """Per-axis values as a (z, y, x) triple (ValueError unless there are three)."""
+    z, y, x = values
+    return z, y, x
+
+
 def fitted_tile(
     shape: tuple[int, int, int],
     config: TilingConfig,
@@ -210,13 +215,13 @@ def fitted_tile(
         _axis_options(s, o, m, lo)
         for s, o, m, lo in zip(shape[1:], config.overlap[1:], size_multiple[1:], min_shape[1:])
     ]
-    best: tuple[tuple[int, ...], tuple[int, int, int]] | None = None
+    best: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
     for choice in itertools.product(*per_axis):
         voxels = math.prod(tile for tile, _ in choice)
         tiles = math.prod(n for _, n in choice[1:])  # the same z cut for every choice
         key = (0, tiles * voxels, tiles) if voxels <= budget else (1, voxels, tiles)
         if best is None or key < best[0]:
-            best = (key, tuple(tile for tile, _ in choice))  # type: ignore[assignment]
+            best = (key, _zyx(tile for tile, _ in choice))
     assert best is not None
     return best[1]
 
@@ -244,28 +249,26 @@ def plan_tiles(
         _plan_axis(s, t, o, m, cfg.pad_to_tile, lo)
         for s, t, o, m, lo in zip(shape, tile, cfg.overlap, multiple, minimum)
     ]
-    tile_shape = tuple(a.tile for a in axes)
-    pad_before = tuple(a.before for a in axes)
+    tile_shape = _zyx(a.tile for a in axes)
+    pad_before = _zyx(a.before for a in axes)
     tiles: list[Tile] = []
     for iz, iy, ix in np.ndindex(*(len(a.starts) for a in axes)):
         picks = (iz, iy, ix)
-        start = tuple(a.starts[i] for a, i in zip(axes, picks))
-        owned = tuple(
+        start = _zyx(a.starts[i] for a, i in zip(axes, picks))
+        owned = _zyx(
             slice(a.owned[i][0] - s, a.owned[i][1] - s) for a, i, s in zip(axes, picks, start)
         )
-        valid = tuple(
+        valid = _zyx(
             slice(max(a.before - s, 0), min(a.before + sz - s, a.tile))
             for a, s, sz in zip(axes, start, shape)
         )
-        origin = tuple(s - b for s, b in zip(start, pad_before))
-        tiles.append(
-            Tile(len(tiles), start, tile_shape, origin, owned, valid)  # type: ignore[arg-type]
-        )
+        origin = _zyx(s - b for s, b in zip(start, pad_before))
+        tiles.append(Tile(len(tiles), start, tile_shape, origin, owned, valid))
     grid = TileGrid(
         shape=shape,
-        padded_shape=tuple(a.padded for a in axes),  # type: ignore[arg-type]
-        pad_before=pad_before,  # type: ignore[arg-type]
-        tile_shape=tile_shape,  # type: ignore[arg-type]
+        padded_shape=_zyx(a.padded for a in axes),
+        pad_before=pad_before,
+        tile_shape=tile_shape,
         tiles=tuple(tiles),
     )
     logger.debug(

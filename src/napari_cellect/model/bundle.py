@@ -85,6 +85,16 @@ class BundleMetadata:
         """Append an event with the current time; details must be plain values (str, numbers)."""
         self.history.append({"event": event, "date": _now(), **details})
 
+    def record_version(self, event: str, tag: str, *, replace: bool, **details: Any) -> None:
+        """Record ``event`` with the name so far as ``base`` and name the model
+        ``<base>+<tag><n>`` (its n-th such event). ``replace``: drop the ``+<tag>...`` an
+        earlier one added first, so the name keeps one counter (``x+ft1`` -> ``x+ft2``)."""
+        n_before = sum(1 for e in self.history if e.get("event") == event)
+        base = self.name
+        self.record(event, base=base, **details)
+        stem = base.split(f"+{tag}")[0] if replace else base
+        self.name = f"{stem}+{tag}{n_before + 1}"
+
 
 @dataclass
 class ModelBundle:
@@ -161,7 +171,7 @@ class ModelBundle:
             module.train(mode)
         return self
 
-    def modules(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def modules(self) -> tuple[UNet3D, BaseScorer, BaseScorer]:
         return (self.unet, self.merge_scorer, self.link_scorer)
 
     def normalize(self, pair: np.ndarray) -> np.ndarray:

@@ -414,8 +414,12 @@ class OriginalEXNet(BaseScorer):
         self.l6 = nn.Linear(k * N_DIVISION_FEATURES, e)
         self.bnx = nn.BatchNorm1d(e)  # unused by the original
         self.bny = nn.BatchNorm1d(e)  # unused by the original
-        for i in range(1, 7):
-            setattr(self, f"bn{i}", nn.BatchNorm1d(e))
+        self.bn1 = nn.BatchNorm1d(e)
+        self.bn2 = nn.BatchNorm1d(e)
+        self.bn3 = nn.BatchNorm1d(e)
+        self.bn4 = nn.BatchNorm1d(e)
+        self.bn5 = nn.BatchNorm1d(e)
+        self.bn6 = nn.BatchNorm1d(e)
         self.bn7 = nn.BatchNorm1d(2 * e)
         self.bnc = nn.BatchNorm2d(8)
         self.fc = nn.Linear(6 * e, 2 * e)

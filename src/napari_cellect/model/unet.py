@@ -169,8 +169,8 @@ class UNetConfig:
     def size_multiple(self) -> tuple[int, int, int]:
         """(z, y, x): input sizes must be multiples of these (stem x all poolings of the deeper
         of the trunk and the CEN)."""
-        levels = max(self.depth, self.cen_depth) - 1
-        return tuple(s * p**levels for s, p in zip(self.stem, self.pooling))  # type: ignore[return-value]
+        scale = [p ** (max(self.depth, self.cen_depth) - 1) for p in self.pooling]
+        return (self.stem[0] * scale[0], self.stem[1] * scale[1], self.stem[2] * scale[2])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), for the bundle file."""
@@ -435,7 +435,7 @@ class CompactUNet3D(UNet3D):
 
     @property
     def embedding_stride(self) -> tuple[int, int, int]:
-        return tuple(self.config.stem)  # type: ignore[return-value]
+        return self.config.stem
 
     def embedding_from(self, features: TrunkFeatures, *, redo_last_block: bool = False) -> Tensor:
         """The embedding alone, on its coarse grid (:attr:`embedding_stride`)."""
@@ -560,12 +560,15 @@ class _IsenseeMixin:
         self.inorm3d_c1 = _inorm(w[0])
         for k in range(1, 5):
             level = k + 1
+            down: nn.Module
             if residual_down and cfg.downsampling == "maxpool":
                 # `con7s`: MaxPool -> 3x3x3 conv -> 3x3x3 conv, plus MaxPool -> 1x1x1 projection
                 down = nn.Sequential(nn.MaxPool3d(pool), _conv(w[k - 1], w[k]))
                 setattr(self, f"conv3d_c{level}", down)
                 setattr(self, f"conv3d_c{level}s1", _conv(w[k], w[k]))
-                shortcut = nn.Sequential(nn.MaxPool3d(pool), _conv(w[k - 1], w[k], kernel=1))
+                shortcut: nn.Module = nn.Sequential(
+                    nn.MaxPool3d(pool), _conv(w[k - 1], w[k], kernel=1)
+                )
                 setattr(self, f"conv3d_c{level}s2", shortcut)
             elif residual_down:
                 # `con7`: strided 3x3x3 conv -> 3x3x3 conv, plus a strided 1x1x1 projection

@@ -38,8 +38,11 @@ class Geometry:
     def position_of(self, coords: np.ndarray) -> tuple[float, float, float]:
         """Graph (z, y, x) of a layer point ``(t, (z), y, x)`` without its time."""
         spatial = [float(v) for v in np.asarray(coords)[1:]]
-        zyx = (0.0, *spatial) if self.spatial_ndim == 2 else tuple(spatial)
-        return zyx  # type: ignore[return-value]
+        if self.spatial_ndim == 2:
+            y, x = spatial
+            return 0.0, y, x
+        z, y, x = spatial
+        return z, y, x
 
     def to_layer_point(self, t: int, zyx: tuple[float, float, float]) -> np.ndarray:
         return np.asarray([t, *zyx[3 - self.spatial_ndim :]], dtype=np.float64)

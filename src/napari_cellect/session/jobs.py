@@ -205,22 +205,50 @@ def detect_job(
 
     ``cell_radius`` (xy pixels, None: as trained) resizes the frames to the model's training
     nucleus size, as in tracking; a model that does not record that size raises InputError."""
+    base = load_model(model, model_path)
+    frames = yield from _detect(
+        images,
+        base,
+        None,
+        z_ratio=z_ratio,
+        device=device,
+        should_stop=should_stop,
+        cell_radius=cell_radius,
+        cancelled="detection cancelled",
+    )
+    return None if frames is None else DetectOutput(frames, base)
+
+
+def _detect(
+    images: ImageInput,
+    model: ModelBundle,
+    frames: Sequence[int] | None,
+    *,
+    z_ratio: float,
+    device: str,
+    should_stop: Callable[[], bool],
+    cell_radius: float | None,
+    cancelled: str,
+) -> Generator[Step, None, list[Detections] | None]:
+    """The raw detections of ``frames`` (None: all), as the tracking pipeline predicts them;
+    None when stopped (logged as ``cancelled``)."""
     from napari_cellect.pipeline import iter_detect
 
-    base = load_model(model, model_path)
     try:
-        frames = yield from iter_detect(
-            images,
-            base,
-            z_ratio=z_ratio,
-            device=device,
-            should_stop=should_stop,
-            cell_radius=cell_radius,
+        return (
+            yield from iter_detect(
+                images,
+                model,
+                z_ratio=z_ratio,
+                device=device,
+                frames=frames,
+                cell_radius=cell_radius,
+                should_stop=should_stop,
+            )
         )
     except Cancelled:
-        logger.info("detection cancelled")
+        logger.info(cancelled)
         return None
-    return DetectOutput(frames, base)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -368,22 +396,19 @@ def redetect_relink_job(
     old detections of the others (approved frames; none there when ``detections`` is None:
     re-linking then keeps their approved nodes as they are), and re-link ``graph`` (a snapshot)
     keeping every approved link (:func:`relink_job`). None when cancelled; nothing is changed."""
-    from napari_cellect.pipeline import iter_detect
-
     n_frames = int(images.shape[0])
     frames = frames_to_redetect(graph, n_frames)
-    try:
-        new = yield from iter_detect(
-            images,
-            model,
-            z_ratio=z_ratio,
-            device=device,
-            frames=frames,
-            cell_radius=cell_radius,
-            should_stop=should_stop,
-        )
-    except Cancelled:
-        logger.info("re-detection cancelled; the tracks are unchanged")
+    new = yield from _detect(
+        images,
+        model,
+        frames,
+        z_ratio=z_ratio,
+        device=device,
+        should_stop=should_stop,
+        cell_radius=cell_radius,
+        cancelled="re-detection cancelled; the tracks are unchanged",
+    )
+    if new is None:
         return None
     dim = model.unet_config.embedding_dim
     old = {d.t: d for d in detections or []}

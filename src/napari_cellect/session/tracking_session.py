@@ -250,15 +250,12 @@ class TrackingSession:
         """
         if self.source is None:
             return len(self.graph) > 0
-        done = self.history.done
-        top = done[-1] if done else None
-        return top is not self._saved_top
+        return self.has_unsaved_edits
 
     @property
     def has_unsaved_edits(self) -> bool:
         """True when edits were made (or restored) since the last save or open."""
-        done = self.history.done
-        return (done[-1] if done else None) is not self._saved_top
+        return self.history.last_done is not self._saved_top
 
     def ensure_journal(self) -> Journal:
         """Start autosaving (writes the current graph as the journal's base) if not yet started."""
@@ -295,8 +292,7 @@ class TrackingSession:
         write_csv(self.graph, target)
         if self.source is None:
             self.source = target
-        done = self.history.done
-        self._saved_top = done[-1] if done else None
+        self._saved_top = self.history.last_done
         self.save_corrections(only_if_needed=True)
         return target
 

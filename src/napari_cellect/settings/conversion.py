@@ -7,14 +7,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from napari_cellect.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def config_from_dict(cls: type[C], values: Any, strict: bool = False) -> C:
     if not isinstance(values, dict):
         raise InputError(f"expected a dict for {cls.__name__}, found {type(values).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         if strict:

@@ -35,9 +35,10 @@ always costs at least as much as slot 0, a lone child always lands in slot 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
@@ -46,9 +47,14 @@ from napari_cellect.errors import GraphError, InputError
 _EMPTY_INT = np.zeros(0, dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AssignmentProblem:
-    """One frame pair's assignment problem (see the module docstring for the objective)."""
+    """One frame pair's assignment problem (see the module docstring for the objective).
+
+    The constructor takes array-likes (a scalar node cost applies to every node; ``None`` for
+    the ``fixed_*`` and ``second_child_ok`` arrays means none fixed / every edge allowed) and
+    stores flat arrays of one dtype each.
+    """
 
     n_sources: int
     n_targets: int
@@ -64,49 +70,66 @@ class AssignmentProblem:
     """(n_targets,) cost of a target without a parent."""
     disappear_cost: np.ndarray
     """(n_sources,) cost of a source without a child."""
-    pinned_src: np.ndarray = field(default_factory=lambda: _EMPTY_INT)
+    pinned_src: np.ndarray
     """(P,) sources of edges that must be kept (their cost is a constant and not counted)."""
-    pinned_dst: np.ndarray = field(default_factory=lambda: _EMPTY_INT)
+    pinned_dst: np.ndarray
     """(P,) targets of the pinned edges."""
-    fixed_children: np.ndarray | None = None
+    fixed_children: np.ndarray
     """(n_sources,) children a source already has outside this problem (e.g. a pinned skip edge)."""
-    fixed_parent: np.ndarray | None = None
+    fixed_parent: np.ndarray
     """(n_targets,) True where a target already has a parent outside this problem."""
-    second_child_ok: np.ndarray | None = None
-    """(E,) True where the edge may give its source a second child; None allows every edge.
+    second_child_ok: np.ndarray
+    """(E,) True where the edge may give its source a second child (every edge by default).
     A source with two children needs at least one such edge among its unpinned ones (its
     second slot's edge)."""
 
-    def __post_init__(self) -> None:
-        n_s, n_t = int(self.n_sources), int(self.n_targets)
-        as_int = {
-            n: np.asarray(getattr(self, n), dtype=np.int64).ravel()
-            for n in ("edge_src", "edge_dst", "pinned_src", "pinned_dst")
+    def __init__(
+        self,
+        n_sources: int,
+        n_targets: int,
+        edge_src: ArrayLike,
+        edge_dst: ArrayLike,
+        edge_cost: ArrayLike,
+        division_cost: ArrayLike,
+        appear_cost: ArrayLike,
+        disappear_cost: ArrayLike,
+        pinned_src: ArrayLike = _EMPTY_INT,
+        pinned_dst: ArrayLike = _EMPTY_INT,
+        fixed_children: ArrayLike | None = None,
+        fixed_parent: ArrayLike | None = None,
+        second_child_ok: ArrayLike | None = None,
+    ) -> None:
+        n_s, n_t = int(n_sources), int(n_targets)
+        edges = np.asarray(edge_src, dtype=np.int64).ravel()
+        stored = {
+            "n_sources": n_s,
+            "n_targets": n_t,
+            "edge_src": edges,
+            "edge_dst": np.asarray(edge_dst, dtype=np.int64).ravel(),
+            "edge_cost": np.asarray(edge_cost, dtype=np.float64).ravel(),
+            "division_cost": _per_node(division_cost, n_s),
+            "appear_cost": _per_node(appear_cost, n_t),
+            "disappear_cost": _per_node(disappear_cost, n_s),
+            "pinned_src": np.asarray(pinned_src, dtype=np.int64).ravel(),
+            "pinned_dst": np.asarray(pinned_dst, dtype=np.int64).ravel(),
+            "fixed_children": (
+                np.zeros(n_s, np.int64)
+                if fixed_children is None
+                else np.asarray(fixed_children, dtype=np.int64).ravel()
+            ),
+            "fixed_parent": (
+                np.zeros(n_t, bool)
+                if fixed_parent is None
+                else np.asarray(fixed_parent, dtype=bool).ravel()
+            ),
+            "second_child_ok": (
+                np.ones(len(edges), bool)
+                if second_child_ok is None
+                else np.asarray(second_child_ok, dtype=bool).ravel()
+            ),
         }
-        for name, value in as_int.items():
+        for name, value in stored.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "edge_cost", np.asarray(self.edge_cost, dtype=np.float64).ravel())
-        for name, size in (("division_cost", n_s), ("disappear_cost", n_s), ("appear_cost", n_t)):
-            value = np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), (size,))
-            object.__setattr__(self, name, value)
-        fixed_children = (
-            np.zeros(n_s, np.int64)
-            if self.fixed_children is None
-            else np.asarray(self.fixed_children, dtype=np.int64).ravel()
-        )
-        fixed_parent = (
-            np.zeros(n_t, bool)
-            if self.fixed_parent is None
-            else np.asarray(self.fixed_parent, dtype=bool).ravel()
-        )
-        second_ok = (
-            np.ones(len(self.edge_src), bool)
-            if self.second_child_ok is None
-            else np.asarray(self.second_child_ok, dtype=bool).ravel()
-        )
-        object.__setattr__(self, "fixed_children", fixed_children)
-        object.__setattr__(self, "fixed_parent", fixed_parent)
-        object.__setattr__(self, "second_child_ok", second_ok)
         self._validate()
 
     def _validate(self) -> None:
@@ -316,6 +339,11 @@ def assignment_cost(problem: AssignmentProblem, src: np.ndarray, dst: np.ndarray
     has_parent[dst] = True
     total += float(problem.appear_cost[~has_parent].sum())
     return total
+
+
+def _per_node(cost: ArrayLike, size: int) -> np.ndarray:
+    """One cost per node; a scalar applies to all."""
+    return np.broadcast_to(np.asarray(cost, dtype=np.float64), (size,))
 
 
 def _unique_edges(

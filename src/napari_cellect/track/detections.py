@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -237,6 +237,22 @@ _PART_NAMES = {
 
 
 # --------------------------------------------------------------------------- cache
+
+
+class FrameCache(Protocol):
+    """What prediction reads and writes of a cache of per-frame detections: a
+    :class:`DetectionCache`, or one that also asks for each frame's foreground mask
+    (``pipeline.py``)."""
+
+    folder: Path
+
+    def has(self, t: int) -> bool: ...
+
+    def frames(self) -> list[int]: ...
+
+    def load(self, t: int) -> Detections: ...
+
+    def save(self, det: Detections) -> Path: ...
 
 
 class DetectionCache:

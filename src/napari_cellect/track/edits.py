@@ -426,6 +426,12 @@ class History:
         return list(self._undo)
 
     @property
+    def last_done(self) -> Command | None:
+        """The newest command still applied (None when none is): it identifies the tracks of
+        now, so a result computed from them applies only while it is unchanged."""
+        return self._undo[-1] if self._undo else None
+
+    @property
     def undone(self) -> list[Command]:
         """The commands undone and not yet redone, the next to redo last."""
         return list(self._redo)

@@ -307,7 +307,7 @@ def link_sequence(
         division_score=division_score,
         link_score=link_score,
         approved=approved,
-        **{MARGIN_COLUMN: margin},
+        link_margin=margin,  # MARGIN_COLUMN
     )
 
 

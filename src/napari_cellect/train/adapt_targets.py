@@ -231,7 +231,7 @@ def _filled_radius(
     if not np.any(missing):
         return out.astype(np.float32)
     by_frame = {d.t: d for d in detections or [] if len(d)}
-    detected = np.concatenate([d.radius for d in by_frame.values()]) if by_frame else []
+    detected = np.concatenate([d.radius for d in by_frame.values()]) if by_frame else np.zeros(0)
     default = float(np.median(detected)) if len(detected) else fallback
     scale = np.array([z_ratio, 1.0, 1.0])
     for row in np.flatnonzero(missing):
@@ -287,7 +287,7 @@ def crop_targets(
     index = annotation.index
     cfg = annotation.config
     z = annotation.z_ratio
-    shape = tuple(int(s) for s in shape)
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     cells = index.frame_cells(t, origin, shape, z, previous=previous)
     rows = _rows(index, cells.node_ids)
     render = render_cells(cells.positions, cells.radius, shape, z, index.config)

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.model.bundle import ModelBundle
 from napari_cellect.model.unet import CompactUNet3D, TrunkFeatures, UNetOutput
 from napari_cellect.progress import OnStep, Progress, run_to_end
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.correction_set import CorrectionSet
 from napari_cellect.track.detections import Detections
 from napari_cellect.track.matching import DetectionCounts, match_detections
@@ -219,30 +220,34 @@ def _padding(
 
 
 def _frame(
-    bundle: ModelBundle,
+    unet: CompactUNet3D,
+    normalization: NormalizationConfig,
     annotation: CorrectionAnnotation,
     images: ImageData,
     t: int,
     device: torch.device,
 ) -> _Frame:
-    unet = bundle.unet
     n_frames = int(images.shape[0])
     pair = np.stack([np.asarray(images[t]), np.asarray(images[next_frame(t, n_frames)])])
-    pair = normalize_pair(pair.astype(np.float32), bundle.normalization)
-    shape = tuple(int(s) for s in pair.shape[1:])
-    align = tuple(s * p for s, p in zip(unet.config.stem, unet.config.pooling))
-    multiple = tuple(max(a, m) for a, m in zip(align, unet.size_multiple))
-    pad = _padding(shape, multiple, bundle.normalization.min_depth)
-    mode = "reflect" if all(n > max(p) for n, p in zip(shape, pad)) else "edge"
+    pair = normalize_pair(pair.astype(np.float32), normalization)
+    shape = (int(pair.shape[1]), int(pair.shape[2]), int(pair.shape[3]))
+    stem, pooling, size_multiple = unet.config.stem, unet.config.pooling, unet.size_multiple
+    multiple = (
+        max(stem[0] * pooling[0], size_multiple[0]),
+        max(stem[1] * pooling[1], size_multiple[1]),
+        max(stem[2] * pooling[2], size_multiple[2]),
+    )
+    pad = _padding(shape, multiple, normalization.min_depth)
+    mode: Literal["reflect", "edge"] = (
+        "reflect" if all(n > max(p) for n, p in zip(shape, pad)) else "edge"
+    )
     padded = np.pad(pair, [(0, 0), *pad], mode=mode)
-    origin = tuple(-before for before, _ in pad)
-    frame_shape = tuple(int(s) for s in padded.shape[1:])
+    origin = (-pad[0][0], -pad[1][0], -pad[2][0])
+    frame_shape = (int(padded.shape[1]), int(padded.shape[2]), int(padded.shape[3]))
     _, inside = crop_slices(origin, frame_shape, shape)
     x = torch.from_numpy(np.ascontiguousarray(padded[None])).to(device)
-    with torch.no_grad():
-        features = TrunkFeatures(
-            *(None if f is None else f.detach() for f in unet.trunk_features(x))
-        )
+    with torch.no_grad():  # the trunk stays fixed: its features carry no graph
+        features = unet.trunk_features(x)
     previous = t - 1 if t > 0 else None
     targets = crop_targets(annotation, t, origin, frame_shape, inside=inside, previous=previous)
     points = annotation.points(t) - np.asarray(origin, np.float64)
@@ -250,7 +255,8 @@ def _frame(
 
 
 def _frames(
-    bundle: ModelBundle,
+    unet: CompactUNet3D,
+    normalization: NormalizationConfig,
     annotation: CorrectionAnnotation,
     images: ImageData,
     device: torch.device,
@@ -261,7 +267,7 @@ def _frames(
     yield Progress(STAGE_FEATURES, 0, len(times))
     for i, t in enumerate(times):
         stop_if_asked()
-        frames[t] = _frame(bundle, annotation, images, t, device)
+        frames[t] = _frame(unet, normalization, annotation, images, t, device)
         yield Progress(STAGE_FEATURES, i + 1, len(times))
     return frames
 
@@ -291,7 +297,9 @@ def correction_loss(
         )
     device = next(unet.parameters()).device
     with torch.no_grad():
-        frames = run_to_end(_frames(bundle, annotation, images, device, lambda: None))
+        frames = run_to_end(
+            _frames(unet, bundle.normalization, annotation, images, device, lambda: None)
+        )
         losses = [
             float(_crop_loss(unet, f, frames, slice(0, f.shape[1]), slice(0, f.shape[2]), cfg))
             for f in frames.values()
@@ -323,7 +331,8 @@ def detection_counts(
     z = annotation.z_ratio
     merged: dict[int, Detections] = {}
     for step in iter_detect(images, bundle, z_ratio=z, device=device, frames=list(frames)):
-        merged[step.detections.t] = step.detections
+        if step.detections is not None:  # each detect step carries its frame's merged ones
+            merged[step.detections.t] = step.detections
     index = annotation.index
     total = DetectionCounts()
     for t, dets in merged.items():
@@ -383,7 +392,9 @@ def _adapt(
             if should_stop is not None and should_stop():
                 raise Cancelled("detector adaptation cancelled; the model is unchanged")
 
-        frames = yield from _frames(tuned, annotation, images, device, stop_if_asked)
+        frames = yield from _frames(
+            unet, tuned.normalization, annotation, images, device, stop_if_asked
+        )
         times = list(frames)
         align = _align(unet)
         anchors = {name: p.detach().clone() for name, p in params.items()}
@@ -438,7 +449,7 @@ def _crop_window(
         size = min(-(-size // a) * a, n)
         hi = n - size
         if centre is None:
-            start = rng.integers(0, hi + 1)
+            start = int(rng.integers(0, hi + 1))
         else:
             jitter = rng.uniform(-0.25, 0.25) * size
             start = int(np.clip(round(centre[1 + axis] - size / 2 + jitter), 0, hi))
@@ -450,15 +461,14 @@ def _crop_window(
 def _features_crop(
     features: TrunkFeatures, ys: slice, xs: slice, stem: tuple[int, ...], pool: tuple[int, ...]
 ) -> TrunkFeatures:
-    def cut(tensor: Tensor | None, fy: int, fx: int) -> Tensor | None:
-        if tensor is None:
-            return None
+    def cut(tensor: Tensor, fy: int, fx: int) -> Tensor:
         return tensor[..., ys.start // fy : ys.stop // fy, xs.start // fx : xs.stop // fx]
 
     sy, sx = stem[1], stem[2]
+    coarse = features.coarse
     return TrunkFeatures(
         cut(features.fine, sy, sx),
-        cut(features.coarse, sy * pool[1], sx * pool[2]),
+        None if coarse is None else cut(coarse, sy * pool[1], sx * pool[2]),
         cut(features.skip, sy, sx),
         cut(features.pooled_input, sy, sx),
     )
@@ -554,11 +564,10 @@ def _record(
     last_loss: float,
     seconds: float,
 ) -> None:
-    n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "adapt_detector")
-    base = bundle.metadata.name
-    bundle.metadata.record(
+    bundle.metadata.record_version(
         "adapt_detector",
-        base=base,
+        "det",
+        replace=False,
         frames=", ".join(map(str, frames)),
         positives=len(annotation.index),
         negatives=len(annotation.negatives["t"]),
@@ -570,4 +579,3 @@ def _record(
         loss_last_step=round(last_loss, 5),
         seconds=round(float(seconds), 2),
     )
-    bundle.metadata.name = f"{base}+det{n_before + 1}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -42,15 +43,25 @@ def clip_voxels(positions: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 @dataclass
-class _FrameSet:
-    """Detections (real or pseudo) of one frame of one sample, with live features."""
+class _FrameQuery:
+    """Detections (real or pseudo) of one frame of one sample, queued for a feature read."""
 
     positions: np.ndarray  # (N, 3) crop voxels
     cell: np.ndarray  # (N,) index into the frame's FrameCells, -1 = false positive
     inside: np.ndarray  # (N,) bool: in the annotated (valid) region
-    embedding: Tensor | None = None  # (N, E), in the graph
-    radius: Tensor | None = None  # (N,), detached
-    division: Tensor | None = None  # (N, 2) probabilities, detached
+
+
+@dataclass
+class _FrameSet(_FrameQuery):
+    """A frame's detections with their live features (what :meth:`_BatchReader.run` read)."""
+
+    embedding: Tensor  # (N, E), in the graph
+    radius: Tensor  # (N,), detached
+    division: Tensor  # (N, 2) probabilities, detached
+
+    @classmethod
+    def read(cls, query: _FrameQuery, features: tuple[Tensor, Tensor, Tensor]) -> _FrameSet:
+        return cls(query.positions, query.cell, query.inside, *features)
 
 
 class _BatchReader:
@@ -242,7 +253,8 @@ class BatchLosses:
             "link": w.link,
             "link_division": w.link_division,
         }
-        total = sum(weights[k] * v for k, v in terms.items())
+        weighted = [weights[k] * v for k, v in terms.items()]
+        total = sum(weighted[1:], start=weighted[0])  # a tensor start: the total is a tensor
         parts = {k: float(v.detach()) for k, v in terms.items()}
         parts["total"] = float(total.detach())
         return total, parts
@@ -255,7 +267,7 @@ class BatchLosses:
         n = batch.size
         reader = _BatchReader(out)
         triplet: list[tuple[int, np.ndarray]] = []  # (request, keys (N, 2) = sample, label)
-        pairs: list[tuple[TrainSample, _FrameSet, int, _FrameSet | None, int]] = []
+        pairs: list[tuple[TrainSample, _FrameQuery, int, _FrameQuery | None, int]] = []
         for i, sample in enumerate(batch.samples):
             ta, tb = sample.targets.a, sample.targets.b
             z_ratio = sample.z_ratio
@@ -272,28 +284,16 @@ class BatchLosses:
                     keys = np.stack([np.full(int(keep.sum()), i), labels[keep]], axis=1)
                     triplet.append((reader.add(b, vox[keep]), keys))
             # ---- scorer views: jittered annotated centres, then the peak finder's detections
-            views = [
-                (
-                    jittered_cells(
-                        ta.cells_t,
-                        shape,
-                        z_ratio,
-                        rng,
-                        cfg.gt_jitter,
-                        cfg.duplicate_fraction,
-                        cfg.duplicate_offset,
-                    ),
-                    jittered_cells(
-                        ta.cells_next,
-                        shape,
-                        z_ratio,
-                        rng,
-                        cfg.gt_jitter,
-                        cfg.duplicate_fraction,
-                        cfg.duplicate_offset,
-                    ),
-                )
-            ]
+            pseudo_detections = partial(
+                jittered_cells,
+                shape=shape,
+                z_ratio=z_ratio,
+                rng=rng,
+                jitter=cfg.gt_jitter,
+                duplicate_fraction=cfg.duplicate_fraction,
+                duplicate_offset=cfg.duplicate_offset,
+            )
+            views = [(pseudo_detections(ta.cells_t), pseudo_detections(ta.cells_next))]
             if use_detections:
                 views.append(
                     (
@@ -302,19 +302,20 @@ class BatchLosses:
                     )
                 )
             for (pos_a, cell_a), (pos_b, cell_b) in views:
-                set_a, req_a = self._queue(reader, i, pos_a, cell_a, ta.valid)
-                set_b, req_b = (None, -1)
+                query_a, req_a = self._queue(reader, i, pos_a, cell_a, ta.valid)
+                query_b: _FrameQuery | None = None
+                req_b = -1
                 if sample.next_annotated:
-                    set_b, req_b = self._queue(reader, n + i, pos_b, cell_b, tb.valid)
-                pairs.append((sample, set_a, req_a, set_b, req_b))
+                    query_b, req_b = self._queue(reader, n + i, pos_b, cell_b, tb.valid)
+                pairs.append((sample, query_a, req_a, query_b, req_b))
         results = reader.run()
         merge_rows, link_rows = _ScorerRows(), _ScorerRows()
-        for sample, set_a, req_a, set_b, req_b in pairs:
+        for sample, query_a, req_a, query_b, req_b in pairs:
             ta = sample.targets.a
-            set_a.embedding, set_a.radius, set_a.division = results[req_a]
+            set_a = _FrameSet.read(query_a, results[req_a])
             self._merge_rows(merge_rows, set_a, sample.z_ratio)
-            if set_b is not None:
-                set_b.embedding, set_b.radius, set_b.division = results[req_b]
+            if query_b is not None:
+                set_b = _FrameSet.read(query_b, results[req_b])
                 self._merge_rows(merge_rows, set_b, sample.z_ratio)
                 self._link_rows(
                     link_rows, set_a, set_b, ta.cells_t, ta.cells_next, sample.z_ratio, ta.shape
@@ -339,14 +340,14 @@ class BatchLosses:
     @staticmethod
     def _queue(
         reader: _BatchReader, b: int, positions: np.ndarray, cell: np.ndarray, valid: np.ndarray
-    ) -> tuple[_FrameSet, int]:
+    ) -> tuple[_FrameQuery, int]:
         vox = clip_voxels(positions, reader.shape)
-        fs = _FrameSet(
+        query = _FrameQuery(
             positions=np.asarray(positions, np.float64).reshape(-1, 3),
             cell=np.asarray(cell, np.int64),
             inside=valid[vox[:, 0], vox[:, 1], vox[:, 2]] if len(vox) else np.zeros(0, bool),
         )
-        return fs, reader.add(b, vox)
+        return query, reader.add(b, vox)
 
     def _detected(
         self, out: UNetOutput, b: int, cells: FrameCells, z_ratio: float, t: int

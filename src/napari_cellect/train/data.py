@@ -40,6 +40,7 @@ from napari_cellect.data.arrays import ImageData
 from napari_cellect.errors import InputError
 from napari_cellect.infer.normalize import normalize_pair
 from napari_cellect.settings.normalization import NormalizationConfig
+from napari_cellect.settings.tiling import PAD_MODES, PadMode
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.train.targets import (
     AnnotationIndex,
@@ -52,7 +53,6 @@ from napari_cellect.train.targets import (
 
 logger = logging.getLogger(__name__)
 
-PAD_MODES = ("reflect", "edge", "constant")
 SOURCE_WEIGHTINGS = ("uniform", "cells")
 
 
@@ -75,7 +75,8 @@ class TrainSource:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return tuple(int(s) for s in self.images.shape)  # type: ignore[return-value]
+        n_t, z, y, x = self.images.shape
+        return int(n_t), int(z), int(y), int(x)
 
 
 def as_source(value: object, position: int = 0) -> TrainSource:
@@ -83,7 +84,8 @@ def as_source(value: object, position: int = 0) -> TrainSource:
     if isinstance(value, TrainSource):
         source = value
     elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 4:
-        source = TrainSource(*value, name=f"source {position}")
+        given = dict(zip(("images", "graph", "z_ratio", "annotated_mask"), value))
+        source = TrainSource(**given, name=f"source {position}")
     else:
         raise InputError(
             f"training source {position}: expected (images, TrackGraph, z_ratio) or a "
@@ -170,7 +172,7 @@ class SamplingConfig:
     source_weighting: str = "uniform"
     """How a sample picks its series: ``uniform`` (each series equally often) or ``cells``
     (in proportion to its annotated cells)."""
-    pad_mode: str = "reflect"
+    pad_mode: PadMode = "reflect"
     """How volumes smaller than the crop are padded (the tiler's pad modes)."""
     cache_pairs: int = 64
     """Number of normalised frame pairs kept in memory."""
@@ -318,10 +320,13 @@ class Sampler:
             self._cache.popitem(last=False)
         return out
 
-    def _crop(self, volume: np.ndarray, origin: tuple[int, int, int], fill_mode: str) -> np.ndarray:
+    def _crop(
+        self, volume: np.ndarray, origin: tuple[int, int, int], fill_mode: PadMode
+    ) -> np.ndarray:
         """Crop the last three axes at ``origin`` with the crop shape, padding outside."""
         crop = self.sampling.crop
-        vol_sl, crop_sl = crop_slices(origin, crop, volume.shape[-3:])
+        z, y, x = volume.shape[-3:]
+        vol_sl, crop_sl = crop_slices(origin, crop, (z, y, x))
         lead = volume.shape[:-3]
         part = volume[(..., *vol_sl)]
         if part.shape[-3:] == crop:
@@ -360,7 +365,7 @@ class Sampler:
             else:
                 jitter = rng.uniform(-cfg.centre_jitter, cfg.centre_jitter) * crop[axis]
                 origin[axis] = int(np.clip(round(centre[axis] - crop[axis] / 2 + jitter), 0, hi))
-        return tuple(int(o) for o in origin)  # type: ignore[return-value]
+        return int(origin[0]), int(origin[1]), int(origin[2])
 
     def sample(
         self,
@@ -601,6 +606,6 @@ def collate(samples: Sequence[TrainSample]) -> Batch:
         division=division,
         valid=valid,
         division_valid=division_valid,
-        dividing=division.any(axis=1),
+        dividing=np.any(division, axis=1),
         samples=list(samples),
     )

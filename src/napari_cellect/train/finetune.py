@@ -272,14 +272,11 @@ def _record(
     seconds: float,
 ) -> None:
     """What the bundle was tuned on, in its metadata history."""
-    n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "finetune")
-    base = bundle.metadata.name
 
     def total(values: dict[str, float]) -> float | None:
         return float(sum(values.values())) if values else None
 
     details: dict[str, Any] = {
-        "base": base,
         "source": str(source or cs.source or ""),
         **{f"n_{k}": int(v) for k, v in cs.counts().items()},
         "link_rows": len(data.link),
@@ -296,5 +293,4 @@ def _record(
         "lr": cfg.lr,
         "l2sp": cfg.l2sp,
     }
-    bundle.metadata.record("finetune", **details)
-    bundle.metadata.name = f"{base.split('+ft')[0]}+ft{n_before + 1}"
+    bundle.metadata.record_version("finetune", "ft", replace=True, **details)

@@ -776,15 +776,13 @@ def _record(
     bundle: ModelBundle, cs: CorrectionSet, report: GuardReport, source: str | None
 ) -> None:
     """The guard's choice in the tuned bundle's metadata (after the training's own record)."""
-    n_before = sum(1 for e in bundle.metadata.history if e.get("event") == "finetune")
-    base = bundle.metadata.name
-    bundle.metadata.record(
+    bundle.metadata.record_version(
         "finetune",
-        base=base,
+        "ft",
+        replace=True,
         source=str(source or cs.source or ""),
         **{f"n_{k}": int(v) for k, v in cs.counts().items()},
     )
-    bundle.metadata.name = f"{base.split('+ft')[0]}+ft{n_before + 1}"
     bundle.metadata.record(
         "guard",
         split=report.split,

@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -80,6 +80,9 @@ from napari_cellect.train.config import TrainConfig, TrainProgress
 from napari_cellect.train.data import Sampler, TrainSample, as_source, collate
 from napari_cellect.train.sample_pool import SamplePool
 from napari_cellect.train.validation import Validation
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -234,9 +237,12 @@ class Trainer:
         """Warm start: copy the weights of a trained bundle of the same architecture."""
         source = init if isinstance(init, ModelBundle) else ModelBundle.load(init)
         where = getattr(source.metadata, "name", "") or str(init)
-        mine = (self.bundle.unet_config, self.bundle.merge_config, self.bundle.link_config)
-        theirs = (source.unet_config, source.merge_config, source.link_config)
-        for what, a, b in zip(("U-Net", "merge scorer", "link scorer"), mine, theirs):
+        configs: list[tuple[str, DataclassInstance, DataclassInstance]] = [
+            ("U-Net", self.bundle.unet_config, source.unet_config),
+            ("merge scorer", self.bundle.merge_config, source.merge_config),
+            ("link scorer", self.bundle.link_config, source.link_config),
+        ]
+        for what, a, b in configs:
             differ = [
                 f.name
                 for f in dataclasses.fields(a)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -68,8 +68,9 @@ class SamplePool:
 
     def batches(
         self, seed: int, epoch: int, steps: range, batch_size: int
-    ) -> Iterator[list[TrainSample]]:
-        """The batches of ``steps`` (step numbers within the epoch), in order."""
+    ) -> Generator[list[TrainSample], None, None]:
+        """The batches of ``steps`` (step numbers within the epoch), in order; ``close()`` it to
+        cancel the samples drawn ahead."""
         if self.workers <= 0:
             for step in steps:
                 yield [

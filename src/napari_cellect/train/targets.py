@@ -521,14 +521,18 @@ def pair_targets(
 
 def crop_slices(
     origin: tuple[int, int, int], shape: tuple[int, int, int], volume_shape: tuple[int, int, int]
-) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+) -> tuple[tuple[slice, slice, slice], tuple[slice, slice, slice]]:
     """(volume slices, crop slices) of the overlap between a crop and the volume."""
-    vol, crop = [], []
-    for o, s, n in zip(origin, shape, volume_shape):
-        lo, hi = max(o, 0), min(o + s, n)
-        vol.append(slice(lo, max(lo, hi)))
-        crop.append(slice(lo - o, lo - o + max(0, hi - lo)))
-    return tuple(vol), tuple(crop)
+    (vz, cz), (vy, cy), (vx, cx) = (
+        _axis_overlap(o, s, n) for o, s, n in zip(origin, shape, volume_shape)
+    )
+    return (vz, vy, vx), (cz, cy, cx)
+
+
+def _axis_overlap(origin: int, size: int, length: int) -> tuple[slice, slice]:
+    """(volume slice, crop slice) of one axis."""
+    lo, hi = max(origin, 0), min(origin + size, length)
+    return slice(lo, max(lo, hi)), slice(lo - origin, lo - origin + max(0, hi - lo))
 
 
 # ------------------------------------------------------------- detections <-> annotations

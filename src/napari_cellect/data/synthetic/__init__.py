@@ -42,39 +42,31 @@ only the parameters, not scipy, pandas or the writers. The settings classes
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from napari_cellect.lazy_exports import LazyExports
 
-_EXPORTS = {
-    "PRESETS": ".config",
-    "sample_config": ".config",
-    "sample_wide_config": ".config",
-    "EmbryoGeometry": ".geometry",
-    "embryo_geometry": ".geometry",
-    "cells_for_density": ".geometry",
-    "FrameCells": ".simulation",
-    "GT_COLUMNS": ".sequence",
-    "Simulation": ".sequence",
-    "SyntheticSequence": ".sequence",
-    "simulate": ".sequence",
-    "iter_frames": ".sequence",
-    "generate": ".sequence",
-    "SyntheticPaths": ".write",
-    "iter_write_synthetic": ".write",
-    "write_synthetic": ".write",
-    "summarise": ".write",
-}
+_LAZY = LazyExports(
+    __name__,
+    {
+        "PRESETS": ".config",
+        "sample_config": ".config",
+        "sample_wide_config": ".config",
+        "EmbryoGeometry": ".geometry",
+        "embryo_geometry": ".geometry",
+        "cells_for_density": ".geometry",
+        "FrameCells": ".simulation",
+        "GT_COLUMNS": ".sequence",
+        "Simulation": ".sequence",
+        "SyntheticSequence": ".sequence",
+        "simulate": ".sequence",
+        "iter_frames": ".sequence",
+        "generate": ".sequence",
+        "SyntheticPaths": ".write",
+        "iter_write_synthetic": ".write",
+        "write_synthetic": ".write",
+        "summarise": ".write",
+    },
+)
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = _LAZY.public
+__getattr__ = _LAZY.load
+__dir__ = _LAZY.names

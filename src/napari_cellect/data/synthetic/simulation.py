@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -181,7 +182,7 @@ class Simulator:
         return candidates[int(np.argmax(clearance))]
 
     def _place(
-        self, radii: np.ndarray, fov: list[bool | None], existing: _Cells | None
+        self, radii: np.ndarray, fov: Sequence[bool | None], existing: _Cells | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Positions for new cells of ``radii``, one at a time, each in the freest spot.
 
@@ -266,7 +267,7 @@ class Simulator:
             giant=np.zeros(n, dtype=bool),
         )
 
-    def _random_cells(self, n: int, fov: list[bool | None], existing: _Cells | None) -> _Cells:
+    def _random_cells(self, n: int, fov: Sequence[bool | None], existing: _Cells | None) -> _Cells:
         c = self.c
         radius = self.rng.uniform(*c.radius_range, n)
         giant = self.look.random(n) < c.giant_fraction
@@ -287,7 +288,7 @@ class Simulator:
         c = self.c
         n_total = int(round(c.n_cells / self._fov_fraction()))
         n_out = min(max(n_total - c.n_cells, 0), _MAX_OUTSIDE_FACTOR * max(c.n_cells, 1))
-        where: list[bool | None] = [True] * c.n_cells + [False] * n_out
+        where: Sequence[bool | None] = [True] * c.n_cells + [False] * n_out
         cells = self._random_cells(len(where), where, None)
         placed_inside = int(np.count_nonzero(self._in_fov(cells.pos)))
         if placed_inside < c.n_cells:
@@ -300,22 +301,24 @@ class Simulator:
         if c.doublets:
             cells = cells.concat(self._doublet_partners(cells))
         if c.distractors:
-            r = c.distractor_radius * c.radius_range[0]
-            pos, keep = self._place(np.full(c.distractors, r), [True] * c.distractors, cells)
+            radius = c.distractor_radius * c.radius_range[0]
+            pos, keep = self._place(np.full(c.distractors, radius), [True] * c.distractors, cells)
             extra = self._new_cells(
                 pos[keep],
-                np.full(keep.sum(), r),
-                np.full(keep.sum(), r),
+                np.full(keep.sum(), radius),
+                np.full(keep.sum(), radius),
                 np.full(keep.sum(), c.distractor_brightness * c.brightness_range[1]),
                 tracked=False,
             )
             cells = cells.concat(extra)
         if c.debris:
-            r = self.rng.uniform(*c.debris_radius, c.debris) * c.radius_range[0]
-            pos, keep = self._place(r, [True] * c.debris, cells)
+            radii = self.rng.uniform(*c.debris_radius, c.debris) * c.radius_range[0]
+            pos, keep = self._place(radii, [True] * c.debris, cells)
             brightness = self.rng.uniform(*c.debris_brightness, c.debris) * c.brightness_range[0]
             cells = cells.concat(
-                self._new_cells(pos[keep], r[keep], r[keep], brightness[keep], tracked=False)
+                self._new_cells(
+                    pos[keep], radii[keep], radii[keep], brightness[keep], tracked=False
+                )
             )
         for _ in range(3):
             self._relax(cells)
