@@ -57,11 +57,16 @@ def drop(viewer, path) -> None:
 def test_track_cells_on_hostile_pixels_ends_with_a_result_and_runs_again(
     make_napari_viewer, qtbot, tmp_path
 ):
-    """All NaN, infinite voxels, one frame, negative floats: the real pipeline (a random model)
-    tracks each and says what it met; Run is enabled again after each."""
+    """All NaN, infinite voxels, one frame, negative floats: the real pipeline (a random model
+    that records the nucleus size it was trained on) tracks each and says what it met, naming
+    the widget's own field where it says what to do; Run is enabled again after each."""
+    import dataclasses
+
     from napari_cellect.model.bundle import ModelBundle
 
-    model = ModelBundle.random("small", seed=0).save(tmp_path / "model.pt")
+    bundle = ModelBundle.random("small", seed=0)
+    normalization = dataclasses.replace(bundle.normalization, reference_radius=4.0)
+    model = dataclasses.replace(bundle, normalization=normalization).save(tmp_path / "model.pt")
     rng = np.random.default_rng(0)
     noisy = rng.random((2, 4, 32, 32)).astype(np.float32)
     noisy[0, 1, 5, 5], noisy[1, 2, 6, 6], noisy[1, 0, 9, 9] = np.inf, -np.inf, np.nan
@@ -87,7 +92,9 @@ def test_track_cells_on_hostile_pixels_ends_with_a_result_and_runs_again(
         said[name] = widget.status.text()
         assert widget.jobs.worker is None and widget.run_button.isEnabled(), said
         assert "failed" not in said[name] and " cells, " in said[name], said
-    assert "no contrast" in said["all nan"]
+    assert "No cells, because: " in said["all nan"] and "no finite voxel" in said["all nan"]
+    assert "give their radius (Nucleus radius (px) in Track cells)" in said["all nan"]
+    assert "--cell-radius" not in " ".join(said.values())
     assert "NaN or infinite" in said["infinite"]
 
 
