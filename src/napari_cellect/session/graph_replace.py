@@ -4,8 +4,8 @@ Re-linking builds a whole new :class:`TrackGraph`; the session's graph is the on
 layer, the lineage view and the journal follow, so it is not swapped but *edited* into the new
 graph by a single :class:`~napari_cellect.track.edits.Compound` of the four journal primitives:
 remove the nodes the new graph lacks (and those it puts in another frame), add the new ones
-(unlinked), set every parent that differs, then set the values that differ, column by column. The history undoes it in one step
-and the journal replays it like any other edit. No Qt here.
+(unlinked), set every parent that differs, then set the values that differ, column by column.
+The history undoes it in one step and the journal replays it like any other edit. No Qt here.
 """
 
 from __future__ import annotations
