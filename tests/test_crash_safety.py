@@ -27,8 +27,9 @@ from napari_cellect.track.journal import restore
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
-#: kills per test; each starts a fresh Python process (about 0.5 s)
-KILLS = 6
+#: kills per test; each starts a fresh Python process (about 0.5 s). More for a stress run:
+#: CELLECT_KILLS=50 pytest tests/test_crash_safety.py -k killed
+KILLS = int(os.environ.get("CELLECT_KILLS", "6"))
 
 JOURNAL_WRITER = """
 import sys

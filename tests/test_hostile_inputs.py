@@ -84,6 +84,10 @@ BAD_IMAGES: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda p: (tifffile.imwrite(p, movie()[0]), p)[1],
         "Pass --axes TYX .a 2D time series. or --axes ZYX",
     ),
+    "1D (a line of pixels)": (
+        lambda p: (tifffile.imwrite(p, np.arange(32, dtype=np.uint16)), p)[1],
+        r"expected \(T,Z,Y,X\) or \(T,Y,X\) data, found 1 dimension.s. \(32,\) with axes 'X'",
+    ),
     "5D without axes": (
         lambda p: (tifffile.imwrite(p, movie()[None].repeat(2, 0), metadata={"axes": "QQQYX"}), p)[
             1
@@ -136,6 +140,82 @@ def test_bad_images_get_one_clear_line_from_cellect_track(case, tmp_path, capsys
     assert_one_line_error(err, "track", message)
     assert str(path.name) in err
     assert_no_output(tmp_path, out)
+
+
+#: what the napari reader says where it differs from the CLI (napari has no --axes option)
+NAPARI_IMAGE_MESSAGES = {
+    "3D without axes": "Save the file with its axes in the metadata",
+    "5D without axes": r"found 5 dimensions .* Save the file with its axes in the metadata",
+}
+#: not claimed by napari-cellect's reader: napari's own readers say they cannot open it
+NOT_NAPARI_CELLECT_FILES = {"missing", "folder without TIFFs", "empty", "binary junk"}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_bad_images_are_refused_by_the_napari_reader(case, tmp_path):
+    from napari_cellect._napari._reader import get_reader
+
+    make, message = BAD_IMAGES[case]
+    path = make(tmp_path / ("input" if "folder" in case else "input.tif"))
+    reader = get_reader(str(path))
+    if case in NOT_NAPARI_CELLECT_FILES:
+        assert reader is None
+        return
+    assert reader is not None
+    with pytest.raises(InputError, match=NAPARI_IMAGE_MESSAGES.get(case, message)) as info:
+        reader(str(path))
+    assert path.name in str(info.value)
+    assert "--axes" not in str(info.value) and "axes=" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("command", "case"),
+    [
+        ("train", "3D without axes"),
+        ("train", "truncated"),
+        ("finetune", "3D without axes"),
+        ("finetune", "header claims huge sizes"),
+    ],
+)
+def test_bad_images_get_one_clear_line_from_cellect_train_and_finetune(
+    command, case, tmp_path, capsys, weights
+):
+    make, message = BAD_IMAGES[case]
+    image = make(tmp_path / "input.tif")
+    tracks = write(tmp_path / "tracks.csv", HEADER + "1,0,0,5,5,-1\n2,1,0,5,5,1\n")
+    out = tmp_path / "out.pt"
+    code, err = cellect(capsys, *cli_args(command, image, tracks, weights, out))
+    assert code == 2
+    assert_one_line_error(err, command, message)
+    assert_no_output(tmp_path, out)
+
+
+def cli_args(command: str, image: Path, tracks: Path, weights: Path, out: Path) -> list[str]:
+    """``cellect train`` or ``cellect finetune`` on ``image`` with ``tracks`` (no GPU)."""
+    if command == "train":
+        return [
+            command,
+            str(image),
+            "--annotations",
+            str(tracks),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    return [
+        command,
+        "--tracks",
+        str(tracks),
+        "--images",
+        str(image),
+        "--weights",
+        str(weights),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+    ]
 
 
 def test_python_callers_are_told_the_python_spelling(tmp_path):
@@ -259,6 +339,44 @@ def test_bad_csvs_get_one_clear_line_from_cellect_evaluate(case, tmp_path, capsy
     code, err = cellect(capsys, "evaluate", str(bad), str(good))
     assert code == 2
     assert_one_line_error(err, "evaluate", message)
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+@pytest.mark.parametrize("case", ["missing column", "parent forward in time", "Latin-1 bytes"])
+def test_bad_csvs_get_one_clear_line_from_cellect_train_and_finetune(
+    command, case, tmp_path, capsys, weights
+):
+    content, message = BAD_CSVS[case]
+    tracks = write(tmp_path / "pistes à corriger.csv", content)
+    image = imagej(tmp_path / "movie.tif", movie())
+    out = tmp_path / "out.pt"
+    code, err = cellect(capsys, *cli_args(command, image, tracks, weights, out))
+    assert code == 2
+    assert_one_line_error(err, command, message)
+    assert tracks.name in err
+    assert_no_output(tmp_path, out)
+
+
+@pytest.mark.parametrize("case", list(BAD_CSVS))
+def test_bad_csvs_are_refused_by_the_napari_reader_and_left_as_they_were(case, tmp_path):
+    """The same message as in Python and the CLI; the file is not changed and gets no
+    autosave journal."""
+    from napari_cellect._napari._reader import get_reader
+    from napari_cellect.track.journal import journal_folder_for
+
+    content, message = BAD_CSVS[case]
+    path = write(tmp_path / "embryon été_tracks.csv", content)
+    before = path.read_bytes()
+    reader = get_reader(str(path))
+    if case in NOT_NAPARI_CELLECT_FILES:
+        assert reader is None
+        return
+    assert reader is not None
+    with pytest.raises(InputError, match=message):
+        reader(str(path))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert not journal_folder_for(path).exists()
 
 
 def test_extra_columns_numeric_kept_text_dropped(tmp_path):

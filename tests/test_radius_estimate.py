@@ -136,7 +136,7 @@ def test_no_nuclei_gives_no_size_a_warning_and_the_model_radius(name, caplog):
     assert estimate.radius is None and estimate.reason
     with caplog.at_level(logging.WARNING):
         assert resolve_cell_radius("auto", frame[None], 1.0, REFERENCE) is None
-    assert "could not find a nucleus size" in caplog.text and "--cell-radius" in caplog.text
+    assert "could not find a nucleus size" in caplog.text and "(cell_radius=R)" in caplog.text
 
 
 def test_an_estimate_near_the_model_radius_leaves_the_frames_alone_and_a_far_one_resizes(caplog):
@@ -147,7 +147,7 @@ def test_an_estimate_near_the_model_radius_leaves_the_frames_alone_and_a_far_one
         assert "used as they are" in caplog.text
         radius = resolve_cell_radius("auto", far[None], 1.0, REFERENCE)
     assert abs(radius / truth - 1) <= 0.2
-    assert "frames are resized by" in caplog.text and "--cell-radius" in caplog.text
+    assert "frames are resized by" in caplog.text and "(cell_radius=R overrides it)" in caplog.text
 
 
 def test_given_radii_pass_through_and_nonsense_is_refused():

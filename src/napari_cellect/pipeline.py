@@ -19,7 +19,7 @@ import numpy as np
 from napari_cellect.data.arrays import ImageData, ImageInput
 from napari_cellect.data.atomic import atomic_write
 from napari_cellect.errors import InputError
-from napari_cellect.infer.radius_estimate import resolve_cell_radius
+from napari_cellect.infer.radius_estimate import PYTHON_RADIUS, resolve_cell_radius
 from napari_cellect.progress import OnStep, run_to_end
 from napari_cellect.segment import SegmentationConfig, paint_spheres, segment_frame
 from napari_cellect.track.corrections import CorrectionSet
@@ -187,6 +187,7 @@ def iter_tracking(
     should_stop: Callable[[], bool] | None = None,
     cell_radius: float | str | None = "auto",
     scheduler: str | Client | None = None,
+    radius_option: str = PYTHON_RADIUS,
 ) -> Generator[TrackingProgress, None, TrackingResult]:
     """Track a (T, Z, Y, X) series (numpy, dask or ImageSequence). Returns a TrackingResult.
 
@@ -211,6 +212,8 @@ def iter_tracking(
             distributed`): a scheduler address ``'tcp://HOST:PORT'``, ``'local:N'`` for a
             LocalCluster of N workers, or a ``distributed.Client``. Merging, division
             refinement and linking run here. None: everything in this process.
+        radius_option: how the caller's interface takes a nucleus radius, named by the
+            messages about the estimate (``"--cell-radius R"`` for the CLI).
     """
     from napari_cellect.model.bundle import ModelBundle
 
@@ -223,7 +226,7 @@ def iter_tracking(
         )
     n_frames = int(data.shape[0])
     reference_radius = bundle.normalization.reference_radius
-    cell_radius = resolve_cell_radius(cell_radius, data, z_ratio, reference_radius)
+    cell_radius = resolve_cell_radius(cell_radius, data, z_ratio, reference_radius, radius_option)
     detection_cache = None
     if cache_dir is not None:
         detection_cache = open_detection_cache(

@@ -96,7 +96,9 @@ def test_2d_tracks_csv_gives_t_y_x_layers(tmp_path):
 
 
 def test_reopening_a_csv_with_a_journal_asks_and_restores(tmp_path, graph, monkeypatch):
-    path = tmp_path / "tracks.csv"
+    """(In a folder with spaces and non-ASCII names: the journal goes beside the file there.)"""
+    path = tmp_path / "dossier à espaces" / "pistes été.csv"
+    path.parent.mkdir()
     write_csv(graph, path)
     (_, pkw, _) = read_tracks_file(str(path))[-1]
     session = pkw["metadata"][SESSION_KEY]

@@ -5,7 +5,8 @@
 - undoing any sequence gives back the exact starting state, redoing it the exact end state;
 - replaying the journal gives the live state;
 - CSV and GEFF round trips keep every node, link and value;
-- the linker never gives a node three children, and keeps every pinned edge.
+- the linker never gives a node three children, and keeps every pinned edge;
+- a re-link's one edit turns any graph into any other, undoes and replays exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from napari_cellect.data.annotations import read_csv, read_geff
 from napari_cellect.data.export import write_csv, write_geff
 from napari_cellect.errors import GraphError
+from napari_cellect.session.graph_replace import replace_command
 from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track import edits
 from napari_cellect.track.detections import Detections
@@ -298,3 +300,25 @@ def test_the_linker_never_makes_three_children_and_keeps_every_pin(
     for parent, child in pins:
         assert graph.parent_of(child) == parent
         assert graph["approved"][graph.index_of(child)[0]]
+
+
+@settings(FAST, max_examples=40)
+@given(old=graphs(), new=graphs())
+def test_a_re_link_replaces_any_graph_by_any_other_and_undoes_exactly(old, new):
+    """The one edit a re-link makes (``session.graph_replace``): the live graph becomes the new
+    one, undo gives back the exact start, redo the exact end, and the journal replays it."""
+    start = state(old)
+    with tempfile.TemporaryDirectory() as folder:
+        history = History(old)
+        journal = Journal(Path(folder) / "session.cellect-journal")
+        journal.start(history)
+        history.execute(replace_command(old, new, "re-link"))
+        assert_valid(history.graph)
+        pd.testing.assert_frame_equal(by_id(history.graph), by_id(new))
+        replayed = restore(journal.folder)
+        journal.close()
+    pd.testing.assert_frame_equal(by_id(replayed.graph), by_id(new))
+    history.undo()
+    assert_same(state(history.graph), start)
+    history.redo()
+    assert_same(state(history.graph), state(new))

@@ -190,7 +190,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.images import CLI_AXES, open_sequence
-    from napari_cellect.infer.radius_estimate import resolve_cell_radius
+    from napari_cellect.infer.radius_estimate import CLI_RADIUS, resolve_cell_radius
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
     from napari_cellect.session import TrackingSession
@@ -215,7 +215,11 @@ def run(args: argparse.Namespace) -> int:
     sequence = open_sequence(args.images, axes=args.axes, axes_option=CLI_AXES)
     z_ratio = args.z_ratio if args.z_ratio is not None else sequence.z_ratio
     radius = resolve_cell_radius(
-        args.cell_radius, sequence.data, z_ratio, bundle.normalization.reference_radius
+        args.cell_radius,
+        sequence.data,
+        z_ratio,
+        bundle.normalization.reference_radius,
+        CLI_RADIUS,
     )
     # the session's rule: the file's approved links over the saved corrections they override
     session = TrackingSession.read_tracks(args.tracks, z_ratio=z_ratio)

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_cellect.data.export import write_csv, write_ctc, write_geff, write_label_series
     from napari_cellect.data.images import CLI_AXES, open_sequence
     from napari_cellect.infer.device import resolve_device
+    from napari_cellect.infer.radius_estimate import CLI_RADIUS
     from napari_cellect.infer.rescale import xy_scale
     from napari_cellect.model.bundle import ModelBundle
     from napari_cellect.pipeline import make_labeler, track_images
@@ -176,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             keep_approved=keep,
             corrections=corrections,
             cell_radius=args.cell_radius,
+            radius_option=CLI_RADIUS,
             scheduler=client,
             keep_foreground=args.labels is not None or args.ctc is not None,
             progress=lambda step: bar.update(1) if step.stage == "detect" else None,

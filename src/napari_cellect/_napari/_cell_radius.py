@@ -17,6 +17,8 @@ from napari_cellect.errors import CellectError
 
 #: the field's label in both widgets
 CELL_RADIUS_LABEL = "Nucleus radius (px)"
+#: the radius option a napari user has, as the core's messages about the estimate name it
+NAPARI_RADIUS = f"{CELL_RADIUS_LABEL} in Track cells"
 #: largest nucleus radius (xy pixels) offered; 0 is "as trained" (no resizing)
 MAX_CELL_RADIUS = 1000.0
 AUTO_RADIUS_HELP = (

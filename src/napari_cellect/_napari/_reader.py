@@ -62,14 +62,21 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
     return None
 
 
+#: the columns of a tracks CSV (:func:`napari_cellect.data.annotations.read_tracks`)
+TRACKS_COLUMNS = frozenset({"id", "t", "y", "x", "parent_id"})
+
+
 def _is_tracks_csv(path: Path) -> bool:
+    """A header with ``id`` and at least two more of the tracks columns: a tracks file, maybe
+    with a column missing, which our reader then names (napari's CSV reader would only say it
+    cannot read it)."""
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline()
     except OSError:
         return False
     columns = {c.strip().strip('"').lower() for c in header.split(",")}
-    return {"id", "t", "y", "x", "parent_id"} <= columns
+    return "id" in columns and len(TRACKS_COLUMNS & columns) >= 3
 
 
 def _is_tracks_folder(path: Path) -> bool:

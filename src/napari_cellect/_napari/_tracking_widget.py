@@ -14,6 +14,7 @@ pass their own generator with the same signature.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from napari_cellect._napari._cell_radius import (
     AUTO_RADIUS_HELP,
     CELL_RADIUS_HELP,
     CELL_RADIUS_LABEL,
+    NAPARI_RADIUS,
     CellRadiusSpinBox,
     radius_tooltip,
 )
@@ -486,7 +488,9 @@ class TrackingWidget(QWidget):
         self._stage, self._stage_first = "", 0
         self._warnings.start()
         self._show("info", f"tracking {layer.name}...")
-        function = self.tracking_function or default_tracking_function()
+        function = self.tracking_function or functools.partial(
+            default_tracking_function(), radius_option=NAPARI_RADIUS
+        )
         self.jobs.start(
             tracking_job,
             function,

@@ -242,7 +242,12 @@ def _check_axes(
 ) -> None:
     """Refuse multi-channel data, more than one time axis in a per-frame file, and no YX."""
     if "Y" not in letters or "X" not in letters:
-        raise InputError(f"axes {letters!r} lack Y or X (shape {tuple(shape)})", source)
+        expected = "(T,Z,Y,X) or (T,Y,X)" if sequence else "(Z,Y,X) or (Y,X)"
+        raise InputError(
+            f"expected {expected} data, found {len(shape)} dimension(s) {tuple(shape)} with "
+            f"axes {letters!r}: an image needs a Y and an X axis",
+            source,
+        )
     sizes = dict(zip(letters, shape))
     if sizes.get("C", 1) > 1:
         free = next((a for a in "TZ" if a not in letters), None)

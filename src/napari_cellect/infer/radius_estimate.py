@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: the value of ``cell_radius`` that asks for an estimate
 AUTO = "auto"
+#: how a person gives the nucleus radius, as the messages name it for the interface in use
+PYTHON_RADIUS = "cell_radius=R"
+CLI_RADIUS = "--cell-radius R"
 #: LoG sigmas searched (xy pixels); the first and last only bound the scale maxima, so nucleus
 #: radii of about 1.5-40 px are found
 SIGMAS = tuple(math.sqrt(2.0) ** i for i in range(11))
@@ -179,6 +182,7 @@ def resolve_cell_radius(
     images: Any,
     z_ratio: float,
     reference_radius: float | None,
+    radius_option: str = PYTHON_RADIUS,
 ) -> float | None:
     """The ``cell_radius`` to resize frames for: a number as given, None as None (no resizing),
     ``"auto"`` estimated from the images (logged): None when the estimate is within
@@ -197,34 +201,38 @@ def resolve_cell_radius(
         )
         return None
     estimate = estimate_radius(images, z_ratio)
-    return radius_to_resize_for(estimate, reference_radius)
+    return radius_to_resize_for(estimate, reference_radius, radius_option)
 
 
-def radius_to_resize_for(estimate: RadiusEstimate, reference_radius: float) -> float | None:
-    """What :func:`resolve_cell_radius` makes of an estimate (logging it)."""
+def radius_to_resize_for(
+    estimate: RadiusEstimate, reference_radius: float, radius_option: str = PYTHON_RADIUS
+) -> float | None:
+    """What :func:`resolve_cell_radius` makes of an estimate (logging it; ``radius_option``
+    is how the interface in use takes a radius, e.g. :data:`CLI_RADIUS`)."""
     if estimate.radius is None:
         logger.warning(
             "%s: the frames are used as they are (the model's own nucleus radius, %g px); if "
-            "the nuclei are much larger or smaller, give their radius (--cell-radius R)",
+            "the nuclei are much larger or smaller, give their radius (%s)",
             estimate.describe(),
             reference_radius,
+            radius_option,
         )
         return None
     factor = estimate.radius / reference_radius
     if 1 / NO_RESIZE_FACTOR <= factor <= NO_RESIZE_FACTOR:
         logger.info(
-            "%s, close to the model's %g px: the frames are used as they are (give "
-            "--cell-radius R to resize anyway)",
+            "%s, close to the model's %g px: the frames are used as they are (%s resizes anyway)",
             estimate.describe(),
             reference_radius,
+            radius_option,
         )
         return None
     logger.info(
-        "%s; the model was trained on %g px: frames are resized by %.3g (give "
-        "--cell-radius R to override)",
+        "%s; the model was trained on %g px: frames are resized by %.3g (%s overrides it)",
         estimate.describe(),
         reference_radius,
         1 / factor,
+        radius_option,
     )
     return estimate.radius
 

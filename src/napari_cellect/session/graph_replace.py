@@ -3,9 +3,9 @@
 Re-linking builds a whole new :class:`TrackGraph`; the session's graph is the one object every
 layer, the lineage view and the journal follow, so it is not swapped but *edited* into the new
 graph by a single :class:`~napari_cellect.track.edits.Compound` of the four journal primitives:
-remove the nodes the new graph lacks, add the new ones (unlinked), set every parent that
-differs, then set the values that differ, column by column. The history undoes it in one step
-and the journal replays it like any other edit. No Qt here.
+remove the nodes the new graph lacks (and those it puts in another frame), add the new ones
+(unlinked), set every parent that differs, then set the values that differ, column by column.
+The history undoes it in one step and the journal replays it like any other edit. No Qt here.
 """
 
 from __future__ import annotations
@@ -47,10 +47,14 @@ def replace_command(
         step.apply(scratch)
         steps.append(step)
 
-    gone = np.setdiff1d(old.ids, new.ids)
+    # a node that moves to another frame is removed and added again: its links are only valid
+    # in its new frame, and setting them before its frame would go back in time
+    shared = np.intersect1d(old.ids, new.ids)
+    kept = shared[old["t"][old.index_of(shared)] == new["t"][new.index_of(shared)]]
+    gone = np.setdiff1d(old.ids, kept)
     if len(gone):
         run(RemoveNodes(gone.tolist()))
-    added_rows = np.flatnonzero(~np.isin(new.ids, old.ids))
+    added_rows = np.flatnonzero(~np.isin(new.ids, kept))
     if len(added_rows):
         run(
             AddNodes(
