@@ -156,9 +156,8 @@ def test_a_scheduler_that_never_answers_is_an_error_within_the_timeout(monkeypat
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        trying = threading.Thread(
-            target=connect_to, args=("tcp://127.0.0.1:%d" % silent.getsockname()[1],), daemon=True
-        )
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        trying = threading.Thread(target=connect_to, args=(address,), daemon=True)
         trying.start()
         trying.join(20)  # a thread, so a connect that waits for ever fails the test, not hangs it
         assert not trying.is_alive(), "connect waited out the scheduler's silence"
