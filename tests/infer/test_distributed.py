@@ -132,6 +132,17 @@ def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, c
     client.wait_for_workers(2, timeout=120)  # the nanny restarts it for the next test
 
 
+def test_a_running_scheduler_is_reached_by_its_address(client):
+    """The path --scheduler tcp://HOST:PORT takes: handshake, client, workers; leaving closes
+    only this client, not the cluster."""
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    with connect(address) as other:
+        assert other is not client and other.nthreads() == client.nthreads()
+        assert other.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
+    assert other.status == "closed" and client.nthreads()
+
+
 def test_an_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(SchedulerError, match=r"cannot reach the dask scheduler at tcp://127\.0\.0"):
         with connect(UNREACHABLE):
