@@ -265,6 +265,33 @@ def test_finetune_finds_the_cache_track_left_beside_the_tracks(
     assert not images.with_name(images.name + ".cellect-cache").exists()
 
 
+def test_a_relink_reads_the_cache_the_corrected_tracks_were_made_with(images, weights, tmp_path):
+    """``cellect track --keep-approved tracks.csv -o relinked.csv`` finds the cache that
+    ``cellect track -o tracks.csv`` left beside its CSV: nothing is predicted or rewritten, the
+    approved link is kept. Corrected tracks with no cache beside them get the output's own."""
+    tracks = tmp_path / "tracks.csv"
+    assert track(images, weights, tracks) == 0
+    cache = tmp_path / "tracks.csv.cellect-cache"
+    cached = fingerprints(cache)
+    assert len(cached) == 3
+    df = pd.read_csv(tracks)
+    child = int(df.loc[df["parent_id"] >= 0, "id"].iloc[0])
+    df["approved"] = (df["id"] == child).astype(int)
+    df.to_csv(tracks, index=False)
+    relinked = tmp_path / "relinked.csv"
+    assert track(images, weights, relinked, "--keep-approved", str(tracks)) == 0
+    assert fingerprints(cache) == cached  # read, nothing predicted or rewritten
+    assert not relinked.with_name("relinked.csv.cellect-cache").exists()
+    assert read_tracks(relinked).parent_of(child) == read_tracks(tracks).parent_of(child)
+
+    elsewhere = tmp_path / "saved" / "corrected.csv"
+    elsewhere.parent.mkdir()
+    df.to_csv(elsewhere, index=False)
+    again = tmp_path / "again.csv"
+    assert track(images, weights, again, "--keep-approved", str(elsewhere)) == 0
+    assert len(fingerprints(tmp_path / "again.csv.cellect-cache")) == 3
+
+
 def test_zarr_in_masks_out_frame_by_frame(images, weights, tmp_path):
     """A zarr series is tracked and its instance masks written to a zarr array, one chunk per
     frame, with the track ids of the CSV."""

@@ -173,6 +173,32 @@ def test_a_cache_from_another_model_or_other_settings_or_images_is_not_reused(
     assert len(unet_runs) == N_FRAMES
 
 
+def test_a_zarr_series_rewritten_in_place_is_other_images(
+    images, bundle, unet_runs, tmp_path, caplog
+):
+    """A zarr frame overwritten after the run (same shape, same store) is not read from the
+    cache: the chunk's folder deep in the store changed, so the cache says "other images"."""
+    zarr = pytest.importorskip("zarr")
+    frames = np.asarray(open_sequence(images).data[:3])
+    store = tmp_path / "series.zarr"
+    array = zarr.open_array(
+        str(store), mode="w", shape=frames.shape, chunks=(1, 8, 32, 32), dtype=frames.dtype
+    )
+    array[:] = frames
+    for path in [store, *store.rglob("*")]:  # a store written a minute ago
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 60 * 10**9))
+    cache = tmp_path / "cache"
+    track_images(open_sequence(store), bundle, z_ratio=1.0, cache_dir=cache)
+    track_images(open_sequence(store), bundle, z_ratio=1.0, cache_dir=cache)
+    assert len(unet_runs) == 3, "the same store again is read from the cache"
+    zarr.open_array(str(store), mode="r+")[1] = frames[2]
+    with caplog.at_level(logging.WARNING, logger="napari_cellect.pipeline"):
+        track_images(open_sequence(store), bundle, z_ratio=1.0, cache_dir=cache)
+    assert "other images" in caplog.text and "not reused" in caplog.text
+    assert len(unet_runs) == 6
+
+
 def test_no_cache_keeps_nothing_beside_the_output(images, tmp_path):
     out = tmp_path / "tracks.csv"
     assert main(["track", str(images), "-o", str(out), "--no-cache"]) == 0

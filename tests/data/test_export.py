@@ -14,6 +14,7 @@ from napari_cellect.data.export import (
     write_csv,
     write_ctc,
     write_geff,
+    write_label_series,
 )
 from napari_cellect.errors import InputError
 from napari_cellect.track.graph import CSV_COLUMNS, TrackGraph
@@ -295,3 +296,41 @@ def test_geff_overwrites_atomically(tmp_path, graph):
 def test_lineage_ids(graph):
     rows = graph.index_of([0, 3, 5, 6])
     assert lineage_ids(graph)[rows].tolist() == [1, 1, 1, 7]
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".tif"])
+def test_label_series_are_written_frame_by_frame(tmp_path, suffix):
+    """Each frame is in the (temporary) output before the next one is asked for, so the series
+    is never held whole; the finished file holds every frame."""
+    shape, n_frames = (4, 64, 64), 4
+    frame_bytes = int(np.prod(shape)) * 4
+    path = tmp_path / f"masks{suffix}"
+
+    def frames():
+        for t in range(n_frames):
+            if t:
+                (partial,) = tmp_path.glob(".cellect-tmp-*")
+                if suffix == ".zarr":
+                    import zarr
+
+                    written = zarr.open_array(str(partial), mode="r")[t - 1]
+                    np.testing.assert_array_equal(written, t)
+                else:
+                    assert partial.stat().st_size >= t * frame_bytes
+            yield np.full(shape, t + 1, np.uint32)
+
+    write_label_series(frames(), path, n_frames, shape)
+    if suffix == ".zarr":
+        import zarr
+
+        stored = zarr.open_array(str(path), mode="r")
+        assert stored.chunks == (1, *shape)
+        result = stored[:]
+    else:
+        with tifffile.TiffFile(path) as tif:
+            assert tif.series[0].axes == "TZYX"
+            assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+            result = tif.asarray()
+    assert result.shape == (n_frames, *shape)
+    assert [int(result[t].max()) for t in range(n_frames)] == [1, 2, 3, 4]
+    assert not list(tmp_path.glob(".cellect-tmp-*"))

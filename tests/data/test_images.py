@@ -254,6 +254,27 @@ def test_zarr_tzyx_lazy(tmp_path, movie):
     np.testing.assert_array_equal(seq.data[0].compute(), movie[0])
 
 
+def test_a_zarr_frame_is_read_from_its_own_chunks(tmp_path, movie):
+    """Frames keep zarr's chunks (a quarter frame each here), so reading frame t reads the
+    chunks of frame t only: damaged chunks of another frame do not matter."""
+    path = tmp_path / "movie.zarr"
+    chunks = (1, Z, Y // 2, X // 2)
+    stored = zarr.open_array(
+        str(path), mode="w", shape=movie.shape, chunks=chunks, dtype=movie.dtype
+    )
+    stored[:] = movie
+    seq = open_sequence(path)
+    assert seq.data.chunksize == chunks and seq.data.numblocks == (T, 1, 2, 2)
+    damaged = [f for f in (path / "c" / "2").rglob("*") if f.is_file()]
+    assert len(damaged) == 4
+    for chunk in damaged:
+        chunk.write_bytes(b"not a chunk")
+    np.testing.assert_array_equal(seq.data[1].compute(), movie[1])
+    np.testing.assert_array_equal(seq.data[3].compute(), movie[3])
+    with pytest.raises(RuntimeError, match="decompression"):  # the only frame read from them
+        seq.data[2].compute()
+
+
 def test_zarr_tyx_and_axes(tmp_path, movie):
     tyx = tmp_path / "tyx.zarr"
     zarr.open_array(str(tyx), mode="w", shape=(T, Y, X), dtype=np.uint16)[:] = movie[:, 0]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -130,16 +132,95 @@ def test_a_worker_killed_mid_run_has_its_frame_pairs_retried(bundle, sequence, c
     client.wait_for_workers(2, timeout=120)  # the nanny restarts it for the next test
 
 
+def test_a_running_scheduler_is_reached_by_its_address(client):
+    """The path --scheduler tcp://HOST:PORT takes: handshake, client, workers; leaving closes
+    only this client, not the cluster."""
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    with connect(address) as other:
+        assert other is not client and other.nthreads() == client.nthreads()
+        assert other.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
+    assert other.status == "closed" and client.nthreads()
+
+
 def test_an_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(SchedulerError, match=r"cannot reach the dask scheduler at tcp://127\.0\.0"):
         with connect(UNREACHABLE):
             pass
 
 
+def test_a_scheduler_that_never_answers_is_an_error_within_the_timeout(monkeypatch):
+    """A port that accepts the connection but never speaks (a firewall, a hung scheduler): the
+    error comes after CONNECT_TIMEOUT_S, not after dask's own 30 s connect timeout."""
+    import napari_cellect.infer.distributed as on_cluster
+
+    monkeypatch.setattr(on_cluster, "CONNECT_TIMEOUT_S", 1.0)
+    raised: list[BaseException] = []
+
+    def connect_to(address: str) -> None:
+        try:
+            with connect(address):
+                pass
+        except BaseException as err:
+            raised.append(err)
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        trying = threading.Thread(target=connect_to, args=(address,), daemon=True)
+        trying.start()
+        trying.join(20)  # a thread, so a connect that waits for ever fails the test, not hangs it
+        assert not trying.is_alive(), "connect waited out the scheduler's silence"
+    assert len(raised) == 1 and isinstance(raised[0], SchedulerError)
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1" in str(raised[0])
+    assert "within 1 s" in str(raised[0])
+
+
+def test_each_worker_loads_the_model_once_for_every_run(bundle, sequence, client):
+    """The model reaches a worker as bytes with the first task; later tasks and later runs with
+    the same model use the bundle that worker process already loaded."""
+    config, seq = sequence
+
+    def remember() -> int:  # on each worker: hold on to the bundles it has loaded
+        from napari_cellect.infer import distributed as on_worker
+
+        on_worker._seen_by_test = dict(on_worker._models)  # type: ignore[attr-defined]
+        return len(on_worker._models)
+
+    def still_the_same() -> bool:
+        from napari_cellect.infer import distributed as on_worker
+
+        seen = on_worker._seen_by_test  # type: ignore[attr-defined]
+        return all(on_worker._models.get(key) is model for key, model in seen.items())
+
+    track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client, should_stop=within_limit())
+    loaded = list(client.run(remember).values())
+    assert 1 in loaded and set(loaded) <= {0, 1}  # one model per worker that ran a pair
+    track_images(seq, bundle, z_ratio=config.z_ratio, scheduler=client, should_stop=within_limit())
+    assert all(client.run(still_the_same).values())
+
+
+def test_cli_track_on_a_local_cluster_writes_the_tracks_of_a_local_run(sequence, tmp_path):
+    _, seq = sequence
+    here, there = tmp_path / "here.csv", tmp_path / "there.csv"
+    images = str(seq.origin[0])
+    assert main(["track", images, "-o", str(here), "--no-cache"]) == 0
+    assert main(["track", images, "-o", str(there), "--no-cache", "--scheduler", "local:2"]) == 0
+    assert len(here.read_text().splitlines()) > 1
+    assert here.read_text() == there.read_text()
+
+
 @pytest.mark.parametrize("text", ["local:0", "local:two", "127.0.0.1:8786", ""])
 def test_a_malformed_scheduler_says_what_was_expected(text):
     with pytest.raises(InputError, match="expected"):
         parse_scheduler(text)
+
+
+def test_an_unknown_address_scheme_says_what_was_expected():
+    with pytest.raises(InputError, match=r"expected an address like tcp://.*unknown address"):
+        with connect("foo://10.0.0.1:8786"):
+            pass
 
 
 def test_parse_scheduler_accepts_addresses_and_local_clusters():

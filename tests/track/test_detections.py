@@ -158,6 +158,30 @@ def test_fingerprint_tracks_model_sources_and_config(tmp_path):
     assert base != make_fingerprint("model-a", [src], {"threshold": 0.5})
 
 
+def _age(folder, seconds: int = 60) -> None:
+    """Set back the modification time of ``folder`` and everything below it."""
+    for path in [folder, *folder.rglob("*")]:
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 10**9))
+
+
+def test_a_zarr_chunk_rewritten_in_place_changes_the_fingerprint(tmp_path):
+    """zarr renames a rewritten chunk into its own folder, deep in the store: the store's top
+    folder keeps its time, the fingerprint must still change."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp_path / "series.zarr"
+    array = zarr.open_array(str(store), mode="w", shape=(3, 4, 8, 8), chunks=(1, 4, 4, 4))
+    array[:] = 1
+    _age(store)
+    top = store.stat().st_mtime_ns
+    base = make_fingerprint("model", [store])
+    np.asarray(zarr.open_array(str(store), mode="r")[:])  # reading changes nothing
+    assert make_fingerprint("model", [store]) == base
+    zarr.open_array(str(store), mode="r+")[1, :, :4, :4] = 2
+    assert store.stat().st_mtime_ns == top
+    assert make_fingerprint("model", [store]) != base
+
+
 def test_file_digest(tmp_path):
     p = tmp_path / "bundle.pt"
     p.write_bytes(b"weights")

@@ -79,7 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="detection cache: a re-run after an interruption, a re-link or a "
         "fine-tune skips the frame pairs already there (default: "
-        f"CSV{CACHE_SUFFIX} beside the output CSV)",
+        f"CSV{CACHE_SUFFIX} beside the output CSV; with --keep-approved CSV, the "
+        "one beside that CSV when it exists)",
     )
     parser.add_argument(
         "--no-cache",
@@ -216,13 +217,19 @@ def _cluster(scheduler: str | None) -> contextlib.AbstractContextManager[Any]:
 
 
 def cache_folder(args: argparse.Namespace) -> Path | None:
-    """The detection cache of this run: --cache, else CSV.cellect-cache beside the output."""
+    """The detection cache of this run: --cache; else, when re-linking, the cache the corrected
+    tracks were made with (beside the --keep-approved CSV), so the U-Net does not run again;
+    else CSV.cellect-cache beside the output."""
     if args.no_cache:
         if args.cache is not None:
             raise InputError("expected --cache DIR or --no-cache, found both")
         return None
     if args.cache is not None:
         return args.cache
+    if args.keep_approved is not None:
+        corrected = args.keep_approved.with_name(args.keep_approved.name + CACHE_SUFFIX)
+        if corrected.is_dir():
+            return corrected
     return args.output.with_name(args.output.name + CACHE_SUFFIX)
 
 

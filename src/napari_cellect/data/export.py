@@ -530,6 +530,7 @@ def write_label_series(
                     writer.write(
                         np.asarray(frame, dtype=dtype)[None],
                         contiguous=True,
+                        photometric="minisblack",  # 3 or 4 slices are not RGB planes
                         metadata={"axes": "TZYX", "shape": full_shape},
                     )
     return path

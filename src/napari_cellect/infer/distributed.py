@@ -15,6 +15,7 @@ frame pairs that were in flight.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -109,11 +110,18 @@ def connect(scheduler: str | Client) -> Iterator[Client]:
             yield client
         return
     try:
+        _handshake(distributed, str(value))
         client = distributed.Client(value, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as err:
         raise SchedulerError(
-            f"cannot reach the dask scheduler at {value} within {CONNECT_TIMEOUT_S:g} s ({err}); "
-            "expected a running `dask scheduler` reachable from this machine"
+            f"cannot reach the dask scheduler at {value} within {CONNECT_TIMEOUT_S:g} s "
+            f"({str(err) or type(err).__name__}); expected a running `dask scheduler` reachable "
+            "from this machine"
+        ) from err
+    except ValueError as err:  # dask: an unknown address scheme
+        raise InputError(
+            f"scheduler: expected an address like tcp://HOST:PORT or local:N, found {value!r} "
+            f"({err})"
         ) from err
     try:
         try:
@@ -126,6 +134,38 @@ def connect(scheduler: str | Client) -> Iterator[Client]:
         yield client
     finally:
         client.close()
+
+
+def _handshake(distributed: ModuleType, address: str) -> None:
+    """Connect to ``address`` and read the scheduler's handshake, within CONNECT_TIMEOUT_S.
+
+    dask's own connect times out on a refused or unreachable address but waits for ever for
+    the handshake of a peer that accepts the connection and never answers (a hung scheduler,
+    another service on that port). This runs it on a loop of its own, in a thread (the caller
+    may have a running loop), and gives up at the deadline. Raises TimeoutError or OSError.
+    """
+
+    async def greet() -> None:
+        comm = await asyncio.wait_for(
+            distributed.comm.connect(address, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S
+        )
+        await comm.close()
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(greet())
+        except BaseException as err:  # handed to the caller's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=run, name="cellect-scheduler-handshake", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 5.0)
+    if thread.is_alive():
+        raise TimeoutError("no answer")
+    if failed:
+        raise failed[0]
 
 
 # ------------------------------------------------------------------------------ worker side

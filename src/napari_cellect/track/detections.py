@@ -184,14 +184,34 @@ def _jsonable(obj: object) -> Any:  # a JSON value
 
 
 def _source_identity(source: object) -> Any:  # a JSON value
-    """A path's identity: resolved name, size and modification time, so edits invalidate."""
+    """A path's identity: resolved name, size and modification time, so edits invalidate.
+
+    A folder (a zarr store) counts its newest modification time over all its subfolders: zarr
+    writes each chunk to a temporary file renamed into place, which changes the time of the
+    chunk's own folder, not that of the store's top folder. Folders only, so a store of a
+    million chunk files costs one listing per folder, not a million ``stat`` calls.
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         with contextlib.suppress(OSError):
             st = path.stat()
-            return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+            newest = _newest_folder_mtime(path) if path.is_dir() else st.st_mtime_ns
+            return [str(path.resolve()), st.st_size, newest]
         return str(path)
     return _jsonable(source)
+
+
+def _newest_folder_mtime(root: Path) -> int:
+    """The latest ``st_mtime_ns`` of ``root`` and every folder below it."""
+    newest = root.stat().st_mtime_ns
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                    pending.append(Path(entry.path))
+    return newest
 
 
 def fingerprint_parts(
