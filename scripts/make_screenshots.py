@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,6 @@ CAMERA_ANGLES_3D = (-20.0, 35.0, 110.0)
 
 
 def _process(seconds: float = 0.3) -> None:
-    import time
-
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + seconds
@@ -50,9 +49,23 @@ def _correct(controller) -> None:
     if len(linked) < 2:
         return
     controller.select([int(linked[0])])
-    controller.approve_track_selected()
+    controller.edits.approve_track_selected()
     controller.select([int(linked[-1])])
-    controller.break_selected()
+    controller.edits.break_selected()
+
+
+def _wait_until_idle(widget, settle_s: float = 3.0) -> None:
+    """Process events until ``widget`` has run no job for ``settle_s`` (a follow-up job, such
+    as the re-link after an adopted fine-tune, starts a moment after the first one ends)."""
+    quiet_since = None
+    while True:
+        _process(0.2)
+        if widget.running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > settle_s:
+            return
 
 
 def main() -> None:
@@ -125,13 +138,8 @@ def main() -> None:
     finetune = docked["Fine-tune"]
     _correct(controller)
     if controller.session.detections:
-        finetune.fine_tune()  # then re-links (the box is checked)
-        while finetune.running or (
-            finetune.relink_after.isChecked()
-            and finetune.relink_command is None
-            and "failed" not in finetune.message_label.text()
-        ):
-            _process(0.2)
+        finetune.fine_tune()  # then re-links if the tuned model is adopted (the box is checked)
+        _wait_until_idle(finetune)
     finetune.update_counts()
     shoot("finetune_widget", finetune)
 
