@@ -7,6 +7,7 @@ that return value through ``returned``. :func:`track_images` runs it to the end.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -389,7 +390,15 @@ def _refine(
     from napari_cellect.settings.tiling import tiling_for
 
     link_cfg = bundle.thresholds.link
-    first = link_sequence(frames, bundle.candidate_scorer("link"), link_cfg, z_ratio)
+    # the cells to look at again are those that the link scorer alone predicts to divide and
+    # that it did not give two children: with the U-Net's division probability or the daughter
+    # floor in this first linking, refinement replaced good detections near many cells that do
+    # not divide (validation: division F1 of 'fast' 305 0.83 -> 0.53, of a z-ratio-5 series
+    # 0.89 -> 0.81)
+    scorer_alone = dataclasses.replace(
+        link_cfg, detector_division_weight=0.0, daughter_distance_scale=0.0
+    )
+    first = link_sequence(frames, bundle.candidate_scorer("link"), scorer_alone, z_ratio)
     refined, n = refine_divisions(
         data,
         bundle,
@@ -403,7 +412,7 @@ def _refine(
         cell_radius=cell_radius,
     )
     if n == 0:
-        return raw, frames, first
+        return raw, frames, first if scorer_alone == link_cfg else None
     merge_scorer = bundle.candidate_scorer("merge")
     merge_cfg = bundle.thresholds.merge
     merged = [

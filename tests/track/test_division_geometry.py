@@ -105,7 +105,7 @@ def test_daughters_on_the_same_side_of_the_mother_are_rejected(scorer):
 
 def test_daughters_larger_than_the_mother_or_too_far_apart_are_rejected():
     too_big = _pair(-0.8 * R_MOTHER, 0.8 * R_MOTHER, 1.5 * R_MOTHER, 1.5 * R_MOTHER)
-    too_far = _pair(-1.5 * R_MOTHER, 1.5 * R_MOTHER, 0.8 * R_MOTHER, 0.8 * R_MOTHER)
+    too_far = _pair(-1.7 * R_MOTHER, 1.7 * R_MOTHER, 0.8 * R_MOTHER, 0.8 * R_MOTHER)
     for pair in (too_big, too_far):
         assert not _divides(pair, None)
         assert _divides(pair, None, LinkingConfig(division_geometry=False))

@@ -11,6 +11,7 @@ import pytest
 from napari_cellect.errors import GraphError, InputError
 from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.division_evidence import with_daughter_floor
 from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.link import (
     MARGIN_COLUMN,
@@ -232,16 +233,19 @@ def test_random_sequences_keep_graph_invariants():
 
 
 def _brute_force_pair(det_a, det_b, config, z_ratio) -> float:
-    """Optimum of the frame-pair objective built straight from the scorer's probabilities; with
+    """Optimum of the frame-pair objective built straight from the scorer's probabilities (and the
+    daughter floor of ``track/division_evidence.py``); with
     ``config.division_geometry``, a division only into a plausible daughter pair."""
     scorer = GeometricScorer.for_link()
     cand, dist = nearest_candidates(det_a.positions, det_b.positions, config.k, z_ratio)
     s = scorer.score(det_a, det_b, cand, z_ratio)
+    # a cell that may divide scores its candidates at least as daughters at that distance
+    p_match = with_daughter_floor(s.p_match, dist, cand >= 0, det_a.radius, s.p_divide, config)
     options: list[list[tuple[int, float]]] = [[(-1, config.appear_cost)] for _ in range(len(det_b))]
     for i, j in itertools.product(range(len(det_a)), range(cand.shape[1])):
         gate = config.max_distance_radii * max(det_a.radius[i], config.radius_floor)
-        if cand[i, j] >= 0 and dist[i, j] <= gate and s.p_match[i, j] >= config.link_threshold:
-            options[cand[i, j]].append((i, -np.log(max(s.p_match[i, j], config.min_probability))))
+        if cand[i, j] >= 0 and dist[i, j] <= gate and p_match[i, j] >= config.link_threshold:
+            options[cand[i, j]].append((i, -np.log(max(p_match[i, j], config.min_probability))))
     best = np.inf
     for choice in itertools.product(*options):
         parents = [p for p, _ in choice if p >= 0]

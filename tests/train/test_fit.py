@@ -10,6 +10,7 @@ import torch
 
 from napari_cellect.errors import Cancelled, InputError, ModelError
 from napari_cellect.model.bundle import ModelBundle
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.settings.tiling import TilingConfig
 from napari_cellect.train.batch_losses import _BatchReader
 from napari_cellect.train.config import TrainConfig
@@ -286,10 +287,12 @@ def test_division_threshold_calibration(sequences, monkeypatch):
         score=np.ones(6),
     )
     predictions = [{"frames": [(det, cells), (det, cells)], "z_ratio": 2.0}]
-    threshold, f1 = trainer.validation.division_threshold(predictions, 0.5)
+    scorer_alone = LinkingConfig(detector_division_weight=0.0)
+    threshold, f1 = trainer.validation.division_threshold(predictions, 0.5, scorer_alone)
     assert threshold == 0.3 and f1 == pytest.approx(0.8)
     trainer.validation.config = dataclasses.replace(trainer.config, min_calibration_divisions=3)
-    assert trainer.validation.division_threshold(predictions, 0.5) is None  # too few mothers
+    too_few = trainer.validation.division_threshold(predictions, 0.5, scorer_alone)
+    assert too_few is None  # too few mothers
 
 
 def test_warm_start_copies_the_weights_of_a_bundle(sequences):

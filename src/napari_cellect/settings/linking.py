@@ -53,6 +53,16 @@ class LinkingConfig:
     stays at the cell's position."""
     min_motion_samples: int = 20
     """Pairs of consecutive steps needed before the measured persistence is used (0 before)."""
+    detector_division_weight: float = 0.5
+    """Weight of the U-Net's own division probability of a cell in its ``p_divide`` (the rest
+    is the link scorer's): the scorer learned daughters' look on its training data and misses
+    divisions drawn otherwise, the U-Net's division head held up better
+    (``track/division_evidence.py``). 0: the scorer's alone."""
+    daughter_distance_scale: float = 1.0
+    """A cell whose ``p_divide`` clears ``division_threshold`` scores each candidate at least
+    as a daughter at that distance: ``sigmoid(3 - (d / (s * r_m))**2 / 2)`` with ``s`` this
+    scale and ``r_m`` the cell's radius (``track/division_evidence.py``); the ``daughter_*``
+    tests below then decide which pair is plausible. 0: the scorer's ``p_match`` alone."""
     division_geometry: bool = True
     """A cell may take a second child only where the two children are a plausible pair of its
     daughters (``track/division_geometry.py``): every ``daughter_*`` test below holds, each
@@ -70,8 +80,10 @@ class LinkingConfig:
     daughter_min_separation_radii: float = 0.5
     """The daughters are at least this many ``r_m`` apart (true divisions: 0.55 and more; the
     fragments of a nucleus split by the detector: 0.25-0.8)..."""
-    daughter_max_separation_radii: float = 2.5
-    """...and at most this many (true divisions: up to 2.1)."""
+    daughter_max_separation_radii: float = 3.0
+    """...and at most this many (true divisions: up to 2.1 on our simulator's validation
+    series; up to 2.7 on the generalisation suite's validation part, whose daughters move
+    apart faster)."""
     daughter_min_radius_ratio: float = 0.7
     """The smaller daughter's radius is at least this fraction of the larger's (true divisions:
     0.72 and more)."""
@@ -89,7 +101,7 @@ class LinkingConfig:
 
     def __post_init__(self) -> None:
         check_positive_int(self, "k")
-        check_probability(self, "link_threshold", "division_threshold")
+        check_probability(self, "link_threshold", "division_threshold", "detector_division_weight")
         check_non_negative(
             self,
             "max_distance_radii",
@@ -100,6 +112,7 @@ class LinkingConfig:
             "gap_cost",
             "gap_distance_factor",
             "min_motion_samples",
+            "daughter_distance_scale",
             "daughter_midpoint_radii",
             "daughter_min_separation_radii",
             "daughter_max_separation_radii",

@@ -32,6 +32,7 @@ from napari_cellect.progress import OnStep, Progress
 from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.track.assignment import AssignmentProblem, AssignmentResult, solve_assignment
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.division_evidence import division_probability, with_daughter_floor
 from napari_cellect.track.division_geometry import plausible_daughters
 from napari_cellect.track.graph import TrackGraph
 from napari_cellect.track.scoring_protocol import (
@@ -388,11 +389,19 @@ def _score_candidates(
             p_divide=det_a.division[:, 0].astype(np.float32),
         )
     scores = scorer.score(det_a, det_b, cand_idx, z_ratio).checked(cand_idx, type(scorer).__name__)
+    p_divide = division_probability(
+        scores.p_divide,
+        det_a.division[:, 0],
+        config,
+        scorer_includes_detector=getattr(scorer, "includes_detector_division", False),
+    )
+    valid = cand_idx >= 0
+    p_match = with_daughter_floor(scores.p_match, dist, valid, det_a.radius, p_divide, config)
     radius = np.maximum(det_a.radius.astype(np.float64), config.radius_floor)
     gate = gate_factor * np.minimum(config.max_distance_radii * radius, config.max_distance)
-    allowed = (cand_idx >= 0) & (dist <= gate[:, None])
-    allowed &= scores.p_match >= config.link_threshold
-    return _Candidates(cand_idx, scores.p_match, allowed, scores.p_divide)
+    allowed = valid & (dist <= gate[:, None])
+    allowed &= p_match >= config.link_threshold
+    return _Candidates(cand_idx, p_match, allowed, p_divide)
 
 
 def _second_child_ok(

@@ -18,7 +18,7 @@ import torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -185,6 +185,11 @@ class GeometricScorer:
     """Smallest radius (voxels) used to scale distances, so a zero predicted radius stays usable."""
     use_daughter_evidence: bool = True
     """Let the candidates' newborn-daughter probabilities raise ``p_divide``."""
+
+    #: Its ``p_divide`` already holds the detector's own division probability of the query
+    #: (``m`` above), so the linker does not weigh that in a second time
+    #: (``track/division_evidence.py``).
+    includes_detector_division: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for name in ("distance_scale", "embedding_scale", "radius_floor"):

@@ -416,7 +416,9 @@ class Trainer:
             with torch.no_grad():
                 predictions = validation.predict(min(self.config.threshold_grid), pairs)
                 metrics = validation.metrics(predictions)
-                division = validation.division_threshold(predictions, metrics["threshold"])
+                division = validation.division_threshold(
+                    predictions, metrics["threshold"], thresholds.link
+                )
             detection = dataclasses.replace(thresholds.detection, threshold=metrics["threshold"])
             link = thresholds.link
             if division is not None:

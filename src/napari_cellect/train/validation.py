@@ -26,8 +26,10 @@ from napari_cellect.model.pair_scorer import BaseScorer
 from napari_cellect.model.scoring import ModelScorer
 from napari_cellect.model.unet import UNet3D
 from napari_cellect.settings.detection import DetectionConfig
+from napari_cellect.settings.linking import LinkingConfig
 from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.detections import Detections
+from napari_cellect.track.division_evidence import division_probability
 from napari_cellect.track.matching import DetectionCounts, match_detections
 from napari_cellect.track.scoring_protocol import nearest_candidates
 from napari_cellect.train.batch_losses import BatchLosses, clip_voxels
@@ -241,9 +243,10 @@ class Validation:
         return correct / total if total else 0.0
 
     def division_threshold(
-        self, predictions: list[dict[str, Any]], threshold: float
+        self, predictions: list[dict[str, Any]], threshold: float, link: LinkingConfig
     ) -> tuple[float, float] | None:
-        """(threshold, F1) of the link scorer's P(divides) that best separates the annotated
+        """(threshold, F1) of the linker's P(divides) (the link scorer's with the U-Net's, as
+        ``link`` weighs them: ``track/division_evidence.py``) that best separates the annotated
         mothers among the matched frame-t detections; None with too few annotated mothers."""
         scorer = ModelScorer(self.link)
         p_all, mother_all = [], []
@@ -263,7 +266,11 @@ class Validation:
             cand, _ = nearest_candidates(
                 det_a.positions, det_b.positions, self.link.config.k, item["z_ratio"]
             )
-            p_divide = scorer.score(det_a, det_b, cand, item["z_ratio"]).p_divide
+            p_divide = division_probability(
+                scorer.score(det_a, det_b, cand, item["z_ratio"]).p_divide,
+                det_a.division[:, 0],
+                link,
+            )
             matched = m.primary >= 0
             p_all.append(p_divide[matched])
             mother_all.append(cells_a.mother[m.primary[matched]])
