@@ -384,7 +384,7 @@ def _refine(
 ) -> tuple[list[Detections], list[Detections], TrackGraph | None]:
     """Division refinement (``infer/refine.py``) between a first linking and the final one;
     the frames it changed are merged again. Returns the raw and merged frames, and the first
-    linking when nothing changed (it is then the final one)."""
+    linking when nothing changed and it used the final settings (it is then the final one)."""
     from napari_cellect.infer.device import resolve_device
     from napari_cellect.infer.refine import refine_divisions
     from napari_cellect.settings.tiling import tiling_for
