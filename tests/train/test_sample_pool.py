@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tifffile
 
 from napari_cellect.data.images import open_sequence
-from napari_cellect.data.synthetic import PRESETS, generate
 from napari_cellect.train.data import Sampler, SamplingConfig
 from napari_cellect.train.sample_pool import SamplePool
 
 
-@pytest.fixture(scope="module")
-def sequences():
-    base = dataclasses.replace(
-        PRESETS["default"],
-        frames=4,
-        shape=(4, 48, 48),
-        n_cells=6,
-        radius_range=(4.0, 5.0),
-        z_ratio=2.0,
-    )
-    train = generate(dataclasses.replace(base, seed=1))
-    return [(train.images, train.graph, 2.0)]
-
-
 @pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "tiff-series"])
 def test_workers_draw_the_same_batches_in_the_same_order(sequences, lazy, tmp_path):
+    train, _ = sequences  # tests/train/conftest.py
     if lazy:  # a TIFF series read lazily (dask), as `cellect train` reads it
-        images, graph, z = sequences[0]
+        images, graph, z = train[0]
         for t, frame in enumerate(images):
             tifffile.imwrite(
                 tmp_path / f"t{t:03d}.tif",
@@ -39,8 +23,8 @@ def test_workers_draw_the_same_batches_in_the_same_order(sequences, lazy, tmp_pa
                 photometric="minisblack",
                 metadata={"axes": "ZYX"},
             )
-        sequences = [(open_sequence(tmp_path).data, graph, z)]
-    sampler = Sampler(sequences, SamplingConfig(crop=(4, 32, 32)))
+        train = [(open_sequence(tmp_path).data, graph, z)]
+    sampler = Sampler(train, SamplingConfig(crop=(4, 32, 32)))
     alone = list(SamplePool(sampler, 0).batches(seed=3, epoch=1, steps=range(4), batch_size=3))
     pool = SamplePool(sampler, 2)
     try:
