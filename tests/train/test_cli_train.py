@@ -31,6 +31,11 @@ TINY = [
 ]
 
 
+def _train_args(images, annotations, out, *extra: str) -> list[str]:
+    """``cellect train IMAGES --annotations CSV -o OUT`` with the tiny settings, then ``extra``."""
+    return ["train", str(images), "--annotations", str(annotations), "-o", str(out), *TINY, *extra]
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
@@ -49,19 +54,7 @@ def dataset(tmp_path_factory):
 
 def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
     out = tmp_path / "model.pt"
-    code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(out),
-            *TINY,
-            "--workers",
-            "1",
-        ]
-    )
+    code = main(_train_args(dataset.root / "images", dataset.tracks, out, "--workers", "1"))
     assert code == 0
     bundle = ModelBundle.load(out)
     assert bundle.metadata.name == "model"
@@ -72,19 +65,7 @@ def test_one_tiny_epoch_end_to_end(dataset, tmp_path, capsys):
 
 def test_init_starts_from_the_bundled_model(dataset, tmp_path):
     out = tmp_path / "tuned.pt"
-    code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(out),
-            *TINY,
-            "--init",
-            "default",
-        ]
-    )
+    code = main(_train_args(dataset.root / "images", dataset.tracks, out, "--init", "default"))
     assert code == 0
     events = [e["event"] for e in ModelBundle.load(out).metadata.history]
     assert events[-2:] == ["initialised", "train"]
@@ -105,17 +86,7 @@ def write_csv(path, rows):
 )
 def test_bad_annotations_exit_2(dataset, tmp_path, capsys, rows, message):
     ann = write_csv(tmp_path / "ann.csv", rows)
-    code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(ann),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-        ]
-    )
+    code = main(_train_args(dataset.root / "images", ann, tmp_path / "m.pt"))
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "ann.csv" in err
@@ -123,68 +94,30 @@ def test_bad_annotations_exit_2(dataset, tmp_path, capsys, rows, message):
 
 
 def test_missing_files_exit_2(dataset, tmp_path, capsys):
-    code = main(
-        [
-            "train",
-            str(tmp_path / "nope"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-        ]
-    )
+    code = main(_train_args(tmp_path / "nope", dataset.tracks, tmp_path / "m.pt"))
     assert code == 2 and "nope" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(tmp_path / "x.csv"),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-        ]
-    )
+    code = main(_train_args(dataset.root / "images", tmp_path / "x.csv", tmp_path / "m.pt"))
     assert code == 2 and "x.csv" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "no" / "m.pt"),
-            *TINY,
-        ]
-    )
+    code = main(_train_args(dataset.root / "images", dataset.tracks, tmp_path / "no" / "m.pt"))
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
+        _train_args(
+            dataset.root / "images",
+            dataset.tracks,
+            tmp_path / "m.pt",
             "--resume",
             str(tmp_path / "old.ckpt"),
-        ]
+        )
     )
     assert code == 2 and "old.ckpt" in capsys.readouterr().err
     code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
+        _train_args(
+            dataset.root / "images",
+            dataset.tracks,
+            tmp_path / "m.pt",
             "--init",
             str(tmp_path / "w.pt"),
-        ]
+        )
     )
     assert code == 2 and "w.pt" in capsys.readouterr().err
 
@@ -218,52 +151,16 @@ def test_mismatched_series_and_options_exit_2(dataset, tmp_path, capsys):
         ]
     )
     assert code == 2 and "--val-annotations" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            images,
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-            "--crop",
-            "0",
-            "32",
-            "32",
-        ]
-    )
+    code = main(_train_args(images, dataset.tracks, tmp_path / "m.pt", "--crop", "0", "32", "32"))
     assert code == 2 and "crop" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            images,
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-            "--workers",
-            "-1",
-        ]
-    )
+    code = main(_train_args(images, dataset.tracks, tmp_path / "m.pt", "--workers", "-1"))
     assert code == 2 and "workers must be >= 0, found -1" in capsys.readouterr().err
 
 
 def test_crop_must_fit_the_network(dataset, tmp_path, capsys):
     code = main(
-        [
-            "train",
-            str(dataset.root / "images"),
-            "--annotations",
-            str(dataset.tracks),
-            "-o",
-            str(tmp_path / "m.pt"),
-            *TINY,
-            "--crop",
-            "4",
-            "30",
-            "32",
-        ]
+        _train_args(
+            dataset.root / "images", dataset.tracks, tmp_path / "m.pt", "--crop", "4", "30", "32"
+        )
     )
     assert code == 2 and "multiple" in capsys.readouterr().err
