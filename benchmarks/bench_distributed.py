@@ -15,7 +15,8 @@ the bytes one frame's detections take on the way back.
 each run in a fresh child process, which reports its peak resident memory (ru_maxrss: the
 client only, the workers are other processes) and the size of its results (detections and
 graph). The client's growth from one length to the other should be about the growth of the
-results.
+results. ``--workers 0``: the same for a local run (no cluster; the peak then includes the
+U-Net and its tiles), what ``cellect track`` does on one machine.
 
 Run: ``python benchmarks/bench_distributed.py speed [--frames 12 --shape 16 128 128]`` and
 ``python benchmarks/bench_distributed.py memory [--frames-list 50 200]``; each prints a table.
@@ -172,13 +173,16 @@ def memory_child(frames: int, shape: tuple[int, int, int], workers: int, seed: i
     with tempfile.TemporaryDirectory() as tmp:
         path = write_series(Path(tmp), frames, shape, seed)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        with (
-            distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
-            seconds, result = track(path, scheduler=client)
+        if workers == 0:
+            seconds, result = track(path)
+        else:
+            with (
+                distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                distributed.Client(cluster) as client,
+            ):
+                seconds, result = track(path, scheduler=client)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = (
         len(pickle.dumps(result.detections))
@@ -216,9 +220,8 @@ def memory(args: argparse.Namespace) -> None:
             text=True,
         ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(
-        f"client peak memory, LocalCluster of {args.workers} workers, frames of {tuple(args.shape)}"
-    )
+    where = f"LocalCluster of {args.workers} workers" if args.workers else "local run"
+    print(f"client peak memory, {where}, frames of {tuple(args.shape)}")
     print("| frames | client peak RSS (MiB) | results (MiB) | seconds |")
     print("|---:|---:|---:|---:|")
     for r in rows:
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["speed", "memory"])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="0: a local run, no cluster")
     parser.add_argument("--seed", type=int, default=613)
     parser.add_argument("--frames", type=int, default=12, help="speed: series length")
     parser.add_argument("--repeat", type=int, default=3, help="speed: interleaved repeats")

@@ -86,8 +86,39 @@ def test_centre_logit_modes():
     big[4] = [[[40.0, 60.0]]]
     lg = centre_logit(big)
     assert lg[0, 0, 1] > lg[0, 0, 0] > 30
-    # torch input gives the same numbers
+    # torch input gives the same numbers, also with the levels adjacent in memory (the U-Net's
+    # channels-last output), which is reduced by torch rather than numpy
     np.testing.assert_allclose(centre_logit(torch.from_numpy(logits)), centre_logit(logits))
+    levels_last = torch.from_numpy(np.ascontiguousarray(np.moveaxis(logits, 0, -1)))
+    levels_last = levels_last.permute(3, 0, 1, 2)
+    assert levels_last.stride(0) == 1
+    for mode in ("softmax", "ordinal"):
+        np.testing.assert_allclose(
+            centre_logit(levels_last, mode), centre_logit(logits, mode), rtol=1e-6
+        )
+
+
+def test_the_centre_logit_of_a_tile_is_computed_only_where_the_data_is():
+    """A 2D frame padded to the model's depth: peaks, features and positions are those of the
+    unpadded maps (the padding's logits are never computed, and never a peak)."""
+    rng = np.random.default_rng(4)
+    p = np.zeros((1, 24, 24))
+    for y, x in [(5, 6), (14, 17), (20, 4)]:
+        yy, xx = np.mgrid[:24, :24]
+        p[0] = np.maximum(p[0], np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 6.0))
+    heads = heads_for(p, radius=rng.random((1, 1, 24, 24)).astype(np.float32) + 2)
+    padded = {
+        k: np.pad(v, [(0, 0), (3, 4), (0, 0), (0, 0)], constant_values=9.0)
+        for k, v in heads.items()
+    }
+    cfg = DetectionConfig(threshold=0.5)
+    alone = find_detections(heads, z_ratio=1.0, config=cfg)
+    valid = (slice(3, 4), slice(None), slice(None))
+    tiled = find_detections(padded, z_ratio=1.0, config=cfg, region=valid, valid=valid)
+    assert len(alone) == 3
+    np.testing.assert_array_equal(tiled.positions - [3, 0, 0], alone.positions)
+    np.testing.assert_array_equal(tiled.radius, alone.radius)
+    np.testing.assert_array_equal(tiled.score, alone.score)
 
 
 def test_foreground_mask_threshold_and_other_class():

@@ -140,5 +140,6 @@ def test_a_batch_out_of_memory_is_predicted_one_by_one(bundle, monkeypatch, capl
         got = predict_volumes(bundle.unet, volumes, t=2, z_ratios=[1.0, 1.0], tiling=tiling)
     assert batches == [2, 1, 1]
     assert "with a batch of 2 volumes (frame 2); predicting them one by one" in caplog.text
-    for a, b in zip(got, expected):
-        np.testing.assert_allclose(a.positions, b.positions)
+    for a, b in zip(got, expected):  # oneDNN's channels-last kernels round by batch size
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)

@@ -8,8 +8,10 @@ from napari_cellect.model.unet import (
     UNet3D,
     UNetConfig,
     UNetOutput,
+    is_channels_last,
     space_to_depth,
     unet_preset,
+    upsample_linear,
 )
 
 PRESETS = ["small", "cellect-original"]
@@ -114,6 +116,77 @@ def test_channels_last_gives_the_same_result(preset):
         fast = net(x.contiguous(memory_format=torch.channels_last_3d))
     for a, b in zip(reference, fast):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_channels_last_input_runs_the_whole_compact_network_channels_last():
+    """The stem's rearrangement once turned channels-last input back into the default layout,
+    so the network ran without the faster kernels: the trunk and the embedding must stay in it."""
+    net = _net("small").to(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 2, 4, 32, 32).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        features = net.trunk_features(x)
+        out = net(x, coarse_embedding=True)
+    assert is_channels_last(features.fine) and is_channels_last(features.skip)
+    assert is_channels_last(out.embedding)
+
+
+def test_space_to_depth_keeps_the_layout_and_the_channel_order():
+    x = torch.randn(2, 2, 3, 8, 12)
+    plain = space_to_depth(x, (1, 2, 2))
+    last = space_to_depth(x.contiguous(memory_format=torch.channels_last_3d), (1, 2, 2))
+    assert is_channels_last(last) and not is_channels_last(plain)
+    assert torch.equal(plain, last)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_upsampling_without_a_z_change_is_trilinear(layout):
+    x = torch.randn(2, 5, 3, 6, 7).contiguous(memory_format=layout)
+    for size in [(3, 12, 14), (6, 12, 14)]:  # the second changes Z: trilinear itself
+        expected = torch.nn.functional.interpolate(
+            x, size=size, mode="trilinear", align_corners=False
+        )
+        torch.testing.assert_close(upsample_linear(x, size), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_one_group_norm_of_a_channels_last_input_is_torchs_group_norm(affine):
+    from napari_cellect.model.unet import GroupNorm
+
+    torch.manual_seed(3)
+    norm = GroupNorm(1, 4, affine=affine)
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    base = torch.randn(2, 4, 3, 8, 8) * 5 + 40  # a large offset: the variance must not cancel
+    plain = base.clone().requires_grad_()
+    last = base.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    expected = torch.nn.functional.group_norm(plain, 1, norm.weight, norm.bias, norm.eps)
+    got = norm(last)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert is_channels_last(got)
+    weights = torch.randn_like(base)
+    (expected * weights).sum().backward()
+    (got * weights).sum().backward()
+    torch.testing.assert_close(last.grad, plain.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_the_embedding_is_the_1x1_conv_of_both_levels_side_by_side(layout):
+    """The embedding is computed without upsampling the coarser level; it must equal the 1x1
+    conv of the finest level concatenated with the coarser one upsampled (nearest)."""
+    net = _net("small").to(memory_format=layout)
+    x = torch.randn(2, 2, 2, 32, 32).contiguous(memory_format=layout)
+    features = net.trunk_features(x)
+    got = net.embedding_from(features)
+    coarse = torch.nn.functional.interpolate(
+        features.coarse, size=features.fine.shape[2:], mode="nearest"
+    )
+    expected = torch.nn.functional.conv3d(
+        torch.cat([features.fine, coarse], dim=1), net.embed.weight, net.embed.bias
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert net.embed.weight.grad is not None and torch.isfinite(net.embed.weight.grad).all()
 
 
 def test_eval_mode_is_deterministic_and_dropout_acts_in_training():

@@ -438,7 +438,8 @@ def predict_batch(
     one tile each; one :class:`TileOutput` per volume, still on ``device``.
 
     Call as :func:`predict_tiles`. Normalisation is per sample, so each output is what the
-    volume alone would give.
+    volume alone would give (to float rounding: oneDNN's channels-last kernels sum in an
+    order that depends on the batch size).
     """
     if len(grid) != 1 or tuple(volumes.shape[-3:]) != grid.padded_shape:
         raise InputError(

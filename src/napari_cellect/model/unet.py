@@ -298,7 +298,7 @@ def _norm(kind: str, channels: int, group_size: int) -> nn.Module:
         groups = max(1, channels // group_size)
         while channels % groups:  # GroupNorm needs a divisor of the channel count
             groups -= 1
-        return nn.GroupNorm(groups, channels)
+        return GroupNorm(groups, channels)
     if kind == "instance":
         return nn.InstanceNorm3d(channels, affine=False)
     if kind == "batch":
@@ -311,15 +311,76 @@ def _conv(c_in: int, c_out: int, kernel: int = 3, bias: bool = False) -> Conv3d:
     return Conv3d(c_in, c_out, kernel, padding=kernel // 2, bias=bias)
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """Whether a 5-D tensor is laid out channels-last (``torch.channels_last_3d``) rather than
+    in the default layout (a tensor with one channel or one voxel can be both: then False)."""
+    return (
+        x.ndim == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and not x.is_contiguous()
+    )
+
+
 def space_to_depth(x: Tensor, factor: tuple[int, int, int]) -> Tensor:
-    """(B, C, Z, Y, X) -> (B, C*fz*fy*fx, Z/fz, Y/fy, X/fx), a lossless 3D pixel-unshuffle."""
+    """(B, C, Z, Y, X) -> (B, C*fz*fy*fx, Z/fz, Y/fy, X/fx), a lossless 3D pixel-unshuffle.
+
+    The result keeps the input's memory layout: a channels-last input gives a channels-last
+    result, so the whole network behind the stem runs channels-last (2-3x faster narrow
+    convolutions on the CPU)."""
     fz, fy, fx = factor
     if (fz, fy, fx) == (1, 1, 1):
         return x
     b, c, z, y, x_ = x.shape
-    x = x.reshape(b, c, z // fz, fz, y // fy, fy, x_ // fx, fx)
-    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)
-    return x.reshape(b, c * fz * fy * fx, z // fz, y // fy, x_ // fx)
+    blocks = x.reshape(b, c, z // fz, fz, y // fy, fy, x_ // fx, fx)
+    shape = (b, c * fz * fy * fx, z // fz, y // fy, x_ // fx)
+    if is_channels_last(x):
+        # (b, z', y', x', c, fz, fy, fx): channels innermost, in the same order as below
+        voxels = blocks.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, *shape[2:], shape[1])
+        return voxels.permute(0, 4, 1, 2, 3)
+    return blocks.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(shape)
+
+
+def upsample_linear(x: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Trilinear upsampling (``align_corners=False``) to ``size``. Where Z keeps its size (a
+    stem that does not fold Z) it is bilinear in Y and X slice by slice (the Z weights are then
+    1 and 0; the same to float rounding) and about twice as fast."""
+    b, c, z = x.shape[:3]
+    if size[0] != z:
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    if is_channels_last(x):
+        # (b*z, c, y, x) slices that are channels-last in 2D: a view, and a view back
+        slices = x.permute(0, 2, 1, 3, 4).reshape(b * z, c, *x.shape[3:])
+        up = F.interpolate(slices, size=size[1:], mode="bilinear", align_corners=False)
+        return up.reshape(b, z, c, *size[1:]).permute(0, 2, 1, 3, 4)
+    slices = x.reshape(b, c * z, *x.shape[3:])
+    up = F.interpolate(slices, size=size[1:], mode="bilinear", align_corners=False)
+    return up.reshape(b, c, *size)
+
+
+class GroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm`, with the statistics of a one-group norm of a channels-last
+    input taken over the whole sample at once: torch's own channels-last kernel is several
+    times slower for the narrow layers that use one group (4 channels). Same parameters, same
+    results to float32 rounding, differentiable."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.num_groups != 1 or not is_channels_last(x):
+            return super().forward(x)
+        n, c = x.shape[:2]
+        # two passes (mean, then the mean square of the deviations): as exact as torch's
+        # var_mean and five times faster, whose one-pass reduction is not parallel here
+        values = x.permute(0, 2, 3, 4, 1).reshape(n, -1)
+        mean = values.mean(dim=1)
+        deviation = values - mean[:, None]
+        var = (deviation * deviation).mean(dim=1)
+        scale = torch.rsqrt(var + self.eps)[:, None]  # (n, 1)
+        if self.affine:
+            scale = scale * self.weight[None]  # (n, c)
+            shift = self.bias[None] - mean[:, None] * scale
+        else:
+            scale = scale.expand(n, c)
+            shift = -mean[:, None] * scale
+        return torch.addcmul(shift.view(n, c, 1, 1, 1), x, scale.view(n, c, 1, 1, 1))
 
 
 class ResBlock(nn.Module):
@@ -449,11 +510,22 @@ class CompactUNet3D(UNet3D):
         return self.trunk.last_block(features.coarse, features.skip)
 
     def _embedding(self, fine: Tensor, coarse: Tensor | None) -> Tensor:
-        """The embedding sees the two finest decoder levels (more context than the finest)."""
+        """The embedding sees the two finest decoder levels (more context than the finest).
+
+        It is ``embed`` (a 1x1 conv) of the finest level and the coarser one upsampled (nearest)
+        beside it, computed without that upsampling and concatenation: a 1x1 conv is linear in
+        its input channels and commutes with nearest upsampling, so the coarse level's share is
+        computed on its own grid and broadcast to the finer one."""
         if coarse is None:
             return self.embed(fine)
-        coarse = F.interpolate(coarse, size=fine.shape[2:], mode="nearest")
-        return self.embed(torch.cat([fine, coarse], dim=1))
+        weight, width = self.embed.weight, fine.shape[1]
+        out = self.embed._conv_forward(fine, weight[:, :width], self.embed.bias)
+        share = self.embed._conv_forward(coarse, weight[:, width:], None)
+        n, e, z, y, x = out.shape
+        pz, py, px = (size // c for size, c in zip(out.shape[2:], share.shape[2:]))
+        blocks = out.view(n, e, z // pz, pz, y // py, py, x // px, px)
+        summed = blocks + share[:, :, :, None, :, None, :, None]
+        return summed.reshape(n, e, z, y, x)
 
     def _forward(self, x: Tensor, coarse_embedding: bool = False) -> UNetOutput:
         return self.heads_from(self.trunk_features(x), coarse_embedding=coarse_embedding)
@@ -498,8 +570,9 @@ class CompactUNet3D(UNet3D):
         radius = F.softplus(radius) if cfg.radius_activation == "softplus" else F.relu(radius)
         small = torch.cat([seg, centre, division, radius], dim=1)
         if cfg.stem != (1, 1, 1):
-            size = tuple(n * f for n, f in zip(fine.shape[2:], cfg.stem))
-            small = F.interpolate(small, size=size, mode="trilinear", align_corners=False)
+            z, y, x = (n * f for n, f in zip(fine.shape[2:], cfg.stem))
+            size = (z, y, x)
+            small = upsample_linear(small, size)
             if not coarse_embedding:
                 embedding = F.interpolate(embedding, size=size, mode="nearest")
         # trilinear interpolation of values >= 0 stays >= 0, so the radius needs no re-clamp
