@@ -246,6 +246,8 @@ def _frame(
     frame_shape = (int(padded.shape[1]), int(padded.shape[2]), int(padded.shape[3]))
     _, inside = crop_slices(origin, frame_shape, shape)
     x = torch.from_numpy(np.ascontiguousarray(padded[None])).to(device)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():  # the trunk stays fixed: its features carry no graph
         features = unet.trunk_features(x)
     previous = t - 1 if t > 0 else None
@@ -383,6 +385,8 @@ def _adapt(
         tuned.to(device).eval()
         unet = tuned.unet
         assert isinstance(unet, CompactUNet3D)
+        if device.type == "cpu":  # the narrow convolutions are 2-3x faster channels-last
+            unet.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         params = trained_parameters(unet, cfg.decoder_blocks, cfg.train_cen)
         trained = set(map(id, params.values()))
         for p in unet.parameters():
