@@ -328,13 +328,12 @@ class FrameByFrameLinker:
         self.config = LinkingConfig() if config is None else config
         self.z_ratio = z_ratio
         self._previous: Detections | None = None
-        self._n_frames = 0
-        #: every cell so far: position, frame number (in arrival order), parent row (-1: none)
-        self._positions = np.zeros((0, 3))
-        self._frame_of = np.zeros(0, np.int64)
-        self._parent = np.zeros(0, np.int64)
+        #: the last frames' cell positions and parents (index into the frame before; -1: none),
+        #: oldest first: motion prediction reads the steps into the previous frame and the steps
+        #: before those, so three frames are all it needs (the cost of a frame stays constant)
+        self._recent: list[tuple[np.ndarray, np.ndarray]] = []
         self._motion = MotionModel(
-            self._positions, self._frame_of, z_ratio, self.config.min_motion_samples
+            np.zeros((0, 3)), np.zeros(0, np.int64), z_ratio, self.config.min_motion_samples
         )
 
     def add(self, det: Detections) -> np.ndarray:
@@ -342,30 +341,34 @@ class FrameByFrameLinker:
         into that frame's detections, -1 for none (every cell of the first frame)."""
         previous = self._previous
         parents = np.full(len(det), -1, np.int64)
-        parent_rows = np.full(len(det), -1, np.int64)
-        start = len(self._positions)
         if previous is not None:
             if det.t <= previous.t:
                 raise InputError(
                     f"frames must arrive in increasing t; found t = {det.t} after {previous.t}"
                 )
-            a0 = start - len(previous)
             source = previous
             if self.config.motion_prediction:
-                motion = self._motion
-                motion.positions, motion.frame_of = self._positions, self._frame_of
-                source = motion.predicted(previous, np.arange(a0, start), self._parent)
+                source = self._predicted(previous)
             links = link_frame_pair(source, det, self.scorer, self.config, self.z_ratio)
             parents[links.dst_idx] = links.src_idx
-            parent_rows[links.dst_idx] = a0 + links.src_idx
-        self._positions = np.concatenate([self._positions, det.positions.reshape(-1, 3)])
-        self._frame_of = np.concatenate(
-            [self._frame_of, np.full(len(det), self._n_frames, np.int64)]
-        )
-        self._parent = np.concatenate([self._parent, parent_rows])
+        self._recent = [*self._recent[-2:], (det.positions.reshape(-1, 3), parents)]
         self._previous = det
-        self._n_frames += 1
         return parents
+
+    def _predicted(self, previous: Detections) -> Detections:
+        """``previous`` moved by the motion model, over the rows of the last three frames."""
+        sizes = [len(positions) for positions, _ in self._recent]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        parent = np.concatenate(
+            [
+                np.where(p >= 0, p + offsets[max(i - 1, 0)], -1) if i > 0 else np.full_like(p, -1)
+                for i, (_, p) in enumerate(self._recent)
+            ]
+        )
+        motion = self._motion
+        motion.positions = np.concatenate([positions for positions, _ in self._recent])
+        motion.frame_of = np.repeat(np.arange(len(sizes)), sizes)
+        return motion.predicted(previous, np.arange(offsets[-2], offsets[-1]), parent)
 
 
 # ----------------------------------------------------------------------------- internals
