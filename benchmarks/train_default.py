@@ -42,6 +42,7 @@ from napari_cellect.errors import Cancelled
 from napari_cellect.evaluate import evaluate
 from napari_cellect.model.bundle import DEFAULT_BUNDLE_PATH, ModelBundle
 from napari_cellect.pipeline import track_images
+from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.train.config import TrainConfig
 from napari_cellect.train.data import SamplingConfig, TrainSource
 from napari_cellect.train.fit import TrainProgress, fit, load_checkpoint
@@ -97,6 +98,8 @@ FULL = TrainConfig(
     validation_frames=1,
     validation_crops=4,
     name="cellect-default",
+    # near-isotropic stacks are shrunk in z to this spacing (docs/benchmarks.md, "z spacing")
+    normalization=NormalizationConfig(min_z_ratio=2.0),
 )
 QUICK = dataclasses.replace(
     FULL,

@@ -5,7 +5,13 @@ import pytest
 
 from napari_cellect.errors import InputError
 from napari_cellect.infer.predict import cache_fingerprint, predict_sequence
-from napari_cellect.infer.rescale import detections_to_original, resize_yx, xy_scale
+from napari_cellect.infer.rescale import (
+    detections_to_original,
+    resize_yx,
+    scaled_shape,
+    xy_scale,
+    z_scale,
+)
 from napari_cellect.settings.normalization import NormalizationConfig
 from napari_cellect.track.detections import Detections
 
@@ -105,3 +111,40 @@ def test_the_cache_fingerprint_depends_on_the_cell_radius(fake_unet):
     }
     assert prints[None] == prints[REFERENCE]  # no resize either way
     assert len({prints[None], prints[6.0], prints[9.0]}) == 3
+
+
+def test_z_is_shrunk_only_below_the_models_smallest_z_spacing():
+    assert z_scale(1.0, 1.0, 20, None) == 1.0  # a model without a minimum never resizes z
+    assert z_scale(1.0, 1.0, 1, 2.0) == 1.0  # nor does a 2D frame
+    assert z_scale(3.0, 1.0, 20, 2.0) == 1.0
+    assert z_scale(1.0, 1.0, 20, 2.0) == pytest.approx(0.5)
+    # frames enlarged in y and x for small nuclei: z spacing over the new pixel is 1.4
+    assert z_scale(1.0, 1.4, 20, 2.0) == pytest.approx(0.7)
+    # frames shrunk in y and x for large nuclei: 6 x 0.25 = 1.5 -> 0.75
+    assert z_scale(6.0, 0.25, 20, 2.0) == pytest.approx(0.75)
+    assert scaled_shape((20, 64, 48), 1.5, 0.5) == (10, 96, 72)
+    with pytest.raises(InputError, match="min_z_ratio: expected a number > 0 or None"):
+        NormalizationConfig(min_z_ratio=0.0)
+
+
+def test_a_stack_finer_in_z_than_the_model_knows_is_shrunk_in_z(fake_unet, blobs):
+    """An isotropic stack (z ratio 1) for a model that knows z spacings of 2 and more: the U-Net
+    sees half the slices, and the cells are found where they are in the stack's own slices."""
+    shape = (12, 32, 32)
+    centres = np.array([[3.0, 10.0, 8.0], [8.0, 22.0, 20.0]])
+    frame = blobs(shape, centres, sigma_xy=2.5, z_ratio=1.0)
+    images = np.stack([frame, frame])
+    model = fake_unet()
+
+    def run(min_z_ratio):
+        norm = NormalizationConfig(mode="none", reference_radius=REFERENCE, min_z_ratio=min_z_ratio)
+        dets = list(predict_sequence(images, model, z_ratio=1.0, device="cpu", normalization=norm))
+        return dets[0]
+
+    found = run(2.0)
+    assert model.inputs[-1].shape[2] == 6
+    order = np.argsort(found.positions[:, 0])
+    assert len(found) == 2
+    np.testing.assert_allclose(found.positions[order], centres, atol=0.6)
+    run(None)
+    assert model.inputs[-1].shape[2] == 12

@@ -37,10 +37,11 @@ from napari_cellect.infer.normalize import has_contrast, normalize_pair
 from napari_cellect.infer.rescale import (
     detections_to_original,
     grid_z_ratio,
+    resize,
     resize_factors,
-    resize_yx,
     scaled_shape,
     xy_scale,
+    z_scale,
 )
 from napari_cellect.infer.tiling import (
     HeadStitcher,
@@ -469,7 +470,7 @@ def predict_sequence(
     """
     if not hasattr(images, "shape") and hasattr(images, "data"):
         images = images.data  # an ImageSequence
-    n_frames = _check_images(images)[0]
+    n_frames, depth = _check_images(images)[:2]
     todo = _frame_list(frames, n_frames)
     if not (math.isfinite(z_ratio) and z_ratio > 0):
         raise InputError(f"z_ratio: expected a finite number > 0, found {z_ratio}")
@@ -481,6 +482,16 @@ def predict_sequence(
             cell_radius,
             model.normalization.reference_radius,
             scale,
+        )
+    min_z_ratio = model.normalization.min_z_ratio
+    z_factor = z_scale(z_ratio, scale, depth, min_z_ratio)
+    if z_factor != 1.0:
+        logger.info(
+            "z spacing %.3g of the model's pixel, below the %g it learned: frames resized by "
+            "%.3g in z",
+            z_ratio * scale,
+            min_z_ratio,
+            z_factor,
         )
     tiling = tiling_for(tile)
     dev = resolve_device(device)
@@ -547,12 +558,12 @@ def _heads_to_original(
     heads: dict[str, np.ndarray], shape: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
     """Head maps of a resized frame back on the frame's own grid (radii in its pixels)."""
-    if all(h.shape[-2:] == tuple(shape[-2:]) for h in heads.values()):
+    if all(h.shape[-3:] == tuple(shape[-3:]) for h in heads.values()):
         return heads
     out = {}
     for name, head in heads.items():
         factor = head.shape[-1] / shape[-1]
-        resized = resize_yx(head, shape)
+        resized = resize(head, tuple(shape[-3:]))
         out[name] = (resized / factor).astype(head.dtype) if name == "radius" else resized
     return out
 
@@ -588,8 +599,9 @@ def _predict_one(
         )
     pair = normalize_pair(np.stack([first, second]), model.normalization)
     shape = (int(pair.shape[1]), int(pair.shape[2]), int(pair.shape[3]))
-    if scale != 1.0:
-        pair = resize_yx(pair, scaled_shape(shape, scale))
+    z_factor = z_scale(z_ratio, scale, shape[0], model.normalization.min_z_ratio)
+    if scale != 1.0 or z_factor != 1.0:
+        pair = resize(pair, scaled_shape(shape, scale, z_factor))
     factors = resize_factors(shape, pair.shape)
     result = predict_frame(
         model.unet,

@@ -10,7 +10,9 @@ the next frame is predicted again on a crop around it, magnified ``scale`` times
 ones. Where the first pass shrank the frames in y and x for large nuclei (``cell_radius``,
 :mod:`~napari_cellect.infer.rescale`), the crop is shrunk by that factor too: magnified from the
 images' own pixels, large nuclei would look ``scale / xy_scale`` times the model's size and be
-split into several cells (frames enlarged for small nuclei are magnified over their own pixels). The frame pair is the same as in the first pass
+split into several cells (frames enlarged for small nuclei are magnified over their own pixels);
+a stack the first pass shrank in z (:func:`~napari_cellect.infer.rescale.z_scale`) is shrunk
+in z by the same factor. The frame pair is the same as in the first pass
 (t+1 with t+2), so every frame pair still goes through the U-Net once at full size; the crops
 are small.
 
@@ -42,6 +44,7 @@ from napari_cellect.infer.rescale import (
     resize,
     resize_factors,
     xy_scale,
+    z_scale,
 )
 from napari_cellect.settings.refinement import DivisionRefinementConfig
 from napari_cellect.settings.tiling import TilingConfig
@@ -112,7 +115,9 @@ def refine_divisions(
     # small nuclei as before, over their own pixels (magnifying the enlarged grid again lowered
     # det/div F1 on the validation cases sim-2d-r4 and sim-3d-r4-z1)
     shrink = min(xy_scale(cell_radius, model.normalization.reference_radius), 1.0)
-    grid = np.array([1.0, shrink, shrink])
+    # z as the first pass shrank it where the stack is too fine in z for the model
+    z_shrink = z_scale(z_ratio, shrink, int(images.shape[1]), model.normalization.min_z_ratio)
+    grid = np.array([z_shrink, shrink, shrink])
     magnification = cfg.scale * grid
     # what a tile assumes it can see, in grid voxels -> image pixels
     context = np.asarray(tiling.overlap, np.float64) / 2.0 / grid

@@ -7,6 +7,11 @@ images (``cell_radius``, xy pixels) and the model's ``reference_radius``
 detections are mapped back to the original pixel grid. z is left alone: its spacing relative to
 the new xy pixels becomes ``z_ratio * scale``, which is what detection then uses. The idea is
 Cellpose's ``diameter`` and StarDist's ``scale``.
+
+One exception for z: a stack whose z spacing (over the model's xy pixel) is below the model's
+``min_z_ratio`` is also shrunk in z to that spacing (:func:`z_scale`). Our model learned nuclei
+that span a few slices; in a near-isotropic stack a nucleus spans as many slices as pixels
+across, and each of its sections was taken for a nucleus of its own.
 """
 
 from __future__ import annotations
@@ -48,10 +53,24 @@ def xy_scale(cell_radius: float | None, reference_radius: float | None) -> float
     return 1.0 if abs(scale - 1.0) < _UNIT_TOLERANCE else scale
 
 
-def scaled_shape(shape: tuple[int, int, int], scale: float) -> tuple[int, int, int]:
-    """(Z, Y, X) after resizing y and x by ``scale`` (never below one pixel)."""
+def z_scale(z_ratio: float, xy: float, depth: int, min_z_ratio: float | None) -> float:
+    """The z resize factor for a stack of ``depth`` slices and z spacing ``z_ratio`` whose y and
+    x are resized by ``xy``: what brings the z spacing over the new xy pixel
+    (``z_ratio * xy / factor``) up to the model's ``min_z_ratio``; 1.0 where it is there
+    already, for a single slice (2D) and for a model without a minimum (None)."""
+    if depth <= 1 or min_z_ratio is None:
+        return 1.0
+    factor = z_ratio * xy / min_z_ratio
+    return 1.0 if factor >= 1.0 - _UNIT_TOLERANCE else factor
+
+
+def scaled_shape(
+    shape: tuple[int, int, int], scale: float, z_factor: float = 1.0
+) -> tuple[int, int, int]:
+    """(Z, Y, X) after resizing y and x by ``scale`` and z by ``z_factor`` (never below one
+    pixel)."""
     z, y, x = (int(s) for s in shape)
-    return z, max(1, round(y * scale)), max(1, round(x * scale))
+    return max(1, round(z * z_factor)), max(1, round(y * scale)), max(1, round(x * scale))
 
 
 def resize_yx(volume: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:

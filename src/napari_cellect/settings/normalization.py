@@ -69,6 +69,11 @@ class NormalizationConfig:
     thin stack) is padded in z to this depth, centred and mirrored (a single slice repeated),
     as the training crops were; a 2D frame between zero padding is an input the network never
     saw (2D+t division F1 0.20 -> 0.99 on the default model's validation series). 1: none."""
+    min_z_ratio: float | None = None
+    """Spatial too: the smallest z spacing over the xy pixel the model knows. A stack finer in z
+    (after any y/x resize) is shrunk in z to it before the U-Net (``infer/rescale.py``): a model
+    that learned nuclei spanning a few slices takes each section of a nucleus that spans as many
+    slices as pixels for a nucleus of its own. None: z is never resized."""
 
     def __post_init__(self) -> None:
         check_choice(self, "mode", NORMALIZATION_MODES)
@@ -78,6 +83,15 @@ class NormalizationConfig:
                 f"low_percentile={self.low_percentile}, high_percentile={self.high_percentile}"
             )
         check_positive_int(self, "max_samples")
+        if self.min_z_ratio is not None and not (
+            isinstance(self.min_z_ratio, (int, float))
+            and math.isfinite(self.min_z_ratio)
+            and self.min_z_ratio > 0
+        ):
+            raise InputError(
+                "NormalizationConfig.min_z_ratio: expected a number > 0 or None, found "
+                f"{self.min_z_ratio!r}"
+            )
         check_positive_int(self, "min_depth")
         if self.reference_radius is not None and not (
             math.isfinite(self.reference_radius) and self.reference_radius > 0
