@@ -138,6 +138,8 @@ def test_a_few_steps_train_only_the_heads_and_fit_the_corrections(sequence, corr
     assert changed and changed <= trained
     assert all(torch.equal(v, before[k]) for k, v in base.unet.state_dict().items())
     assert tuned.metadata.name.endswith("+det1")
+    # trained on the frames as they are, the adapted model never shrinks them in z
+    assert base.normalization.min_z_ratio == 2.0 and tuned.normalization.min_z_ratio is None
     assert correction_loss(tuned, corrections, sequence.images, config=cfg) < correction_loss(
         base, corrections, sequence.images, config=cfg
     )

@@ -25,7 +25,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -382,6 +382,9 @@ def _adapt(
     try:
         device = resolve_device(cfg.device)
         tuned = copy.deepcopy(bundle)
+        # the heads learn the frames as they are (never resized, in z either), so the adapted
+        # model predicts them as they are, where the base model shrinks stacks fine in z
+        tuned.normalization = replace(tuned.normalization, min_z_ratio=None)
         tuned.to(device).eval()
         unet = tuned.unet
         assert isinstance(unet, CompactUNet3D)
