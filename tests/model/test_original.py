@@ -111,9 +111,16 @@ def test_wrong_checkpoints_name_file_and_keys(original_files, which, change, mes
     assert str(original_files[which]) in str(info.value)
 
 
-def test_swapped_scorers_are_explained(original_files):
-    with pytest.raises(ModelError, match="were --link and --merge swapped"):
+def test_swapped_scorers_are_explained_in_the_spelling_of_the_interface(
+    original_files, tmp_path, capsys
+):
+    with pytest.raises(ModelError, match="were link_path and merge_path swapped") as info:
         import_original(original_files["unet"], original_files["merge"], original_files["link"])
+    assert "--" not in str(info.value)
+    files = [original_files[k] for k in ("unet", "merge", "link")]  # link and merge swapped
+    argv = ["import-weights", "--unet", str(files[0]), "--link", str(files[1])]
+    assert main([*argv, "--merge", str(files[2]), "-o", str(tmp_path / "o.pt")]) == 2
+    assert "were --link and --merge swapped" in capsys.readouterr().err
 
 
 def test_not_a_state_dict(original_files, tmp_path):

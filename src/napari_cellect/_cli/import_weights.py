@@ -61,12 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_cellect.model.original import import_original  # torch only when needed
+    from napari_cellect.model.original import CLI_NAMES, import_original  # torch when needed
 
     output: Path = args.output
     if output.exists() and not args.force:
         raise InputError("the output file exists already; pass --force to overwrite it", output)
-    bundle = import_original(args.unet, args.link, args.merge, name=args.name)
+    bundle = import_original(args.unet, args.link, args.merge, name=args.name, names=CLI_NAMES)
     bundle.save(output)
     logger.info("wrote %s (%d parameters)", output, bundle.n_parameters())
     return 0

@@ -45,8 +45,11 @@ from napari_cellect.settings.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
-#: Which scorer each original file feeds: our kind -> (original name, n logits, CLI flag).
-SCORERS = {"link": ("EX", 8, "--link"), "merge": ("EN", 6, "--merge")}
+#: Which scorer each original file feeds: our kind -> (original name, n logits).
+SCORERS = {"link": ("EX", 8), "merge": ("EN", 6)}
+#: How each file is named in messages, by the interface in use (our file kind -> its name).
+PYTHON_NAMES = {"unet": "unet_path", "link": "link_path", "merge": "merge_path"}
+CLI_NAMES = {"unet": "--unet", "link": "--link", "merge": "--merge"}
 
 #: A key only the MaxPool (`con7s`) variant has, and one only the strided (`con7`) variant has.
 _MAXPOOL_KEY = "conv3d_c2.1.weight"
@@ -116,9 +119,10 @@ def permute_unet_kernels(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def load_original_unet(path: str | Path) -> UNet3D:
-    """Our :class:`OriginalUNet3D` holding the weights of an original U-Net checkpoint."""
-    what = "the original U-Net weights (--unet)"
+def load_original_unet(path: str | Path, names: Mapping[str, str] = PYTHON_NAMES) -> UNet3D:
+    """Our :class:`OriginalUNet3D` holding the weights of an original U-Net checkpoint
+    (``names``: how messages name the files, :data:`PYTHON_NAMES` or :data:`CLI_NAMES`)."""
+    what = f"the original U-Net weights ({names['unet']})"
     state = read_state_dict(path, what)
     variant = unet_variant(state)
     problems = state_dict_problems(state, expected_unet_shapes(variant))
@@ -132,21 +136,28 @@ def load_original_unet(path: str | Path) -> UNet3D:
     return unet
 
 
-def load_original_scorer(path: str | Path, kind: str) -> OriginalEXNet:
+def load_original_scorer(
+    path: str | Path, kind: str, names: Mapping[str, str] = PYTHON_NAMES
+) -> OriginalEXNet:
     """Our :class:`OriginalEXNet` holding an original ``EX+`` (``link``) or ``EN+`` (``merge``)
-    checkpoint."""
-    name, n_logits, flag = SCORERS[kind]
-    what = f"the original {name} weights ({flag})"
+    checkpoint (``names`` as :func:`load_original_unet`)."""
+    name, n_logits = SCORERS[kind]
+    what = f"the original {name} weights ({names[kind]})"
     state = read_state_dict(path, what)
     out = state.get("out.weight")
     if isinstance(out, Tensor) and out.ndim == 2 and out.shape[0] != n_logits:
         other = next(
-            (f"an original {n} file ({f})" for n, c, f in SCORERS.values() if c == out.shape[0]),
+            (
+                f"an original {n} file ({names[k]})"
+                for k, (n, c) in SCORERS.items()
+                if c == out.shape[0]
+            ),
             "no known CELLECT scorer",
         )
         raise ModelError(
             f"{path}: expected {what} with {n_logits} outputs, found out.weight of shape "
-            f"{tuple(out.shape)}, which is {other}; were --link and --merge swapped?"
+            f"{tuple(out.shape)}, which is {other}; were {names['link']} and {names['merge']} "
+            "swapped?"
         )
     problems = state_dict_problems(state, expected_scorer_shapes(kind))
     if problems:
@@ -163,13 +174,15 @@ def import_original(
     link_path: str | Path,
     merge_path: str | Path,
     name: str = "cellect-original",
+    names: Mapping[str, str] = PYTHON_NAMES,
 ) -> ModelBundle:
     """A bundle of the original U-Net + EX (link) + EN (merge) weights, with the original's
     ``cellect-log`` normalisation (+1900 offset, log1p: the data the weights were trained on) and
-    thresholds (:meth:`TrackingConfig.cellect_original`)."""
-    unet = load_original_unet(unet_path)
-    link = load_original_scorer(link_path, "link")
-    merge = load_original_scorer(merge_path, "merge")
+    thresholds (:meth:`TrackingConfig.cellect_original`). ``names``: how messages name the three
+    files (the arguments here; ``cellect import-weights`` passes :data:`CLI_NAMES`)."""
+    unet = load_original_unet(unet_path, names)
+    link = load_original_scorer(link_path, "link", names)
+    merge = load_original_scorer(merge_path, "merge", names)
     metadata = BundleMetadata(
         name=name,
         trained_on="mskcc-confocal (original CELLECT training)",
